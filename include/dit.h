@@ -1,0 +1,81 @@
+// dit: Scalable Diffusion Models with Transformers (Peebles & Xie), in C.
+// The public API: opaque handles, configuration structs and error codes.
+#ifndef DIT_H
+#define DIT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum { DIT_OK = 0, DIT_ERR = 1 } dit_status;
+
+// The message of the last failure on this thread ("file: what was expected, what was found").
+const char *dit_last_error(void);
+
+// ---- DiT network configuration (see docs/dit-reference.md §1) ----
+typedef struct dit_config {
+    int input_size;        // latent (or pixel) side, e.g. 32 for 256 px images
+    int patch_size;        // p
+    int in_channels;       // 4 for SD latents
+    int hidden_size;       // D
+    int depth;             // number of DiT blocks
+    int num_heads;         // H
+    float mlp_ratio;       // 4.0
+    int num_classes;       // 1000; the label table has num_classes + 1 rows when class_dropout > 0
+    float class_dropout_prob; // 0.1; > 0 adds the null-class row used by classifier-free guidance
+    int learn_sigma;       // 1: out_channels = 2 * in_channels
+} dit_config;
+
+// Fill *cfg with a named configuration ("DiT-XL/2", ...) at an image size (latent = image / 8).
+dit_status dit_config_named(dit_config *cfg, const char *name, int image_size);
+// Check a configuration is self-consistent (divisibility, positive sizes).
+dit_status dit_config_validate(const dit_config *cfg);
+int dit_config_out_channels(const dit_config *cfg);
+// The head count of a named width (384, 768, 1024, 1152), 0 for any other.
+int dit_heads_for_hidden(int hidden);
+// The config as a JSON object (as stored in dit's own files under __metadata__["dit.config"]).
+dit_status dit_config_to_json(const dit_config *cfg, char *buf, size_t n);
+int dit_config_tokens(const dit_config *cfg);
+// The names of the 12 configurations of the paper, NULL-terminated.
+extern const char *const dit_named_configs[];
+
+// Parameter count (including the fixed pos_embed) and forward cost in the paper's convention
+// (multiply-accumulates per sample, in units of 1e9).
+int64_t dit_config_param_count(const dit_config *cfg);
+double dit_config_gmacs(const dit_config *cfg);
+
+typedef struct dit_model dit_model;
+
+// What a file may not say about its model: 0 = infer (heads from the named widths, input size from pos_embed).
+typedef struct dit_load_options {
+    int num_heads;
+    int input_size;   // latent side (image size / 8 for SD latents)
+} dit_load_options;
+
+// Load a model from any supported file: official .pt (raw state_dict or train.py dict, whose "ema" wins),
+// safetensors with official keys, diffusers-layout safetensors, or dit's own safetensors. opts may be NULL.
+dit_model *dit_model_load(const char *path, const dit_load_options *opts);
+// A model with parameters from the seeded test formula (see docs/testing.md), for tests and benchmarks.
+dit_model *dit_model_synthetic(const dit_config *cfg, uint32_t seed);
+void dit_model_free(dit_model *m);
+const dit_config *dit_model_config(const dit_model *m);
+// Save in dit's own format: official keys, config JSON in __metadata__; atomic.
+dit_status dit_model_save(const dit_model *m, const char *path);
+
+// One network evaluation. x: (B, C, S, S); t: (B) timesteps (original 0..999 units); y: (B) labels.
+// out: (B, out_channels, S, S). threads <= 0: use the OpenMP default.
+dit_status dit_model_forward(dit_model *m, const float *x, const float *t, const int *y, int batch,
+                             float *out);
+// Classifier-free guidance exactly as the reference forward_with_cfg: x, t, y are the conditional half
+// (B samples); the unconditional half uses the null class. out: (B, out_channels, S, S), the guided
+// result for the conditional half. guide_all_channels = 0 guides eps channels 0..2 (official), 1 all.
+dit_status dit_model_forward_cfg(dit_model *m, const float *x, const float *t, const int *y, int batch,
+                                 float cfg_scale, int guide_all_channels, float *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,155 @@
+// Shared pieces of the `dit` command: flag parsing, thread setup and .npy inputs.
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+#include <cblas.h>
+
+#include "cli/cli.h"
+#include "base/error.h"
+#include "io/tensors.h"
+
+int cli_fail(void) {
+    fprintf(stderr, "dit: %s\n", dit_last_error());
+    return 1;
+}
+
+int cli_usage_error(const char *fmt, ...) {
+    va_list ap;
+    fprintf(stderr, "dit: ");
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\n");
+    return 2;
+}
+
+int cli_flag_value(int argc, char **argv, int *i, const char *short_name, const char *long_name, const char **value) {
+    const char *arg = argv[*i];
+    if (!((short_name && !strcmp(arg, short_name)) || (long_name && !strcmp(arg, long_name)))) return 0;
+    if (*i + 1 >= argc) {
+        cli_usage_error("flag %s needs a value", arg);
+        return -1;
+    }
+    *value = argv[++*i];
+    return 1;
+}
+
+int cli_parse_int(const char *flag, const char *text, int min, int max, int *out) {
+    char *end;
+    errno = 0;
+    long v = strtol(text, &end, 10);
+    if (errno || end == text || *end || v < min || v > max) {
+        cli_usage_error("%s: expected an integer in [%d, %d], got '%s'", flag, min, max, text);
+        return 0;
+    }
+    *out = (int)v;
+    return 1;
+}
+
+int cli_parse_float(const char *flag, const char *text, float *out) {
+    char *end;
+    errno = 0;
+    double v = strtod(text, &end);
+    if (errno || end == text || *end || !isfinite(v)) {
+        cli_usage_error("%s: expected a number, got '%s'", flag, text);
+        return 0;
+    }
+    *out = (float)v;
+    return 1;
+}
+
+void cli_set_threads(int n) {
+    if (n <= 0) return;
+#ifdef _OPENMP
+    omp_set_num_threads(n);
+#endif
+    openblas_set_num_threads(n);
+}
+
+int cli_threads(void) {
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+float *cli_read_npy_floats(const char *path, const char *what, int *ndim, int64_t shape[8], int64_t *count) {
+    npy_array a;
+    if (npy_read(path, &a) != DIT_OK) return NULL;
+    if (a.dtype == DT_BOOL) {
+        npy_free(&a);
+        dit_set_error("%s (%s): expected a numeric array, found booleans", path, what);
+        return NULL;
+    }
+    tensor_view view = {.dtype = a.dtype, .ndim = a.ndim, .data = a.data, .nbytes = a.nbytes};
+    memcpy(view.shape, a.shape, sizeof view.shape);
+    int64_t n = tensor_numel(&view);
+    float *out = malloc((size_t)(n ? n : 1) * sizeof(float));
+    if (!out) {
+        npy_free(&a);
+        dit_set_error("%s: out of memory", path);
+        return NULL;
+    }
+    tensor_to_f32(&view, out);
+    *ndim = a.ndim;
+    memcpy(shape, a.shape, sizeof(int64_t) * TENSOR_MAX_DIMS);
+    *count = n;
+    npy_free(&a);
+    for (int64_t i = 0; i < n; i++)
+        if (!isfinite(out[i])) {
+            free(out);
+            dit_set_error("%s (%s): element %lld is not finite", path, what, (long long)i);
+            return NULL;
+        }
+    return out;
+}
+
+int *cli_read_npy_labels(const char *path, const char *what, int64_t *count) {
+    int ndim;
+    int64_t shape[8];
+    float *values = cli_read_npy_floats(path, what, &ndim, shape, count);
+    if (!values) return NULL;
+    int *labels = malloc((size_t)(*count ? *count : 1) * sizeof(int));
+    for (int64_t i = 0; labels && i < *count; i++) {
+        if (values[i] != floorf(values[i]) || fabsf(values[i]) > 1e8f) {
+            dit_set_error("%s (%s): element %lld = %g is not an integer label", path, what, (long long)i, values[i]);
+            free(labels);
+            labels = NULL;
+            break;
+        }
+        labels[i] = (int)values[i];
+    }
+    free(values);
+    return labels;
+}
+
+dit_status cli_write_npy_floats(const char *path, const float *data, int ndim, const int64_t *shape) {
+    npy_array a = {.dtype = DT_F32, .ndim = ndim, .data = (void *)data};
+    size_t n = 1;
+    for (int i = 0; i < ndim; i++) {
+        a.shape[i] = shape[i];
+        n *= (size_t)shape[i];
+    }
+    a.nbytes = n * sizeof(float);
+    return npy_write(path, &a);
+}
+
+const char *cli_config_name(const dit_config *cfg) {
+    for (int i = 0; dit_named_configs[i]; i++) {
+        dit_config named;
+        if (dit_config_named(&named, dit_named_configs[i], cfg->input_size * 8) != DIT_OK) continue;
+        if (named.patch_size == cfg->patch_size && named.hidden_size == cfg->hidden_size &&
+            named.depth == cfg->depth && named.num_heads == cfg->num_heads && named.in_channels == cfg->in_channels &&
+            named.mlp_ratio == cfg->mlp_ratio && named.num_classes == cfg->num_classes &&
+            named.learn_sigma == cfg->learn_sigma)
+            return dit_named_configs[i];
+    }
+    return "custom";
+}

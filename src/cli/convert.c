@@ -1,0 +1,42 @@
+// `dit convert IN OUT.safetensors`: read any supported DiT file and write dit's own format (official keys,
+// float32, config JSON in __metadata__), atomically.
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/cli.h"
+
+int cmd_convert(int argc, char **argv) {
+    const char *in = NULL, *out = NULL, *value;
+    int heads = 0, image_size = 0;
+    for (int i = 1; i < argc; i++) {
+        int r = 0;
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            printf("usage: dit convert IN OUT.safetensors [--heads H] [--image-size N]\n"
+                   "  IN: official .pt, train.py checkpoint (EMA weights), official or diffusers safetensors\n");
+            return 0;
+        } else if ((r = cli_flag_value(argc, argv, &i, NULL, "--heads", &value)) > 0) {
+            if (!cli_parse_int("--heads", value, 1, 65536, &heads)) return 2;
+        } else if (!r && (r = cli_flag_value(argc, argv, &i, NULL, "--image-size", &value)) > 0) {
+            if (!cli_parse_int("--image-size", value, 8, 32768, &image_size)) return 2;
+        } else if (r < 0) {
+            return 2;
+        } else if (argv[i][0] == '-' && argv[i][1]) {
+            return cli_usage_error("convert: unknown option '%s'", argv[i]);
+        } else if (!in) {
+            in = argv[i];
+        } else if (!out) {
+            out = argv[i];
+        } else {
+            return cli_usage_error("convert: too many arguments ('%s')", argv[i]);
+        }
+    }
+    if (!in || !out) return cli_usage_error("convert: usage: dit convert IN OUT.safetensors");
+    dit_load_options opts = {.num_heads = heads, .input_size = image_size / 8};
+    dit_model *m = dit_model_load(in, &opts);
+    if (!m) return cli_fail();
+    dit_status st = dit_model_save(m, out);
+    dit_model_free(m);
+    if (st != DIT_OK) return cli_fail();
+    printf("wrote %s\n", out);
+    return 0;
+}

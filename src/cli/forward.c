@@ -1,0 +1,111 @@
+// `dit forward`: one network evaluation on inputs from .npy files, for comparing with other
+// implementations. With --cfg-scale, x/t/y are the conditional half and the output is the guided result for
+// that half, as the reference forward_with_cfg gives.
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+
+static void print_help(void) {
+    printf("usage: dit forward -m FILE --x x.npy --t t.npy --y y.npy -o out.npy [options]\n"
+           "\n"
+           "  -m, --model FILE       model file (.pt or .safetensors, any supported layout)\n"
+           "  --x FILE               input, float (B, C, S, S)\n"
+           "  --t FILE               timesteps (B), integer or float, original 0..999 units\n"
+           "  --y FILE               class labels (B), integers\n"
+           "  -o, --output FILE      output .npy, float32 (B, out_channels, S, S)\n"
+           "  --cfg-scale S          classifier-free guidance (null class = num_classes)\n"
+           "  --cfg-all-channels     guide all eps channels (the reference guides channels 0-2 only)\n"
+           "  -t, --threads N        threads (default: all cores)\n"
+           "  --heads H, --image-size N   for files that do not say them\n");
+}
+
+int cmd_forward(int argc, char **argv) {
+    const char *model_path = NULL, *x_path = NULL, *t_path = NULL, *y_path = NULL, *out_path = NULL, *value;
+    float cfg_scale = 0;
+    int use_cfg = 0, all_channels = 0, threads = 0, heads = 0, image_size = 0;
+    for (int i = 1; i < argc; i++) {
+        int r = 0;
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            print_help();
+            return 0;
+        } else if (!strcmp(argv[i], "--cfg-all-channels")) {
+            all_channels = 1;
+        } else if ((r = cli_flag_value(argc, argv, &i, "-m", "--model", &value)) > 0) {
+            model_path = value;
+        } else if (!r && (r = cli_flag_value(argc, argv, &i, NULL, "--x", &value)) > 0) {
+            x_path = value;
+        } else if (!r && (r = cli_flag_value(argc, argv, &i, NULL, "--t", &value)) > 0) {
+            t_path = value;
+        } else if (!r && (r = cli_flag_value(argc, argv, &i, NULL, "--y", &value)) > 0) {
+            y_path = value;
+        } else if (!r && (r = cli_flag_value(argc, argv, &i, "-o", "--output", &value)) > 0) {
+            out_path = value;
+        } else if (!r && (r = cli_flag_value(argc, argv, &i, NULL, "--cfg-scale", &value)) > 0) {
+            if (!cli_parse_float("--cfg-scale", value, &cfg_scale)) return 2;
+            use_cfg = 1;
+        } else if (!r && (r = cli_flag_value(argc, argv, &i, "-t", "--threads", &value)) > 0) {
+            if (!cli_parse_int("--threads", value, 1, 4096, &threads)) return 2;
+        } else if (!r && (r = cli_flag_value(argc, argv, &i, NULL, "--heads", &value)) > 0) {
+            if (!cli_parse_int("--heads", value, 1, 65536, &heads)) return 2;
+        } else if (!r && (r = cli_flag_value(argc, argv, &i, NULL, "--image-size", &value)) > 0) {
+            if (!cli_parse_int("--image-size", value, 8, 32768, &image_size)) return 2;
+        } else if (r < 0) {
+            return 2;
+        } else {
+            return cli_usage_error("forward: unknown option '%s' (see dit forward --help)", argv[i]);
+        }
+        if (r < 0) return 2;
+    }
+    if (!model_path || !x_path || !t_path || !y_path || !out_path)
+        return cli_usage_error("forward: -m, --x, --t, --y and -o are all required (see dit forward --help)");
+    if (all_channels && !use_cfg) return cli_usage_error("forward: --cfg-all-channels needs --cfg-scale");
+    cli_set_threads(threads);
+
+    int status = 1, ndim;
+    int64_t shape[8], nx, nt, ny;
+    float *x = NULL, *t = NULL, *out = NULL;
+    int *y = NULL;
+    dit_load_options opts = {.num_heads = heads, .input_size = image_size / 8};
+    dit_model *m = dit_model_load(model_path, &opts);
+    if (!m) goto fail;
+    const dit_config *c = dit_model_config(m);
+    if (!(x = cli_read_npy_floats(x_path, "--x", &ndim, shape, &nx))) goto fail;
+    if (ndim != 4 || shape[1] != c->in_channels || shape[2] != c->input_size || shape[3] != c->input_size ||
+        shape[0] < 1) {
+        fprintf(stderr, "dit: %s (--x): expected shape (B, %d, %d, %d) for this model\n", x_path, c->in_channels,
+                c->input_size, c->input_size);
+        goto done;
+    }
+    const int B = (int)shape[0];
+    if (!(t = cli_read_npy_floats(t_path, "--t", &ndim, shape, &nt))) goto fail;
+    if (nt != B) {
+        fprintf(stderr, "dit: %s (--t): expected %d timesteps (one per sample of --x), found %lld\n", t_path, B, (long long)nt);
+        goto done;
+    }
+    if (!(y = cli_read_npy_labels(y_path, "--y", &ny))) goto fail;
+    if (ny != B) {
+        fprintf(stderr, "dit: %s (--y): expected %d labels (one per sample of --x), found %lld\n", y_path, B, (long long)ny);
+        goto done;
+    }
+    const int OUT = dit_config_out_channels(c), S = c->input_size;
+    out = malloc((size_t)B * OUT * S * S * sizeof(float));
+    if (!out) {
+        fprintf(stderr, "dit: out of memory for the output\n");
+        goto done;
+    }
+    dit_status st = use_cfg ? dit_model_forward_cfg(m, x, t, y, B, cfg_scale, all_channels, out)
+                            : dit_model_forward(m, x, t, y, B, out);
+    if (st != DIT_OK) goto fail;
+    int64_t out_shape[4] = {B, OUT, S, S};
+    if (cli_write_npy_floats(out_path, out, 4, out_shape) != DIT_OK) goto fail;
+    status = 0;
+    goto done;
+fail:
+    cli_fail();
+done:
+    free(x); free(t); free(y); free(out);
+    dit_model_free(m);
+    return status;
+}

@@ -1,0 +1,33 @@
+// The `dit` command: one subcommand per file in src/cli/.
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/cli.h"
+
+static void usage(FILE *out) {
+    fprintf(out,
+            "dit: Scalable Diffusion Models with Transformers, in C\n"
+            "\n"
+            "usage: dit <command> [options]\n"
+            "\n"
+            "commands:\n"
+            "  info      configuration, parameter count and Gflops of a model file or a named config\n"
+            "  forward   one network evaluation on .npy inputs (optionally with classifier-free guidance)\n"
+            "  convert   rewrite any supported model file in dit's own safetensors format\n"
+            "\n"
+            "run `dit <command> --help` for its options.\n");
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    static const struct { const char *name; int (*run)(int, char **); } commands[] = {
+        {"info", cmd_info}, {"forward", cmd_forward}, {"convert", cmd_convert},
+    };
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (!strcmp(argv[1], commands[i].name)) return commands[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "dit: unknown command '%s' (commands: info, forward, convert; see dit --help)\n", argv[1]);
+    return 2;
+}

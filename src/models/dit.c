@@ -1,0 +1,234 @@
+// DiT configurations, the parameter table in official state_dict order (dit-reference.md §1.12), and the
+// paper's parameter / Gflops counts (§1.11). The forward pass is in dit_forward.c, loading in dit_load.c.
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "base/error.h"
+#include "models/dit_model.h"
+#include "ops/ops.h"
+
+const char *const dit_named_configs[] = {
+    "DiT-S/8", "DiT-S/4", "DiT-S/2", "DiT-B/8", "DiT-B/4", "DiT-B/2",
+    "DiT-L/8", "DiT-L/4", "DiT-L/2", "DiT-XL/8", "DiT-XL/4", "DiT-XL/2", NULL,
+};
+
+typedef struct {
+    const char *size;
+    int depth, hidden, heads;
+} named_size;
+
+static const named_size named_sizes[] = {
+    {"S", 12, 384, 6}, {"B", 12, 768, 12}, {"L", 24, 1024, 16}, {"XL", 28, 1152, 16},
+};
+
+dit_status dit_config_named(dit_config *cfg, const char *name, int image_size) {
+    char size[8];
+    int patch = 0;
+    if (sscanf(name, "DiT-%7[A-Z]/%d", size, &patch) != 2 || (patch != 2 && patch != 4 && patch != 8))
+        return dit_set_error("unknown model '%s': expected one of DiT-S/2 ... DiT-XL/8 (S, B, L, XL with patch 2, 4 or 8)", name);
+    if (image_size <= 0 || image_size % 8)
+        return dit_set_error("image size %d: expected a positive multiple of 8 (the VAE downsamples by 8)", image_size);
+    for (size_t i = 0; i < sizeof named_sizes / sizeof named_sizes[0]; i++) {
+        if (strcmp(size, named_sizes[i].size)) continue;
+        *cfg = (dit_config){
+            .input_size = image_size / 8, .patch_size = patch, .in_channels = 4,
+            .hidden_size = named_sizes[i].hidden, .depth = named_sizes[i].depth, .num_heads = named_sizes[i].heads,
+            .mlp_ratio = 4.0f, .num_classes = 1000, .class_dropout_prob = 0.1f, .learn_sigma = 1,
+        };
+        return dit_config_validate(cfg);
+    }
+    return dit_set_error("unknown model size '%s' in '%s': expected S, B, L or XL", size, name);
+}
+
+int dit_heads_for_hidden(int hidden) {
+    for (size_t i = 0; i < sizeof named_sizes / sizeof named_sizes[0]; i++)
+        if (named_sizes[i].hidden == hidden) return named_sizes[i].heads;
+    return 0;
+}
+
+dit_status dit_config_validate(const dit_config *c) {
+    if (c->input_size <= 0 || c->patch_size <= 0 || c->in_channels <= 0 || c->hidden_size <= 0 || c->depth < 0 ||
+        c->num_heads <= 0 || c->num_classes <= 0 || !(c->mlp_ratio > 0))
+        return dit_set_error("model config: sizes must be positive (input %d, patch %d, channels %d, hidden %d, "
+                             "depth %d, heads %d, classes %d)", c->input_size, c->patch_size, c->in_channels,
+                             c->hidden_size, c->depth, c->num_heads, c->num_classes);
+    if (c->input_size % c->patch_size)
+        return dit_set_error("model config: input size %d is not a multiple of patch size %d", c->input_size, c->patch_size);
+    if (c->hidden_size % c->num_heads)
+        return dit_set_error("model config: hidden size %d is not a multiple of %d heads", c->hidden_size, c->num_heads);
+    if (c->hidden_size % 4)
+        return dit_set_error("model config: hidden size %d must be a multiple of 4 (2-D sin-cos positions)", c->hidden_size);
+    if (c->input_size > 4096 || c->hidden_size > 65536 || c->depth > 1024 || c->num_classes > 10000000 ||
+        c->in_channels > 4096 || c->mlp_ratio > 64)
+        return dit_set_error("model config: sizes out of range (input %d, hidden %d, depth %d, classes %d)",
+                             c->input_size, c->hidden_size, c->depth, c->num_classes);
+    return DIT_OK;
+}
+
+int dit_config_out_channels(const dit_config *c) { return c->learn_sigma ? 2 * c->in_channels : c->in_channels; }
+int dit_config_tokens(const dit_config *c) {
+    int g = c->input_size / c->patch_size;
+    return g * g;
+}
+static int mlp_hidden_of(const dit_config *c) { return (int)(c->hidden_size * c->mlp_ratio); }
+static int label_rows_of(const dit_config *c) { return c->num_classes + (c->class_dropout_prob > 0); }
+
+// ---- the parameter table -----------------------------------------------------------------------
+
+typedef struct {
+    param_entry *entries;
+    int count, cap;
+    size_t total;
+} table_builder;
+
+static void add_param(table_builder *tb, const char *name, int ndim, int64_t d0, int64_t d1, int64_t d2, int64_t d3) {
+    if (tb->count == tb->cap) {
+        tb->cap = tb->cap ? 2 * tb->cap : 64;
+        tb->entries = dit_realloc(tb->entries, tb->cap * sizeof *tb->entries);
+    }
+    param_entry *e = &tb->entries[tb->count++];
+    memset(e, 0, sizeof *e);
+    DIT_CHECK(strlen(name) < PARAM_NAME_MAX);
+    strcpy(e->name, name);
+    e->ndim = ndim;
+    int64_t dims[4] = {d0, d1, d2, d3};
+    e->numel = 1;
+    for (int i = 0; i < ndim; i++) {
+        e->shape[i] = dims[i];
+        e->numel *= (size_t)dims[i];
+    }
+    e->offset = tb->total;
+    tb->total += e->numel;
+}
+
+static void build_table(table_builder *tb, const dit_config *c) {
+    const int64_t D = c->hidden_size, C = c->in_channels, P = c->patch_size, M = mlp_hidden_of(c);
+    const int64_t OUT = dit_config_out_channels(c);
+    char name[PARAM_NAME_MAX];
+    add_param(tb, "pos_embed", 3, 1, dit_config_tokens(c), D, 0);
+    add_param(tb, "x_embedder.proj.weight", 4, D, C, P, P);
+    add_param(tb, "x_embedder.proj.bias", 1, D, 0, 0, 0);
+    add_param(tb, "t_embedder.mlp.0.weight", 2, D, 256, 0, 0);
+    add_param(tb, "t_embedder.mlp.0.bias", 1, D, 0, 0, 0);
+    add_param(tb, "t_embedder.mlp.2.weight", 2, D, D, 0, 0);
+    add_param(tb, "t_embedder.mlp.2.bias", 1, D, 0, 0, 0);
+    add_param(tb, "y_embedder.embedding_table.weight", 2, label_rows_of(c), D, 0, 0);
+    static const struct { const char *suffix; int out_mult; int in_kind; } block_params[] = {
+        // out rows as a multiple of D (0 = M), inputs: 1 = D, 2 = M, 0 = bias
+        {"attn.qkv.weight", 3, 1}, {"attn.qkv.bias", 3, 0}, {"attn.proj.weight", 1, 1}, {"attn.proj.bias", 1, 0},
+        {"mlp.fc1.weight", 0, 1}, {"mlp.fc1.bias", 0, 0}, {"mlp.fc2.weight", 1, 2}, {"mlp.fc2.bias", 1, 0},
+        {"adaLN_modulation.1.weight", 6, 1}, {"adaLN_modulation.1.bias", 6, 0},
+    };
+    for (int l = 0; l < c->depth; l++) {
+        for (size_t i = 0; i < sizeof block_params / sizeof block_params[0]; i++) {
+            snprintf(name, sizeof name, "blocks.%d.%s", l, block_params[i].suffix);
+            int64_t rows = block_params[i].out_mult ? block_params[i].out_mult * D : M;
+            if (block_params[i].in_kind == 0)
+                add_param(tb, name, 1, rows, 0, 0, 0);
+            else
+                add_param(tb, name, 2, rows, block_params[i].in_kind == 1 ? D : M, 0, 0);
+        }
+    }
+    add_param(tb, "final_layer.linear.weight", 2, P * P * OUT, D, 0, 0);
+    add_param(tb, "final_layer.linear.bias", 1, P * P * OUT, 0, 0, 0);
+    add_param(tb, "final_layer.adaLN_modulation.1.weight", 2, 2 * D, D, 0, 0);
+    add_param(tb, "final_layer.adaLN_modulation.1.bias", 1, 2 * D, 0, 0, 0);
+}
+
+int64_t dit_config_param_count(const dit_config *c) {
+    table_builder tb = {0};
+    build_table(&tb, c);
+    free(tb.entries);
+    return (int64_t)tb.total;
+}
+
+double dit_config_gmacs(const dit_config *c) {
+    // Multiply-accumulates per sample, the paper's "Gflops" convention (dit-reference.md §1.11).
+    const double D = c->hidden_size, T = dit_config_tokens(c), P = c->patch_size, C = c->in_channels;
+    const double M = mlp_hidden_of(c), OUT = dit_config_out_channels(c);
+    double per_block = T * (3 * D * D + D * D + 2 * D * M) + 2 * T * T * D + 6 * D * D;
+    double macs = c->depth * per_block;
+    macs += T * C * P * P * D;              // patch embedding
+    macs += T * D * P * P * OUT + 2 * D * D; // final layer and its adaLN
+    macs += 256 * D + D * D;                // timestep MLP
+    return macs / 1e9;
+}
+
+const param_entry *dit_param_find(const dit_model *m, const char *name) {
+    for (int i = 0; i < m->num_params; i++)
+        if (!strcmp(m->table[i].name, name)) return &m->table[i];
+    return NULL;
+}
+
+static float *param_ptr(dit_model *m, const char *name) {
+    const param_entry *e = dit_param_find(m, name);
+    DIT_CHECK(e != NULL);
+    return m->params + e->offset;
+}
+
+dit_model *dit_model_create(const dit_config *cfg) {
+    if (dit_config_validate(cfg) != DIT_OK) return NULL;
+    dit_model *m = dit_calloc(1, sizeof *m);
+    m->cfg = *cfg;
+    m->label_rows = label_rows_of(cfg);
+    m->mlp_hidden = mlp_hidden_of(cfg);
+    table_builder tb = {0};
+    build_table(&tb, cfg);
+    m->table = tb.entries;
+    m->num_params = tb.count;
+    m->total_floats = tb.total;
+    m->params = dit_calloc(tb.total, sizeof(float));
+
+    dit_params *p = &m->p;
+    char name[PARAM_NAME_MAX];
+    p->pos_embed = param_ptr(m, "pos_embed");
+    p->patch_w = param_ptr(m, "x_embedder.proj.weight");
+    p->patch_b = param_ptr(m, "x_embedder.proj.bias");
+    p->t_mlp0_w = param_ptr(m, "t_embedder.mlp.0.weight");
+    p->t_mlp0_b = param_ptr(m, "t_embedder.mlp.0.bias");
+    p->t_mlp2_w = param_ptr(m, "t_embedder.mlp.2.weight");
+    p->t_mlp2_b = param_ptr(m, "t_embedder.mlp.2.bias");
+    p->y_table = param_ptr(m, "y_embedder.embedding_table.weight");
+    p->blocks = dit_calloc(cfg->depth ? cfg->depth : 1, sizeof *p->blocks);
+    for (int l = 0; l < cfg->depth; l++) {
+        dit_block_params *bp = &p->blocks[l];
+#define BLOCK_PTR(field, suffix) (snprintf(name, sizeof name, "blocks.%d.%s", l, suffix), bp->field = param_ptr(m, name))
+        BLOCK_PTR(qkv_w, "attn.qkv.weight");
+        BLOCK_PTR(qkv_b, "attn.qkv.bias");
+        BLOCK_PTR(proj_w, "attn.proj.weight");
+        BLOCK_PTR(proj_b, "attn.proj.bias");
+        BLOCK_PTR(fc1_w, "mlp.fc1.weight");
+        BLOCK_PTR(fc1_b, "mlp.fc1.bias");
+        BLOCK_PTR(fc2_w, "mlp.fc2.weight");
+        BLOCK_PTR(fc2_b, "mlp.fc2.bias");
+        BLOCK_PTR(ada_w, "adaLN_modulation.1.weight");
+        BLOCK_PTR(ada_b, "adaLN_modulation.1.bias");
+#undef BLOCK_PTR
+    }
+    p->final_w = param_ptr(m, "final_layer.linear.weight");
+    p->final_b = param_ptr(m, "final_layer.linear.bias");
+    p->final_ada_w = param_ptr(m, "final_layer.adaLN_modulation.1.weight");
+    p->final_ada_b = param_ptr(m, "final_layer.adaLN_modulation.1.bias");
+    pos_embed_2d_sincos(p->pos_embed, cfg->hidden_size, cfg->input_size / cfg->patch_size);
+    return m;
+}
+
+static void free_activations(dit_activations *a) {
+    free(a->x); free(a->h); free(a->qkv); free(a->attn); free(a->mlp); free(a->tmp);
+    free(a->cond); free(a->temb); free(a->tmid); free(a->ada); free(a->scores);
+    memset(a, 0, sizeof *a);
+}
+
+void dit_activations_free(dit_model *m) { free_activations(&m->acts); }
+
+void dit_model_free(dit_model *m) {
+    if (!m) return;
+    free_activations(&m->acts);
+    free(m->p.blocks);
+    free(m->params);
+    free(m->table);
+    free(m);
+}
+
+const dit_config *dit_model_config(const dit_model *m) { return &m->cfg; }

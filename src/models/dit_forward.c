@@ -1,0 +1,165 @@
+// The DiT forward pass (dit-reference.md §1.1), walking the layers in the order the paper draws them:
+// patchify + pos_embed, c = t_emb + y_emb, N adaLN-Zero blocks, final layer, unpatchify.
+// Classifier-free guidance exactly as the reference forward_with_cfg (§1.10).
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "base/error.h"
+#include "models/dit_model.h"
+#include "ops/ops.h"
+
+static int max_threads(void) {
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+static int imax(int a, int b) { return a > b ? a : b; }
+
+// Size the arena for B samples; grows only, so a sampler's steady state allocates nothing.
+static void ensure_activations(dit_model *m, int B) {
+    dit_activations *a = &m->acts;
+    const dit_config *c = &m->cfg;
+    const int threads = max_threads();
+    const int64_t T = dit_config_tokens(c), D = c->hidden_size, M = m->mlp_hidden;
+    if (a->capacity < B) {
+        const int P = c->patch_size;
+        const int64_t widest = imax(imax(c->in_channels * P * P, P * P * dit_config_out_channels(c)), (int)D);
+        free(a->x); free(a->h); free(a->qkv); free(a->attn); free(a->mlp); free(a->tmp);
+        free(a->cond); free(a->temb); free(a->tmid); free(a->ada);
+        a->x = dit_malloc(B * T * D * sizeof(float));
+        a->h = dit_malloc(B * T * D * sizeof(float));
+        a->qkv = dit_malloc(B * T * 3 * D * sizeof(float));
+        a->attn = dit_malloc(B * T * D * sizeof(float));
+        a->mlp = dit_malloc(B * T * M * sizeof(float));
+        a->tmp = dit_malloc(B * T * widest * sizeof(float));
+        a->cond = dit_malloc(B * D * sizeof(float));
+        a->temb = dit_malloc(B * 256 * sizeof(float));
+        a->tmid = dit_malloc(B * D * sizeof(float));
+        a->ada = dit_malloc(B * 6 * D * sizeof(float));
+        a->capacity = B;
+    }
+    if (a->scores_threads < threads) {
+        free(a->scores);
+        a->scores = dit_malloc(attention_scratch_floats((int)T, threads) * sizeof(float));
+        a->scores_threads = threads;
+    }
+}
+
+// DiTBlock: x = x + gate_msa * attn(modulate(norm1(x))); x = x + gate_mlp * mlp(modulate(norm2(x))).
+static void block_forward(dit_model *m, const dit_block_params *bp, int B) {
+    dit_activations *a = &m->acts;
+    const int T = dit_config_tokens(&m->cfg), D = m->cfg.hidden_size, H = m->cfg.num_heads, M = m->mlp_hidden;
+    const int BT = B * T, A = 6 * D;
+    // ada (B, 6D) = SiLU(c) @ W^T + b, chunks: shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp
+    linear_forward(a->ada, a->cond, bp->ada_w, bp->ada_b, B, D, A);
+    const float *shift_msa = a->ada, *scale_msa = a->ada + D, *gate_msa = a->ada + 2 * D;
+    const float *shift_mlp = a->ada + 3 * D, *scale_mlp = a->ada + 4 * D, *gate_mlp = a->ada + 5 * D;
+
+    layernorm_modulate_forward(a->h, NULL, NULL, a->x, shift_msa, scale_msa, A, B, T, D);
+    linear_forward(a->qkv, a->h, bp->qkv_w, bp->qkv_b, BT, D, 3 * D);         // (BT, 3D)
+    attention_forward(a->attn, a->qkv, a->scores, B, T, D, H);                 // (BT, D)
+    linear_forward(a->tmp, a->attn, bp->proj_w, NULL, BT, D, D);               // bias added in the residual
+    gated_residual_forward(a->x, a->tmp, bp->proj_b, gate_msa, A, B, T, D);
+
+    layernorm_modulate_forward(a->h, NULL, NULL, a->x, shift_mlp, scale_mlp, A, B, T, D);
+    linear_forward(a->mlp, a->h, bp->fc1_w, bp->fc1_b, BT, D, M);              // (BT, M)
+    gelu_tanh_forward(a->mlp, a->mlp, (int64_t)BT * M);
+    linear_forward(a->tmp, a->mlp, bp->fc2_w, NULL, BT, M, D);                 // (BT, D)
+    gated_residual_forward(a->x, a->tmp, bp->fc2_b, gate_mlp, A, B, T, D);
+}
+
+static dit_status check_labels(const dit_model *m, const int *y, int batch) {
+    for (int b = 0; b < batch; b++)
+        if (y[b] < 0 || y[b] >= m->label_rows)
+            return dit_set_error("label %d of sample %d is out of range: this model has %d classes%s", y[b], b,
+                                 m->cfg.num_classes, m->label_rows > m->cfg.num_classes ? " (+1 null class)" : "");
+    return DIT_OK;
+}
+
+dit_status dit_model_forward(dit_model *m, const float *x, const float *t, const int *y, int batch, float *out) {
+    const dit_config *c = &m->cfg;
+    const int T = dit_config_tokens(c), D = c->hidden_size, P = c->patch_size, C = c->in_channels;
+    const int S = c->input_size, OUT = dit_config_out_channels(c), B = batch;
+    if (batch <= 0) return dit_set_error("forward: batch must be positive, got %d", batch);
+    if (check_labels(m, y, batch) != DIT_OK) return DIT_ERR;
+    ensure_activations(m, B);
+    dit_activations *a = &m->acts;
+    const dit_params *p = &m->p;
+
+    // tokens (B, T, D) = patchify(x) @ W^T + b + pos_embed
+    patchify_forward(a->tmp, x, B, C, S, P);
+    linear_forward(a->x, a->tmp, p->patch_w, p->patch_b, B * T, C * P * P, D);
+    #pragma omp parallel for collapse(2) schedule(static)
+    for (int b = 0; b < B; b++)
+        for (int tok = 0; tok < T; tok++) {
+            float *row = a->x + ((int64_t)b * T + tok) * D;
+            const float *pos = p->pos_embed + (int64_t)tok * D;
+            for (int d = 0; d < D; d++) row[d] += pos[d];
+        }
+
+    // c (B, D) = mlp(timestep_embedding(t)) + y_table[y]; every adaLN then reads SiLU(c)
+    timestep_embedding_forward(a->temb, t, B, 256);
+    linear_forward(a->tmid, a->temb, p->t_mlp0_w, p->t_mlp0_b, B, 256, D);
+    silu_forward(a->tmid, a->tmid, (int64_t)B * D);
+    linear_forward(a->cond, a->tmid, p->t_mlp2_w, p->t_mlp2_b, B, D, D);
+    for (int b = 0; b < B; b++) {
+        const float *emb = p->y_table + (int64_t)y[b] * D;
+        for (int d = 0; d < D; d++) a->cond[(int64_t)b * D + d] += emb[d];
+    }
+    silu_forward(a->cond, a->cond, (int64_t)B * D);
+
+    for (int l = 0; l < c->depth; l++) block_forward(m, &p->blocks[l], B);
+
+    // final layer: modulate(norm_final(x), shift, scale) @ W^T + b, then unpatchify to (B, OUT, S, S)
+    linear_forward(a->ada, a->cond, p->final_ada_w, p->final_ada_b, B, D, 2 * D);
+    layernorm_modulate_forward(a->h, NULL, NULL, a->x, a->ada, a->ada + D, 2 * D, B, T, D);
+    linear_forward(a->tmp, a->h, p->final_w, p->final_b, B * T, D, P * P * OUT);
+    unpatchify_forward(out, a->tmp, B, OUT, S, P);
+    return DIT_OK;
+}
+
+dit_status dit_model_forward_cfg(dit_model *m, const float *x, const float *t, const int *y, int batch,
+                                 float cfg_scale, int guide_all_channels, float *out) {
+    const dit_config *c = &m->cfg;
+    if (m->label_rows <= c->num_classes)
+        return dit_set_error("classifier-free guidance needs a null class, but this model was built without "
+                             "label dropout (class_dropout_prob = 0)");
+    if (batch <= 0) return dit_set_error("forward: batch must be positive, got %d", batch);
+    if (check_labels(m, y, batch) != DIT_OK) return DIT_ERR;
+    const int S = c->input_size, C = c->in_channels, OUT = dit_config_out_channels(c), B = batch;
+    const int64_t sample_in = (int64_t)C * S * S, sample_out = (int64_t)OUT * S * S, plane = (int64_t)S * S;
+    // One forward over [x; x] with labels [y; null], as the reference builds its doubled batch.
+    float *x2 = dit_malloc(2 * B * sample_in * sizeof(float));
+    float *t2 = dit_malloc(2 * B * sizeof(float));
+    int *y2 = dit_malloc(2 * B * sizeof(int));
+    float *out2 = dit_malloc(2 * B * sample_out * sizeof(float));
+    memcpy(x2, x, B * sample_in * sizeof(float));
+    memcpy(x2 + B * sample_in, x, B * sample_in * sizeof(float));
+    for (int b = 0; b < B; b++) {
+        t2[b] = t2[B + b] = t[b];
+        y2[b] = y[b];
+        y2[B + b] = c->num_classes;
+    }
+    dit_status st = dit_model_forward(m, x2, t2, y2, 2 * B, out2);
+    if (st == DIT_OK) {
+        // Official: guide eps channels 0..2 only (a leftover from pixel-space GLIDE, kept for exact FID);
+        // channel 3 and the variance channels come from the conditional half.
+        const int guided = guide_all_channels ? C : (C < 3 ? C : 3);
+        memcpy(out, out2, B * sample_out * sizeof(float));
+        for (int b = 0; b < B; b++) {
+            for (int ch = 0; ch < guided; ch++) {
+                const float *cond = out2 + b * sample_out + ch * plane;
+                const float *uncond = out2 + (B + b) * sample_out + ch * plane;
+                float *dst = out + b * sample_out + ch * plane;
+                for (int64_t i = 0; i < plane; i++) dst[i] = uncond[i] + cfg_scale * (cond[i] - uncond[i]);
+            }
+        }
+    }
+    free(x2); free(t2); free(y2); free(out2);
+    return st;
+}

@@ -1,0 +1,337 @@
+// Loading a DiT from any published layout onto the official parameter table (dit-reference.md §1.12, §4.2):
+// official .pt (raw state_dict, or train.py's {"model", "ema", ...} where "ema" wins), safetensors with
+// official keys, diffusers-layout safetensors, and dit's own safetensors (config in __metadata__).
+// Whatever the layout, the model then runs the official numerics. Saving writes dit's own format.
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "base/error.h"
+#include "io/tensors.h"
+#include "models/dit_model.h"
+
+
+typedef enum { LAYOUT_OFFICIAL, LAYOUT_DIFFUSERS } key_layout;
+
+typedef struct {
+    const tensor_file *file;
+    const char *prefix;   // "ema.", "model.", "" ...
+    key_layout layout;
+} key_source;
+
+static const tensor_view *find_key(const key_source *src, const char *key) {
+    char full[256];
+    snprintf(full, sizeof full, "%s%s", src->prefix, key);
+    return tensor_file_find(src->file, full);
+}
+
+static void format_shape(char *buf, size_t n, int ndim, const int64_t *shape) {
+    size_t used = snprintf(buf, n, "[");
+    for (int i = 0; i < ndim && used < n; i++) used += snprintf(buf + used, n - used, "%s%lld", i ? ", " : "", (long long)shape[i]);
+    if (used < n) snprintf(buf + used, n - used, "]");
+}
+
+// Shapes must agree element for element, except that a leading-1 axis (pos_embed) may be absent.
+static int same_shape(const tensor_view *t, const param_entry *e) {
+    int64_t tn = tensor_numel(t);
+    if (tn != (int64_t)e->numel) return 0;
+    int ti = 0, ei = 0;
+    while (ti < t->ndim && t->shape[ti] == 1 && t->ndim > e->ndim) ti++;
+    while (ei < e->ndim && e->shape[ei] == 1 && e->ndim > t->ndim) ei++;
+    if (t->ndim - ti != e->ndim - ei) return 0;
+    for (; ti < t->ndim; ti++, ei++)
+        if (t->shape[ti] != e->shape[ei]) return 0;
+    return 1;
+}
+
+static dit_status copy_tensor(const char *path, const tensor_view *t, const param_entry *e, float *dst,
+                              const char *file_key) {
+    if (!tensor_is_float(t))
+        return dit_set_error("%s: tensor %s has dtype %s, expected a floating type (F32, F16, BF16, F64)", path,
+                             file_key, dtype_name(t->dtype));
+    if (!same_shape(t, e)) {
+        char got[128], want[128];
+        format_shape(got, sizeof got, t->ndim, t->shape);
+        format_shape(want, sizeof want, e->ndim, e->shape);
+        return dit_set_error("%s: tensor %s has shape %s, expected %s", path, file_key, got, want);
+    }
+    tensor_to_f32(t, dst);
+    return DIT_OK;
+}
+
+// ---- which layout and prefix -------------------------------------------------------------------
+
+static int detect_source(const tensor_file *f, key_source *src) {
+    // train.py checkpoints hold "model" and "ema": sampling uses the EMA weights, as find_model does.
+    static const char *const prefixes[] = {"ema.", "", "model.", "module.", "model.module.", "state_dict.", "ema.module."};
+    for (size_t i = 0; i < sizeof prefixes / sizeof prefixes[0]; i++) {
+        key_source s = {f, prefixes[i], LAYOUT_OFFICIAL};
+        if (find_key(&s, "x_embedder.proj.weight")) { *src = s; return 1; }
+        s.layout = LAYOUT_DIFFUSERS;
+        if (find_key(&s, "pos_embed.proj.weight")) { *src = s; return 1; }
+    }
+    return 0;
+}
+
+// The official key of a table entry spelled in the source's layout; returns 0 when the entry has no single
+// counterpart (diffusers splits qkv into to_q/to_k/to_v: fill_params gathers those).
+static int layout_key(const key_source *src, const char *official, char *out, size_t n) {
+    if (src->layout == LAYOUT_OFFICIAL) {
+        snprintf(out, n, "%s", official);
+        return 1;
+    }
+    int l;
+    char rest[PARAM_NAME_MAX];
+    static const struct { const char *official, *diffusers; } fixed[] = {
+        {"x_embedder.proj.weight", "pos_embed.proj.weight"},
+        {"x_embedder.proj.bias", "pos_embed.proj.bias"},
+        {"t_embedder.mlp.0.weight", "transformer_blocks.0.norm1.emb.timestep_embedder.linear_1.weight"},
+        {"t_embedder.mlp.0.bias", "transformer_blocks.0.norm1.emb.timestep_embedder.linear_1.bias"},
+        {"t_embedder.mlp.2.weight", "transformer_blocks.0.norm1.emb.timestep_embedder.linear_2.weight"},
+        {"t_embedder.mlp.2.bias", "transformer_blocks.0.norm1.emb.timestep_embedder.linear_2.bias"},
+        {"y_embedder.embedding_table.weight", "transformer_blocks.0.norm1.emb.class_embedder.embedding_table.weight"},
+        {"final_layer.linear.weight", "proj_out_2.weight"},
+        {"final_layer.linear.bias", "proj_out_2.bias"},
+        {"final_layer.adaLN_modulation.1.weight", "proj_out_1.weight"},
+        {"final_layer.adaLN_modulation.1.bias", "proj_out_1.bias"},
+    };
+    for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
+        if (!strcmp(official, fixed[i].official)) {
+            snprintf(out, n, "%s", fixed[i].diffusers);
+            return 1;
+        }
+    if (sscanf(official, "blocks.%d.%63s", &l, rest) == 2) {
+        static const struct { const char *official, *diffusers; } block[] = {
+            {"attn.proj.weight", "attn1.to_out.0.weight"}, {"attn.proj.bias", "attn1.to_out.0.bias"},
+            {"mlp.fc1.weight", "ff.net.0.proj.weight"}, {"mlp.fc1.bias", "ff.net.0.proj.bias"},
+            {"mlp.fc2.weight", "ff.net.2.weight"}, {"mlp.fc2.bias", "ff.net.2.bias"},
+            {"adaLN_modulation.1.weight", "norm1.linear.weight"}, {"adaLN_modulation.1.bias", "norm1.linear.bias"},
+        };
+        for (size_t i = 0; i < sizeof block / sizeof block[0]; i++)
+            if (!strcmp(rest, block[i].official)) {
+                snprintf(out, n, "transformer_blocks.%d.%s", l, block[i].diffusers);
+                return 1;
+            }
+    }
+    return 0;
+}
+
+// ---- configuration from shapes -----------------------------------------------------------------
+
+static dit_status require(const char *path, const key_source *src, const char *key, int ndim, const tensor_view **t) {
+    *t = find_key(src, key);
+    if (!*t) return dit_set_error("%s: missing tensor %s%s", path, src->prefix, key);
+    if ((*t)->ndim != ndim)
+        return dit_set_error("%s: tensor %s%s has %d dimensions, expected %d", path, src->prefix, key, (*t)->ndim, ndim);
+    return DIT_OK;
+}
+
+static int count_blocks(const key_source *src) {
+    char key[PARAM_NAME_MAX + 32];
+    int depth = 0;
+    for (;; depth++) {
+        snprintf(key, sizeof key, src->layout == LAYOUT_OFFICIAL ? "blocks.%d.mlp.fc1.weight"
+                                                                 : "transformer_blocks.%d.ff.net.0.proj.weight", depth);
+        if (!find_key(src, key)) return depth;
+    }
+}
+
+static int meta_int(const cJSON *obj, const char *name, int *out) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, name);
+    if (!cJSON_IsNumber(v)) return 0;
+    *out = v->valueint;
+    return 1;
+}
+
+// dit's own files carry the full config as JSON in __metadata__["dit.config"].
+static dit_status config_from_metadata(const char *path, const char *json, dit_config *cfg) {
+    cJSON *obj = cJSON_Parse(json);
+    if (!obj || !cJSON_IsObject(obj)) {
+        cJSON_Delete(obj);
+        return dit_set_error("%s: metadata dit.config is not a JSON object", path);
+    }
+    int ok = meta_int(obj, "input_size", &cfg->input_size) & meta_int(obj, "patch_size", &cfg->patch_size) &
+             meta_int(obj, "in_channels", &cfg->in_channels) & meta_int(obj, "hidden_size", &cfg->hidden_size) &
+             meta_int(obj, "depth", &cfg->depth) & meta_int(obj, "num_heads", &cfg->num_heads) &
+             meta_int(obj, "num_classes", &cfg->num_classes) & meta_int(obj, "learn_sigma", &cfg->learn_sigma);
+    const cJSON *ratio = cJSON_GetObjectItemCaseSensitive(obj, "mlp_ratio");
+    const cJSON *drop = cJSON_GetObjectItemCaseSensitive(obj, "class_dropout_prob");
+    ok = ok && cJSON_IsNumber(ratio) && cJSON_IsNumber(drop);
+    if (ok) {
+        cfg->mlp_ratio = (float)ratio->valuedouble;
+        cfg->class_dropout_prob = (float)drop->valuedouble;
+    }
+    cJSON_Delete(obj);
+    if (!ok) return dit_set_error("%s: metadata dit.config lacks a field (input_size, patch_size, in_channels, "
+                                  "hidden_size, depth, num_heads, mlp_ratio, num_classes, class_dropout_prob, learn_sigma)", path);
+    if (dit_config_validate(cfg) != DIT_OK) {
+        dit_prefix_error("%s", path);
+        return DIT_ERR;
+    }
+    return DIT_OK;
+}
+
+static dit_status infer_config(const char *path, const key_source *src, const dit_load_options *opts, dit_config *cfg) {
+    const int diffusers = src->layout == LAYOUT_DIFFUSERS;
+    const tensor_view *patch, *fc1, *table, *final_linear, *pos = NULL;
+    if (require(path, src, diffusers ? "pos_embed.proj.weight" : "x_embedder.proj.weight", 4, &patch) ||
+        require(path, src, diffusers ? "transformer_blocks.0.ff.net.0.proj.weight" : "blocks.0.mlp.fc1.weight", 2, &fc1) ||
+        require(path, src, diffusers ? "transformer_blocks.0.norm1.emb.class_embedder.embedding_table.weight"
+                                     : "y_embedder.embedding_table.weight", 2, &table) ||
+        require(path, src, diffusers ? "proj_out_2.weight" : "final_layer.linear.weight", 2, &final_linear))
+        return DIT_ERR;
+    memset(cfg, 0, sizeof *cfg);
+    cfg->hidden_size = (int)patch->shape[0];
+    cfg->in_channels = (int)patch->shape[1];
+    cfg->patch_size = (int)patch->shape[2];
+    if (patch->shape[2] != patch->shape[3] || patch->shape[0] <= 0 || patch->shape[0] > 65536 ||
+        patch->shape[1] <= 0 || patch->shape[1] > 4096 || patch->shape[2] <= 0 || patch->shape[2] > 64)
+        return dit_set_error("%s: patch embedding weight has an unusable shape", path);
+    cfg->depth = count_blocks(src);
+    cfg->mlp_ratio = (float)fc1->shape[0] / (float)cfg->hidden_size;
+    // The official tables have num_classes + 1 rows: the last is the null class of classifier-free guidance.
+    cfg->num_classes = (int)table->shape[0] - 1;
+    cfg->class_dropout_prob = 0.1f;
+    if (table->shape[0] < 2) return dit_set_error("%s: label table has %lld rows, expected at least 2", path, (long long)table->shape[0]);
+    const int64_t pp = (int64_t)cfg->patch_size * cfg->patch_size;
+    if (final_linear->shape[0] == pp * 2 * cfg->in_channels) cfg->learn_sigma = 1;
+    else if (final_linear->shape[0] == pp * cfg->in_channels) cfg->learn_sigma = 0;
+    else return dit_set_error("%s: final linear has %lld outputs, expected %lld (learned sigma) or %lld", path,
+                              (long long)final_linear->shape[0], (long long)(pp * 2 * cfg->in_channels),
+                              (long long)(pp * cfg->in_channels));
+    if (!diffusers) pos = find_key(src, "pos_embed");
+    if (opts && opts->input_size > 0) {
+        cfg->input_size = opts->input_size;
+    } else if (pos) {
+        int64_t tokens = tensor_numel(pos) / cfg->hidden_size;
+        int64_t side = (int64_t)llround(sqrt((double)tokens));
+        if (side * side != tokens) return dit_set_error("%s: pos_embed holds %lld tokens, not a square grid", path, (long long)tokens);
+        cfg->input_size = (int)(side * cfg->patch_size);
+    } else {
+        return dit_set_error("%s: the file does not say the input size (no pos_embed): pass --image-size", path);
+    }
+    cfg->num_heads = opts && opts->num_heads > 0 ? opts->num_heads : dit_heads_for_hidden(cfg->hidden_size);
+    if (!cfg->num_heads)
+        return dit_set_error("%s: hidden size %d is not one of the named DiT widths, so the head count is unknown: "
+                             "pass --heads", path, cfg->hidden_size);
+    if (dit_config_validate(cfg) != DIT_OK) {
+        dit_prefix_error("%s", path);
+        return DIT_ERR;
+    }
+    return DIT_OK;
+}
+
+// ---- filling the table -------------------------------------------------------------------------
+
+static dit_status fill_params(dit_model *m, const char *path, const key_source *src) {
+    char key[PARAM_NAME_MAX + 64];
+    const int D = m->cfg.hidden_size;
+    for (int i = 0; i < m->num_params; i++) {
+        const param_entry *e = &m->table[i];
+        float *dst = m->params + e->offset;
+        if (!strcmp(e->name, "pos_embed")) {
+            // Read it where the file has it (load_state_dict does); otherwise keep the computed table.
+            const tensor_view *t = src->layout == LAYOUT_OFFICIAL ? find_key(src, "pos_embed") : NULL;
+            if (t && copy_tensor(path, t, e, dst, "pos_embed")) return DIT_ERR;
+            continue;
+        }
+        int layer;
+        char rest[PARAM_NAME_MAX];
+        if (src->layout == LAYOUT_DIFFUSERS && sscanf(e->name, "blocks.%d.attn.qkv.%63s", &layer, rest) == 2) {
+            // qkv rows are [q | k | v]: gather them from diffusers' split to_q / to_k / to_v (torch.chunk(3)).
+            param_entry part = *e;
+            part.shape[0] = D;
+            part.numel = e->numel / 3;
+            for (int j = 0; j < 3; j++) {
+                snprintf(key, sizeof key, "transformer_blocks.%d.attn1.to_%c.%s", layer, "qkv"[j], rest);
+                const tensor_view *t = find_key(src, key);
+                if (!t) return dit_set_error("%s: missing tensor %s%s", path, src->prefix, key);
+                if (copy_tensor(path, t, &part, dst + j * part.numel, key)) return DIT_ERR;
+            }
+            continue;
+        }
+        if (!layout_key(src, e->name, key, sizeof key))
+            return dit_set_error("%s: no diffusers key is known for %s", path, e->name);
+        const tensor_view *t = find_key(src, key);
+        if (!t) return dit_set_error("%s: missing tensor %s%s", path, src->prefix, key);
+        if (copy_tensor(path, t, e, dst, key)) return DIT_ERR;
+    }
+    return DIT_OK;
+}
+
+static int is_zip(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return 0;
+    unsigned char magic[4] = {0};
+    size_t n = fread(magic, 1, 4, f);
+    fclose(f);
+    return n == 4 && magic[0] == 'P' && magic[1] == 'K' && magic[2] == 3 && magic[3] == 4;
+}
+
+dit_model *dit_model_load(const char *path, const dit_load_options *opts) {
+    tensor_file file = {0};
+    FILE *probe = fopen(path, "rb");
+    if (!probe) {
+        dit_set_error("%s: cannot open model file", path);
+        return NULL;
+    }
+    fclose(probe);
+    dit_status st = is_zip(path) ? torch_pt_read(path, &file) : safetensors_read(path, &file);
+    if (st != DIT_OK) return NULL;
+    dit_model *m = NULL;
+    key_source src;
+    dit_config cfg;
+    const char *own_config = tensor_file_meta(&file, "dit.config");
+    if (!detect_source(&file, &src)) {
+        dit_set_error("%s: no DiT weights found (looked for x_embedder.proj.weight or the diffusers pos_embed.proj.weight, "
+                      "also under ema., model., module.)", path);
+        goto done;
+    }
+    if (own_config ? config_from_metadata(path, own_config, &cfg) : infer_config(path, &src, opts, &cfg)) goto done;
+    if (own_config && opts && opts->input_size > 0 && opts->input_size != cfg.input_size) {
+        dit_set_error("%s: the file is for input size %d, not %d", path, cfg.input_size, opts->input_size);
+        goto done;
+    }
+    m = dit_model_create(&cfg);
+    if (!m) {
+        dit_prefix_error("%s", path);
+        goto done;
+    }
+    if (fill_params(m, path, &src) != DIT_OK) {
+        dit_model_free(m);
+        m = NULL;
+    }
+done:
+    tensor_file_free(&file);
+    return m;
+}
+
+dit_status dit_config_to_json(const dit_config *c, char *buf, size_t n) {
+    int len = snprintf(buf, n,
+                       "{\"input_size\": %d, \"patch_size\": %d, \"in_channels\": %d, \"hidden_size\": %d, "
+                       "\"depth\": %d, \"num_heads\": %d, \"mlp_ratio\": %.9g, \"num_classes\": %d, "
+                       "\"class_dropout_prob\": %.9g, \"learn_sigma\": %d}",
+                       c->input_size, c->patch_size, c->in_channels, c->hidden_size, c->depth, c->num_heads,
+                       (double)c->mlp_ratio, c->num_classes, (double)c->class_dropout_prob, c->learn_sigma);
+    return len > 0 && (size_t)len < n ? DIT_OK : dit_set_error("config JSON does not fit in %zu bytes", n);
+}
+
+dit_status dit_model_save(const dit_model *m, const char *path) {
+    char config_json[512];
+    if (dit_config_to_json(&m->cfg, config_json, sizeof config_json)) return DIT_ERR;
+    tensor_out *outs = dit_calloc(m->num_params, sizeof *outs);
+    for (int i = 0; i < m->num_params; i++) {
+        const param_entry *e = &m->table[i];
+        outs[i].name = e->name;
+        outs[i].dtype = DT_F32;
+        outs[i].ndim = e->ndim;
+        memcpy(outs[i].shape, e->shape, sizeof e->shape);
+        outs[i].data = m->params + e->offset;
+    }
+    const char *keys[] = {"format", "dit.config"};
+    const char *values[] = {"dit", config_json};
+    dit_status st = safetensors_write(path, outs, m->num_params, keys, values, 2);
+    free(outs);
+    return st;
+}

@@ -1,0 +1,35 @@
+// Pointwise ops of the DiT network: SiLU, tanh-approximated GELU, and the gated residual of adaLN-Zero.
+#include <math.h>
+
+#include "ops/ops.h"
+
+void silu_forward(float *y, const float *x, int64_t n) {
+    #pragma omp parallel for schedule(static) if (n > 65536)
+    for (int64_t i = 0; i < n; i++) y[i] = x[i] / (1.0f + expf(-x[i]));
+}
+
+void gelu_tanh_forward(float *y, const float *x, int64_t n) {
+    const float sqrt_2_over_pi = 0.7978845608028654f;
+    #pragma omp parallel for schedule(static) if (n > 65536)
+    for (int64_t i = 0; i < n; i++) {
+        float v = x[i];
+        float inner = sqrt_2_over_pi * (v + 0.044715f * v * v * v);
+        y[i] = 0.5f * v * (1.0f + tanhf(inner));
+    }
+}
+
+void gated_residual_forward(float *x, const float *y, const float *bias, const float *gate, int row_stride,
+                            int B, int T, int D) {
+    #pragma omp parallel for collapse(2) schedule(static)
+    for (int b = 0; b < B; b++) {
+        for (int t = 0; t < T; t++) {
+            float *xr = x + ((int64_t)b * T + t) * D;
+            const float *yr = y + ((int64_t)b * T + t) * D;
+            const float *g = gate + (int64_t)b * row_stride;
+            if (bias)
+                for (int d = 0; d < D; d++) xr[d] += g[d] * (yr[d] + bias[d]);
+            else
+                for (int d = 0; d < D; d++) xr[d] += g[d] * yr[d];
+        }
+    }
+}

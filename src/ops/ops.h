@@ -1,0 +1,48 @@
+// The kernels of the DiT network, each an `op_forward` (its `op_backward` sits under it when training
+// needs one). CPU versions in ops/cpu/ are the oracle for every other backend. Shapes in the comments;
+// B batch, T tokens, D hidden, H heads, C channels, P patch, S spatial side.
+#ifndef DIT_OPS_H
+#define DIT_OPS_H
+
+#include <stdint.h>
+
+// ---- matmul.c ----
+// linear_forward: out = inp @ weight^T + bias (PyTorch nn.Linear).
+// inp: (M, K)  weight: (N, K)  bias: (N) or NULL  out: (M, N)
+void linear_forward(float *out, const float *inp, const float *weight, const float *bias, int M, int K, int N);
+
+// ---- norm.c ----
+// layernorm_modulate_forward: y = LN(x) * (1 + scale[b]) + shift[b]; LayerNorm without affine, eps 1e-6.
+// x, y: (B, T, D)   shift, scale: rows of a (B, row_stride) matrix (the adaLN output chunks)
+// mean, rstd: (B, T), kept for the backward pass (may be NULL)
+void layernorm_modulate_forward(float *y, float *mean, float *rstd, const float *x, const float *shift,
+                                const float *scale, int row_stride, int B, int T, int D);
+
+// ---- elementwise.c ----
+// silu_forward: y = x * sigmoid(x), n elements (y may equal x).
+void silu_forward(float *y, const float *x, int64_t n);
+// gelu_tanh_forward: y = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), n elements (y may equal x).
+void gelu_tanh_forward(float *y, const float *x, int64_t n);
+// gated_residual_forward: x[b,t,:] += gate[b,:] * (y[b,t,:] + bias)
+// x, y: (B, T, D)   gate: rows of a (B, row_stride) matrix   bias: (D) or NULL
+void gated_residual_forward(float *x, const float *y, const float *bias, const float *gate, int row_stride,
+                            int B, int T, int D);
+
+// ---- attention.c ----
+// attention_forward: multi-head softmax(Q K^T / sqrt(hd)) V, heads concatenated.
+// qkv: (B, T, 3D), rows [q | k | v], head h at columns h*hd..(h+1)*hd of each part   out: (B, T, D)
+// scratch: at least attention_scratch_floats(T, threads) floats (one T x T score block per thread).
+void attention_forward(float *out, const float *qkv, float *scratch, int B, int T, int D, int H);
+int64_t attention_scratch_floats(int T, int threads);
+
+// ---- embed.c ----
+// patchify_forward: x (B, C, S, S) -> patches (B, T, C*P*P) in (c, pi, qi) order, T = (S/P)^2, token = row*(S/P)+col.
+void patchify_forward(float *patches, const float *x, int B, int C, int S, int P);
+// unpatchify_forward: tokens (B, T, P*P*C) in (pi, qi, c) order -> img (B, C, S, S) (reference einsum nhwpqc->nchpwq).
+void unpatchify_forward(float *img, const float *tokens, int B, int C, int S, int P);
+// timestep_embedding_forward: out (B, 256): [cos(t f_i), sin(t f_i)], f_i = exp(-ln(10000) i / 128), as the reference in float32.
+void timestep_embedding_forward(float *out, const float *t, int B, int dim);
+// pos_embed_2d_sincos: out (G*G, D) in float64 maths then float32: [sin col, cos col, sin row, cos row].
+void pos_embed_2d_sincos(float *out, int D, int G);
+
+#endif

@@ -1,0 +1,29 @@
+// A small test harness: each unit exposes `void test_<unit>(void)`; tests/main.c runs them and ends with
+// "N passed, N failed". Every comparison prints what it compared and the worst error found.
+#ifndef DIT_TESTS_TEST_H
+#define DIT_TESTS_TEST_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+// Record one check. Prints "ok  <what>" or "FAIL <what>" (with file:line); returns the outcome.
+#define CHECK(cond, ...) test_check_at(!!(cond), __FILE__, __LINE__, __VA_ARGS__)
+int test_check_at(int ok, const char *file, int line, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+// Compare n floats: passes when |got - want| <= atol + rtol * |want| everywhere; prints the worst error.
+#define CHECK_CLOSE(what, got, want, n, atol, rtol) \
+    test_close_at(__FILE__, __LINE__, (what), (got), (want), (n), (atol), (rtol))
+int test_close_at(const char *file, int line, const char *what, const float *got, const float *want,
+                  size_t n, double atol, double rtol);
+
+// Path of a golden file: tests/golden/<name> relative to the repository root (DIT_ROOT or cwd).
+const char *golden_path(const char *name);
+// A scratch directory for the test run (created once, under $TMPDIR).
+const char *scratch_path(const char *name);
+// The number of checks passed and failed so far (for the runner's final line).
+void test_counts(int *passed, int *failed);
+// Run a shell command, return its exit status; its stderr+stdout go to *output (malloc'd) when non-NULL.
+int run_command(const char *cmd, char **output);
+
+#endif

@@ -1,0 +1,407 @@
+// The DiT network against our PyTorch reference (tests/ref/dit_ref.py): golden forward and guided outputs for
+// several configs (one at full XL width), every file layout, the paper's counts, and the CLI end to end.
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dit.h"
+#include "io/tensors.h"
+#include "models/dit_model.h"
+#include "test.h"
+
+// Golden outputs came from the float32 reference; the float32-vs-float64 deviation measured there is
+// below 5e-6 (tests/golden/dit/README.md). 1e-4 abs + 1e-4 rel leaves room for sgemm reassociation while
+// any wrong index, order or constant gives errors of 1e-2 or more.
+#define GOLDEN_ATOL 1e-4
+#define GOLDEN_RTOL 1e-4
+
+static float *read_golden_floats_abs(const char *path, int64_t *count);
+static float *read_golden_floats(const char *name, int64_t *count) {
+    return read_golden_floats_abs(golden_path(name), count);
+}
+
+static float *read_golden_floats_abs(const char *path, int64_t *count) {
+    npy_array a;
+    if (npy_read(path, &a) != DIT_OK) {
+        CHECK(0, "read %s: %s", path, dit_last_error());
+        return NULL;
+    }
+    tensor_view v = {.dtype = a.dtype, .ndim = a.ndim, .data = a.data, .nbytes = a.nbytes};
+    memcpy(v.shape, a.shape, sizeof v.shape);
+    *count = tensor_numel(&v);
+    float *out = malloc((size_t)*count * sizeof(float));
+    tensor_to_f32(&v, out);
+    npy_free(&a);
+    return out;
+}
+
+typedef struct {
+    float *x, *t, *out;
+    int *y;
+    int64_t n_out;
+    int batch;
+} golden_inputs;
+
+static int read_inputs(const char *prefix, golden_inputs *g) {
+    char name[256];
+    int64_t nx, nt, ny;
+    memset(g, 0, sizeof *g);
+    snprintf(name, sizeof name, "dit/%s_x.npy", prefix);
+    g->x = read_golden_floats(name, &nx);
+    snprintf(name, sizeof name, "dit/%s_t.npy", prefix);
+    g->t = read_golden_floats(name, &nt);
+    snprintf(name, sizeof name, "dit/%s_y.npy", prefix);
+    float *yf = read_golden_floats(name, &ny);
+    if (!g->x || !g->t || !yf) return 0;
+    g->batch = (int)nt;
+    g->y = malloc(ny * sizeof(int));
+    for (int64_t i = 0; i < ny; i++) g->y[i] = (int)yf[i];
+    free(yf);
+    return 1;
+}
+
+static void free_inputs(golden_inputs *g) {
+    free(g->x); free(g->t); free(g->y); free(g->out);
+}
+
+static int json_int(const cJSON *obj, const char *key) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+    return cJSON_IsBool(v) ? cJSON_IsTrue(v) : v ? v->valueint : 0;
+}
+
+static void compare_output(dit_model *m, const golden_inputs *g, const char *name, const char *golden, int cfg_mode,
+                           double atol, double rtol) {
+    int64_t n;
+    char what[256];
+    float *want = read_golden_floats(golden, &n);
+    if (!want) return;
+    float *got = calloc(n, sizeof(float));
+    dit_status st = cfg_mode ? dit_model_forward_cfg(m, g->x, g->t, g->y, g->batch, 4.0f, cfg_mode == 2, got)
+                             : dit_model_forward(m, g->x, g->t, g->y, g->batch, got);
+    snprintf(what, sizeof what, "%s: %s vs reference %s", name, cfg_mode ? "forward_cfg(4.0)" : "forward", golden);
+    if (CHECK(st == DIT_OK, "%s ran (%s)", what, st ? dit_last_error() : "ok"))
+        CHECK_CLOSE(what, got, want, n, atol, rtol);
+    free(want);
+    free(got);
+}
+
+static void test_golden_configs(void) {
+    FILE *f = fopen(golden_path("dit/configs.json"), "rb");
+    if (!CHECK(f != NULL, "open tests/golden/dit/configs.json")) return;
+    static char text[1 << 16];
+    size_t len = fread(text, 1, sizeof text - 1, f);
+    fclose(f);
+    text[len] = 0;
+    cJSON *root = cJSON_Parse(text);
+    const cJSON *configs = cJSON_GetObjectItemCaseSensitive(root, "configs"), *c;
+    int count = 0;
+    cJSON_ArrayForEach(c, configs) {
+        const char *name = cJSON_GetObjectItemCaseSensitive(c, "name")->valuestring;
+        dit_config cfg = {
+            .input_size = json_int(c, "input_size"), .patch_size = json_int(c, "patch_size"),
+            .in_channels = json_int(c, "in_channels"), .hidden_size = json_int(c, "hidden_size"),
+            .depth = json_int(c, "depth"), .num_heads = json_int(c, "num_heads"),
+            .mlp_ratio = (float)cJSON_GetObjectItemCaseSensitive(c, "mlp_ratio")->valuedouble,
+            .num_classes = json_int(c, "num_classes"),
+            .class_dropout_prob = (float)cJSON_GetObjectItemCaseSensitive(c, "class_dropout_prob")->valuedouble,
+            .learn_sigma = json_int(c, "learn_sigma"),
+        };
+        CHECK(dit_config_param_count(&cfg) == json_int(c, "params"), "%s: parameter count %lld = reference %d", name,
+              (long long)dit_config_param_count(&cfg), json_int(c, "params"));
+        dit_model *m = dit_model_synthetic(&cfg, (uint32_t)json_int(c, "weight_seed"));
+        golden_inputs g;
+        char golden[128];
+        if (m && read_inputs(name, &g)) {
+            snprintf(golden, sizeof golden, "dit/%s_out.npy", name);
+            compare_output(m, &g, name, golden, 0, GOLDEN_ATOL, GOLDEN_RTOL);
+            if (cfg.class_dropout_prob > 0) {
+                snprintf(golden, sizeof golden, "dit/%s_cfg_out.npy", name);
+                compare_output(m, &g, name, golden, 1, GOLDEN_ATOL, GOLDEN_RTOL);
+                snprintf(golden, sizeof golden, "dit/%s_cfgall_out.npy", name);
+                compare_output(m, &g, name, golden, 2, GOLDEN_ATOL, GOLDEN_RTOL);
+            } else {
+                float *out = malloc(64 * sizeof(float) * cfg.in_channels * 2 * cfg.input_size * cfg.input_size);
+                CHECK(dit_model_forward_cfg(m, g.x, g.t, g.y, g.batch, 4.0f, 0, out) == DIT_ERR &&
+                          strstr(dit_last_error(), "null class"),
+                      "%s: guidance without a null class is refused (%s)", name, dit_last_error());
+                free(out);
+            }
+            // A label past the table is an error, not a read out of bounds.
+            int saved = g.y[0];
+            g.y[0] = cfg.num_classes + 1;
+            float *out = malloc((size_t)g.batch * 2 * cfg.in_channels * cfg.input_size * cfg.input_size * sizeof(float));
+            CHECK(dit_model_forward(m, g.x, g.t, g.y, g.batch, out) == DIT_ERR, "%s: label %d out of range refused",
+                  name, g.y[0]);
+            free(out);
+            g.y[0] = saved;
+            free_inputs(&g);
+            count++;
+        }
+        dit_model_free(m);
+    }
+    CHECK(count >= 3, "golden configs compared: %d (need at least 3, one at XL width)", count);
+    cJSON_Delete(root);
+}
+
+// The 12 configs of the paper: parameter counts (incl. pos_embed) and Gflops (MACs) of dit-reference.md §1.11.
+static void test_named_counts(void) {
+    static const struct { const char *name; long long params; double g256, g512; } table[] = {
+        {"DiT-S/8", 33148160, 0.36, 1.43},   {"DiT-S/4", 32945024, 1.41, 6.07},    {"DiT-S/2", 32963360, 6.06, 31.44},
+        {"DiT-B/8", 130881536, 1.42, 5.59},  {"DiT-B/4", 130475648, 5.57, 23.03},  {"DiT-B/2", 130512416, 23.01, 106.38},
+        {"DiT-L/8", 458594816, 5.01, 19.73}, {"DiT-L/4", 458053760, 19.70, 80.74}, {"DiT-L/2", 458102816, 80.70, 360.98},
+        {"DiT-XL/8", 675683072, 7.39, 29.09}, {"DiT-XL/4", 675074432, 29.04, 118.66},
+        {"DiT-XL/2", 675129632, 118.62, 524.54},
+    };
+    for (size_t i = 0; i < sizeof table / sizeof table[0]; i++) {
+        dit_config c256, c512;
+        dit_config_named(&c256, table[i].name, 256);
+        dit_config_named(&c512, table[i].name, 512);
+        long long params = dit_config_param_count(&c256);
+        double g256 = dit_config_gmacs(&c256), g512 = dit_config_gmacs(&c512);
+        CHECK(params == table[i].params && fabs(g256 - table[i].g256) < 0.006 && fabs(g512 - table[i].g512) < 0.006,
+              "%s: %lld params (paper table %lld), %.2f / %.2f Gflops at 256 / 512 (table %.2f / %.2f)", table[i].name,
+              params, table[i].params, g256, g512, table[i].g256, table[i].g512);
+    }
+    dit_config c;
+    static const char *const bad_names[][2] = {{"DiT-M/2", "256"}, {"DiT-XL/3", "256"}, {"DiT-XL/2", "250"}};
+    for (int i = 0; i < 3; i++) {
+        dit_status st = dit_config_named(&c, bad_names[i][0], atoi(bad_names[i][1]));
+        CHECK(st == DIT_ERR, "%s at %s px refused: %s", bad_names[i][0], bad_names[i][1], dit_last_error());
+    }
+}
+
+static dit_config tiny_config(void) {
+    return (dit_config){.input_size = 8, .patch_size = 2, .in_channels = 4, .hidden_size = 64, .depth = 2,
+                        .num_heads = 4, .mlp_ratio = 4.0f, .num_classes = 10, .class_dropout_prob = 0.1f,
+                        .learn_sigma = 1};
+}
+
+// Every published layout of the tiny model gives the official numbers.
+static void test_layouts(void) {
+    static const struct { const char *file, *golden; double atol; } layouts[] = {
+        {"layouts/tiny_official.pt", "dit/tiny_out.npy", GOLDEN_ATOL},
+        {"layouts/tiny_trainpy.pt", "dit/tiny_out.npy", GOLDEN_ATOL},   // EMA weights = the seed of tiny_out
+        {"layouts/tiny_official.safetensors", "dit/tiny_out.npy", GOLDEN_ATOL},
+        {"layouts/tiny_diffusers.safetensors", "dit/tiny_out.npy", GOLDEN_ATOL},
+        {"layouts/tiny_f16.safetensors", "layouts/tiny_f16_out.npy", GOLDEN_ATOL},
+        {"layouts/tiny_bf16.safetensors", "layouts/tiny_bf16_out.npy", GOLDEN_ATOL},
+    };
+    golden_inputs g;
+    if (!read_inputs("tiny", &g)) return;
+    const dit_config want = tiny_config();
+    for (size_t i = 0; i < sizeof layouts / sizeof layouts[0]; i++) {
+        // Width 64 is not a named one, so the head count comes from the caller (--heads); diffusers files
+        // have no pos_embed, so the input size does too (--image-size).
+        dit_load_options opts = {.num_heads = 4, .input_size = strstr(layouts[i].file, "diffusers") ? 8 : 0};
+        dit_model *m = dit_model_load(golden_path(layouts[i].file), &opts);
+        if (!CHECK(m != NULL, "load %s (%s)", layouts[i].file, m ? "ok" : dit_last_error())) continue;
+        const dit_config *c = dit_model_config(m);
+        CHECK(c->input_size == want.input_size && c->patch_size == want.patch_size && c->hidden_size == want.hidden_size &&
+                  c->depth == want.depth && c->num_heads == 4 && c->num_classes == want.num_classes &&
+                  c->learn_sigma == 1 && c->in_channels == 4,
+              "%s: config inferred from shapes (input %d, patch %d, hidden %d, depth %d, classes %d)", layouts[i].file,
+              c->input_size, c->patch_size, c->hidden_size, c->depth, c->num_classes);
+        compare_output(m, &g, layouts[i].file, layouts[i].golden, 0, layouts[i].atol, GOLDEN_RTOL);
+        dit_model_free(m);
+    }
+    dit_model *m = dit_model_load(golden_path("layouts/tiny_official.safetensors"), NULL);
+    CHECK(!m && strstr(dit_last_error(), "--heads"), "a non-standard width without --heads is refused: %s",
+          dit_last_error());
+    m = dit_model_load(golden_path("layouts/tiny_diffusers.safetensors"), &(dit_load_options){.num_heads = 4});
+    CHECK(!m && strstr(dit_last_error(), "--image-size"), "a diffusers file without --image-size is refused: %s",
+          dit_last_error());
+
+    // convert: official .pt -> dit safetensors -> identical parameters and config, bit for bit.
+    dit_model *a = dit_model_load(golden_path("layouts/tiny_official.pt"), &(dit_load_options){.num_heads = 4});
+    const char *converted = scratch_path("tiny_converted.safetensors");
+    if (a && CHECK(dit_model_save(a, converted) == DIT_OK, "save %s", converted)) {
+        dit_model *b = dit_model_load(converted, NULL);
+        if (CHECK(b != NULL, "reload converted file")) {
+            CHECK(b->total_floats == a->total_floats && !memcmp(a->params, b->params, a->total_floats * sizeof(float)) &&
+                      !memcmp(&a->cfg, &b->cfg, sizeof a->cfg),
+                  "converted file holds identical parameters and config");
+            dit_model_free(b);
+        }
+    }
+    dit_model_free(a);
+    free_inputs(&g);
+}
+
+// ---- hostile model files ------------------------------------------------------------------------
+
+// Write the tensors of `src` to `path`, with one tensor (by name) changed by `edit` or dropped (edit NULL).
+typedef void (*tensor_edit)(tensor_out *t);
+static int write_edited(const tensor_file *src, const char *path, const char *target, tensor_edit edit) {
+    tensor_out *outs = calloc(src->count, sizeof *outs);
+    int n = 0;
+    for (int i = 0; i < src->count; i++) {
+        const tensor_view *v = &src->tensors[i];
+        tensor_out o = {.name = v->name, .dtype = v->dtype, .ndim = v->ndim, .data = v->data};
+        memcpy(o.shape, v->shape, sizeof o.shape);
+        if (!strcmp(v->name, target)) {
+            if (!edit) continue;
+            edit(&o);
+        }
+        outs[n++] = o;
+    }
+    dit_status st = safetensors_write(path, outs, n, NULL, NULL, 0);
+    free(outs);
+    return st == DIT_OK;
+}
+
+static int64_t qkv_elements;
+static void edit_to_i32(tensor_out *t) { t->dtype = DT_I32; }   // same byte size as F32
+static void edit_shape(tensor_out *t) {                          // same element count, other shape
+    t->shape[0] = t->shape[0] / 2;
+    t->shape[1] = t->shape[1] * 2;
+}
+
+static void expect_load_error(const char *path, const char *needle, const char *what) {
+    dit_model *m = dit_model_load(path, &(dit_load_options){.num_heads = 4});
+    CHECK(!m && strstr(dit_last_error(), needle) && strstr(dit_last_error(), path), "%s: refused with \"%s\"", what,
+          m ? "(loaded!)" : dit_last_error());
+    dit_model_free(m);
+}
+
+static void test_bad_model_files(void) {
+    tensor_file good = {0};
+    const char *good_path = golden_path("layouts/tiny_official.safetensors");
+    if (!CHECK(safetensors_read(good_path, &good) == DIT_OK, "read %s", good_path)) return;
+    const char *path = scratch_path("bad_model.safetensors");
+
+    write_edited(&good, path, "blocks.1.attn.qkv.weight", edit_to_i32);
+    expect_load_error(path, "expected a floating type", "a weight with integer dtype");
+    write_edited(&good, path, "blocks.1.attn.qkv.weight", edit_shape);
+    expect_load_error(path, "has shape [96, 128], expected [192, 64]", "a weight of the wrong shape");
+    write_edited(&good, path, "blocks.1.mlp.fc2.bias", NULL);
+    expect_load_error(path, "missing tensor blocks.1.mlp.fc2.bias", "a missing tensor");
+    write_edited(&good, path, "x_embedder.proj.weight", NULL);
+    expect_load_error(path, "no DiT weights found", "a file without DiT weights");
+    (void)qkv_elements;
+
+    // Truncations of a valid file at many lengths: each an error naming the file, never a crash.
+    FILE *f = fopen(good_path, "rb");
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    unsigned char *bytes = malloc(size);
+    size_t got = fread(bytes, 1, size, f);
+    fclose(f);
+    int all_refused = got == (size_t)size;
+    for (long cut = 0; cut < size; cut += cut < 256 ? 1 : 997) {
+        FILE *o = fopen(path, "wb");
+        fwrite(bytes, 1, cut, o);
+        fclose(o);
+        dit_model *m = dit_model_load(path, &(dit_load_options){.num_heads = 4});
+        if (m || !strstr(dit_last_error(), path)) all_refused = 0;
+        dit_model_free(m);
+    }
+    CHECK(all_refused, "every truncation of %s (%ld bytes) refused with a message naming the file", good_path, size);
+
+    // A header that lies about its length.
+    unsigned char *lying = malloc(size);
+    memcpy(lying, bytes, size);
+    uint64_t huge = (uint64_t)size * 4;
+    memcpy(lying, &huge, 8);
+    FILE *o = fopen(path, "wb");
+    fwrite(lying, 1, size, o);
+    fclose(o);
+    expect_load_error(path, path, "a header length past the end of the file");
+    free(lying);
+    free(bytes);
+    tensor_file_free(&good);
+}
+
+// ---- the command line ---------------------------------------------------------------------------
+
+static const char *dit_bin(void) {
+    const char *bin = getenv("DIT_BIN");
+    return bin ? bin : "build/dit";
+}
+
+static void test_cli(void) {
+    char cmd[2048], *out = NULL;
+    const char *o = scratch_path("cli_out.npy");
+    snprintf(cmd, sizeof cmd, "%s forward -m %s --heads 4 --x %s --t %s --y %s -o %s -t 2", dit_bin(),
+             golden_path("layouts/tiny_official.pt"), golden_path("dit/tiny_x.npy"), golden_path("dit/tiny_t.npy"),
+             golden_path("dit/tiny_y.npy"), o);
+    int rc = run_command(cmd, &out);
+    if (CHECK(rc == 0, "dit forward on the tiny golden inputs (exit %d: %s)", rc, out ? out : "")) {
+        int64_t n1, n2;
+        float *got = read_golden_floats_abs(o, &n1), *want = read_golden_floats("dit/tiny_out.npy", &n2);
+        if (got && want && CHECK(n1 == n2, "dit forward output size %lld = golden %lld", (long long)n1, (long long)n2))
+            CHECK_CLOSE("dit forward output vs reference", got, want, n1, GOLDEN_ATOL, GOLDEN_RTOL);
+        free(got);
+        free(want);
+    }
+    free(out);
+    strcat(cmd, " --cfg-scale 4");
+    rc = run_command(cmd, &out);
+    if (CHECK(rc == 0, "dit forward --cfg-scale 4 (exit %d: %s)", rc, out ? out : "")) {
+        int64_t n1, n2;
+        float *got = read_golden_floats_abs(o, &n1), *want = read_golden_floats("dit/tiny_cfg_out.npy", &n2);
+        if (got && want && n1 == n2) CHECK_CLOSE("dit forward --cfg-scale 4 output vs reference", got, want, n1, GOLDEN_ATOL, GOLDEN_RTOL);
+        free(got);
+        free(want);
+    }
+    free(out);
+
+    snprintf(cmd, sizeof cmd, "%s info --model DiT-XL/2 --image-size 256", dit_bin());
+    rc = run_command(cmd, &out);
+    CHECK(rc == 0 && out && strstr(out, "675,129,632") && strstr(out, "118.62"),
+          "dit info --model DiT-XL/2 prints 675,129,632 params and 118.62 Gflops");
+    free(out);
+    snprintf(cmd, sizeof cmd, "%s info --model DiT-XL/2 --image-size 512", dit_bin());
+    rc = run_command(cmd, &out);
+    CHECK(rc == 0 && out && strstr(out, "524.54"), "dit info at 512 prints 524.54 Gflops");
+    free(out);
+
+    // Bad invocations: non-zero exit and one line starting with "dit: ".
+    static const struct { const char *args, *needle; } bad[] = {
+        {"forward -m MISSING.pt --x X --t T --y Y -o O", "MISSING.pt"},
+        {"forward -m @tiny --heads 4 --x @odd_x --t @tiny_t --y @tiny_y -o @out", "expected shape (B, 4, 8, 8)"},
+        {"forward -m @tiny --heads 4 --x @tiny_x --t @odd_t --y @tiny_y -o @out", "expected 3 timesteps"},
+        {"forward -m @tiny --heads 4 --x @tiny_x --t @tiny_t --y @xlwide_y -o @out", "expected 3 labels"},
+        {"forward -m @tiny --x @tiny_x --t @tiny_t --y @tiny_y -o @out", "--heads"},
+        {"forward -m @tiny --heads 4 --x @tiny_x --t @tiny_t -o @out", "required"},
+        {"forward -m @tiny --heads 4 --x @tiny_x --t @tiny_t --y @tiny_y -o @out --cfg-scale abc", "expected a number"},
+        {"forward -m @tiny --heads x", "--heads"},
+        {"info --model DiT-Q/2", "unknown model"},
+        {"info --bogus", "unknown option"},
+        {"frobnicate", "unknown command"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char args[1024] = "", *w = args;
+        for (const char *s = bad[i].args; *s;) {   // expand @names into golden paths
+            if (*s == '@') {
+                char word[64];
+                int n = 0;
+                for (s++; *s && *s != ' ' && n < 63; s++) word[n++] = *s;
+                word[n] = 0;
+                char rel[128];
+                if (!strcmp(word, "tiny")) snprintf(rel, sizeof rel, "layouts/tiny_official.pt");
+                else snprintf(rel, sizeof rel, "dit/%s.npy", word);
+                w += sprintf(w, "%s", !strcmp(word, "out") ? scratch_path("bad_out.npy") : golden_path(rel));
+            } else {
+                *w++ = *s++;
+            }
+        }
+        *w = 0;
+        snprintf(cmd, sizeof cmd, "%s %s", dit_bin(), args);
+        rc = run_command(cmd, &out);
+        int one_line = out && !strncmp(out, "dit: ", 5) && strchr(out, '\n') == out + strlen(out) - 1;
+        CHECK(rc != 0 && one_line && strstr(out, bad[i].needle), "dit %s -> exit %d, \"%.*s\"", bad[i].args, rc,
+              out ? (int)strcspn(out, "\n") : 0, out ? out : "");
+        free(out);
+    }
+}
+
+void test_dit(void) {
+    test_named_counts();
+    test_golden_configs();
+    test_layouts();
+    test_bad_model_files();
+    test_cli();
+}
