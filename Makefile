@@ -25,11 +25,9 @@ endif
 HAVE_NVCC := $(shell command -v nvcc >/dev/null 2>&1 && echo 1)
 LDLIBS += -lcjson -lpng -lz
 
-ifndef HAVE_OPENBLAS
-  $(error OpenBLAS not found: install libopenblas-openmp-dev (or run ./scripts/setup.sh))
-endif
-
+ifneq ($(filter-out setup test run asan clean,$(or $(MAKECMDGOALS),all)),)
 $(info dit build: OpenMP=$(if $(HAVE_OPENMP),yes,no) OpenBLAS=$(OPENBLAS_DIR) CUDA(nvcc)=$(if $(HAVE_NVCC),found (no CUDA kernels built yet),no))
+endif
 
 # ---- sources -----------------------------------------------------------------------------------
 LIB_SRC  := $(sort $(wildcard src/base/*.c src/io/*.c src/ops/cpu/*.c src/models/*.c))
@@ -41,10 +39,15 @@ CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/%.o)
 TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/%.o)
 DEPS     := $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_OBJ:.o=.d)
 
-.PHONY: all test asan bench run clean
+.PHONY: all setup test check asan bench run demo clean
 all: $(BUILD)/dit $(BUILD)/test_dit
 
+# Installs missing Debian packages (build tools, OpenBLAS, cJSON, libpng, zlib); a no-op when all are there.
+setup:
+	@bash scripts/setup.sh
+
 $(BUILD)/libdit.a: $(LIB_OBJ)
+	@test -n "$(OPENBLAS_DIR)" || { echo "dit build: OpenBLAS not found: run scripts/setup.sh" >&2; exit 1; }
 	ar rcs $@ $^
 
 $(BUILD)/dit: $(CLI_OBJ) $(BUILD)/libdit.a
@@ -59,17 +62,31 @@ $(BUILD)/%.o: %.c
 
 -include $(DEPS)
 
-# The test suite; DIT_BIN lets the CLI tests find the binary of this build.
-test: $(BUILD)/dit $(BUILD)/test_dit
+# The README's test command: install what is missing, build, run the suite (the sub-make probes again
+# after the install). DIT_BIN lets the CLI tests find the binary of this build.
+test: setup
+	@$(MAKE) --no-print-directory check
+check: $(BUILD)/dit $(BUILD)/test_dit
 	DIT_BIN=$(BUILD)/dit ./$(BUILD)/test_dit
 
 # The whole suite under AddressSanitizer + UndefinedBehaviorSanitizer, in its own build folder.
-asan:
-	$(MAKE) BUILD=build-asan OPT="-O1 -fno-omit-frame-pointer" \
-	    SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined" test
+asan: setup
+	@$(MAKE) --no-print-directory BUILD=build-asan OPT="-O1 -fno-omit-frame-pointer" \
+	    SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined" check
 
-bench: $(BUILD)/dit
-	bash bench/run.sh
+# The README's main command (until the shipped Fashion-MNIST model lands): the configurations of the
+# paper, then one real forward pass of a reference-checked model file.
+run: setup
+	@$(MAKE) --no-print-directory demo
+demo: $(BUILD)/dit
+	bash scripts/demo.sh $(BUILD)/dit
+
+# dit vs our PyTorch reference on the same work (needs Debian's python3-torch: scripts/setup.sh --bench).
+bench: $(BUILD)/dit $(BUILD)/bench_forward
+	bash bench/run.sh $(BUILD)
+
+$(BUILD)/bench_forward: $(BUILD)/bench/bench_forward.o $(BUILD)/libdit.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 clean:
 	rm -rf build build-asan

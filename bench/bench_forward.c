@@ -1,0 +1,101 @@
+// dit side of the forward benchmark: a named DiT with synthetic weights (docs/testing.md, seed 0), timed
+// over --repeats forwards after --warmup; prints one JSON line like bench/ref_forward.py.
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+#include <cblas.h>
+
+#include "dit.h"
+
+static double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int compare_doubles(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+int main(int argc, char **argv) {
+    const char *name = "DiT-S/2";
+    int image_size = 256, batch = 1, threads = 0, repeats = 3, warmup = 1;
+    for (int i = 1; i + 1 < argc; i += 2) {
+        if (!strcmp(argv[i], "--model")) name = argv[i + 1];
+        else if (!strcmp(argv[i], "--image-size")) image_size = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--batch")) batch = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--threads")) threads = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--repeats")) repeats = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--warmup")) warmup = atoi(argv[i + 1]);
+        else {
+            fprintf(stderr, "bench_forward: unknown option %s\n", argv[i]);
+            return 2;
+        }
+    }
+    if (batch < 1 || repeats < 1 || repeats > 1000) {
+        fprintf(stderr, "bench_forward: --batch and --repeats must be positive\n");
+        return 2;
+    }
+    if (threads > 0) {
+#ifdef _OPENMP
+        omp_set_num_threads(threads);
+#endif
+        openblas_set_num_threads(threads);
+    }
+    dit_config cfg;
+    if (dit_config_named(&cfg, name, image_size) != DIT_OK) {
+        fprintf(stderr, "bench_forward: %s\n", dit_last_error());
+        return 1;
+    }
+    double t0 = now_seconds();
+    dit_model *m = dit_model_synthetic(&cfg, 0);
+    double build_s = now_seconds() - t0;
+    const int S = cfg.input_size, C = cfg.in_channels, OUT = dit_config_out_channels(&cfg);
+    float *x = malloc((size_t)batch * C * S * S * sizeof(float)), *t = malloc(batch * sizeof(float));
+    float *out = malloc((size_t)batch * OUT * S * S * sizeof(float));
+    int *y = malloc(batch * sizeof(int));
+    uint32_t state = 1;
+    for (size_t i = 0; i < (size_t)batch * C * S * S; i++) {
+        state = state * 1664525u + 1013904223u;
+        x[i] = (float)(state >> 8) / 8388608.0f - 1.0f;
+    }
+    for (int b = 0; b < batch; b++) {
+        t[b] = (float)((b * 397 + 11) % 1000);
+        y[b] = (b * 131 + 7) % cfg.num_classes;
+    }
+    double *times = malloc((warmup + repeats) * sizeof(double));
+    for (int r = 0; r < warmup + repeats; r++) {
+        double start = now_seconds();
+        if (dit_model_forward(m, x, t, y, batch, out) != DIT_OK) {
+            fprintf(stderr, "bench_forward: %s\n", dit_last_error());
+            return 1;
+        }
+        times[r] = now_seconds() - start;
+    }
+    qsort(times + warmup, repeats, sizeof(double), compare_doubles);
+    double median = repeats % 2 ? times[warmup + repeats / 2]
+                                : 0.5 * (times[warmup + repeats / 2 - 1] + times[warmup + repeats / 2]);
+    double checksum = 0;
+    for (size_t i = 0; i < (size_t)batch * OUT * S * S; i++) checksum += fabs(out[i]);
+    double g = dit_config_gmacs(&cfg);
+#ifdef _OPENMP
+    int used_threads = omp_get_max_threads();
+#else
+    int used_threads = 1;
+#endif
+    printf("{\"impl\": \"dit\", \"model\": \"%s\", \"image_size\": %d, \"batch\": %d, \"threads\": %d, "
+           "\"seconds_per_forward\": %.6f, \"seconds_min\": %.6f, \"repeats\": %d, \"gmacs\": %.4f, "
+           "\"gmacs_total\": %.4f, \"gmacs_per_second\": %.3f, \"params\": %lld, \"build_seconds\": %.2f, "
+           "\"out_checksum\": %.6g}\n",
+           name, image_size, batch, used_threads, median, times[warmup], repeats, g, g * batch, g * batch / median,
+           (long long)dit_config_param_count(&cfg), build_s, checksum);
+    free(x); free(t); free(out); free(y); free(times);
+    dit_model_free(m);
+    return 0;
+}
