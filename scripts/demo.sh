@@ -12,7 +12,7 @@ echo "== DiT-XL/2 at 256 px (dit info --model DiT-XL/2)"
 "$dit" info --model DiT-XL/2 --image-size 256
 echo
 echo "== one classifier-free-guided forward pass of a small official-layout .pt checkpoint (dit forward)"
-"$dit" forward -m tests/golden/layouts/tiny_official.pt --heads 4 \
-    --x tests/golden/dit/tiny_x.npy --t tests/golden/dit/tiny_t.npy --y tests/golden/dit/tiny_y.npy \
+"$dit" forward -m tests/golden/layouts/micro_official.pt --heads 2 \
+    --x tests/golden/dit/micro_x.npy --t tests/golden/dit/micro_t.npy --y tests/golden/dit/micro_y.npy \
     --cfg-scale 4 -o out/forward.npy
-echo "wrote out/forward.npy (the guided eps and variance of 3 samples; tests/golden/dit/tiny_cfg_out.npy is the PyTorch reference's answer)"
+echo "wrote out/forward.npy (the guided eps and variance of 2 samples; tests/golden/dit/micro_cfg_out.npy is the PyTorch reference's answer)"

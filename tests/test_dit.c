@@ -172,50 +172,51 @@ static void test_named_counts(void) {
     }
 }
 
-static dit_config tiny_config(void) {
-    return (dit_config){.input_size = 8, .patch_size = 2, .in_channels = 4, .hidden_size = 64, .depth = 2,
-                        .num_heads = 4, .mlp_ratio = 4.0f, .num_classes = 10, .class_dropout_prob = 0.1f,
+// The "micro" golden config, saved in every layout by tests/ref/make_layout_fixtures.py.
+static dit_config micro_config(void) {
+    return (dit_config){.input_size = 8, .patch_size = 4, .in_channels = 4, .hidden_size = 32, .depth = 2,
+                        .num_heads = 2, .mlp_ratio = 4.0f, .num_classes = 10, .class_dropout_prob = 0.1f,
                         .learn_sigma = 1};
 }
 
-// Every published layout of the tiny model gives the official numbers.
+// Every published layout of the micro model gives the official numbers.
 static void test_layouts(void) {
     static const struct { const char *file, *golden; double atol; } layouts[] = {
-        {"layouts/tiny_official.pt", "dit/tiny_out.npy", GOLDEN_ATOL},
-        {"layouts/tiny_trainpy.pt", "dit/tiny_out.npy", GOLDEN_ATOL},   // EMA weights = the seed of tiny_out
-        {"layouts/tiny_official.safetensors", "dit/tiny_out.npy", GOLDEN_ATOL},
-        {"layouts/tiny_diffusers.safetensors", "dit/tiny_out.npy", GOLDEN_ATOL},
-        {"layouts/tiny_f16.safetensors", "layouts/tiny_f16_out.npy", GOLDEN_ATOL},
-        {"layouts/tiny_bf16.safetensors", "layouts/tiny_bf16_out.npy", GOLDEN_ATOL},
+        {"layouts/micro_official.pt", "dit/micro_out.npy", GOLDEN_ATOL},
+        {"layouts/micro_trainpy.pt", "dit/micro_out.npy", GOLDEN_ATOL},   // EMA weights = the seed of micro_out
+        {"layouts/micro_official.safetensors", "dit/micro_out.npy", GOLDEN_ATOL},
+        {"layouts/micro_diffusers.safetensors", "dit/micro_out.npy", GOLDEN_ATOL},
+        {"layouts/micro_f16.safetensors", "layouts/micro_f16_out.npy", GOLDEN_ATOL},
+        {"layouts/micro_bf16.safetensors", "layouts/micro_bf16_out.npy", GOLDEN_ATOL},
     };
     golden_inputs g;
-    if (!read_inputs("tiny", &g)) return;
-    const dit_config want = tiny_config();
+    if (!read_inputs("micro", &g)) return;
+    const dit_config want = micro_config();
     for (size_t i = 0; i < sizeof layouts / sizeof layouts[0]; i++) {
-        // Width 64 is not a named one, so the head count comes from the caller (--heads); diffusers files
+        // Width 32 is not a named one, so the head count comes from the caller (--heads); diffusers files
         // have no pos_embed, so the input size does too (--image-size).
-        dit_load_options opts = {.num_heads = 4, .input_size = strstr(layouts[i].file, "diffusers") ? 8 : 0};
+        dit_load_options opts = {.num_heads = 2, .input_size = strstr(layouts[i].file, "diffusers") ? 8 : 0};
         dit_model *m = dit_model_load(golden_path(layouts[i].file), &opts);
         if (!CHECK(m != NULL, "load %s (%s)", layouts[i].file, m ? "ok" : dit_last_error())) continue;
         const dit_config *c = dit_model_config(m);
         CHECK(c->input_size == want.input_size && c->patch_size == want.patch_size && c->hidden_size == want.hidden_size &&
-                  c->depth == want.depth && c->num_heads == 4 && c->num_classes == want.num_classes &&
+                  c->depth == want.depth && c->num_heads == 2 && c->num_classes == want.num_classes &&
                   c->learn_sigma == 1 && c->in_channels == 4,
               "%s: config inferred from shapes (input %d, patch %d, hidden %d, depth %d, classes %d)", layouts[i].file,
               c->input_size, c->patch_size, c->hidden_size, c->depth, c->num_classes);
         compare_output(m, &g, layouts[i].file, layouts[i].golden, 0, layouts[i].atol, GOLDEN_RTOL);
         dit_model_free(m);
     }
-    dit_model *m = dit_model_load(golden_path("layouts/tiny_official.safetensors"), NULL);
+    dit_model *m = dit_model_load(golden_path("layouts/micro_official.safetensors"), NULL);
     CHECK(!m && strstr(dit_last_error(), "--heads"), "a non-standard width without --heads is refused: %s",
           dit_last_error());
-    m = dit_model_load(golden_path("layouts/tiny_diffusers.safetensors"), &(dit_load_options){.num_heads = 4});
+    m = dit_model_load(golden_path("layouts/micro_diffusers.safetensors"), &(dit_load_options){.num_heads = 2});
     CHECK(!m && strstr(dit_last_error(), "--image-size"), "a diffusers file without --image-size is refused: %s",
           dit_last_error());
 
     // convert: official .pt -> dit safetensors -> identical parameters and config, bit for bit.
-    dit_model *a = dit_model_load(golden_path("layouts/tiny_official.pt"), &(dit_load_options){.num_heads = 4});
-    const char *converted = scratch_path("tiny_converted.safetensors");
+    dit_model *a = dit_model_load(golden_path("layouts/micro_official.pt"), &(dit_load_options){.num_heads = 2});
+    const char *converted = scratch_path("micro_converted.safetensors");
     if (a && CHECK(dit_model_save(a, converted) == DIT_OK, "save %s", converted)) {
         dit_model *b = dit_model_load(converted, NULL);
         if (CHECK(b != NULL, "reload converted file")) {
@@ -259,7 +260,7 @@ static void edit_shape(tensor_out *t) {                          // same element
 }
 
 static void expect_load_error(const char *path, const char *needle, const char *what) {
-    dit_model *m = dit_model_load(path, &(dit_load_options){.num_heads = 4});
+    dit_model *m = dit_model_load(path, &(dit_load_options){.num_heads = 2});
     CHECK(!m && strstr(dit_last_error(), needle) && strstr(dit_last_error(), path), "%s: refused with \"%s\"", what,
           m ? "(loaded!)" : dit_last_error());
     dit_model_free(m);
@@ -267,14 +268,14 @@ static void expect_load_error(const char *path, const char *needle, const char *
 
 static void test_bad_model_files(void) {
     tensor_file good = {0};
-    const char *good_path = golden_path("layouts/tiny_official.safetensors");
+    const char *good_path = golden_path("layouts/micro_official.safetensors");
     if (!CHECK(safetensors_read(good_path, &good) == DIT_OK, "read %s", good_path)) return;
     const char *path = scratch_path("bad_model.safetensors");
 
     write_edited(&good, path, "blocks.1.attn.qkv.weight", edit_to_i32);
     expect_load_error(path, "expected a floating type", "a weight with integer dtype");
     write_edited(&good, path, "blocks.1.attn.qkv.weight", edit_shape);
-    expect_load_error(path, "has shape [96, 128], expected [192, 64]", "a weight of the wrong shape");
+    expect_load_error(path, "has shape [48, 64], expected [96, 32]", "a weight of the wrong shape");
     write_edited(&good, path, "blocks.1.mlp.fc2.bias", NULL);
     expect_load_error(path, "missing tensor blocks.1.mlp.fc2.bias", "a missing tensor");
     write_edited(&good, path, "x_embedder.proj.weight", NULL);
@@ -294,7 +295,7 @@ static void test_bad_model_files(void) {
         FILE *o = fopen(path, "wb");
         fwrite(bytes, 1, cut, o);
         fclose(o);
-        dit_model *m = dit_model_load(path, &(dit_load_options){.num_heads = 4});
+        dit_model *m = dit_model_load(path, &(dit_load_options){.num_heads = 2});
         if (m || !strstr(dit_last_error(), path)) all_refused = 0;
         dit_model_free(m);
     }
@@ -324,13 +325,13 @@ static const char *dit_bin(void) {
 static void test_cli(void) {
     char cmd[2048], *out = NULL;
     const char *o = scratch_path("cli_out.npy");
-    snprintf(cmd, sizeof cmd, "%s forward -m %s --heads 4 --x %s --t %s --y %s -o %s -t 2", dit_bin(),
-             golden_path("layouts/tiny_official.pt"), golden_path("dit/tiny_x.npy"), golden_path("dit/tiny_t.npy"),
-             golden_path("dit/tiny_y.npy"), o);
+    snprintf(cmd, sizeof cmd, "%s forward -m %s --heads 2 --x %s --t %s --y %s -o %s -t 2", dit_bin(),
+             golden_path("layouts/micro_official.pt"), golden_path("dit/micro_x.npy"), golden_path("dit/micro_t.npy"),
+             golden_path("dit/micro_y.npy"), o);
     int rc = run_command(cmd, &out);
-    if (CHECK(rc == 0, "dit forward on the tiny golden inputs (exit %d: %s)", rc, out ? out : "")) {
+    if (CHECK(rc == 0, "dit forward on the micro golden inputs (exit %d: %s)", rc, out ? out : "")) {
         int64_t n1, n2;
-        float *got = read_golden_floats_abs(o, &n1), *want = read_golden_floats("dit/tiny_out.npy", &n2);
+        float *got = read_golden_floats_abs(o, &n1), *want = read_golden_floats("dit/micro_out.npy", &n2);
         if (got && want && CHECK(n1 == n2, "dit forward output size %lld = golden %lld", (long long)n1, (long long)n2))
             CHECK_CLOSE("dit forward output vs reference", got, want, n1, GOLDEN_ATOL, GOLDEN_RTOL);
         free(got);
@@ -341,7 +342,7 @@ static void test_cli(void) {
     rc = run_command(cmd, &out);
     if (CHECK(rc == 0, "dit forward --cfg-scale 4 (exit %d: %s)", rc, out ? out : "")) {
         int64_t n1, n2;
-        float *got = read_golden_floats_abs(o, &n1), *want = read_golden_floats("dit/tiny_cfg_out.npy", &n2);
+        float *got = read_golden_floats_abs(o, &n1), *want = read_golden_floats("dit/micro_cfg_out.npy", &n2);
         if (got && want && n1 == n2) CHECK_CLOSE("dit forward --cfg-scale 4 output vs reference", got, want, n1, GOLDEN_ATOL, GOLDEN_RTOL);
         free(got);
         free(want);
@@ -361,13 +362,15 @@ static void test_cli(void) {
     // Bad invocations: non-zero exit and one line starting with "dit: ".
     static const struct { const char *args, *needle; } bad[] = {
         {"forward -m MISSING.pt --x X --t T --y Y -o O", "MISSING.pt"},
-        {"forward -m @tiny --heads 4 --x @odd_x --t @tiny_t --y @tiny_y -o @out", "expected shape (B, 4, 8, 8)"},
-        {"forward -m @tiny --heads 4 --x @tiny_x --t @odd_t --y @tiny_y -o @out", "expected 3 timesteps"},
-        {"forward -m @tiny --heads 4 --x @tiny_x --t @tiny_t --y @xlwide_y -o @out", "expected 3 labels"},
-        {"forward -m @tiny --x @tiny_x --t @tiny_t --y @tiny_y -o @out", "--heads"},
-        {"forward -m @tiny --heads 4 --x @tiny_x --t @tiny_t -o @out", "required"},
-        {"forward -m @tiny --heads 4 --x @tiny_x --t @tiny_t --y @tiny_y -o @out --cfg-scale abc", "expected a number"},
-        {"forward -m @tiny --heads x", "--heads"},
+        {"forward -m @micro --heads 2 --x @odd_x --t @micro_t --y @micro_y -o @out", "expected shape (B, 4, 8, 8)"},
+        {"forward -m @micro --heads 2 --x @micro_x --t @tiny_t --y @micro_y -o @out", "expected 2 timesteps"},
+        {"forward -m @micro --heads 2 --x @micro_x --t @micro_t --y @tiny_y -o @out", "expected 2 labels"},
+        {"forward -m @micro --heads 2 --x @micro_x --t @micro_t --y @xlwide_y -o @out", "out of range"},
+        {"forward -m @micro --x @micro_x --t @micro_t --y @micro_y -o @out", "--heads"},
+        {"forward -m @micro --heads 2 --x @micro_x --t @micro_t -o @out", "required"},
+        {"forward -m @micro --heads 2 --x @micro_x --t @micro_t --y @micro_y -o @out --cfg-scale abc", "expected a number"},
+        {"forward -m @micro --heads x", "--heads"},
+        {"forward -m @bad --heads 2 --x @micro_x --t @micro_t --y @micro_y -o @out", "no DiT weights"},
         {"info --model DiT-Q/2", "unknown model"},
         {"info --bogus", "unknown option"},
         {"frobnicate", "unknown command"},
@@ -381,7 +384,8 @@ static void test_cli(void) {
                 for (s++; *s && *s != ' ' && n < 63; s++) word[n++] = *s;
                 word[n] = 0;
                 char rel[128];
-                if (!strcmp(word, "tiny")) snprintf(rel, sizeof rel, "layouts/tiny_official.pt");
+                if (!strcmp(word, "micro")) snprintf(rel, sizeof rel, "layouts/micro_official.pt");
+                else if (!strcmp(word, "bad")) snprintf(rel, sizeof rel, "io/python.safetensors");
                 else snprintf(rel, sizeof rel, "dit/%s.npy", word);
                 w += sprintf(w, "%s", !strcmp(word, "out") ? scratch_path("bad_out.npy") : golden_path(rel));
             } else {

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ops/cpu/fast_exp.h"
 #include "ops/ops.h"
 #include "test.h"
 
@@ -159,7 +160,21 @@ static void test_gated_residual(void) {
     free(x); free(y); free(bias); free(g); free(want);
 }
 
+static void test_fast_exp(void) {
+    double worst = 0;
+    float worst_x = 0;
+    for (float x = -87.0f; x <= 88.0f; x += 0.0137f) {
+        double rel = fabs(fast_expf(x) - exp((double)x)) / exp((double)x);
+        if (rel > worst) worst = rel, worst_x = x;
+    }
+    CHECK(worst < 4e-7, "fast_expf on [-87, 88]: worst relative error %.3g at x = %g (bound 4e-7, ~3 ulp)", worst,
+          worst_x);
+    CHECK(fast_expf(-1000.0f) < 1e-37f && fast_expf(-1000.0f) >= 0.0f && isfinite(fast_expf(1000.0f)),
+          "fast_expf clamps: exp(-1000) ~ 0, exp(1000) finite");
+}
+
 void test_ops(void) {
+    test_fast_exp();
     test_linear();
     test_layernorm_modulate();
     test_attention();

@@ -6,6 +6,7 @@
 #include <omp.h>
 #endif
 
+#include "ops/cpu/fast_exp.h"
 #include "ops/ops.h"
 
 int64_t attention_scratch_floats(int T, int threads) { return (int64_t)T * T * (threads > 0 ? threads : 1); }
@@ -16,8 +17,9 @@ static void softmax_rows(float *s, int rows, int cols) {
         float mx = row[0];
         for (int c = 1; c < cols; c++) mx = row[c] > mx ? row[c] : mx;
         float sum = 0.0f;
+        #pragma omp simd reduction(+ : sum)
         for (int c = 0; c < cols; c++) {
-            row[c] = expf(row[c] - mx);
+            row[c] = fast_expf(row[c] - mx);
             sum += row[c];
         }
         float inv = 1.0f / sum;

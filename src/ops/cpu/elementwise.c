@@ -1,20 +1,22 @@
 // Pointwise ops of the DiT network: SiLU, tanh-approximated GELU, and the gated residual of adaLN-Zero.
 #include <math.h>
 
+#include "ops/cpu/fast_exp.h"
 #include "ops/ops.h"
 
 void silu_forward(float *y, const float *x, int64_t n) {
-    #pragma omp parallel for schedule(static) if (n > 65536)
-    for (int64_t i = 0; i < n; i++) y[i] = x[i] / (1.0f + expf(-x[i]));
+    #pragma omp parallel for simd schedule(static) if (n > 65536)
+    for (int64_t i = 0; i < n; i++) y[i] = x[i] / (1.0f + fast_expf(-x[i]));
 }
 
 void gelu_tanh_forward(float *y, const float *x, int64_t n) {
-    const float sqrt_2_over_pi = 0.7978845608028654f;
-    #pragma omp parallel for schedule(static) if (n > 65536)
+    // 0.5 x (1 + tanh(u)) = x * sigmoid(2u) = x / (1 + exp(-2u)): the same function, one exp instead of tanh.
+    const float two_sqrt_2_over_pi = 2.0f * 0.7978845608028654f;
+    #pragma omp parallel for simd schedule(static) if (n > 65536)
     for (int64_t i = 0; i < n; i++) {
         float v = x[i];
-        float inner = sqrt_2_over_pi * (v + 0.044715f * v * v * v);
-        y[i] = 0.5f * v * (1.0f + tanhf(inner));
+        float two_u = two_sqrt_2_over_pi * (v + 0.044715f * v * v * v);
+        y[i] = v / (1.0f + fast_expf(-two_u));
     }
 }
 

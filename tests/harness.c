@@ -1,0 +1,134 @@
+// The test harness behind tests/test.h: counts checks, prints each result with its worst error, and
+// provides golden/scratch paths and a shell-command runner for the CLI tests.
+#include <errno.h>
+#include <ftw.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include "test.h"
+
+static int checks_passed, checks_failed;
+
+void test_counts(int *passed, int *failed) {
+    *passed = checks_passed;
+    *failed = checks_failed;
+}
+
+int test_check_at(int ok, const char *file, int line, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    printf("%s ", ok ? "ok  " : "FAIL");
+    vprintf(fmt, ap);
+    va_end(ap);
+    if (!ok) printf("  (%s:%d)", file, line);
+    printf("\n");
+    fflush(stdout);
+    if (ok) checks_passed++;
+    else checks_failed++;
+    return ok;
+}
+
+int test_close_at(const char *file, int line, const char *what, const float *got, const float *want, size_t n,
+                  double atol, double rtol) {
+    double worst = 0;
+    size_t worst_index = 0, bad_index = 0;
+    int ok = 1;
+    for (size_t i = 0; i < n; i++) {
+        double g = got[i], w = want[i];
+        int same_special = (isnan(g) && isnan(w)) || (isinf(g) && g == w);
+        double err = same_special ? 0 : fabs(g - w);
+        if (isnan(err)) err = INFINITY;   // one side NaN: as bad as it gets
+        if (i == 0 || err > worst) worst = err, worst_index = i;
+        if (!same_special && !(err <= atol + rtol * fabs(w))) {
+            if (ok) bad_index = i;
+            ok = 0;
+        }
+    }
+    if (ok)
+        test_check_at(1, file, line, "%s  (worst abs err %.3g at index %zu)", what, worst, worst_index);
+    else
+        test_check_at(0, file, line, "%s  (worst abs err %.3g at index %zu; first failure at %zu: got %.9g, want %.9g)",
+                      what, worst, worst_index, bad_index, (double)got[bad_index], (double)want[bad_index]);
+    return ok;
+}
+
+// Paths are returned from a ring of static buffers so a few can be used in one expression.
+static char *next_path_buffer(void) {
+    static char buffers[16][PATH_MAX];
+    static int next;
+    char *b = buffers[next];
+    next = (next + 1) % 16;
+    return b;
+}
+
+const char *golden_path(const char *name) {
+    const char *root = getenv("DIT_ROOT");
+    char *b = next_path_buffer();
+    snprintf(b, PATH_MAX, "%s/tests/golden/%s", root && *root ? root : ".", name);
+    return b;
+}
+
+static char scratch_dir[PATH_MAX];
+
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
+    (void)st, (void)flag, (void)ftw;
+    remove(path);
+    return 0;
+}
+
+// Remove the scratch directory at exit unless DIT_KEEP_SCRATCH is set (to inspect what a test wrote).
+static void remove_scratch_dir(void) {
+    if (scratch_dir[0] && !getenv("DIT_KEEP_SCRATCH")) nftw(scratch_dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+const char *scratch_path(const char *name) {
+    if (!scratch_dir[0]) {
+        const char *tmp = getenv("TMPDIR");
+        snprintf(scratch_dir, sizeof scratch_dir, "%s/dit-test-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+        if (!mkdtemp(scratch_dir)) {
+            fprintf(stderr, "test: cannot create scratch directory %s: %s\n", scratch_dir, strerror(errno));
+            exit(2);
+        }
+        atexit(remove_scratch_dir);
+    }
+    char *b = next_path_buffer();
+    snprintf(b, PATH_MAX, "%.*s/%s", PATH_MAX / 2, scratch_dir, name);
+    return b;
+}
+
+int run_command(const char *cmd, char **output) {
+    size_t cmd_len = strlen(cmd) + 8;
+    char *full = malloc(cmd_len);
+    if (!full) return -1;
+    snprintf(full, cmd_len, "%s 2>&1", cmd);
+    fflush(stdout);
+    FILE *p = popen(full, "r");
+    free(full);
+    if (!p) return -1;
+    size_t length = 0, capacity = 4096;
+    char *text = malloc(capacity);
+    if (!text) exit(2);
+    size_t got;
+    while ((got = fread(text + length, 1, capacity - length - 1, p)) > 0) {
+        length += got;
+        if (capacity - length < 2) {
+            capacity *= 2;
+            char *bigger = realloc(text, capacity);
+            if (!bigger) exit(2);
+            text = bigger;
+        }
+    }
+    text[length] = '\0';
+    int status = pclose(p);
+    if (output) *output = text;
+    else free(text);
+    if (status == -1) return -1;
+    if (WIFEXITED(status)) return WEXITSTATUS(status);
+    return 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+}
