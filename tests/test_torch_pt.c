@@ -20,7 +20,7 @@
 static float formula(int64_t i, int k) { return (float)((i * 7 + k * 13) % 97 - 48) / 32.0f; }
 
 // The message for a status, read after the call (CHECK's arguments are evaluated in no fixed order).
-static const char *msg(dit_status st) { return st ? dit_last_error() : "accepted"; }
+static const char *msg(dit_status st) { return st ? dit_last_error() : "ok"; }
 
 static int starts_with(const char *s, const char *prefix) { return !strncmp(s, prefix, strlen(prefix)); }
 
@@ -289,7 +289,7 @@ static void test_truncations(void) {
     const char *path = golden_path("pt/official_sd.pt");
     char name[512];
     snprintf(name, sizeof name, "%s", path);
-    size_t size;
+    size_t size = 0;
     uint8_t *all = read_all(name, &size);
     if (!CHECK(all != NULL, "read %s", name)) return;
     int accepted = 0, unprefixed = 0;
@@ -325,7 +325,7 @@ static void fix_crc(uint8_t *zip, size_t size, const char *member, const uint8_t
 static void test_byte_flips(void) {
     char name[512];
     snprintf(name, sizeof name, "%s", golden_path("pt/train_ckpt.pt"));
-    size_t size;
+    size_t size = 0;
     uint8_t *all = read_all(name, &size);
     if (!CHECK(all != NULL, "read %s", name)) return;
     zip_archive z;
@@ -489,6 +489,28 @@ static void tensor(bytes *b, const char *cls, const char *key, int64_t numel, in
     ops(b, ")Rt" "R");
 }
 
+// _rebuild_tensor_v3 (torch 2.x, dtype given explicitly) over an untyped storage of numel_bytes bytes.
+static void tensor_v3(bytes *b, const char *dtype, int64_t numel_bytes, int64_t offset, int64_t size) {
+    global(b, "torch._utils", "_rebuild_tensor_v3");
+    ops(b, "((");
+    str(b, "storage");
+    global(b, "torch", "UntypedStorage");
+    str(b, "0");
+    str(b, "cpu");
+    integer(b, numel_bytes);
+    ops(b, "tQ");
+    integer(b, offset);
+    op(b, '(');
+    integer(b, size);
+    ops(b, "t(");
+    integer(b, 1);
+    ops(b, "t\x89");
+    global(b, "collections", "OrderedDict");
+    ops(b, ")R");
+    global(b, "torch", dtype);
+    ops(b, "tR");
+}
+
 // Writes archive/data.pkl, archive/data/0 (numel f32 values 0, 1, 2...) and an optional byteorder.
 static const char *write_pt(const char *file, const bytes *pkl, int numel, const char *byteorder) {
     const char *path = scratch_path(file);
@@ -596,6 +618,34 @@ static void test_hostile_tensors(void) {
         CHECK(w[0] == 0.0f && w[1] == 1.0f, "duplicate name 'w': one tensor, the first (values 0, 1)");
         tensor_file_free(&f);
     }
+    b.len = 0;
+
+    // torch 2.x's _rebuild_tensor_v3 over an UntypedStorage (16 bytes = 4 floats 0..3): elements 1, 2.
+    ops(&b, "\x80\x02}(");
+    str(&b, "w");
+    tensor_v3(&b, "float32", 16, 1, 2);
+    ops(&b, "u.");
+    path = write_pt("v3.pt", &b, 4, NULL);
+    st = torch_pt_read(path, &f);
+    if (CHECK(st == DIT_OK, "_rebuild_tensor_v3 over an UntypedStorage read: %s", msg(st))) {
+        float w[2] = {-1, -1};
+        if (f.count == 1 && f.tensors[0].dtype == DT_F32 && f.tensors[0].nbytes == sizeof w)
+            memcpy(w, f.tensors[0].data, sizeof w);
+        CHECK(w[0] == 1.0f && w[1] == 2.0f, "_rebuild_tensor_v3: w = float32 [2] at offset 1 = {1, 2}");
+        tensor_file_free(&f);
+    }
+    b.len = 0;
+    ops(&b, "\x80\x02}(");
+    str(&b, "w");
+    tensor_v3(&b, "float32", 16, 3, 2);
+    ops(&b, "u.");
+    expect_pt_error("_rebuild_tensor_v3 past its untyped storage", &b, 4, NULL, "view reaches");
+    b.len = 0;
+    ops(&b, "\x80\x02}(");
+    str(&b, "w");
+    tensor_v3(&b, "complex64", 16, 0, 2);
+    ops(&b, "u.");
+    expect_pt_error("_rebuild_tensor_v3 with complex64", &b, 4, NULL, "unsupported dtype torch.complex64");
     b.len = 0;
 
     // Deep nesting (100k lists) and a list containing itself: refused by the flattening, no stack overflow.

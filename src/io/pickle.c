@@ -529,8 +529,8 @@ static dit_status run(pickle_vm *vm, pickle_value **result) {
         }
         vm->op_pos = (size_t)(vm->p - vm->start);
         vm->op = *vm->p++;
-        const char *line, *line2;
-        size_t len, len2, first;
+        const char *line = NULL, *line2 = NULL;
+        size_t len = 0, len2 = 0, first = 0;
         int64_t iv;
         pickle_value *a, *b, *c, *v;
         switch (vm->op) {
