@@ -30,7 +30,7 @@ $(info dit build: OpenMP=$(if $(HAVE_OPENMP),yes,no) OpenBLAS=$(OPENBLAS_DIR) CU
 endif
 
 # ---- sources -----------------------------------------------------------------------------------
-LIB_SRC  := $(sort $(wildcard src/base/*.c src/io/*.c src/ops/cpu/*.c src/models/*.c))
+LIB_SRC  := $(sort $(wildcard src/base/*.c src/io/*.c src/image/*.c src/ops/cpu/*.c src/models/*.c src/diffusion/*.c))
 CLI_SRC  := $(sort $(wildcard src/cli/*.c))
 TEST_SRC := $(sort $(wildcard tests/*.c))
 
