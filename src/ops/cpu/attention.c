@@ -16,12 +16,9 @@ static void softmax_rows(float *s, int rows, int cols) {
         float *row = s + (int64_t)r * cols;
         float mx = row[0];
         for (int c = 1; c < cols; c++) mx = row[c] > mx ? row[c] : mx;
+        for (int c = 0; c < cols; c++) row[c] = fast_expf(row[c] - mx);
         float sum = 0.0f;
-        #pragma omp simd reduction(+ : sum)
-        for (int c = 0; c < cols; c++) {
-            row[c] = fast_expf(row[c] - mx);
-            sum += row[c];
-        }
+        for (int c = 0; c < cols; c++) sum += row[c];
         float inv = 1.0f / sum;
         for (int c = 0; c < cols; c++) row[c] *= inv;
     }

@@ -13,7 +13,10 @@ static inline float fast_expf(float x) {
     x = x > 88.0f ? 88.0f : x;
     const float log2e = 1.44269504088896341f;
     const float ln2_hi = 0.693359375f, ln2_lo = -2.12194440e-4f;
-    float n = __builtin_floorf(x * log2e + 0.5f);
+    // n = round(x / ln2) by the 1.5 * 2^23 trick (round-to-nearest mode), which vectorises where floorf
+    // would be a library call.
+    const float round_magic = 12582912.0f;
+    float n = (x * log2e + round_magic) - round_magic;
     float r = x - n * ln2_hi;
     r = r - n * ln2_lo;
     // exp(r) ~ 1 + r + r^2/2! + ... + r^6/6!, Horner form
