@@ -62,6 +62,11 @@ dit_model *dit_model_load(const char *path, const dit_load_options *opts);
 dit_model *dit_model_synthetic(const dit_config *cfg, uint32_t seed);
 void dit_model_free(dit_model *m);
 const dit_config *dit_model_config(const dit_model *m);
+// The display name of a class ("T-shirt/top"), when the file carries names (__metadata__["dit.class_names"],
+// a JSON list); NULL otherwise.
+const char *dit_model_class_name(const dit_model *m, int label);
+// Attach class names (copied; count must equal num_classes). Saved by dit_model_save.
+dit_status dit_model_set_class_names(dit_model *m, const char *const *names, int count);
 // Save in dit's own format: official keys, config JSON in __metadata__; atomic.
 dit_status dit_model_save(const dit_model *m, const char *path);
 

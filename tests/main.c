@@ -6,9 +6,13 @@
 #include "test.h"
 
 void test_io(void);
+void test_vae(void);
 void test_ops(void);
 void test_dit(void);
 void test_torch_pt(void);
+void test_backward(void);
+void test_diffusion(void);
+void test_sample_cli(void);
 
 static const struct {
     const char *name;
@@ -18,6 +22,10 @@ static const struct {
     {"ops", test_ops},
     {"dit", test_dit},
     {"torch_pt", test_torch_pt},
+    {"backward", test_backward},
+    {"diffusion", test_diffusion},
+    {"sample_cli", test_sample_cli},
+    {"vae", test_vae},
 };
 
 int main(int argc, char **argv) {

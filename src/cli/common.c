@@ -82,7 +82,10 @@ int cli_threads(void) {
 
 float *cli_read_npy_floats(const char *path, const char *what, int *ndim, int64_t shape[8], int64_t *count) {
     npy_array a;
-    if (npy_read(path, &a) != DIT_OK) return NULL;
+    if (npy_read(path, &a) != DIT_OK) {
+        dit_prefix_error("%s", what);
+        return NULL;
+    }
     if (a.dtype == DT_BOOL) {
         npy_free(&a);
         dit_set_error("%s (%s): expected a numeric array, found booleans", path, what);

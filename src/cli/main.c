@@ -14,6 +14,7 @@ static void usage(FILE *out) {
             "  info      configuration, parameter count and Gflops of a model file or a named config\n"
             "  forward   one network evaluation on .npy inputs (optionally with classifier-free guidance)\n"
             "  convert   rewrite any supported model file in dit's own safetensors format\n"
+            "  sample    class-conditional samples (DDPM, DDIM, DPM-Solver++), classifier-free guidance\n"
             "\n"
             "run `dit <command> --help` for its options.\n");
 }
@@ -24,10 +25,10 @@ int main(int argc, char **argv) {
         return argc < 2 ? 2 : 0;
     }
     static const struct { const char *name; int (*run)(int, char **); } commands[] = {
-        {"info", cmd_info}, {"forward", cmd_forward}, {"convert", cmd_convert},
+        {"info", cmd_info}, {"forward", cmd_forward}, {"convert", cmd_convert}, {"sample", cmd_sample},
     };
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         if (!strcmp(argv[1], commands[i].name)) return commands[i].run(argc - 1, argv + 1);
-    fprintf(stderr, "dit: unknown command '%s' (commands: info, forward, convert; see dit --help)\n", argv[1]);
+    fprintf(stderr, "dit: unknown command '%s' (commands: info, forward, convert, sample; see dit --help)\n", argv[1]);
     return 2;
 }

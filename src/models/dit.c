@@ -222,8 +222,28 @@ static void free_activations(dit_activations *a) {
 
 void dit_activations_free(dit_model *m) { free_activations(&m->acts); }
 
+const char *dit_model_class_name(const dit_model *m, int label) {
+    return m->class_names && label >= 0 && label < m->cfg.num_classes ? m->class_names[label] : NULL;
+}
+
+static void free_class_names(dit_model *m) {
+    for (int i = 0; m->class_names && i < m->cfg.num_classes; i++) free(m->class_names[i]);
+    free(m->class_names);
+    m->class_names = NULL;
+}
+
+dit_status dit_model_set_class_names(dit_model *m, const char *const *names, int count) {
+    if (count != m->cfg.num_classes)
+        return dit_set_error("class names: %d names given for a model of %d classes", count, m->cfg.num_classes);
+    free_class_names(m);
+    m->class_names = dit_calloc(count, sizeof *m->class_names);
+    for (int i = 0; i < count; i++) m->class_names[i] = dit_strdup(names[i]);
+    return DIT_OK;
+}
+
 void dit_model_free(dit_model *m) {
     if (!m) return;
+    free_class_names(m);
     free_activations(&m->acts);
     free(m->p.blocks);
     free(m->params);

@@ -50,26 +50,35 @@ static void ensure_activations(dit_model *m, int B) {
     }
 }
 
+// Batch invariance: a sample's output must not depend on which other samples share its batch (so a seed
+// gives the same images whatever --batch). OpenBLAS picks kernels, and with them summation orders, by
+// matrix size, so every product runs per sample with a fixed shape: M = T token rows (or 1 row of c).
+static void per_sample_linear(float *out, const float *inp, const float *weight, const float *bias, int B, int rows,
+                              int K, int N) {
+    for (int b = 0; b < B; b++)
+        linear_forward(out + (int64_t)b * rows * N, inp + (int64_t)b * rows * K, weight, bias, rows, K, N);
+}
+
 // DiTBlock: x = x + gate_msa * attn(modulate(norm1(x))); x = x + gate_mlp * mlp(modulate(norm2(x))).
 static void block_forward(dit_model *m, const dit_block_params *bp, int B) {
     dit_activations *a = &m->acts;
     const int T = dit_config_tokens(&m->cfg), D = m->cfg.hidden_size, H = m->cfg.num_heads, M = m->mlp_hidden;
     const int BT = B * T, A = 6 * D;
     // ada (B, 6D) = SiLU(c) @ W^T + b, chunks: shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp
-    linear_forward(a->ada, a->cond, bp->ada_w, bp->ada_b, B, D, A);
+    per_sample_linear(a->ada, a->cond, bp->ada_w, bp->ada_b, B, 1, D, A);
     const float *shift_msa = a->ada, *scale_msa = a->ada + D, *gate_msa = a->ada + 2 * D;
     const float *shift_mlp = a->ada + 3 * D, *scale_mlp = a->ada + 4 * D, *gate_mlp = a->ada + 5 * D;
 
     layernorm_modulate_forward(a->h, NULL, NULL, a->x, shift_msa, scale_msa, A, B, T, D);
-    linear_forward(a->qkv, a->h, bp->qkv_w, bp->qkv_b, BT, D, 3 * D);         // (BT, 3D)
+    per_sample_linear(a->qkv, a->h, bp->qkv_w, bp->qkv_b, B, T, D, 3 * D);       // (BT, 3D)
     attention_forward(a->attn, a->qkv, a->scores, B, T, D, H);                 // (BT, D)
-    linear_forward(a->tmp, a->attn, bp->proj_w, NULL, BT, D, D);               // bias added in the residual
+    per_sample_linear(a->tmp, a->attn, bp->proj_w, NULL, B, T, D, D);             // bias added in the residual
     gated_residual_forward(a->x, a->tmp, bp->proj_b, gate_msa, A, B, T, D);
 
     layernorm_modulate_forward(a->h, NULL, NULL, a->x, shift_mlp, scale_mlp, A, B, T, D);
-    linear_forward(a->mlp, a->h, bp->fc1_w, bp->fc1_b, BT, D, M);              // (BT, M)
+    per_sample_linear(a->mlp, a->h, bp->fc1_w, bp->fc1_b, B, T, D, M);            // (BT, M)
     gelu_tanh_forward(a->mlp, a->mlp, (int64_t)BT * M);
-    linear_forward(a->tmp, a->mlp, bp->fc2_w, NULL, BT, M, D);                 // (BT, D)
+    per_sample_linear(a->tmp, a->mlp, bp->fc2_w, NULL, B, T, M, D);               // (BT, D)
     gated_residual_forward(a->x, a->tmp, bp->fc2_b, gate_mlp, A, B, T, D);
 }
 
@@ -93,7 +102,7 @@ dit_status dit_model_forward(dit_model *m, const float *x, const float *t, const
 
     // tokens (B, T, D) = patchify(x) @ W^T + b + pos_embed
     patchify_forward(a->tmp, x, B, C, S, P);
-    linear_forward(a->x, a->tmp, p->patch_w, p->patch_b, B * T, C * P * P, D);
+    per_sample_linear(a->x, a->tmp, p->patch_w, p->patch_b, B, T, C * P * P, D);
     #pragma omp parallel for collapse(2) schedule(static)
     for (int b = 0; b < B; b++)
         for (int tok = 0; tok < T; tok++) {
@@ -104,9 +113,9 @@ dit_status dit_model_forward(dit_model *m, const float *x, const float *t, const
 
     // c (B, D) = mlp(timestep_embedding(t)) + y_table[y]; every adaLN then reads SiLU(c)
     timestep_embedding_forward(a->temb, t, B, 256);
-    linear_forward(a->tmid, a->temb, p->t_mlp0_w, p->t_mlp0_b, B, 256, D);
+    per_sample_linear(a->tmid, a->temb, p->t_mlp0_w, p->t_mlp0_b, B, 1, 256, D);
     silu_forward(a->tmid, a->tmid, (int64_t)B * D);
-    linear_forward(a->cond, a->tmid, p->t_mlp2_w, p->t_mlp2_b, B, D, D);
+    per_sample_linear(a->cond, a->tmid, p->t_mlp2_w, p->t_mlp2_b, B, 1, D, D);
     for (int b = 0; b < B; b++) {
         const float *emb = p->y_table + (int64_t)y[b] * D;
         for (int d = 0; d < D; d++) a->cond[(int64_t)b * D + d] += emb[d];
@@ -116,9 +125,9 @@ dit_status dit_model_forward(dit_model *m, const float *x, const float *t, const
     for (int l = 0; l < c->depth; l++) block_forward(m, &p->blocks[l], B);
 
     // final layer: modulate(norm_final(x), shift, scale) @ W^T + b, then unpatchify to (B, OUT, S, S)
-    linear_forward(a->ada, a->cond, p->final_ada_w, p->final_ada_b, B, D, 2 * D);
+    per_sample_linear(a->ada, a->cond, p->final_ada_w, p->final_ada_b, B, 1, D, 2 * D);
     layernorm_modulate_forward(a->h, NULL, NULL, a->x, a->ada, a->ada + D, 2 * D, B, T, D);
-    linear_forward(a->tmp, a->h, p->final_w, p->final_b, B * T, D, P * P * OUT);
+    per_sample_linear(a->tmp, a->h, p->final_w, p->final_b, B, T, D, P * P * OUT);
     unpatchify_forward(out, a->tmp, B, OUT, S, P);
     return DIT_OK;
 }

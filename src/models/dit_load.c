@@ -260,6 +260,25 @@ static dit_status fill_params(dit_model *m, const char *path, const key_source *
     return DIT_OK;
 }
 
+// Optional display names of the classes: __metadata__["dit.class_names"] = JSON list of num_classes strings.
+static dit_status load_class_names(dit_model *m, const char *path, const tensor_file *file) {
+    const char *json = tensor_file_meta(file, "dit.class_names");
+    if (!json) return DIT_OK;
+    cJSON *list = cJSON_Parse(json);
+    int count = cJSON_IsArray(list) ? cJSON_GetArraySize(list) : -1;
+    const char **names = count > 0 ? dit_calloc(count, sizeof *names) : NULL;
+    for (int i = 0; i < count; i++) {
+        const cJSON *item = cJSON_GetArrayItem(list, i);
+        names[i] = cJSON_IsString(item) ? item->valuestring : NULL;
+        if (!names[i]) count = -1;
+    }
+    dit_status st = count == m->cfg.num_classes ? dit_model_set_class_names(m, names, count)
+                    : dit_set_error("%s: metadata dit.class_names must be a list of %d strings", path, m->cfg.num_classes);
+    free(names);
+    cJSON_Delete(list);
+    return st;
+}
+
 static int is_zip(const char *path) {
     FILE *f = fopen(path, "rb");
     if (!f) return 0;
@@ -298,7 +317,7 @@ dit_model *dit_model_load(const char *path, const dit_load_options *opts) {
         dit_prefix_error("%s", path);
         goto done;
     }
-    if (fill_params(m, path, &src) != DIT_OK) {
+    if (fill_params(m, path, &src) != DIT_OK || load_class_names(m, path, &file) != DIT_OK) {
         dit_model_free(m);
         m = NULL;
     }
@@ -329,9 +348,17 @@ dit_status dit_model_save(const dit_model *m, const char *path) {
         memcpy(outs[i].shape, e->shape, sizeof e->shape);
         outs[i].data = m->params + e->offset;
     }
-    const char *keys[] = {"format", "dit.config"};
-    const char *values[] = {"dit", config_json};
-    dit_status st = safetensors_write(path, outs, m->num_params, keys, values, 2);
+    char *names_json = NULL;
+    if (m->class_names) {
+        cJSON *list = cJSON_CreateArray();
+        for (int i = 0; i < m->cfg.num_classes; i++) cJSON_AddItemToArray(list, cJSON_CreateString(m->class_names[i]));
+        names_json = cJSON_PrintUnformatted(list);
+        cJSON_Delete(list);
+    }
+    const char *keys[] = {"format", "dit.config", "dit.class_names"};
+    const char *values[] = {"dit", config_json, names_json};
+    dit_status st = safetensors_write(path, outs, m->num_params, keys, values, names_json ? 3 : 2);
     free(outs);
+    free(names_json);
     return st;
 }

@@ -64,6 +64,7 @@ struct dit_model {
     size_t total_floats;
     dit_params p;
     dit_activations acts;
+    char **class_names;    // num_classes names, or NULL
 };
 
 // Build the table and allocate a zeroed parameter buffer (pos_embed filled) for a validated config.
@@ -71,5 +72,63 @@ dit_model *dit_model_create(const dit_config *cfg);
 const param_entry *dit_param_find(const dit_model *m, const char *name);
 // Fill every parameter but pos_embed from the seeded formula of docs/testing.md.
 void dit_fill_synthetic(dit_model *m, uint32_t seed);
+
+// ---- training (dit_backward.c) ----
+// What the backward pass needs from a training forward, for one batch size. Per block l (arrays of depth
+// slices): the block input x_in, the stream after the attention half x_mid, qkv, the attention output,
+// the two projections before their gated residual (attn.proj and fc2 outputs without bias), the fc1
+// output before GELU, the LayerNorm statistics and the adaLN output. The modulated LayerNorm outputs and
+// the GELU output are recomputed in the backward (cheap, and they would cost 6 more D-wide floats per
+// token per block). The rest is scratch for the backward.
+typedef struct dit_train_activations {
+    int batch;
+    // saved by dit_forward_train
+    float *patches;     // (B, T, C*P*P) patch embedding input
+    float *x_in;        // (depth + 1, B, T, D): input of block l; slice depth = input of the final layer
+    float *x_mid;       // (depth, B, T, D)
+    float *qkv;         // (depth, B, T, 3D)
+    float *attn;        // (depth, B, T, D)
+    float *proj;        // (depth, B, T, D)  attn.proj output without bias
+    float *fc1;         // (depth, B, T, M)  before GELU
+    float *fc2;         // (depth, B, T, D)  mlp.fc2 output without bias
+    float *ln_mean, *ln_rstd;   // (2 depth + 1, B, T): norm1, norm2 of each block, then norm_final
+    float *ada;         // (depth, B, 6D), then the final layer's (B, 2D)
+    float *temb;        // (B, 256) timestep frequencies
+    float *t_hidden;    // (B, D) t_embedder.mlp.0 output before SiLU
+    float *t_act;       // (B, D) after SiLU
+    float *cond;        // (B, D) c = t_emb + y_emb (before the adaLN SiLU)
+    float *cond_act;    // (B, D) SiLU(c)
+    int *labels;        // (B)
+    // backward scratch
+    float *h;           // (B, T, D) recomputed modulated LayerNorm output
+    float *gelu;        // (B, T, M) recomputed GELU output
+    float *d_res;       // (B, T, D) gradient of the residual stream
+    float *d_h;         // (B, T, D)
+    float *d_tmp;       // (B, T, max(D, P*P*out))
+    float *d_attn;      // (B, T, D)
+    float *d_qkv;       // (B, T, 3D)
+    float *d_mlp;       // (B, T, M)
+    float *d_ada;       // (B, 6D)
+    float *d_cond;      // (B, D) gradient of SiLU(c), summed over all adaLN layers
+    float *d_small;     // (B, D)
+    float *scores;      // attention scratch (forward and backward)
+    int scores_threads;
+    dit_block_params *grad_blocks;   // depth, pointers into the gradient buffer of the current call
+} dit_train_activations;
+
+// Allocate the saved activations and scratch of a training step for `batch` samples.
+dit_train_activations *dit_train_activations_create(const dit_model *m, int batch);
+void dit_train_activations_free(dit_train_activations *a);
+// Forward pass that keeps what dit_backward needs; dit_model_forward's result up to float32 summation
+// order (its GEMMs run over the whole batch). x: (B, C, S, S), t: (B), y: (B) labels, out: (B, out_channels, S, S); B = a->batch.
+dit_status dit_forward_train(dit_model *m, dit_train_activations *a, const float *x, const float *t,
+                             const int *y, float *out);
+// Backward pass of the last dit_forward_train on `a`: dout = dL/dout (B, out_channels, S, S). Parameter
+// gradients are ACCUMULATED (+=) into grads, m->total_floats floats in the parameter buffer's layout
+// (same offsets as m->params); zero it first for a plain gradient. pos_embed (fixed) gets nothing.
+void dit_backward(dit_model *m, dit_train_activations *a, const float *dout, float *grads);
+// Benchmark hook: one warm-up, then `iters` timed forward + backward steps (seeded inputs, L = 0.5 |out|^2);
+// returns the fastest step in seconds (< 0 on error).
+double dit_train_step_seconds(dit_model *m, int batch, int iters);
 
 #endif

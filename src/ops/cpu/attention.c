@@ -1,5 +1,6 @@
 // Multi-head self-attention of timm's Attention (no qk-norm, no dropout): per (batch, head), one T x T score
-// block in the calling thread's scratch, two sgemm calls and a row softmax. Memory: T*T floats per thread.
+// block in the calling thread's scratch, two sgemm calls and a row softmax. Memory: T*T floats per thread
+// (the backward recomputes the softmax and needs a second T x T block for its gradient: 2 T*T per thread).
 #include <cblas.h>
 #include <math.h>
 #ifdef _OPENMP
@@ -45,6 +46,53 @@ void attention_forward(float *out, const float *qkv, float *scratch, int B, int 
             // out[b, :, h*hd:(h+1)*hd] (T, hd) = scores (T, T) @ v (T, hd)
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T, 1.0f, scores, T, v, ld, 0.0f,
                         out + (int64_t)b * T * D + h * hd, D);
+        }
+    }
+}
+
+int64_t attention_backward_scratch_floats(int T, int threads) {
+    return 2 * (int64_t)T * T * (threads > 0 ? threads : 1);
+}
+
+// Per (batch, head), with P = softmax(scale q k^T) recomputed exactly as the forward does:
+//   dv = P^T dout,  dP = dout v^T,  dS = P * (dP - rowsum(P * dP)),  dq = scale dS k,  dk = scale dS^T q.
+// Each (batch, head) writes its own columns of dqkv, so the threads never share an output.
+void attention_backward(float *dqkv, const float *dout, const float *qkv, float *scratch, int B, int T, int D,
+                        int H) {
+    const int hd = D / H;
+    const float scale = 1.0f / sqrtf((float)hd);
+    const int ld = 3 * D;
+    #pragma omp parallel for collapse(2) schedule(dynamic, 1)
+    for (int b = 0; b < B; b++) {
+        for (int h = 0; h < H; h++) {
+#ifdef _OPENMP
+            float *probs = scratch + (int64_t)omp_get_thread_num() * 2 * T * T;
+#else
+            float *probs = scratch;
+#endif
+            float *dprobs = probs + (int64_t)T * T;
+            const float *q = qkv + (int64_t)b * T * ld + h * hd;
+            const float *k = q + D;
+            const float *v = q + 2 * D;
+            const float *dout_h = dout + (int64_t)b * T * D + h * hd;
+            float *dq = dqkv + (int64_t)b * T * ld + h * hd;
+            float *dk = dq + D;
+            float *dv = dq + 2 * D;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hd, scale, q, ld, k, ld, 0.0f, probs, T);
+            softmax_rows(probs, T, T);
+            // dv (T, hd) = P^T (T, T) @ dout_h (T, hd);  dP (T, T) = dout_h (T, hd) @ v^T (hd, T)
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hd, T, 1.0f, probs, T, dout_h, D, 0.0f, dv, ld);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hd, 1.0f, dout_h, D, v, ld, 0.0f, dprobs, T);
+            for (int i = 0; i < T; i++) {
+                const float *p = probs + (int64_t)i * T;
+                float *dp = dprobs + (int64_t)i * T;
+                float dot = 0.0f;
+                for (int j = 0; j < T; j++) dot += p[j] * dp[j];
+                for (int j = 0; j < T; j++) dp[j] = p[j] * (dp[j] - dot);
+            }
+            // dq (T, hd) = scale dS (T, T) @ k (T, hd);  dk (T, hd) = scale dS^T (T, T) @ q (T, hd)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T, scale, dprobs, T, k, ld, 0.0f, dq, ld);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hd, T, scale, dprobs, T, q, ld, 0.0f, dk, ld);
         }
     }
 }

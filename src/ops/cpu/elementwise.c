@@ -17,6 +17,20 @@ void silu_forward(float *y, const float *x, int64_t n) {
         silu_chunk(y + start, x + start, (int)(n - start < CHUNK ? n - start : CHUNK));
 }
 
+static void silu_backward_chunk(float *dx, const float *dy, const float *x, int n) {
+    // d/dx x s(x) = s + x s (1 - s), s = sigmoid(x)
+    for (int i = 0; i < n; i++) {
+        float s = 1.0f / (1.0f + fast_expf(-x[i]));
+        dx[i] = dy[i] * s * (1.0f + x[i] * (1.0f - s));
+    }
+}
+
+void silu_backward(float *dx, const float *dy, const float *x, int64_t n) {
+    #pragma omp parallel for schedule(static) if (n > 4 * CHUNK)
+    for (int64_t start = 0; start < n; start += CHUNK)
+        silu_backward_chunk(dx + start, dy + start, x + start, (int)(n - start < CHUNK ? n - start : CHUNK));
+}
+
 static void gelu_tanh_chunk(float *y, const float *x, int n) {
     // 0.5 x (1 + tanh(u)) = x * sigmoid(2u) = x / (1 + exp(-2u)): the same function, one exp instead of tanh.
     const float two_sqrt_2_over_pi = 2.0f * 0.7978845608028654f;
@@ -33,6 +47,25 @@ void gelu_tanh_forward(float *y, const float *x, int64_t n) {
         gelu_tanh_chunk(y + start, x + start, (int)(n - start < CHUNK ? n - start : CHUNK));
 }
 
+static void gelu_tanh_backward_chunk(float *dx, const float *dy, const float *x, int n) {
+    // y = x s, s = sigmoid(2u), 2u = 2 sqrt(2/pi) (x + 0.044715 x^3):
+    // dy/dx = s + x s (1 - s) * 2 sqrt(2/pi) (1 + 3 * 0.044715 x^2)
+    const float two_sqrt_2_over_pi = 2.0f * 0.7978845608028654f;
+    for (int i = 0; i < n; i++) {
+        float v = x[i], v2 = v * v;
+        float two_u = two_sqrt_2_over_pi * (v + 0.044715f * v2 * v);
+        float s = 1.0f / (1.0f + fast_expf(-two_u));
+        float dtwo_u = two_sqrt_2_over_pi * (1.0f + 3.0f * 0.044715f * v2);
+        dx[i] = dy[i] * (s + v * s * (1.0f - s) * dtwo_u);
+    }
+}
+
+void gelu_tanh_backward(float *dx, const float *dy, const float *x, int64_t n) {
+    #pragma omp parallel for schedule(static) if (n > 4 * CHUNK)
+    for (int64_t start = 0; start < n; start += CHUNK)
+        gelu_tanh_backward_chunk(dx + start, dy + start, x + start, (int)(n - start < CHUNK ? n - start : CHUNK));
+}
+
 void gated_residual_forward(float *x, const float *y, const float *bias, const float *gate, int row_stride,
                             int B, int T, int D) {
     #pragma omp parallel for collapse(2) schedule(static)
@@ -45,6 +78,47 @@ void gated_residual_forward(float *x, const float *y, const float *bias, const f
                 for (int d = 0; d < D; d++) xr[d] += g[d] * (yr[d] + bias[d]);
             else
                 for (int d = 0; d < D; d++) xr[d] += g[d] * yr[d];
+        }
+    }
+}
+
+// dy = gate * dx over (b, t) rows; dgate and dbias are sums over rows, so threads own column blocks of them.
+void gated_residual_backward(float *dy, float *dbias, float *dgate, const float *dx, const float *y,
+                             const float *bias, const float *gate, int row_stride, int B, int T, int D) {
+    #pragma omp parallel for collapse(2) schedule(static)
+    for (int b = 0; b < B; b++) {
+        for (int t = 0; t < T; t++) {
+            const float *dxr = dx + ((int64_t)b * T + t) * D;
+            float *dyr = dy + ((int64_t)b * T + t) * D;
+            const float *g = gate + (int64_t)b * row_stride;
+            for (int d = 0; d < D; d++) dyr[d] = g[d] * dxr[d];
+        }
+    }
+    enum { COLS = 128 };
+    const int blocks = (D + COLS - 1) / COLS;
+    #pragma omp parallel for collapse(2) schedule(static)
+    for (int b = 0; b < B; b++) {
+        for (int blk = 0; blk < blocks; blk++) {
+            const int start = blk * COLS, end = start + COLS < D ? start + COLS : D;
+            float *dg = dgate + (int64_t)b * row_stride;
+            for (int d = start; d < end; d++) dg[d] = 0.0f;
+            for (int t = 0; t < T; t++) {
+                const float *dxr = dx + ((int64_t)b * T + t) * D, *yr = y + ((int64_t)b * T + t) * D;
+                if (bias)
+                    for (int d = start; d < end; d++) dg[d] += dxr[d] * (yr[d] + bias[d]);
+                else
+                    for (int d = start; d < end; d++) dg[d] += dxr[d] * yr[d];
+            }
+        }
+    }
+    if (dbias) {
+        #pragma omp parallel for schedule(static)
+        for (int blk = 0; blk < blocks; blk++) {
+            const int start = blk * COLS, end = start + COLS < D ? start + COLS : D;
+            for (int64_t row = 0; row < (int64_t)B * T; row++) {
+                const float *dyr = dy + row * D;
+                for (int d = start; d < end; d++) dbias[d] += dyr[d];
+            }
         }
     }
 }

@@ -20,6 +20,22 @@ void patchify_forward(float *patches, const float *x, int B, int C, int S, int P
     }
 }
 
+// The forward is a permutation (kernel = stride = P), so its backward is the inverse permutation.
+void patchify_backward(float *dx, const float *dpatches, int B, int C, int S, int P) {
+    const int G = S / P, T = G * G, K = C * P * P;
+    #pragma omp parallel for collapse(2) schedule(static)
+    for (int b = 0; b < B; b++) {
+        for (int tok = 0; tok < T; tok++) {
+            int row = tok / G, col = tok % G;
+            const float *src = dpatches + ((int64_t)b * T + tok) * K;
+            for (int c = 0; c < C; c++)
+                for (int pi = 0; pi < P; pi++)
+                    for (int qi = 0; qi < P; qi++)
+                        dx[(((int64_t)b * C + c) * S + row * P + pi) * S + col * P + qi] = *src++;
+        }
+    }
+}
+
 void unpatchify_forward(float *img, const float *tokens, int B, int C, int S, int P) {
     const int G = S / P, T = G * G, K = C * P * P;
     #pragma omp parallel for collapse(2) schedule(static)
@@ -31,6 +47,21 @@ void unpatchify_forward(float *img, const float *tokens, int B, int C, int S, in
                 for (int qi = 0; qi < P; qi++)
                     for (int c = 0; c < C; c++)
                         img[(((int64_t)b * C + c) * S + row * P + pi) * S + col * P + qi] = *src++;
+        }
+    }
+}
+
+void unpatchify_backward(float *dtokens, const float *dimg, int B, int C, int S, int P) {
+    const int G = S / P, T = G * G, K = C * P * P;
+    #pragma omp parallel for collapse(2) schedule(static)
+    for (int b = 0; b < B; b++) {
+        for (int tok = 0; tok < T; tok++) {
+            int row = tok / G, col = tok % G;
+            float *dst = dtokens + ((int64_t)b * T + tok) * K;
+            for (int pi = 0; pi < P; pi++)
+                for (int qi = 0; qi < P; qi++)
+                    for (int c = 0; c < C; c++)
+                        *dst++ = dimg[(((int64_t)b * C + c) * S + row * P + pi) * S + col * P + qi];
         }
     }
 }

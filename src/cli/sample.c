@@ -1,0 +1,312 @@
+// `dit sample`: class-conditional samples with the reference samplers (DDPM with learned variance, DDIM)
+// or DPM-Solver++(2M), classifier-free guidance through one batched forward over both halves.
+// Outputs: a labelled grid PNG, one PNG per image, an ADM .npz (arr_0 uint8 NHWC), the final latents.
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "base/error.h"
+#include "cli/cli.h"
+#include "cli/progress.h"
+#include "diffusion/diffusion.h"
+#include "image/grid.h"
+#include "io/tensors.h"
+
+static void print_help(void) {
+    printf("usage: dit sample -m FILE [options]\n"
+           "\n"
+           "  -m, --model FILE        model file (.pt / .safetensors, any supported layout)\n"
+           "  --class C               class label; repeat, or give a comma list (default: the reference\n"
+           "                          sample.py labels for 1000-class models, else every class)\n"
+           "  -n N                    samples per class (default 1 for 1000-class models, else 8)\n"
+           "  --cfg-scale S           classifier-free guidance scale (default 4.0, as sample.py; 1 = off)\n"
+           "  --cfg-all-channels      guide all eps channels (the reference guides channels 0-2)\n"
+           "  --sampler NAME          ddpm (default; learned variance), ddim, dpm++2m\n"
+           "  --steps N               sampling steps (default 250; 25 for dpm++2m)\n"
+           "  --eta E                 DDIM eta (default 0: deterministic)\n"
+           "  -s, --seed S            seed (default 0); image k always gets the same noise, whatever --batch\n"
+           "  -t, --threads N         threads (default: all cores)\n"
+           "  --batch N               images per model evaluation (default 16)\n"
+           "  -o, --output FILE       labelled grid PNG (default sample.png unless another output is given)\n"
+           "  --out-dir DIR           one PNG per image, DIR/000000.png ...\n"
+           "  --npz FILE              ADM evaluator batch: arr_0 uint8 (N, H, W, C)\n"
+           "  --noise FILE            start from this noise .npy (N, C, S, S) instead of the seeded one\n"
+           "  --save-latents FILE     final samples (N, C, S, S) as float32 .npy, before any VAE\n"
+           "  --heads H, --image-size N   for model files that do not say them\n");
+}
+
+typedef struct {
+    dit_model *model;
+    const int *labels;      // the current batch's labels
+    float cfg_scale;
+    int use_cfg, guide_all;
+} denoise_ctx;
+
+static dit_status denoise(void *ctx, const float *x, const float *t, int B, float *out) {
+    denoise_ctx *d = ctx;
+    return d->use_cfg ? dit_model_forward_cfg(d->model, x, t, d->labels, B, d->cfg_scale, d->guide_all, out)
+                      : dit_model_forward(d->model, x, t, d->labels, B, out);
+}
+
+static void on_progress(void *ctx, int step, int total) {
+    (void)total;
+    progress_update(ctx, step);
+}
+
+// Parse "3" or "1,5,7" into labels (appending).
+static int parse_classes(const char *text, int **labels, int *count) {
+    const char *p = text;
+    while (*p) {
+        char *end;
+        errno = 0;
+        long v = strtol(p, &end, 10);
+        if (end == p || errno || v < 0 || v > 100000000 || (*end && *end != ',')) {
+            cli_usage_error("--class: expected class numbers like 3 or 1,5,7, got '%s'", text);
+            return 0;
+        }
+        *labels = realloc(*labels, (*count + 1) * sizeof(int));
+        (*labels)[(*count)++] = (int)v;
+        p = *end ? end + 1 : end;
+    }
+    return 1;
+}
+
+static int make_dir(const char *path) {
+    if (mkdir(path, 0777) == 0 || errno == EEXIST) return 1;
+    fprintf(stderr, "dit: --out-dir %s: cannot create the directory (%s)\n", path, strerror(errno));
+    return 0;
+}
+
+int cmd_sample(int argc, char **argv) {
+    const char *model_path = NULL, *grid_path = NULL, *out_dir = NULL, *npz_path = NULL, *noise_path = NULL;
+    const char *latents_path = NULL, *sampler_name = "ddpm", *value;
+    int *labels = NULL, num_labels = 0, per_class = 0, steps = 0, threads = 0, batch = 16, heads = 0;
+    int image_size = 0, guide_all = 0, seed = 0;
+    float cfg_scale = 4.0f, eta = 0.0f;
+    for (int i = 1; i < argc; i++) {
+        int r = 0;
+#define FLAG(s, l) (r = cli_flag_value(argc, argv, &i, s, l, &value)) > 0
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            print_help();
+            free(labels);
+            return 0;
+        } else if (!strcmp(argv[i], "--cfg-all-channels")) {
+            guide_all = 1;
+        } else if (FLAG("-m", "--model")) {
+            model_path = value;
+        } else if (!r && FLAG(NULL, "--class")) {
+            if (!parse_classes(value, &labels, &num_labels)) goto usage;
+        } else if (!r && FLAG("-n", NULL)) {
+            if (!cli_parse_int("-n", value, 1, 1000000, &per_class)) goto usage;
+        } else if (!r && FLAG(NULL, "--cfg-scale")) {
+            if (!cli_parse_float("--cfg-scale", value, &cfg_scale)) goto usage;
+        } else if (!r && FLAG(NULL, "--sampler")) {
+            sampler_name = value;
+        } else if (!r && FLAG(NULL, "--steps")) {
+            if (!cli_parse_int("--steps", value, 1, 1000, &steps)) goto usage;
+        } else if (!r && FLAG(NULL, "--eta")) {
+            if (!cli_parse_float("--eta", value, &eta)) goto usage;
+        } else if (!r && FLAG("-s", "--seed")) {
+            if (!cli_parse_int("--seed", value, 0, 2147483647, &seed)) goto usage;
+        } else if (!r && FLAG("-t", "--threads")) {
+            if (!cli_parse_int("--threads", value, 1, 4096, &threads)) goto usage;
+        } else if (!r && FLAG(NULL, "--batch")) {
+            if (!cli_parse_int("--batch", value, 1, 65536, &batch)) goto usage;
+        } else if (!r && FLAG("-o", "--output")) {
+            grid_path = value;
+        } else if (!r && FLAG(NULL, "--out-dir")) {
+            out_dir = value;
+        } else if (!r && FLAG(NULL, "--npz")) {
+            npz_path = value;
+        } else if (!r && FLAG(NULL, "--noise")) {
+            noise_path = value;
+        } else if (!r && FLAG(NULL, "--save-latents")) {
+            latents_path = value;
+        } else if (!r && FLAG(NULL, "--heads")) {
+            if (!cli_parse_int("--heads", value, 1, 65536, &heads)) goto usage;
+        } else if (!r && FLAG(NULL, "--image-size")) {
+            if (!cli_parse_int("--image-size", value, 8, 32768, &image_size)) goto usage;
+        } else if (r >= 0) {
+            cli_usage_error("sample: unknown option '%s' (see dit sample --help)", argv[i]);
+            goto usage;
+        }
+        if (r < 0) goto usage;
+#undef FLAG
+    }
+    sampler_kind kind;
+    if (!strcmp(sampler_name, "ddpm")) kind = SAMPLER_DDPM;
+    else if (!strcmp(sampler_name, "ddim")) kind = SAMPLER_DDIM;
+    else if (!strcmp(sampler_name, "dpm++2m") || !strcmp(sampler_name, "dpmpp2m")) kind = SAMPLER_DPMPP_2M;
+    else {
+        cli_usage_error("--sampler: expected ddpm, ddim or dpm++2m, got '%s'", sampler_name);
+        goto usage;
+    }
+    if (!model_path) {
+        cli_usage_error("sample: -m FILE is required (see dit sample --help)");
+        goto usage;
+    }
+    if (eta < 0 || (eta > 0 && kind != SAMPLER_DDIM)) {
+        cli_usage_error("--eta: only for --sampler ddim, and not negative");
+        goto usage;
+    }
+    if (!grid_path && !out_dir && !npz_path && !latents_path) grid_path = "sample.png";
+    if (!steps) steps = kind == SAMPLER_DPMPP_2M ? 25 : 250;
+    cli_set_threads(threads);
+
+    int status = 1;
+    float *x = NULL, *all_latents = NULL, *noise_file = NULL;
+    uint8_t *pixels = NULL;
+    char **row_labels = NULL;
+    int rows = 0;
+    diffusion diff = {0};
+    dit_load_options opts = {.num_heads = heads, .input_size = image_size / 8};
+    dit_model *m = dit_model_load(model_path, &opts);
+    if (!m) goto fail;
+    const dit_config *c = dit_model_config(m);
+    const int C = c->in_channels, S = c->input_size, HW = S * S;
+    const int pixel_space = C == 1 || C == 3;
+    if (!pixel_space && (grid_path || out_dir || npz_path)) {
+        fprintf(stderr, "dit: %s is a latent-space model (%d channels): images need the VAE decoder, which is not "
+                "in dit yet; use --save-latents FILE\n", model_path, C);
+        goto done;
+    }
+    if (!num_labels) {
+        static const int imagenet_labels[] = {207, 360, 387, 974, 88, 979, 417, 279};   // sample.py
+        if (c->num_classes == 1000) {
+            labels = malloc(sizeof imagenet_labels);
+            memcpy(labels, imagenet_labels, sizeof imagenet_labels);
+            num_labels = 8;
+        } else {
+            num_labels = c->num_classes;
+            labels = malloc(num_labels * sizeof(int));
+            for (int i = 0; i < num_labels; i++) labels[i] = i;
+        }
+    }
+    for (int i = 0; i < num_labels; i++)
+        if (labels[i] >= c->num_classes) {
+            fprintf(stderr, "dit: --class %d: the model has classes 0..%d\n", labels[i], c->num_classes - 1);
+            goto done;
+        }
+    if (!per_class) per_class = c->num_classes == 1000 ? 1 : 8;
+    const int use_cfg = cfg_scale > 1.0f;   // as sample_ddp.py: guidance only above 1
+    if (use_cfg && c->class_dropout_prob <= 0) {
+        fprintf(stderr, "dit: %s has no null class (trained without label dropout): use --cfg-scale 1\n", model_path);
+        goto done;
+    }
+    const int total = num_labels * per_class;
+    const int64_t per_sample = (int64_t)C * HW;
+    if (noise_path) {
+        int ndim;
+        int64_t shape[8], count;
+        noise_file = cli_read_npy_floats(noise_path, "--noise", &ndim, shape, &count);
+        if (!noise_file) goto fail;
+        if (count != total * per_sample) {
+            fprintf(stderr, "dit: %s (--noise): expected %d x %d x %d x %d values (one noise per image), found %lld\n",
+                    noise_path, total, C, S, S, (long long)count);
+            goto done;
+        }
+    }
+    char respacing[32];
+    snprintf(respacing, sizeof respacing, "%d", steps);
+    diffusion_options dopt = {.respacing = kind == SAMPLER_DPMPP_2M ? "" : respacing, .learn_sigma = c->learn_sigma};
+    if (diffusion_init(&diff, &dopt) != DIT_OK) goto fail;
+    if (out_dir && !make_dir(out_dir)) goto done;
+
+    all_latents = malloc((size_t)total * per_sample * sizeof(float));
+    x = malloc((size_t)batch * per_sample * sizeof(float));
+    int *image_labels = malloc(total * sizeof(int));
+    for (int k = 0; k < total; k++) image_labels[k] = labels[k / per_class];
+    if (!all_latents || !x) {
+        fprintf(stderr, "dit: out of memory for %d samples\n", total);
+        free(image_labels);
+        goto done;
+    }
+    fprintf(stderr, "dit: sampling %d images (%d classes x %d) with %s, %d steps, cfg %.2f, seed %d, %d threads\n",
+            total, num_labels, per_class, sampler_name, steps, use_cfg ? cfg_scale : 1.0f, seed, cli_threads());
+    progress_bar bar;
+    denoise_ctx ctx = {.model = m, .cfg_scale = cfg_scale, .use_cfg = use_cfg, .guide_all = guide_all};
+    sampler_options sopt = {.kind = kind, .eta = eta, .dpm_steps = steps, .seed = (uint64_t)seed,
+                            .progress = on_progress, .progress_ctx = &bar};
+    const int num_batches = (total + batch - 1) / batch;
+    for (int first = 0, bi = 1; first < total; first += batch, bi++) {
+        const int B = total - first < batch ? total - first : batch;
+        if (noise_file) memcpy(x, noise_file + first * per_sample, B * per_sample * sizeof(float));
+        else diffusion_initial_noise(x, B, per_sample, (uint64_t)seed, (uint32_t)first);
+        char label[64];
+        snprintf(label, sizeof label, num_batches > 1 ? "batch %d/%d step" : "step", bi, num_batches);
+        progress_begin(&bar, label, diffusion_sampler_steps(&diff, &sopt));
+        ctx.labels = image_labels + first;
+        sopt.first_sample_id = (uint32_t)first;
+        dit_status st = diffusion_sample(&diff, &sopt, denoise, &ctx, B, C, HW, x);
+        progress_end(&bar);
+        if (st != DIT_OK) {
+            free(image_labels);
+            goto fail;
+        }
+        memcpy(all_latents + first * per_sample, x, B * per_sample * sizeof(float));
+    }
+    free(image_labels);
+
+    if (latents_path) {
+        int64_t shape[4] = {total, C, S, S};
+        if (cli_write_npy_floats(latents_path, all_latents, 4, shape) != DIT_OK) goto fail;
+        printf("wrote %s (final samples, float32 %d x %d x %d x %d)\n", latents_path, total, C, S, S);
+    }
+    if (pixel_space && (grid_path || out_dir || npz_path)) {
+        pixels = malloc((size_t)total * per_sample);
+        to_uint8_nhwc(pixels, all_latents, total, C, S, S);
+        if (grid_path) {
+            rows = num_labels;
+            row_labels = calloc(rows, sizeof *row_labels);
+            for (int r = 0; r < rows; r++) {
+                const char *name = dit_model_class_name(m, labels[r]);
+                char text[96];
+                if (name) snprintf(text, sizeof text, "%d %s", labels[r], name);
+                else snprintf(text, sizeof text, "class %d", labels[r]);
+                row_labels[r] = dit_strdup(text);
+            }
+            rgb_image grid;
+            if (grid_compose(&grid, pixels, total, S, S, C, per_class, (const char *const *)row_labels, 2) != DIT_OK)
+                goto fail;
+            dit_status st = png_write(grid_path, grid.pixels, grid.width, grid.height, 3);
+            free(grid.pixels);
+            if (st != DIT_OK) goto fail;
+            printf("wrote %s (%d classes x %d samples)\n", grid_path, num_labels, per_class);
+        }
+        if (out_dir) {
+            for (int k = 0; k < total; k++) {
+                char path[4096];
+                snprintf(path, sizeof path, "%s/%06d.png", out_dir, k);
+                if (png_write(path, pixels + (size_t)k * per_sample, S, S, C) != DIT_OK) goto fail;
+            }
+            printf("wrote %d images to %s/\n", total, out_dir);
+        }
+        if (npz_path) {
+            npy_array arr = {.dtype = DT_U8, .ndim = 4, .shape = {total, S, S, C}, .data = pixels,
+                             .nbytes = (size_t)total * per_sample};
+            const char *names[] = {"arr_0"};
+            if (npz_write(npz_path, names, &arr, 1) != DIT_OK) goto fail;
+            printf("wrote %s (arr_0: uint8 %d x %d x %d x %d)\n", npz_path, total, S, S, C);
+        }
+    }
+    status = 0;
+    goto done;
+fail:
+    cli_fail();
+done:
+    for (int r = 0; row_labels && r < rows; r++) free(row_labels[r]);
+    free(row_labels);
+    free(pixels);
+    free(x);
+    free(all_latents);
+    free(noise_file);
+    free(labels);
+    diffusion_free(&diff);
+    dit_model_free(m);
+    return status;
+usage:
+    free(labels);
+    return 2;
+}

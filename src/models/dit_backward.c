@@ -1,0 +1,311 @@
+// Training: a forward pass that keeps the activations of dit-reference.md §1.1 the backward needs, and
+// dit_backward, which walks the layers back (final layer, blocks N-1..0, patch embedding, conditioning)
+// and accumulates parameter gradients into a buffer laid out as the parameters (checked against the
+// PyTorch reference's autograd in tests/test_backward.c).
+#include <string.h>
+#include <time.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "base/error.h"
+#include "models/dit_model.h"
+#include "ops/ops.h"
+
+static int max_threads(void) {
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+static int imax(int a, int b) { return a > b ? a : b; }
+
+static float *floats(int64_t n) { return dit_malloc((size_t)(n > 0 ? n : 1) * sizeof(float)); }
+
+dit_train_activations *dit_train_activations_create(const dit_model *m, int batch) {
+    const dit_config *c = &m->cfg;
+    DIT_CHECK(batch > 0);
+    const int64_t B = batch, T = dit_config_tokens(c), D = c->hidden_size, M = m->mlp_hidden, L = c->depth;
+    const int P = c->patch_size;
+    const int64_t BT = B * T;
+    dit_train_activations *a = dit_calloc(1, sizeof *a);
+    a->batch = batch;
+    a->patches = floats(BT * c->in_channels * P * P);
+    a->x_in = floats((L + 1) * BT * D);
+    a->x_mid = floats(L * BT * D);
+    a->qkv = floats(L * BT * 3 * D);
+    a->attn = floats(L * BT * D);
+    a->proj = floats(L * BT * D);
+    a->fc1 = floats(L * BT * M);
+    a->fc2 = floats(L * BT * D);
+    a->ln_mean = floats((2 * L + 1) * BT);
+    a->ln_rstd = floats((2 * L + 1) * BT);
+    a->ada = floats(L * B * 6 * D + B * 2 * D);
+    a->temb = floats(B * 256);
+    a->t_hidden = floats(B * D);
+    a->t_act = floats(B * D);
+    a->cond = floats(B * D);
+    a->cond_act = floats(B * D);
+    a->labels = dit_malloc(B * sizeof(int));
+    a->h = floats(BT * D);
+    a->gelu = floats(BT * M);
+    a->d_res = floats(BT * D);
+    a->d_h = floats(BT * D);
+    a->d_tmp = floats(BT * imax((int)D, P * P * dit_config_out_channels(c)));
+    a->d_attn = floats(BT * D);
+    a->d_qkv = floats(BT * 3 * D);
+    a->d_mlp = floats(BT * M);
+    a->d_ada = floats(B * 6 * D);
+    a->d_cond = floats(B * D);
+    a->d_small = floats(B * D);
+    a->grad_blocks = dit_calloc(L ? L : 1, sizeof *a->grad_blocks);
+    return a;
+}
+
+void dit_train_activations_free(dit_train_activations *a) {
+    if (!a) return;
+    float *bufs[] = {a->patches, a->x_in, a->x_mid, a->qkv, a->attn, a->proj, a->fc1, a->fc2, a->ln_mean,
+                     a->ln_rstd, a->ada, a->temb, a->t_hidden, a->t_act, a->cond, a->cond_act, a->h, a->gelu,
+                     a->d_res, a->d_h, a->d_tmp, a->d_attn, a->d_qkv, a->d_mlp, a->d_ada, a->d_cond,
+                     a->d_small, a->scores};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
+    free(a->labels);
+    free(a->grad_blocks);
+    free(a);
+}
+
+// One score scratch serves both passes: the backward's two T x T blocks per thread cover the forward's one.
+static void ensure_scores(const dit_model *m, dit_train_activations *a) {
+    const int threads = max_threads();
+    if (a->scores_threads < threads) {
+        free(a->scores);
+        a->scores = floats(attention_backward_scratch_floats(dit_config_tokens(&m->cfg), threads));
+        a->scores_threads = threads;
+    }
+}
+
+// The saved tensors of block l, as slices of the per-layer arrays.
+typedef struct {
+    float *x_in, *x_mid, *x_out, *qkv, *attn, *proj, *fc1, *fc2, *ada;
+    float *mean1, *rstd1, *mean2, *rstd2;
+} block_saved;
+
+static block_saved saved_of(const dit_model *m, const dit_train_activations *a, int l) {
+    const int64_t B = a->batch, T = dit_config_tokens(&m->cfg), D = m->cfg.hidden_size, M = m->mlp_hidden;
+    const int64_t BT = B * T;
+    return (block_saved){
+        .x_in = a->x_in + l * BT * D, .x_mid = a->x_mid + l * BT * D, .x_out = a->x_in + (l + 1) * BT * D,
+        .qkv = a->qkv + l * BT * 3 * D, .attn = a->attn + l * BT * D, .proj = a->proj + l * BT * D,
+        .fc1 = a->fc1 + l * BT * M, .fc2 = a->fc2 + l * BT * D, .ada = a->ada + l * B * 6 * D,
+        .mean1 = a->ln_mean + 2 * l * BT, .rstd1 = a->ln_rstd + 2 * l * BT,
+        .mean2 = a->ln_mean + (2 * l + 1) * BT, .rstd2 = a->ln_rstd + (2 * l + 1) * BT,
+    };
+}
+
+// ---- forward ------------------------------------------------------------------------------------
+
+// The inference block_forward of dit_forward.c with every intermediate kept: the same kernels in the same
+// order. Products here run over the whole batch (training needs no batch invariance, and one big GEMM is
+// faster than B small ones), so outputs agree with dit_model_forward to float32 summation order.
+static void block_forward_train(dit_model *m, dit_train_activations *a, const dit_block_params *bp, int l) {
+    const int B = a->batch, T = dit_config_tokens(&m->cfg), D = m->cfg.hidden_size, H = m->cfg.num_heads;
+    const int M = m->mlp_hidden, BT = B * T, A = 6 * D;
+    block_saved s = saved_of(m, a, l);
+    linear_forward(s.ada, a->cond_act, bp->ada_w, bp->ada_b, B, D, A);
+    const float *shift_msa = s.ada, *scale_msa = s.ada + D, *gate_msa = s.ada + 2 * D;
+    const float *shift_mlp = s.ada + 3 * D, *scale_mlp = s.ada + 4 * D, *gate_mlp = s.ada + 5 * D;
+
+    layernorm_modulate_forward(a->h, s.mean1, s.rstd1, s.x_in, shift_msa, scale_msa, A, B, T, D);
+    linear_forward(s.qkv, a->h, bp->qkv_w, bp->qkv_b, BT, D, 3 * D);
+    attention_forward(s.attn, s.qkv, a->scores, B, T, D, H);
+    linear_forward(s.proj, s.attn, bp->proj_w, NULL, BT, D, D);
+    memcpy(s.x_mid, s.x_in, (size_t)BT * D * sizeof(float));
+    gated_residual_forward(s.x_mid, s.proj, bp->proj_b, gate_msa, A, B, T, D);
+
+    layernorm_modulate_forward(a->h, s.mean2, s.rstd2, s.x_mid, shift_mlp, scale_mlp, A, B, T, D);
+    linear_forward(s.fc1, a->h, bp->fc1_w, bp->fc1_b, BT, D, M);
+    gelu_tanh_forward(a->gelu, s.fc1, (int64_t)BT * M);
+    linear_forward(s.fc2, a->gelu, bp->fc2_w, NULL, BT, M, D);
+    memcpy(s.x_out, s.x_mid, (size_t)BT * D * sizeof(float));
+    gated_residual_forward(s.x_out, s.fc2, bp->fc2_b, gate_mlp, A, B, T, D);
+}
+
+dit_status dit_forward_train(dit_model *m, dit_train_activations *a, const float *x, const float *t,
+                             const int *y, float *out) {
+    const dit_config *c = &m->cfg;
+    const int T = dit_config_tokens(c), D = c->hidden_size, P = c->patch_size, C = c->in_channels;
+    const int S = c->input_size, OUT = dit_config_out_channels(c), B = a->batch, L = c->depth;
+    for (int b = 0; b < B; b++)
+        if (y[b] < 0 || y[b] >= m->label_rows)
+            return dit_set_error("label %d of sample %d is out of range: this model has %d label rows", y[b], b,
+                                 m->label_rows);
+    ensure_scores(m, a);
+    const dit_params *p = &m->p;
+    memcpy(a->labels, y, (size_t)B * sizeof(int));
+
+    // tokens = patchify(x) @ W^T + b + pos_embed
+    patchify_forward(a->patches, x, B, C, S, P);
+    linear_forward(a->x_in, a->patches, p->patch_w, p->patch_b, B * T, C * P * P, D);
+    #pragma omp parallel for collapse(2) schedule(static)
+    for (int b = 0; b < B; b++)
+        for (int tok = 0; tok < T; tok++) {
+            float *row = a->x_in + ((int64_t)b * T + tok) * D;
+            const float *pos = p->pos_embed + (int64_t)tok * D;
+            for (int d = 0; d < D; d++) row[d] += pos[d];
+        }
+
+    // c = mlp(timestep_embedding(t)) + y_table[y]; the adaLN layers read SiLU(c)
+    timestep_embedding_forward(a->temb, t, B, 256);
+    linear_forward(a->t_hidden, a->temb, p->t_mlp0_w, p->t_mlp0_b, B, 256, D);
+    silu_forward(a->t_act, a->t_hidden, (int64_t)B * D);
+    linear_forward(a->cond, a->t_act, p->t_mlp2_w, p->t_mlp2_b, B, D, D);
+    for (int b = 0; b < B; b++) {
+        const float *emb = p->y_table + (int64_t)y[b] * D;
+        for (int d = 0; d < D; d++) a->cond[(int64_t)b * D + d] += emb[d];
+    }
+    silu_forward(a->cond_act, a->cond, (int64_t)B * D);
+
+    for (int l = 0; l < L; l++) block_forward_train(m, a, &p->blocks[l], l);
+
+    // final layer: modulate(norm_final(x), shift, scale) @ W^T + b, unpatchify
+    const int64_t BT = (int64_t)B * T;
+    float *ada = a->ada + (int64_t)L * B * 6 * D, *x_final = a->x_in + L * BT * D;
+    linear_forward(ada, a->cond_act, p->final_ada_w, p->final_ada_b, B, D, 2 * D);
+    layernorm_modulate_forward(a->h, a->ln_mean + 2 * L * BT, a->ln_rstd + 2 * L * BT, x_final, ada, ada + D,
+                               2 * D, B, T, D);
+    linear_forward(a->d_tmp, a->h, p->final_w, p->final_b, B * T, D, P * P * OUT);
+    unpatchify_forward(out, a->d_tmp, B, OUT, S, P);
+    return DIT_OK;
+}
+
+// ---- backward -----------------------------------------------------------------------------------
+
+// The parameter pointers of m->p moved onto another buffer of the same layout.
+static dit_params params_view(const dit_model *m, dit_train_activations *a, float *buf) {
+#define MOVE(ptr) (buf + ((ptr) - m->params))
+    const dit_params *p = &m->p;
+    dit_params g = {
+        .pos_embed = MOVE(p->pos_embed), .patch_w = MOVE(p->patch_w), .patch_b = MOVE(p->patch_b),
+        .t_mlp0_w = MOVE(p->t_mlp0_w), .t_mlp0_b = MOVE(p->t_mlp0_b), .t_mlp2_w = MOVE(p->t_mlp2_w),
+        .t_mlp2_b = MOVE(p->t_mlp2_b), .y_table = MOVE(p->y_table), .blocks = a->grad_blocks,
+        .final_w = MOVE(p->final_w), .final_b = MOVE(p->final_b), .final_ada_w = MOVE(p->final_ada_w),
+        .final_ada_b = MOVE(p->final_ada_b),
+    };
+    for (int l = 0; l < m->cfg.depth; l++) {
+        const dit_block_params *bp = &p->blocks[l];
+        a->grad_blocks[l] = (dit_block_params){
+            .qkv_w = MOVE(bp->qkv_w), .qkv_b = MOVE(bp->qkv_b), .proj_w = MOVE(bp->proj_w),
+            .proj_b = MOVE(bp->proj_b), .fc1_w = MOVE(bp->fc1_w), .fc1_b = MOVE(bp->fc1_b),
+            .fc2_w = MOVE(bp->fc2_w), .fc2_b = MOVE(bp->fc2_b), .ada_w = MOVE(bp->ada_w), .ada_b = MOVE(bp->ada_b),
+        };
+    }
+#undef MOVE
+    return g;
+}
+
+static void add_into(float *dst, const float *src, int64_t n) {
+    for (int64_t i = 0; i < n; i++) dst[i] += src[i];
+}
+
+// On entry a->d_res = dL/d(block output); on exit dL/d(block input). The adaLN gradient goes to a->d_cond.
+static void block_backward(dit_model *m, dit_train_activations *a, const dit_block_params *bp,
+                           const dit_block_params *gp, int l) {
+    const int B = a->batch, T = dit_config_tokens(&m->cfg), D = m->cfg.hidden_size, H = m->cfg.num_heads;
+    const int M = m->mlp_hidden, BT = B * T, A = 6 * D;
+    block_saved s = saved_of(m, a, l);
+    const float *shift_msa = s.ada, *scale_msa = s.ada + D, *gate_msa = s.ada + 2 * D;
+    const float *shift_mlp = s.ada + 3 * D, *scale_mlp = s.ada + 4 * D, *gate_mlp = s.ada + 5 * D;
+    float *d_ada = a->d_ada;
+
+    // x_out = x_mid + gate_mlp * (fc2(gelu(fc1(h2))) + b);  h2 = modulate(norm2(x_mid))
+    gated_residual_backward(a->d_tmp, gp->fc2_b, d_ada + 5 * D, a->d_res, s.fc2, bp->fc2_b, gate_mlp, A, B, T, D);
+    gelu_tanh_forward(a->gelu, s.fc1, (int64_t)BT * M);
+    linear_backward(a->d_mlp, gp->fc2_w, NULL, a->d_tmp, a->gelu, bp->fc2_w, BT, M, D);
+    gelu_tanh_backward(a->d_mlp, a->d_mlp, s.fc1, (int64_t)BT * M);
+    layernorm_modulate_forward(a->h, NULL, NULL, s.x_mid, shift_mlp, scale_mlp, A, B, T, D);
+    linear_backward(a->d_h, gp->fc1_w, gp->fc1_b, a->d_mlp, a->h, bp->fc1_w, BT, D, M);
+    layernorm_modulate_backward(a->d_res, d_ada + 3 * D, d_ada + 4 * D, a->d_h, s.x_mid, s.mean2, s.rstd2,
+                                scale_mlp, A, B, T, D);
+
+    // x_mid = x_in + gate_msa * (proj(attention(qkv(h1))) + b);  h1 = modulate(norm1(x_in))
+    gated_residual_backward(a->d_tmp, gp->proj_b, d_ada + 2 * D, a->d_res, s.proj, bp->proj_b, gate_msa, A, B, T, D);
+    linear_backward(a->d_attn, gp->proj_w, NULL, a->d_tmp, s.attn, bp->proj_w, BT, D, D);
+    attention_backward(a->d_qkv, a->d_attn, s.qkv, a->scores, B, T, D, H);
+    layernorm_modulate_forward(a->h, NULL, NULL, s.x_in, shift_msa, scale_msa, A, B, T, D);
+    linear_backward(a->d_h, gp->qkv_w, gp->qkv_b, a->d_qkv, a->h, bp->qkv_w, BT, D, 3 * D);
+    layernorm_modulate_backward(a->d_res, d_ada, d_ada + D, a->d_h, s.x_in, s.mean1, s.rstd1, scale_msa, A, B, T, D);
+
+    // ada = SiLU(c) @ W^T + b
+    linear_backward(a->d_small, gp->ada_w, gp->ada_b, d_ada, a->cond_act, bp->ada_w, B, D, A);
+    add_into(a->d_cond, a->d_small, (int64_t)B * D);
+}
+
+void dit_backward(dit_model *m, dit_train_activations *a, const float *dout, float *grads) {
+    const dit_config *c = &m->cfg;
+    const int T = dit_config_tokens(c), D = c->hidden_size, P = c->patch_size, C = c->in_channels;
+    const int S = c->input_size, OUT = dit_config_out_channels(c), B = a->batch, L = c->depth;
+    const int64_t BT = (int64_t)B * T;
+    ensure_scores(m, a);
+    const dit_params *p = &m->p;
+    dit_params g = params_view(m, a, grads);
+
+    // final layer
+    const float *ada = a->ada + (int64_t)L * B * 6 * D, *x_final = a->x_in + L * BT * D;
+    const float *mean = a->ln_mean + 2 * L * BT, *rstd = a->ln_rstd + 2 * L * BT;
+    unpatchify_backward(a->d_tmp, dout, B, OUT, S, P);
+    layernorm_modulate_forward(a->h, NULL, NULL, x_final, ada, ada + D, 2 * D, B, T, D);
+    linear_backward(a->d_h, g.final_w, g.final_b, a->d_tmp, a->h, p->final_w, (int)BT, D, P * P * OUT);
+    memset(a->d_res, 0, (size_t)BT * D * sizeof(float));
+    layernorm_modulate_backward(a->d_res, a->d_ada, a->d_ada + D, a->d_h, x_final, mean, rstd, ada + D, 2 * D, B,
+                                T, D);
+    linear_backward(a->d_cond, g.final_ada_w, g.final_ada_b, a->d_ada, a->cond_act, p->final_ada_w, B, D, 2 * D);
+
+    for (int l = L - 1; l >= 0; l--) block_backward(m, a, &p->blocks[l], &g.blocks[l], l);
+
+    // patch embedding (pos_embed is fixed; the input x needs no gradient)
+    linear_backward(NULL, g.patch_w, g.patch_b, a->d_res, a->patches, p->patch_w, (int)BT, C * P * P, D);
+
+    // conditioning: d c = SiLU'(c) * d SiLU(c); c = t_mlp2(SiLU(t_mlp0(temb))) + y_table[y]
+    silu_backward(a->d_cond, a->d_cond, a->cond, (int64_t)B * D);
+    for (int b = 0; b < B; b++) add_into(g.y_table + (int64_t)a->labels[b] * D, a->d_cond + (int64_t)b * D, D);
+    linear_backward(a->d_small, g.t_mlp2_w, g.t_mlp2_b, a->d_cond, a->t_act, p->t_mlp2_w, B, D, D);
+    silu_backward(a->d_small, a->d_small, a->t_hidden, (int64_t)B * D);
+    linear_backward(NULL, g.t_mlp0_w, g.t_mlp0_b, a->d_small, a->temb, p->t_mlp0_w, B, 256, D);
+}
+
+// ---- benchmark hook -----------------------------------------------------------------------------
+
+static double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
+
+double dit_train_step_seconds(dit_model *m, int batch, int iters) {
+    const dit_config *c = &m->cfg;
+    if (batch <= 0 || iters <= 0) return -1.0;
+    const int64_t in = (int64_t)batch * c->in_channels * c->input_size * c->input_size;
+    const int64_t out_n = (int64_t)batch * dit_config_out_channels(c) * c->input_size * c->input_size;
+    float *x = floats(in), *t = floats(batch), *out = floats(out_n), *grads = dit_calloc(m->total_floats, sizeof(float));
+    int *y = dit_malloc((size_t)batch * sizeof(int));
+    uint32_t state = 12345;
+    for (int64_t i = 0; i < in; i++) {
+        state = state * 1664525u + 1013904223u;
+        x[i] = (float)(state >> 8) * (2.0f / 16777216.0f) - 1.0f;
+    }
+    for (int b = 0; b < batch; b++) t[b] = (float)((b * 397) % 1000), y[b] = b % c->num_classes;
+    dit_train_activations *a = dit_train_activations_create(m, batch);
+    double best = -1.0;
+    for (int it = 0; it <= iters; it++) {   // the first step warms up (page faults, thread pools)
+        double start = now_seconds();
+        if (dit_forward_train(m, a, x, t, y, out) != DIT_OK) break;
+        dit_backward(m, a, out, grads);     // dL/dout = out: L = 0.5 |out|^2
+        double step = now_seconds() - start;
+        if (it > 0 && (best < 0 || step < best)) best = step;
+    }
+    dit_train_activations_free(a);
+    free(x); free(t); free(out); free(grads); free(y);
+    return best;
+}
