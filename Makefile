@@ -23,7 +23,7 @@ ifneq ($(OPENBLAS_DIR),)
   LDLIBS += -L$(OPENBLAS_DIR) -Wl,-rpath,$(OPENBLAS_DIR) -lopenblas
 endif
 HAVE_NVCC := $(shell command -v nvcc >/dev/null 2>&1 && echo 1)
-LDLIBS += -lcjson -lpng -lz
+LDLIBS += -lcjson -lpng -ljpeg -lz
 
 ifneq ($(filter-out setup test run asan clean,$(or $(MAKECMDGOALS),all)),)
 $(info dit build: OpenMP=$(if $(HAVE_OPENMP),yes,no) OpenBLAS=$(OPENBLAS_DIR) CUDA(nvcc)=$(if $(HAVE_NVCC),found (no CUDA kernels built yet),no))
@@ -86,6 +86,10 @@ bench: $(BUILD)/dit $(BUILD)/bench_forward
 	bash bench/run.sh $(BUILD)
 
 $(BUILD)/bench_forward: $(BUILD)/bench/bench_forward.o $(BUILD)/libdit.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+# The autoencoder benchmark (bench/vae_bench.c vs bench/ref_vae.py); built on demand, not run by `make bench`.
+$(BUILD)/vae_bench: $(BUILD)/bench/vae_bench.o $(BUILD)/libdit.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 clean:

@@ -6,6 +6,7 @@
 #include "test.h"
 
 void test_io(void);
+void test_vae(void);
 void test_ops(void);
 void test_dit(void);
 void test_torch_pt(void);
@@ -24,6 +25,7 @@ static const struct {
     {"backward", test_backward},
     {"diffusion", test_diffusion},
     {"sample_cli", test_sample_cli},
+    {"vae", test_vae},
 };
 
 int main(int argc, char **argv) {

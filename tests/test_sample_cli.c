@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "dit.h"
+#include "dit_vae.h"
 #include "io/tensors.h"
 #include "test.h"
 
@@ -35,7 +36,67 @@ static int files_equal(const char *a, const char *b) {
     return same;
 }
 
+// A small synthetic VAE (two levels of 32 channels, factor 2) saved with diffusers keys.
+static int save_small_vae(const char *path) {
+    dit_vae_config cfg;
+    dit_vae_config_sd(&cfg);
+    cfg.num_levels = 2;
+    cfg.block_out[0] = cfg.block_out[1] = 32;
+    cfg.layers_per_block = 1;
+    dit_vae *v = dit_vae_synthetic(&cfg, 3);
+    if (!v) return 0;
+    int n = dit_vae_num_params(v);
+    tensor_out *outs = calloc(n, sizeof *outs);
+    for (int i = 0; i < n; i++) {
+        int ndim;
+        int64_t shape[4];
+        outs[i].data = dit_vae_param(v, i, &outs[i].name, &ndim, shape);
+        outs[i].dtype = DT_F32;
+        outs[i].ndim = ndim;
+        for (int d = 0; d < ndim; d++) outs[i].shape[d] = shape[d];
+    }
+    int ok = safetensors_write(path, outs, n, NULL, NULL, 0) == DIT_OK;
+    free(outs);
+    dit_vae_free(v);
+    return ok;
+}
+
+// A latent-space model (4 channels) sampled and decoded through --vae.
+static void test_sample_with_vae(void) {
+    dit_config cfg = {.input_size = 4, .patch_size = 2, .in_channels = 4, .hidden_size = 32, .depth = 1,
+                      .num_heads = 2, .mlp_ratio = 4.0f, .num_classes = 4, .class_dropout_prob = 0.1f,
+                      .learn_sigma = 1};
+    dit_model *m = dit_model_synthetic(&cfg, 9);
+    char model[1024], vae[1024], npz[1024], *out = NULL;
+    snprintf(model, sizeof model, "%s", scratch_path("latent.safetensors"));
+    snprintf(vae, sizeof vae, "%s", scratch_path("vae.safetensors"));
+    snprintf(npz, sizeof npz, "%s", scratch_path("vae_samples.npz"));
+    int ok = dit_model_save(m, model) == DIT_OK && save_small_vae(vae);
+    dit_model_free(m);
+    if (!CHECK(ok, "save a latent model and a small VAE")) return;
+    char args[4096];
+    snprintf(args, sizeof args, "sample -m %s --class 1 -n 2 --steps 4 --sampler ddim --npz %s", model, npz);
+    int rc = run(args, &out);
+    CHECK(rc != 0 && out && strstr(out, "--vae"), "a latent model without --vae is refused for images: %s",
+          out ? out : "");
+    free(out);
+    snprintf(args, sizeof args, "sample -m %s --vae %s --class 1 -n 2 --steps 4 --sampler ddim --npz %s", model, vae, npz);
+    rc = run(args, &out);
+    CHECK(rc == 0, "dit sample --vae decodes the latents (exit %d)", rc);
+    if (rc) printf("%s\n", out ? out : "");
+    free(out);
+    tensor_file f = {0};
+    if (rc == 0 && CHECK(npz_read(npz, &f) == DIT_OK, "read the decoded .npz")) {
+        const tensor_view *arr = tensor_file_find(&f, "arr_0");
+        CHECK(arr && arr->dtype == DT_U8 && arr->shape[0] == 2 && arr->shape[1] == 8 && arr->shape[2] == 8 &&
+                  arr->shape[3] == 3,
+              "decoded samples are uint8 (2, 8, 8, 3): latent 4x4 times the VAE factor 2, RGB");
+        tensor_file_free(&f);
+    }
+}
+
 void test_sample_cli(void) {
+    test_sample_with_vae();
     // Pixel space, 1 channel, 8x8, learned sigma, 3 classes with a null class.
     dit_config cfg = {.input_size = 8, .patch_size = 2, .in_channels = 1, .hidden_size = 32, .depth = 2,
                       .num_heads = 2, .mlp_ratio = 4.0f, .num_classes = 3, .class_dropout_prob = 0.1f,

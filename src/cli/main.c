@@ -15,6 +15,7 @@ static void usage(FILE *out) {
             "  forward   one network evaluation on .npy inputs (optionally with classifier-free guidance)\n"
             "  convert   rewrite any supported model file in dit's own safetensors format\n"
             "  sample    class-conditional samples (DDPM, DDIM, DPM-Solver++), classifier-free guidance\n"
+            "  vae       encode images to DiT latents, decode latents to images (SD KL-f8 autoencoder)\n"
             "\n"
             "run `dit <command> --help` for its options.\n");
 }
@@ -25,10 +26,10 @@ int main(int argc, char **argv) {
         return argc < 2 ? 2 : 0;
     }
     static const struct { const char *name; int (*run)(int, char **); } commands[] = {
-        {"info", cmd_info}, {"forward", cmd_forward}, {"convert", cmd_convert}, {"sample", cmd_sample},
+        {"info", cmd_info}, {"forward", cmd_forward}, {"convert", cmd_convert}, {"sample", cmd_sample}, {"vae", cmd_vae},
     };
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         if (!strcmp(argv[1], commands[i].name)) return commands[i].run(argc - 1, argv + 1);
-    fprintf(stderr, "dit: unknown command '%s' (commands: info, forward, convert, sample; see dit --help)\n", argv[1]);
+    fprintf(stderr, "dit: unknown command '%s' (commands: info, forward, convert, sample, vae; see dit --help)\n", argv[1]);
     return 2;
 }

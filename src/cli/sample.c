@@ -11,6 +11,7 @@
 #include "cli/cli.h"
 #include "cli/progress.h"
 #include "diffusion/diffusion.h"
+#include "dit_vae.h"
 #include "image/grid.h"
 #include "io/tensors.h"
 
@@ -18,6 +19,8 @@ static void print_help(void) {
     printf("usage: dit sample -m FILE [options]\n"
            "\n"
            "  -m, --model FILE        model file (.pt / .safetensors, any supported layout)\n"
+           "  --vae FILE              SD VAE (diffusers or CompVis layout) to decode a latent model's samples\n"
+           "  --vae-tile N            decode in tiles of N x N latent pixels (for large images)\n"
            "  --class C               class label; repeat, or give a comma list (default: the reference\n"
            "                          sample.py labels for 1000-class models, else every class)\n"
            "  -n N                    samples per class (default 1 for 1000-class models, else 8)\n"
@@ -81,9 +84,9 @@ static int make_dir(const char *path) {
 
 int cmd_sample(int argc, char **argv) {
     const char *model_path = NULL, *grid_path = NULL, *out_dir = NULL, *npz_path = NULL, *noise_path = NULL;
-    const char *latents_path = NULL, *sampler_name = "ddpm", *value;
+    const char *latents_path = NULL, *sampler_name = "ddpm", *vae_path = NULL, *value;
     int *labels = NULL, num_labels = 0, per_class = 0, steps = 0, threads = 0, batch = 16, heads = 0;
-    int image_size = 0, guide_all = 0, seed = 0;
+    int image_size = 0, guide_all = 0, seed = 0, vae_tile = 0;
     float cfg_scale = 4.0f, eta = 0.0f;
     for (int i = 1; i < argc; i++) {
         int r = 0;
@@ -96,6 +99,10 @@ int cmd_sample(int argc, char **argv) {
             guide_all = 1;
         } else if (FLAG("-m", "--model")) {
             model_path = value;
+        } else if (!r && FLAG(NULL, "--vae")) {
+            vae_path = value;
+        } else if (!r && FLAG(NULL, "--vae-tile")) {
+            if (!cli_parse_int("--vae-tile", value, 4, 4096, &vae_tile)) goto usage;
         } else if (!r && FLAG(NULL, "--class")) {
             if (!parse_classes(value, &labels, &num_labels)) goto usage;
         } else if (!r && FLAG("-n", NULL)) {
@@ -158,6 +165,8 @@ int cmd_sample(int argc, char **argv) {
     int status = 1;
     float *x = NULL, *all_latents = NULL, *noise_file = NULL;
     uint8_t *pixels = NULL;
+    float *decoded = NULL;
+    dit_vae *vae = NULL;
     char **row_labels = NULL;
     int rows = 0;
     diffusion diff = {0};
@@ -167,10 +176,19 @@ int cmd_sample(int argc, char **argv) {
     const dit_config *c = dit_model_config(m);
     const int C = c->in_channels, S = c->input_size, HW = S * S;
     const int pixel_space = C == 1 || C == 3;
-    if (!pixel_space && (grid_path || out_dir || npz_path)) {
-        fprintf(stderr, "dit: %s is a latent-space model (%d channels): images need the VAE decoder, which is not "
-                "in dit yet; use --save-latents FILE\n", model_path, C);
+    const int want_images = grid_path || out_dir || npz_path;
+    if (!pixel_space && want_images && !vae_path) {
+        fprintf(stderr, "dit: %s is a latent-space model (%d channels): images need --vae FILE (the SD VAE), "
+                "or write only --save-latents FILE\n", model_path, C);
         goto done;
+    }
+    if (vae_path && !pixel_space && want_images) {
+        if (!(vae = dit_vae_load(vae_path, NULL))) goto fail;
+        if (dit_vae_get_config(vae)->latent_channels != C) {
+            fprintf(stderr, "dit: --vae %s has %d latent channels, the model %d\n", vae_path,
+                    dit_vae_get_config(vae)->latent_channels, C);
+            goto done;
+        }
     }
     if (!num_labels) {
         static const int imagenet_labels[] = {207, 360, 387, 974, 88, 979, 417, 279};   // sample.py
@@ -254,9 +272,40 @@ int cmd_sample(int argc, char **argv) {
         if (cli_write_npy_floats(latents_path, all_latents, 4, shape) != DIT_OK) goto fail;
         printf("wrote %s (final samples, float32 %d x %d x %d x %d)\n", latents_path, total, C, S, S);
     }
-    if (pixel_space && (grid_path || out_dir || npz_path)) {
-        pixels = malloc((size_t)total * per_sample);
-        to_uint8_nhwc(pixels, all_latents, total, C, S, S);
+    // Images: the samples themselves (pixel space), or the VAE decode of latents / scaling_factor.
+    int img_c = C, img_s = S;
+    const float *images = all_latents;
+    if (want_images && vae) {
+        const float scale = dit_vae_get_config(vae)->scaling_factor;
+        img_c = 3;
+        img_s = S * dit_vae_config_factor(dit_vae_get_config(vae));
+        const int64_t per_image = (int64_t)img_c * img_s * img_s;
+        decoded = malloc((size_t)total * per_image * sizeof(float));
+        float *z = malloc((size_t)per_sample * sizeof(float));
+        if (!decoded || !z) {
+            free(z);
+            fprintf(stderr, "dit: out of memory for %d decoded images\n", total);
+            goto done;
+        }
+        progress_begin(&bar, "vae decode", total);
+        for (int k = 0; k < total; k++) {   // one image at a time keeps the decoder's activations small
+            for (int64_t i = 0; i < per_sample; i++) z[i] = all_latents[k * per_sample + i] / scale;
+            dit_status st = vae_tile ? dit_vae_decode_tiled(vae, z, 1, S, S, vae_tile, vae_tile / 4, decoded + k * per_image)
+                                     : dit_vae_decode(vae, z, 1, S, S, decoded + k * per_image);
+            if (st != DIT_OK) {
+                free(z);
+                goto fail;
+            }
+            progress_update(&bar, k + 1);
+        }
+        progress_end(&bar);
+        free(z);
+        images = decoded;
+    }
+    const int64_t per_image = (int64_t)img_c * img_s * img_s;
+    if (want_images) {
+        pixels = malloc((size_t)total * per_image);
+        to_uint8_nhwc(pixels, images, total, img_c, img_s, img_s);
         if (grid_path) {
             rows = num_labels;
             row_labels = calloc(rows, sizeof *row_labels);
@@ -268,7 +317,7 @@ int cmd_sample(int argc, char **argv) {
                 row_labels[r] = dit_strdup(text);
             }
             rgb_image grid;
-            if (grid_compose(&grid, pixels, total, S, S, C, per_class, (const char *const *)row_labels, 2) != DIT_OK)
+            if (grid_compose(&grid, pixels, total, img_s, img_s, img_c, per_class, (const char *const *)row_labels, 2) != DIT_OK)
                 goto fail;
             dit_status st = png_write(grid_path, grid.pixels, grid.width, grid.height, 3);
             free(grid.pixels);
@@ -279,16 +328,16 @@ int cmd_sample(int argc, char **argv) {
             for (int k = 0; k < total; k++) {
                 char path[4096];
                 snprintf(path, sizeof path, "%s/%06d.png", out_dir, k);
-                if (png_write(path, pixels + (size_t)k * per_sample, S, S, C) != DIT_OK) goto fail;
+                if (png_write(path, pixels + (size_t)k * per_image, img_s, img_s, img_c) != DIT_OK) goto fail;
             }
             printf("wrote %d images to %s/\n", total, out_dir);
         }
         if (npz_path) {
-            npy_array arr = {.dtype = DT_U8, .ndim = 4, .shape = {total, S, S, C}, .data = pixels,
-                             .nbytes = (size_t)total * per_sample};
+            npy_array arr = {.dtype = DT_U8, .ndim = 4, .shape = {total, img_s, img_s, img_c}, .data = pixels,
+                             .nbytes = (size_t)total * per_image};
             const char *names[] = {"arr_0"};
             if (npz_write(npz_path, names, &arr, 1) != DIT_OK) goto fail;
-            printf("wrote %s (arr_0: uint8 %d x %d x %d x %d)\n", npz_path, total, S, S, C);
+            printf("wrote %s (arr_0: uint8 %d x %d x %d x %d)\n", npz_path, total, img_s, img_s, img_c);
         }
     }
     status = 0;
@@ -299,6 +348,8 @@ done:
     for (int r = 0; row_labels && r < rows; r++) free(row_labels[r]);
     free(row_labels);
     free(pixels);
+    free(decoded);
+    dit_vae_free(vae);
     free(x);
     free(all_latents);
     free(noise_file);

@@ -1,0 +1,99 @@
+// dit side of the autoencoder benchmark: the SD kl-f8 VAE at full width with synthetic weights
+// (docs/vae.md, seed 0); times decode of (batch, 4, S, S) latents and encode of (batch, 3, 8S, 8S) images
+// over --repeats runs after --warmup; prints one JSON line like bench/ref_vae.py.
+// Usage: build/vae_bench [--latent 32] [--batch 1] [--threads N] [--repeats 3] [--warmup 1]
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+#include <cblas.h>
+
+#include "dit_vae.h"
+
+static double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int compare_doubles(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(double *t, int n) {
+    qsort(t, n, sizeof *t, compare_doubles);
+    return n % 2 ? t[n / 2] : 0.5 * (t[n / 2 - 1] + t[n / 2]);
+}
+
+int main(int argc, char **argv) {
+    int latent = 32, batch = 1, threads = 0, repeats = 3, warmup = 1;
+    for (int i = 1; i + 1 < argc; i += 2) {
+        if (!strcmp(argv[i], "--latent")) latent = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--batch")) batch = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--threads")) threads = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--repeats")) repeats = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--warmup")) warmup = atoi(argv[i + 1]);
+        else {
+            fprintf(stderr, "vae_bench: unknown option %s\n", argv[i]);
+            return 2;
+        }
+    }
+    if (latent < 1 || batch < 1 || repeats < 1 || repeats > 1000 || warmup < 0) {
+        fprintf(stderr, "vae_bench: --latent, --batch and --repeats must be positive\n");
+        return 2;
+    }
+    if (threads > 0) {
+#ifdef _OPENMP
+        omp_set_num_threads(threads);
+#endif
+        openblas_set_num_threads(threads);
+    }
+#ifdef _OPENMP
+    threads = omp_get_max_threads();
+#else
+    threads = 1;
+#endif
+    dit_vae_config cfg;
+    dit_vae_config_sd(&cfg);
+    double t0 = now_seconds();
+    dit_vae *v = dit_vae_synthetic(&cfg, 0);
+    const double build_s = now_seconds() - t0;
+    const int S = latent * dit_vae_config_factor(&cfg);
+    const size_t nz = (size_t)batch * 4 * latent * latent, nx = (size_t)batch * 3 * S * S;
+    float *z = malloc(nz * sizeof *z), *x = malloc(nx * sizeof *x), *moments = malloc(2 * nz * sizeof *moments);
+    uint32_t state = 1;
+    for (size_t i = 0; i < nz; i++) {
+        state = state * 1664525u + 1013904223u;
+        z[i] = 2.0f * ((float)(state >> 8) / 8388608.0f - 1.0f);
+    }
+    for (size_t i = 0; i < nx; i++) {
+        state = state * 1664525u + 1013904223u;
+        x[i] = (float)(state >> 8) / 8388608.0f - 1.0f;
+    }
+    double *dec = malloc((warmup + repeats) * sizeof(double)), *enc = malloc((warmup + repeats) * sizeof(double));
+    for (int r = 0; r < warmup + repeats; r++) {
+        double start = now_seconds();
+        if (dit_vae_decode(v, z, batch, latent, latent, x) != DIT_OK) goto fail;
+        dec[r] = now_seconds() - start;
+        start = now_seconds();
+        if (dit_vae_encode_moments(v, x, batch, S, S, moments) != DIT_OK) goto fail;
+        enc[r] = now_seconds() - start;
+    }
+    double checksum = 0;
+    for (size_t i = 0; i < 2 * nz; i++) checksum += fabs(moments[i]);
+    printf("{\"impl\": \"dit\", \"latent\": %d, \"image\": %d, \"batch\": %d, \"threads\": %d, \"repeats\": %d, "
+           "\"build_s\": %.3f, \"decode_s\": %.4f, \"encode_s\": %.4f, \"checksum\": %.6g}\n",
+           latent, S, batch, threads, repeats, build_s, median(dec + warmup, repeats), median(enc + warmup, repeats),
+           checksum);
+    dit_vae_free(v);
+    free(z); free(x); free(moments); free(dec); free(enc);
+    return 0;
+fail:
+    fprintf(stderr, "vae_bench: %s\n", dit_last_error());
+    return 1;
+}

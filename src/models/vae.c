@@ -1,0 +1,521 @@
+// The SD KL-f8 AutoencoderKL (dit-reference.md §4.4): configuration, parameter table in diffusers' current
+// key names and state_dict order, encoder, posterior, decoder and tiled decoding. Loading from files and
+// their layouts lives in vae_load.c; the PyTorch reference is tests/ref/vae_ref.py.
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/error.h"
+#include "models/vae.h"
+#include "ops/conv.h"
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+void dit_vae_config_sd(dit_vae_config *cfg) {
+    memset(cfg, 0, sizeof *cfg);
+    cfg->in_channels = 3;
+    cfg->out_channels = 3;
+    cfg->latent_channels = 4;
+    cfg->num_levels = 4;
+    cfg->block_out[0] = 128;
+    cfg->block_out[1] = 256;
+    cfg->block_out[2] = 512;
+    cfg->block_out[3] = 512;
+    cfg->layers_per_block = 2;
+    cfg->norm_groups = 32;
+    cfg->scaling_factor = 0.18215f;
+}
+
+dit_status dit_vae_config_validate(const dit_vae_config *c) {
+    if (c->num_levels < 1 || c->num_levels > DIT_VAE_MAX_LEVELS)
+        return dit_set_error("VAE config: %d levels, expected 1 to %d", c->num_levels, DIT_VAE_MAX_LEVELS);
+    if (c->layers_per_block < 1 || c->layers_per_block > VAE_MAX_LAYERS)
+        return dit_set_error("VAE config: layers_per_block %d, expected 1 to %d", c->layers_per_block, VAE_MAX_LAYERS);
+    if (c->in_channels < 1 || c->in_channels > 64 || c->out_channels < 1 || c->out_channels > 64 ||
+        c->latent_channels < 1 || c->latent_channels > 1024)
+        return dit_set_error("VAE config: in/out/latent channels %d/%d/%d out of range", c->in_channels,
+                             c->out_channels, c->latent_channels);
+    if (c->norm_groups < 1) return dit_set_error("VAE config: norm_groups %d must be positive", c->norm_groups);
+    for (int i = 0; i < c->num_levels; i++)
+        if (c->block_out[i] < 1 || c->block_out[i] > 16384 || c->block_out[i] % c->norm_groups)
+            return dit_set_error("VAE config: level %d has %d channels, expected a positive multiple of the %d "
+                                 "GroupNorm groups", i, c->block_out[i], c->norm_groups);
+    return DIT_OK;
+}
+
+int dit_vae_config_factor(const dit_vae_config *cfg) { return 1 << (cfg->num_levels - 1); }
+
+// ---- parameter table -----------------------------------------------------------------------------
+
+typedef struct {
+    dit_vae *v;
+    const float ***slots;   // where each entry's pointer goes once the buffer exists
+    int cap;
+} table_builder;
+
+static void add_param(table_builder *tb, const float **slot, int ndim, int64_t d0, int64_t d1, int64_t d2, int64_t d3,
+                      const char *fmt, ...) __attribute__((format(printf, 8, 9)));
+static void add_param(table_builder *tb, const float **slot, int ndim, int64_t d0, int64_t d1, int64_t d2, int64_t d3,
+                      const char *fmt, ...) {
+    dit_vae *v = tb->v;
+    if (v->num_params == tb->cap) {
+        tb->cap = tb->cap ? 2 * tb->cap : 256;
+        v->table = dit_realloc(v->table, (size_t)tb->cap * sizeof *v->table);
+        tb->slots = dit_realloc(tb->slots, (size_t)tb->cap * sizeof *tb->slots);
+    }
+    vae_param *e = &v->table[v->num_params];
+    memset(e, 0, sizeof *e);
+    va_list ap;
+    va_start(ap, fmt);
+    int len = vsnprintf(e->name, sizeof e->name, fmt, ap);
+    va_end(ap);
+    DIT_CHECK(len > 0 && len < (int)sizeof e->name);
+    const int64_t dims[4] = {d0, d1, d2, d3};
+    e->ndim = ndim;
+    e->numel = 1;
+    for (int i = 0; i < ndim; i++) {
+        e->shape[i] = dims[i];
+        e->numel *= (size_t)dims[i];
+    }
+    e->offset = v->total_floats;
+    v->total_floats += e->numel;
+    tb->slots[v->num_params++] = slot;
+}
+
+static void add_conv(table_builder *tb, const float **w, const float **b, int cout, int cin, int k, const char *prefix) {
+    add_param(tb, w, 4, cout, cin, k, k, "%s.weight", prefix);
+    add_param(tb, b, 1, cout, 0, 0, 0, "%s.bias", prefix);
+}
+
+static void add_norm(table_builder *tb, const float **w, const float **b, int c, const char *prefix) {
+    add_param(tb, w, 1, c, 0, 0, 0, "%s.weight", prefix);
+    add_param(tb, b, 1, c, 0, 0, 0, "%s.bias", prefix);
+}
+
+static void add_resnet(table_builder *tb, vae_resnet *r, int cin, int cout, const char *prefix) {
+    char name[VAE_NAME_MAX];
+    r->cin = cin;
+    r->cout = cout;
+    snprintf(name, sizeof name, "%s.norm1", prefix);
+    add_norm(tb, &r->norm1_w, &r->norm1_b, cin, name);
+    snprintf(name, sizeof name, "%s.conv1", prefix);
+    add_conv(tb, &r->conv1_w, &r->conv1_b, cout, cin, 3, name);
+    snprintf(name, sizeof name, "%s.norm2", prefix);
+    add_norm(tb, &r->norm2_w, &r->norm2_b, cout, name);
+    snprintf(name, sizeof name, "%s.conv2", prefix);
+    add_conv(tb, &r->conv2_w, &r->conv2_b, cout, cout, 3, name);
+    if (cin != cout) {
+        snprintf(name, sizeof name, "%s.conv_shortcut", prefix);
+        add_conv(tb, &r->shortcut_w, &r->shortcut_b, cout, cin, 1, name);
+    }
+}
+
+// UNetMidBlock2D registers its attentions before its resnets, so they come first in the state_dict.
+static void add_mid(table_builder *tb, vae_resnet res[2], vae_attention *a, int C, const char *coder) {
+    char name[VAE_NAME_MAX];
+    snprintf(name, sizeof name, "%s.mid_block.attentions.0.group_norm", coder);
+    a->C = C;
+    add_norm(tb, &a->norm_w, &a->norm_b, C, name);
+    static const char *const proj[] = {"to_q", "to_k", "to_v", "to_out.0"};
+    const float **w[] = {&a->q_w, &a->k_w, &a->v_w, &a->out_w}, **b[] = {&a->q_b, &a->k_b, &a->v_b, &a->out_b};
+    for (int i = 0; i < 4; i++) {
+        add_param(tb, w[i], 2, C, C, 0, 0, "%s.mid_block.attentions.0.%s.weight", coder, proj[i]);
+        add_param(tb, b[i], 1, C, 0, 0, 0, "%s.mid_block.attentions.0.%s.bias", coder, proj[i]);
+    }
+    for (int i = 0; i < 2; i++) {
+        snprintf(name, sizeof name, "%s.mid_block.resnets.%d", coder, i);
+        add_resnet(tb, &res[i], C, C, name);
+    }
+}
+
+dit_vae *vae_create(const dit_vae_config *cfg) {
+    if (dit_vae_config_validate(cfg) != DIT_OK) return NULL;
+    dit_vae *v = dit_calloc(1, sizeof *v);
+    v->cfg = *cfg;
+    table_builder tb = {v, NULL, 0};
+    const int L = cfg->num_levels, top = cfg->block_out[L - 1];
+    char name[VAE_NAME_MAX];
+    // Encoder: conv_in, down_blocks (resnets, downsamplers), mid_block, conv_norm_out, conv_out.
+    add_conv(&tb, &v->enc_in_w, &v->enc_in_b, cfg->block_out[0], cfg->in_channels, 3, "encoder.conv_in");
+    int channels = cfg->block_out[0];
+    for (int i = 0; i < L; i++) {
+        for (int j = 0; j < cfg->layers_per_block; j++) {
+            snprintf(name, sizeof name, "encoder.down_blocks.%d.resnets.%d", i, j);
+            add_resnet(&tb, &v->down.resnets[i][j], j == 0 ? channels : cfg->block_out[i], cfg->block_out[i], name);
+        }
+        channels = cfg->block_out[i];
+        if (i < L - 1) {
+            snprintf(name, sizeof name, "encoder.down_blocks.%d.downsamplers.0.conv", i);
+            add_conv(&tb, &v->down.sample_w[i], &v->down.sample_b[i], channels, channels, 3, name);
+        }
+    }
+    add_mid(&tb, v->enc_mid, &v->enc_attn, top, "encoder");
+    add_norm(&tb, &v->enc_norm_w, &v->enc_norm_b, top, "encoder.conv_norm_out");
+    add_conv(&tb, &v->enc_out_w, &v->enc_out_b, 2 * cfg->latent_channels, top, 3, "encoder.conv_out");
+    // Decoder: conv_in, up_blocks (registered before mid_block in Decoder.__init__), mid_block, norm, conv_out.
+    add_conv(&tb, &v->dec_in_w, &v->dec_in_b, top, cfg->latent_channels, 3, "decoder.conv_in");
+    channels = top;
+    for (int i = 0; i < L; i++) {
+        const int out = cfg->block_out[L - 1 - i];
+        for (int j = 0; j < cfg->layers_per_block + 1; j++) {
+            snprintf(name, sizeof name, "decoder.up_blocks.%d.resnets.%d", i, j);
+            add_resnet(&tb, &v->up.resnets[i][j], j == 0 ? channels : out, out, name);
+        }
+        channels = out;
+        if (i < L - 1) {
+            snprintf(name, sizeof name, "decoder.up_blocks.%d.upsamplers.0.conv", i);
+            add_conv(&tb, &v->up.sample_w[i], &v->up.sample_b[i], out, out, 3, name);
+        }
+    }
+    add_mid(&tb, v->dec_mid, &v->dec_attn, top, "decoder");
+    add_norm(&tb, &v->dec_norm_w, &v->dec_norm_b, cfg->block_out[0], "decoder.conv_norm_out");
+    add_conv(&tb, &v->dec_out_w, &v->dec_out_b, cfg->out_channels, cfg->block_out[0], 3, "decoder.conv_out");
+    add_conv(&tb, &v->quant_w, &v->quant_b, 2 * cfg->latent_channels, 2 * cfg->latent_channels, 1, "quant_conv");
+    add_conv(&tb, &v->post_quant_w, &v->post_quant_b, cfg->latent_channels, cfg->latent_channels, 1, "post_quant_conv");
+
+    v->params = dit_calloc(v->total_floats, sizeof *v->params);
+    for (int i = 0; i < v->num_params; i++) *tb.slots[i] = v->params + v->table[i].offset;
+    free(tb.slots);
+    return v;
+}
+
+const vae_param *vae_param_find(const dit_vae *v, const char *name) {
+    for (int i = 0; i < v->num_params; i++)
+        if (!strcmp(v->table[i].name, name)) return &v->table[i];
+    return NULL;
+}
+
+void dit_vae_free(dit_vae *v) {
+    if (!v) return;
+    vae_work_free(&v->work);
+    free(v->table);
+    free(v->params);
+    free(v);
+}
+
+const dit_vae_config *dit_vae_get_config(const dit_vae *v) { return &v->cfg; }
+int dit_vae_num_params(const dit_vae *v) { return v->num_params; }
+size_t dit_vae_total_floats(const dit_vae *v) { return v->total_floats; }
+
+const float *dit_vae_param(const dit_vae *v, int i, const char **name, int *ndim, int64_t shape[4]) {
+    if (i < 0 || i >= v->num_params) return NULL;
+    const vae_param *e = &v->table[i];
+    if (name) *name = e->name;
+    if (ndim) *ndim = e->ndim;
+    if (shape) memcpy(shape, e->shape, sizeof e->shape);
+    return v->params + e->offset;
+}
+
+// ---- synthetic weights ---------------------------------------------------------------------------
+
+// The hash of docs/testing.md: u in [-1, 1), exact in float32.
+static float synthetic_u(uint32_t i, uint32_t k, uint32_t seed) {
+    uint32_t h = i * 2654435761u + (k + 1u) * 40503u + seed * 97531u;
+    h ^= h >> 16;
+    h *= 0x7feb352du;
+    h ^= h >> 15;
+    h *= 0x846ca68bu;
+    h ^= h >> 16;
+    return (float)(h >> 8) * (2.0f / 16777216.0f) - 1.0f;
+}
+
+void vae_fill_synthetic_tensor(float *dst, const char *name, int ndim, const int64_t *shape, uint32_t k,
+                               uint32_t seed) {
+    size_t numel = 1;
+    for (int d = 0; d < ndim; d++) numel *= (size_t)shape[d];
+    DIT_CHECK(numel <= UINT32_MAX);
+    const size_t len = strlen(name);
+    const int gamma = ndim == 1 && strstr(name, "norm") && len > 7 && !strcmp(name + len - 7, ".weight");
+    const float scale = ndim >= 2 ? 1.0f / sqrtf((float)(numel / (size_t)shape[0])) : 0.1f;
+    for (size_t i = 0; i < numel; i++) {
+        const float scaled = scale * synthetic_u((uint32_t)i, k, seed);
+        dst[i] = gamma ? 1.0f + scaled : scaled;
+    }
+}
+
+dit_vae *dit_vae_synthetic(const dit_vae_config *cfg, uint32_t seed) {
+    dit_vae *v = vae_create(cfg);
+    if (!v) return NULL;
+    #pragma omp parallel for schedule(dynamic, 1)
+    for (int k = 0; k < v->num_params; k++) {
+        const vae_param *e = &v->table[k];
+        vae_fill_synthetic_tensor(v->params + e->offset, e->name, e->ndim, e->shape, (uint32_t)k, seed);
+    }
+    return v;
+}
+
+// ---- layers --------------------------------------------------------------------------------------
+
+float *vae_work_get(vae_work *w, int index, size_t floats) {
+    DIT_CHECK(index >= 0 && index < 8);
+    if (w->cap[index] < floats) {
+        free(w->buf[index]);
+        w->buf[index] = dit_malloc(floats * sizeof(float));
+        w->cap[index] = floats;
+    }
+    return w->buf[index];
+}
+
+void vae_work_free(vae_work *w) {
+    for (int i = 0; i < 8; i++) free(w->buf[i]);
+    memset(w, 0, sizeof *w);
+}
+
+static void conv3x3(float *out, const float *x, const float *w, const float *b, int cin, int cout, int H, int W) {
+    conv2d_forward(out, x, w, b, 1, cin, H, W, cout, 3, 3, 1, 1, 1, 1, 1);
+}
+
+static void conv1x1(float *out, const float *x, const float *w, const float *b, int cin, int cout, int T) {
+    conv2d_forward(out, x, w, b, 1, cin, T, 1, cout, 1, 1, 1, 0, 0, 0, 0);
+}
+
+void vae_resnet_forward(float *out, const float *x, const vae_resnet *r, int H, int W, int groups, vae_work *w) {
+    const int T = H * W, wide = r->cin > r->cout ? r->cin : r->cout;
+    float *normed = vae_work_get(w, 4, (size_t)wide * T), *h = vae_work_get(w, 5, (size_t)r->cout * T);
+    groupnorm_forward(normed, x, r->norm1_w, r->norm1_b, 1, r->cin, T, groups, VAE_GN_EPS, 1);
+    conv3x3(h, normed, r->conv1_w, r->conv1_b, r->cin, r->cout, H, W);
+    groupnorm_forward(normed, h, r->norm2_w, r->norm2_b, 1, r->cout, T, groups, VAE_GN_EPS, 1);
+    conv3x3(out, normed, r->conv2_w, r->conv2_b, r->cout, r->cout, H, W);
+    const float *skip = x;
+    if (r->shortcut_w) {
+        conv1x1(h, x, r->shortcut_w, r->shortcut_b, r->cin, r->cout, T);
+        skip = h;
+    }
+    const int64_t n = (int64_t)r->cout * T;
+    #pragma omp parallel for schedule(static) if (n > 65536)
+    for (int64_t i = 0; i < n; i++) out[i] += skip[i];   // output_scale_factor 1
+}
+
+void vae_attention_forward(float *out, const float *x, const vae_attention *a, int H, int W, int groups,
+                           vae_work *w) {
+    const int C = a->C, T = H * W;
+    float *normed = vae_work_get(w, 4, (size_t)C * T), *q = vae_work_get(w, 5, (size_t)C * T);
+    float *k = vae_work_get(w, 6, (size_t)C * T), *v = vae_work_get(w, 7, (size_t)C * T);
+    groupnorm_forward(normed, x, a->norm_w, a->norm_b, 1, C, T, groups, VAE_GN_EPS, 0);
+    // A Linear over channels on the channel-major (C, T) block is a 1x1 conv: q = W_q @ normed + b_q.
+    conv1x1(q, normed, a->q_w, a->q_b, C, C, T);
+    conv1x1(k, normed, a->k_w, a->k_b, C, C, T);
+    conv1x1(v, normed, a->v_w, a->v_b, C, C, T);
+#ifdef _OPENMP
+    const int threads = omp_get_max_threads();
+#else
+    const int threads = 1;
+#endif
+    float *scores = dit_malloc((size_t)spatial_attention_scratch_floats(T, threads) * sizeof *scores);
+    spatial_attention_forward(normed, q, k, v, scores, C, T);
+    free(scores);
+    conv1x1(out, normed, a->out_w, a->out_b, C, C, T);
+    const int64_t n = (int64_t)C * T;
+    #pragma omp parallel for schedule(static) if (n > 65536)
+    for (int64_t i = 0; i < n; i++) out[i] += x[i];   // residual_connection, rescale_output_factor 1
+}
+
+// ---- encoder and decoder -------------------------------------------------------------------------
+
+// Ping-pong between work buffers 0 and 1: *cur holds the activation, the result lands in the other one.
+typedef struct {
+    vae_work *w;
+    int cur;
+} stream;
+
+static float *next_buffer(stream *s, size_t floats) { return vae_work_get(s->w, 1 - s->cur, floats); }
+static const float *current(const stream *s) { return s->w->buf[s->cur]; }
+static void advance(stream *s) { s->cur = 1 - s->cur; }
+
+static void run_resnet(stream *s, const vae_resnet *r, int H, int W, int groups) {
+    float *out = next_buffer(s, (size_t)r->cout * H * W);
+    vae_resnet_forward(out, current(s), r, H, W, groups, s->w);
+    advance(s);
+}
+
+static void run_mid(stream *s, const vae_resnet res[2], const vae_attention *a, int H, int W, int groups) {
+    run_resnet(s, &res[0], H, W, groups);
+    float *out = next_buffer(s, (size_t)a->C * H * W);
+    vae_attention_forward(out, current(s), a, H, W, groups, s->w);
+    advance(s);
+    run_resnet(s, &res[1], H, W, groups);
+}
+
+static void encode_one(dit_vae *v, const float *x, int H, int W, float *moments) {
+    const dit_vae_config *c = &v->cfg;
+    const int G = c->norm_groups, L = c->num_levels;
+    stream s = {&v->work, 0};
+    float *h = vae_work_get(s.w, 0, (size_t)c->block_out[0] * H * W);
+    conv3x3(h, x, v->enc_in_w, v->enc_in_b, c->in_channels, c->block_out[0], H, W);
+    for (int i = 0; i < L; i++) {
+        for (int j = 0; j < c->layers_per_block; j++) run_resnet(&s, &v->down.resnets[i][j], H, W, G);
+        if (i < L - 1) {
+            // Downsample2D(padding=0): zero pad right and bottom by one, then 3x3 stride 2.
+            const int C = c->block_out[i], OH = conv2d_out_size(H, 3, 2, 0, 1), OW = conv2d_out_size(W, 3, 2, 0, 1);
+            float *out = next_buffer(&s, (size_t)C * OH * OW);
+            conv2d_forward(out, current(&s), v->down.sample_w[i], v->down.sample_b[i], 1, C, H, W, C, 3, 3, 2, 0, 0,
+                           1, 1);
+            advance(&s);
+            H = OH;
+            W = OW;
+        }
+    }
+    const int top = c->block_out[L - 1], Z2 = 2 * c->latent_channels;
+    run_mid(&s, v->enc_mid, &v->enc_attn, H, W, G);
+    float *normed = vae_work_get(s.w, 4, (size_t)top * H * W);
+    groupnorm_forward(normed, current(&s), v->enc_norm_w, v->enc_norm_b, 1, top, H * W, G, VAE_GN_EPS, 1);
+    float *out = next_buffer(&s, (size_t)Z2 * H * W);
+    conv3x3(out, normed, v->enc_out_w, v->enc_out_b, top, Z2, H, W);
+    conv1x1(moments, out, v->quant_w, v->quant_b, Z2, Z2, H * W);
+    // DiagonalGaussianDistribution clamps logvar to [-30, 20].
+    float *logvar = moments + (int64_t)c->latent_channels * H * W;
+    for (int64_t i = 0; i < (int64_t)c->latent_channels * H * W; i++)
+        logvar[i] = logvar[i] < -30.0f ? -30.0f : logvar[i] > 20.0f ? 20.0f : logvar[i];
+}
+
+static void decode_one(dit_vae *v, const float *z, int H, int W, float *x) {
+    const dit_vae_config *c = &v->cfg;
+    const int G = c->norm_groups, L = c->num_levels, top = c->block_out[L - 1], Z = c->latent_channels;
+    stream s = {&v->work, 0};
+    float *post = vae_work_get(s.w, 4, (size_t)Z * H * W);
+    conv1x1(post, z, v->post_quant_w, v->post_quant_b, Z, Z, H * W);
+    float *h = vae_work_get(s.w, 0, (size_t)top * H * W);
+    conv3x3(h, post, v->dec_in_w, v->dec_in_b, Z, top, H, W);
+    run_mid(&s, v->dec_mid, &v->dec_attn, H, W, G);
+    for (int i = 0; i < L; i++) {
+        for (int j = 0; j < c->layers_per_block + 1; j++) run_resnet(&s, &v->up.resnets[i][j], H, W, G);
+        if (i < L - 1) {
+            // Upsample2D: nearest x2, then 3x3 conv pad 1.
+            const int C = c->block_out[L - 1 - i];
+            float *up = vae_work_get(s.w, 4, (size_t)C * 4 * H * W);
+            upsample_nearest2x_forward(up, current(&s), C, H, W);
+            H *= 2;
+            W *= 2;
+            float *out = next_buffer(&s, (size_t)C * H * W);
+            conv3x3(out, up, v->up.sample_w[i], v->up.sample_b[i], C, C, H, W);
+            advance(&s);
+        }
+    }
+    const int C0 = c->block_out[0];
+    float *normed = vae_work_get(s.w, 4, (size_t)C0 * H * W);
+    groupnorm_forward(normed, current(&s), v->dec_norm_w, v->dec_norm_b, 1, C0, H * W, G, VAE_GN_EPS, 1);
+    conv3x3(x, normed, v->dec_out_w, v->dec_out_b, C0, c->out_channels, H, W);
+}
+
+dit_status dit_vae_encode_moments(dit_vae *v, const float *x, int B, int H, int W, float *moments) {
+    const int f = dit_vae_config_factor(&v->cfg);
+    if (B < 1 || H < f || W < f || H % f || W % f || H > 65536 || W > 65536)
+        return dit_set_error("VAE encode: images of %dx%d (batch %d), expected positive multiples of %d", H, W, B, f);
+    const int64_t in = (int64_t)v->cfg.in_channels * H * W, out = (int64_t)2 * v->cfg.latent_channels * (H / f) * (W / f);
+    for (int b = 0; b < B; b++) encode_one(v, x + b * in, H, W, moments + b * out);
+    return DIT_OK;
+}
+
+void dit_vae_posterior(const float *moments, const float *noise, int B, int latent, int h, int w, float *z) {
+    const int64_t plane = (int64_t)latent * h * w;
+    for (int b = 0; b < B; b++) {
+        const float *mean = moments + 2 * b * plane, *logvar = mean + plane;
+        for (int64_t i = 0; i < plane; i++) {
+            float lv = logvar[i] < -30.0f ? -30.0f : logvar[i] > 20.0f ? 20.0f : logvar[i];
+            z[b * plane + i] = noise ? mean[i] + expf(0.5f * lv) * noise[b * plane + i] : mean[i];
+        }
+    }
+}
+
+dit_status dit_vae_encode(dit_vae *v, const float *x, int B, int H, int W, const float *noise, float *z) {
+    const int f = dit_vae_config_factor(&v->cfg), Z = v->cfg.latent_channels;
+    if (B < 1 || H < f || W < f || H % f || W % f)
+        return dit_set_error("VAE encode: images of %dx%d (batch %d), expected positive multiples of %d", H, W, B, f);
+    float *moments = dit_malloc((size_t)B * 2 * Z * (H / f) * (W / f) * sizeof *moments);
+    dit_status st = dit_vae_encode_moments(v, x, B, H, W, moments);
+    if (st == DIT_OK) dit_vae_posterior(moments, noise, B, Z, H / f, W / f, z);
+    free(moments);
+    return st;
+}
+
+static dit_status check_latent_size(const dit_vae *v, int B, int h, int w) {
+    const int64_t f = dit_vae_config_factor(&v->cfg);
+    if (B < 1 || h < 1 || w < 1 || h * f > 65536 || w * f > 65536)
+        return dit_set_error("VAE decode: latents of %dx%d (batch %d) give no valid image size", h, w, B);
+    return DIT_OK;
+}
+
+dit_status dit_vae_decode(dit_vae *v, const float *z, int B, int h, int w, float *x) {
+    if (check_latent_size(v, B, h, w)) return DIT_ERR;
+    const int f = dit_vae_config_factor(&v->cfg);
+    const int64_t in = (int64_t)v->cfg.latent_channels * h * w, out = (int64_t)v->cfg.out_channels * h * f * w * f;
+    for (int b = 0; b < B; b++) decode_one(v, z + b * in, h, w, x + b * out);
+    return DIT_OK;
+}
+
+// ---- tiled decoding ------------------------------------------------------------------------------
+
+// Tile starts along one axis of n latent pixels: 0, step, 2 step, ... and a last one ending at n.
+static int tile_starts(int n, int tile, int overlap, int *starts) {
+    if (n <= tile) {
+        starts[0] = 0;
+        return 1;
+    }
+    int count = 0;
+    const int step = tile - overlap;
+    for (int s = 0; s + tile < n; s += step) starts[count++] = s;
+    starts[count++] = n - tile;
+    return count;
+}
+
+// The blend weight of image pixel p (0-based within tile t) along one axis: a linear ramp across the
+// overlap with each neighbouring tile, 1 elsewhere.
+static float axis_weight(const int *starts, int count, int t, int len, int f, int p) {
+    float weight = 1.0f;
+    if (t > 0) {
+        const int ramp = (starts[t - 1] + len - starts[t]) * f;
+        if (p < ramp) weight = fminf(weight, ((float)p + 0.5f) / (float)ramp);
+    }
+    if (t + 1 < count) {
+        const int ramp = (starts[t] + len - starts[t + 1]) * f, q = len * f - 1 - p;
+        if (q < ramp) weight = fminf(weight, ((float)q + 0.5f) / (float)ramp);
+    }
+    return weight;
+}
+
+dit_status dit_vae_decode_tiled(dit_vae *v, const float *z, int B, int h, int w, int tile, int overlap, float *x) {
+    if (tile <= 0 || (tile >= h && tile >= w)) return dit_vae_decode(v, z, B, h, w, x);
+    if (check_latent_size(v, B, h, w)) return DIT_ERR;
+    if (overlap < 0 || overlap >= tile)
+        return dit_set_error("VAE tiled decode: overlap %d must be in [0, tile size %d)", overlap, tile);
+    const int f = dit_vae_config_factor(&v->cfg), Z = v->cfg.latent_channels, OC = v->cfg.out_channels;
+    const int th = tile < h ? tile : h, tw = tile < w ? tile : w;
+    int *ys = dit_malloc(sizeof(int) * (size_t)(h + 1)), *xs = dit_malloc(sizeof(int) * (size_t)(w + 1));
+    const int ny = tile_starts(h, th, overlap, ys), nx = tile_starts(w, tw, overlap, xs);
+    const int64_t H = (int64_t)h * f, W = (int64_t)w * f, tile_pixels = (int64_t)th * f * tw * f;
+    float *zt = dit_malloc((size_t)Z * th * tw * sizeof *zt), *xt = dit_malloc((size_t)(OC * tile_pixels) * sizeof *xt);
+    float *weights = dit_malloc((size_t)(H * W) * sizeof *weights);
+    for (int b = 0; b < B; b++) {
+        float *xb = x + b * OC * H * W;
+        memset(xb, 0, (size_t)(OC * H * W) * sizeof *xb);
+        memset(weights, 0, (size_t)(H * W) * sizeof *weights);
+        for (int ty = 0; ty < ny; ty++)
+            for (int tx = 0; tx < nx; tx++) {
+                for (int c = 0; c < Z; c++)
+                    for (int i = 0; i < th; i++)
+                        memcpy(zt + ((int64_t)c * th + i) * tw,
+                               z + (((int64_t)b * Z + c) * h + ys[ty] + i) * w + xs[tx], (size_t)tw * sizeof *zt);
+                decode_one(v, zt, th, tw, xt);
+                for (int i = 0; i < th * f; i++) {
+                    const float wy = axis_weight(ys, ny, ty, th, f, i);
+                    for (int j = 0; j < tw * f; j++) {
+                        const float wgt = wy * axis_weight(xs, nx, tx, tw, f, j);
+                        const int64_t pix = ((int64_t)ys[ty] * f + i) * W + (int64_t)xs[tx] * f + j;
+                        weights[pix] += wgt;
+                        for (int c = 0; c < OC; c++) xb[c * H * W + pix] += wgt * xt[(c * (int64_t)th * f + i) * tw * f + j];
+                    }
+                }
+            }
+        for (int c = 0; c < OC; c++)
+            for (int64_t p = 0; p < H * W; p++) xb[c * H * W + p] /= weights[p];
+    }
+    free(ys);
+    free(xs);
+    free(zt);
+    free(xt);
+    free(weights);
+    return DIT_OK;
+}
