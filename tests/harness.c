@@ -132,3 +132,16 @@ int run_command(const char *cmd, char **output) {
     if (WIFEXITED(status)) return WEXITSTATUS(status);
     return 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
 }
+
+float test_uniform(uint32_t *state) {
+    *state ^= *state << 13;
+    *state ^= *state >> 17;
+    *state ^= *state << 5;
+    return (float)(*state >> 8) / 8388608.0f - 1.0f;
+}
+
+float *test_random_floats(uint32_t *state, size_t n, float scale) {
+    float *p = malloc((n ? n : 1) * sizeof *p);
+    for (size_t i = 0; i < n; i++) p[i] = scale * test_uniform(state);
+    return p;
+}

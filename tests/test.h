@@ -17,6 +17,11 @@ int test_check_at(int ok, const char *file, int line, const char *fmt, ...)
 int test_close_at(const char *file, int line, const char *what, const float *got, const float *want,
                   size_t n, double atol, double rtol);
 
+// Uniform floats in [-1, 1) from a xorshift32 state (each test file keeps its own state, so units
+// do not disturb each other's sequences); test_random_floats returns n of them times scale (malloc'd).
+float test_uniform(uint32_t *state);
+float *test_random_floats(uint32_t *state, size_t n, float scale);
+
 // Path of a golden file: tests/golden/<name> relative to the repository root (DIT_ROOT or cwd).
 const char *golden_path(const char *name);
 // A scratch directory for the test run (created once, under $TMPDIR).

@@ -15,17 +15,7 @@
 #include "test.h"
 
 static uint32_t rng_state = 2024;
-static float frand(void) {   // uniform in [-1, 1), xorshift32
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 17;
-    rng_state ^= rng_state << 5;
-    return (float)(rng_state >> 8) / 8388608.0f - 1.0f;
-}
-static float *random_floats(size_t n, float scale) {
-    float *p = malloc(n * sizeof *p);
-    for (size_t i = 0; i < n; i++) p[i] = scale * frand();
-    return p;
-}
+static float *random_floats(size_t n, float scale) { return test_random_floats(&rng_state, n, scale); }
 static double dot_double(const float *a, const float *b, int64_t n) {
     double s = 0;
     for (int64_t i = 0; i < n; i++) s += (double)a[i] * b[i];

@@ -8,17 +8,7 @@
 #include "test.h"
 
 static uint32_t rng_state = 12345;
-static float frand(void) {   // uniform in [-1, 1), xorshift32
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 17;
-    rng_state ^= rng_state << 5;
-    return (float)(rng_state >> 8) / 8388608.0f - 1.0f;
-}
-static float *random_floats(size_t n) {
-    float *p = malloc(n * sizeof *p);
-    for (size_t i = 0; i < n; i++) p[i] = frand();
-    return p;
-}
+static float *random_floats(size_t n) { return test_random_floats(&rng_state, n, 1.0f); }
 
 static void test_linear(void) {
     const int M = 37, K = 29, N = 23;

@@ -457,3 +457,12 @@ dit_status zip_writer_finish(zip_writer *w) {
     free(w);
     return status;
 }
+
+int zip_file_has_magic(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return 0;
+    unsigned char magic[4] = {0};
+    size_t n = fread(magic, 1, 4, f);
+    fclose(f);
+    return n == 4 && magic[0] == 'P' && magic[1] == 'K' && magic[2] == 3 && magic[3] == 4;
+}

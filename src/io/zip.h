@@ -26,6 +26,9 @@ typedef struct {
     const char *path;       // for error messages (not owned)
 } zip_archive;
 
+// 1 when the file starts with a ZIP local header ("PK\3\4"): torch .pt/.ckpt and .npz files do.
+int zip_file_has_magic(const char *path);
+
 dit_status zip_open_buffer(zip_archive *z, const uint8_t *data, size_t size, const char *path);
 const zip_entry *zip_find(const zip_archive *z, const char *name);
 // Member data: stored members point into the buffer (*owned = NULL); deflated ones are inflated into a

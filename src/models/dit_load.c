@@ -9,6 +9,7 @@
 
 #include "base/error.h"
 #include "io/tensors.h"
+#include "io/zip.h"
 #include "models/dit_model.h"
 
 
@@ -279,15 +280,6 @@ static dit_status load_class_names(dit_model *m, const char *path, const tensor_
     return st;
 }
 
-static int is_zip(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return 0;
-    unsigned char magic[4] = {0};
-    size_t n = fread(magic, 1, 4, f);
-    fclose(f);
-    return n == 4 && magic[0] == 'P' && magic[1] == 'K' && magic[2] == 3 && magic[3] == 4;
-}
-
 dit_model *dit_model_load(const char *path, const dit_load_options *opts) {
     tensor_file file = {0};
     FILE *probe = fopen(path, "rb");
@@ -296,7 +288,7 @@ dit_model *dit_model_load(const char *path, const dit_load_options *opts) {
         return NULL;
     }
     fclose(probe);
-    dit_status st = is_zip(path) ? torch_pt_read(path, &file) : safetensors_read(path, &file);
+    dit_status st = zip_file_has_magic(path) ? torch_pt_read(path, &file) : safetensors_read(path, &file);
     if (st != DIT_OK) return NULL;
     dit_model *m = NULL;
     key_source src;

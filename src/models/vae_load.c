@@ -7,6 +7,7 @@
 
 #include "base/error.h"
 #include "io/tensors.h"
+#include "io/zip.h"
 #include "models/vae.h"
 
 typedef enum { VAE_DIFFUSERS, VAE_DIFFUSERS_OLD_ATTN, VAE_COMPVIS } vae_layout;
@@ -189,15 +190,6 @@ static dit_status fill_params(dit_vae *v, const char *path, const vae_source *sr
     return DIT_OK;
 }
 
-static int is_zip(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return 0;
-    unsigned char magic[4] = {0};
-    size_t n = fread(magic, 1, 4, f);
-    fclose(f);
-    return n == 4 && magic[0] == 'P' && magic[1] == 'K' && magic[2] == 3 && magic[3] == 4;
-}
-
 dit_vae *dit_vae_load(const char *path, const dit_vae_load_options *opts) {
     FILE *probe = fopen(path, "rb");
     if (!probe) {
@@ -206,7 +198,7 @@ dit_vae *dit_vae_load(const char *path, const dit_vae_load_options *opts) {
     }
     fclose(probe);
     tensor_file file = {0};
-    if ((is_zip(path) ? torch_pt_read(path, &file) : safetensors_read(path, &file)) != DIT_OK) return NULL;
+    if ((zip_file_has_magic(path) ? torch_pt_read(path, &file) : safetensors_read(path, &file)) != DIT_OK) return NULL;
     dit_vae *v = NULL;
     vae_source src;
     dit_vae_config cfg;
