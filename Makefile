@@ -21,6 +21,11 @@ ifneq ($(OPENBLAS_DIR),)
   HAVE_OPENBLAS := 1
   CFLAGS += -DDIT_HAVE_OPENBLAS
   LDLIBS += -L$(OPENBLAS_DIR) -Wl,-rpath,$(OPENBLAS_DIR) -lopenblas
+  # LAPACK's dsyevd (FID): Debian's OpenBLAS exports it; a build without it links the reference liblapack.
+  HAVE_OPENBLAS_LAPACK := $(shell echo 'void dsyevd_(void); int main(void){dsyevd_(); return 0;}' | $(CC) -x c - -o /dev/null -L$(OPENBLAS_DIR) -lopenblas 2>/dev/null && echo 1)
+  ifneq ($(HAVE_OPENBLAS_LAPACK),1)
+    LDLIBS += -llapack
+  endif
 endif
 HAVE_NVCC := $(shell command -v nvcc >/dev/null 2>&1 && echo 1)
 LDLIBS += -lcjson -lpng -ljpeg -lz
@@ -30,7 +35,7 @@ $(info dit build: OpenMP=$(if $(HAVE_OPENMP),yes,no) OpenBLAS=$(OPENBLAS_DIR) CU
 endif
 
 # ---- sources -----------------------------------------------------------------------------------
-LIB_SRC  := $(sort $(wildcard src/base/*.c src/io/*.c src/image/*.c src/ops/cpu/*.c src/models/*.c src/diffusion/*.c))
+LIB_SRC  := $(sort $(wildcard src/base/*.c src/io/*.c src/image/*.c src/ops/cpu/*.c src/models/*.c src/diffusion/*.c src/train/*.c src/eval/*.c))
 CLI_SRC  := $(sort $(wildcard src/cli/*.c))
 TEST_SRC := $(sort $(wildcard tests/*.c))
 
@@ -90,6 +95,10 @@ $(BUILD)/bench_forward: $(BUILD)/bench/bench_forward.o $(BUILD)/libdit.a
 
 # The autoencoder benchmark (bench/vae_bench.c vs bench/ref_vae.py); built on demand, not run by `make bench`.
 $(BUILD)/vae_bench: $(BUILD)/bench/vae_bench.o $(BUILD)/libdit.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+# The training-step benchmark (bench/bench_train.c vs bench/ref_train.py); built on demand, not run by `make bench`.
+$(BUILD)/bench_train: $(BUILD)/bench/bench_train.o $(BUILD)/libdit.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 clean:

@@ -2,7 +2,7 @@
 # Installs the Debian packages dit needs to build and test, only those missing. Safe to run repeatedly.
 # Usage: scripts/setup.sh [--bench]   (--bench adds Debian's PyTorch for the reference benchmarks)
 set -euo pipefail
-packages=(build-essential pkg-config libopenblas-openmp-dev libcjson-dev libpng-dev libjpeg62-turbo-dev zlib1g-dev)
+packages=(build-essential pkg-config libopenblas-openmp-dev libcjson-dev libpng-dev libjpeg62-turbo-dev zlib1g-dev liblapack-dev dataset-fashion-mnist)
 if [[ "${1:-}" == "--bench" ]]; then packages+=(python3-torch python3-numpy); fi
 
 missing=()

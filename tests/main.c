@@ -7,6 +7,7 @@
 
 void test_io(void);
 void test_vae(void);
+void test_train(void);
 void test_ops(void);
 void test_dit(void);
 void test_torch_pt(void);
@@ -26,6 +27,7 @@ static const struct {
     {"diffusion", test_diffusion},
     {"sample_cli", test_sample_cli},
     {"vae", test_vae},
+    {"train", test_train},
 };
 
 int main(int argc, char **argv) {

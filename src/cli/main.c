@@ -16,6 +16,8 @@ static void usage(FILE *out) {
             "  convert   rewrite any supported model file in dit's own safetensors format\n"
             "  sample    class-conditional samples (DDPM, DDIM, DPM-Solver++), classifier-free guidance\n"
             "  vae       encode images to DiT latents, decode latents to images (SD KL-f8 autoencoder)\n"
+            "  train     train a DiT (MSE + VB loss, AdamW, EMA), resumable checkpoints\n"
+            "  cache-latents  encode an image folder (and its mirror images) to a latent cache with the VAE\n"
             "\n"
             "run `dit <command> --help` for its options.\n");
 }
@@ -26,10 +28,11 @@ int main(int argc, char **argv) {
         return argc < 2 ? 2 : 0;
     }
     static const struct { const char *name; int (*run)(int, char **); } commands[] = {
-        {"info", cmd_info}, {"forward", cmd_forward}, {"convert", cmd_convert}, {"sample", cmd_sample}, {"vae", cmd_vae},
+        {"info", cmd_info}, {"forward", cmd_forward}, {"convert", cmd_convert}, {"sample", cmd_sample}, {"vae", cmd_vae}, {"train", cmd_train},
+        {"cache-latents", cmd_cache_latents},
     };
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         if (!strcmp(argv[1], commands[i].name)) return commands[i].run(argc - 1, argv + 1);
-    fprintf(stderr, "dit: unknown command '%s' (commands: info, forward, convert, sample, vae; see dit --help)\n", argv[1]);
+    fprintf(stderr, "dit: unknown command '%s' (commands: info, forward, convert, sample, vae, train, cache-latents; see dit --help)\n", argv[1]);
     return 2;
 }

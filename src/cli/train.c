@@ -1,0 +1,514 @@
+// `dit train`: DiT's train.py in C (AdamW, EMA, the IDDPM hybrid loss) on Fashion-MNIST/IDX files, image
+// folders or latent caches, with atomic resumable checkpoints, a log line + log.jsonl + loss.svg, and sample
+// grids of the EMA model. `dit cache-latents`: encode an image folder (and its mirror images) once with the VAE.
+// Library side: src/train/train.h; notes: docs/training.md.
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "base/error.h"
+#include "base/fileio.h"
+#include "cli/cli.h"
+#include "cli/progress.h"
+#include "diffusion/diffusion.h"
+#include "image/grid.h"
+#include "io/tensors.h"
+#include "train/train.h"
+
+static void print_help(void) {
+    printf("usage: dit train --data D [model] [options]\n"
+           "\n"
+           "data:\n"
+           "  --data D              fashion-mnist | an IDX images file or a folder holding train-*-ubyte[.gz]\n"
+           "                        | a folder of class subfolders (PNG/JPEG) | a latent cache (.safetensors)\n"
+           "  --image-size N        pixels: IDX default 32 (28 padded by 2 with the background -1), other\n"
+           "                        sizes resized (bicubic); image folders: the center-crop size (required)\n"
+           "  --no-flip             no random horizontal flips (pixel data; caches always pick one of two)\n"
+           "model (new runs):\n"
+           "  --model NAME          a named config (DiT-S/2 ...) at the data's size and channels\n"
+           "  --depth N --hidden D --heads H --patch P   a custom one (default 6, 256, 4, 4)\n"
+           "  --in-channels C --num-classes K            checked against / widened beyond the data\n"
+           "  --learn-sigma 0|1     learned variance + VB loss (default 1), or fixed variance + MSE\n"
+           "  --class-dropout P     label dropout to the null class (default 0.1; 0 = no CFG)\n"
+           "optimisation:\n"
+           "  --batch N (32)  --lr X (1e-4)  --weight-decay X (0)  --grad-clip X (0 = off)\n"
+           "  --warmup N (0)  --ema X (0.9999)  --steps N | --epochs N  --seed S (0)\n"
+           "output:\n"
+           "  -o, --output DIR      run folder (default runs/<model>-<seed>)\n"
+           "  --ckpt-every N (1000) --keep K (3)  --log-every N (100)\n"
+           "  --sample-every N      a labelled grid of EMA samples (pixel models) every N steps (0 = off)\n"
+           "  --sample-steps N (50 DDIM)  --sample-cfg S (4 with a null class)\n"
+           "  --resume DIR          continue a run bit-identically (its model and hyper-parameters)\n"
+           "  -t, --threads N\n");
+}
+
+// ---- log.jsonl and loss.svg --------------------------------------------------------------------------
+
+typedef struct {
+    double step, loss, mse, vb;
+} log_point;
+
+static void write_svg(const char *path, const log_point *pts, int n) {
+    if (n < 1) return;
+    atomic_file a;
+    if (atomic_file_open(&a, path)) return;
+    const double W = 640, H = 360, L = 60, R = 20, T = 20, Bm = 40;
+    double x0 = pts[0].step, x1 = pts[n - 1].step, ymax = 0;
+    for (int i = 0; i < n; i++) ymax = fmax(ymax, fmax(pts[i].loss, pts[i].mse));
+    if (x1 <= x0) x1 = x0 + 1;
+    if (ymax <= 0) ymax = 1;
+    fprintf(a.f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%g\" height=\"%g\" font-family=\"sans-serif\" "
+                 "font-size=\"12\">\n<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n", W, H);
+    fprintf(a.f, "<line x1=\"%g\" y1=\"%g\" x2=\"%g\" y2=\"%g\" stroke=\"black\"/>\n", L, H - Bm, W - R, H - Bm);
+    fprintf(a.f, "<line x1=\"%g\" y1=\"%g\" x2=\"%g\" y2=\"%g\" stroke=\"black\"/>\n", L, T, L, H - Bm);
+    fprintf(a.f, "<text x=\"%g\" y=\"%g\">%.4g</text><text x=\"%g\" y=\"%g\">0</text>\n", 4.0, T + 4, ymax, 4.0, H - Bm);
+    fprintf(a.f, "<text x=\"%g\" y=\"%g\">step %.0f</text><text x=\"%g\" y=\"%g\" text-anchor=\"end\">%.0f</text>\n", L,
+            H - 12, x0, W - R, H - 12, x1);
+    const char *colors[3] = {"black", "steelblue", "darkorange"};
+    const char *labels[3] = {"loss", "mse", "vb"};
+    for (int s = 0; s < 3; s++) {
+        fprintf(a.f, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"1.5\" points=\"", colors[s]);
+        for (int i = 0; i < n; i++) {
+            double v = s == 0 ? pts[i].loss : s == 1 ? pts[i].mse : pts[i].vb;
+            fprintf(a.f, "%.1f,%.1f ", L + (pts[i].step - x0) / (x1 - x0) * (W - L - R), H - Bm - v / ymax * (H - T - Bm));
+        }
+        fprintf(a.f, "\"/>\n<text x=\"%g\" y=\"%g\" fill=\"%s\">%s</text>\n", W - R - 120 + 40 * s, T + 10, colors[s],
+                labels[s]);
+    }
+    fprintf(a.f, "</svg>\n");
+    atomic_file_commit(&a);
+}
+
+// Keep the log entries up to `step` (a resumed run rewrites what came after its checkpoint).
+static log_point *load_log(const char *path, int64_t step, int *n) {
+    *n = 0;
+    FILE *f = fopen(path, "r");
+    if (!f) return NULL;
+    log_point *pts = NULL;
+    char line[1024];
+    char *kept = NULL;
+    size_t kept_len = 0;
+    while (fgets(line, sizeof line, f)) {
+        log_point p = {0};
+        if (sscanf(line, "{\"step\": %lf, \"loss\": %lf, \"mse\": %lf, \"vb\": %lf", &p.step, &p.loss, &p.mse, &p.vb) != 4 ||
+            p.step > (double)step)
+            continue;
+        pts = dit_realloc(pts, (*n + 1) * sizeof *pts);
+        pts[(*n)++] = p;
+        size_t len = strlen(line);
+        kept = dit_realloc(kept, kept_len + len + 1);
+        memcpy(kept + kept_len, line, len + 1);
+        kept_len += len;
+    }
+    fclose(f);
+    atomic_file a;
+    if (atomic_file_open(&a, path) == DIT_OK) {
+        if (kept_len) fwrite(kept, 1, kept_len, a.f);
+        atomic_file_commit(&a);
+    }
+    free(kept);
+    return pts;
+}
+
+// ---- sample grids ------------------------------------------------------------------------------------
+
+typedef struct {
+    dit_model *model;
+    const int *labels;
+    float cfg_scale;
+} denoise_ctx;
+
+static dit_status denoise(void *ctx, const float *x, const float *t, int B, float *out) {
+    denoise_ctx *d = ctx;
+    return d->cfg_scale > 1.0f ? dit_model_forward_cfg(d->model, x, t, d->labels, B, d->cfg_scale, 0, out)
+                               : dit_model_forward(d->model, x, t, d->labels, B, out);
+}
+
+static dit_status write_samples(const trainer *tr, const char *path, int steps, float cfg_scale, uint64_t seed) {
+    const dit_config *c = &tr->model->cfg;
+    const int classes = c->num_classes < 10 ? c->num_classes : 10, per_class = 8, n = classes * per_class;
+    const int C = c->in_channels, S = c->input_size;
+    dit_model *ema = trainer_ema_model(tr);
+    if (!ema) return DIT_ERR;
+    float *x = dit_malloc((size_t)n * C * S * S * sizeof(float));
+    int *labels = dit_malloc(n * sizeof(int));
+    for (int k = 0; k < n; k++) labels[k] = k / per_class;
+    diffusion diff = {0};
+    char respacing[32];
+    snprintf(respacing, sizeof respacing, "%d", steps);
+    diffusion_options dopt = {.respacing = respacing, .learn_sigma = c->learn_sigma};
+    dit_status st = diffusion_init(&diff, &dopt);
+    if (!st) {
+        diffusion_initial_noise(x, n, (int64_t)C * S * S, seed, 0);
+        denoise_ctx ctx = {ema, labels, c->class_dropout_prob > 0 ? cfg_scale : 1.0f};
+        sampler_options sopt = {.kind = SAMPLER_DDIM, .seed = seed};
+        st = diffusion_sample(&diff, &sopt, denoise, &ctx, n, C, S * S, x);
+    }
+    if (!st) {
+        uint8_t *pixels = dit_malloc((size_t)n * C * S * S);
+        to_uint8_nhwc(pixels, x, n, C, S, S);
+        char **row_labels = dit_calloc(classes, sizeof *row_labels);
+        for (int r = 0; r < classes; r++) {
+            const char *name = dit_model_class_name(ema, r);
+            char text[96];
+            snprintf(text, sizeof text, name ? "%d %s" : "class %d", r, name);
+            row_labels[r] = dit_strdup(text);
+        }
+        rgb_image grid;
+        st = grid_compose(&grid, pixels, n, S, S, C, per_class, (const char *const *)row_labels, 2);
+        if (!st) {
+            st = png_write(path, grid.pixels, grid.width, grid.height, 3);
+            free(grid.pixels);
+        }
+        for (int r = 0; r < classes; r++) free(row_labels[r]);
+        free(row_labels);
+        free(pixels);
+    }
+    diffusion_free(&diff);
+    free(x);
+    free(labels);
+    dit_model_free(ema);
+    return st;
+}
+
+// ---- the command -------------------------------------------------------------------------------------
+
+static int make_dirs(const char *path) {
+    char buf[4096];
+    snprintf(buf, sizeof buf, "%s", path);
+    for (char *p = buf + 1; *p; p++)
+        if (*p == '/') {
+            *p = 0;
+            if (mkdir(buf, 0777) && errno != EEXIST) break;
+            *p = '/';
+        }
+    if (mkdir(buf, 0777) == 0 || errno == EEXIST) return 1;
+    fprintf(stderr, "dit: %s: cannot create the folder (%s)\n", path, strerror(errno));
+    return 0;
+}
+
+static void format_eta(char *buf, size_t n, double s) {
+    int v = (int)(s + 0.5);
+    if (v >= 3600) snprintf(buf, n, "%dh%02dm", v / 3600, v / 60 % 60);
+    else if (v >= 60) snprintf(buf, n, "%dm%02ds", v / 60, v % 60);
+    else snprintf(buf, n, "%ds", v);
+}
+
+int cmd_train(int argc, char **argv) {
+    const char *data_spec = NULL, *model_name = NULL, *out_dir = NULL, *resume = NULL, *value;
+    int image_size = 0, depth = 6, hidden = 256, heads = 0, patch = 4, in_channels = 0, num_classes = 0;
+    int learn_sigma = 1, steps = 0, epochs = 0, ckpt_every = 1000, keep = 3, log_every = 100, sample_every = 0;
+    int sample_steps = 50, threads = 0, seed = 0, no_flip = 0, model_flags = 0, hparam_flags = 0;
+    float class_dropout = 0.1f, sample_cfg = 4.0f, f;
+    train_hparams hp;
+    train_hparams_default(&hp);
+    for (int i = 1; i < argc; i++) {
+        int r = 0;
+#define FLAG(s, l) (r = cli_flag_value(argc, argv, &i, s, l, &value)) > 0
+#define INT(name, lo, hi, dst) if (!cli_parse_int(name, value, lo, hi, dst)) return 2
+#define FLT(name, dst) if (!cli_parse_float(name, value, &f)) return 2; dst = f
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            print_help();
+            return 0;
+        } else if (!strcmp(argv[i], "--no-flip")) {
+            no_flip = 1, hparam_flags++;
+        } else if (FLAG(NULL, "--data")) {
+            data_spec = value;
+        } else if (!r && FLAG(NULL, "--model")) {
+            model_name = value, model_flags++;
+        } else if (!r && FLAG(NULL, "--depth")) {
+            INT("--depth", 1, 1000, &depth); model_flags++;
+        } else if (!r && FLAG(NULL, "--hidden")) {
+            INT("--hidden", 4, 65536, &hidden); model_flags++;
+        } else if (!r && FLAG(NULL, "--heads")) {
+            INT("--heads", 1, 4096, &heads); model_flags++;
+        } else if (!r && FLAG(NULL, "--patch")) {
+            INT("--patch", 1, 64, &patch); model_flags++;
+        } else if (!r && FLAG(NULL, "--image-size")) {
+            INT("--image-size", 2, 4096, &image_size); model_flags++;
+        } else if (!r && FLAG(NULL, "--in-channels")) {
+            INT("--in-channels", 1, 64, &in_channels); model_flags++;
+        } else if (!r && FLAG(NULL, "--num-classes")) {
+            INT("--num-classes", 1, 1000000, &num_classes); model_flags++;
+        } else if (!r && FLAG(NULL, "--learn-sigma")) {
+            INT("--learn-sigma", 0, 1, &learn_sigma); model_flags++;
+        } else if (!r && FLAG(NULL, "--class-dropout")) {
+            FLT("--class-dropout", class_dropout); model_flags++;
+        } else if (!r && FLAG(NULL, "--batch")) {
+            INT("--batch", 1, 65536, &hp.batch); hparam_flags++;
+        } else if (!r && FLAG(NULL, "--lr")) {
+            FLT("--lr", hp.lr); hparam_flags++;
+            hp.lr = strtod(value, NULL);   // keep the decimal value exactly as Python would
+        } else if (!r && FLAG(NULL, "--weight-decay")) {
+            FLT("--weight-decay", hp.weight_decay); hparam_flags++;
+            hp.weight_decay = strtod(value, NULL);
+        } else if (!r && FLAG(NULL, "--grad-clip")) {
+            FLT("--grad-clip", hp.grad_clip); hparam_flags++;
+            hp.grad_clip = strtod(value, NULL);
+        } else if (!r && FLAG(NULL, "--warmup")) {
+            INT("--warmup", 0, 1 << 30, &hp.warmup); hparam_flags++;
+        } else if (!r && FLAG(NULL, "--ema")) {
+            FLT("--ema", hp.ema_decay); hparam_flags++;
+            hp.ema_decay = strtod(value, NULL);
+        } else if (!r && FLAG(NULL, "--steps")) {
+            INT("--steps", 1, 2000000000, &steps);
+        } else if (!r && FLAG(NULL, "--epochs")) {
+            INT("--epochs", 1, 1000000, &epochs);
+        } else if (!r && FLAG(NULL, "--ckpt-every")) {
+            INT("--ckpt-every", 1, 2000000000, &ckpt_every);
+        } else if (!r && FLAG(NULL, "--keep")) {
+            INT("--keep", 0, 1000000, &keep);
+        } else if (!r && FLAG(NULL, "--log-every")) {
+            INT("--log-every", 1, 2000000000, &log_every);
+        } else if (!r && FLAG(NULL, "--sample-every")) {
+            INT("--sample-every", 0, 2000000000, &sample_every);
+        } else if (!r && FLAG(NULL, "--sample-steps")) {
+            INT("--sample-steps", 1, 1000, &sample_steps);
+        } else if (!r && FLAG(NULL, "--sample-cfg")) {
+            FLT("--sample-cfg", sample_cfg);
+        } else if (!r && FLAG(NULL, "--resume")) {
+            resume = value;
+        } else if (!r && FLAG("-o", "--output")) {
+            out_dir = value;
+        } else if (!r && FLAG("-t", "--threads")) {
+            INT("--threads", 1, 4096, &threads);
+        } else if (!r && FLAG("-s", "--seed")) {
+            INT("--seed", 0, 2147483647, &seed); hparam_flags++;
+        } else if (r >= 0) {
+            return cli_usage_error("train: unknown option '%s' (see dit train --help)", argv[i]);
+        }
+        if (r < 0) return 2;
+#undef FLAG
+#undef INT
+#undef FLT
+    }
+    if (steps && epochs) return cli_usage_error("train: give --steps or --epochs, not both");
+    if (resume && (model_flags || hparam_flags))
+        return cli_usage_error("train: --resume continues the recorded run: model and optimisation flags come from "
+                               "its checkpoint (allowed: --steps/--epochs, --data, -o, -t, --*-every, --keep)");
+    if (!resume && !data_spec) return cli_usage_error("train: --data is required (see dit train --help)");
+    if (!resume && !steps && !epochs) return cli_usage_error("train: give --steps N or --epochs N");
+    if (hp.lr <= 0 || hp.weight_decay < 0 || hp.grad_clip < 0 || hp.ema_decay < 0 || hp.ema_decay > 1)
+        return cli_usage_error("train: --lr must be > 0; --weight-decay, --grad-clip >= 0; --ema in [0, 1]");
+    if (class_dropout < 0 || class_dropout >= 1) return cli_usage_error("--class-dropout: expected a value in [0, 1)");
+    hp.hflip = !no_flip;
+    cli_set_threads(threads);
+
+    int status = 1;
+    train_data data = {0};
+    trainer *tr = NULL;
+    char *recorded_data = NULL, run_dir[4300], path[4400], ckpt_path[4200];
+    log_point *pts = NULL;
+    int npts = 0;
+    FILE *log = NULL;
+    if (resume) {
+        if (checkpoint_find_latest(resume, ckpt_path, sizeof ckpt_path)) goto fail;
+        // the data source is needed before the trainer: read it from the checkpoint first
+        trainer *probe = checkpoint_load(ckpt_path, NULL, &recorded_data);
+        if (!probe) goto fail;
+        const int recorded_size = probe->model->cfg.input_size;
+        trainer_free(probe);
+        if (!data_spec) data_spec = recorded_data;
+        if (!data_spec) {
+            fprintf(stderr, "dit: %s does not record its data: pass --data\n", ckpt_path);
+            goto done;
+        }
+        if (train_data_open(&data, data_spec, recorded_size)) goto fail;
+        if (!(tr = checkpoint_load(ckpt_path, &data, NULL))) goto fail;
+        if (out_dir) snprintf(run_dir, sizeof run_dir, "%s", out_dir);
+        else {
+            // DIR, DIR/checkpoints or DIR/checkpoints/NNN.safetensors -> DIR
+            snprintf(run_dir, sizeof run_dir, "%s", ckpt_path);
+            for (int up = 0; up < 2; up++) {
+                char *slash = strrchr(run_dir, '/');
+                if (slash) *slash = 0;
+                else snprintf(run_dir, sizeof run_dir, ".");
+            }
+        }
+        fprintf(stderr, "dit: resuming %s at step %lld (epoch %lld, position %lld)\n", ckpt_path, (long long)tr->step,
+                (long long)tr->epoch, (long long)tr->position);
+    } else {
+        const int default_size = 0;
+        if (train_data_open(&data, data_spec, image_size ? image_size : default_size)) goto fail;
+        if (data.kind == DATA_PIXELS && !image_size && data.size == 28) {
+            // the default for 28x28 IDX data: pad to 32 (patch sizes 2, 4, 8 divide it)
+            train_data_free(&data);
+            if (train_data_open(&data, data_spec, 32)) goto fail;
+        }
+        dit_config cfg;
+        if (model_name) {
+            if (dit_config_named(&cfg, model_name, 256)) goto fail;
+        } else {
+            cfg = (dit_config){.patch_size = patch, .hidden_size = hidden, .depth = depth, .mlp_ratio = 4.0f};
+            cfg.num_heads = heads ? heads : (dit_heads_for_hidden(hidden) ? dit_heads_for_hidden(hidden) : 4);
+        }
+        cfg.input_size = data.size;
+        if (in_channels && in_channels != data.channels) {
+            fprintf(stderr, "dit: --in-channels %d, but %s has %d channels\n", in_channels, data_spec, data.channels);
+            goto done;
+        }
+        cfg.in_channels = data.channels;
+        if (num_classes && num_classes < data.num_classes) {
+            fprintf(stderr, "dit: --num-classes %d, but %s has %d classes\n", num_classes, data_spec, data.num_classes);
+            goto done;
+        }
+        cfg.num_classes = num_classes ? num_classes : data.num_classes;
+        cfg.class_dropout_prob = class_dropout;
+        cfg.learn_sigma = learn_sigma;
+        hp.label_dropout = class_dropout;
+        if (dit_config_validate(&cfg)) goto fail;
+        if (!(tr = trainer_create(&cfg, &hp, (uint64_t)seed, &data))) goto fail;
+        if (data.class_names && cfg.num_classes == data.num_classes &&
+            dit_model_set_class_names(tr->model, (const char *const *)data.class_names, data.num_classes))
+            goto fail;
+        if (out_dir) snprintf(run_dir, sizeof run_dir, "%s", out_dir);
+        else {
+            snprintf(run_dir, sizeof run_dir, "runs/%s-%d", model_name ? model_name : "dit", seed);
+            for (char *p = run_dir + 5; *p; p++)
+                if (*p == '/') *p = '-';
+        }
+    }
+    if (steps) tr->target_steps = steps;
+    else if (epochs) tr->target_steps = (int64_t)epochs * tr->steps_per_epoch;
+    if (tr->target_steps <= tr->step) {
+        fprintf(stderr, "dit: the run is at step %lld already; give a larger --steps\n", (long long)tr->step);
+        status = tr->target_steps ? 0 : 1;
+        goto done;
+    }
+    if (!make_dirs(run_dir)) goto done;
+    snprintf(path, sizeof path, "%s/log.jsonl", run_dir);
+    pts = load_log(path, tr->step, &npts);
+    if (!(log = fopen(path, "a"))) {
+        fprintf(stderr, "dit: %s: cannot open for appending (%s)\n", path, strerror(errno));
+        goto done;
+    }
+    const dit_config *c = &tr->model->cfg;
+    const int pixel = c->in_channels == 1 || c->in_channels == 3;
+    fprintf(stderr, "dit: training %s (%s, %.2fM params, %dx%dx%d, %d classes) on %s (%d samples, %d steps/epoch), "
+                    "batch %d, lr %g, %d threads -> %s\n",
+            cli_config_name(c), c->learn_sigma ? "learned sigma" : "fixed sigma",
+            dit_config_param_count(c) / 1e6, c->in_channels, c->input_size, c->input_size, c->num_classes, data.source,
+            data.count, tr->steps_per_epoch, tr->hp.batch, tr->hp.lr, cli_threads(), run_dir);
+    if (sample_every && !pixel) fprintf(stderr, "dit: --sample-every: skipped for latent models (decode with dit sample --vae)\n");
+    double window_loss = 0, window_mse = 0, window_vb = 0, window_norm = 0, window_start = progress_now();
+    int window = 0;
+    const double run_start = progress_now();
+    const int64_t first_step = tr->step;
+    while (tr->step < tr->target_steps) {
+        train_stats st;
+        if (trainer_step(tr, &st)) goto fail;
+        window_loss += st.loss, window_mse += st.mse, window_vb += st.vb, window_norm += st.grad_norm, window++;
+        const int64_t s = tr->step;
+        if (s % log_every == 0 || s == tr->target_steps) {
+            const double now = progress_now(), dt = now - window_start;
+            const double img_s = dt > 0 ? (double)window * tr->hp.batch / dt : 0;
+            const double per_step = (now - run_start) / (double)(s - first_step);
+            char eta[32];
+            format_eta(eta, sizeof eta, per_step * (double)(tr->target_steps - s));
+            log_point p = {(double)s, window_loss / window, window_mse / window, window_vb / window};
+            fprintf(stderr, "step %lld/%lld  loss %.4f (mse %.4f, vb %.4f)  grad norm %.3g  %.1f img/s  ETA %s\n",
+                    (long long)s, (long long)tr->target_steps, p.loss, p.mse, p.vb, window_norm / window, img_s, eta);
+            fprintf(log, "{\"step\": %lld, \"loss\": %.6g, \"mse\": %.6g, \"vb\": %.6g, \"grad_norm\": %.6g, "
+                         "\"lr\": %.6g, \"img_per_s\": %.4g, \"epoch\": %lld, \"elapsed_s\": %.3f}\n",
+                    (long long)s, p.loss, p.mse, p.vb, window_norm / window, st.lr, img_s, (long long)tr->epoch,
+                    now - run_start);
+            fflush(log);
+            pts = dit_realloc(pts, (npts + 1) * sizeof *pts);
+            pts[npts++] = p;
+            snprintf(path, sizeof path, "%s/loss.svg", run_dir);
+            write_svg(path, pts, npts);
+            window_loss = window_mse = window_vb = window_norm = 0, window = 0, window_start = progress_now();
+        }
+        if (s % ckpt_every == 0 || s == tr->target_steps) {
+            if (checkpoint_save_run(tr, run_dir, keep, path, sizeof path)) goto fail;
+            fprintf(stderr, "dit: saved %s\n", path);
+        }
+        if (sample_every && pixel && (s % sample_every == 0 || s == tr->target_steps)) {
+            snprintf(path, sizeof path, "%s/samples", run_dir);
+            if (!make_dirs(path)) goto done;
+            snprintf(path, sizeof path, "%s/samples/%07lld.png", run_dir, (long long)s);
+            if (write_samples(tr, path, sample_steps, sample_cfg, tr->seed)) goto fail;
+            fprintf(stderr, "dit: wrote %s\n", path);
+        }
+    }
+    printf("trained to step %lld: %s/checkpoints/latest\n", (long long)tr->step, run_dir);
+    status = 0;
+    goto done;
+fail:
+    cli_fail();
+done:
+    if (log) fclose(log);
+    free(pts);
+    trainer_free(tr);
+    train_data_free(&data);
+    free(recorded_data);
+    return status;
+}
+
+// ---- dit cache-latents -------------------------------------------------------------------------------
+
+static void on_progress(void *ctx, int done, int total) {
+    (void)total;
+    progress_update(ctx, done);
+}
+
+int cmd_cache_latents(int argc, char **argv) {
+    const char *vae_path = NULL, *data_spec = NULL, *out = NULL, *value;
+    int image_size = 256, use_mean = 0, seed = 0, threads = 0;
+    for (int i = 1; i < argc; i++) {
+        int r = 0;
+#define FLAG(s, l) (r = cli_flag_value(argc, argv, &i, s, l, &value)) > 0
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            printf("usage: dit cache-latents --vae FILE --data DIR -o cache.safetensors [options]\n"
+                   "\n"
+                   "Encodes every image of DIR/<class>/*.png|jpg and its mirror image once with the SD VAE; dit train\n"
+                   "--data cache.safetensors then picks one of the two at random per sample and step.\n"
+                   "  --image-size N   center-crop size (default 256; latents are N/8)\n"
+                   "  --mean           store the posterior mean instead of a posterior sample (the default, as\n"
+                   "                   train.py's latent_dist.sample(), drawn once per image and flip)\n"
+                   "  -s, --seed S     seed of the posterior noise (default 0)\n"
+                   "  -t, --threads N\n");
+            return 0;
+        } else if (!strcmp(argv[i], "--mean")) {
+            use_mean = 1;
+        } else if (FLAG(NULL, "--vae")) {
+            vae_path = value;
+        } else if (!r && FLAG(NULL, "--data")) {
+            data_spec = value;
+        } else if (!r && FLAG("-o", "--output")) {
+            out = value;
+        } else if (!r && FLAG(NULL, "--image-size")) {
+            if (!cli_parse_int("--image-size", value, 8, 4096, &image_size)) return 2;
+        } else if (!r && FLAG("-s", "--seed")) {
+            if (!cli_parse_int("--seed", value, 0, 2147483647, &seed)) return 2;
+        } else if (!r && FLAG("-t", "--threads")) {
+            if (!cli_parse_int("--threads", value, 1, 4096, &threads)) return 2;
+        } else if (r >= 0) {
+            return cli_usage_error("cache-latents: unknown option '%s' (see dit cache-latents --help)", argv[i]);
+        }
+        if (r < 0) return 2;
+#undef FLAG
+    }
+    if (!vae_path || !data_spec || !out)
+        return cli_usage_error("cache-latents: --vae FILE, --data DIR and -o FILE are required");
+    cli_set_threads(threads);
+    train_data data;
+    if (train_data_open_folder(&data, data_spec, image_size)) return cli_fail();
+    dit_vae *vae = dit_vae_load(vae_path, NULL);
+    if (!vae) {
+        train_data_free(&data);
+        return cli_fail();
+    }
+    progress_bar bar;
+    progress_begin(&bar, "encode", data.count);
+    dit_status st = train_cache_latents(vae, &data, use_mean, (uint64_t)seed, out, on_progress, &bar);
+    progress_end(&bar);
+    if (!st) printf("wrote %s (%d images x 2 flips, %d classes, latents %s)\n", out, data.count, data.num_classes,
+                    use_mean ? "posterior mean" : "posterior sample");
+    dit_vae_free(vae);
+    train_data_free(&data);
+    return st ? cli_fail() : 0;
+}

@@ -1,0 +1,276 @@
+// Training checkpoints: one safetensors file with the weights (official keys), "ema.", "adam_m." and "adam_v."
+// copies of the parameter table, and the run's state in __metadata__["dit.train"] (docs/training.md). Files are
+// written atomically; DIR/checkpoints/latest names the newest complete one and is replaced only after it is.
+// dit_model_load prefers the "ema." keys, so `dit sample -m CHECKPOINT` samples the EMA weights.
+#include <cjson/cJSON.h>
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "base/error.h"
+#include "base/fileio.h"
+#include "io/tensors.h"
+#include "train/train.h"
+
+static const char *const prefixes[4] = {"", "ema.", "adam_m.", "adam_v."};
+
+static char *train_json(const trainer *tr) {
+    const train_hparams *hp = &tr->hp;
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "step", (double)tr->step);
+    cJSON_AddNumberToObject(o, "epoch", (double)tr->epoch);
+    cJSON_AddNumberToObject(o, "position", (double)tr->position);
+    cJSON_AddNumberToObject(o, "seed", (double)tr->seed);
+    cJSON_AddNumberToObject(o, "lr", hp->lr);
+    cJSON_AddNumberToObject(o, "beta1", hp->beta1);
+    cJSON_AddNumberToObject(o, "beta2", hp->beta2);
+    cJSON_AddNumberToObject(o, "eps", hp->eps);
+    cJSON_AddNumberToObject(o, "weight_decay", hp->weight_decay);
+    cJSON_AddNumberToObject(o, "grad_clip", hp->grad_clip);
+    cJSON_AddNumberToObject(o, "warmup", hp->warmup);
+    cJSON_AddNumberToObject(o, "ema_decay", hp->ema_decay);
+    cJSON_AddNumberToObject(o, "batch", hp->batch);
+    cJSON_AddNumberToObject(o, "label_dropout", hp->label_dropout);
+    cJSON_AddNumberToObject(o, "hflip", hp->hflip);
+    cJSON_AddNumberToObject(o, "target_steps", (double)tr->target_steps);
+    cJSON_AddStringToObject(o, "diffusion", "linear, 1000 steps, MSE + VB (learned range) / MSE (fixed)");
+    cJSON_AddStringToObject(o, "rng", "Philox4x32-10 keyed by seed; counters are functions of (step, slot) and "
+                                      "(epoch, index): step + data position are the whole random state");
+    if (tr->data) {
+        cJSON_AddStringToObject(o, "data", tr->data->source);
+        cJSON_AddNumberToObject(o, "data_count", tr->data->count);
+        cJSON_AddNumberToObject(o, "image_size", tr->data->kind == DATA_LATENT_CACHE ? 0 : tr->data->size);
+    }
+    char *s = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    return s;
+}
+
+dit_status checkpoint_save(const trainer *tr, const char *path) {
+    const dit_model *m = tr->model;
+    char config_json[512];
+    if (dit_config_to_json(&m->cfg, config_json, sizeof config_json)) return DIT_ERR;
+    const int P = m->num_params;
+    tensor_out *outs = dit_calloc(4 * (size_t)P, sizeof *outs);
+    char **names = dit_calloc(4 * (size_t)P, sizeof *names);
+    const float *buffers[4] = {m->params, tr->ema, tr->adam_m, tr->adam_v};
+    for (int k = 0; k < 4; k++)
+        for (int i = 0; i < P; i++) {
+            const param_entry *e = &m->table[i];
+            tensor_out *o = &outs[k * P + i];
+            size_t len = strlen(prefixes[k]) + strlen(e->name) + 1;
+            names[k * P + i] = dit_malloc(len);
+            snprintf(names[k * P + i], len, "%s%s", prefixes[k], e->name);
+            o->name = names[k * P + i];
+            o->dtype = DT_F32;
+            o->ndim = e->ndim;
+            memcpy(o->shape, e->shape, sizeof e->shape);
+            o->data = buffers[k] + e->offset;
+        }
+    char *names_json = NULL;
+    if (m->class_names) {
+        cJSON *list = cJSON_CreateArray();
+        for (int i = 0; i < m->cfg.num_classes; i++) cJSON_AddItemToArray(list, cJSON_CreateString(m->class_names[i]));
+        names_json = cJSON_PrintUnformatted(list);
+        cJSON_Delete(list);
+    }
+    char *train = train_json(tr);
+    const char *keys[] = {"format", "dit.config", "dit.train", "dit.class_names"};
+    const char *values[] = {"dit", config_json, train, names_json};
+    dit_status st = safetensors_write(path, outs, 4 * P, keys, values, names_json ? 4 : 3);
+    for (int i = 0; i < 4 * P; i++) free(names[i]);
+    free(names);
+    free(outs);
+    free(names_json);
+    free(train);
+    return st;
+}
+
+static int json_number(const cJSON *o, const char *name, double *out) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
+    if (!cJSON_IsNumber(v)) return 0;
+    *out = v->valuedouble;
+    return 1;
+}
+
+trainer *checkpoint_load(const char *path, const train_data *data, char **data_spec) {
+    // the config, class names and EMA weights through the model loader, then the rest from the file itself
+    dit_model *m = dit_model_load(path, NULL);
+    if (!m) return NULL;
+    tensor_file f = {0};
+    trainer *tr = NULL;
+    cJSON *o = NULL;
+    if (safetensors_read(path, &f)) goto fail;
+    const char *json = tensor_file_meta(&f, "dit.train");
+    o = json ? cJSON_Parse(json) : NULL;
+    if (!o) {
+        dit_set_error("%s: not a training checkpoint (no dit.train metadata)", path);
+        goto fail;
+    }
+    train_hparams hp;
+    train_hparams_default(&hp);
+    double step = 0, epoch = 0, position = 0, seed = 0, warmup = 0, batch = 0, hflip = 0, target = 0;
+    int ok = json_number(o, "step", &step) & json_number(o, "epoch", &epoch) & json_number(o, "position", &position) &
+             json_number(o, "seed", &seed) & json_number(o, "lr", &hp.lr) & json_number(o, "beta1", &hp.beta1) &
+             json_number(o, "beta2", &hp.beta2) & json_number(o, "eps", &hp.eps) &
+             json_number(o, "weight_decay", &hp.weight_decay) & json_number(o, "grad_clip", &hp.grad_clip) &
+             json_number(o, "warmup", &warmup) & json_number(o, "ema_decay", &hp.ema_decay) &
+             json_number(o, "batch", &batch) & json_number(o, "label_dropout", &hp.label_dropout) &
+             json_number(o, "hflip", &hflip);
+    json_number(o, "target_steps", &target);
+    if (!ok || step < 0 || epoch < 0 || position < 0 || batch < 1 || batch > 1 << 20) {
+        dit_set_error("%s: dit.train metadata lacks a field or has an impossible value", path);
+        goto fail;
+    }
+    hp.warmup = (int)warmup, hp.batch = (int)batch, hp.hflip = (int)hflip;
+    if (!(tr = trainer_wrap(m, &hp, (uint64_t)seed, data))) {
+        dit_prefix_error("%s", path);
+        goto fail;
+    }
+    m = NULL;   // owned by the trainer now
+    tr->step = (int64_t)step, tr->epoch = (int64_t)epoch, tr->position = (int64_t)position;
+    tr->target_steps = (int64_t)target;
+    float *buffers[4] = {tr->model->params, tr->ema, tr->adam_m, tr->adam_v};
+    char key[PARAM_NAME_MAX + 16];
+    for (int k = 0; k < 4; k++)
+        for (int i = 0; i < tr->model->num_params; i++) {
+            const param_entry *e = &tr->model->table[i];
+            snprintf(key, sizeof key, "%s%s", prefixes[k], e->name);
+            const tensor_view *t = tensor_file_find(&f, key);
+            if (!t || t->dtype != DT_F32 || tensor_numel(t) != (int64_t)e->numel) {
+                dit_set_error("%s: tensor %s is missing or is not F32 with %zu values", path, key, e->numel);
+                goto fail;
+            }
+            memcpy(buffers[k] + e->offset, t->data, e->numel * sizeof(float));
+        }
+    if (data_spec) {
+        const cJSON *d = cJSON_GetObjectItemCaseSensitive(o, "data");
+        *data_spec = cJSON_IsString(d) ? dit_strdup(d->valuestring) : NULL;
+    }
+    cJSON_Delete(o);
+    tensor_file_free(&f);
+    return tr;
+fail:
+    cJSON_Delete(o);
+    tensor_file_free(&f);
+    trainer_free(tr);
+    dit_model_free(m);
+    return NULL;
+}
+
+static dit_status make_dir(const char *path) {
+    if (mkdir(path, 0777) == 0 || errno == EEXIST) return DIT_OK;
+    return dit_set_error("%s: cannot create the folder (%s)", path, strerror(errno));
+}
+
+// Checkpoint file names are 7+ digits + ".safetensors"; returns the step or -1.
+static long long checkpoint_step_of(const char *name) {
+    size_t n = strlen(name), digits = 0;
+    while (digits < n && name[digits] >= '0' && name[digits] <= '9') digits++;
+    if (digits < 7 || strcmp(name + digits, ".safetensors")) return -1;
+    return strtoll(name, NULL, 10);
+}
+
+static int compare_desc(const void *a, const void *b) {
+    long long x = *(const long long *)a, y = *(const long long *)b;
+    return (x < y) - (x > y);
+}
+
+// Steps of the checkpoint files in cdir, newest first; *count entries (malloc'd).
+static long long *list_checkpoints(const char *cdir, int *count) {
+    *count = 0;
+    DIR *dp = opendir(cdir);
+    if (!dp) return NULL;
+    long long *steps = NULL;
+    struct dirent *e;
+    while ((e = readdir(dp))) {
+        long long s = checkpoint_step_of(e->d_name);
+        if (s < 0) continue;
+        steps = dit_realloc(steps, (*count + 1) * sizeof *steps);
+        steps[(*count)++] = s;
+    }
+    closedir(dp);
+    if (*count) qsort(steps, *count, sizeof *steps, compare_desc);
+    return steps;
+}
+
+dit_status checkpoint_save_run(const trainer *tr, const char *run_dir, int keep, char *saved_path, size_t n) {
+    char cdir[4096], path[4200], latest[4200];
+    snprintf(cdir, sizeof cdir, "%s/checkpoints", run_dir);
+    if (make_dir(run_dir) || make_dir(cdir)) return DIT_ERR;
+    snprintf(path, sizeof path, "%s/%07lld.safetensors", cdir, (long long)tr->step);
+    if (checkpoint_save(tr, path)) return DIT_ERR;
+    // only now, with the file complete and renamed into place, move the pointer
+    snprintf(latest, sizeof latest, "%s/latest", cdir);
+    atomic_file a;
+    if (atomic_file_open(&a, latest)) return DIT_ERR;
+    fprintf(a.f, "%07lld.safetensors\n", (long long)tr->step);
+    if (atomic_file_commit(&a)) return DIT_ERR;
+    if (saved_path) snprintf(saved_path, n, "%s", path);
+    if (keep > 0) {
+        int count;
+        long long *steps = list_checkpoints(cdir, &count);
+        for (int i = keep; i < count; i++) {
+            if (steps[i] == tr->step) continue;
+            snprintf(path, sizeof path, "%s/%07lld.safetensors", cdir, steps[i]);
+            unlink(path);
+        }
+        free(steps);
+    }
+    return DIT_OK;
+}
+
+static int is_dir(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+// A checkpoint is usable when its safetensors header and sizes check out and it has dit.train metadata.
+static int usable(const char *path) {
+    tensor_file f = {0};
+    if (safetensors_read(path, &f)) return 0;
+    int ok = tensor_file_meta(&f, "dit.train") != NULL;
+    tensor_file_free(&f);
+    return ok;
+}
+
+dit_status checkpoint_find_latest(const char *dir, char *path, size_t n) {
+    if (!is_dir(dir)) {
+        if (!usable(dir)) {
+            dit_prefix_error("--resume %s: not a usable checkpoint", dir);
+            return DIT_ERR;
+        }
+        snprintf(path, n, "%s", dir);
+        return DIT_OK;
+    }
+    char cdir[4096], pointer[4200], name[256] = "";
+    snprintf(cdir, sizeof cdir, "%s/checkpoints", dir);
+    if (!is_dir(cdir)) snprintf(cdir, sizeof cdir, "%s", dir);
+    snprintf(pointer, sizeof pointer, "%s/latest", cdir);
+    FILE *f = fopen(pointer, "r");
+    if (f) {
+        if (!fgets(name, sizeof name, f)) name[0] = 0;
+        fclose(f);
+        name[strcspn(name, "\r\n")] = 0;
+        if (checkpoint_step_of(name) >= 0) {
+            snprintf(path, n, "%s/%s", cdir, name);
+            if (usable(path)) return DIT_OK;
+        }
+    }
+    // no pointer, or it names a damaged file: the newest checkpoint that reads
+    int count;
+    long long *steps = list_checkpoints(cdir, &count);
+    for (int i = 0; i < count; i++) {
+        snprintf(path, n, "%s/%07lld.safetensors", cdir, steps[i]);
+        if (usable(path)) {
+            free(steps);
+            return DIT_OK;
+        }
+    }
+    free(steps);
+    return dit_set_error("--resume %s: no usable checkpoint in %s", dir, cdir);
+}

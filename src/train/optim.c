@@ -1,0 +1,96 @@
+// The optimizer side of DiT's train.py (dit-reference.md §3.1): torch.optim.AdamW (decoupled weight decay,
+// bias correction, float32 in torch 1.13's single-tensor operation order), optional global-norm clipping
+// (clip_grad_norm_), linear warmup, the EMA of update_ema, and the reference weight initialisation (§1.9).
+// Every buffer mirrors the parameter layout of src/models/dit_model.h.
+#include <math.h>
+#include <string.h>
+
+#include "base/rng.h"
+#include "train/train.h"
+
+void train_hparams_default(train_hparams *hp) {
+    memset(hp, 0, sizeof *hp);
+    hp->lr = 1e-4;
+    hp->beta1 = 0.9;
+    hp->beta2 = 0.999;
+    hp->eps = 1e-8;
+    hp->ema_decay = 0.9999;
+    hp->batch = 32;
+    hp->label_dropout = 0.1;
+    hp->hflip = 1;
+}
+
+static int ends_with(const char *s, const char *suffix) {
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && !strcmp(s + n - k, suffix);
+}
+
+void train_init_weights(dit_model *m, uint64_t seed) {
+    for (int k = 0; k < m->num_params; k++) {
+        const param_entry *e = &m->table[k];
+        float *p = m->params + e->offset;
+        if (!strcmp(e->name, "pos_embed")) continue;   // the fixed sin-cos table
+        const int zero = ends_with(e->name, ".bias") || strstr(e->name, "adaLN_modulation") ||
+                         !strncmp(e->name, "final_layer.linear", 18);
+        if (zero) {
+            memset(p, 0, e->numel * sizeof(float));
+        } else if (!strcmp(e->name, "y_embedder.embedding_table.weight") || !strcmp(e->name, "t_embedder.mlp.0.weight") ||
+                   !strcmp(e->name, "t_embedder.mlp.2.weight")) {
+            rng_normal_fill(p, (int64_t)e->numel, seed, (uint32_t)k, 0, RNG_STREAM_INIT);
+            for (size_t i = 0; i < e->numel; i++) p[i] *= 0.02f;
+        } else {
+            // xavier_uniform over the [out, in] view (the patch conv as [D, C p p]): bound sqrt(6 / (in + out))
+            const double fan_out = (double)e->shape[0], fan_in = (double)e->numel / fan_out;
+            const double bound = sqrt(6.0 / (fan_in + fan_out));
+            for (size_t i = 0; i < e->numel; i++)
+                p[i] = (float)((2.0 * train_rng_uniform(seed, (uint32_t)i, (uint32_t)k, 1, RNG_STREAM_INIT) - 1.0) * bound);
+        }
+    }
+}
+
+double train_grad_norm(const float *g, size_t n) {
+    double s = 0;
+#pragma omp parallel for reduction(+ : s) schedule(static)
+    for (size_t i = 0; i < n; i++) s += (double)g[i] * g[i];
+    return sqrt(s);
+}
+
+void train_adamw_update(float *params, const float *grads, float *adam_m, float *adam_v, size_t n,
+                        const train_hparams *hp, double lr, int64_t step) {
+    // torch 1.13 _single_tensor_adamw, scalars as Python computes them (double), cast to float32 by the kernels
+    const float decay = (float)(1.0 - lr * hp->weight_decay);
+    const float b1 = (float)hp->beta1, one_minus_b1 = (float)(1.0 - hp->beta1);
+    const float b2 = (float)hp->beta2, one_minus_b2 = (float)(1.0 - hp->beta2);
+    const double bias_correction1 = 1.0 - pow(hp->beta1, (double)step);
+    const double bias_correction2 = 1.0 - pow(hp->beta2, (double)step);
+    const float neg_step_size = (float)(-(lr / bias_correction1));
+    const float bc2_sqrt = (float)sqrt(bias_correction2), eps = (float)hp->eps;
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) {
+        const float g = grads[i];
+        float p = params[i] * decay;                            // param.mul_(1 - lr * wd)
+        const float m = adam_m[i] * b1 + g * one_minus_b1;      // exp_avg.mul_(b1).add_(g, alpha=1-b1)
+        const float v = adam_v[i] * b2 + one_minus_b2 * g * g;  // exp_avg_sq.mul_(b2).addcmul_(g, g, value=1-b2)
+        const float denom = sqrtf(v) / bc2_sqrt + eps;          // (exp_avg_sq.sqrt() / bc2_sqrt).add_(eps)
+        p = p + neg_step_size * m / denom;                      // param.addcdiv_(exp_avg, denom, value=-step_size)
+        params[i] = p, adam_m[i] = m, adam_v[i] = v;
+    }
+}
+
+void train_adamw_step(const dit_model *m, float *params, const float *grads, float *adam_m, float *adam_v,
+                      const train_hparams *hp, double lr, int64_t step) {
+    for (int k = 0; k < m->num_params; k++) {
+        const param_entry *e = &m->table[k];
+        // pos_embed has requires_grad=False: torch's AdamW skips it (grad None), so weight decay never touches it
+        if (!strcmp(e->name, "pos_embed")) continue;
+        train_adamw_update(params + e->offset, grads + e->offset, adam_m + e->offset, adam_v + e->offset, e->numel,
+                           hp, lr, step);
+    }
+}
+
+void train_ema_update(float *ema, const float *params, size_t n, double decay_d) {
+    // update_ema: ema.mul_(decay).add_(param, alpha=1 - decay)
+    const float decay = (float)decay_d, one_minus = (float)(1.0 - decay_d);
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) ema[i] = ema[i] * decay + params[i] * one_minus;
+}

@@ -1,0 +1,201 @@
+// Training DiT in C: the IDDPM hybrid loss and its gradient (loss.c), AdamW + EMA + the reference weight
+// init (optim.c), datasets (data.c: IDX, image folders, latent caches), checkpoints (checkpoint.c) and the
+// training step that ties them together (trainer.c). Reference: docs/dit-reference.md §2.6, §3.1;
+// notes: docs/training.md.
+#ifndef DIT_TRAIN_H
+#define DIT_TRAIN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dit.h"
+#include "dit_vae.h"
+#include "diffusion/diffusion.h"
+#include "models/dit_model.h"
+
+// Philox streams of training (src/base/rng.h; 16 is the VAE posterior noise of `dit vae encode`).
+// Counters: (element or 0, step or epoch, batch slot, stream); key = the run's seed.
+enum {
+    RNG_STREAM_CACHE_POSTERIOR = 16,  // cache-latents: posterior noise (counter step = image index)
+    RNG_STREAM_TIMESTEP = 17,         // t of batch slot b at step s
+    RNG_STREAM_LABEL_DROP = 18,       // label dropout coin of slot b at step s
+    RNG_STREAM_NOISE = 19,            // the noise of q_sample for slot b at step s
+    RNG_STREAM_SHUFFLE = 20,          // the permutation of epoch e (counter = (i, e, 0, 20))
+    RNG_STREAM_FLIP = 21,             // horizontal flip / cached flip choice of slot b at step s
+    RNG_STREAM_INIT = 22,             // weight initialisation (counter = (i, tensor index, 0, 22))
+};
+
+// A uniform 64-bit word of the Philox stream at counter (c0, c1, c2, stream) under key seed.
+uint64_t train_rng_u64(uint64_t seed, uint32_t c0, uint32_t c1, uint32_t c2, uint32_t stream);
+// Uniform in [0, n) (multiply-high of the 64-bit word; bias < n / 2^64).
+uint32_t train_rng_below(uint64_t seed, uint32_t c0, uint32_t c1, uint32_t c2, uint32_t stream, uint32_t n);
+// Uniform in [0, 1) with 53 bits.
+double train_rng_uniform(uint64_t seed, uint32_t c0, uint32_t c1, uint32_t c2, uint32_t stream);
+
+// ---- loss.c: training_losses with loss_type MSE (dit-reference.md §2.6) ------------------------------
+
+// x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) noise, the float64 table entries cast to float32 first.
+// t: (B) indices into d's tables; x0, noise, x_t: (B, per_sample).
+void train_q_sample(const diffusion *d, const int *t, const float *x0, const float *noise, int B, int64_t per_sample,
+                    float *x_t);
+
+// The VB term of one sample in bits, with the model's mean built from `eps` (detached in the loss) and the
+// log-variance from `v` (LEARNED_RANGE). t > 0: KL(q(x_{t-1}|x_t, x0) || p) averaged over the C*HW dims;
+// t = 0: the discretized Gaussian decoder NLL of x0. dv (may be NULL) gets d vb / d v (C*HW floats,
+// overwritten). x0, x_t, eps, v: (C*HW).
+double train_vb_term(const diffusion *d, int t, const float *x0, const float *x_t, const float *eps, const float *v,
+                     int64_t n, float *dv);
+
+// The per-sample terms and the gradient of the batch loss mean_b(mse_b + vb_b) with respect to the model output.
+// model_out: (B, 2C, HW) when d->var_type is LEARNED_RANGE (mse + vb), else (B, C, HW) (plain mse).
+// mse, vb: (B) per-sample terms (vb = 0 for fixed variances); dout (may be NULL): like model_out.
+// Returns the batch mean loss.
+double train_loss(const diffusion *d, const int *t, const float *x0, const float *x_t, const float *noise,
+                  const float *model_out, int B, int C, int HW, float *mse, float *vb, float *dout);
+
+// ---- optim.c --------------------------------------------------------------------------------------
+
+typedef struct train_hparams {
+    // Scalars are doubles, as the Python floats of the reference; the kernels cast them to float32 where torch does.
+    double lr;             // 1e-4
+    double beta1, beta2;   // 0.9, 0.999
+    double eps;            // 1e-8
+    double weight_decay;   // 0 (decoupled, torch.optim.AdamW)
+    double grad_clip;      // 0 = off; else clip the global L2 norm to this (clip_grad_norm_)
+    int warmup;            // 0 = off; else lr * min(1, (step + 1) / warmup), step 0-based
+    double ema_decay;      // 0.9999
+    int batch;
+    double label_dropout;  // p of replacing a label by the null class (the model's class_dropout_prob)
+    int hflip;             // 1: random horizontal flips of pixel data (latent caches always pick one of their two)
+} train_hparams;
+
+void train_hparams_default(train_hparams *hp);
+
+// The reference's initialize_weights (§1.9): xavier_uniform on every Linear and the patch conv (as [D, C p p]),
+// biases 0, N(0, 0.02) for the label table and the timestep MLP weights, zero adaLN-Zero layers and final
+// linear; pos_embed keeps its sin-cos table. Uniforms/normals from Philox stream RNG_STREAM_INIT.
+void train_init_weights(dit_model *m, uint64_t seed);
+
+// Global L2 norm of a gradient buffer (double accumulation).
+double train_grad_norm(const float *g, size_t n);
+
+// One AdamW step (torch.optim.AdamW semantics, float32 in torch's operation order) on params[lo..hi) for
+// every entry of m's table except pos_embed (fixed, never updated even with weight decay). step = 1 for the
+// first update (bias correction). lr is this step's rate (after warmup).
+void train_adamw_step(const dit_model *m, float *params, const float *grads, float *adam_m, float *adam_v,
+                      const train_hparams *hp, double lr, int64_t step);
+// The same on a plain array (tests): n floats.
+void train_adamw_update(float *params, const float *grads, float *adam_m, float *adam_v, size_t n,
+                        const train_hparams *hp, double lr, int64_t step);
+// ema = decay * ema + (1 - decay) * params over all n floats (pos_embed included, as update_ema).
+void train_ema_update(float *ema, const float *params, size_t n, double decay);
+
+// ---- data.c ---------------------------------------------------------------------------------------
+
+typedef enum { DATA_PIXELS = 0, DATA_IMAGE_FOLDER, DATA_LATENT_CACHE } train_data_kind;
+
+typedef struct train_data {
+    train_data_kind kind;
+    char *source;          // what --data said (recorded in checkpoints)
+    int count;             // samples
+    int channels, size;    // the shape of one training sample: (channels, size, size)
+    int num_classes;
+    char **class_names;    // num_classes names or NULL
+    int *labels;           // (count)
+    float *pixels;         // DATA_PIXELS: (count, C, S, S) in [-1, 1]
+    char **paths;          // DATA_IMAGE_FOLDER: (count) image files
+    float *latents;        // DATA_LATENT_CACHE: (count, 2, C, S, S): the image, then its flipped copy
+    void *owner;           // backing storage (a tensor_file for caches)
+} train_data;
+
+// IDX (MNIST format, optionally gzip'd): images (magic 0x803, N x rows x cols u8) and labels (0x801, N u8).
+// Validates magics, dimensions, counts and the exact length. pixels: (N, rows, cols); labels (N); malloc'd.
+dit_status idx_read_images(const char *path, uint8_t **pixels, int *count, int *rows, int *cols);
+dit_status idx_read_labels(const char *path, uint8_t **labels, int *count);
+
+// --data for Fashion-MNIST/MNIST: "fashion-mnist" (Debian's dataset-fashion-mnist), a folder holding
+// train-images-idx3-ubyte[.gz] + train-labels-idx1-ubyte[.gz], or the images file itself. image_size:
+// 0 or the native size = as is; native + 4 (28 -> 32) = padded by 2 pixels each side with -1 (the
+// background); anything else = PIL BICUBIC resize. Pixels scaled to [-1, 1] as ToTensor + Normalize(0.5).
+dit_status train_data_open_idx(train_data *d, const char *spec, int image_size);
+// An image folder: one subfolder per class (sorted names = labels 0..), PNG/JPEG files (sorted) inside.
+// Each sample is read, center-cropped to image_size (ADM center_crop_arr) when a batch is assembled.
+dit_status train_data_open_folder(train_data *d, const char *dir, int image_size);
+// A latent cache written by `dit cache-latents` (safetensors: "latents" (N, 2, C, h, w) F32, "labels" (N) I32).
+dit_status train_data_open_cache(train_data *d, const char *path);
+// Any of the above: a .safetensors file = cache; "fashion-mnist", an IDX file or a folder with IDX files = IDX;
+// another folder = image folder.
+dit_status train_data_open(train_data *d, const char *spec, int image_size);
+void train_data_free(train_data *d);
+
+// The sample at position `index` of epoch `epoch` is perm_epoch[index]: a Fisher-Yates permutation from
+// Philox (seed, epoch, RNG_STREAM_SHUFFLE). perm: (count).
+void train_data_permutation(int count, uint64_t seed, int64_t epoch, int *perm);
+// Write sample `i` into dst (C, S, S); flip = mirror horizontally (image folders, pixel sets) or take the
+// cached flipped copy (latent caches).
+dit_status train_data_get(const train_data *d, int i, int flip, float *dst);
+
+// cache.c: encode every image of an image folder and its mirror image once: "latents" (N, 2, latent, S/8, S/8) =
+// scaling_factor * (posterior sample, or the mean when use_mean; noise from Philox stream
+// RNG_STREAM_CACHE_POSTERIOR, sample id 2 i + flip, step 0), "labels" (N) I32, class names and settings in
+// __metadata__. progress (may be NULL) after each image.
+dit_status train_cache_latents(dit_vae *vae, const train_data *folder, int use_mean, uint64_t seed, const char *path,
+                               void (*progress)(void *ctx, int done, int total), void *ctx);
+
+// ---- trainer.c: one optimizer step at a time -----------------------------------------------------
+
+typedef struct train_stats {
+    double loss, mse, vb;       // batch means
+    double grad_norm;           // global L2 norm before clipping
+    double lr;
+} train_stats;
+
+typedef struct trainer {
+    dit_model *model;           // current weights (model->params)
+    float *grads, *ema, *adam_m, *adam_v;   // model->total_floats each, the parameter layout
+    train_hparams hp;
+    uint64_t seed;
+    diffusion diff;             // 1000 steps, linear, learned sigma as the model
+    const train_data *data;     // not owned
+    dit_train_activations *acts;
+    int64_t step;               // optimizer steps done
+    int64_t target_steps;       // the run's goal (recorded in checkpoints so a resume knows it)
+    int64_t epoch, position;    // data cursor: next batch starts at perm_epoch[position]
+    int steps_per_epoch;        // count / batch (the last partial batch is dropped, as drop_last)
+    int *perm;                  // the permutation of `epoch`
+    int64_t perm_epoch;
+    // batch buffers
+    float *x0, *noise, *x_t, *t_float, *out, *dout;
+    int *t, *y, *index;
+    float *mse, *vb;
+} trainer;
+
+// A new run: weights from train_init_weights(seed), EMA = copy, moments 0, step 0.
+trainer *trainer_create(const dit_config *cfg, const train_hparams *hp, uint64_t seed, const train_data *data);
+// The same around an existing model whose params are the starting weights (taken over: freed with the trainer).
+trainer *trainer_wrap(dit_model *m, const train_hparams *hp, uint64_t seed, const train_data *data);
+void trainer_free(trainer *tr);
+// Assemble the batch of the current step (data, flips, t, label dropout, noise) and run forward, loss,
+// backward, clipping, AdamW and EMA. Advances step and the data cursor.
+dit_status trainer_step(trainer *tr, train_stats *st);
+// The model the EMA weights describe (a fresh dit_model; caller frees).
+dit_model *trainer_ema_model(const trainer *tr);
+
+// ---- checkpoint.c -------------------------------------------------------------------------------
+
+// One safetensors file: the official keys (current weights), "ema." + key, "adam_m." + key, "adam_v." + key,
+// and __metadata__: format, dit.config, dit.class_names, dit.train (JSON: step, epoch, position, seed,
+// hyper-parameters, data source). Written atomically. `dit sample -m` reads the EMA weights of it.
+dit_status checkpoint_save(const trainer *tr, const char *path);
+// Restore a trainer from a checkpoint file; data may be NULL only when the caller does not step. data_spec
+// (may be NULL) receives the recorded data source (malloc'd).
+trainer *checkpoint_load(const char *path, const train_data *data, char **data_spec);
+// The run's checkpoint folder layout: DIR/checkpoints/NNNNNNN.safetensors and DIR/checkpoints/latest (the
+// file name of the newest complete checkpoint, replaced atomically after that file is complete).
+// Save, point `latest` at it, then delete all but the newest `keep` checkpoints (keep <= 0: keep all).
+dit_status checkpoint_save_run(const trainer *tr, const char *run_dir, int keep, char *saved_path, size_t n);
+// The checkpoint to resume from: DIR may be a checkpoint file, a run folder or its checkpoints/ folder.
+// Follows `latest`; when it is missing or unreadable, the newest checkpoint file that opens as safetensors.
+dit_status checkpoint_find_latest(const char *dir, char *path, size_t n);
+
+#endif

@@ -1,0 +1,155 @@
+// One training step of DiT's train.py (dit-reference.md §3.1): a shuffled batch, uniform t, label dropout,
+// q_sample, forward, the hybrid loss, backward, optional clipping, AdamW, EMA. Every random draw is a pure
+// function of (seed, step, batch slot) or (seed, epoch, index), so the step and the data cursor are the whole
+// random state (docs/training.md "Determinism").
+#include <math.h>
+#include <string.h>
+
+#include "base/error.h"
+#include "base/rng.h"
+#include "train/train.h"
+
+static float *floats(size_t n) { return dit_calloc(n ? n : 1, sizeof(float)); }
+
+trainer *trainer_wrap(dit_model *m, const train_hparams *hp, uint64_t seed, const train_data *data) {
+    const dit_config *c = &m->cfg;
+    if (hp->batch < 1) {
+        dit_set_error("batch size %d: expected at least 1", hp->batch);
+        return NULL;
+    }
+    if (hp->label_dropout > 0 && m->label_rows <= c->num_classes) {
+        dit_set_error("label dropout %g needs a null class: the model has class_dropout_prob 0", hp->label_dropout);
+        return NULL;
+    }
+    if (data) {
+        if (data->channels != c->in_channels || data->size != c->input_size) {
+            dit_set_error("%s: samples are %d x %d x %d, the model takes %d x %d x %d", data->source, data->channels,
+                          data->size, data->size, c->in_channels, c->input_size, c->input_size);
+            return NULL;
+        }
+        if (data->num_classes > c->num_classes) {
+            dit_set_error("%s: %d classes, the model has %d", data->source, data->num_classes, c->num_classes);
+            return NULL;
+        }
+        if (data->count < hp->batch) {
+            dit_set_error("%s: %d samples, fewer than one batch of %d", data->source, data->count, hp->batch);
+            return NULL;
+        }
+    }
+    trainer *tr = dit_calloc(1, sizeof *tr);
+    tr->model = m;
+    tr->hp = *hp;
+    tr->seed = seed;
+    tr->data = data;
+    diffusion_options dopt = {.learn_sigma = c->learn_sigma};
+    if (diffusion_init(&tr->diff, &dopt)) {
+        free(tr);
+        return NULL;
+    }
+    const size_t n = m->total_floats;
+    tr->grads = floats(n), tr->ema = floats(n), tr->adam_m = floats(n), tr->adam_v = floats(n);
+    memcpy(tr->ema, m->params, n * sizeof(float));   // update_ema(ema, model, decay=0)
+    const int B = hp->batch, S = c->input_size, C = c->in_channels, OC = dit_config_out_channels(c);
+    const size_t per = (size_t)C * S * S;
+    tr->acts = dit_train_activations_create(m, B);
+    tr->x0 = floats(B * per), tr->noise = floats(B * per), tr->x_t = floats(B * per), tr->t_float = floats(B);
+    tr->out = floats((size_t)B * OC * S * S), tr->dout = floats((size_t)B * OC * S * S);
+    tr->t = dit_calloc(B, sizeof(int)), tr->y = dit_calloc(B, sizeof(int)), tr->index = dit_calloc(B, sizeof(int));
+    tr->mse = floats(B), tr->vb = floats(B);
+    tr->steps_per_epoch = data ? data->count / B : 0;
+    tr->perm = data ? dit_calloc(data->count, sizeof(int)) : NULL;
+    tr->perm_epoch = -1;
+    return tr;
+}
+
+trainer *trainer_create(const dit_config *cfg, const train_hparams *hp, uint64_t seed, const train_data *data) {
+    if (dit_config_validate(cfg)) return NULL;
+    dit_model *m = dit_model_create(cfg);
+    if (!m) return NULL;
+    train_init_weights(m, seed);
+    trainer *tr = trainer_wrap(m, hp, seed, data);
+    if (!tr) dit_model_free(m);
+    return tr;
+}
+
+void trainer_free(trainer *tr) {
+    if (!tr) return;
+    dit_train_activations_free(tr->acts);
+    diffusion_free(&tr->diff);
+    dit_model_free(tr->model);
+    free(tr->grads), free(tr->ema), free(tr->adam_m), free(tr->adam_v);
+    free(tr->x0), free(tr->noise), free(tr->x_t), free(tr->t_float), free(tr->out), free(tr->dout);
+    free(tr->t), free(tr->y), free(tr->index), free(tr->mse), free(tr->vb), free(tr->perm);
+    free(tr);
+}
+
+dit_status trainer_step(trainer *tr, train_stats *st) {
+    const train_data *data = tr->data;
+    if (!data) return dit_set_error("trainer_step: no data");
+    dit_model *m = tr->model;
+    const dit_config *c = &m->cfg;
+    const int B = tr->hp.batch, S = c->input_size, C = c->in_channels, HW = S * S;
+    const size_t per = (size_t)C * HW;
+    const uint32_t step = (uint32_t)tr->step;
+    if (tr->position + B > data->count) tr->epoch++, tr->position = 0;   // drop_last
+    if (tr->perm_epoch != tr->epoch) {
+        train_data_permutation(data->count, tr->seed, tr->epoch, tr->perm);
+        tr->perm_epoch = tr->epoch;
+    }
+    // the batch: samples, flips, labels with dropout, timesteps, noise
+    for (int b = 0; b < B; b++) {
+        const int i = tr->perm[tr->position + b];
+        const int flip = (data->kind == DATA_LATENT_CACHE || tr->hp.hflip) &&
+                         train_rng_below(tr->seed, 0, step, (uint32_t)b, RNG_STREAM_FLIP, 2);
+        tr->index[b] = i;
+        if (train_data_get(data, i, flip, tr->x0 + b * per)) return DIT_ERR;
+        tr->y[b] = data->labels[i];
+        if (tr->hp.label_dropout > 0 &&
+            train_rng_uniform(tr->seed, 0, step, (uint32_t)b, RNG_STREAM_LABEL_DROP) < tr->hp.label_dropout)
+            tr->y[b] = c->num_classes;   // the null class row
+        tr->t[b] = (int)train_rng_below(tr->seed, 0, step, (uint32_t)b, RNG_STREAM_TIMESTEP, (uint32_t)tr->diff.num_timesteps);
+        tr->t_float[b] = (float)tr->diff.timestep_map[tr->t[b]];
+        rng_normal_fill(tr->noise + b * per, (int64_t)per, tr->seed, (uint32_t)b, step, RNG_STREAM_NOISE);
+    }
+    train_q_sample(&tr->diff, tr->t, tr->x0, tr->noise, B, (int64_t)per, tr->x_t);
+    if (dit_forward_train(m, tr->acts, tr->x_t, tr->t_float, tr->y, tr->out)) return DIT_ERR;
+    const double loss = train_loss(&tr->diff, tr->t, tr->x0, tr->x_t, tr->noise, tr->out, B, C, HW, tr->mse, tr->vb,
+                                   tr->dout);
+    if (!isfinite(loss)) return dit_set_error("step %lld: the loss is %g (diverged; lower --lr or set --grad-clip)",
+                                              (long long)tr->step + 1, loss);
+    memset(tr->grads, 0, m->total_floats * sizeof(float));
+    dit_backward(m, tr->acts, tr->dout, tr->grads);
+    const double norm = train_grad_norm(tr->grads, m->total_floats);
+    if (tr->hp.grad_clip > 0) {
+        // clip_grad_norm_: coef = max_norm / (norm + 1e-6), clamped to 1, multiplied in float32
+        const double coef = tr->hp.grad_clip / (norm + 1e-6);
+        if (coef < 1.0) {
+            const float f = (float)coef;
+            for (size_t i = 0; i < m->total_floats; i++) tr->grads[i] *= f;
+        }
+    }
+    double lr = tr->hp.lr;
+    if (tr->hp.warmup > 0 && tr->step + 1 < tr->hp.warmup) lr *= (double)(tr->step + 1) / tr->hp.warmup;
+    tr->step++;
+    train_adamw_step(m, m->params, tr->grads, tr->adam_m, tr->adam_v, &tr->hp, lr, tr->step);
+    train_ema_update(tr->ema, m->params, m->total_floats, tr->hp.ema_decay);
+    tr->position += B;
+    if (st) {
+        double mse = 0, vb = 0;
+        for (int b = 0; b < B; b++) mse += tr->mse[b], vb += tr->vb[b];
+        st->loss = loss, st->mse = mse / B, st->vb = vb / B, st->grad_norm = norm, st->lr = lr;
+    }
+    return DIT_OK;
+}
+
+dit_model *trainer_ema_model(const trainer *tr) {
+    dit_model *e = dit_model_create(&tr->model->cfg);
+    if (!e) return NULL;
+    memcpy(e->params, tr->ema, tr->model->total_floats * sizeof(float));
+    if (tr->model->class_names &&
+        dit_model_set_class_names(e, (const char *const *)tr->model->class_names, tr->model->cfg.num_classes)) {
+        dit_model_free(e);
+        return NULL;
+    }
+    return e;
+}
