@@ -69,6 +69,9 @@ const char *dit_model_class_name(const dit_model *m, int label);
 dit_status dit_model_set_class_names(dit_model *m, const char *const *names, int count);
 // Save in dit's own format: official keys, config JSON in __metadata__; atomic.
 dit_status dit_model_save(const dit_model *m, const char *path);
+// The same with the weights stored as "f32", "f16" or "bf16" (round to nearest even; computation stays
+// float32). Reduced-precision files leave out pos_embed, which the loader recomputes exactly.
+dit_status dit_model_save_as(const dit_model *m, const char *path, const char *dtype);
 
 // One network evaluation. x: (B, C, S, S); t: (B) timesteps (original 0..999 units); y: (B) labels.
 // out: (B, out_channels, S, S). threads <= 0: use the OpenMP default.

@@ -402,7 +402,58 @@ static void test_cli(void) {
     }
 }
 
+// float32 -> F16 / BF16 storage: every half value survives a round trip; ties go to even; and a model saved
+// as f16 reloads to the rounded weights and recomputes pos_embed exactly.
+static void test_reduced_precision(void) {
+    int bad = 0;
+    for (uint32_t h = 0; h < 65536; h++) {
+        if ((h & 0x7C00) == 0x7C00 && (h & 0x3FF)) continue;   // NaN payloads need not survive
+        uint16_t bits16 = (uint16_t)h, back;
+        tensor_view v = {.dtype = DT_F16, .ndim = 1, .shape = {1}, .data = &bits16, .nbytes = 2};
+        float f;
+        tensor_to_f32(&v, &f);
+        tensor_from_f32(DT_F16, &f, 1, &back);
+        if (back != bits16) bad++;
+    }
+    CHECK(bad == 0, "F16: all 63,490 non-NaN half values round-trip through float32 (%d differ)", bad);
+    // 1 + 2^-11 is halfway between 1 and 1 + 2^-10: ties to even -> 1.0 (0x3C00); 1 + 3*2^-11 -> 0x3C02.
+    float ties[4] = {1.0f + 0x1p-11f, 1.0f + 3 * 0x1p-11f, 65520.0f, 0x1p-25f};
+    uint16_t want[4] = {0x3C00, 0x3C02, 0x7C00, 0x0000}, got[4];
+    tensor_from_f32(DT_F16, ties, 4, got);
+    CHECK(!memcmp(got, want, sizeof got), "F16 rounding: ties to even, 65520 -> inf, 2^-25 -> 0 (got %04x %04x %04x %04x)",
+          got[0], got[1], got[2], got[3]);
+    float bties[2] = {1.0f + 0x1p-8f, 1.0f + 3 * 0x1p-8f};
+    uint16_t bwant[2] = {0x3F80, 0x3F82};
+    tensor_from_f32(DT_BF16, bties, 2, got);
+    CHECK(!memcmp(got, bwant, 4), "BF16 rounding: ties to even (got %04x %04x)", got[0], got[1]);
+
+    dit_model *m = dit_model_load(golden_path("layouts/micro_official.pt"), &(dit_load_options){.num_heads = 2});
+    const char *path = scratch_path("micro_f16.safetensors");
+    if (!m || !CHECK(dit_model_save_as(m, path, "f16") == DIT_OK, "save micro as f16")) {
+        dit_model_free(m);
+        return;
+    }
+    dit_model *h = dit_model_load(path, NULL);
+    if (CHECK(h != NULL, "reload the f16 file (config from its metadata)")) {
+        float *rounded = malloc(m->total_floats * sizeof(float));
+        uint16_t *tmp = malloc(m->total_floats * sizeof(uint16_t));
+        tensor_from_f32(DT_F16, m->params, (int64_t)m->total_floats, tmp);
+        tensor_view v = {.dtype = DT_F16, .ndim = 1, .shape = {(int64_t)m->total_floats}, .data = tmp};
+        tensor_to_f32(&v, rounded);
+        const param_entry *pos = dit_param_find(m, "pos_embed");
+        memcpy(rounded + pos->offset, m->params + pos->offset, pos->numel * sizeof(float));   // recomputed, exact
+        CHECK(!memcmp(rounded, h->params, m->total_floats * sizeof(float)),
+              "f16 file holds the half-rounded weights, pos_embed recomputed exactly");
+        free(rounded);
+        free(tmp);
+    }
+    CHECK(dit_model_save_as(m, path, "f8") == DIT_ERR && strstr(dit_last_error(), "f8"), "unknown --dtype refused");
+    dit_model_free(h);
+    dit_model_free(m);
+}
+
 void test_dit(void) {
+    test_reduced_precision();
     test_named_counts();
     test_golden_configs();
     test_layouts();

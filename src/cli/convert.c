@@ -6,15 +6,19 @@
 #include "cli/cli.h"
 
 int cmd_convert(int argc, char **argv) {
-    const char *in = NULL, *out = NULL, *value;
+    const char *in = NULL, *out = NULL, *dtype = "f32", *value;
     int heads = 0, image_size = 0;
     for (int i = 1; i < argc; i++) {
         int r = 0;
         if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
-            printf("usage: dit convert IN OUT.safetensors [--heads H] [--image-size N]\n"
-                   "  IN: official .pt, train.py checkpoint (EMA weights), official or diffusers safetensors\n");
+            printf("usage: dit convert IN OUT.safetensors [--dtype f32|f16|bf16] [--heads H] [--image-size N]\n"
+                   "  IN: official .pt, train.py checkpoint or dit training checkpoint (EMA weights), official or\n"
+                   "      diffusers safetensors\n"
+                   "  --dtype: storage of the weights (default f32; computation is always float32)\n");
             return 0;
-        } else if ((r = cli_flag_value(argc, argv, &i, NULL, "--heads", &value)) > 0) {
+        } else if ((r = cli_flag_value(argc, argv, &i, NULL, "--dtype", &value)) > 0) {
+            dtype = value;
+        } else if (!r && (r = cli_flag_value(argc, argv, &i, NULL, "--heads", &value)) > 0) {
             if (!cli_parse_int("--heads", value, 1, 65536, &heads)) return 2;
         } else if (!r && (r = cli_flag_value(argc, argv, &i, NULL, "--image-size", &value)) > 0) {
             if (!cli_parse_int("--image-size", value, 8, 32768, &image_size)) return 2;
@@ -34,7 +38,7 @@ int cmd_convert(int argc, char **argv) {
     dit_load_options opts = {.num_heads = heads, .input_size = image_size / 8};
     dit_model *m = dit_model_load(in, &opts);
     if (!m) return cli_fail();
-    dit_status st = dit_model_save(m, out);
+    dit_status st = dit_model_save_as(m, out, dtype);
     dit_model_free(m);
     if (st != DIT_OK) return cli_fail();
     printf("wrote %s\n", out);

@@ -105,6 +105,56 @@ static float half_to_float(uint16_t h) {
     return f;
 }
 
+// single → IEEE half, rounding to nearest even; overflow → inf, tiny values → subnormals or zero.
+static uint16_t float_to_half(float f) {
+    uint32_t bits;
+    memcpy(&bits, &f, 4);
+    uint16_t sign = (uint16_t)((bits >> 16) & 0x8000);
+    int exponent = (int)((bits >> 23) & 0xFF);
+    uint32_t mantissa = bits & 0x7FFFFF;
+    if (exponent == 0xFF) return sign | 0x7C00 | (mantissa ? 0x200 | (mantissa >> 13) : 0);
+    int e = exponent - 127 + 15;
+    if (e >= 31) return sign | 0x7C00;
+    if (e <= 0) {
+        if (e < -10) return sign;
+        mantissa |= 0x800000;   // the implicit one, then shift down to units of 2^-24
+        int shift = 14 - e;
+        uint32_t half_mantissa = mantissa >> shift, rest = mantissa & ((1u << shift) - 1), halfway = 1u << (shift - 1);
+        if (rest > halfway || (rest == halfway && (half_mantissa & 1))) half_mantissa++;
+        return sign | (uint16_t)half_mantissa;
+    }
+    uint16_t h = sign | (uint16_t)(e << 10) | (uint16_t)(mantissa >> 13);
+    uint32_t rest = mantissa & 0x1FFF;
+    if (rest > 0x1000 || (rest == 0x1000 && (h & 1))) h++;   // a carry into the exponent is still right
+    return h;
+}
+
+// single → bfloat16 (the top 16 bits), rounding to nearest even; NaNs stay quiet NaNs.
+static uint16_t float_to_bf16(float f) {
+    uint32_t bits;
+    memcpy(&bits, &f, 4);
+    if ((bits & 0x7FFFFFFF) > 0x7F800000) return (uint16_t)((bits >> 16) | 0x40);
+    return (uint16_t)((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16);
+}
+
+dit_status tensor_from_f32(dit_dtype dtype, const float *src, int64_t n, void *dst) {
+    uint8_t *out = dst;
+    switch (dtype) {
+    case DT_F32:
+        memcpy(out, src, (size_t)n * 4);
+        return DIT_OK;
+    case DT_F16:
+    case DT_BF16:
+        for (int64_t i = 0; i < n; i++) {
+            uint16_t h = dtype == DT_F16 ? float_to_half(src[i]) : float_to_bf16(src[i]);
+            memcpy(out + 2 * i, &h, 2);
+        }
+        return DIT_OK;
+    default:
+        return dit_set_error("cannot store float32 values as %s", dtype_name(dtype));
+    }
+}
+
 void tensor_to_f32(const tensor_view *t, float *dst) {
     int64_t n = tensor_numel(t);
     const uint8_t *src = t->data;

@@ -48,6 +48,8 @@ void tensor_file_free(tensor_file *f);
 // Convert F32/F16/BF16/F64 (or integer) data to float32; dst holds tensor_numel(t) floats.
 void tensor_to_f32(const tensor_view *t, float *dst);
 int tensor_is_float(const tensor_view *t);
+// Convert n float32 values to F32, F16 or BF16 (round to nearest even) into dst (n * dtype_size bytes).
+dit_status tensor_from_f32(dit_dtype dtype, const float *src, int64_t n, void *dst);
 
 // safetensors: mmap'd read; write with string metadata, atomically (temporary name, fsync, rename).
 dit_status safetensors_read(const char *path, tensor_file *out);

@@ -328,17 +328,34 @@ dit_status dit_config_to_json(const dit_config *c, char *buf, size_t n) {
     return len > 0 && (size_t)len < n ? DIT_OK : dit_set_error("config JSON does not fit in %zu bytes", n);
 }
 
-dit_status dit_model_save(const dit_model *m, const char *path) {
+dit_status dit_model_save(const dit_model *m, const char *path) { return dit_model_save_as(m, path, "f32"); }
+
+dit_status dit_model_save_as(const dit_model *m, const char *path, const char *dtype_text) {
+    dit_dtype dtype;
+    if (!strcmp(dtype_text, "f32")) dtype = DT_F32;
+    else if (!strcmp(dtype_text, "f16")) dtype = DT_F16;
+    else if (!strcmp(dtype_text, "bf16")) dtype = DT_BF16;
+    else return dit_set_error("%s: unknown storage type '%s' (expected f32, f16 or bf16)", path, dtype_text);
     char config_json[512];
     if (dit_config_to_json(&m->cfg, config_json, sizeof config_json)) return DIT_ERR;
     tensor_out *outs = dit_calloc(m->num_params, sizeof *outs);
+    void *converted = dtype == DT_F32 ? NULL : dit_malloc(m->total_floats * dtype_size(dtype));
+    int count = 0;
     for (int i = 0; i < m->num_params; i++) {
         const param_entry *e = &m->table[i];
-        outs[i].name = e->name;
-        outs[i].dtype = DT_F32;
-        outs[i].ndim = e->ndim;
-        memcpy(outs[i].shape, e->shape, sizeof e->shape);
-        outs[i].data = m->params + e->offset;
+        if (dtype != DT_F32 && !strcmp(e->name, "pos_embed")) continue;   // recomputed exactly at load
+        tensor_out *o = &outs[count++];
+        o->name = e->name;
+        o->dtype = dtype;
+        o->ndim = e->ndim;
+        memcpy(o->shape, e->shape, sizeof e->shape);
+        if (dtype == DT_F32) {
+            o->data = m->params + e->offset;
+        } else {
+            void *dst = (uint8_t *)converted + e->offset * dtype_size(dtype);
+            tensor_from_f32(dtype, m->params + e->offset, (int64_t)e->numel, dst);
+            o->data = dst;
+        }
     }
     char *names_json = NULL;
     if (m->class_names) {
@@ -349,8 +366,9 @@ dit_status dit_model_save(const dit_model *m, const char *path) {
     }
     const char *keys[] = {"format", "dit.config", "dit.class_names"};
     const char *values[] = {"dit", config_json, names_json};
-    dit_status st = safetensors_write(path, outs, m->num_params, keys, values, names_json ? 3 : 2);
+    dit_status st = safetensors_write(path, outs, count, keys, values, names_json ? 3 : 2);
     free(outs);
+    free(converted);
     free(names_json);
     return st;
 }
