@@ -14,6 +14,7 @@ void test_torch_pt(void);
 void test_backward(void);
 void test_diffusion(void);
 void test_sample_cli(void);
+void test_eval(void);
 
 static const struct {
     const char *name;
@@ -28,6 +29,7 @@ static const struct {
     {"sample_cli", test_sample_cli},
     {"vae", test_vae},
     {"train", test_train},
+    {"eval", test_eval},
 };
 
 int main(int argc, char **argv) {
