@@ -86,9 +86,12 @@ run: setup
 demo: $(BUILD)/dit
 	bash scripts/demo.sh $(BUILD)/dit
 
-# dit vs our PyTorch reference on the same work (needs Debian's python3-torch: scripts/setup.sh --bench).
-bench: $(BUILD)/dit $(BUILD)/bench_forward
+# dit vs our PyTorch reference on the same work (needs Debian's python3-torch: scripts/setup.sh --bench):
+# the DiT forward, the SD VAE decode/encode, one training step.
+bench: $(BUILD)/dit $(BUILD)/bench_forward $(BUILD)/vae_bench $(BUILD)/bench_train
 	bash bench/run.sh $(BUILD)
+	bash bench/run_vae.sh 3
+	bash bench/run_train.sh $(BUILD)
 
 $(BUILD)/bench_forward: $(BUILD)/bench/bench_forward.o $(BUILD)/libdit.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)

@@ -15,6 +15,7 @@ void test_backward(void);
 void test_diffusion(void);
 void test_sample_cli(void);
 void test_eval(void);
+void test_classifier(void);
 
 static const struct {
     const char *name;
@@ -30,6 +31,7 @@ static const struct {
     {"vae", test_vae},
     {"train", test_train},
     {"eval", test_eval},
+    {"classifier", test_classifier},
 };
 
 int main(int argc, char **argv) {

@@ -227,6 +227,8 @@ static dit_status save_stats(const char *out_path, const summary *s) {
 }
 
 int cmd_eval(int argc, char **argv) {
+    for (int i = 1; i < argc; i++)   // Fashion-MNIST quality has its own evaluator (src/cli/eval_fmnist.c)
+        if (!strcmp(argv[i], "--fmnist")) return cmd_eval_fmnist(argc, argv);
     const char *inception_path = NULL, *ref_path = NULL, *save_path = NULL, *samples_path = NULL, *v;
     int batch = 64, threads = 0, save_features = 0, fp16 = 1;
     dit_inception_resize resize = DIT_RESIZE_PYTORCH_FID;

@@ -264,29 +264,32 @@ void vae_work_free(vae_work *w) {
     memset(w, 0, sizeof *w);
 }
 
-static void conv3x3(float *out, const float *x, const float *w, const float *b, int cin, int cout, int H, int W) {
-    conv2d_forward(out, x, w, b, 1, cin, H, W, cout, 3, 3, 1, 1, 1, 1, 1);
+// 3x3 pad 1 with the padded-input workspace in work buffer 2; out += residual (or NULL); upsample: x is
+// (cin, H/2, W/2), repeated 2x2 first (Upsample2D's nearest interpolation, fused).
+static void conv3x3(float *out, const float *x, const float *w, const float *b, const float *residual, int upsample,
+                    int cin, int cout, int H, int W, vae_work *work) {
+    float *ws = vae_work_get(work, 2, (size_t)conv2d_workspace_floats(cin, H, W, 3, 3, 1, 1, 1, 1, 1) + 1);
+    conv2d_forward_ex(out, x, w, b, residual, ws, upsample, 1, cin, H, W, cout, 3, 3, 1, 1, 1, 1, 1);
 }
 
-static void conv1x1(float *out, const float *x, const float *w, const float *b, int cin, int cout, int T) {
-    conv2d_forward(out, x, w, b, 1, cin, T, 1, cout, 1, 1, 1, 0, 0, 0, 0);
+static void conv1x1(float *out, const float *x, const float *w, const float *b, const float *residual, int cin,
+                    int cout, int T) {
+    conv2d_forward_ex(out, x, w, b, residual, NULL, 0, 1, cin, T, 1, cout, 1, 1, 1, 0, 0, 0, 0);
 }
 
 void vae_resnet_forward(float *out, const float *x, const vae_resnet *r, int H, int W, int groups, vae_work *w) {
     const int T = H * W, wide = r->cin > r->cout ? r->cin : r->cout;
     float *normed = vae_work_get(w, 4, (size_t)wide * T), *h = vae_work_get(w, 5, (size_t)r->cout * T);
     groupnorm_forward(normed, x, r->norm1_w, r->norm1_b, 1, r->cin, T, groups, VAE_GN_EPS, 1);
-    conv3x3(h, normed, r->conv1_w, r->conv1_b, r->cin, r->cout, H, W);
+    conv3x3(h, normed, r->conv1_w, r->conv1_b, NULL, 0, r->cin, r->cout, H, W, w);
     groupnorm_forward(normed, h, r->norm2_w, r->norm2_b, 1, r->cout, T, groups, VAE_GN_EPS, 1);
-    conv3x3(out, normed, r->conv2_w, r->conv2_b, r->cout, r->cout, H, W);
     const float *skip = x;
-    if (r->shortcut_w) {
-        conv1x1(h, x, r->shortcut_w, r->shortcut_b, r->cin, r->cout, T);
+    if (r->shortcut_w) {   // h is free again once normalised
+        conv1x1(h, x, r->shortcut_w, r->shortcut_b, NULL, r->cin, r->cout, T);
         skip = h;
     }
-    const int64_t n = (int64_t)r->cout * T;
-    #pragma omp parallel for schedule(static) if (n > 65536)
-    for (int64_t i = 0; i < n; i++) out[i] += skip[i];   // output_scale_factor 1
+    // out = conv2(normed) + skip, the residual added in the conv's store (output_scale_factor 1)
+    conv3x3(out, normed, r->conv2_w, r->conv2_b, skip, 0, r->cout, r->cout, H, W, w);
 }
 
 void vae_attention_forward(float *out, const float *x, const vae_attention *a, int H, int W, int groups,
@@ -296,9 +299,9 @@ void vae_attention_forward(float *out, const float *x, const vae_attention *a, i
     float *k = vae_work_get(w, 6, (size_t)C * T), *v = vae_work_get(w, 7, (size_t)C * T);
     groupnorm_forward(normed, x, a->norm_w, a->norm_b, 1, C, T, groups, VAE_GN_EPS, 0);
     // A Linear over channels on the channel-major (C, T) block is a 1x1 conv: q = W_q @ normed + b_q.
-    conv1x1(q, normed, a->q_w, a->q_b, C, C, T);
-    conv1x1(k, normed, a->k_w, a->k_b, C, C, T);
-    conv1x1(v, normed, a->v_w, a->v_b, C, C, T);
+    conv1x1(q, normed, a->q_w, a->q_b, NULL, C, C, T);
+    conv1x1(k, normed, a->k_w, a->k_b, NULL, C, C, T);
+    conv1x1(v, normed, a->v_w, a->v_b, NULL, C, C, T);
 #ifdef _OPENMP
     const int threads = omp_get_max_threads();
 #else
@@ -307,10 +310,8 @@ void vae_attention_forward(float *out, const float *x, const vae_attention *a, i
     float *scores = dit_malloc((size_t)spatial_attention_scratch_floats(T, threads) * sizeof *scores);
     spatial_attention_forward(normed, q, k, v, scores, C, T);
     free(scores);
-    conv1x1(out, normed, a->out_w, a->out_b, C, C, T);
-    const int64_t n = (int64_t)C * T;
-    #pragma omp parallel for schedule(static) if (n > 65536)
-    for (int64_t i = 0; i < n; i++) out[i] += x[i];   // residual_connection, rescale_output_factor 1
+    // residual_connection, rescale_output_factor 1: out = to_out(attention) + x
+    conv1x1(out, normed, a->out_w, a->out_b, x, C, C, T);
 }
 
 // ---- encoder and decoder -------------------------------------------------------------------------
@@ -344,15 +345,16 @@ static void encode_one(dit_vae *v, const float *x, int H, int W, float *moments)
     const int G = c->norm_groups, L = c->num_levels;
     stream s = {&v->work, 0};
     float *h = vae_work_get(s.w, 0, (size_t)c->block_out[0] * H * W);
-    conv3x3(h, x, v->enc_in_w, v->enc_in_b, c->in_channels, c->block_out[0], H, W);
+    conv3x3(h, x, v->enc_in_w, v->enc_in_b, NULL, 0, c->in_channels, c->block_out[0], H, W, s.w);
     for (int i = 0; i < L; i++) {
         for (int j = 0; j < c->layers_per_block; j++) run_resnet(&s, &v->down.resnets[i][j], H, W, G);
         if (i < L - 1) {
             // Downsample2D(padding=0): zero pad right and bottom by one, then 3x3 stride 2.
             const int C = c->block_out[i], OH = conv2d_out_size(H, 3, 2, 0, 1), OW = conv2d_out_size(W, 3, 2, 0, 1);
             float *out = next_buffer(&s, (size_t)C * OH * OW);
-            conv2d_forward(out, current(&s), v->down.sample_w[i], v->down.sample_b[i], 1, C, H, W, C, 3, 3, 2, 0, 0,
-                           1, 1);
+            float *ws = vae_work_get(s.w, 2, (size_t)conv2d_workspace_floats(C, H, W, 3, 3, 2, 0, 0, 1, 1) + 1);
+            conv2d_forward_ex(out, current(&s), v->down.sample_w[i], v->down.sample_b[i], NULL, ws, 0, 1, C, H, W, C,
+                              3, 3, 2, 0, 0, 1, 1);
             advance(&s);
             H = OH;
             W = OW;
@@ -363,8 +365,8 @@ static void encode_one(dit_vae *v, const float *x, int H, int W, float *moments)
     float *normed = vae_work_get(s.w, 4, (size_t)top * H * W);
     groupnorm_forward(normed, current(&s), v->enc_norm_w, v->enc_norm_b, 1, top, H * W, G, VAE_GN_EPS, 1);
     float *out = next_buffer(&s, (size_t)Z2 * H * W);
-    conv3x3(out, normed, v->enc_out_w, v->enc_out_b, top, Z2, H, W);
-    conv1x1(moments, out, v->quant_w, v->quant_b, Z2, Z2, H * W);
+    conv3x3(out, normed, v->enc_out_w, v->enc_out_b, NULL, 0, top, Z2, H, W, s.w);
+    conv1x1(moments, out, v->quant_w, v->quant_b, NULL, Z2, Z2, H * W);
     // DiagonalGaussianDistribution clamps logvar to [-30, 20].
     float *logvar = moments + (int64_t)c->latent_channels * H * W;
     for (int64_t i = 0; i < (int64_t)c->latent_channels * H * W; i++)
@@ -376,28 +378,26 @@ static void decode_one(dit_vae *v, const float *z, int H, int W, float *x) {
     const int G = c->norm_groups, L = c->num_levels, top = c->block_out[L - 1], Z = c->latent_channels;
     stream s = {&v->work, 0};
     float *post = vae_work_get(s.w, 4, (size_t)Z * H * W);
-    conv1x1(post, z, v->post_quant_w, v->post_quant_b, Z, Z, H * W);
+    conv1x1(post, z, v->post_quant_w, v->post_quant_b, NULL, Z, Z, H * W);
     float *h = vae_work_get(s.w, 0, (size_t)top * H * W);
-    conv3x3(h, post, v->dec_in_w, v->dec_in_b, Z, top, H, W);
+    conv3x3(h, post, v->dec_in_w, v->dec_in_b, NULL, 0, Z, top, H, W, s.w);
     run_mid(&s, v->dec_mid, &v->dec_attn, H, W, G);
     for (int i = 0; i < L; i++) {
         for (int j = 0; j < c->layers_per_block + 1; j++) run_resnet(&s, &v->up.resnets[i][j], H, W, G);
         if (i < L - 1) {
-            // Upsample2D: nearest x2, then 3x3 conv pad 1.
+            // Upsample2D: nearest x2 (fused into the conv's input copy), then 3x3 conv pad 1.
             const int C = c->block_out[L - 1 - i];
-            float *up = vae_work_get(s.w, 4, (size_t)C * 4 * H * W);
-            upsample_nearest2x_forward(up, current(&s), C, H, W);
             H *= 2;
             W *= 2;
             float *out = next_buffer(&s, (size_t)C * H * W);
-            conv3x3(out, up, v->up.sample_w[i], v->up.sample_b[i], C, C, H, W);
+            conv3x3(out, current(&s), v->up.sample_w[i], v->up.sample_b[i], NULL, 1, C, C, H, W, s.w);
             advance(&s);
         }
     }
     const int C0 = c->block_out[0];
     float *normed = vae_work_get(s.w, 4, (size_t)C0 * H * W);
     groupnorm_forward(normed, current(&s), v->dec_norm_w, v->dec_norm_b, 1, C0, H * W, G, VAE_GN_EPS, 1);
-    conv3x3(x, normed, v->dec_out_w, v->dec_out_b, C0, c->out_channels, H, W);
+    conv3x3(x, normed, v->dec_out_w, v->dec_out_b, NULL, 0, C0, c->out_channels, H, W, s.w);
 }
 
 dit_status dit_vae_encode_moments(dit_vae *v, const float *x, int B, int H, int W, float *moments) {

@@ -1,0 +1,41 @@
+#!/bin/sh
+# dit's autoencoder vs the PyTorch reference (bench/vae_bench.c vs bench/ref_vae.py), run alternately
+# (dit, torch, dit, torch, ...) so that load from other work on the machine falls on both alike.
+# Prints every run, then the median over rounds of each side's per-run median, the torch/dit ratio
+# (> 1: dit faster) and GFLOP/s = 2 x conv MACs / s (MACs from ref_vae.py --count-macs: every conv and
+# linear, plus attention's two T x T x C products; norms, activations, softmax and adds are not counted).
+# Usage: bench/run_vae.sh [rounds 5] [threads 2] [latent 32]   (builds build/vae_bench first)
+#        VAE_BENCH=/path/to/old/vae_bench bench/run_vae.sh   (times another build of the dit side instead)
+set -eu
+cd "$(dirname "$0")/.."
+ROUNDS=${1:-5}
+THREADS=${2:-2}
+LATENT=${3:-32}
+PY=/usr/bin/python3
+BENCH=${VAE_BENCH:-}
+if [ -z "$BENCH" ]; then
+    make -s build/vae_bench >/dev/null
+    BENCH=build/vae_bench
+fi
+echo "load before: $(uptime | sed 's/.*load average: //')"
+MACS=$($PY bench/ref_vae.py --count-macs --latent "$LATENT")
+LOG=$(mktemp)
+trap 'rm -f "$LOG"' EXIT
+i=0
+while [ "$i" -lt "$ROUNDS" ]; do
+    "$BENCH" --latent "$LATENT" --threads "$THREADS" --repeats 3 --warmup 1 | tee -a "$LOG"
+    $PY bench/ref_vae.py --latent "$LATENT" --threads "$THREADS" --repeats 3 --warmup 1 | tee -a "$LOG"
+    i=$((i + 1))
+done
+echo "load after:  $(uptime | sed 's/.*load average: //')"
+$PY - "$LOG" "$MACS" <<'EOF'
+import json, statistics, sys
+runs = [json.loads(line) for line in open(sys.argv[1]) if line.startswith("{")]
+macs = json.loads(sys.argv[2])
+for phase in ("decode", "encode"):
+    t = {impl: statistics.median(r[phase + "_s"] for r in runs if r["impl"] == impl) for impl in ("dit", "torch")}
+    flops = 2 * macs[phase + "_macs"]
+    print(f"{phase}: dit {t['dit']:.3f} s ({flops / t['dit'] / 1e9:.0f} GFLOP/s)  torch {t['torch']:.3f} s "
+          f"({flops / t['torch'] / 1e9:.0f} GFLOP/s)  torch/dit {t['torch'] / t['dit']:.2f}x  "
+          f"[{flops / 1e9:.0f} GFLOP]")
+EOF
