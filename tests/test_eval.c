@@ -15,6 +15,7 @@
 #include "io/tensors.h"
 #include "models/inception.h"
 #include "test.h"
+#include "models/synthetic.h"
 
 static float *golden(const char *name, int64_t *count) {
     npy_array a;
@@ -63,23 +64,13 @@ static char *read_text(const char *path) {
 
 // ---- features from the hash formula (make_eval_golden.py: features()) -------------------------------------
 
-static float hash_u(uint32_t i, uint32_t k, uint32_t seed) {
-    uint32_t h = i * 2654435761u + (k + 1u) * 40503u + seed * 97531u;
-    h ^= h >> 16;
-    h *= 0x7feb352du;
-    h ^= h >> 15;
-    h *= 0x846ca68bu;
-    h ^= h >> 16;
-    return (float)(h >> 8) * (2.0f / 16777216.0f) - 1.0f;
-}
-
 static float *features(const char *kind, uint32_t k, int n, int dim) {
     float *x = malloc((size_t)n * dim * sizeof *x);
     for (int r = 0; r < n; r++)
         for (int j = 0; j < dim; j++) {
-            const float u = hash_u((uint32_t)(r * dim + j), k, 11);
+            const float u = synthetic_uniform((uint32_t)(r * dim + j), k, 11);
             float v;
-            if (!strcmp(kind, "mixed")) v = (u + 0.5f * hash_u((uint32_t)(r * dim + (j + 1) % dim), k, 11)) + 0.2f;
+            if (!strcmp(kind, "mixed")) v = (u + 0.5f * synthetic_uniform((uint32_t)(r * dim + (j + 1) % dim), k, 11)) + 0.2f;
             else if (!strcmp(kind, "shifted")) v = 0.9f * u + 0.1f;
             else if (!strcmp(kind, "logits")) v = 4.0f * u;
             else if (!strcmp(kind, "ref_pr")) v = 1.0f + u;

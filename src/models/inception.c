@@ -16,6 +16,7 @@
 #include "io/tensors.h"
 #include "models/inception.h"
 #include "ops/conv.h"
+#include "models/synthetic.h"
 
 struct dit_inception {
     inception_conv conv[INCEPTION_NUM_CONVS];
@@ -152,23 +153,13 @@ void inception_tensor_table(inception_tensor *table) {
 
 // ---- synthetic parameters (docs/eval.md) ---------------------------------------------------------------
 
-static float hash_uniform(uint32_t i, uint32_t k, uint32_t seed) {   // the formula of docs/testing.md
-    uint32_t h = i * 2654435761u + (k + 1u) * 40503u + seed * 97531u;
-    h ^= h >> 16;
-    h *= 0x7feb352du;
-    h ^= h >> 15;
-    h *= 0x846ca68bu;
-    h ^= h >> 16;
-    return (float)(h >> 8) * (2.0f / 16777216.0f) - 1.0f;
-}
-
 static int ends_with(const char *s, const char *suffix) {
     size_t n = strlen(s), m = strlen(suffix);
     return n >= m && !strcmp(s + n - m, suffix);
 }
 
 float inception_synthetic_value(const inception_tensor *t, uint32_t k, uint32_t i, uint32_t seed) {
-    const float u = hash_uniform(i, k, seed);
+    const float u = synthetic_uniform(i, k, seed);
     if (t->ndim >= 2) {   // He-uniform: variance 2 / fan_in keeps activations O(1) through 94 ReLU layers
         const float fan_in = (float)(t->numel / (size_t)t->shape[0]);
         return sqrtf(6.0f / fan_in) * u;

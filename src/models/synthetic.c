@@ -5,8 +5,9 @@
 
 #include "base/error.h"
 #include "models/dit_model.h"
+#include "models/synthetic.h"
 
-static float synthetic_value(uint32_t i, uint32_t k, uint32_t seed) {
+float synthetic_uniform(uint32_t i, uint32_t k, uint32_t seed) {
     uint32_t h = i * 2654435761u + (k + 1u) * 40503u + seed * 97531u;
     h ^= h >> 16;
     h *= 0x7feb352du;
@@ -29,7 +30,7 @@ void dit_fill_synthetic(dit_model *m, uint32_t seed) {
             scale = 0.1f;
         float *dst = m->params + e->offset;
         DIT_CHECK(e->numel <= UINT32_MAX);
-        for (size_t i = 0; i < e->numel; i++) dst[i] = scale * synthetic_value((uint32_t)i, (uint32_t)k, seed);
+        for (size_t i = 0; i < e->numel; i++) dst[i] = scale * synthetic_uniform((uint32_t)i, (uint32_t)k, seed);
     }
 }
 

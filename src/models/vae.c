@@ -10,6 +10,7 @@
 #include "base/error.h"
 #include "models/vae.h"
 #include "ops/conv.h"
+#include "models/synthetic.h"
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -211,17 +212,6 @@ const float *dit_vae_param(const dit_vae *v, int i, const char **name, int *ndim
 
 // ---- synthetic weights ---------------------------------------------------------------------------
 
-// The hash of docs/testing.md: u in [-1, 1), exact in float32.
-static float synthetic_u(uint32_t i, uint32_t k, uint32_t seed) {
-    uint32_t h = i * 2654435761u + (k + 1u) * 40503u + seed * 97531u;
-    h ^= h >> 16;
-    h *= 0x7feb352du;
-    h ^= h >> 15;
-    h *= 0x846ca68bu;
-    h ^= h >> 16;
-    return (float)(h >> 8) * (2.0f / 16777216.0f) - 1.0f;
-}
-
 void vae_fill_synthetic_tensor(float *dst, const char *name, int ndim, const int64_t *shape, uint32_t k,
                                uint32_t seed) {
     size_t numel = 1;
@@ -231,7 +221,7 @@ void vae_fill_synthetic_tensor(float *dst, const char *name, int ndim, const int
     const int gamma = ndim == 1 && strstr(name, "norm") && len > 7 && !strcmp(name + len - 7, ".weight");
     const float scale = ndim >= 2 ? 1.0f / sqrtf((float)(numel / (size_t)shape[0])) : 0.1f;
     for (size_t i = 0; i < numel; i++) {
-        const float scaled = scale * synthetic_u((uint32_t)i, k, seed);
+        const float scaled = scale * synthetic_uniform((uint32_t)i, k, seed);
         dst[i] = gamma ? 1.0f + scaled : scaled;
     }
 }
