@@ -10,18 +10,8 @@
 #endif
 #include <cblas.h>
 
+#include "bench_util.h"
 #include "dit.h"
-
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static int compare_doubles(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
 int main(int argc, char **argv) {
     const char *name = "DiT-S/2";
@@ -53,9 +43,9 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench_forward: %s\n", dit_last_error());
         return 1;
     }
-    double t0 = now_seconds();
+    double t0 = bench_now_seconds();
     dit_model *m = dit_model_synthetic(&cfg, 0);
-    double build_s = now_seconds() - t0;
+    double build_s = bench_now_seconds() - t0;
     const int S = cfg.input_size, C = cfg.in_channels, OUT = dit_config_out_channels(&cfg);
     float *x = malloc((size_t)batch * C * S * S * sizeof(float)), *t = malloc(batch * sizeof(float));
     float *out = malloc((size_t)batch * OUT * S * S * sizeof(float));
@@ -71,16 +61,14 @@ int main(int argc, char **argv) {
     }
     double *times = malloc((warmup + repeats) * sizeof(double));
     for (int r = 0; r < warmup + repeats; r++) {
-        double start = now_seconds();
+        double start = bench_now_seconds();
         if (dit_model_forward(m, x, t, y, batch, out) != DIT_OK) {
             fprintf(stderr, "bench_forward: %s\n", dit_last_error());
             return 1;
         }
-        times[r] = now_seconds() - start;
+        times[r] = bench_now_seconds() - start;
     }
-    qsort(times + warmup, repeats, sizeof(double), compare_doubles);
-    double median = repeats % 2 ? times[warmup + repeats / 2]
-                                : 0.5 * (times[warmup + repeats / 2 - 1] + times[warmup + repeats / 2]);
+    double median = bench_median(times + warmup, repeats);
     double checksum = 0;
     for (size_t i = 0; i < (size_t)batch * OUT * S * S; i++) checksum += fabs(out[i]);
     double g = dit_config_gmacs(&cfg);

@@ -13,19 +13,9 @@
 #endif
 #include <cblas.h>
 
+#include "bench_util.h"
 #include "dit.h"
 #include "train/train.h"
-
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static int compare_doubles(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
 int main(int argc, char **argv) {
     const char *name = NULL;
@@ -94,16 +84,14 @@ int main(int argc, char **argv) {
     double *times = malloc((warmup + repeats) * sizeof(double));
     train_stats st;
     for (int r = 0; r < warmup + repeats; r++) {
-        double start = now_seconds();
+        double start = bench_now_seconds();
         if (trainer_step(tr, &st) != DIT_OK) {
             fprintf(stderr, "bench_train: %s\n", dit_last_error());
             return 1;
         }
-        times[r] = now_seconds() - start;
+        times[r] = bench_now_seconds() - start;
     }
-    qsort(times + warmup, repeats, sizeof(double), compare_doubles);
-    double median = repeats % 2 ? times[warmup + repeats / 2]
-                                : 0.5 * (times[warmup + repeats / 2 - 1] + times[warmup + repeats / 2]);
+    double median = bench_median(times + warmup, repeats);
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     const double g = dit_config_gmacs(&cfg), gflop = 2.0 * 3.0 * g * batch;

@@ -12,23 +12,8 @@
 #endif
 #include <cblas.h>
 
+#include "bench_util.h"
 #include "dit_vae.h"
-
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static int compare_doubles(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *t, int n) {
-    qsort(t, n, sizeof *t, compare_doubles);
-    return n % 2 ? t[n / 2] : 0.5 * (t[n / 2 - 1] + t[n / 2]);
-}
 
 int main(int argc, char **argv) {
     int latent = 32, batch = 1, threads = 0, repeats = 3, warmup = 1;
@@ -60,9 +45,9 @@ int main(int argc, char **argv) {
 #endif
     dit_vae_config cfg;
     dit_vae_config_sd(&cfg);
-    double t0 = now_seconds();
+    double t0 = bench_now_seconds();
     dit_vae *v = dit_vae_synthetic(&cfg, 0);
-    const double build_s = now_seconds() - t0;
+    const double build_s = bench_now_seconds() - t0;
     const int S = latent * dit_vae_config_factor(&cfg);
     const size_t nz = (size_t)batch * 4 * latent * latent, nx = (size_t)batch * 3 * S * S;
     float *z = malloc(nz * sizeof *z), *x = malloc(nx * sizeof *x), *moments = malloc(2 * nz * sizeof *moments);
@@ -77,18 +62,18 @@ int main(int argc, char **argv) {
     }
     double *dec = malloc((warmup + repeats) * sizeof(double)), *enc = malloc((warmup + repeats) * sizeof(double));
     for (int r = 0; r < warmup + repeats; r++) {
-        double start = now_seconds();
+        double start = bench_now_seconds();
         if (dit_vae_decode(v, z, batch, latent, latent, x) != DIT_OK) goto fail;
-        dec[r] = now_seconds() - start;
-        start = now_seconds();
+        dec[r] = bench_now_seconds() - start;
+        start = bench_now_seconds();
         if (dit_vae_encode_moments(v, x, batch, S, S, moments) != DIT_OK) goto fail;
-        enc[r] = now_seconds() - start;
+        enc[r] = bench_now_seconds() - start;
     }
     double checksum = 0;
     for (size_t i = 0; i < 2 * nz; i++) checksum += fabs(moments[i]);
     printf("{\"impl\": \"dit\", \"latent\": %d, \"image\": %d, \"batch\": %d, \"threads\": %d, \"repeats\": %d, "
            "\"build_s\": %.3f, \"decode_s\": %.4f, \"encode_s\": %.4f, \"checksum\": %.6g}\n",
-           latent, S, batch, threads, repeats, build_s, median(dec + warmup, repeats), median(enc + warmup, repeats),
+           latent, S, batch, threads, repeats, build_s, bench_median(dec + warmup, repeats), bench_median(enc + warmup, repeats),
            checksum);
     dit_vae_free(v);
     free(z); free(x); free(moments); free(dec); free(enc);
