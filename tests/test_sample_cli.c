@@ -95,7 +95,27 @@ static void test_sample_with_vae(void) {
     }
 }
 
+// The shipped Fashion-MNIST model samples in CI, and dit's own classifier recognises most samples. The
+// bound is a regression guard well under the model card's 0.62 (500 samples); seeded, so not flaky.
+static void test_shipped_model(void) {
+    char args[4096], *out = NULL, npz[1024];
+    snprintf(npz, sizeof npz, "%s", scratch_path("shipped.npz"));
+    snprintf(args, sizeof args, "sample -m %s -n 3 --sampler dpm++2m --steps 10 --cfg-scale 3 -s 0 --npz %s",
+             golden_path("../../models/dit-fmnist.safetensors"), npz);
+    int rc = run(args, &out);
+    free(out);
+    if (!CHECK(rc == 0, "sample the shipped models/dit-fmnist.safetensors (30 images, DPM-Solver++ 10 steps)")) return;
+    snprintf(args, sizeof args, "eval --fmnist %s --per-class 3 --classifier %s --ref-images 1000 --test-images 1000",
+             npz, golden_path("../../models/fmnist-classifier.safetensors"));
+    rc = run(args, &out);
+    const char *line = out ? strstr(out, "Class agreement: ") : NULL;
+    double agreement = line ? atof(line + strlen("Class agreement: ")) : -1;
+    CHECK(rc == 0 && agreement >= 0.4, "shipped model: classifier agreement %.3f on 30 samples (guard >= 0.4)", agreement);
+    free(out);
+}
+
 void test_sample_cli(void) {
+    test_shipped_model();
     test_sample_with_vae();
     // Pixel space, 1 channel, 8x8, learned sigma, 3 classes with a null class.
     dit_config cfg = {.input_size = 8, .patch_size = 2, .in_channels = 1, .hidden_size = 32, .depth = 2,
