@@ -67,11 +67,24 @@ static char *next_path_buffer(void) {
     return b;
 }
 
-const char *golden_path(const char *name) {
+const char *repo_path(const char *name) {
     const char *root = getenv("DIT_ROOT");
+    if (!root || !*root) root = ".";
     char *b = next_path_buffer();
-    snprintf(b, PATH_MAX, "%s/tests/golden/%s", root && *root ? root : ".", name);
+    if (snprintf(b, PATH_MAX, "%s/%s", root, name) >= PATH_MAX) {
+        fprintf(stderr, "test: path too long: %s/%s\n", root, name);
+        exit(2);
+    }
     return b;
+}
+
+const char *golden_path(const char *name) {
+    char relative[PATH_MAX];
+    if (snprintf(relative, sizeof relative, "tests/golden/%s", name) >= (int)sizeof relative) {
+        fprintf(stderr, "test: golden name too long: %s\n", name);
+        exit(2);
+    }
+    return repo_path(relative);
 }
 
 static char scratch_dir[PATH_MAX];

@@ -22,6 +22,8 @@ int test_close_at(const char *file, int line, const char *what, const float *got
 float test_uniform(uint32_t *state);
 float *test_random_floats(uint32_t *state, size_t n, float scale);
 
+// Path of a file of the repository (DIT_ROOT or cwd), e.g. the shipped models/.
+const char *repo_path(const char *name);
 // Path of a golden file: tests/golden/<name> relative to the repository root (DIT_ROOT or cwd).
 const char *golden_path(const char *name);
 // A scratch directory for the test run (created once, under $TMPDIR).
