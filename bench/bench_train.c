@@ -44,12 +44,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench_train: --batch and --repeats must be positive\n");
         return 2;
     }
-    if (threads > 0) {
-#ifdef _OPENMP
-        omp_set_num_threads(threads);
-#endif
-        openblas_set_num_threads(threads);
-    }
+    bench_set_threads(threads);
     dit_config cfg;
     if (name) {
         if (dit_config_named(&cfg, name, image_size) != DIT_OK) {
@@ -95,11 +90,7 @@ int main(int argc, char **argv) {
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     const double g = dit_config_gmacs(&cfg), gflop = 2.0 * 3.0 * g * batch;
-#ifdef _OPENMP
-    int used_threads = omp_get_max_threads();
-#else
-    int used_threads = 1;
-#endif
+    int used_threads = bench_threads();
     printf("{\"impl\": \"dit\", \"model\": \"%s\", \"input_size\": %d, \"in_channels\": %d, \"batch\": %d, "
            "\"threads\": %d, \"seconds_per_step\": %.6f, \"seconds_min\": %.6f, \"repeats\": %d, \"gmacs_forward\": %.4f, "
            "\"gflop_step\": %.4f, \"gflops_per_second\": %.3f, \"params\": %lld, \"peak_rss_mb\": %.1f, \"loss\": %.6g}\n",

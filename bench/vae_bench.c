@@ -32,17 +32,8 @@ int main(int argc, char **argv) {
         fprintf(stderr, "vae_bench: --latent, --batch and --repeats must be positive\n");
         return 2;
     }
-    if (threads > 0) {
-#ifdef _OPENMP
-        omp_set_num_threads(threads);
-#endif
-        openblas_set_num_threads(threads);
-    }
-#ifdef _OPENMP
-    threads = omp_get_max_threads();
-#else
-    threads = 1;
-#endif
+    bench_set_threads(threads);
+    threads = bench_threads();
     dit_vae_config cfg;
     dit_vae_config_sd(&cfg);
     double t0 = bench_now_seconds();

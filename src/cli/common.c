@@ -12,6 +12,7 @@
 
 #include "cli/cli.h"
 #include "base/error.h"
+#include "base/threads.h"
 #include "io/tensors.h"
 
 int cli_fail(void) {
@@ -72,13 +73,7 @@ void cli_set_threads(int n) {
     openblas_set_num_threads(n);
 }
 
-int cli_threads(void) {
-#ifdef _OPENMP
-    return omp_get_max_threads();
-#else
-    return 1;
-#endif
-}
+int cli_threads(void) { return dit_max_threads(); }
 
 float *cli_read_npy_floats(const char *path, const char *what, int *ndim, int64_t shape[8], int64_t *count) {
     npy_array a;

@@ -12,6 +12,7 @@
 
 #include "base/error.h"
 #include "eval/metrics.h"
+#include "base/threads.h"
 
 // LAPACK (Fortran ABI, as exported by OpenBLAS): symmetric eigenvalues (and vectors), divide and conquer.
 void dsyevd_(const char *jobz, const char *uplo, const int *n, double *a, const int *lda, double *w, double *work,
@@ -412,21 +413,13 @@ static int thread_index(void) {
 #endif
 }
 
-static int thread_count(void) {
-#ifdef _OPENMP
-    return omp_get_max_threads();
-#else
-    return 1;
-#endif
-}
-
 // radius[i] = the (k+1)-th smallest distance from i over the set, i itself included (ADM: np.partition, then
 // column k of the partitioned row).
 static void radii_of(float *radii, const feature_set *f, int k) {
     const int64_t tiles = (f->count + ROW_TILE - 1) / ROW_TILE;
     const int keep = k + 1;
-    float *dist = dit_malloc((size_t)thread_count() * ROW_TILE * COL_TILE * sizeof *dist);
-    float *best = dit_malloc((size_t)thread_count() * ROW_TILE * keep * sizeof *best);
+    float *dist = dit_malloc((size_t)dit_max_threads() * ROW_TILE * COL_TILE * sizeof *dist);
+    float *best = dit_malloc((size_t)dit_max_threads() * ROW_TILE * keep * sizeof *best);
     #pragma omp parallel for schedule(dynamic, 1)
     for (int64_t t = 0; t < tiles; t++) {
         float *d = dist + (size_t)thread_index() * ROW_TILE * COL_TILE;
@@ -489,7 +482,7 @@ dit_status dit_precision_recall(const float *ref, int64_t n_ref, const float *sa
     radii_of(radii_b, &b, k);
 
     // Rows are the reference (ADM's features_1), columns the samples, as evaluate_pr lays out its blocks.
-    const int threads = thread_count();
+    const int threads = dit_max_threads();
     unsigned char *ref_in = dit_calloc((size_t)n_ref, 1);
     unsigned char *sample_in = dit_calloc((size_t)threads * n_samples, 1);   // one row of flags per thread
     float *dist = dit_malloc((size_t)threads * ROW_TILE * COL_TILE * sizeof *dist);

@@ -4,21 +4,11 @@
 // PyTorch reference's autograd in tests/test_backward.c).
 #include <string.h>
 #include <time.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 #include "base/error.h"
+#include "base/threads.h"
 #include "models/dit_model.h"
 #include "ops/ops.h"
-
-static int max_threads(void) {
-#ifdef _OPENMP
-    return omp_get_max_threads();
-#else
-    return 1;
-#endif
-}
 
 static int imax(int a, int b) { return a > b ? a : b; }
 
@@ -78,7 +68,7 @@ void dit_train_activations_free(dit_train_activations *a) {
 
 // One score scratch serves both passes: the backward's two T x T blocks per thread cover the forward's one.
 static void ensure_scores(const dit_model *m, dit_train_activations *a) {
-    const int threads = max_threads();
+    const int threads = dit_max_threads();
     if (a->scores_threads < threads) {
         free(a->scores);
         a->scores = floats(attention_backward_scratch_floats(dit_config_tokens(&m->cfg), threads));

@@ -2,21 +2,11 @@
 // patchify + pos_embed, c = t_emb + y_emb, N adaLN-Zero blocks, final layer, unpatchify.
 // Classifier-free guidance exactly as the reference forward_with_cfg (§1.10).
 #include <string.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 #include "base/error.h"
+#include "base/threads.h"
 #include "models/dit_model.h"
 #include "ops/ops.h"
-
-static int max_threads(void) {
-#ifdef _OPENMP
-    return omp_get_max_threads();
-#else
-    return 1;
-#endif
-}
 
 static int imax(int a, int b) { return a > b ? a : b; }
 
@@ -24,7 +14,7 @@ static int imax(int a, int b) { return a > b ? a : b; }
 static void ensure_activations(dit_model *m, int B) {
     dit_activations *a = &m->acts;
     const dit_config *c = &m->cfg;
-    const int threads = max_threads();
+    const int threads = dit_max_threads();
     const int64_t T = dit_config_tokens(c), D = c->hidden_size, M = m->mlp_hidden;
     if (a->capacity < B) {
         const int P = c->patch_size;
