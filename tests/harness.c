@@ -158,3 +158,25 @@ float *test_random_floats(uint32_t *state, size_t n, float scale) {
     for (size_t i = 0; i < n; i++) p[i] = scale * test_uniform(state);
     return p;
 }
+
+int test_fd_check(const char *what, test_loss_fn loss, void *ctx, float *input, const float *analytic, int64_t n,
+                  double h, double rel_tol) {
+    double worst = 0, scale = 0;
+    int64_t worst_i = 0;
+    for (int64_t i = 0; i < n; i++) scale = fmax(scale, fabs(analytic[i]));
+    for (int64_t i = 0; i < n; i++) {
+        const float v = input[i];
+        const float vp = (float)(v + h), vm = (float)(v - h);
+        input[i] = vp;
+        double lp = loss(ctx);
+        input[i] = vm;
+        double lm = loss(ctx);
+        input[i] = v;
+        double fd = (lp - lm) / ((double)vp - (double)vm);
+        double err = fabs(fd - analytic[i]);
+        if (err > worst) worst = err, worst_i = i;
+    }
+    return CHECK(scale > 0 && worst <= rel_tol * scale,
+                 "%s vs finite differences: worst |fd - analytic| %.3g at %lld (max |grad| %.3g, bound %.0e rel)",
+                 what, worst, (long long)worst_i, scale, rel_tol);
+}

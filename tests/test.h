@@ -22,6 +22,13 @@ int test_close_at(const char *file, int line, const char *what, const float *got
 float test_uniform(uint32_t *state);
 float *test_random_floats(uint32_t *state, size_t n, float scale);
 
+// Finite-difference check of an analytic gradient: central differences of the scalar loss(ctx) over every
+// element of input (the step taken is (float)(v +- h) - v, exact in float32), compared with analytic;
+// passes when the worst |fd - analytic| <= rel_tol * max |analytic|. Prints what, the worst error, its index.
+typedef double (*test_loss_fn)(void *ctx);
+int test_fd_check(const char *what, test_loss_fn loss, void *ctx, float *input, const float *analytic, int64_t n,
+                  double h, double rel_tol);
+
 // Path of a file of the repository (DIT_ROOT or cwd), e.g. the shipped models/.
 const char *repo_path(const char *name);
 // Path of a golden file: tests/golden/<name> relative to the repository root (DIT_ROOT or cwd).

@@ -35,27 +35,10 @@ static double now_seconds(void) {
 #define FD_H 1e-2
 #define FD_REL_TOL 1e-3
 
-typedef double (*loss_fn)(void *ctx);
+typedef test_loss_fn loss_fn;
 
 static void fd_check(const char *what, loss_fn loss, void *ctx, float *input, const float *analytic, int64_t n) {
-    double worst = 0, scale = 0;
-    int64_t worst_i = 0;
-    for (int64_t i = 0; i < n; i++) scale = fmax(scale, fabs(analytic[i]));
-    for (int64_t i = 0; i < n; i++) {
-        const float v = input[i];
-        const float vp = (float)(v + FD_H), vm = (float)(v - FD_H);
-        input[i] = vp;
-        double lp = loss(ctx);
-        input[i] = vm;
-        double lm = loss(ctx);
-        input[i] = v;
-        double fd = (lp - lm) / ((double)vp - (double)vm);
-        double err = fabs(fd - analytic[i]);
-        if (err > worst) worst = err, worst_i = i;
-    }
-    CHECK(scale > 0 && worst <= FD_REL_TOL * scale,
-          "%s vs finite differences: worst |fd - analytic| %.3g at %lld (max |grad| %.3g, bound %.0e rel)", what,
-          worst, (long long)worst_i, scale, FD_REL_TOL);
+    test_fd_check(what, loss, ctx, input, analytic, n, FD_H, FD_REL_TOL);
 }
 
 // ---- conv2d_backward --------------------------------------------------------------------------------------
