@@ -11,6 +11,8 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 
+#include "io/tensors.h"
+
 #include "test.h"
 
 static int checks_passed, checks_failed;
@@ -179,4 +181,32 @@ int test_fd_check(const char *what, test_loss_fn loss, void *ctx, float *input, 
     return CHECK(scale > 0 && worst <= rel_tol * scale,
                  "%s vs finite differences: worst |fd - analytic| %.3g at %lld (max |grad| %.3g, bound %.0e rel)",
                  what, worst, (long long)worst_i, scale, rel_tol);
+}
+
+double *golden_read_doubles(const char *name, int64_t *count) {
+    npy_array a;
+    if (npy_read(golden_path(name), &a) != DIT_OK) {
+        CHECK(0, "read %s: %s", name, dit_last_error());
+        return NULL;
+    }
+    int64_t n = 1;
+    for (int i = 0; i < a.ndim; i++) n *= a.shape[i];
+    double *out = malloc((n ? n : 1) * sizeof(double));
+    for (int64_t i = 0; i < n; i++) {
+        switch (a.dtype) {
+        case DT_F32: out[i] = ((const float *)a.data)[i]; break;
+        case DT_F64: out[i] = ((const double *)a.data)[i]; break;
+        case DT_I64: out[i] = (double)((const int64_t *)a.data)[i]; break;
+        default: out[i] = NAN; break;
+        }
+    }
+    npy_free(&a);
+    *count = n;
+    return out;
+}
+
+float *doubles_to_floats(const double *v, int64_t n) {
+    float *f = malloc((n ? n : 1) * sizeof(float));
+    for (int64_t i = 0; i < n; i++) f[i] = (float)v[i];
+    return f;
 }

@@ -29,6 +29,11 @@ typedef double (*test_loss_fn)(void *ctx);
 int test_fd_check(const char *what, test_loss_fn loss, void *ctx, float *input, const float *analytic, int64_t n,
                   double h, double rel_tol);
 
+// A golden .npy (float32, float64 or int64) as doubles; NULL after a failed check when unreadable.
+double *golden_read_doubles(const char *name, int64_t *count);
+// n doubles narrowed to a new float array.
+float *doubles_to_floats(const double *v, int64_t n);
+
 // Path of a file of the repository (DIT_ROOT or cwd), e.g. the shipped models/.
 const char *repo_path(const char *name);
 // Path of a golden file: tests/golden/<name> relative to the repository root (DIT_ROOT or cwd).

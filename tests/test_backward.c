@@ -219,34 +219,6 @@ static const grad_config grad_configs[] = {   // = tests/golden/dit/configs.json
              .mlp_ratio = 4.0f, .num_classes = 7, .class_dropout_prob = 0.1f, .learn_sigma = 0}, 2, 2},
 };
 
-// Any .npy as doubles (float32, float64 and int64 files are used here).
-static double *read_npy_doubles(const char *name, int64_t *count) {
-    npy_array a;
-    if (npy_read(golden_path(name), &a) != DIT_OK) {
-        CHECK(0, "read %s: %s", name, dit_last_error());
-        return NULL;
-    }
-    int64_t n = 1;
-    for (int i = 0; i < a.ndim; i++) n *= a.shape[i];
-    double *out = malloc((n ? n : 1) * sizeof(double));
-    for (int64_t i = 0; i < n; i++) {
-        switch (a.dtype) {
-        case DT_F32: out[i] = ((const float *)a.data)[i]; break;
-        case DT_F64: out[i] = ((const double *)a.data)[i]; break;
-        case DT_I64: out[i] = (double)((const int64_t *)a.data)[i]; break;
-        default: out[i] = NAN; break;
-        }
-    }
-    npy_free(&a);
-    *count = n;
-    return out;
-}
-
-static float *to_floats(const double *v, int64_t n) {
-    float *f = malloc((n ? n : 1) * sizeof(float));
-    for (int64_t i = 0; i < n; i++) f[i] = (float)v[i];
-    return f;
-}
 
 static double model_loss(dit_model *m, dit_train_activations *a, const float *x, const float *t, const int *y,
                          const float *R, float *out, int64_t n_out) {
@@ -293,27 +265,27 @@ static void test_model_gradients(const grad_config *gc) {
     const int64_t n_out = (int64_t)B * OUT * S * S;
     int64_t nx, nt, ny, nr, n_stats, n_idx, n_sample, n_full;
     snprintf(path, sizeof path, "dit/%s_x.npy", gc->name);
-    double *xd = read_npy_doubles(path, &nx);
+    double *xd = golden_read_doubles(path, &nx);
     snprintf(path, sizeof path, "dit/%s_t.npy", gc->name);
-    double *td = read_npy_doubles(path, &nt);
+    double *td = golden_read_doubles(path, &nt);
     snprintf(path, sizeof path, "dit/%s_y.npy", gc->name);
-    double *yd = read_npy_doubles(path, &ny);
+    double *yd = golden_read_doubles(path, &ny);
     snprintf(path, sizeof path, "grad/%s_R.npy", gc->name);
-    double *Rd = read_npy_doubles(path, &nr);
+    double *Rd = golden_read_doubles(path, &nr);
     snprintf(path, sizeof path, "grad/%s_stats.npy", gc->name);
-    double *stats = read_npy_doubles(path, &n_stats);
+    double *stats = golden_read_doubles(path, &n_stats);
     snprintf(path, sizeof path, "grad/%s_sample_idx.npy", gc->name);
-    double *idx = read_npy_doubles(path, &n_idx);
+    double *idx = golden_read_doubles(path, &n_idx);
     snprintf(path, sizeof path, "grad/%s_sample.npy", gc->name);
-    double *sample = read_npy_doubles(path, &n_sample);
+    double *sample = golden_read_doubles(path, &n_sample);
     snprintf(path, sizeof path, "grad/%s_full.npy", gc->name);
-    double *full = read_npy_doubles(path, &n_full);
+    double *full = golden_read_doubles(path, &n_full);
     if (!xd || !td || !yd || !Rd || !stats || !idx || !sample || !full || nt != B || ny != B || nr != n_out ||
         n_stats != 3 * m->num_params || n_idx != n_sample) {
         CHECK(0, "%s: golden gradient files have the expected sizes", gc->name);
         goto done;
     }
-    float *x = to_floats(xd, nx), *t = to_floats(td, nt), *R = to_floats(Rd, nr);
+    float *x = doubles_to_floats(xd, nx), *t = doubles_to_floats(td, nt), *R = doubles_to_floats(Rd, nr);
     int *y = malloc(B * sizeof(int));
     for (int b = 0; b < B; b++) y[b] = (int)yd[b];
     float *out = malloc(n_out * sizeof(float)), *out_inf = malloc(n_out * sizeof(float));
@@ -386,7 +358,7 @@ static void test_model_gradients(const grad_config *gc) {
     cJSON_ArrayForEach(nm, names) {
         const param_entry *e = dit_param_find(m, nm->valuestring);
         if (!CHECK(e && pos + (int64_t)e->numel <= n_full, "%s: full tensor %s", gc->name, nm->valuestring)) break;
-        float *want = to_floats(full + pos, (int64_t)e->numel);
+        float *want = doubles_to_floats(full + pos, (int64_t)e->numel);
         double mx = 0;
         for (size_t i = 0; i < e->numel; i++) mx = fmax(mx, fabs(want[i]));
         snprintf(what, sizeof what, "%s: grad %s (%zu floats) vs reference, atol %.0e * max|g| = %.2g", gc->name,

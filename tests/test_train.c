@@ -15,33 +15,6 @@
 #include "test.h"
 #include "train/train.h"
 
-static double *read_doubles(const char *name, int64_t *count) {
-    npy_array a;
-    if (npy_read(golden_path(name), &a) != DIT_OK) {
-        CHECK(0, "read %s: %s", name, dit_last_error());
-        return NULL;
-    }
-    int64_t n = 1;
-    for (int i = 0; i < a.ndim; i++) n *= a.shape[i];
-    double *out = malloc((n ? n : 1) * sizeof(double));
-    for (int64_t i = 0; i < n; i++) {
-        switch (a.dtype) {
-        case DT_F32: out[i] = ((const float *)a.data)[i]; break;
-        case DT_F64: out[i] = ((const double *)a.data)[i]; break;
-        case DT_I64: out[i] = (double)((const int64_t *)a.data)[i]; break;
-        default: out[i] = NAN; break;
-        }
-    }
-    npy_free(&a);
-    *count = n;
-    return out;
-}
-static float *as_floats(const double *v, int64_t n) {
-    float *f = malloc((n ? n : 1) * sizeof(float));
-    for (int64_t i = 0; i < n; i++) f[i] = (float)v[i];
-    return f;
-}
-
 static const dit_config tiny = {.input_size = 8, .patch_size = 2, .in_channels = 4, .hidden_size = 64, .depth = 2,
                                 .num_heads = 4, .mlp_ratio = 4.0f, .num_classes = 10, .class_dropout_prob = 0.1f,
                                 .learn_sigma = 1};
@@ -50,19 +23,19 @@ static const dit_config tiny = {.input_size = 8, .patch_size = 2, .in_channels =
 
 static void test_loss_golden(void) {
     int64_t nx, nn, nt, ny, nterms, ndout, nstats, nidx, nsample;
-    double *x0d = read_doubles("train/loss_x0.npy", &nx), *nd = read_doubles("train/loss_noise.npy", &nn);
-    double *td = read_doubles("train/loss_t.npy", &nt), *yd = read_doubles("train/loss_y.npy", &ny);
-    double *terms = read_doubles("train/loss_terms.npy", &nterms), *doutd = read_doubles("train/loss_dout.npy", &ndout);
-    double *stats = read_doubles("train/loss_grad_stats.npy", &nstats);
-    double *idx = read_doubles("train/loss_grad_sample_idx.npy", &nidx);
-    double *sample = read_doubles("train/loss_grad_sample.npy", &nsample);
+    double *x0d = golden_read_doubles("train/loss_x0.npy", &nx), *nd = golden_read_doubles("train/loss_noise.npy", &nn);
+    double *td = golden_read_doubles("train/loss_t.npy", &nt), *yd = golden_read_doubles("train/loss_y.npy", &ny);
+    double *terms = golden_read_doubles("train/loss_terms.npy", &nterms), *doutd = golden_read_doubles("train/loss_dout.npy", &ndout);
+    double *stats = golden_read_doubles("train/loss_grad_stats.npy", &nstats);
+    double *idx = golden_read_doubles("train/loss_grad_sample_idx.npy", &nidx);
+    double *sample = golden_read_doubles("train/loss_grad_sample.npy", &nsample);
     if (!x0d || !nd || !td || !yd || !terms || !doutd || !stats || !idx || !sample) goto done;
     const int B = (int)nt, C = 4, HW = 64;
     dit_model *m = dit_model_synthetic(&tiny, 1);
     diffusion d;
     diffusion_options opt = {.learn_sigma = 1};
     DIT_CHECK(diffusion_init(&d, &opt) == DIT_OK);
-    float *x0 = as_floats(x0d, nx), *noise = as_floats(nd, nn), *want_dout = as_floats(doutd, ndout);
+    float *x0 = doubles_to_floats(x0d, nx), *noise = doubles_to_floats(nd, nn), *want_dout = doubles_to_floats(doutd, ndout);
     int t[8], y[8];
     float tf[8];
     for (int b = 0; b < B; b++) t[b] = (int)td[b], tf[b] = (float)td[b], y[b] = (int)yd[b];
@@ -129,16 +102,16 @@ done:
 
 static void test_vb_float64(void) {
     int64_t n0, nxt, ne, nv, nt, nb, ndv;
-    double *x0 = read_doubles("train/vb_x0.npy", &n0), *xt = read_doubles("train/vb_x_t.npy", &nxt);
-    double *eps = read_doubles("train/vb_eps.npy", &ne), *v = read_doubles("train/vb_v.npy", &nv);
-    double *t = read_doubles("train/vb_t.npy", &nt), *bits = read_doubles("train/vb_bits.npy", &nb);
-    double *dv = read_doubles("train/vb_dv.npy", &ndv);
+    double *x0 = golden_read_doubles("train/vb_x0.npy", &n0), *xt = golden_read_doubles("train/vb_x_t.npy", &nxt);
+    double *eps = golden_read_doubles("train/vb_eps.npy", &ne), *v = golden_read_doubles("train/vb_v.npy", &nv);
+    double *t = golden_read_doubles("train/vb_t.npy", &nt), *bits = golden_read_doubles("train/vb_bits.npy", &nb);
+    double *dv = golden_read_doubles("train/vb_dv.npy", &ndv);
     if (x0 && xt && eps && v && t && bits && dv) {
         diffusion d;
         diffusion_options opt = {.learn_sigma = 1};
         DIT_CHECK(diffusion_init(&d, &opt) == DIT_OK);
         const int64_t n = n0 / nt;
-        float *fx0 = as_floats(x0, n0), *fxt = as_floats(xt, nxt), *fe = as_floats(eps, ne), *fv = as_floats(v, nv);
+        float *fx0 = doubles_to_floats(x0, n0), *fxt = doubles_to_floats(xt, nxt), *fe = doubles_to_floats(eps, ne), *fv = doubles_to_floats(v, nv);
         float *got_dv = malloc(n * sizeof(float));
         double worst = 0, worst_dv = 0;
         for (int i = 0; i < nt; i++) {
@@ -167,17 +140,17 @@ static void test_vb_float64(void) {
 
 static void test_adamw(void) {
     int64_t np0, ng, npar, nm, nv;
-    double *p0 = read_doubles("train/adamw_p0.npy", &np0), *g = read_doubles("train/adamw_grads.npy", &ng);
-    double *want = read_doubles("train/adamw_params.npy", &npar), *wm = read_doubles("train/adamw_m.npy", &nm);
-    double *wv = read_doubles("train/adamw_v.npy", &nv);
+    double *p0 = golden_read_doubles("train/adamw_p0.npy", &np0), *g = golden_read_doubles("train/adamw_grads.npy", &ng);
+    double *want = golden_read_doubles("train/adamw_params.npy", &npar), *wm = golden_read_doubles("train/adamw_m.npy", &nm);
+    double *wv = golden_read_doubles("train/adamw_v.npy", &nv);
     if (p0 && g && want && wm && wv) {
         const int n = (int)np0, steps = (int)(ng / np0);
         train_hparams hp;
         train_hparams_default(&hp);
         hp.weight_decay = 0.05;
-        float *p = as_floats(p0, n), *m = calloc(n, sizeof(float)), *v = calloc(n, sizeof(float));
+        float *p = doubles_to_floats(p0, n), *m = calloc(n, sizeof(float)), *v = calloc(n, sizeof(float));
         for (int s = 0; s < steps; s++) {
-            float *gs = as_floats(g + s * n, n), *ws = as_floats(want + s * n, n);
+            float *gs = doubles_to_floats(g + s * n, n), *ws = doubles_to_floats(want + s * n, n);
             train_adamw_update(p, gs, m, v, n, &hp, 1e-3, s + 1);
             char what[128];
             snprintf(what, sizeof what, "AdamW step %d (lr 1e-3, wd 0.05) vs torch.optim.AdamW", s + 1);
@@ -185,7 +158,7 @@ static void test_adamw(void) {
             CHECK_CLOSE(what, p, ws, n, 0, 2.4e-7);
             free(gs), free(ws);
         }
-        float *fm = as_floats(wm, n), *fv = as_floats(wv, n);
+        float *fm = doubles_to_floats(wm, n), *fv = doubles_to_floats(wv, n);
         CHECK_CLOSE("AdamW exp_avg after 3 steps", m, fm, n, 0, 2.4e-7);
         CHECK_CLOSE("AdamW exp_avg_sq after 3 steps", v, fv, n, 0, 2.4e-7);
         free(p), free(m), free(v), free(fm), free(fv);
