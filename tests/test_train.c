@@ -496,7 +496,7 @@ static void test_cli(const char *images) {
         {"train --data fashion-mnist --steps 1 --epochs 1", "not both"},
         {"train --data fashion-mnist --steps 1 --bogus", "unknown option"},
         {"train --resume /nonexistent/run", "resume"},
-        {"train --resume x --lr 1e-3", "--resume"},
+        {"train --resume x --depth 4", "--resume"},
         {"cache-latents --data x", "required"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
@@ -524,6 +524,14 @@ static void test_cli(const char *images) {
     rc = run_command(cmd, &out);
     CHECK(rc == 0, "run folder: log.jsonl (2 lines), loss.svg, samples/0000004.png, checkpoints + latest; dit sample "
           "reads the checkpoint%s%s", rc ? ": " : "", rc && out ? out : "");
+    free(out);
+    // resuming with --lr changes the rate from the checkpoint on, and the next checkpoint records it
+    snprintf(cmd, sizeof cmd, "(%s train --resume %s --steps 6 --lr 5e-4 -t 1 && %s train --resume %s --steps 8 -t 1)",
+             bin, run, bin, run);
+    rc = run_command(cmd, &out);
+    CHECK(rc == 0 && out && strstr(out, "--lr 0.0005 replaces the recorded 0.0001 from step 4 on") &&
+          strstr(out, "at step 6") && strstr(out, "lr 0.0005,"), "resume --lr: new rate used and recorded%s%s",
+          rc ? ": " : "", out ? out : "");
     free(out);
 }
 

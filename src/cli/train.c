@@ -41,7 +41,8 @@ static void print_help(void) {
            "  --ckpt-every N (1000) --keep K (3)  --log-every N (100)\n"
            "  --sample-every N      a labelled grid of EMA samples (pixel models) every N steps (0 = off)\n"
            "  --sample-steps N (50 DDIM)  --sample-cfg S (4 with a null class)\n"
-           "  --resume DIR          continue a run bit-identically (its model and hyper-parameters)\n"
+           "  --resume DIR          continue a run bit-identically (its model and hyper-parameters;\n"
+           "                        --lr X / --ema X given with it change those from the checkpoint on)\n"
            "  -t, --threads N\n");
 }
 
@@ -202,6 +203,7 @@ int cmd_train(int argc, char **argv) {
     int image_size = 0, depth = 6, hidden = 256, heads = 0, patch = 4, in_channels = 0, num_classes = 0;
     int learn_sigma = 1, steps = 0, epochs = 0, ckpt_every = 1000, keep = 3, log_every = 100, sample_every = 0;
     int sample_steps = 50, threads = 0, seed = 0, no_flip = 0, model_flags = 0, hparam_flags = 0;
+    int lr_set = 0, ema_set = 0;   // the two settings a resumed run may change (e.g. to anneal)
     float class_dropout = 0.1f, sample_cfg = 4.0f, f;
     train_hparams hp;
     train_hparams_default(&hp);
@@ -240,7 +242,7 @@ int cmd_train(int argc, char **argv) {
         } else if (!r && FLAG(NULL, "--batch")) {
             INT("--batch", 1, 65536, &hp.batch); hparam_flags++;
         } else if (!r && FLAG(NULL, "--lr")) {
-            FLT("--lr", hp.lr); hparam_flags++;
+            FLT("--lr", hp.lr); lr_set = 1;
             hp.lr = strtod(value, NULL);   // keep the decimal value exactly as Python would
         } else if (!r && FLAG(NULL, "--weight-decay")) {
             FLT("--weight-decay", hp.weight_decay); hparam_flags++;
@@ -251,7 +253,7 @@ int cmd_train(int argc, char **argv) {
         } else if (!r && FLAG(NULL, "--warmup")) {
             INT("--warmup", 0, 1 << 30, &hp.warmup); hparam_flags++;
         } else if (!r && FLAG(NULL, "--ema")) {
-            FLT("--ema", hp.ema_decay); hparam_flags++;
+            FLT("--ema", hp.ema_decay); ema_set = 1;
             hp.ema_decay = strtod(value, NULL);
         } else if (!r && FLAG(NULL, "--steps")) {
             INT("--steps", 1, 2000000000, &steps);
@@ -288,7 +290,8 @@ int cmd_train(int argc, char **argv) {
     if (steps && epochs) return cli_usage_error("train: give --steps or --epochs, not both");
     if (resume && (model_flags || hparam_flags))
         return cli_usage_error("train: --resume continues the recorded run: model and optimisation flags come from "
-                               "its checkpoint (allowed: --steps/--epochs, --data, -o, -t, --*-every, --keep)");
+                               "its checkpoint (allowed: --steps/--epochs, --data, -o, -t, --*-every, --keep, and "
+                               "--lr/--ema to change them from the checkpoint on)");
     if (!resume && !data_spec) return cli_usage_error("train: --data is required (see dit train --help)");
     if (!resume && !steps && !epochs) return cli_usage_error("train: give --steps N or --epochs N");
     if (hp.lr <= 0 || hp.weight_decay < 0 || hp.grad_clip < 0 || hp.ema_decay < 0 || hp.ema_decay > 1)
@@ -318,6 +321,16 @@ int cmd_train(int argc, char **argv) {
         }
         if (train_data_open(&data, data_spec, recorded_size)) goto fail;
         if (!(tr = checkpoint_load(ckpt_path, &data, NULL))) goto fail;
+        if (lr_set && hp.lr != tr->hp.lr) {
+            fprintf(stderr, "dit: --lr %g replaces the recorded %g from step %lld on\n", hp.lr, tr->hp.lr,
+                    (long long)tr->step);
+            tr->hp.lr = hp.lr;
+        }
+        if (ema_set && hp.ema_decay != tr->hp.ema_decay) {
+            fprintf(stderr, "dit: --ema %g replaces the recorded %g from step %lld on\n", hp.ema_decay,
+                    tr->hp.ema_decay, (long long)tr->step);
+            tr->hp.ema_decay = hp.ema_decay;
+        }
         if (out_dir) snprintf(run_dir, sizeof run_dir, "%s", out_dir);
         else {
             // DIR, DIR/checkpoints or DIR/checkpoints/NNN.safetensors -> DIR
