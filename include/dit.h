@@ -53,6 +53,7 @@ typedef struct dit_model dit_model;
 typedef struct dit_load_options {
     int num_heads;
     int input_size;   // latent side (image size / 8 for SD latents)
+    int skip_ema;     // 1: a checkpoint's trained weights ("model." or unprefixed), not its "ema." copy
 } dit_load_options;
 
 // Load a model from any supported file: official .pt (raw state_dict or train.py dict, whose "ema" wins),

@@ -401,6 +401,11 @@ static void test_resume(const train_data *data) {
               memcmp(m->params, half->model->params, m->total_floats * sizeof(float)),
           "dit_model_load of a training checkpoint gives its EMA weights");
     dit_model_free(m);
+    dit_load_options no_ema = {.skip_ema = 1};
+    m = dit_model_load(saved, &no_ema);
+    CHECK(m && half && !memcmp(m->params, half->model->params, m->total_floats * sizeof(float)),
+          "with skip_ema (--no-ema) it gives the trained weights");
+    dit_model_free(m);
     trainer_free(half);
     // keep K: save three more, only the newest 2 remain
     trainer *k = checkpoint_load(saved, data, NULL);

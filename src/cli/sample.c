@@ -19,6 +19,7 @@ static void print_help(void) {
     printf("usage: dit sample -m FILE [options]\n"
            "\n"
            "  -m, --model FILE        model file (.pt / .safetensors, any supported layout)\n"
+           "  --no-ema                a training checkpoint's trained weights instead of its EMA\n"
            "  --vae FILE              SD VAE (diffusers or CompVis layout) to decode a latent model's samples\n"
            "  --vae-tile N            decode in tiles of N x N latent pixels (for large images)\n"
            "  --class C               class label; repeat, or give a comma list (default: the reference\n"
@@ -86,7 +87,7 @@ int cmd_sample(int argc, char **argv) {
     const char *model_path = NULL, *grid_path = NULL, *out_dir = NULL, *npz_path = NULL, *noise_path = NULL;
     const char *latents_path = NULL, *sampler_name = "ddpm", *vae_path = NULL, *value;
     int *labels = NULL, num_labels = 0, per_class = 0, steps = 0, threads = 0, batch = 16, heads = 0;
-    int image_size = 0, guide_all = 0, seed = 0, vae_tile = 0;
+    int image_size = 0, guide_all = 0, seed = 0, vae_tile = 0, skip_ema = 0;
     float cfg_scale = 4.0f, eta = 0.0f;
     for (int i = 1; i < argc; i++) {
         int r = 0;
@@ -97,6 +98,8 @@ int cmd_sample(int argc, char **argv) {
             return 0;
         } else if (!strcmp(argv[i], "--cfg-all-channels")) {
             guide_all = 1;
+        } else if (!strcmp(argv[i], "--no-ema")) {
+            skip_ema = 1;
         } else if (FLAG("-m", "--model")) {
             model_path = value;
         } else if (!r && FLAG(NULL, "--vae")) {
@@ -170,7 +173,7 @@ int cmd_sample(int argc, char **argv) {
     char **row_labels = NULL;
     int rows = 0;
     diffusion diff = {0};
-    dit_load_options opts = {.num_heads = heads, .input_size = image_size / 8};
+    dit_load_options opts = {.num_heads = heads, .input_size = image_size / 8, .skip_ema = skip_ema};
     dit_model *m = dit_model_load(model_path, &opts);
     if (!m) goto fail;
     const dit_config *c = dit_model_config(m);

@@ -63,10 +63,11 @@ static dit_status copy_tensor(const char *path, const tensor_view *t, const para
 
 // ---- which layout and prefix -------------------------------------------------------------------
 
-static int detect_source(const tensor_file *f, key_source *src) {
+static int detect_source(const tensor_file *f, int skip_ema, key_source *src) {
     // train.py checkpoints hold "model" and "ema": sampling uses the EMA weights, as find_model does.
     static const char *const prefixes[] = {"ema.", "", "model.", "module.", "model.module.", "state_dict.", "ema.module."};
     for (size_t i = 0; i < sizeof prefixes / sizeof prefixes[0]; i++) {
+        if (skip_ema && !strncmp(prefixes[i], "ema.", 4)) continue;
         key_source s = {f, prefixes[i], LAYOUT_OFFICIAL};
         if (find_key(&s, "x_embedder.proj.weight")) { *src = s; return 1; }
         s.layout = LAYOUT_DIFFUSERS;
@@ -294,9 +295,10 @@ dit_model *dit_model_load(const char *path, const dit_load_options *opts) {
     key_source src;
     dit_config cfg;
     const char *own_config = tensor_file_meta(&file, "dit.config");
-    if (!detect_source(&file, &src)) {
+    const int skip_ema = opts && opts->skip_ema;
+    if (!detect_source(&file, skip_ema, &src)) {
         dit_set_error("%s: no DiT weights found (looked for x_embedder.proj.weight or the diffusers pos_embed.proj.weight, "
-                      "also under ema., model., module.)", path);
+                      "also under %smodel., module.)", path, skip_ema ? "" : "ema., ");
         goto done;
     }
     if (own_config ? config_from_metadata(path, own_config, &cfg) : infer_config(path, &src, opts, &cfg)) goto done;
