@@ -32,45 +32,34 @@ static void print_epoch(void *ctx, const classifier_epoch_stats *st) {
 }
 
 int cmd_train_classifier(int argc, char **argv) {
-    const char *data = "fashion-mnist", *output = "models/fmnist-classifier.safetensors", *v;
+    const char *data = "fashion-mnist", *output = "models/fmnist-classifier.safetensors";
     classifier_train_options o;
     classifier_train_options_default(&o);
     int threads = 0, f32 = 0, seed = 0;
     float f;
-    for (int i = 1; i < argc; i++) {
-        int r;
-        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+    for (cli_args a = {.argc = argc, .argv = argv, .i = 1}; a.i < argc; a.i++) {
+        const char *arg = argv[a.i];
+        if (!strcmp(arg, "-h") || !strcmp(arg, "--help")) {
             print_help();
             return 0;
-        } else if ((r = cli_flag_value(argc, argv, &i, NULL, "--data", &data))) {
-            if (r < 0) return 2;
-        } else if ((r = cli_flag_value(argc, argv, &i, "-o", "--output", &output))) {
-            if (r < 0) return 2;
-        } else if ((r = cli_flag_value(argc, argv, &i, NULL, "--epochs", &v))) {
-            if (r < 0 || !cli_parse_int("--epochs", v, 1, 1000, &o.epochs)) return 2;
-        } else if ((r = cli_flag_value(argc, argv, &i, NULL, "--batch", &v))) {
-            if (r < 0 || !cli_parse_int("--batch", v, 1, 65536, &o.batch)) return 2;
-        } else if ((r = cli_flag_value(argc, argv, &i, NULL, "--shift", &v))) {
-            if (r < 0 || !cli_parse_int("--shift", v, 0, 8, &o.shift)) return 2;
-        } else if ((r = cli_flag_value(argc, argv, &i, NULL, "--seed", &v))) {
-            if (r < 0 || !cli_parse_int("--seed", v, 0, 2147483647, &seed)) return 2;
-        } else if ((r = cli_flag_value(argc, argv, &i, "-t", "--threads", &v))) {
-            if (r < 0 || !cli_parse_int("--threads", v, 1, 4096, &threads)) return 2;
-        } else if ((r = cli_flag_value(argc, argv, &i, NULL, "--lr", &v))) {
-            if (r < 0 || !cli_parse_float("--lr", v, &f)) return 2;
-            if (!(f > 0)) return cli_usage_error("--lr: expected a positive number, got '%s'", v);
-            o.lr = f;
-        } else if ((r = cli_flag_value(argc, argv, &i, NULL, "--weight-decay", &v))) {
-            if (r < 0 || !cli_parse_float("--weight-decay", v, &f)) return 2;
-            if (f < 0) return cli_usage_error("--weight-decay: expected a number >= 0, got '%s'", v);
-            o.weight_decay = f;
-        } else if (!strcmp(argv[i], "--no-flip")) {
-            o.hflip = 0;
-        } else if (!strcmp(argv[i], "--f32")) {
-            f32 = 1;
-        } else {
-            return cli_usage_error("train-classifier: unknown argument '%s' (see dit train-classifier --help)", argv[i]);
         }
+        if (cli_take(&a, NULL, "--data")) data = a.value;
+        else if (cli_take(&a, "-o", "--output")) output = a.value;
+        else if (cli_take_int(&a, NULL, "--epochs", 1, 1000, &o.epochs)) continue;
+        else if (cli_take_int(&a, NULL, "--batch", 1, 65536, &o.batch)) continue;
+        else if (cli_take_int(&a, NULL, "--shift", 0, 8, &o.shift)) continue;
+        else if (cli_take_int(&a, NULL, "--seed", 0, 2147483647, &seed)) continue;
+        else if (cli_take_int(&a, "-t", "--threads", 1, 4096, &threads)) continue;
+        else if (cli_take_float(&a, NULL, "--lr", &f)) {
+            if (!(f > 0)) return cli_usage_error("--lr: expected a positive number, got '%s'", a.value);
+            o.lr = f;
+        } else if (cli_take_float(&a, NULL, "--weight-decay", &f)) {
+            if (f < 0) return cli_usage_error("--weight-decay: expected a number >= 0, got '%s'", a.value);
+            o.weight_decay = f;
+        } else if (!strcmp(arg, "--no-flip")) o.hflip = 0;
+        else if (!strcmp(arg, "--f32")) f32 = 1;
+        else if (a.failed) return 2;
+        else return cli_usage_error("train-classifier: unknown argument '%s' (see dit train-classifier --help)", arg);
     }
     o.seed = (uint64_t)seed;
     cli_set_threads(threads);

@@ -19,11 +19,30 @@ int cmd_train_classifier(int argc, char **argv);
 int cli_fail(void);
 int cli_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
-// Flag matching: if argv[*i] is `short_name` or `long_name`, store the next argument in *value, advance *i
-// and return 1; a missing value is a usage error (returns -1).
-int cli_flag_value(int argc, char **argv, int *i, const char *short_name, const char *long_name, const char **value);
-int cli_parse_int(const char *flag, const char *text, int min, int max, int *out);
-int cli_parse_float(const char *flag, const char *text, float *out);
+// A cursor over the arguments for a subcommand's flag loop:
+//   for (cli_args a = {.argc = argc, .argv = argv, .i = 1}; a.i < argc; a.i++) {
+//       const char *arg = argv[a.i];
+//       if (!strcmp(arg, "--mean")) use_mean = 1;
+//       else if (cli_take(&a, "-m", "--model")) model_path = a.value;
+//       else if (cli_take_int(&a, "-t", "--threads", 1, 4096, &threads)) continue;
+//       else if (a.failed) return 2;   // the usage error is printed
+//       else return cli_usage_error("...: unknown option '%s'", arg);
+//   }
+typedef struct cli_args {
+    int argc;
+    char **argv;
+    int i;               // the argument being looked at
+    const char *value;   // the value of the flag cli_take matched last
+    int failed;          // a flag came without its value or with a bad one (the usage error is printed)
+} cli_args;
+// 1 when argv[a->i] is `short_name` or `long_name` (either may be NULL) and a value follows: a->value is set and
+// a->i moves onto it. A matching flag without its value prints the usage error, sets a->failed and returns 0;
+// once failed, every call returns 0, so the chain of `else if`s falls through to the `a.failed` check.
+int cli_take(cli_args *a, const char *short_name, const char *long_name);
+// cli_take with an integer value in [min, max] / a finite number stored in *out: a bad value prints the usage
+// error (naming long_name, else short_name), sets a->failed and returns 0.
+int cli_take_int(cli_args *a, const char *short_name, const char *long_name, int min, int max, int *out);
+int cli_take_float(cli_args *a, const char *short_name, const char *long_name, float *out);
 // Threads for OpenMP and OpenBLAS; n <= 0 keeps the default (all cores or OMP_NUM_THREADS).
 void cli_set_threads(int n);
 int cli_threads(void);

@@ -30,18 +30,7 @@ int cli_usage_error(const char *fmt, ...) {
     return 2;
 }
 
-int cli_flag_value(int argc, char **argv, int *i, const char *short_name, const char *long_name, const char **value) {
-    const char *arg = argv[*i];
-    if (!((short_name && !strcmp(arg, short_name)) || (long_name && !strcmp(arg, long_name)))) return 0;
-    if (*i + 1 >= argc) {
-        cli_usage_error("flag %s needs a value", arg);
-        return -1;
-    }
-    *value = argv[++*i];
-    return 1;
-}
-
-int cli_parse_int(const char *flag, const char *text, int min, int max, int *out) {
+static int parse_int(const char *flag, const char *text, int min, int max, int *out) {
     char *end;
     errno = 0;
     long v = strtol(text, &end, 10);
@@ -53,7 +42,7 @@ int cli_parse_int(const char *flag, const char *text, int min, int max, int *out
     return 1;
 }
 
-int cli_parse_float(const char *flag, const char *text, float *out) {
+static int parse_float(const char *flag, const char *text, float *out) {
     char *end;
     errno = 0;
     double v = strtod(text, &end);
@@ -63,6 +52,33 @@ int cli_parse_float(const char *flag, const char *text, float *out) {
     }
     *out = (float)v;
     return 1;
+}
+
+int cli_take(cli_args *a, const char *short_name, const char *long_name) {
+    if (a->failed) return 0;
+    const char *arg = a->argv[a->i];
+    if (!((short_name && !strcmp(arg, short_name)) || (long_name && !strcmp(arg, long_name)))) return 0;
+    if (a->i + 1 >= a->argc) {
+        cli_usage_error("flag %s needs a value", arg);
+        a->failed = 1;
+        return 0;
+    }
+    a->value = a->argv[++a->i];
+    return 1;
+}
+
+int cli_take_int(cli_args *a, const char *short_name, const char *long_name, int min, int max, int *out) {
+    if (!cli_take(a, short_name, long_name)) return 0;
+    if (parse_int(long_name ? long_name : short_name, a->value, min, max, out)) return 1;
+    a->failed = 1;
+    return 0;
+}
+
+int cli_take_float(cli_args *a, const char *short_name, const char *long_name, float *out) {
+    if (!cli_take(a, short_name, long_name)) return 0;
+    if (parse_float(long_name ? long_name : short_name, a->value, out)) return 1;
+    a->failed = 1;
+    return 0;
 }
 
 void cli_set_threads(int n) {

@@ -229,40 +229,32 @@ static dit_status save_stats(const char *out_path, const summary *s) {
 int cmd_eval(int argc, char **argv) {
     for (int i = 1; i < argc; i++)   // Fashion-MNIST quality has its own evaluator (src/cli/eval_fmnist.c)
         if (!strcmp(argv[i], "--fmnist")) return cmd_eval_fmnist(argc, argv);
-    const char *inception_path = NULL, *ref_path = NULL, *save_path = NULL, *samples_path = NULL, *v;
+    const char *inception_path = NULL, *ref_path = NULL, *save_path = NULL, *samples_path = NULL;
     int batch = 64, threads = 0, save_features = 0, fp16 = 1;
     dit_inception_resize resize = DIT_RESIZE_PYTORCH_FID;
-    for (int i = 1; i < argc; i++) {
-        int r;
-        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+    for (cli_args a = {.argc = argc, .argv = argv, .i = 1}; a.i < argc; a.i++) {
+        const char *arg = argv[a.i];
+        if (!strcmp(arg, "-h") || !strcmp(arg, "--help")) {
             print_help();
             return 0;
-        } else if ((r = cli_flag_value(argc, argv, &i, NULL, "--inception", &inception_path))) {
-            if (r < 0) return 2;
-        } else if ((r = cli_flag_value(argc, argv, &i, NULL, "--ref", &ref_path))) {
-            if (r < 0) return 2;
-        } else if ((r = cli_flag_value(argc, argv, &i, NULL, "--save-stats", &save_path))) {
-            if (r < 0) return 2;
-        } else if ((r = cli_flag_value(argc, argv, &i, NULL, "--batch", &v))) {
-            if (r < 0 || !cli_parse_int("--batch", v, 1, 4096, &batch)) return 2;
-        } else if ((r = cli_flag_value(argc, argv, &i, "-t", "--threads", &v))) {
-            if (r < 0 || !cli_parse_int("--threads", v, 1, 4096, &threads)) return 2;
-        } else if ((r = cli_flag_value(argc, argv, &i, NULL, "--resize", &v))) {
-            if (r < 0) return 2;
-            if (!strcmp(v, "pytorch-fid")) resize = DIT_RESIZE_PYTORCH_FID;
-            else if (!strcmp(v, "tf")) resize = DIT_RESIZE_TF_LEGACY;
-            else return cli_usage_error("--resize: expected pytorch-fid or tf, got '%s'", v);
-        } else if (!strcmp(argv[i], "--save-features")) {
-            save_features = 1;
-        } else if (!strcmp(argv[i], "--fp32-distances")) {
-            fp16 = 0;
-        } else if (argv[i][0] == '-' && argv[i][1]) {
-            return cli_usage_error("eval: unknown option '%s' (see dit eval --help)", argv[i]);
-        } else if (samples_path) {
-            return cli_usage_error("eval: one SAMPLES input expected, got '%s' and '%s'", samples_path, argv[i]);
-        } else {
-            samples_path = argv[i];
         }
+        if (cli_take(&a, NULL, "--inception")) inception_path = a.value;
+        else if (cli_take(&a, NULL, "--ref")) ref_path = a.value;
+        else if (cli_take(&a, NULL, "--save-stats")) save_path = a.value;
+        else if (cli_take_int(&a, NULL, "--batch", 1, 4096, &batch)) continue;
+        else if (cli_take_int(&a, "-t", "--threads", 1, 4096, &threads)) continue;
+        else if (cli_take(&a, NULL, "--resize")) {
+            if (!strcmp(a.value, "pytorch-fid")) resize = DIT_RESIZE_PYTORCH_FID;
+            else if (!strcmp(a.value, "tf")) resize = DIT_RESIZE_TF_LEGACY;
+            else return cli_usage_error("--resize: expected pytorch-fid or tf, got '%s'", a.value);
+        } else if (!strcmp(arg, "--save-features")) save_features = 1;
+        else if (!strcmp(arg, "--fp32-distances")) fp16 = 0;
+        else if (a.failed) return 2;
+        else if (arg[0] == '-' && arg[1])
+            return cli_usage_error("eval: unknown option '%s' (see dit eval --help)", arg);
+        else if (samples_path)
+            return cli_usage_error("eval: one SAMPLES input expected, got '%s' and '%s'", samples_path, arg);
+        else samples_path = arg;
     }
     if (!inception_path) return cli_usage_error("eval: --inception FILE is required (see docs/eval.md for the weights)");
     if (!samples_path) return cli_usage_error("eval: no SAMPLES (.npz batch or image folder) given");

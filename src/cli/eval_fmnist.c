@@ -59,38 +59,29 @@ static void shape_text(char *buf, size_t n, const tensor_view *t) {
 
 int cmd_eval_fmnist(int argc, char **argv) {
     const char *samples_path = NULL, *labels_path = NULL, *classifier_path = "models/fmnist-classifier.safetensors";
-    const char *data = "fashion-mnist", *v;
+    const char *data = "fashion-mnist";
     int per_class = 0, test_images = 0, ref_images = 10000, seed = 0, threads = 0;
-    for (int i = 1; i < argc; i++) {
-        int r;
-        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+    for (cli_args a = {.argc = argc, .argv = argv, .i = 1}; a.i < argc; a.i++) {
+        const char *arg = argv[a.i];
+        if (!strcmp(arg, "-h") || !strcmp(arg, "--help")) {
             print_help();
             return 0;
-        } else if ((r = cli_flag_value(argc, argv, &i, NULL, "--fmnist", &v))) {
-            if (r < 0) return 2;
-            if (samples_path) return cli_usage_error("eval --fmnist: one SAMPLES file expected, got '%s' and '%s'",
-                                                     samples_path, v);
-            samples_path = v;
-        } else if ((r = cli_flag_value(argc, argv, &i, NULL, "--labels", &labels_path))) {
-            if (r < 0) return 2;
-        } else if ((r = cli_flag_value(argc, argv, &i, NULL, "--classifier", &classifier_path))) {
-            if (r < 0) return 2;
-        } else if ((r = cli_flag_value(argc, argv, &i, NULL, "--data", &data))) {
-            if (r < 0) return 2;
-        } else if ((r = cli_flag_value(argc, argv, &i, NULL, "--per-class", &v))) {
-            if (r < 0 || !cli_parse_int("--per-class", v, 1, 100000000, &per_class)) return 2;
-        } else if ((r = cli_flag_value(argc, argv, &i, NULL, "--test-images", &v))) {
-            if (r < 0 || !cli_parse_int("--test-images", v, 2, 100000000, &test_images)) return 2;
-        } else if ((r = cli_flag_value(argc, argv, &i, NULL, "--ref-images", &v))) {
-            if (r < 0 || !cli_parse_int("--ref-images", v, 0, 100000000, &ref_images)) return 2;
-            if (ref_images == 1) return cli_usage_error("--ref-images: 0 (skip) or at least 2");
-        } else if ((r = cli_flag_value(argc, argv, &i, NULL, "--seed", &v))) {
-            if (r < 0 || !cli_parse_int("--seed", v, 0, 2147483647, &seed)) return 2;
-        } else if ((r = cli_flag_value(argc, argv, &i, "-t", "--threads", &v))) {
-            if (r < 0 || !cli_parse_int("--threads", v, 1, 4096, &threads)) return 2;
-        } else {
-            return cli_usage_error("eval --fmnist: unknown argument '%s' (see dit eval --fmnist --help)", argv[i]);
         }
+        if (cli_take(&a, NULL, "--fmnist")) {
+            if (samples_path) return cli_usage_error("eval --fmnist: one SAMPLES file expected, got '%s' and '%s'",
+                                                     samples_path, a.value);
+            samples_path = a.value;
+        } else if (cli_take(&a, NULL, "--labels")) labels_path = a.value;
+        else if (cli_take(&a, NULL, "--classifier")) classifier_path = a.value;
+        else if (cli_take(&a, NULL, "--data")) data = a.value;
+        else if (cli_take_int(&a, NULL, "--per-class", 1, 100000000, &per_class)) continue;
+        else if (cli_take_int(&a, NULL, "--test-images", 2, 100000000, &test_images)) continue;
+        else if (cli_take_int(&a, NULL, "--ref-images", 0, 100000000, &ref_images)) {
+            if (ref_images == 1) return cli_usage_error("--ref-images: 0 (skip) or at least 2");
+        } else if (cli_take_int(&a, NULL, "--seed", 0, 2147483647, &seed)) continue;
+        else if (cli_take_int(&a, "-t", "--threads", 1, 4096, &threads)) continue;
+        else if (a.failed) return 2;
+        else return cli_usage_error("eval --fmnist: unknown argument '%s' (see dit eval --fmnist --help)", arg);
     }
     if (!samples_path) return cli_usage_error("eval --fmnist: no SAMPLES .npz given (see dit eval --fmnist --help)");
     if (labels_path && per_class) return cli_usage_error("eval --fmnist: give --labels or --per-class, not both");

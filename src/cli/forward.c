@@ -22,41 +22,27 @@ static void print_help(void) {
 }
 
 int cmd_forward(int argc, char **argv) {
-    const char *model_path = NULL, *x_path = NULL, *t_path = NULL, *y_path = NULL, *out_path = NULL, *value;
+    const char *model_path = NULL, *x_path = NULL, *t_path = NULL, *y_path = NULL, *out_path = NULL;
     float cfg_scale = 0;
     int use_cfg = 0, all_channels = 0, threads = 0, heads = 0, image_size = 0;
-    for (int i = 1; i < argc; i++) {
-        int r = 0;
-        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+    for (cli_args a = {.argc = argc, .argv = argv, .i = 1}; a.i < argc; a.i++) {
+        const char *arg = argv[a.i];
+        if (!strcmp(arg, "-h") || !strcmp(arg, "--help")) {
             print_help();
             return 0;
-        } else if (!strcmp(argv[i], "--cfg-all-channels")) {
-            all_channels = 1;
-        } else if ((r = cli_flag_value(argc, argv, &i, "-m", "--model", &value)) > 0) {
-            model_path = value;
-        } else if (!r && (r = cli_flag_value(argc, argv, &i, NULL, "--x", &value)) > 0) {
-            x_path = value;
-        } else if (!r && (r = cli_flag_value(argc, argv, &i, NULL, "--t", &value)) > 0) {
-            t_path = value;
-        } else if (!r && (r = cli_flag_value(argc, argv, &i, NULL, "--y", &value)) > 0) {
-            y_path = value;
-        } else if (!r && (r = cli_flag_value(argc, argv, &i, "-o", "--output", &value)) > 0) {
-            out_path = value;
-        } else if (!r && (r = cli_flag_value(argc, argv, &i, NULL, "--cfg-scale", &value)) > 0) {
-            if (!cli_parse_float("--cfg-scale", value, &cfg_scale)) return 2;
-            use_cfg = 1;
-        } else if (!r && (r = cli_flag_value(argc, argv, &i, "-t", "--threads", &value)) > 0) {
-            if (!cli_parse_int("--threads", value, 1, 4096, &threads)) return 2;
-        } else if (!r && (r = cli_flag_value(argc, argv, &i, NULL, "--heads", &value)) > 0) {
-            if (!cli_parse_int("--heads", value, 1, 65536, &heads)) return 2;
-        } else if (!r && (r = cli_flag_value(argc, argv, &i, NULL, "--image-size", &value)) > 0) {
-            if (!cli_parse_int("--image-size", value, 8, 32768, &image_size)) return 2;
-        } else if (r < 0) {
-            return 2;
-        } else {
-            return cli_usage_error("forward: unknown option '%s' (see dit forward --help)", argv[i]);
         }
-        if (r < 0) return 2;
+        if (!strcmp(arg, "--cfg-all-channels")) all_channels = 1;
+        else if (cli_take(&a, "-m", "--model")) model_path = a.value;
+        else if (cli_take(&a, NULL, "--x")) x_path = a.value;
+        else if (cli_take(&a, NULL, "--t")) t_path = a.value;
+        else if (cli_take(&a, NULL, "--y")) y_path = a.value;
+        else if (cli_take(&a, "-o", "--output")) out_path = a.value;
+        else if (cli_take_float(&a, NULL, "--cfg-scale", &cfg_scale)) use_cfg = 1;
+        else if (cli_take_int(&a, "-t", "--threads", 1, 4096, &threads)) continue;
+        else if (cli_take_int(&a, NULL, "--heads", 1, 65536, &heads)) continue;
+        else if (cli_take_int(&a, NULL, "--image-size", 8, 32768, &image_size)) continue;
+        else if (a.failed) return 2;
+        else return cli_usage_error("forward: unknown option '%s' (see dit forward --help)", arg);
     }
     if (!model_path || !x_path || !t_path || !y_path || !out_path)
         return cli_usage_error("forward: -m, --x, --t, --y and -o are all required (see dit forward --help)");

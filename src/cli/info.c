@@ -70,26 +70,20 @@ static int print_table(int image_size) {
 }
 
 int cmd_info(int argc, char **argv) {
-    const char *file = NULL, *name = NULL, *value;
+    const char *file = NULL, *name = NULL;
     int image_size = 0, heads = 0;
-    for (int i = 1; i < argc; i++) {
-        int r;
-        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+    for (cli_args a = {.argc = argc, .argv = argv, .i = 1}; a.i < argc; a.i++) {
+        const char *arg = argv[a.i];
+        if (!strcmp(arg, "-h") || !strcmp(arg, "--help")) {
             print_help();
             return 0;
-        } else if ((r = cli_flag_value(argc, argv, &i, "-m", "--model-file", &value))) {
-            if (r < 0) return 2;
-            file = value;
-        } else if ((r = cli_flag_value(argc, argv, &i, NULL, "--model", &value))) {
-            if (r < 0) return 2;
-            name = value;
-        } else if ((r = cli_flag_value(argc, argv, &i, NULL, "--image-size", &value))) {
-            if (r < 0 || !cli_parse_int("--image-size", value, 8, 32768, &image_size)) return 2;
-        } else if ((r = cli_flag_value(argc, argv, &i, NULL, "--heads", &value))) {
-            if (r < 0 || !cli_parse_int("--heads", value, 1, 65536, &heads)) return 2;
-        } else {
-            return cli_usage_error("info: unknown option '%s' (see dit info --help)", argv[i]);
         }
+        if (cli_take(&a, "-m", "--model-file")) file = a.value;
+        else if (cli_take(&a, NULL, "--model")) name = a.value;
+        else if (cli_take_int(&a, NULL, "--image-size", 8, 32768, &image_size)) continue;
+        else if (cli_take_int(&a, NULL, "--heads", 1, 65536, &heads)) continue;
+        else if (a.failed) return 2;
+        else return cli_usage_error("info: unknown option '%s' (see dit info --help)", arg);
     }
     if (file && name) return cli_usage_error("info: give either -m FILE or --model NAME, not both");
     if (file) {

@@ -85,65 +85,44 @@ static int make_dir(const char *path) {
 
 int cmd_sample(int argc, char **argv) {
     const char *model_path = NULL, *grid_path = NULL, *out_dir = NULL, *npz_path = NULL, *noise_path = NULL;
-    const char *latents_path = NULL, *sampler_name = "ddpm", *vae_path = NULL, *value;
+    const char *latents_path = NULL, *sampler_name = "ddpm", *vae_path = NULL;
     int *labels = NULL, num_labels = 0, per_class = 0, steps = 0, threads = 0, batch = 16, heads = 0;
     int image_size = 0, guide_all = 0, seed = 0, vae_tile = 0, skip_ema = 0;
     float cfg_scale = 4.0f, eta = 0.0f;
-    for (int i = 1; i < argc; i++) {
-        int r = 0;
-#define FLAG(s, l) (r = cli_flag_value(argc, argv, &i, s, l, &value)) > 0
-        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+    for (cli_args a = {.argc = argc, .argv = argv, .i = 1}; a.i < argc; a.i++) {
+        const char *arg = argv[a.i];
+        if (!strcmp(arg, "-h") || !strcmp(arg, "--help")) {
             print_help();
             free(labels);
             return 0;
-        } else if (!strcmp(argv[i], "--cfg-all-channels")) {
-            guide_all = 1;
-        } else if (!strcmp(argv[i], "--no-ema")) {
-            skip_ema = 1;
-        } else if (FLAG("-m", "--model")) {
-            model_path = value;
-        } else if (!r && FLAG(NULL, "--vae")) {
-            vae_path = value;
-        } else if (!r && FLAG(NULL, "--vae-tile")) {
-            if (!cli_parse_int("--vae-tile", value, 4, 4096, &vae_tile)) goto usage;
-        } else if (!r && FLAG(NULL, "--class")) {
-            if (!parse_classes(value, &labels, &num_labels)) goto usage;
-        } else if (!r && FLAG("-n", NULL)) {
-            if (!cli_parse_int("-n", value, 1, 1000000, &per_class)) goto usage;
-        } else if (!r && FLAG(NULL, "--cfg-scale")) {
-            if (!cli_parse_float("--cfg-scale", value, &cfg_scale)) goto usage;
-        } else if (!r && FLAG(NULL, "--sampler")) {
-            sampler_name = value;
-        } else if (!r && FLAG(NULL, "--steps")) {
-            if (!cli_parse_int("--steps", value, 1, 1000, &steps)) goto usage;
-        } else if (!r && FLAG(NULL, "--eta")) {
-            if (!cli_parse_float("--eta", value, &eta)) goto usage;
-        } else if (!r && FLAG("-s", "--seed")) {
-            if (!cli_parse_int("--seed", value, 0, 2147483647, &seed)) goto usage;
-        } else if (!r && FLAG("-t", "--threads")) {
-            if (!cli_parse_int("--threads", value, 1, 4096, &threads)) goto usage;
-        } else if (!r && FLAG(NULL, "--batch")) {
-            if (!cli_parse_int("--batch", value, 1, 65536, &batch)) goto usage;
-        } else if (!r && FLAG("-o", "--output")) {
-            grid_path = value;
-        } else if (!r && FLAG(NULL, "--out-dir")) {
-            out_dir = value;
-        } else if (!r && FLAG(NULL, "--npz")) {
-            npz_path = value;
-        } else if (!r && FLAG(NULL, "--noise")) {
-            noise_path = value;
-        } else if (!r && FLAG(NULL, "--save-latents")) {
-            latents_path = value;
-        } else if (!r && FLAG(NULL, "--heads")) {
-            if (!cli_parse_int("--heads", value, 1, 65536, &heads)) goto usage;
-        } else if (!r && FLAG(NULL, "--image-size")) {
-            if (!cli_parse_int("--image-size", value, 8, 32768, &image_size)) goto usage;
-        } else if (r >= 0) {
-            cli_usage_error("sample: unknown option '%s' (see dit sample --help)", argv[i]);
+        }
+        if (!strcmp(arg, "--cfg-all-channels")) guide_all = 1;
+        else if (!strcmp(arg, "--no-ema")) skip_ema = 1;
+        else if (cli_take(&a, "-m", "--model")) model_path = a.value;
+        else if (cli_take(&a, NULL, "--vae")) vae_path = a.value;
+        else if (cli_take_int(&a, NULL, "--vae-tile", 4, 4096, &vae_tile)) continue;
+        else if (cli_take(&a, NULL, "--class")) {
+            if (!parse_classes(a.value, &labels, &num_labels)) goto usage;
+        } else if (cli_take_int(&a, "-n", NULL, 1, 1000000, &per_class)) continue;
+        else if (cli_take_float(&a, NULL, "--cfg-scale", &cfg_scale)) continue;
+        else if (cli_take(&a, NULL, "--sampler")) sampler_name = a.value;
+        else if (cli_take_int(&a, NULL, "--steps", 1, 1000, &steps)) continue;
+        else if (cli_take_float(&a, NULL, "--eta", &eta)) continue;
+        else if (cli_take_int(&a, "-s", "--seed", 0, 2147483647, &seed)) continue;
+        else if (cli_take_int(&a, "-t", "--threads", 1, 4096, &threads)) continue;
+        else if (cli_take_int(&a, NULL, "--batch", 1, 65536, &batch)) continue;
+        else if (cli_take(&a, "-o", "--output")) grid_path = a.value;
+        else if (cli_take(&a, NULL, "--out-dir")) out_dir = a.value;
+        else if (cli_take(&a, NULL, "--npz")) npz_path = a.value;
+        else if (cli_take(&a, NULL, "--noise")) noise_path = a.value;
+        else if (cli_take(&a, NULL, "--save-latents")) latents_path = a.value;
+        else if (cli_take_int(&a, NULL, "--heads", 1, 65536, &heads)) continue;
+        else if (cli_take_int(&a, NULL, "--image-size", 8, 32768, &image_size)) continue;
+        else if (a.failed) goto usage;
+        else {
+            cli_usage_error("sample: unknown option '%s' (see dit sample --help)", arg);
             goto usage;
         }
-        if (r < 0) goto usage;
-#undef FLAG
     }
     sampler_kind kind;
     if (!strcmp(sampler_name, "ddpm")) kind = SAMPLER_DDPM;

@@ -199,7 +199,7 @@ static void format_eta(char *buf, size_t n, double s) {
 }
 
 int cmd_train(int argc, char **argv) {
-    const char *data_spec = NULL, *model_name = NULL, *out_dir = NULL, *resume = NULL, *value;
+    const char *data_spec = NULL, *model_name = NULL, *out_dir = NULL, *resume = NULL;
     int image_size = 0, depth = 6, hidden = 256, heads = 0, patch = 4, in_channels = 0, num_classes = 0;
     int learn_sigma = 1, steps = 0, epochs = 0, ckpt_every = 1000, keep = 3, log_every = 100, sample_every = 0;
     int sample_steps = 50, threads = 0, seed = 0, no_flip = 0, model_flags = 0, hparam_flags = 0;
@@ -207,85 +207,45 @@ int cmd_train(int argc, char **argv) {
     float class_dropout = 0.1f, sample_cfg = 4.0f, f;
     train_hparams hp;
     train_hparams_default(&hp);
-    for (int i = 1; i < argc; i++) {
-        int r = 0;
-#define FLAG(s, l) (r = cli_flag_value(argc, argv, &i, s, l, &value)) > 0
-#define INT(name, lo, hi, dst) if (!cli_parse_int(name, value, lo, hi, dst)) return 2
-#define FLT(name, dst) if (!cli_parse_float(name, value, &f)) return 2; dst = f
-        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+    for (cli_args a = {.argc = argc, .argv = argv, .i = 1}; a.i < argc; a.i++) {
+        const char *arg = argv[a.i];
+        if (!strcmp(arg, "-h") || !strcmp(arg, "--help")) {
             print_help();
             return 0;
-        } else if (!strcmp(argv[i], "--no-flip")) {
-            no_flip = 1, hparam_flags++;
-        } else if (FLAG(NULL, "--data")) {
-            data_spec = value;
-        } else if (!r && FLAG(NULL, "--model")) {
-            model_name = value, model_flags++;
-        } else if (!r && FLAG(NULL, "--depth")) {
-            INT("--depth", 1, 1000, &depth); model_flags++;
-        } else if (!r && FLAG(NULL, "--hidden")) {
-            INT("--hidden", 4, 65536, &hidden); model_flags++;
-        } else if (!r && FLAG(NULL, "--heads")) {
-            INT("--heads", 1, 4096, &heads); model_flags++;
-        } else if (!r && FLAG(NULL, "--patch")) {
-            INT("--patch", 1, 64, &patch); model_flags++;
-        } else if (!r && FLAG(NULL, "--image-size")) {
-            INT("--image-size", 2, 4096, &image_size); model_flags++;
-        } else if (!r && FLAG(NULL, "--in-channels")) {
-            INT("--in-channels", 1, 64, &in_channels); model_flags++;
-        } else if (!r && FLAG(NULL, "--num-classes")) {
-            INT("--num-classes", 1, 1000000, &num_classes); model_flags++;
-        } else if (!r && FLAG(NULL, "--learn-sigma")) {
-            INT("--learn-sigma", 0, 1, &learn_sigma); model_flags++;
-        } else if (!r && FLAG(NULL, "--class-dropout")) {
-            FLT("--class-dropout", class_dropout); model_flags++;
-        } else if (!r && FLAG(NULL, "--batch")) {
-            INT("--batch", 1, 65536, &hp.batch); hparam_flags++;
-        } else if (!r && FLAG(NULL, "--lr")) {
-            FLT("--lr", hp.lr); lr_set = 1;
-            hp.lr = strtod(value, NULL);   // keep the decimal value exactly as Python would
-        } else if (!r && FLAG(NULL, "--weight-decay")) {
-            FLT("--weight-decay", hp.weight_decay); hparam_flags++;
-            hp.weight_decay = strtod(value, NULL);
-        } else if (!r && FLAG(NULL, "--grad-clip")) {
-            FLT("--grad-clip", hp.grad_clip); hparam_flags++;
-            hp.grad_clip = strtod(value, NULL);
-        } else if (!r && FLAG(NULL, "--warmup")) {
-            INT("--warmup", 0, 1 << 30, &hp.warmup); hparam_flags++;
-        } else if (!r && FLAG(NULL, "--ema")) {
-            FLT("--ema", hp.ema_decay); ema_set = 1;
-            hp.ema_decay = strtod(value, NULL);
-        } else if (!r && FLAG(NULL, "--steps")) {
-            INT("--steps", 1, 2000000000, &steps);
-        } else if (!r && FLAG(NULL, "--epochs")) {
-            INT("--epochs", 1, 1000000, &epochs);
-        } else if (!r && FLAG(NULL, "--ckpt-every")) {
-            INT("--ckpt-every", 1, 2000000000, &ckpt_every);
-        } else if (!r && FLAG(NULL, "--keep")) {
-            INT("--keep", 0, 1000000, &keep);
-        } else if (!r && FLAG(NULL, "--log-every")) {
-            INT("--log-every", 1, 2000000000, &log_every);
-        } else if (!r && FLAG(NULL, "--sample-every")) {
-            INT("--sample-every", 0, 2000000000, &sample_every);
-        } else if (!r && FLAG(NULL, "--sample-steps")) {
-            INT("--sample-steps", 1, 1000, &sample_steps);
-        } else if (!r && FLAG(NULL, "--sample-cfg")) {
-            FLT("--sample-cfg", sample_cfg);
-        } else if (!r && FLAG(NULL, "--resume")) {
-            resume = value;
-        } else if (!r && FLAG("-o", "--output")) {
-            out_dir = value;
-        } else if (!r && FLAG("-t", "--threads")) {
-            INT("--threads", 1, 4096, &threads);
-        } else if (!r && FLAG("-s", "--seed")) {
-            INT("--seed", 0, 2147483647, &seed); hparam_flags++;
-        } else if (r >= 0) {
-            return cli_usage_error("train: unknown option '%s' (see dit train --help)", argv[i]);
         }
-        if (r < 0) return 2;
-#undef FLAG
-#undef INT
-#undef FLT
+        if (!strcmp(arg, "--no-flip")) no_flip = 1, hparam_flags++;
+        else if (cli_take(&a, NULL, "--data")) data_spec = a.value;
+        else if (cli_take(&a, NULL, "--model")) model_name = a.value, model_flags++;
+        else if (cli_take_int(&a, NULL, "--depth", 1, 1000, &depth)) model_flags++;
+        else if (cli_take_int(&a, NULL, "--hidden", 4, 65536, &hidden)) model_flags++;
+        else if (cli_take_int(&a, NULL, "--heads", 1, 4096, &heads)) model_flags++;
+        else if (cli_take_int(&a, NULL, "--patch", 1, 64, &patch)) model_flags++;
+        else if (cli_take_int(&a, NULL, "--image-size", 2, 4096, &image_size)) model_flags++;
+        else if (cli_take_int(&a, NULL, "--in-channels", 1, 64, &in_channels)) model_flags++;
+        else if (cli_take_int(&a, NULL, "--num-classes", 1, 1000000, &num_classes)) model_flags++;
+        else if (cli_take_int(&a, NULL, "--learn-sigma", 0, 1, &learn_sigma)) model_flags++;
+        else if (cli_take_float(&a, NULL, "--class-dropout", &class_dropout)) model_flags++;
+        else if (cli_take_int(&a, NULL, "--batch", 1, 65536, &hp.batch)) hparam_flags++;
+        // The doubles keep the decimal value exactly as Python would (the float parse only checks it).
+        else if (cli_take_float(&a, NULL, "--lr", &f)) hp.lr = strtod(a.value, NULL), lr_set = 1;
+        else if (cli_take_float(&a, NULL, "--weight-decay", &f)) hp.weight_decay = strtod(a.value, NULL), hparam_flags++;
+        else if (cli_take_float(&a, NULL, "--grad-clip", &f)) hp.grad_clip = strtod(a.value, NULL), hparam_flags++;
+        else if (cli_take_int(&a, NULL, "--warmup", 0, 1 << 30, &hp.warmup)) hparam_flags++;
+        else if (cli_take_float(&a, NULL, "--ema", &f)) hp.ema_decay = strtod(a.value, NULL), ema_set = 1;
+        else if (cli_take_int(&a, NULL, "--steps", 1, 2000000000, &steps)) continue;
+        else if (cli_take_int(&a, NULL, "--epochs", 1, 1000000, &epochs)) continue;
+        else if (cli_take_int(&a, NULL, "--ckpt-every", 1, 2000000000, &ckpt_every)) continue;
+        else if (cli_take_int(&a, NULL, "--keep", 0, 1000000, &keep)) continue;
+        else if (cli_take_int(&a, NULL, "--log-every", 1, 2000000000, &log_every)) continue;
+        else if (cli_take_int(&a, NULL, "--sample-every", 0, 2000000000, &sample_every)) continue;
+        else if (cli_take_int(&a, NULL, "--sample-steps", 1, 1000, &sample_steps)) continue;
+        else if (cli_take_float(&a, NULL, "--sample-cfg", &sample_cfg)) continue;
+        else if (cli_take(&a, NULL, "--resume")) resume = a.value;
+        else if (cli_take(&a, "-o", "--output")) out_dir = a.value;
+        else if (cli_take_int(&a, "-t", "--threads", 1, 4096, &threads)) continue;
+        else if (cli_take_int(&a, "-s", "--seed", 0, 2147483647, &seed)) hparam_flags++;
+        else if (a.failed) return 2;
+        else return cli_usage_error("train: unknown option '%s' (see dit train --help)", arg);
     }
     if (steps && epochs) return cli_usage_error("train: give --steps or --epochs, not both");
     if (resume && (model_flags || hparam_flags))
@@ -469,12 +429,11 @@ static void on_progress(void *ctx, int done, int total) {
 }
 
 int cmd_cache_latents(int argc, char **argv) {
-    const char *vae_path = NULL, *data_spec = NULL, *out = NULL, *value;
+    const char *vae_path = NULL, *data_spec = NULL, *out = NULL;
     int image_size = 256, use_mean = 0, seed = 0, threads = 0;
-    for (int i = 1; i < argc; i++) {
-        int r = 0;
-#define FLAG(s, l) (r = cli_flag_value(argc, argv, &i, s, l, &value)) > 0
-        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+    for (cli_args a = {.argc = argc, .argv = argv, .i = 1}; a.i < argc; a.i++) {
+        const char *arg = argv[a.i];
+        if (!strcmp(arg, "-h") || !strcmp(arg, "--help")) {
             printf("usage: dit cache-latents --vae FILE --data DIR -o cache.safetensors [options]\n"
                    "\n"
                    "Encodes every image of DIR/<class>/*.png|jpg and its mirror image once with the SD VAE; dit train\n"
@@ -485,25 +444,16 @@ int cmd_cache_latents(int argc, char **argv) {
                    "  -s, --seed S     seed of the posterior noise (default 0)\n"
                    "  -t, --threads N\n");
             return 0;
-        } else if (!strcmp(argv[i], "--mean")) {
-            use_mean = 1;
-        } else if (FLAG(NULL, "--vae")) {
-            vae_path = value;
-        } else if (!r && FLAG(NULL, "--data")) {
-            data_spec = value;
-        } else if (!r && FLAG("-o", "--output")) {
-            out = value;
-        } else if (!r && FLAG(NULL, "--image-size")) {
-            if (!cli_parse_int("--image-size", value, 8, 4096, &image_size)) return 2;
-        } else if (!r && FLAG("-s", "--seed")) {
-            if (!cli_parse_int("--seed", value, 0, 2147483647, &seed)) return 2;
-        } else if (!r && FLAG("-t", "--threads")) {
-            if (!cli_parse_int("--threads", value, 1, 4096, &threads)) return 2;
-        } else if (r >= 0) {
-            return cli_usage_error("cache-latents: unknown option '%s' (see dit cache-latents --help)", argv[i]);
         }
-        if (r < 0) return 2;
-#undef FLAG
+        if (!strcmp(arg, "--mean")) use_mean = 1;
+        else if (cli_take(&a, NULL, "--vae")) vae_path = a.value;
+        else if (cli_take(&a, NULL, "--data")) data_spec = a.value;
+        else if (cli_take(&a, "-o", "--output")) out = a.value;
+        else if (cli_take_int(&a, NULL, "--image-size", 8, 4096, &image_size)) continue;
+        else if (cli_take_int(&a, "-s", "--seed", 0, 2147483647, &seed)) continue;
+        else if (cli_take_int(&a, "-t", "--threads", 1, 4096, &threads)) continue;
+        else if (a.failed) return 2;
+        else return cli_usage_error("cache-latents: unknown option '%s' (see dit cache-latents --help)", arg);
     }
     if (!vae_path || !data_spec || !out)
         return cli_usage_error("cache-latents: --vae FILE, --data DIR and -o FILE are required");

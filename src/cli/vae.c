@@ -203,42 +203,30 @@ int cmd_vae(int argc, char **argv) {
     }
     const int encode = !strcmp(argv[1], "encode");
     if (!encode && strcmp(argv[1], "decode")) return cli_usage_error("vae: unknown action '%s' (encode or decode)", argv[1]);
-    const char *vae_path = NULL, *out_path = NULL, *value;
+    const char *vae_path = NULL, *out_path = NULL;
     const char **inputs = dit_calloc((size_t)argc, sizeof *inputs);
     int num_inputs = 0, use_mean = 0, image_size = 256, tile = 0, overlap = -1, threads = 0, groups = 0, seed = 0, rc = 2;
-    for (int i = 2; i < argc; i++) {
-        int r = 0;
-        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+    for (cli_args a = {.argc = argc, .argv = argv, .i = 2}; a.i < argc; a.i++) {
+        const char *arg = argv[a.i];
+        if (!strcmp(arg, "-h") || !strcmp(arg, "--help")) {
             print_help();
             rc = 0;
             goto done;
-        } else if (!strcmp(argv[i], "--mean")) {
-            use_mean = 1;
-        } else if ((r = cli_flag_value(argc, argv, &i, NULL, "--vae", &value)) > 0) {
-            vae_path = value;
-        } else if (!r && (r = cli_flag_value(argc, argv, &i, "-o", "--output", &value)) > 0) {
-            out_path = value;
-        } else if (!r && (r = cli_flag_value(argc, argv, &i, NULL, "--seed", &value)) > 0) {
-            if (!cli_parse_int("--seed", value, 0, 2147483647, &seed)) goto done;
-        } else if (!r && (r = cli_flag_value(argc, argv, &i, NULL, "--image-size", &value)) > 0) {
-            if (!cli_parse_int("--image-size", value, 8, 16384, &image_size)) goto done;
-        } else if (!r && (r = cli_flag_value(argc, argv, &i, NULL, "--vae-tile", &value)) > 0) {
-            if (!cli_parse_int("--vae-tile", value, 1, 8192, &tile)) goto done;
-        } else if (!r && (r = cli_flag_value(argc, argv, &i, NULL, "--vae-overlap", &value)) > 0) {
-            if (!cli_parse_int("--vae-overlap", value, 0, 8191, &overlap)) goto done;
-        } else if (!r && (r = cli_flag_value(argc, argv, &i, NULL, "--vae-groups", &value)) > 0) {
-            if (!cli_parse_int("--vae-groups", value, 1, 4096, &groups)) goto done;
-        } else if (!r && (r = cli_flag_value(argc, argv, &i, "-t", "--threads", &value)) > 0) {
-            if (!cli_parse_int("--threads", value, 1, 4096, &threads)) goto done;
-        } else if (r < 0) {
-            goto done;
-        } else if (argv[i][0] == '-' && argv[i][1]) {
-            cli_usage_error("vae: unknown option '%s' (see dit vae --help)", argv[i]);
-            goto done;
-        } else {
-            inputs[num_inputs++] = argv[i];
         }
-        if (r < 0) goto done;
+        if (!strcmp(arg, "--mean")) use_mean = 1;
+        else if (cli_take(&a, NULL, "--vae")) vae_path = a.value;
+        else if (cli_take(&a, "-o", "--output")) out_path = a.value;
+        else if (cli_take_int(&a, NULL, "--seed", 0, 2147483647, &seed)) continue;
+        else if (cli_take_int(&a, NULL, "--image-size", 8, 16384, &image_size)) continue;
+        else if (cli_take_int(&a, NULL, "--vae-tile", 1, 8192, &tile)) continue;
+        else if (cli_take_int(&a, NULL, "--vae-overlap", 0, 8191, &overlap)) continue;
+        else if (cli_take_int(&a, NULL, "--vae-groups", 1, 4096, &groups)) continue;
+        else if (cli_take_int(&a, "-t", "--threads", 1, 4096, &threads)) continue;
+        else if (a.failed) goto done;
+        else if (arg[0] == '-' && arg[1]) {
+            cli_usage_error("vae: unknown option '%s' (see dit vae --help)", arg);
+            goto done;
+        } else inputs[num_inputs++] = arg;
     }
     if (!vae_path || !out_path || num_inputs == 0) {
         cli_usage_error("vae %s needs --vae FILE, an input and -o FILE (see dit vae --help)", argv[1]);
