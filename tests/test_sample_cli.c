@@ -100,17 +100,20 @@ static void test_sample_with_vae(void) {
 static void test_shipped_model(void) {
     char args[4096], *out = NULL, npz[1024];
     snprintf(npz, sizeof npz, "%s", scratch_path("shipped.npz"));
-    snprintf(args, sizeof args, "sample -m %s -n 3 --sampler dpm++2m --steps 10 --cfg-scale 3 -s 0 --npz %s",
+    snprintf(args, sizeof args, "sample -m %s -n 3 --sampler dpm++2m --steps 20 --cfg-scale 3 -s 0 --npz %s",
              repo_path("models/dit-fmnist.safetensors"), npz);
     int rc = run(args, &out);
     free(out);
-    if (!CHECK(rc == 0, "sample the shipped models/dit-fmnist.safetensors (30 images, DPM-Solver++ 10 steps)")) return;
+    if (!CHECK(rc == 0, "sample the shipped models/dit-fmnist.safetensors (30 images, DPM-Solver++ 20 steps, as make run)")) return;
     snprintf(args, sizeof args, "eval --fmnist %s --per-class 3 --classifier %s --ref-images 1000 --test-images 1000",
              npz, repo_path("models/fmnist-classifier.safetensors"));
     rc = run(args, &out);
     const char *line = out ? strstr(out, "Class agreement: ") : NULL;
     double agreement = line ? atof(line + strlen("Class agreement: ")) : -1;
-    CHECK(rc == 0 && agreement >= 0.4, "shipped model: classifier agreement %.3f on 30 samples (guard >= 0.4)", agreement);
+    // measured 0.900 (27/30) here; the guard leaves room for summation-order differences across machines, and
+    // still fails a model like the 4,000-step interim one (0.567)
+    CHECK(rc == 0 && agreement >= 0.75, "shipped model: classifier agreement %.3f on 30 samples (guard >= 0.75)",
+          agreement);
     free(out);
 }
 
