@@ -32,7 +32,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench_forward: --batch and --repeats must be positive\n");
         return 2;
     }
-    bench_set_threads(threads);
+    dit_set_threads(threads);
     dit_config cfg;
     if (dit_config_named(&cfg, name, image_size) != DIT_OK) {
         fprintf(stderr, "bench_forward: %s\n", dit_last_error());
@@ -67,7 +67,7 @@ int main(int argc, char **argv) {
     double checksum = 0;
     for (size_t i = 0; i < (size_t)batch * OUT * S * S; i++) checksum += fabs(out[i]);
     double g = dit_config_gmacs(&cfg);
-    int used_threads = bench_threads();
+    int used_threads = dit_max_threads();
     printf("{\"impl\": \"dit\", \"model\": \"%s\", \"image_size\": %d, \"batch\": %d, \"threads\": %d, "
            "\"seconds_per_forward\": %.6f, \"seconds_min\": %.6f, \"repeats\": %d, \"gmacs\": %.4f, "
            "\"gmacs_total\": %.4f, \"gmacs_per_second\": %.3f, \"params\": %lld, \"build_seconds\": %.2f, "

@@ -44,7 +44,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench_train: --batch and --repeats must be positive\n");
         return 2;
     }
-    bench_set_threads(threads);
+    dit_set_threads(threads);
     dit_config cfg;
     if (name) {
         if (dit_config_named(&cfg, name, image_size) != DIT_OK) {
@@ -90,7 +90,7 @@ int main(int argc, char **argv) {
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     const double g = dit_config_gmacs(&cfg), gflop = 2.0 * 3.0 * g * batch;
-    int used_threads = bench_threads();
+    int used_threads = dit_max_threads();
     printf("{\"impl\": \"dit\", \"model\": \"%s\", \"input_size\": %d, \"in_channels\": %d, \"batch\": %d, "
            "\"threads\": %d, \"seconds_per_step\": %.6f, \"seconds_min\": %.6f, \"repeats\": %d, \"gmacs_forward\": %.4f, "
            "\"gflop_step\": %.4f, \"gflops_per_second\": %.3f, \"params\": %lld, \"peak_rss_mb\": %.1f, \"loss\": %.6g}\n",

@@ -1,14 +1,12 @@
-// Shared pieces of the C benchmarks: a monotonic clock, the median of timings, and thread setup for
-// OpenMP and OpenBLAS together (so both sides of a comparison use the same thread count).
+// Shared pieces of the C benchmarks: a monotonic clock and the median of timings. Threads are set with
+// base/threads.h (OpenMP and OpenBLAS together, so both sides of a comparison use the same count).
 #ifndef DIT_BENCH_UTIL_H
 #define DIT_BENCH_UTIL_H
 
 #include <stdlib.h>
 #include <time.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-#include <cblas.h>
+
+#include "base/threads.h"
 
 static inline double bench_now_seconds(void) {
     struct timespec ts;
@@ -25,22 +23,6 @@ static inline int bench_compare_doubles(const void *a, const void *b) {
 static inline double bench_median(double *t, int n) {
     qsort(t, n, sizeof *t, bench_compare_doubles);
     return n % 2 ? t[n / 2] : 0.5 * (t[n / 2 - 1] + t[n / 2]);
-}
-
-static inline void bench_set_threads(int threads) {
-    if (threads <= 0) return;
-#ifdef _OPENMP
-    omp_set_num_threads(threads);
-#endif
-    openblas_set_num_threads(threads);
-}
-
-static inline int bench_threads(void) {
-#ifdef _OPENMP
-    return omp_get_max_threads();
-#else
-    return 1;
-#endif
 }
 
 #endif

@@ -32,8 +32,8 @@ int main(int argc, char **argv) {
         fprintf(stderr, "vae_bench: --latent, --batch and --repeats must be positive\n");
         return 2;
     }
-    bench_set_threads(threads);
-    threads = bench_threads();
+    dit_set_threads(threads);
+    threads = dit_max_threads();
     dit_vae_config cfg;
     dit_vae_config_sd(&cfg);
     double t0 = bench_now_seconds();

@@ -5,10 +5,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-#include <cblas.h>
 
 #include "cli/cli.h"
 #include "base/error.h"
@@ -81,13 +77,7 @@ int cli_take_float(cli_args *a, const char *short_name, const char *long_name, f
     return 0;
 }
 
-void cli_set_threads(int n) {
-    if (n <= 0) return;
-#ifdef _OPENMP
-    omp_set_num_threads(n);
-#endif
-    openblas_set_num_threads(n);
-}
+void cli_set_threads(int n) { dit_set_threads(n); }
 
 int cli_threads(void) { return dit_max_threads(); }
 
