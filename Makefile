@@ -1,7 +1,9 @@
 # dit: build the library, the `dit` command and the tests. `make` probes for OpenMP, OpenBLAS and CUDA
 # and says what it found. Targets: all (default), test, asan (tests under ASan+UBSan), bench, run, clean.
 CC      ?= cc
-OPT     ?= -O3 -march=native
+# x86-64-v3 (AVX2 + FMA) is the floor; AVX-512, AVX512-BF16 and AMX kernels are compiled for their
+# instruction sets file by file and chosen by CPUID at run time (src/ops/cpu/cpu_features.c).
+OPT     ?= -O3 -march=x86-64-v3
 SAN     ?=
 CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter $(OPT) $(SAN) -g -Iinclude -Isrc
 LDFLAGS += $(SAN)
@@ -35,7 +37,7 @@ $(info dit build: OpenMP=$(if $(HAVE_OPENMP),yes,no) OpenBLAS=$(OPENBLAS_DIR) CU
 endif
 
 # ---- sources -----------------------------------------------------------------------------------
-LIB_SRC  := $(sort $(wildcard src/base/*.c src/io/*.c src/image/*.c src/ops/cpu/*.c src/models/*.c src/diffusion/*.c src/train/*.c src/eval/*.c))
+LIB_SRC  := $(sort $(wildcard src/base/*.c src/io/*.c src/image/*.c src/ops/*.c src/ops/cpu/*.c src/models/*.c src/diffusion/*.c src/train/*.c src/eval/*.c))
 CLI_SRC  := $(sort $(wildcard src/cli/*.c))
 TEST_SRC := $(sort $(wildcard tests/*.c))
 
@@ -66,6 +68,11 @@ $(BUILD)/%.o: %.c
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
 
 -include $(DEPS)
+
+# Kernels for instruction sets above the floor; only entered after cpu_path_active() says the CPU has them.
+BF16_FLAGS := -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512bf16 -mfma
+$(BUILD)/src/ops/cpu/gemm_bf16.o $(BUILD)/src/ops/cpu/attention_bf16.o: CFLAGS += $(BF16_FLAGS)
+$(BUILD)/src/ops/cpu/gemm_amx.o: CFLAGS += $(BF16_FLAGS) -mamx-tile -mamx-bf16
 
 # The README's test command: install what is missing, build, run the suite (the sub-make probes again
 # after the install). DIT_BIN lets the CLI tests find the binary of this build.
@@ -106,3 +113,7 @@ $(BUILD)/bench_train: $(BUILD)/bench/bench_train.o $(BUILD)/libdit.a
 
 clean:
 	rm -rf build build-asan
+
+# The GEMM kernels alone (sgemm vs bf16 on every path): build/bench_gemm M N K [repeats].
+$(BUILD)/bench_gemm: $(BUILD)/bench/bench_gemm.o $(BUILD)/libdit.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)

@@ -49,6 +49,18 @@ double dit_config_gmacs(const dit_config *cfg);
 
 typedef struct dit_model dit_model;
 
+// How the matrix products run. AUTO: bf16 inputs with float32 accumulation where the CPU has a bf16
+// matrix path (AMX tiles or AVX512-BF16), float32 elsewhere (the environment variable DIT_PRECISION=fp32|bf16
+// overrides what AUTO means). FP32: the exact float32 path that matches the reference. BF16: bf16 products;
+// an error on a CPU without a bf16 path. Everything around the products (norms, softmax, sums) stays float32.
+typedef enum { DIT_PRECISION_AUTO = 0, DIT_PRECISION_FP32 = 1, DIT_PRECISION_BF16 = 2 } dit_precision;
+// "auto", "fp32", "bf16" -> *out; an error naming the accepted values otherwise.
+dit_status dit_precision_parse(const char *name, dit_precision *out);
+const char *dit_precision_name(dit_precision p);
+// The kernels a precision runs on this machine, in words ("bf16 on AMX tiles", "fp32 on AVX-512"); AUTO is
+// resolved first. NULL with an error set if the CPU cannot run it (naming the missing instruction set).
+const char *dit_compute_path(dit_precision p);
+
 // What a file may not say about its model: 0 = infer (heads from the named widths, input size from pos_embed).
 typedef struct dit_load_options {
     int num_heads;
@@ -63,6 +75,11 @@ dit_model *dit_model_load(const char *path, const dit_load_options *opts);
 dit_model *dit_model_synthetic(const dit_config *cfg, uint32_t seed);
 void dit_model_free(dit_model *m);
 const dit_config *dit_model_config(const dit_model *m);
+// Choose the precision of the model's products (models start at AUTO, resolved). Error if bf16 is asked
+// on a CPU without a bf16 path. The model keeps float32 weights; bf16 copies are packed on first use.
+dit_status dit_model_set_precision(dit_model *m, dit_precision p);
+// The resolved precision (FP32 or BF16).
+dit_precision dit_model_precision(const dit_model *m);
 // The display name of a class ("T-shirt/top"), when the file carries names (__metadata__["dit.class_names"],
 // a JSON list); NULL otherwise.
 const char *dit_model_class_name(const dit_model *m, int label);

@@ -1,6 +1,7 @@
 // The test runner: runs every unit in the table below (or those whose name contains argv[1]) and ends
 // with "N passed, N failed", counted per check. Add a unit by declaring it and adding a row.
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "test.h"
@@ -16,6 +17,7 @@ void test_diffusion(void);
 void test_sample_cli(void);
 void test_eval(void);
 void test_classifier(void);
+void test_bf16(void);
 
 static const struct {
     const char *name;
@@ -23,6 +25,7 @@ static const struct {
 } units[] = {
     {"io", test_io},
     {"ops", test_ops},
+    {"bf16", test_bf16},
     {"dit", test_dit},
     {"torch_pt", test_torch_pt},
     {"backward", test_backward},
@@ -35,6 +38,9 @@ static const struct {
 };
 
 int main(int argc, char **argv) {
+    // The parity tests check the float32 path against the reference; AUTO would pick bf16 on CPUs that have
+    // it. bf16 tests ask for bf16 explicitly. Children (CLI tests) inherit this.
+    setenv("DIT_PRECISION", "fp32", 0);
     const char *filter = argc > 1 ? argv[1] : NULL;
     int ran = 0;
     for (size_t i = 0; i < sizeof units / sizeof units[0]; i++) {

@@ -2,9 +2,11 @@
 // paper's parameter / Gflops counts (§1.11). The forward pass is in dit_forward.c, loading in dit_load.c.
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "base/error.h"
+#include "ops/cpu/cpu_features.h"
 #include "models/dit_model.h"
 #include "ops/ops.h"
 
@@ -211,8 +213,103 @@ dit_model *dit_model_create(const dit_config *cfg) {
     p->final_ada_w = param_ptr(m, "final_layer.adaLN_modulation.1.weight");
     p->final_ada_b = param_ptr(m, "final_layer.adaLN_modulation.1.bias");
     pos_embed_2d_sincos(p->pos_embed, cfg->hidden_size, cfg->input_size / cfg->patch_size);
+
+    const int D = cfg->hidden_size, M = m->mlp_hidden, P = cfg->patch_size;
+    const int OUT = dit_config_out_channels(cfg);
+    dit_layers *L = &m->layers;
+    linear_layer_init(&L->patch, p->patch_w, p->patch_b, D, cfg->in_channels * P * P);
+    linear_layer_init(&L->t_mlp0, p->t_mlp0_w, p->t_mlp0_b, D, 256);
+    linear_layer_init(&L->t_mlp2, p->t_mlp2_w, p->t_mlp2_b, D, D);
+    linear_layer_init(&L->final_ada, p->final_ada_w, p->final_ada_b, 2 * D, D);
+    linear_layer_init(&L->final, p->final_w, p->final_b, P * P * OUT, D);
+    L->blocks = dit_calloc(cfg->depth ? cfg->depth : 1, sizeof *L->blocks);
+    for (int l = 0; l < cfg->depth; l++) {
+        const dit_block_params *bp = &p->blocks[l];
+        dit_block_layers *bl = &L->blocks[l];
+        linear_layer_init(&bl->qkv, bp->qkv_w, bp->qkv_b, 3 * D, D);
+        linear_layer_init(&bl->proj, bp->proj_w, bp->proj_b, D, D);
+        linear_layer_init(&bl->fc1, bp->fc1_w, bp->fc1_b, M, D);
+        linear_layer_init(&bl->fc2, bp->fc2_w, bp->fc2_b, D, M);
+        linear_layer_init(&bl->ada, bp->ada_w, bp->ada_b, 6 * D, D);
+    }
+    m->ops.weights_version = 1;
+    m->precision = dit_precision_resolve(DIT_PRECISION_AUTO);
+    m->ops.precision = m->precision == DIT_PRECISION_BF16 ? OPS_BF16 : OPS_FP32;
     return m;
 }
+
+static void free_layers(dit_model *m) {
+    dit_layers *L = &m->layers;
+    linear_layer *singles[] = {&L->patch, &L->t_mlp0, &L->t_mlp2, &L->final_ada, &L->final};
+    for (size_t i = 0; i < sizeof singles / sizeof singles[0]; i++) linear_layer_free(singles[i]);
+    for (int l = 0; L->blocks && l < m->cfg.depth; l++) {
+        dit_block_layers *bl = &L->blocks[l];
+        linear_layer_free(&bl->qkv);
+        linear_layer_free(&bl->proj);
+        linear_layer_free(&bl->fc1);
+        linear_layer_free(&bl->fc2);
+        linear_layer_free(&bl->ada);
+    }
+    free(L->blocks);
+    L->blocks = NULL;
+}
+
+void dit_model_weights_changed(dit_model *m) { m->ops.weights_version++; }
+
+// ---- precision ----------------------------------------------------------------------------------
+
+static const char *const precision_names[] = {"auto", "fp32", "bf16"};
+
+dit_status dit_precision_parse(const char *name, dit_precision *out) {
+    for (int i = 0; i < 3; i++)
+        if (name && !strcmp(name, precision_names[i])) {
+            *out = (dit_precision)i;
+            return DIT_OK;
+        }
+    return dit_set_error("precision '%s': expected auto, fp32 or bf16", name ? name : "");
+}
+
+const char *dit_precision_name(dit_precision p) { return (unsigned)p < 3 ? precision_names[p] : "?"; }
+
+static int cpu_has_bf16(void) { return cpu_path_active() >= CPU_PATH_AVX512_BF16; }
+
+dit_precision dit_precision_resolve(dit_precision p) {
+    if (p == DIT_PRECISION_AUTO) {
+        const char *env = getenv("DIT_PRECISION");
+        dit_precision from_env = DIT_PRECISION_AUTO;
+        if (env && *env && dit_precision_parse(env, &from_env) == DIT_OK && from_env != DIT_PRECISION_AUTO)
+            p = from_env;
+        else
+            return cpu_has_bf16() ? DIT_PRECISION_BF16 : DIT_PRECISION_FP32;
+        if (p == DIT_PRECISION_BF16 && !cpu_has_bf16()) return DIT_PRECISION_FP32;   // AUTO never fails
+    }
+    return p;
+}
+
+const char *dit_compute_path(dit_precision p) {
+    p = dit_precision_resolve(p);
+    const cpu_path path = cpu_path_active();
+    if (p == DIT_PRECISION_BF16) {
+        if (path == CPU_PATH_AMX) return "bf16 on AMX tiles (fp32 accumulation)";
+        if (path == CPU_PATH_AVX512_BF16) return "bf16 on AVX512-BF16 dot products (fp32 accumulation)";
+        const cpu_features *f = cpu_features_get();
+        dit_set_error("precision bf16: this CPU (%s) has no bf16 matrix path: it lacks AVX512-BF16%s%s",
+                      f->brand[0] ? f->brand : "unknown", f->amx_refusal ? " and AMX is unusable: " : " and AMX-BF16",
+                      f->amx_refusal ? f->amx_refusal : "");
+        return NULL;
+    }
+    return path >= CPU_PATH_AVX512 ? "fp32 on AVX-512 (OpenBLAS sgemm)" : "fp32 on AVX2 (OpenBLAS sgemm)";
+}
+
+dit_status dit_model_set_precision(dit_model *m, dit_precision p) {
+    p = dit_precision_resolve(p);
+    if (!dit_compute_path(p)) return DIT_ERR;
+    m->precision = p;
+    m->ops.precision = p == DIT_PRECISION_BF16 ? OPS_BF16 : OPS_FP32;
+    return DIT_OK;
+}
+
+dit_precision dit_model_precision(const dit_model *m) { return m->precision; }
 
 static void free_activations(dit_activations *a) {
     free(a->x); free(a->h); free(a->qkv); free(a->attn); free(a->mlp); free(a->tmp);
@@ -245,6 +342,7 @@ void dit_model_free(dit_model *m) {
     if (!m) return;
     free_class_names(m);
     free_activations(&m->acts);
+    free_layers(m);
     free(m->p.blocks);
     free(m->params);
     free(m->table);

@@ -41,35 +41,35 @@ static void ensure_activations(dit_model *m, int B) {
 }
 
 // Batch invariance: a sample's output must not depend on which other samples share its batch (so a seed
-// gives the same images whatever --batch). OpenBLAS picks kernels, and with them summation orders, by
-// matrix size, so every product runs per sample with a fixed shape: M = T token rows (or 1 row of c).
-static void per_sample_linear(float *out, const float *inp, const float *weight, const float *bias, int B, int rows,
-                              int K, int N) {
-    for (int b = 0; b < B; b++)
-        linear_forward(out + (int64_t)b * rows * N, inp + (int64_t)b * rows * K, weight, bias, rows, K, N);
-}
+// gives the same images whatever --batch). In fp32, OpenBLAS picks kernels, and with them summation orders,
+// by matrix size, so op_linear runs one product per sample with a fixed shape (group_rows = T token rows, or
+// 1 row of c); the bf16 kernels are row-independent and take the whole batch at once.
 
 // DiTBlock: x = x + gate_msa * attn(modulate(norm1(x))); x = x + gate_mlp * mlp(modulate(norm2(x))).
-static void block_forward(dit_model *m, const dit_block_params *bp, int B) {
+static void block_forward(dit_model *m, dit_block_layers *bl, int B) {
     dit_activations *a = &m->acts;
-    const int T = dit_config_tokens(&m->cfg), D = m->cfg.hidden_size, H = m->cfg.num_heads, M = m->mlp_hidden;
+    const ops_context *ops = &m->ops;
+    const int T = dit_config_tokens(&m->cfg), D = m->cfg.hidden_size, H = m->cfg.num_heads;
     const int BT = B * T, A = 6 * D;
     // ada (B, 6D) = SiLU(c) @ W^T + b, chunks: shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp
-    per_sample_linear(a->ada, a->cond, bp->ada_w, bp->ada_b, B, 1, D, A);
+    op_linear(ops, &bl->ada, a->ada, a->cond, B, 1, NULL);
     const float *shift_msa = a->ada, *scale_msa = a->ada + D, *gate_msa = a->ada + 2 * D;
     const float *shift_mlp = a->ada + 3 * D, *scale_mlp = a->ada + 4 * D, *gate_mlp = a->ada + 5 * D;
 
     layernorm_modulate_forward(a->h, NULL, NULL, a->x, shift_msa, scale_msa, A, B, T, D);
-    per_sample_linear(a->qkv, a->h, bp->qkv_w, bp->qkv_b, B, T, D, 3 * D);       // (BT, 3D)
-    attention_forward(a->attn, a->qkv, a->scores, B, T, D, H);                 // (BT, D)
-    per_sample_linear(a->tmp, a->attn, bp->proj_w, NULL, B, T, D, D);             // bias added in the residual
-    gated_residual_forward(a->x, a->tmp, bp->proj_b, gate_msa, A, B, T, D);
+    op_linear(ops, &bl->qkv, a->qkv, a->h, BT, T, NULL);                         // (BT, 3D)
+    op_attention(ops, a->attn, a->qkv, a->scores, B, T, D, H);                   // (BT, D)
+    // x += gate_msa * (attn @ W_proj^T + b_proj)
+    const linear_epilogue msa = {.kind = LINEAR_GATED_RESIDUAL, .gate = gate_msa, .gate_stride = A, .gate_rows = T,
+                                 .scratch = a->tmp};
+    op_linear(ops, &bl->proj, a->x, a->attn, BT, T, &msa);
 
     layernorm_modulate_forward(a->h, NULL, NULL, a->x, shift_mlp, scale_mlp, A, B, T, D);
-    per_sample_linear(a->mlp, a->h, bp->fc1_w, bp->fc1_b, B, T, D, M);            // (BT, M)
-    gelu_tanh_forward(a->mlp, a->mlp, (int64_t)BT * M);
-    per_sample_linear(a->tmp, a->mlp, bp->fc2_w, NULL, B, T, M, D);               // (BT, D)
-    gated_residual_forward(a->x, a->tmp, bp->fc2_b, gate_mlp, A, B, T, D);
+    const linear_epilogue gelu = {.kind = LINEAR_GELU};
+    op_linear(ops, &bl->fc1, a->mlp, a->h, BT, T, &gelu);                        // (BT, M)
+    const linear_epilogue mlp = {.kind = LINEAR_GATED_RESIDUAL, .gate = gate_mlp, .gate_stride = A, .gate_rows = T,
+                                 .scratch = a->tmp};
+    op_linear(ops, &bl->fc2, a->x, a->mlp, BT, T, &mlp);                         // x += gate_mlp * fc2(...)
 }
 
 static dit_status check_labels(const dit_model *m, const int *y, int batch) {
@@ -91,8 +91,10 @@ dit_status dit_model_forward(dit_model *m, const float *x, const float *t, const
     const dit_params *p = &m->p;
 
     // tokens (B, T, D) = patchify(x) @ W^T + b + pos_embed
+    dit_layers *L = &m->layers;
+    const ops_context *ops = &m->ops;
     patchify_forward(a->tmp, x, B, C, S, P);
-    per_sample_linear(a->x, a->tmp, p->patch_w, p->patch_b, B, T, C * P * P, D);
+    op_linear(ops, &L->patch, a->x, a->tmp, B * T, T, NULL);
     #pragma omp parallel for collapse(2) schedule(static)
     for (int b = 0; b < B; b++)
         for (int tok = 0; tok < T; tok++) {
@@ -103,21 +105,21 @@ dit_status dit_model_forward(dit_model *m, const float *x, const float *t, const
 
     // c (B, D) = mlp(timestep_embedding(t)) + y_table[y]; every adaLN then reads SiLU(c)
     timestep_embedding_forward(a->temb, t, B, 256);
-    per_sample_linear(a->tmid, a->temb, p->t_mlp0_w, p->t_mlp0_b, B, 1, 256, D);
+    op_linear(ops, &L->t_mlp0, a->tmid, a->temb, B, 1, NULL);
     silu_forward(a->tmid, a->tmid, (int64_t)B * D);
-    per_sample_linear(a->cond, a->tmid, p->t_mlp2_w, p->t_mlp2_b, B, 1, D, D);
+    op_linear(ops, &L->t_mlp2, a->cond, a->tmid, B, 1, NULL);
     for (int b = 0; b < B; b++) {
         const float *emb = p->y_table + (int64_t)y[b] * D;
         for (int d = 0; d < D; d++) a->cond[(int64_t)b * D + d] += emb[d];
     }
     silu_forward(a->cond, a->cond, (int64_t)B * D);
 
-    for (int l = 0; l < c->depth; l++) block_forward(m, &p->blocks[l], B);
+    for (int l = 0; l < c->depth; l++) block_forward(m, &L->blocks[l], B);
 
     // final layer: modulate(norm_final(x), shift, scale) @ W^T + b, then unpatchify to (B, OUT, S, S)
-    per_sample_linear(a->ada, a->cond, p->final_ada_w, p->final_ada_b, B, 1, D, 2 * D);
+    op_linear(ops, &L->final_ada, a->ada, a->cond, B, 1, NULL);
     layernorm_modulate_forward(a->h, NULL, NULL, a->x, a->ada, a->ada + D, 2 * D, B, T, D);
-    per_sample_linear(a->tmp, a->h, p->final_w, p->final_b, B, T, D, P * P * OUT);
+    op_linear(ops, &L->final, a->tmp, a->h, B * T, T, NULL);
     unpatchify_forward(out, a->tmp, B, OUT, S, P);
     return DIT_OK;
 }

@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "dit.h"
+#include "ops/dispatch.h"
 
 #define PARAM_NAME_MAX 64
 
@@ -37,6 +38,17 @@ typedef struct {
     float *final_ada_w, *final_ada_b;    // (2D, D), (2D)
 } dit_params;
 
+// The dense layers of the network as the op dispatch sees them (weights are views of dit_params, plus the
+// back-end's prepared copies).
+typedef struct {
+    linear_layer qkv, proj, fc1, fc2, ada;
+} dit_block_layers;
+
+typedef struct {
+    linear_layer patch, t_mlp0, t_mlp2, final_ada, final;
+    dit_block_layers *blocks;   // depth
+} dit_layers;
+
 // Activations of one forward pass, sized for `capacity` samples.
 typedef struct {
     int capacity;
@@ -65,7 +77,17 @@ struct dit_model {
     dit_params p;
     dit_activations acts;
     char **class_names;    // num_classes names, or NULL
+    dit_precision precision;   // resolved: DIT_PRECISION_FP32 or DIT_PRECISION_BF16
+    ops_context ops;           // precision and weights version, as the op dispatch reads them
+    dit_layers layers;
 };
+
+// Tell the model its float32 weights changed (loading, an optimizer step, a test's poke): prepared copies
+// (packed bf16 weights) are remade on their next use.
+void dit_model_weights_changed(dit_model *m);
+// The precision AUTO resolves to on this machine: DIT_PRECISION (environment: fp32, bf16, auto) if set,
+// else bf16 where the CPU has a bf16 matrix path, fp32 elsewhere.
+dit_precision dit_precision_resolve(dit_precision p);
 
 // Build the table and allocate a zeroed parameter buffer (pos_embed filled) for a validated config.
 dit_model *dit_model_create(const dit_config *cfg);

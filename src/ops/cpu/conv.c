@@ -3,9 +3,7 @@
 // optional fused SiLU, nearest 2x upsampling, and single-head spatial attention over query blocks.
 // Naive-loop oracles for all of them live in tests/test_vae.c.
 #include <cblas.h>
-#if defined(__AVX512F__)
 #include <immintrin.h>
-#endif
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -16,6 +14,7 @@
 
 #include "base/error.h"
 #include "ops/conv.h"
+#include "ops/cpu/cpu_features.h"
 #include "ops/cpu/fast_exp.h"
 
 // 64 MB of column buffer: a band of output rows of a 512-channel 3x3 conv is ~3,600 positions.
@@ -67,7 +66,9 @@ static void im2col_band(float *col, const float *x, int Cin, int H, int W, int K
     }
 }
 
-#if defined(__AVX512F__)
+// The direct kernel is compiled for AVX-512 whatever the build's -march, and used only where CPUID finds it.
+#define AVX512_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma")))
+
 // Direct stride-1 convolution, no column buffer. The input is first copied zero-padded and row-interleaved,
 // (H + pads, Cin, W + pads): the Cin rows a tap reads sit W + pads floats apart, where channel-major planes
 // would be a multiple of 4 KB apart and fight over the same cache sets. A register block of DIRECT_CO output
@@ -114,7 +115,7 @@ static void pad_interleave(float *padded, const float *x, int upsample, int Cin,
 // Output channels [co, co + nco) (nco <= DIRECT_CO) at the DIRECT_V slots. The 24 accumulators are named
 // variables, not an array, so that the compiler keeps them in registers; a block short of DIRECT_CO
 // channels repeats its last channel's weights and stores only the first nco.
-static void direct_block(float *out, const float *padded, const float *w, const float *bias, const float *residual,
+AVX512_TARGET static void direct_block(float *out, const float *padded, const float *w, const float *bias, const float *residual,
                          int nco, int Cin, int KH, int KW, int Wp, int64_t out_plane, int OW, const direct_slot *slot) {
     const int taps = KH * KW;
     const int64_t K = (int64_t)Cin * taps;
@@ -170,7 +171,7 @@ static void direct_block(float *out, const float *padded, const float *w, const 
 }
 
 // One sample: out (Cout, OH, OW) = conv(padded) + bias (+ residual, same shape as out).
-static void conv2d_direct(float *out, const float *padded, const float *weight, const float *bias,
+AVX512_TARGET static void conv2d_direct(float *out, const float *padded, const float *weight, const float *bias,
                           const float *residual, int Cin, int Cout, int KH, int KW, int Wp, int OH, int OW) {
     const int per_row = (OW + 15) / 16, slots = OH * per_row, tiles = (slots + DIRECT_V - 1) / DIRECT_V;
     const int co_blocks = (Cout + DIRECT_CO - 1) / DIRECT_CO, groups = (tiles + DIRECT_GROUP - 1) / DIRECT_GROUP;
@@ -198,7 +199,6 @@ static void conv2d_direct(float *out, const float *padded, const float *weight, 
         }
     }
 }
-#endif
 
 // Output rows per im2col band: as many as fit the budget, at least one.
 static int64_t column_band_rows(int H, int W, int KH, int KW, int stride, int pad_top, int pad_left, int pad_bottom,
@@ -217,11 +217,8 @@ static int is_plain_1x1(int KH, int KW, int stride, int pad_top, int pad_left, i
 
 // The direct kernel takes stride-1 convs other than the plain 1x1 (one sgemm already).
 static int uses_direct(int KH, int KW, int stride, int pad_top, int pad_left, int pad_bottom, int pad_right) {
-#if defined(__AVX512F__)
-    return stride == 1 && !is_plain_1x1(KH, KW, stride, pad_top, pad_left, pad_bottom, pad_right);
-#else
-    return 0;
-#endif
+    return cpu_path_active() >= CPU_PATH_AVX512 && stride == 1 &&
+           !is_plain_1x1(KH, KW, stride, pad_top, pad_left, pad_bottom, pad_right);
 }
 
 int64_t conv2d_workspace_floats(int Cin, int H, int W, int KH, int KW, int stride, int pad_top, int pad_left,
@@ -242,7 +239,6 @@ static void conv2d_run(float *out, const float *x, const float *weight, const fl
     DIT_CHECK(OH > 0 && OW > 0 && stride > 0 && (!upsample || (H % 2 == 0 && W % 2 == 0)));
     const int64_t out_plane = (int64_t)OH * OW, in_plane = (int64_t)H * W;
     const int K = Cin * KH * KW;
-#if defined(__AVX512F__)
     if (uses_direct(KH, KW, stride, pad_top, pad_left, pad_bottom, pad_right)) {
         const int64_t padded_floats =
             conv2d_workspace_floats(Cin, H, W, KH, KW, stride, pad_top, pad_left, pad_bottom, pad_right);
@@ -257,7 +253,6 @@ static void conv2d_run(float *out, const float *x, const float *weight, const fl
         if (!workspace) free(padded);
         return;
     }
-#endif
     float *upsampled = NULL;
     if (upsample) {
         upsampled = dit_malloc((size_t)(B * Cin * in_plane) * sizeof *upsampled);

@@ -1,0 +1,61 @@
+// The bf16 matrix path: products with bf16 inputs and float32 accumulation, on AMX tiles or AVX512-BF16
+// dot products (cpu_features.h picks which). Inputs are rounded to nearest even; sums, epilogues and
+// everything around the products stay float32. Only call these when cpu_path_active() >= CPU_PATH_AVX512_BF16
+// (ops_precision.c does the checking for the model code).
+#ifndef DIT_OPS_BF16_H
+#define DIT_OPS_BF16_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+// The right-hand operand of a product, packed once into the layout both kernels read: panels of 32 columns
+// of B (N, K), each panel a run of (32 K) x (32 N) blocks of two 16-column halves stored as K pairs
+// [16 pairs][16 columns][2] (the AMX tile / vdpbf16ps operand). N and K are zero-padded to multiples of 32.
+typedef struct {
+    int N, K;           // logical size of B (N, K): out = A (M, K) @ B^T
+    int Np, Kp;         // padded sizes
+    uint16_t *data;     // Np * Kp bf16
+    size_t capacity;    // allocated bf16 elements (packing grows it, never shrinks)
+} bf16_packed;
+
+// Pack B (N, K) read as src[n * stride_n + k * stride_k] (an nn.Linear weight (N, K): stride_n = K,
+// stride_k = 1; a weight used transposed: stride_n = 1, stride_k = N). Grows dst->data as needed.
+void bf16_pack(bf16_packed *dst, const float *src, int N, int K, int64_t stride_n, int64_t stride_k);
+void bf16_packed_free(bf16_packed *p);
+
+// What happens to each product value v = alpha * (A @ B^T)[m, n] on its way to out[m, n]:
+//   v += bias[n]                         (bias != NULL)
+//   pre_gelu[m, n] = v; v = gelu_tanh(v) (gelu; pre_gelu may be NULL; row stride ldo)
+//   out = gate[(m / gate_rows), n] * v + out   (gate != NULL: the adaLN-Zero gated residual)
+//   out = out + v                        (accumulate)
+//   out = v                              (otherwise)
+typedef struct {
+    float alpha;             // 0 is read as 1
+    const float *bias;
+    int gelu;
+    float *pre_gelu;
+    const float *gate;       // rows of stride gate_stride, one row per gate_rows output rows
+    int gate_stride, gate_rows;
+    int accumulate;
+} gemm_epilogue;
+
+// out (M, N), row stride ldo = epilogue(A @ B^T); A (M, K) float32 read as A[m * stride_m + k * stride_k]
+// and rounded to bf16. Each output row depends only on its own row of A (fixed summation order), so results
+// do not depend on M, the batch, or the thread count. ep may be NULL (plain store).
+// gemm_bf16 splits the work over the OpenMP threads; gemm_bf16_serial runs in the calling thread (for use
+// inside a parallel region).
+void gemm_bf16(float *out, int64_t ldo, const float *A, int64_t stride_m, int64_t stride_k, const bf16_packed *B,
+               int M, const gemm_epilogue *ep);
+void gemm_bf16_serial(float *out, int64_t ldo, const float *A, int64_t stride_m, int64_t stride_k,
+                      const bf16_packed *B, int M, const gemm_epilogue *ep);
+
+// Round float32 to bf16 and back (nearest even), as the kernels see their inputs.
+float bf16_round(float x);
+
+// Kernel internals shared by gemm_bf16.c and gemm_amx.c.
+// C (32 x 32 floats, row stride 32) = A rows [32][Kp] (bf16, row stride Kp) x one packed panel (Kp x 32).
+void amx_kernel_32x32(float *C, const uint16_t *A, int Kp, const uint16_t *panel);
+void amx_configure(void);
+void amx_release(void);
+
+#endif

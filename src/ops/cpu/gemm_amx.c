@@ -1,0 +1,48 @@
+// The AMX-BF16 micro-kernel: a 32 x 32 float32 block in four accumulator tiles (tmm0-3), two A tiles
+// (tmm4-5: 16 rows x 32 K) and two B tiles (tmm6-7: 16 K pairs x 16 columns) per 32-wide K step.
+// Compiled with -mamx-tile -mamx-bf16; only called when cpu_path_active() == CPU_PATH_AMX.
+#include <immintrin.h>
+
+#include "ops/bf16.h"
+
+typedef struct {
+    uint8_t palette_id, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} tile_config;
+
+// Eight tiles of 16 rows x 64 bytes. A static object, not a stack one: GCC 12's _tile_loadconfig names only
+// the first 8 bytes of its operand, so stores to a local configuration can be optimised away.
+static const tile_config all_tiles_16x64 = {
+    .palette_id = 1,
+    .colsb = {64, 64, 64, 64, 64, 64, 64, 64},
+    .rows = {16, 16, 16, 16, 16, 16, 16, 16},
+};
+
+void amx_configure(void) { _tile_loadconfig(&all_tiles_16x64); }
+
+void amx_release(void) { _tile_release(); }
+
+void amx_kernel_32x32(float *C, const uint16_t *A, int Kp, const uint16_t *panel) {
+    const int lda = Kp * 2;   // bytes
+    const uint16_t *A1 = A + (int64_t)16 * Kp;
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    for (int k = 0; k < Kp; k += 32) {
+        const uint16_t *b = panel + (int64_t)k * 32;   // the (32 K x 32 N) block: two 512-element halves
+        _tile_loadd(4, A + k, lda);
+        _tile_loadd(6, b, 64);
+        _tile_loadd(7, b + 512, 64);
+        _tile_loadd(5, A1 + k, lda);
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_dpbf16ps(1, 4, 7);
+        _tile_dpbf16ps(2, 5, 6);
+        _tile_dpbf16ps(3, 5, 7);
+    }
+    _tile_stored(0, C, 128);
+    _tile_stored(1, C + 16, 128);
+    _tile_stored(2, C + 16 * 32, 128);
+    _tile_stored(3, C + 16 * 32 + 16, 128);
+}

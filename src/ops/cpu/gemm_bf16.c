@@ -1,0 +1,261 @@
+// The bf16 GEMM driver: packing of both operands, the AVX512-BF16 micro-kernel, the fused epilogue, and the
+// split of the work over threads (the AMX micro-kernel is in gemm_amx.c). Compiled with AVX512-BF16
+// enabled; only entered when cpu_path_active() >= CPU_PATH_AVX512_BF16.
+//
+// Blocking: A (M, K) is converted once into a row-major bf16 copy (rows padded to 32, K to 32); the work
+// is 32 x 32 output blocks, one packed B panel (32 columns x Kp) at a time, so a panel stays in L1/L2 while
+// it meets the rows of an A chunk that fits in L2. The sum over K runs in one fixed order for every row.
+#include <immintrin.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "base/error.h"
+#include "ops/bf16.h"
+#include "ops/cpu/cpu_features.h"
+#include "ops/cpu/fast_exp.h"
+
+static int round_up(int x, int m) { return (x + m - 1) / m * m; }
+
+static inline uint16_t to_bf16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);   // NaN stays NaN
+    u += 0x7fffu + ((u >> 16) & 1);
+    return (uint16_t)(u >> 16);
+}
+
+float bf16_round(float x) {
+    uint32_t u = (uint32_t)to_bf16(x) << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+// ---- packing ------------------------------------------------------------------------------------------
+
+void bf16_packed_free(bf16_packed *p) {
+    free(p->data);
+    memset(p, 0, sizeof *p);
+}
+
+// Element (n, k) of B lives at panel n/32, K block k/32, half (n%32)/16, pair (k%32)/2, column n%16, k%2.
+static inline int64_t packed_index(int KB, int n, int k) {
+    return (((int64_t)(n >> 5) * KB + (k >> 5)) * 2 + ((n >> 4) & 1)) * 512 + ((k & 31) >> 1) * 32 + (n & 15) * 2 +
+           (k & 1);
+}
+
+void bf16_pack(bf16_packed *dst, const float *src, int N, int K, int64_t stride_n, int64_t stride_k) {
+    const int Np = round_up(N, 32), Kp = round_up(K, 32), KB = Kp / 32;
+    const size_t need = (size_t)Np * Kp;
+    if (dst->capacity < need) {
+        free(dst->data);
+        dst->data = dit_malloc(need * sizeof(uint16_t));
+        dst->capacity = need;
+    }
+    dst->N = N, dst->K = K, dst->Np = Np, dst->Kp = Kp;
+    uint16_t *d = dst->data;
+    // Walk 16 x 16 blocks so that both a row-major and a transposed source are read a cache line at a time.
+    for (int n0 = 0; n0 < Np; n0 += 16)
+        for (int k0 = 0; k0 < Kp; k0 += 16)
+            for (int n = n0; n < n0 + 16; n++)
+                for (int k = k0; k < k0 + 16; k++)
+                    d[packed_index(KB, n, k)] = (n < N && k < K) ? to_bf16(src[n * stride_n + k * stride_k]) : 0;
+}
+
+// Rows [r0, r1) of the bf16 copy of A: Kp columns, zero beyond K and for rows >= M.
+static void pack_a_rows(uint16_t *dst, int Kp, const float *A, int64_t stride_m, int64_t stride_k, int M, int K,
+                        int r0, int r1) {
+    for (int r = r0; r < r1; r++) {
+        uint16_t *row = dst + (int64_t)r * Kp;
+        if (r >= M) {
+            memset(row, 0, (size_t)Kp * sizeof(uint16_t));
+            continue;
+        }
+        const float *src = A + (int64_t)r * stride_m;
+        if (stride_k == 1) {
+            int k = 0;
+            for (; k + 16 <= K; k += 16)
+                _mm256_storeu_si256((__m256i *)(row + k), (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(src + k)));
+            if (k < K) {
+                __mmask16 mask = (__mmask16)((1u << (K - k)) - 1);
+                _mm256_mask_storeu_epi16(row + k, mask, (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(mask, src + k)));
+            }
+        } else {
+            for (int k = 0; k < K; k++) row[k] = to_bf16(src[k * stride_k]);
+        }
+        for (int k = K; k < Kp; k++) row[k] = 0;
+    }
+}
+
+// A transposed source (stride_k != 1) is read 16 x 16 at a time: rows of A are columns of the source.
+static void pack_a_rows_transposed(uint16_t *dst, int Kp, const float *A, int64_t stride_m, int64_t stride_k,
+                                   int M, int K, int r0, int r1) {
+    for (int rb = r0; rb < r1; rb += 16) {
+        const int re = rb + 16 < r1 ? rb + 16 : r1;
+        for (int k0 = 0; k0 < Kp; k0 += 16)
+            for (int k = k0; k < k0 + 16; k++)
+                for (int r = rb; r < re; r++)
+                    dst[(int64_t)r * Kp + k] = (r < M && k < K) ? to_bf16(A[r * stride_m + k * stride_k]) : 0;
+    }
+}
+
+// ---- the AVX512-BF16 micro-kernel ------------------------------------------------------------------------
+
+// C (8 rows x 32, row stride 32) = 8 rows of A x one panel: per K pair, two B vectors (16 columns of pairs
+// each) meet each row's pair broadcast; 16 accumulators.
+static void avx512_kernel_8x32(float *C, const uint16_t *A, int Kp, const uint16_t *panel) {
+    __m512 acc[8][2];
+    for (int r = 0; r < 8; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+    for (int k = 0; k < Kp; k += 32) {
+        const uint16_t *blk = panel + (int64_t)k * 32;
+        for (int pair = 0; pair < 16; pair++) {
+            const __m512bh b0 = (__m512bh)_mm512_loadu_si512(blk + pair * 32);
+            const __m512bh b1 = (__m512bh)_mm512_loadu_si512(blk + 512 + pair * 32);
+            const int kk = k + 2 * pair;
+            for (int r = 0; r < 8; r++) {
+                int32_t two;
+                memcpy(&two, A + (int64_t)r * Kp + kk, sizeof two);
+                const __m512bh a = (__m512bh)_mm512_set1_epi32(two);
+                acc[r][0] = _mm512_dpbf16_ps(acc[r][0], a, b0);
+                acc[r][1] = _mm512_dpbf16_ps(acc[r][1], a, b1);
+            }
+        }
+    }
+    for (int r = 0; r < 8; r++) {
+        _mm512_storeu_ps(C + r * 32, acc[r][0]);
+        _mm512_storeu_ps(C + r * 32 + 16, acc[r][1]);
+    }
+}
+
+static void avx512_kernel_32x32(float *C, const uint16_t *A, int Kp, const uint16_t *panel) {
+    for (int r = 0; r < 32; r += 8) avx512_kernel_8x32(C + r * 32, A + (int64_t)r * Kp, Kp, panel);
+}
+
+// ---- epilogue -----------------------------------------------------------------------------------------------
+
+static inline float gelu_tanh(float v) {
+    const float two_sqrt_2_over_pi = 2.0f * 0.7978845608028654f;
+    float two_u = two_sqrt_2_over_pi * (v + 0.044715f * v * v * v);
+    return v / (1.0f + fast_expf(-two_u));
+}
+
+// Rows [m0, m0 + rows) and columns [n0, n0 + cols) of out from the 32 x 32 block C.
+static void epilogue_block(float *out, int64_t ldo, const float *C, int m0, int rows, int n0, int cols,
+                           const gemm_epilogue *ep) {
+    const float alpha = ep && ep->alpha != 0.0f ? ep->alpha : 1.0f;
+    for (int r = 0; r < rows; r++) {
+        const int64_t m = m0 + r;
+        float *o = out + m * ldo + n0;
+        const float *c = C + r * 32;
+        float v[32];
+        for (int j = 0; j < cols; j++) v[j] = alpha * c[j];
+        if (!ep) {
+            memcpy(o, v, (size_t)cols * sizeof(float));
+            continue;
+        }
+        if (ep->bias)
+            for (int j = 0; j < cols; j++) v[j] += ep->bias[n0 + j];
+        if (ep->gelu) {
+            if (ep->pre_gelu) memcpy(ep->pre_gelu + m * ldo + n0, v, (size_t)cols * sizeof(float));
+            for (int j = 0; j < cols; j++) v[j] = gelu_tanh(v[j]);
+        }
+        if (ep->gate) {
+            const float *g = ep->gate + (m / ep->gate_rows) * ep->gate_stride + n0;
+            for (int j = 0; j < cols; j++) o[j] += g[j] * v[j];
+        } else if (ep->accumulate) {
+            for (int j = 0; j < cols; j++) o[j] += v[j];
+        } else {
+            memcpy(o, v, (size_t)cols * sizeof(float));
+        }
+    }
+}
+
+// ---- the driver -------------------------------------------------------------------------------------------
+
+// The bf16 copy of A lives in a per-thread buffer that only grows (the sampler's steady state allocates nothing).
+static _Thread_local uint16_t *a_buffer;
+static _Thread_local size_t a_capacity;
+
+static uint16_t *a_workspace(size_t elems) {
+    if (a_capacity < elems) {
+        free(a_buffer);
+        a_buffer = dit_malloc(elems * sizeof(uint16_t));
+        a_capacity = elems;
+    }
+    return a_buffer;
+}
+
+// Rows of A per chunk: as many 32-row blocks as keep the chunk's bf16 copy within ~1 MB (half an L2).
+static int chunk_rows(int Kp) {
+    int rows = (1 << 20) / (Kp * 2) / 32 * 32;
+    return rows < 32 ? 32 : rows;
+}
+
+typedef void (*kernel_fn)(float *C, const uint16_t *A, int Kp, const uint16_t *panel);
+
+static void run_blocks(float *out, int64_t ldo, const uint16_t *A16, const bf16_packed *B, int M, int mb0, int mb1,
+                       int p0, int p1, kernel_fn kernel, const gemm_epilogue *ep) {
+    float C[32 * 32] __attribute__((aligned(64)));
+    for (int p = p0; p < p1; p++) {
+        const uint16_t *panel = B->data + (int64_t)p * 32 * B->Kp;
+        const int n0 = p * 32, cols = B->N - n0 < 32 ? B->N - n0 : 32;
+        for (int mb = mb0; mb < mb1; mb++) {
+            const int m0 = mb * 32, rows = M - m0 < 32 ? M - m0 : 32;
+            kernel(C, A16 + (int64_t)m0 * B->Kp, B->Kp, panel);
+            epilogue_block(out, ldo, C, m0, rows, n0, cols, ep);
+        }
+    }
+}
+
+static void gemm_run(float *out, int64_t ldo, const float *A, int64_t stride_m, int64_t stride_k,
+                     const bf16_packed *B, int M, const gemm_epilogue *ep, int parallel) {
+    if (M <= 0 || B->N <= 0) return;
+    const int Kp = B->Kp, Mp = round_up(M, 32), MB = Mp / 32, panels = B->Np / 32;
+    const int amx = cpu_path_active() == CPU_PATH_AMX;
+    const kernel_fn kernel = amx ? amx_kernel_32x32 : avx512_kernel_32x32;
+    uint16_t *A16 = a_workspace((size_t)Mp * Kp);
+    const int transposed = stride_k != 1;
+    const int chunk_blocks = chunk_rows(Kp) / 32;
+    if (!parallel) {
+        if (transposed) pack_a_rows_transposed(A16, Kp, A, stride_m, stride_k, M, B->K, 0, Mp);
+        else pack_a_rows(A16, Kp, A, stride_m, stride_k, M, B->K, 0, Mp);
+        if (amx) amx_configure();
+        for (int c0 = 0; c0 < MB; c0 += chunk_blocks)
+            run_blocks(out, ldo, A16, B, M, c0, c0 + chunk_blocks < MB ? c0 + chunk_blocks : MB, 0, panels, kernel, ep);
+        return;
+    }
+    #pragma omp parallel
+    {
+        #pragma omp for schedule(static)
+        for (int rb = 0; rb < MB; rb++) {
+            if (transposed) pack_a_rows_transposed(A16, Kp, A, stride_m, stride_k, M, B->K, rb * 32, rb * 32 + 32);
+            else pack_a_rows(A16, Kp, A, stride_m, stride_k, M, B->K, rb * 32, rb * 32 + 32);
+        }
+        if (amx) amx_configure();
+        for (int c0 = 0; c0 < MB; c0 += chunk_blocks) {
+            const int c1 = c0 + chunk_blocks < MB ? c0 + chunk_blocks : MB;
+            // Few panels and many row blocks (a narrow output): split the rows instead of the panels.
+            if (panels >= 2 * omp_get_num_threads() || c1 - c0 == 1) {
+                #pragma omp for schedule(static) nowait
+                for (int p = 0; p < panels; p++) run_blocks(out, ldo, A16, B, M, c0, c1, p, p + 1, kernel, ep);
+            } else {
+                #pragma omp for schedule(static) nowait
+                for (int mb = c0; mb < c1; mb++) run_blocks(out, ldo, A16, B, M, mb, mb + 1, 0, panels, kernel, ep);
+            }
+        }
+    }
+}
+
+void gemm_bf16(float *out, int64_t ldo, const float *A, int64_t stride_m, int64_t stride_k, const bf16_packed *B,
+               int M, const gemm_epilogue *ep) {
+    gemm_run(out, ldo, A, stride_m, stride_k, B, M, ep, 1);
+}
+
+void gemm_bf16_serial(float *out, int64_t ldo, const float *A, int64_t stride_m, int64_t stride_k,
+                      const bf16_packed *B, int M, const gemm_epilogue *ep) {
+    gemm_run(out, ldo, A, stride_m, stride_k, B, M, ep, 0);
+}

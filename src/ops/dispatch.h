@@ -1,0 +1,68 @@
+// The one place where the model's ops meet a back-end and a precision. Model code (models/) calls op_*;
+// each op picks the kernel: cpu-fp32 (ops/cpu/*, the oracle), cpu-bf16 (AMX or AVX512-BF16 products with
+// float32 accumulation, ops/cpu/gemm_bf16.c). A new back-end (CUDA) adds a branch here and files under ops/,
+// never edits models/.
+#ifndef DIT_OPS_DISPATCH_H
+#define DIT_OPS_DISPATCH_H
+
+#include <stdint.h>
+
+#include "ops/bf16.h"
+
+typedef enum { OPS_FP32 = 0, OPS_BF16 = 1 } ops_precision;
+
+typedef struct {
+    ops_precision precision;
+    uint64_t weights_version;   // bumped whenever the float32 weights change; prepared copies follow it
+} ops_context;
+
+// A dense layer (PyTorch nn.Linear): views of the float32 master weights and the back-end's prepared copy.
+typedef struct {
+    const float *weight, *bias;   // (N, K), (N) or NULL
+    int N, K;
+    bf16_packed bf16;             // packed bf16 weight, valid when bf16_version == the context's version
+    uint64_t bf16_version;
+} linear_layer;
+
+void linear_layer_init(linear_layer *L, const float *weight, const float *bias, int N, int K);
+void linear_layer_free(linear_layer *L);
+
+// What follows the product (fused in the bf16 kernels, separate float32 ops in the fp32 path, in the
+// order the fp32 path has always run them, so fp32 results stay bit-identical).
+typedef enum {
+    LINEAR_PLAIN,            // out = inp @ W^T + b
+    LINEAR_GELU,             // pre = inp @ W^T + b (if pre != NULL); out = gelu_tanh(inp @ W^T + b)
+    LINEAR_GATED_RESIDUAL,   // out += gate[row / gate_rows] * (inp @ W^T + b)   (adaLN-Zero)
+} linear_epilogue_kind;
+
+typedef struct {
+    linear_epilogue_kind kind;
+    float *pre;              // LINEAR_GELU: keep the value before GELU here (training); may be NULL
+    const float *gate;       // LINEAR_GATED_RESIDUAL: (M / gate_rows, gate_stride) rows
+    int gate_stride, gate_rows;
+    float *product;          // LINEAR_GATED_RESIDUAL: keep inp @ W^T (no bias) here (training; may be NULL)
+    float *scratch;          // LINEAR_GATED_RESIDUAL in fp32 without product: (M, N) floats
+} linear_epilogue;
+
+// out (M, N) = epilogue(inp (M, K) @ W^T + b). group_rows: the float32 path runs one product per group of
+// rows (per sample: OpenBLAS picks summation orders by shape, and the forward must be batch-invariant);
+// 0 = one product. The bf16 kernels are row-independent by construction.
+void op_linear(const ops_context *ctx, linear_layer *L, float *out, const float *inp, int M, int group_rows,
+               const linear_epilogue *ep);
+
+// Backward of out = inp @ W^T + b: dinp = dout @ W (overwritten; NULL skips it), dweight += dout^T @ inp,
+// dbias += column sums of dout (NULL skips it). In bf16 the products take bf16 inputs (float32 sums).
+void op_linear_backward(const ops_context *ctx, linear_layer *L, float *dinp, float *dweight, float *dbias,
+                        const float *dout, const float *inp, int M);
+
+// Multi-head self-attention (ops.h attention_forward); scratch as attention_scratch_floats (fp32 path only).
+void op_attention(const ops_context *ctx, float *out, const float *qkv, float *scratch, int B, int T, int D, int H);
+void op_attention_backward(const ops_context *ctx, float *dqkv, const float *dout, const float *qkv, float *scratch,
+                           int B, int T, int D, int H);
+
+// bf16 attention kernels (ops/cpu/attention_bf16.c): per (batch, head) one thread, the two products on the
+// bf16 path, softmax in float32. Only call when the CPU has a bf16 path.
+void attention_forward_bf16(float *out, const float *qkv, int B, int T, int D, int H);
+void attention_backward_bf16(float *dqkv, const float *dout, const float *qkv, int B, int T, int D, int H);
+
+#endif

@@ -1,0 +1,149 @@
+// The bf16 matrix path against float64 loops over the same bf16-rounded inputs, on every path this CPU has
+// (AMX tiles, AVX512-BF16); paths the CPU lacks are reported as skipped. Shapes are chosen not to be
+// multiples of the 32 x 32 blocks, and every operand layout (plain, transposed) and epilogue is exercised.
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ops/bf16.h"
+#include "ops/cpu/cpu_features.h"
+#include "ops/ops.h"
+#include "test.h"
+
+static uint32_t rng_state = 777;
+
+static double gelu_ref(double v) { return 0.5 * v * (1.0 + tanh(0.7978845608028654 * (v + 0.044715 * v * v * v))); }
+
+// want[m, n] = alpha * sum_k bf16(A[m, k]) bf16(B[n, k]) in float64, A (M, K) and B (N, K) row-major.
+static void reference(double *want, const float *A, const float *B, int M, int K, int N, double alpha) {
+    for (int m = 0; m < M; m++)
+        for (int n = 0; n < N; n++) {
+            double s = 0;
+            for (int k = 0; k < K; k++) s += (double)bf16_round(A[m * K + k]) * bf16_round(B[n * K + k]);
+            want[m * N + n] = alpha * s;
+        }
+}
+
+static void check_shape(const char *path, int M, int K, int N, int transposed_a, int transposed_b, int serial) {
+    float *A = test_random_floats(&rng_state, (size_t)M * K, 1.0f), *B = test_random_floats(&rng_state, (size_t)N * K, 1.0f);
+    float *At = malloc((size_t)M * K * sizeof *At), *Bt = malloc((size_t)N * K * sizeof *Bt);
+    for (int m = 0; m < M; m++)
+        for (int k = 0; k < K; k++) At[k * M + m] = A[m * K + k];
+    for (int n = 0; n < N; n++)
+        for (int k = 0; k < K; k++) Bt[k * N + n] = B[n * K + k];
+    double *want = malloc((size_t)M * N * sizeof *want);
+    reference(want, A, B, M, K, N, 1.0);
+    bf16_packed P = {0};
+    if (transposed_b) bf16_pack(&P, Bt, N, K, 1, N);
+    else bf16_pack(&P, B, N, K, K, 1);
+    float *got = malloc((size_t)M * N * sizeof *got), *wantf = malloc((size_t)M * N * sizeof *wantf);
+    const float *a = transposed_a ? At : A;
+    const int64_t sm = transposed_a ? 1 : K, sk = transposed_a ? M : 1;
+    if (serial) gemm_bf16_serial(got, N, a, sm, sk, &P, M, NULL);
+    else gemm_bf16(got, N, a, sm, sk, &P, M, NULL);
+    for (int i = 0; i < M * N; i++) wantf[i] = (float)want[i];
+    // The inputs are the same bf16 values on both sides; what differs is float32 accumulation of K
+    // products of size <= 1: a few ulp of sqrt(K)-sized sums -> 2e-6 * K absolute is generous and tight.
+    char what[160];
+    snprintf(what, sizeof what, "%s gemm %dx%d @ (%dx%d)^T%s%s%s vs float64 on bf16 inputs", path, M, K, N, K,
+             transposed_a ? " A^T" : "", transposed_b ? " B^T" : "", serial ? " serial" : "");
+    CHECK_CLOSE(what, got, wantf, (size_t)M * N, 2e-6 * K, 1e-5);
+    free(A); free(B); free(At); free(Bt); free(want); free(got); free(wantf);
+    bf16_packed_free(&P);
+}
+
+static void check_epilogues(const char *path) {
+    const int M = 45, K = 70, N = 50, rows_per_gate = 15, gate_stride = 3 * N;
+    float *A = test_random_floats(&rng_state, (size_t)M * K, 1.0f), *B = test_random_floats(&rng_state, (size_t)N * K, 1.0f);
+    float *bias = test_random_floats(&rng_state, N, 1.0f), *gate = test_random_floats(&rng_state, 3 * gate_stride, 1.0f);
+    float *base = test_random_floats(&rng_state, (size_t)M * N, 1.0f);
+    double *prod = malloc((size_t)M * N * sizeof *prod);
+    const double alpha = 0.37;
+    reference(prod, A, B, M, K, N, alpha);
+    bf16_packed P = {0};
+    bf16_pack(&P, B, N, K, K, 1);
+    float *got = malloc((size_t)M * N * sizeof *got), *pre = malloc((size_t)M * N * sizeof *pre);
+    float *want = malloc((size_t)M * N * sizeof *want), *want_pre = malloc((size_t)M * N * sizeof *want_pre);
+    char what[160];
+
+    gemm_epilogue gelu = {.alpha = (float)alpha, .bias = bias, .gelu = 1, .pre_gelu = pre};
+    gemm_bf16(got, N, A, K, 1, &P, M, &gelu);
+    for (int m = 0; m < M; m++)
+        for (int n = 0; n < N; n++) {
+            double v = prod[m * N + n] + bias[n];
+            want_pre[m * N + n] = (float)v;
+            want[m * N + n] = (float)gelu_ref(v);
+        }
+    snprintf(what, sizeof what, "%s epilogue alpha + bias, value before GELU", path);
+    CHECK_CLOSE(what, pre, want_pre, (size_t)M * N, 2e-6 * K, 1e-5);
+    // GELU-tanh through the fast exp (2e-7 rel) on top of the product's error
+    snprintf(what, sizeof what, "%s epilogue alpha + bias + GELU-tanh", path);
+    CHECK_CLOSE(what, got, want, (size_t)M * N, 2e-6 * K, 1e-5);
+
+    gemm_epilogue gated = {.alpha = (float)alpha, .bias = bias, .gate = gate + 1, .gate_stride = gate_stride,
+                           .gate_rows = rows_per_gate};
+    memcpy(got, base, (size_t)M * N * sizeof *got);
+    gemm_bf16(got, N, A, K, 1, &P, M, &gated);
+    for (int m = 0; m < M; m++)
+        for (int n = 0; n < N; n++)
+            want[m * N + n] = (float)(base[m * N + n] + gate[1 + (m / rows_per_gate) * gate_stride + n] *
+                                                            (prod[m * N + n] + bias[n]));
+    snprintf(what, sizeof what, "%s epilogue gated residual out += gate[m / 15] * (v + bias)", path);
+    CHECK_CLOSE(what, got, want, (size_t)M * N, 2e-6 * K, 1e-5);
+
+    gemm_epilogue acc = {.alpha = (float)alpha, .accumulate = 1};
+    memcpy(got, base, (size_t)M * N * sizeof *got);
+    gemm_bf16(got, N, A, K, 1, &P, M, &acc);
+    for (int i = 0; i < M * N; i++) want[i] = (float)(base[i] + prod[i]);
+    snprintf(what, sizeof what, "%s epilogue accumulate out += alpha v", path);
+    CHECK_CLOSE(what, got, want, (size_t)M * N, 2e-6 * K, 1e-5);
+
+    // Row independence: the first 7 rows computed alone equal the same rows of the whole product, bit for bit.
+    float *part = malloc((size_t)7 * N * sizeof *part);
+    gemm_bf16(got, N, A, K, 1, &P, M, NULL);
+    gemm_bf16_serial(part, N, A, K, 1, &P, 7, NULL);
+    CHECK(!memcmp(part, got, (size_t)7 * N * sizeof *part), "%s gemm rows are independent of M (7 of 45 rows bit-identical)",
+          path);
+    free(part);
+    free(A); free(B); free(bias); free(gate); free(base); free(prod); free(got); free(pre); free(want); free(want_pre);
+    bf16_packed_free(&P);
+}
+
+static void test_rounding(void) {
+    // Round to nearest even at the 16-bit boundary, NaN kept, infinities kept.
+    const float in[] = {1.0f, 1.00390625f, 1.005859375f, -3.99609375f, 65504.0f, INFINITY, -INFINITY};
+    const float want[] = {1.0f, 1.0f, 1.0078125f, -4.0f, 65536.0f, INFINITY, -INFINITY};
+    int ok = 1;
+    for (size_t i = 0; i < sizeof in / sizeof in[0]; i++) ok &= bf16_round(in[i]) == want[i];
+    CHECK(ok, "bf16_round: nearest even on 7 edge values (ties, carries into the exponent, infinities)");
+    CHECK(isnan(bf16_round(NAN)), "bf16_round keeps NaN a NaN");
+}
+
+void test_bf16(void) {
+    const cpu_features *f = cpu_features_get();
+    printf("cpu: %s; best path %s%s%s\n", f->brand, cpu_path_name(cpu_path_best()),
+           f->amx_refusal ? "; AMX not used: " : "", f->amx_refusal ? f->amx_refusal : "");
+    const cpu_path saved = cpu_path_active();
+    const cpu_path paths[] = {CPU_PATH_AMX, CPU_PATH_AVX512_BF16};
+    int ran = 0;
+    for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
+        const char *name = cpu_path_name(paths[i]);
+        if (cpu_path_force(paths[i]) != 0) {
+            printf("SKIP %s: this CPU has no %s path\n", name, name);
+            continue;
+        }
+        ran++;
+        check_shape(name, 37, 29, 23, 0, 0, 0);
+        check_shape(name, 1, 64, 96, 0, 0, 0);
+        check_shape(name, 64, 256, 33, 0, 0, 1);
+        check_shape(name, 70, 72, 130, 1, 0, 0);
+        check_shape(name, 33, 150, 47, 0, 1, 0);
+        check_shape(name, 50, 33, 40, 1, 1, 1);
+        check_shape(name, 300, 1152, 97, 0, 0, 0);
+        check_epilogues(name);
+        test_rounding();
+    }
+    cpu_path_force(saved);
+    if (!ran) printf("SKIP bf16 gemm: no bf16 path on this CPU\n");
+}
