@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dit.h"
+#include "base/threads.h"
 #include "ops/bf16.h"
 #include "ops/cpu/cpu_features.h"
 #include "ops/ops.h"
@@ -120,6 +122,65 @@ static void test_rounding(void) {
     CHECK(isnan(bf16_round(NAN)), "bf16_round keeps NaN a NaN");
 }
 
+// max |got - want| / max |want| and the relative L2 error.
+static void relative_errors(const float *got, const float *want, size_t n, double *max_rel, double *l2_rel) {
+    double worst = 0, peak = 0, diff2 = 0, ref2 = 0;
+    for (size_t i = 0; i < n; i++) {
+        const double d = fabs((double)got[i] - want[i]);
+        worst = d > worst ? d : worst;
+        peak = fabs(want[i]) > peak ? fabs(want[i]) : peak;
+        diff2 += d * d;
+        ref2 += (double)want[i] * want[i];
+    }
+    *max_rel = worst / (peak > 0 ? peak : 1);
+    *l2_rel = sqrt(diff2 / (ref2 > 0 ? ref2 : 1));
+}
+
+// The whole network in bf16 against its float32 self: same synthetic weights, same inputs. The bound is
+// the quality bar for a random-weight DiT (2e-2 of the output's scale); bf16 keeps 8 bits of
+// mantissa (relative rounding 2^-9 = 2e-3 per input), and the errors of independent roundings average out
+// over K-long sums, so a healthy kernel lands near 1e-3 to 5e-3.
+static void check_model(const char *path, const char *name, dit_config cfg, int batch) {
+    dit_model *m = dit_model_synthetic(&cfg, 3);
+    if (!CHECK(m != NULL, "%s synthetic model %s", path, name)) return;
+    const int S = cfg.input_size, C = cfg.in_channels, OUT = dit_config_out_channels(&cfg);
+    const size_t in_n = (size_t)batch * C * S * S, out_n = (size_t)batch * OUT * S * S;
+    float *x = test_random_floats(&rng_state, in_n, 1.0f), *t = malloc(batch * sizeof *t);
+    int *y = malloc(batch * sizeof *y);
+    for (int b = 0; b < batch; b++) {
+        t[b] = (float)((b * 397 + 11) % 1000);
+        y[b] = (b * 131 + 7) % cfg.num_classes;
+    }
+    float *ref = malloc(out_n * sizeof *ref), *got = malloc(out_n * sizeof *got), *one = malloc(out_n * sizeof *one);
+    dit_model_set_precision(m, DIT_PRECISION_FP32);
+    dit_model_forward(m, x, t, y, batch, ref);
+    CHECK(dit_model_set_precision(m, DIT_PRECISION_BF16) == DIT_OK, "%s set precision bf16", path);
+    CHECK(dit_model_precision(m) == DIT_PRECISION_BF16, "%s model reports bf16", path);
+    dit_model_forward(m, x, t, y, batch, got);
+    double max_rel, l2_rel;
+    relative_errors(got, ref, out_n, &max_rel, &l2_rel);
+    CHECK(max_rel <= 2e-2, "%s %s forward bf16 vs fp32: max error %.2e of max |out|, relative L2 %.2e (bound 2e-2)",
+          path, name, max_rel, l2_rel);
+    // Batch invariance within bf16: each sample alone gives the bits it had in the batch.
+    int same = 1;
+    const size_t in_one = (size_t)C * S * S, out_one = (size_t)OUT * S * S;
+    for (int b = 0; b < batch; b++) {
+        dit_model_forward(m, x + b * in_one, t + b, y + b, 1, one);
+        same &= !memcmp(one, got + b * out_one, out_one * sizeof *one);
+    }
+    CHECK(same, "%s %s bf16 forward is batch-invariant (%d samples alone == in one batch, bit for bit)", path, name,
+          batch);
+    // Thread invariance: one thread gives the same bits.
+    const int threads = dit_max_threads();
+    dit_set_threads(1);
+    dit_model_forward(m, x, t, y, batch, one);
+    dit_set_threads(threads);
+    CHECK(!memcmp(one, got, out_n * sizeof *one), "%s %s bf16 forward: 1 thread == %d threads, bit for bit", path, name,
+          threads);
+    free(x); free(t); free(y); free(ref); free(got); free(one);
+    dit_model_free(m);
+}
+
 void test_bf16(void) {
     const cpu_features *f = cpu_features_get();
     printf("cpu: %s; best path %s%s%s\n", f->brand, cpu_path_name(cpu_path_best()),
@@ -143,6 +204,16 @@ void test_bf16(void) {
         check_shape(name, 300, 1152, 97, 0, 0, 0);
         check_epilogues(name);
         test_rounding();
+        // The width, heads and tokens of DiT-XL/2 at 256 px with 2 blocks; and an odd little one (25 tokens,
+        // head dim 32, 7 classes, no learned sigma).
+        check_model(name, "XL-width (D 1152, 16 heads, T 256, depth 2)",
+                    (dit_config){.input_size = 32, .patch_size = 2, .in_channels = 4, .hidden_size = 1152, .depth = 2,
+                                 .num_heads = 16, .mlp_ratio = 4.0f, .num_classes = 1000, .class_dropout_prob = 0.1f,
+                                 .learn_sigma = 1}, 2);
+        check_model(name, "odd (D 96, 3 heads, T 25, depth 3)",
+                    (dit_config){.input_size = 10, .patch_size = 2, .in_channels = 3, .hidden_size = 96, .depth = 3,
+                                 .num_heads = 3, .mlp_ratio = 4.0f, .num_classes = 7, .class_dropout_prob = 0.1f,
+                                 .learn_sigma = 0}, 3);
     }
     cpu_path_force(saved);
     if (!ran) printf("SKIP bf16 gemm: no bf16 path on this CPU\n");
