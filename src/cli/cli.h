@@ -43,6 +43,13 @@ int cli_take(cli_args *a, const char *short_name, const char *long_name);
 // error (naming long_name, else short_name), sets a->failed and returns 0.
 int cli_take_int(cli_args *a, const char *short_name, const char *long_name, int min, int max, int *out);
 int cli_take_float(cli_args *a, const char *short_name, const char *long_name, float *out);
+// --precision auto|fp32|bf16 into *out (a bad value prints the usage error and sets a->failed).
+int cli_take_precision(cli_args *a, dit_precision *out);
+// Set the model's precision; on a CPU that cannot run it, print the error ("dit: ...") and return 0.
+int cli_apply_precision(dit_model *m, dit_precision p);
+#define CLI_PRECISION_HELP \
+    "  --precision P          auto (default: bf16 products where the CPU has a bf16 matrix path, else fp32),\n" \
+    "                         fp32 (the exact reference path) or bf16\n"
 // Threads for OpenMP and OpenBLAS; n <= 0 keeps the default (all cores or OMP_NUM_THREADS).
 void cli_set_threads(int n);
 int cli_threads(void);

@@ -77,6 +77,20 @@ int cli_take_float(cli_args *a, const char *short_name, const char *long_name, f
     return 0;
 }
 
+int cli_take_precision(cli_args *a, dit_precision *out) {
+    if (!cli_take(a, NULL, "--precision")) return 0;
+    if (dit_precision_parse(a->value, out) == DIT_OK) return 1;
+    cli_usage_error("--precision: %s", dit_last_error());
+    a->failed = 1;
+    return 0;
+}
+
+int cli_apply_precision(dit_model *m, dit_precision p) {
+    if (dit_model_set_precision(m, p) == DIT_OK) return 1;
+    cli_fail();
+    return 0;
+}
+
 void cli_set_threads(int n) { dit_set_threads(n); }
 
 int cli_threads(void) { return dit_max_threads(); }

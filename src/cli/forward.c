@@ -18,6 +18,7 @@ static void print_help(void) {
            "  --cfg-scale S          classifier-free guidance (null class = num_classes)\n"
            "  --cfg-all-channels     guide all eps channels (the reference guides channels 0-2 only)\n"
            "  -t, --threads N        threads (default: all cores)\n"
+           CLI_PRECISION_HELP
            "  --heads H, --image-size N   for files that do not say them\n");
 }
 
@@ -25,6 +26,7 @@ int cmd_forward(int argc, char **argv) {
     const char *model_path = NULL, *x_path = NULL, *t_path = NULL, *y_path = NULL, *out_path = NULL;
     float cfg_scale = 0;
     int use_cfg = 0, all_channels = 0, threads = 0, heads = 0, image_size = 0;
+    dit_precision precision = DIT_PRECISION_AUTO;
     for (cli_args a = {.argc = argc, .argv = argv, .i = 1}; a.i < argc; a.i++) {
         const char *arg = argv[a.i];
         if (!strcmp(arg, "-h") || !strcmp(arg, "--help")) {
@@ -39,6 +41,7 @@ int cmd_forward(int argc, char **argv) {
         else if (cli_take(&a, "-o", "--output")) out_path = a.value;
         else if (cli_take_float(&a, NULL, "--cfg-scale", &cfg_scale)) use_cfg = 1;
         else if (cli_take_int(&a, "-t", "--threads", 1, 4096, &threads)) continue;
+        else if (cli_take_precision(&a, &precision)) continue;
         else if (cli_take_int(&a, NULL, "--heads", 1, 65536, &heads)) continue;
         else if (cli_take_int(&a, NULL, "--image-size", 8, 32768, &image_size)) continue;
         else if (a.failed) return 2;
@@ -56,6 +59,7 @@ int cmd_forward(int argc, char **argv) {
     dit_load_options opts = {.num_heads = heads, .input_size = image_size / 8};
     dit_model *m = dit_model_load(model_path, &opts);
     if (!m) goto fail;
+    if (!cli_apply_precision(m, precision)) goto done;
     const dit_config *c = dit_model_config(m);
     if (!(x = cli_read_npy_floats(x_path, "--x", &ndim, shape, &nx))) goto fail;
     if (ndim != 4 || shape[1] != c->in_channels || shape[2] != c->input_size || shape[3] != c->input_size ||

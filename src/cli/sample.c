@@ -32,6 +32,7 @@ static void print_help(void) {
            "  --eta E                 DDIM eta (default 0: deterministic)\n"
            "  -s, --seed S            seed (default 0); image k always gets the same noise, whatever --batch\n"
            "  -t, --threads N         threads (default: all cores)\n"
+           CLI_PRECISION_HELP
            "  --batch N               images per model evaluation (default 16)\n"
            "  -o, --output FILE       labelled grid PNG (default sample.png unless another output is given)\n"
            "  --out-dir DIR           one PNG per image, DIR/000000.png ...\n"
@@ -87,6 +88,7 @@ int cmd_sample(int argc, char **argv) {
     const char *model_path = NULL, *grid_path = NULL, *out_dir = NULL, *npz_path = NULL, *noise_path = NULL;
     const char *latents_path = NULL, *sampler_name = "ddpm", *vae_path = NULL;
     int *labels = NULL, num_labels = 0, per_class = 0, steps = 0, threads = 0, batch = 16, heads = 0;
+    dit_precision precision = DIT_PRECISION_AUTO;
     int image_size = 0, guide_all = 0, seed = 0, vae_tile = 0, skip_ema = 0;
     float cfg_scale = 4.0f, eta = 0.0f;
     for (cli_args a = {.argc = argc, .argv = argv, .i = 1}; a.i < argc; a.i++) {
@@ -110,6 +112,7 @@ int cmd_sample(int argc, char **argv) {
         else if (cli_take_float(&a, NULL, "--eta", &eta)) continue;
         else if (cli_take_int(&a, "-s", "--seed", 0, 2147483647, &seed)) continue;
         else if (cli_take_int(&a, "-t", "--threads", 1, 4096, &threads)) continue;
+        else if (cli_take_precision(&a, &precision)) continue;
         else if (cli_take_int(&a, NULL, "--batch", 1, 65536, &batch)) continue;
         else if (cli_take(&a, "-o", "--output")) grid_path = a.value;
         else if (cli_take(&a, NULL, "--out-dir")) out_dir = a.value;
@@ -155,6 +158,7 @@ int cmd_sample(int argc, char **argv) {
     dit_load_options opts = {.num_heads = heads, .input_size = image_size / 8, .skip_ema = skip_ema};
     dit_model *m = dit_model_load(model_path, &opts);
     if (!m) goto fail;
+    if (!cli_apply_precision(m, precision)) goto done;
     const dit_config *c = dit_model_config(m);
     const int C = c->in_channels, S = c->input_size, HW = S * S;
     const int pixel_space = C == 1 || C == 3;
@@ -223,8 +227,9 @@ int cmd_sample(int argc, char **argv) {
         free(image_labels);
         goto done;
     }
-    fprintf(stderr, "dit: sampling %d images (%d classes x %d) with %s, %d steps, cfg %.2f, seed %d, %d threads\n",
-            total, num_labels, per_class, sampler_name, steps, use_cfg ? cfg_scale : 1.0f, seed, cli_threads());
+    fprintf(stderr, "dit: sampling %d images (%d classes x %d) with %s, %d steps, cfg %.2f, seed %d, %d threads, %s\n",
+            total, num_labels, per_class, sampler_name, steps, use_cfg ? cfg_scale : 1.0f, seed, cli_threads(),
+            dit_compute_path(dit_model_precision(m)));
     progress_bar bar;
     denoise_ctx ctx = {.model = m, .cfg_scale = cfg_scale, .use_cfg = use_cfg, .guide_all = guide_all};
     sampler_options sopt = {.kind = kind, .eta = eta, .dpm_steps = steps, .seed = (uint64_t)seed,
