@@ -60,6 +60,9 @@ const char *dit_precision_name(dit_precision p);
 // The kernels a precision runs on this machine, in words ("bf16 on AMX tiles", "fp32 on AVX-512"); AUTO is
 // resolved first. NULL with an error set if the CPU cannot run it (naming the missing instruction set).
 const char *dit_compute_path(dit_precision p);
+// This machine's rate for one product out (M, N) = A (M, K) @ B (N, K)^T in a precision, in GFLOP/s (2 flops
+// per multiply-add; the best of 5 timed runs, weights packed beforehand); 0 if the CPU cannot run it.
+double dit_measure_gemm_gflops(dit_precision p, int M, int N, int K);
 
 // What a file may not say about its model: 0 = infer (heads from the named widths, input size from pos_embed).
 typedef struct dit_load_options {

@@ -8,6 +8,8 @@
 
 #include "dit.h"
 #include "base/threads.h"
+#include "base/error.h"
+#include "models/dit_model.h"
 #include "ops/bf16.h"
 #include "ops/cpu/cpu_features.h"
 #include "ops/ops.h"
@@ -181,6 +183,44 @@ static void check_model(const char *path, const char *name, dit_config cfg, int 
     dit_model_free(m);
 }
 
+// Mixed-precision gradients against fp32 ones: the same training forward and backward (L = 0.5 |out|^2),
+// whole-model gradient vector compared in relative L2, and the worst tensor. bf16 rounding of every product
+// input (2^-9 relative) through the backward's chains: the bound 3e-2 is loose enough for the worst tensor
+// (small gradients of early layers) and tight enough to catch a wrong operand or layout (errors of order 1).
+static void check_gradients(const char *path) {
+    const dit_config cfg = {.input_size = 8, .patch_size = 2, .in_channels = 3, .hidden_size = 64, .depth = 2,
+                            .num_heads = 2, .mlp_ratio = 4.0f, .num_classes = 5, .class_dropout_prob = 0.1f,
+                            .learn_sigma = 1};
+    const int B = 3, S = cfg.input_size, C = cfg.in_channels, OUT = dit_config_out_channels(&cfg);
+    dit_model *m = dit_model_synthetic(&cfg, 9);
+    // adaLN-Zero gates are not zero in the synthetic weights, so every layer gets a gradient.
+    float *x = test_random_floats(&rng_state, (size_t)B * C * S * S, 1.0f), t[3] = {5, 400, 999};
+    int y[3] = {0, 4, 5};
+    float *out = malloc((size_t)B * OUT * S * S * sizeof *out);
+    float *g32 = calloc(m->total_floats, sizeof *g32), *g16 = calloc(m->total_floats, sizeof *g16);
+    dit_train_activations *a = dit_train_activations_create(m, B);
+    for (int pass = 0; pass < 2; pass++) {
+        dit_model_set_precision(m, pass ? DIT_PRECISION_BF16 : DIT_PRECISION_FP32);
+        DIT_CHECK(dit_forward_train(m, a, x, t, y, out) == DIT_OK);
+        dit_backward(m, a, out, pass ? g16 : g32);
+    }
+    double max_rel, l2_rel, worst_l2 = 0;
+    const char *worst = "";
+    relative_errors(g16, g32, m->total_floats, &max_rel, &l2_rel);
+    for (int i = 0; i < m->num_params; i++) {
+        const param_entry *e = &m->table[i];
+        if (!strcmp(e->name, "pos_embed")) continue;
+        double mr, lr;
+        relative_errors(g16 + e->offset, g32 + e->offset, e->numel, &mr, &lr);
+        if (lr > worst_l2) worst_l2 = lr, worst = e->name;
+    }
+    CHECK(l2_rel <= 3e-2 && worst_l2 <= 3e-2, "%s bf16 gradients vs fp32: relative L2 %.2e over all parameters, worst "
+          "tensor %s %.2e (bound 3e-2)", path, l2_rel, worst, worst_l2);
+    dit_train_activations_free(a);
+    free(x); free(out); free(g32); free(g16);
+    dit_model_free(m);
+}
+
 void test_bf16(void) {
     const cpu_features *f = cpu_features_get();
     printf("cpu: %s; best path %s%s%s\n", f->brand, cpu_path_name(cpu_path_best()),
@@ -214,6 +254,7 @@ void test_bf16(void) {
                     (dit_config){.input_size = 10, .patch_size = 2, .in_channels = 3, .hidden_size = 96, .depth = 3,
                                  .num_heads = 3, .mlp_ratio = 4.0f, .num_classes = 7, .class_dropout_prob = 0.1f,
                                  .learn_sigma = 0}, 3);
+        check_gradients(name);
     }
     cpu_path_force(saved);
     if (!ran) printf("SKIP bf16 gemm: no bf16 path on this CPU\n");

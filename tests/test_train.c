@@ -333,12 +333,16 @@ static void copy_file(const char *from, const char *to, long limit) {
     if (out) fclose(out);
 }
 
-static void test_resume(const train_data *data) {
+static void test_resume(const train_data *data, dit_precision precision) {
+    const char *pname = dit_precision_name(precision);
     train_hparams hp;
     train_hparams_default(&hp);
     hp.batch = 3, hp.lr = 1e-3, hp.weight_decay = 0.01, hp.grad_clip = 0.5, hp.warmup = 5, hp.ema_decay = 0.9;
     trainer *straight = trainer_create(&tiny_pixels, &hp, 11, data), *half = trainer_create(&tiny_pixels, &hp, 11, data);
-    if (!CHECK(straight && half, "two trainers")) return;
+    if (!CHECK(straight && half, "two trainers (%s)", pname)) return;
+    if (!CHECK(dit_model_set_precision(straight->model, precision) == DIT_OK &&
+               dit_model_set_precision(half->model, precision) == DIT_OK, "trainers in %s", pname))
+        return;
     // pos_embed: fixed even with weight decay; EMA starts as a copy
     const param_entry *pe = dit_param_find(straight->model, "pos_embed");
     float *pos0 = malloc(pe->numel * sizeof(float));
@@ -366,7 +370,7 @@ static void test_resume(const train_data *data) {
         free(ema);
     }
     char run[512];
-    snprintf(run, sizeof run, "%s", scratch_path("resume-run"));
+    snprintf(run, sizeof run, "%s-%s", scratch_path("resume-run"), pname);
     for (int s = 0; s < 10; s++) DIT_CHECK(trainer_step(half, &st) == DIT_OK);
     char saved[1024];
     dit_status ok = checkpoint_save_run(half, run, 2, saved, sizeof saved);
@@ -389,9 +393,10 @@ static void test_resume(const train_data *data) {
               : "latest pointer", ok ? dit_last_error() : path);
         trainer *resumed = ok == DIT_OK ? checkpoint_load(path, data, NULL) : NULL;
         if (!CHECK(resumed != NULL, "checkpoint loads: %s", resumed ? "ok" : dit_last_error())) continue;
+        DIT_CHECK(dit_model_set_precision(resumed->model, precision) == DIT_OK);
         for (int s = 0; s < 10; s++) DIT_CHECK(trainer_step(resumed, &st) == DIT_OK);
-        CHECK(same_state(straight, resumed), "20 steps straight = 10 + checkpoint + resume + 10: weights, EMA, Adam "
-              "moments and data cursor bit-identical (%s)", pass ? "found by scanning" : "via latest");
+        CHECK(same_state(straight, resumed), "%s: 20 steps straight = 10 + checkpoint + resume + 10: weights, EMA, Adam "
+              "moments and data cursor bit-identical (%s)", pname, pass ? "found by scanning" : "via latest");
         trainer_free(resumed);
     }
     // dit sample -m CHECKPOINT reads the EMA weights (the "ema." keys win; adam_* are ignored)
@@ -550,7 +555,10 @@ void test_train(void) {
     train_data data;
     if (CHECK(train_data_open_idx(&data, images, 8) == DIT_OK, "tiny Fashion-MNIST at 8x8 (bicubic)")) {
         test_overfit(&data);
-        test_resume(&data);
+        test_resume(&data, DIT_PRECISION_FP32);
+        // Mixed precision (bf16 products, fp32 master weights, AdamW and EMA) resumes bit for bit too.
+        if (dit_compute_path(DIT_PRECISION_BF16)) test_resume(&data, DIT_PRECISION_BF16);
+        else printf("SKIP bf16 resume: %s\n", dit_last_error());
         train_data_free(&data);
     }
     test_latent_cache();

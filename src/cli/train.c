@@ -43,7 +43,8 @@ static void print_help(void) {
            "  --sample-steps N (50 DDIM)  --sample-cfg S (4 with a null class)\n"
            "  --resume DIR          continue a run bit-identically (its model and hyper-parameters;\n"
            "                        --lr X / --ema X given with it change those from the checkpoint on)\n"
-           "  -t, --threads N\n");
+           "  -t, --threads N\n"
+           CLI_PRECISION_HELP);
 }
 
 // ---- log.jsonl and loss.svg --------------------------------------------------------------------------
@@ -203,6 +204,7 @@ int cmd_train(int argc, char **argv) {
     int image_size = 0, depth = 6, hidden = 256, heads = 0, patch = 4, in_channels = 0, num_classes = 0;
     int learn_sigma = 1, steps = 0, epochs = 0, ckpt_every = 1000, keep = 3, log_every = 100, sample_every = 0;
     int sample_steps = 50, threads = 0, seed = 0, no_flip = 0, model_flags = 0, hparam_flags = 0;
+    dit_precision precision = DIT_PRECISION_AUTO;
     int lr_set = 0, ema_set = 0;   // the two settings a resumed run may change (e.g. to anneal)
     float class_dropout = 0.1f, sample_cfg = 4.0f, f;
     train_hparams hp;
@@ -243,6 +245,7 @@ int cmd_train(int argc, char **argv) {
         else if (cli_take(&a, NULL, "--resume")) resume = a.value;
         else if (cli_take(&a, "-o", "--output")) out_dir = a.value;
         else if (cli_take_int(&a, "-t", "--threads", 1, 4096, &threads)) continue;
+        else if (cli_take_precision(&a, &precision)) continue;
         else if (cli_take_int(&a, "-s", "--seed", 0, 2147483647, &seed)) hparam_flags++;
         else if (a.failed) return 2;
         else return cli_usage_error("train: unknown option '%s' (see dit train --help)", arg);
@@ -360,11 +363,20 @@ int cmd_train(int argc, char **argv) {
     }
     const dit_config *c = &tr->model->cfg;
     const int pixel = c->in_channels == 1 || c->in_channels == 3;
+    if (!cli_apply_precision(tr->model, precision)) goto done;
     fprintf(stderr, "dit: training %s (%s, %.2fM params, %dx%dx%d, %d classes) on %s (%d samples, %d steps/epoch), "
-                    "batch %d, lr %g, %d threads -> %s\n",
+                    "batch %d, lr %g, %d threads, %s -> %s\n",
             cli_config_name(c), c->learn_sigma ? "learned sigma" : "fixed sigma",
             dit_config_param_count(c) / 1e6, c->in_channels, c->input_size, c->input_size, c->num_classes, data.source,
-            data.count, tr->steps_per_epoch, tr->hp.batch, tr->hp.lr, cli_threads(), run_dir);
+            data.count, tr->steps_per_epoch, tr->hp.batch, tr->hp.lr, cli_threads(),
+            dit_compute_path(dit_model_precision(tr->model)), run_dir);
+    // Achieved rate and MFU: a training step costs about 3 forwards (the backward twice the forward's
+    // products), 2 flops per multiply-add; the peak is this machine's GEMM rate in the run's precision,
+    // measured now (a fraction of a second).
+    const double step_flops = 3.0 * 2.0 * dit_config_gmacs(c) * 1e9 * tr->hp.batch;
+    const double peak_gflops = dit_measure_gemm_gflops(dit_model_precision(tr->model), 1024, 1024, 1024);
+    fprintf(stderr, "dit: %.2f GFLOP per step; peak GEMM rate here in %s: %.0f GFLOP/s (1024^3)\n", step_flops / 1e9,
+            dit_precision_name(dit_model_precision(tr->model)), peak_gflops);
     if (sample_every && !pixel) fprintf(stderr, "dit: --sample-every: skipped for latent models (decode with dit sample --vae)\n");
     double window_loss = 0, window_mse = 0, window_vb = 0, window_norm = 0, window_start = progress_now();
     int window = 0;
@@ -382,12 +394,17 @@ int cmd_train(int argc, char **argv) {
             char eta[32];
             format_eta(eta, sizeof eta, per_step * (double)(tr->target_steps - s));
             log_point p = {(double)s, window_loss / window, window_mse / window, window_vb / window};
-            fprintf(stderr, "step %lld/%lld  loss %.4f (mse %.4f, vb %.4f)  grad norm %.3g  %.1f img/s  ETA %s\n",
-                    (long long)s, (long long)tr->target_steps, p.loss, p.mse, p.vb, window_norm / window, img_s, eta);
+            const double tflops = dt > 0 ? step_flops * window / dt / 1e12 : 0;
+            const double mfu = peak_gflops > 0 ? tflops * 1e3 / peak_gflops : 0;
+            fprintf(stderr, "step %lld/%lld  loss %.4f (mse %.4f, vb %.4f)  grad norm %.3g  %.1f img/s  %.3f TFLOP/s  "
+                            "MFU %.0f%%  ETA %s\n",
+                    (long long)s, (long long)tr->target_steps, p.loss, p.mse, p.vb, window_norm / window, img_s, tflops,
+                    100 * mfu, eta);
             fprintf(log, "{\"step\": %lld, \"loss\": %.6g, \"mse\": %.6g, \"vb\": %.6g, \"grad_norm\": %.6g, "
-                         "\"lr\": %.6g, \"img_per_s\": %.4g, \"epoch\": %lld, \"elapsed_s\": %.3f}\n",
-                    (long long)s, p.loss, p.mse, p.vb, window_norm / window, st.lr, img_s, (long long)tr->epoch,
-                    now - run_start);
+                         "\"lr\": %.6g, \"img_per_s\": %.4g, \"tflops\": %.4g, \"mfu\": %.4g, \"precision\": \"%s\", "
+                         "\"epoch\": %lld, \"elapsed_s\": %.3f}\n",
+                    (long long)s, p.loss, p.mse, p.vb, window_norm / window, st.lr, img_s, tflops, mfu,
+                    dit_precision_name(dit_model_precision(tr->model)), (long long)tr->epoch, now - run_start);
             fflush(log);
             pts = dit_realloc(pts, (npts + 1) * sizeof *pts);
             pts[npts++] = p;

@@ -76,6 +76,11 @@ static void ensure_scores(const dit_model *m, dit_train_activations *a) {
     }
 }
 
+typedef struct {
+    const dit_model *model;
+    dit_train_activations *acts;
+} train_plan_owner;
+
 // The saved tensors of block l, as slices of the per-layer arrays.
 typedef struct {
     float *x_in, *x_mid, *x_out, *qkv, *attn, *proj, *fc1, *fc2, *ada;
@@ -96,78 +101,42 @@ static block_saved saved_of(const dit_model *m, const dit_train_activations *a, 
 
 // ---- forward ------------------------------------------------------------------------------------
 
-// The inference block_forward of dit_forward.c with every intermediate kept: the same kernels in the same
-// order. Products here run over the whole batch (training needs no batch invariance, and one big GEMM is
-// faster than B small ones), so outputs agree with dit_model_forward to float32 summation order.
-static void block_forward_train(dit_model *m, dit_train_activations *a, const dit_block_params *bp, int l) {
-    const int B = a->batch, T = dit_config_tokens(&m->cfg), D = m->cfg.hidden_size, H = m->cfg.num_heads;
-    const int M = m->mlp_hidden, BT = B * T, A = 6 * D;
+// Training keeps every block's intermediates in its own slices; products run over the whole batch (training
+// needs no batch invariance, and one big GEMM is faster than B small ones), so outputs agree with
+// dit_model_forward to summation order.
+static dit_block_slots train_slots(const dit_forward_plan *plan, int l) {
+    const train_plan_owner *o = plan->owner;
+    const dit_model *m = o->model;
+    dit_train_activations *a = o->acts;
+    if (l == m->cfg.depth) {
+        const int64_t BT = (int64_t)a->batch * dit_config_tokens(&m->cfg);
+        return (dit_block_slots){.x_in = a->x_in + l * BT * m->cfg.hidden_size};
+    }
     block_saved s = saved_of(m, a, l);
-    linear_forward(s.ada, a->cond_act, bp->ada_w, bp->ada_b, B, D, A);
-    const float *shift_msa = s.ada, *scale_msa = s.ada + D, *gate_msa = s.ada + 2 * D;
-    const float *shift_mlp = s.ada + 3 * D, *scale_mlp = s.ada + 4 * D, *gate_mlp = s.ada + 5 * D;
-
-    layernorm_modulate_forward(a->h, s.mean1, s.rstd1, s.x_in, shift_msa, scale_msa, A, B, T, D);
-    linear_forward(s.qkv, a->h, bp->qkv_w, bp->qkv_b, BT, D, 3 * D);
-    attention_forward(s.attn, s.qkv, a->scores, B, T, D, H);
-    linear_forward(s.proj, s.attn, bp->proj_w, NULL, BT, D, D);
-    memcpy(s.x_mid, s.x_in, (size_t)BT * D * sizeof(float));
-    gated_residual_forward(s.x_mid, s.proj, bp->proj_b, gate_msa, A, B, T, D);
-
-    layernorm_modulate_forward(a->h, s.mean2, s.rstd2, s.x_mid, shift_mlp, scale_mlp, A, B, T, D);
-    linear_forward(s.fc1, a->h, bp->fc1_w, bp->fc1_b, BT, D, M);
-    gelu_tanh_forward(a->gelu, s.fc1, (int64_t)BT * M);
-    linear_forward(s.fc2, a->gelu, bp->fc2_w, NULL, BT, M, D);
-    memcpy(s.x_out, s.x_mid, (size_t)BT * D * sizeof(float));
-    gated_residual_forward(s.x_out, s.fc2, bp->fc2_b, gate_mlp, A, B, T, D);
+    return (dit_block_slots){.x_in = s.x_in, .x_mid = s.x_mid, .x_out = s.x_out, .qkv = s.qkv, .attn = s.attn,
+                             .proj = s.proj, .fc2 = s.fc2, .fc1 = s.fc1, .mlp = a->gelu, .ada = s.ada,
+                             .mean1 = s.mean1, .rstd1 = s.rstd1, .mean2 = s.mean2, .rstd2 = s.rstd2};
 }
 
 dit_status dit_forward_train(dit_model *m, dit_train_activations *a, const float *x, const float *t,
                              const int *y, float *out) {
     const dit_config *c = &m->cfg;
-    const int T = dit_config_tokens(c), D = c->hidden_size, P = c->patch_size, C = c->in_channels;
-    const int S = c->input_size, OUT = dit_config_out_channels(c), B = a->batch, L = c->depth;
+    const int D = c->hidden_size, B = a->batch, L = c->depth;
+    const int64_t BT = (int64_t)B * dit_config_tokens(c);
     for (int b = 0; b < B; b++)
         if (y[b] < 0 || y[b] >= m->label_rows)
             return dit_set_error("label %d of sample %d is out of range: this model has %d label rows", y[b], b,
                                  m->label_rows);
     ensure_scores(m, a);
-    const dit_params *p = &m->p;
     memcpy(a->labels, y, (size_t)B * sizeof(int));
-
-    // tokens = patchify(x) @ W^T + b + pos_embed
-    patchify_forward(a->patches, x, B, C, S, P);
-    linear_forward(a->x_in, a->patches, p->patch_w, p->patch_b, B * T, C * P * P, D);
-    #pragma omp parallel for collapse(2) schedule(static)
-    for (int b = 0; b < B; b++)
-        for (int tok = 0; tok < T; tok++) {
-            float *row = a->x_in + ((int64_t)b * T + tok) * D;
-            const float *pos = p->pos_embed + (int64_t)tok * D;
-            for (int d = 0; d < D; d++) row[d] += pos[d];
-        }
-
-    // c = mlp(timestep_embedding(t)) + y_table[y]; the adaLN layers read SiLU(c)
-    timestep_embedding_forward(a->temb, t, B, 256);
-    linear_forward(a->t_hidden, a->temb, p->t_mlp0_w, p->t_mlp0_b, B, 256, D);
-    silu_forward(a->t_act, a->t_hidden, (int64_t)B * D);
-    linear_forward(a->cond, a->t_act, p->t_mlp2_w, p->t_mlp2_b, B, D, D);
-    for (int b = 0; b < B; b++) {
-        const float *emb = p->y_table + (int64_t)y[b] * D;
-        for (int d = 0; d < D; d++) a->cond[(int64_t)b * D + d] += emb[d];
-    }
-    silu_forward(a->cond_act, a->cond, (int64_t)B * D);
-
-    for (int l = 0; l < L; l++) block_forward_train(m, a, &p->blocks[l], l);
-
-    // final layer: modulate(norm_final(x), shift, scale) @ W^T + b, unpatchify
-    const int64_t BT = (int64_t)B * T;
-    float *ada = a->ada + (int64_t)L * B * 6 * D, *x_final = a->x_in + L * BT * D;
-    linear_forward(ada, a->cond_act, p->final_ada_w, p->final_ada_b, B, D, 2 * D);
-    layernorm_modulate_forward(a->h, a->ln_mean + 2 * L * BT, a->ln_rstd + 2 * L * BT, x_final, ada, ada + D,
-                               2 * D, B, T, D);
-    linear_forward(a->d_tmp, a->h, p->final_w, p->final_b, B * T, D, P * P * OUT);
-    unpatchify_forward(out, a->d_tmp, B, OUT, S, P);
-    return DIT_OK;
+    train_plan_owner owner = {.model = m, .acts = a};
+    const dit_forward_plan plan = {
+        .per_sample = 0, .owner = &owner, .block = train_slots, .patches = a->patches, .temb = a->temb,
+        .t_hidden = a->t_hidden, .t_act = a->t_act, .cond = a->cond, .cond_act = a->cond_act, .h = a->h,
+        .scratch = a->d_tmp, .scores = a->scores, .final_ada = a->ada + (int64_t)L * B * 6 * D,
+        .final_mean = a->ln_mean + 2 * L * BT, .final_rstd = a->ln_rstd + 2 * L * BT, .final_tokens = a->d_tmp,
+    };
+    return dit_forward_walk(m, &plan, x, t, y, B, out);
 }
 
 // ---- backward -----------------------------------------------------------------------------------
@@ -208,61 +177,65 @@ static void block_backward(dit_model *m, dit_train_activations *a, const dit_blo
     const float *shift_msa = s.ada, *scale_msa = s.ada + D, *gate_msa = s.ada + 2 * D;
     const float *shift_mlp = s.ada + 3 * D, *scale_mlp = s.ada + 4 * D, *gate_mlp = s.ada + 5 * D;
     float *d_ada = a->d_ada;
+    const ops_context *ops = &m->ops;
+    dit_block_layers *bl = &m->layers.blocks[l];
 
     // x_out = x_mid + gate_mlp * (fc2(gelu(fc1(h2))) + b);  h2 = modulate(norm2(x_mid))
     gated_residual_backward(a->d_tmp, gp->fc2_b, d_ada + 5 * D, a->d_res, s.fc2, bp->fc2_b, gate_mlp, A, B, T, D);
     gelu_tanh_forward(a->gelu, s.fc1, (int64_t)BT * M);
-    linear_backward(a->d_mlp, gp->fc2_w, NULL, a->d_tmp, a->gelu, bp->fc2_w, BT, M, D);
+    op_linear_backward(ops, &bl->fc2, a->d_mlp, gp->fc2_w, NULL, a->d_tmp, a->gelu, BT);
     gelu_tanh_backward(a->d_mlp, a->d_mlp, s.fc1, (int64_t)BT * M);
     layernorm_modulate_forward(a->h, NULL, NULL, s.x_mid, shift_mlp, scale_mlp, A, B, T, D);
-    linear_backward(a->d_h, gp->fc1_w, gp->fc1_b, a->d_mlp, a->h, bp->fc1_w, BT, D, M);
+    op_linear_backward(ops, &bl->fc1, a->d_h, gp->fc1_w, gp->fc1_b, a->d_mlp, a->h, BT);
     layernorm_modulate_backward(a->d_res, d_ada + 3 * D, d_ada + 4 * D, a->d_h, s.x_mid, s.mean2, s.rstd2,
                                 scale_mlp, A, B, T, D);
 
     // x_mid = x_in + gate_msa * (proj(attention(qkv(h1))) + b);  h1 = modulate(norm1(x_in))
     gated_residual_backward(a->d_tmp, gp->proj_b, d_ada + 2 * D, a->d_res, s.proj, bp->proj_b, gate_msa, A, B, T, D);
-    linear_backward(a->d_attn, gp->proj_w, NULL, a->d_tmp, s.attn, bp->proj_w, BT, D, D);
-    attention_backward(a->d_qkv, a->d_attn, s.qkv, a->scores, B, T, D, H);
+    op_linear_backward(ops, &bl->proj, a->d_attn, gp->proj_w, NULL, a->d_tmp, s.attn, BT);
+    op_attention_backward(ops, a->d_qkv, a->d_attn, s.qkv, a->scores, B, T, D, H);
     layernorm_modulate_forward(a->h, NULL, NULL, s.x_in, shift_msa, scale_msa, A, B, T, D);
-    linear_backward(a->d_h, gp->qkv_w, gp->qkv_b, a->d_qkv, a->h, bp->qkv_w, BT, D, 3 * D);
+    op_linear_backward(ops, &bl->qkv, a->d_h, gp->qkv_w, gp->qkv_b, a->d_qkv, a->h, BT);
     layernorm_modulate_backward(a->d_res, d_ada, d_ada + D, a->d_h, s.x_in, s.mean1, s.rstd1, scale_msa, A, B, T, D);
 
     // ada = SiLU(c) @ W^T + b
-    linear_backward(a->d_small, gp->ada_w, gp->ada_b, d_ada, a->cond_act, bp->ada_w, B, D, A);
+    op_linear_backward(ops, &bl->ada, a->d_small, gp->ada_w, gp->ada_b, d_ada, a->cond_act, B);
     add_into(a->d_cond, a->d_small, (int64_t)B * D);
 }
 
 void dit_backward(dit_model *m, dit_train_activations *a, const float *dout, float *grads) {
     const dit_config *c = &m->cfg;
-    const int T = dit_config_tokens(c), D = c->hidden_size, P = c->patch_size, C = c->in_channels;
+    const int T = dit_config_tokens(c), D = c->hidden_size, P = c->patch_size;
     const int S = c->input_size, OUT = dit_config_out_channels(c), B = a->batch, L = c->depth;
     const int64_t BT = (int64_t)B * T;
     ensure_scores(m, a);
     const dit_params *p = &m->p;
     dit_params g = params_view(m, a, grads);
+    const ops_context *ops = &m->ops;
+    dit_layers *Ls = &m->layers;
 
     // final layer
     const float *ada = a->ada + (int64_t)L * B * 6 * D, *x_final = a->x_in + L * BT * D;
     const float *mean = a->ln_mean + 2 * L * BT, *rstd = a->ln_rstd + 2 * L * BT;
     unpatchify_backward(a->d_tmp, dout, B, OUT, S, P);
     layernorm_modulate_forward(a->h, NULL, NULL, x_final, ada, ada + D, 2 * D, B, T, D);
-    linear_backward(a->d_h, g.final_w, g.final_b, a->d_tmp, a->h, p->final_w, (int)BT, D, P * P * OUT);
+    op_linear_backward(ops, &Ls->final, a->d_h, g.final_w, g.final_b, a->d_tmp, a->h, (int)BT);
     memset(a->d_res, 0, (size_t)BT * D * sizeof(float));
     layernorm_modulate_backward(a->d_res, a->d_ada, a->d_ada + D, a->d_h, x_final, mean, rstd, ada + D, 2 * D, B,
                                 T, D);
-    linear_backward(a->d_cond, g.final_ada_w, g.final_ada_b, a->d_ada, a->cond_act, p->final_ada_w, B, D, 2 * D);
+    op_linear_backward(ops, &Ls->final_ada, a->d_cond, g.final_ada_w, g.final_ada_b, a->d_ada, a->cond_act, B);
 
     for (int l = L - 1; l >= 0; l--) block_backward(m, a, &p->blocks[l], &g.blocks[l], l);
 
     // patch embedding (pos_embed is fixed; the input x needs no gradient)
-    linear_backward(NULL, g.patch_w, g.patch_b, a->d_res, a->patches, p->patch_w, (int)BT, C * P * P, D);
+    op_linear_backward(ops, &Ls->patch, NULL, g.patch_w, g.patch_b, a->d_res, a->patches, (int)BT);
 
     // conditioning: d c = SiLU'(c) * d SiLU(c); c = t_mlp2(SiLU(t_mlp0(temb))) + y_table[y]
     silu_backward(a->d_cond, a->d_cond, a->cond, (int64_t)B * D);
     for (int b = 0; b < B; b++) add_into(g.y_table + (int64_t)a->labels[b] * D, a->d_cond + (int64_t)b * D, D);
-    linear_backward(a->d_small, g.t_mlp2_w, g.t_mlp2_b, a->d_cond, a->t_act, p->t_mlp2_w, B, D, D);
+    op_linear_backward(ops, &Ls->t_mlp2, a->d_small, g.t_mlp2_w, g.t_mlp2_b, a->d_cond, a->t_act, B);
     silu_backward(a->d_small, a->d_small, a->t_hidden, (int64_t)B * D);
-    linear_backward(NULL, g.t_mlp0_w, g.t_mlp0_b, a->d_small, a->temb, p->t_mlp0_w, B, 256, D);
+    op_linear_backward(ops, &Ls->t_mlp0, NULL, g.t_mlp0_w, g.t_mlp0_b, a->d_small, a->temb, B);
 }
 
 // ---- benchmark hook -----------------------------------------------------------------------------

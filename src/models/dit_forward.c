@@ -1,5 +1,7 @@
 // The DiT forward pass (dit-reference.md §1.1), walking the layers in the order the paper draws them:
-// patchify + pos_embed, c = t_emb + y_emb, N adaLN-Zero blocks, final layer, unpatchify.
+// patchify + pos_embed, c = t_emb + y_emb, N adaLN-Zero blocks, final layer, unpatchify. One walk serves
+// inference (buffers reused in place) and training (every intermediate kept, dit_backward.c): a plan says
+// where each intermediate goes.
 // Classifier-free guidance exactly as the reference forward_with_cfg (§1.10).
 #include <string.h>
 
@@ -42,34 +44,37 @@ static void ensure_activations(dit_model *m, int B) {
 
 // Batch invariance: a sample's output must not depend on which other samples share its batch (so a seed
 // gives the same images whatever --batch). In fp32, OpenBLAS picks kernels, and with them summation orders,
-// by matrix size, so op_linear runs one product per sample with a fixed shape (group_rows = T token rows, or
-// 1 row of c); the bf16 kernels are row-independent and take the whole batch at once.
+// by matrix size, so inference runs one product per sample with a fixed shape (group_rows = T token rows, or
+// 1 row of c); the bf16 kernels are row-independent and take the whole batch at once. Training takes whole
+// batches in both precisions (plan->per_sample = 0).
 
-// DiTBlock: x = x + gate_msa * attn(modulate(norm1(x))); x = x + gate_mlp * mlp(modulate(norm2(x))).
-static void block_forward(dit_model *m, dit_block_layers *bl, int B) {
-    dit_activations *a = &m->acts;
+// DiTBlock: x_mid = x_in + gate_msa * attn(modulate(norm1(x_in)));
+//           x_out = x_mid + gate_mlp * mlp(modulate(norm2(x_mid))).
+static void block_forward(const dit_model *m, dit_block_layers *bl, const dit_forward_plan *plan, int l, int B) {
     const ops_context *ops = &m->ops;
     const int T = dit_config_tokens(&m->cfg), D = m->cfg.hidden_size, H = m->cfg.num_heads;
-    const int BT = B * T, A = 6 * D;
+    const int BT = B * T, A = 6 * D, rows = plan->per_sample ? T : 0, one = plan->per_sample ? 1 : 0;
+    const dit_block_slots s = plan->block(plan, l);
     // ada (B, 6D) = SiLU(c) @ W^T + b, chunks: shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp
-    op_linear(ops, &bl->ada, a->ada, a->cond, B, 1, NULL);
-    const float *shift_msa = a->ada, *scale_msa = a->ada + D, *gate_msa = a->ada + 2 * D;
-    const float *shift_mlp = a->ada + 3 * D, *scale_mlp = a->ada + 4 * D, *gate_mlp = a->ada + 5 * D;
+    op_linear(ops, &bl->ada, s.ada, plan->cond_act, B, one, NULL);
+    const float *shift_msa = s.ada, *scale_msa = s.ada + D, *gate_msa = s.ada + 2 * D;
+    const float *shift_mlp = s.ada + 3 * D, *scale_mlp = s.ada + 4 * D, *gate_mlp = s.ada + 5 * D;
 
-    layernorm_modulate_forward(a->h, NULL, NULL, a->x, shift_msa, scale_msa, A, B, T, D);
-    op_linear(ops, &bl->qkv, a->qkv, a->h, BT, T, NULL);                         // (BT, 3D)
-    op_attention(ops, a->attn, a->qkv, a->scores, B, T, D, H);                   // (BT, D)
-    // x += gate_msa * (attn @ W_proj^T + b_proj)
+    layernorm_modulate_forward(plan->h, s.mean1, s.rstd1, s.x_in, shift_msa, scale_msa, A, B, T, D);
+    op_linear(ops, &bl->qkv, s.qkv, plan->h, BT, rows, NULL);                    // (BT, 3D)
+    op_attention(ops, s.attn, s.qkv, plan->scores, B, T, D, H);                  // (BT, D)
+    if (s.x_mid != s.x_in) memcpy(s.x_mid, s.x_in, (size_t)BT * D * sizeof(float));
     const linear_epilogue msa = {.kind = LINEAR_GATED_RESIDUAL, .gate = gate_msa, .gate_stride = A, .gate_rows = T,
-                                 .scratch = a->tmp};
-    op_linear(ops, &bl->proj, a->x, a->attn, BT, T, &msa);
+                                 .product = s.proj, .scratch = plan->scratch};
+    op_linear(ops, &bl->proj, s.x_mid, s.attn, BT, rows, &msa);                  // x_mid += gate_msa * proj(attn)
 
-    layernorm_modulate_forward(a->h, NULL, NULL, a->x, shift_mlp, scale_mlp, A, B, T, D);
-    const linear_epilogue gelu = {.kind = LINEAR_GELU};
-    op_linear(ops, &bl->fc1, a->mlp, a->h, BT, T, &gelu);                        // (BT, M)
+    layernorm_modulate_forward(plan->h, s.mean2, s.rstd2, s.x_mid, shift_mlp, scale_mlp, A, B, T, D);
+    const linear_epilogue gelu = {.kind = LINEAR_GELU, .pre = s.fc1};
+    op_linear(ops, &bl->fc1, s.mlp, plan->h, BT, rows, &gelu);                   // (BT, M)
+    if (s.x_out != s.x_mid) memcpy(s.x_out, s.x_mid, (size_t)BT * D * sizeof(float));
     const linear_epilogue mlp = {.kind = LINEAR_GATED_RESIDUAL, .gate = gate_mlp, .gate_stride = A, .gate_rows = T,
-                                 .scratch = a->tmp};
-    op_linear(ops, &bl->fc2, a->x, a->mlp, BT, T, &mlp);                         // x += gate_mlp * fc2(...)
+                                 .product = s.fc2, .scratch = plan->scratch};
+    op_linear(ops, &bl->fc2, s.x_out, s.mlp, BT, rows, &mlp);                    // x_out += gate_mlp * fc2(mlp)
 }
 
 static dit_status check_labels(const dit_model *m, const int *y, int batch) {
@@ -80,48 +85,71 @@ static dit_status check_labels(const dit_model *m, const int *y, int batch) {
     return DIT_OK;
 }
 
-dit_status dit_model_forward(dit_model *m, const float *x, const float *t, const int *y, int batch, float *out) {
+dit_status dit_forward_walk(dit_model *m, const dit_forward_plan *plan, const float *x, const float *t, const int *y,
+                            int batch, float *out) {
     const dit_config *c = &m->cfg;
     const int T = dit_config_tokens(c), D = c->hidden_size, P = c->patch_size, C = c->in_channels;
     const int S = c->input_size, OUT = dit_config_out_channels(c), B = batch;
+    const int rows = plan->per_sample ? T : 0, one = plan->per_sample ? 1 : 0;
     if (batch <= 0) return dit_set_error("forward: batch must be positive, got %d", batch);
     if (check_labels(m, y, batch) != DIT_OK) return DIT_ERR;
-    ensure_activations(m, B);
-    dit_activations *a = &m->acts;
     const dit_params *p = &m->p;
-
-    // tokens (B, T, D) = patchify(x) @ W^T + b + pos_embed
     dit_layers *L = &m->layers;
     const ops_context *ops = &m->ops;
-    patchify_forward(a->tmp, x, B, C, S, P);
-    op_linear(ops, &L->patch, a->x, a->tmp, B * T, T, NULL);
+
+    // tokens (B, T, D) = patchify(x) @ W^T + b + pos_embed
+    float *x0 = plan->block(plan, 0).x_in;
+    patchify_forward(plan->patches, x, B, C, S, P);
+    op_linear(ops, &L->patch, x0, plan->patches, B * T, rows, NULL);
     #pragma omp parallel for collapse(2) schedule(static)
     for (int b = 0; b < B; b++)
         for (int tok = 0; tok < T; tok++) {
-            float *row = a->x + ((int64_t)b * T + tok) * D;
+            float *row = x0 + ((int64_t)b * T + tok) * D;
             const float *pos = p->pos_embed + (int64_t)tok * D;
             for (int d = 0; d < D; d++) row[d] += pos[d];
         }
 
     // c (B, D) = mlp(timestep_embedding(t)) + y_table[y]; every adaLN then reads SiLU(c)
-    timestep_embedding_forward(a->temb, t, B, 256);
-    op_linear(ops, &L->t_mlp0, a->tmid, a->temb, B, 1, NULL);
-    silu_forward(a->tmid, a->tmid, (int64_t)B * D);
-    op_linear(ops, &L->t_mlp2, a->cond, a->tmid, B, 1, NULL);
+    timestep_embedding_forward(plan->temb, t, B, 256);
+    op_linear(ops, &L->t_mlp0, plan->t_hidden, plan->temb, B, one, NULL);
+    silu_forward(plan->t_act, plan->t_hidden, (int64_t)B * D);
+    op_linear(ops, &L->t_mlp2, plan->cond, plan->t_act, B, one, NULL);
     for (int b = 0; b < B; b++) {
         const float *emb = p->y_table + (int64_t)y[b] * D;
-        for (int d = 0; d < D; d++) a->cond[(int64_t)b * D + d] += emb[d];
+        for (int d = 0; d < D; d++) plan->cond[(int64_t)b * D + d] += emb[d];
     }
-    silu_forward(a->cond, a->cond, (int64_t)B * D);
+    silu_forward(plan->cond_act, plan->cond, (int64_t)B * D);
 
-    for (int l = 0; l < c->depth; l++) block_forward(m, &L->blocks[l], B);
+    for (int l = 0; l < c->depth; l++) block_forward(m, &L->blocks[l], plan, l, B);
 
     // final layer: modulate(norm_final(x), shift, scale) @ W^T + b, then unpatchify to (B, OUT, S, S)
-    op_linear(ops, &L->final_ada, a->ada, a->cond, B, 1, NULL);
-    layernorm_modulate_forward(a->h, NULL, NULL, a->x, a->ada, a->ada + D, 2 * D, B, T, D);
-    op_linear(ops, &L->final, a->tmp, a->h, B * T, T, NULL);
-    unpatchify_forward(out, a->tmp, B, OUT, S, P);
+    const float *x_final = plan->block(plan, c->depth).x_in;
+    op_linear(ops, &L->final_ada, plan->final_ada, plan->cond_act, B, one, NULL);
+    layernorm_modulate_forward(plan->h, plan->final_mean, plan->final_rstd, x_final, plan->final_ada,
+                               plan->final_ada + D, 2 * D, B, T, D);
+    op_linear(ops, &L->final, plan->final_tokens, plan->h, B * T, rows, NULL);
+    unpatchify_forward(out, plan->final_tokens, B, OUT, S, P);
     return DIT_OK;
+}
+
+// Inference: every block works in place on one residual stream and reuses the same buffers.
+static dit_block_slots inference_slots(const dit_forward_plan *plan, int l) {
+    const dit_activations *a = plan->owner;
+    (void)l;
+    return (dit_block_slots){.x_in = a->x, .x_mid = a->x, .x_out = a->x, .qkv = a->qkv, .attn = a->attn,
+                             .mlp = a->mlp, .ada = a->ada};
+}
+
+dit_status dit_model_forward(dit_model *m, const float *x, const float *t, const int *y, int batch, float *out) {
+    if (batch <= 0) return dit_set_error("forward: batch must be positive, got %d", batch);
+    ensure_activations(m, batch);
+    dit_activations *a = &m->acts;
+    const dit_forward_plan plan = {
+        .per_sample = 1, .owner = a, .block = inference_slots, .patches = a->tmp, .temb = a->temb,
+        .t_hidden = a->tmid, .t_act = a->tmid, .cond = a->cond, .cond_act = a->cond, .h = a->h, .scratch = a->tmp,
+        .scores = a->scores, .final_ada = a->ada, .final_tokens = a->tmp,
+    };
+    return dit_forward_walk(m, &plan, x, t, y, batch, out);
 }
 
 dit_status dit_model_forward_cfg(dit_model *m, const float *x, const float *t, const int *y, int batch,

@@ -82,12 +82,43 @@ struct dit_model {
     dit_layers layers;
 };
 
+// ---- the forward walk (dit_forward.c), shared by inference and training ----
+// Where one block's intermediates go. Inference points every block at the same buffers (x_in = x_mid =
+// x_out: the stream is updated in place; product/statistics NULL); training gives each block its slices.
+typedef struct {
+    float *x_in, *x_mid, *x_out;   // (B, T, D) block input, after the attention half, after the MLP half
+    float *qkv, *attn;             // (B, T, 3D), (B, T, D)
+    float *proj, *fc2;             // (B, T, D) products before their gated residual (no bias), or NULL
+    float *fc1;                    // (B, T, M) before GELU, or NULL
+    float *mlp;                    // (B, T, M) after GELU
+    float *ada;                    // (B, 6D)
+    float *mean1, *rstd1, *mean2, *rstd2;   // (B, T) LayerNorm statistics, or NULL
+} dit_block_slots;
+
+typedef struct dit_forward_plan dit_forward_plan;
+struct dit_forward_plan {
+    int per_sample;        // 1: fp32 products one sample at a time (batch invariance); 0: whole batch
+    void *owner;           // the activations the slots point into
+    // The slots of block l; block(plan, depth).x_in is the input of the final layer.
+    dit_block_slots (*block)(const dit_forward_plan *plan, int l);
+    float *patches;        // (B, T, C*P*P)
+    float *temb;           // (B, 256)
+    float *t_hidden, *t_act;   // (B, D) t_embedder.mlp.0 output and its SiLU (may be one buffer)
+    float *cond, *cond_act;    // (B, D) c and SiLU(c) (may be one buffer)
+    float *h;              // (B, T, D) modulated LayerNorm output (scratch)
+    float *scratch;        // (B, T, D) fp32 product before a gated residual when the slot keeps none
+    float *scores;         // fp32 attention scratch
+    float *final_ada;      // (B, 2D)
+    float *final_mean, *final_rstd;   // (B, T) or NULL
+    float *final_tokens;   // (B, T, P*P*out)
+};
+dit_status dit_forward_walk(dit_model *m, const dit_forward_plan *plan, const float *x, const float *t, const int *y,
+                            int batch, float *out);
+
 // Tell the model its float32 weights changed (loading, an optimizer step, a test's poke): prepared copies
 // (packed bf16 weights) are remade on their next use.
 void dit_model_weights_changed(dit_model *m);
-// The precision AUTO resolves to on this machine: DIT_PRECISION (environment: fp32, bf16, auto) if set,
-// else bf16 where the CPU has a bf16 matrix path, fp32 elsewhere.
-dit_precision dit_precision_resolve(dit_precision p);
+
 
 // Build the table and allocate a zeroed parameter buffer (pos_embed filled) for a validated config.
 dit_model *dit_model_create(const dit_config *cfg);

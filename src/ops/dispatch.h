@@ -7,9 +7,15 @@
 
 #include <stdint.h>
 
+#include "dit.h"
 #include "ops/bf16.h"
 
 typedef enum { OPS_FP32 = 0, OPS_BF16 = 1 } ops_precision;
+
+// The precision AUTO resolves to on this machine (ops/precision.c): DIT_PRECISION (environment: fp32, bf16,
+// auto) if set, else bf16 where the CPU has a bf16 matrix path, fp32 elsewhere. bf16 stays bf16 (callers
+// check dit_compute_path for an error), except that an environment bf16 on a CPU without it means fp32.
+dit_precision dit_precision_resolve(dit_precision p);
 
 typedef struct {
     ops_precision precision;

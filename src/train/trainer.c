@@ -133,6 +133,7 @@ dit_status trainer_step(trainer *tr, train_stats *st) {
     tr->step++;
     train_adamw_step(m, m->params, tr->grads, tr->adam_m, tr->adam_v, &tr->hp, lr, tr->step);
     train_ema_update(tr->ema, m->params, m->total_floats, tr->hp.ema_decay);
+    dit_model_weights_changed(m);   // packed bf16 copies follow the new weights
     tr->position += B;
     if (st) {
         double mse = 0, vb = 0;
@@ -145,6 +146,7 @@ dit_status trainer_step(trainer *tr, train_stats *st) {
 dit_model *trainer_ema_model(const trainer *tr) {
     dit_model *e = dit_model_create(&tr->model->cfg);
     if (!e) return NULL;
+    dit_model_set_precision(e, tr->model->precision);   // the grids sample as the run computes
     memcpy(e->params, tr->ema, tr->model->total_floats * sizeof(float));
     if (tr->model->class_names &&
         dit_model_set_class_names(e, (const char *const *)tr->model->class_names, tr->model->cfg.num_classes)) {
