@@ -12,6 +12,8 @@ static void print_help(void) {
            "  --model NAME            a named config: DiT-S/2 ... DiT-XL/8\n"
            "  --image-size N          image size in pixels (latent = N / 8); default 256\n"
            "  --heads H               head count, for files of a non-standard width\n"
+           "  --hw                    this CPU's kernel paths (AMX, AVX512-BF16, AVX-512, AVX2) and their measured\n"
+           "                          GEMM rate\n"
            "With neither -m nor --model: a table of all 12 named configs at --image-size (default: 256 and 512).\n");
 }
 
@@ -78,6 +80,7 @@ int cmd_info(int argc, char **argv) {
             print_help();
             return 0;
         }
+        if (!strcmp(arg, "--hw")) return cli_print_hw();
         if (cli_take(&a, "-m", "--model-file")) file = a.value;
         else if (cli_take(&a, NULL, "--model")) name = a.value;
         else if (cli_take_int(&a, NULL, "--image-size", 8, 32768, &image_size)) continue;

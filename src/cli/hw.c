@@ -1,0 +1,35 @@
+// `dit info --hw`: what this CPU offers the kernels (instruction sets, the path chosen, why AMX is not used
+// if it is not) and the measured rate of one GEMM on every path it has, so machines can be compared.
+#include <stdio.h>
+
+#include "cli/cli.h"
+#include "ops/cpu/cpu_features.h"
+
+int cli_print_hw(void) {
+    const cpu_features *f = cpu_features_get();
+    printf("cpu:           %s\n", f->brand[0] ? f->brand : "(no brand string)");
+    printf("instructions:  AVX2 %s, FMA %s, AVX-512 F/BW/VL %s/%s/%s, AVX512-BF16 %s, AMX-TILE %s, AMX-BF16 %s\n",
+           f->avx2 ? "yes" : "no", f->fma ? "yes" : "no", f->avx512f ? "yes" : "no", f->avx512bw ? "yes" : "no",
+           f->avx512vl ? "yes" : "no", f->avx512_bf16 ? "yes" : "no", f->amx_tile ? "yes" : "no",
+           f->amx_bf16 ? "yes" : "no");
+    if (f->amx_tile) printf("AMX:           %s\n", f->amx_granted ? "tile data granted by the kernel" : f->amx_refusal);
+    const cpu_path best = cpu_path_best(), active = cpu_path_active();
+    printf("kernel path:   %s%s%s\n", cpu_path_name(active), active != best ? " (lowered by DIT_CPU_PATH; best " : "",
+           active != best ? cpu_path_name(best) : "");
+    if (active != best) printf(")\n");
+    printf("precision:     auto = %s\n", dit_compute_path(DIT_PRECISION_AUTO));
+    printf("GEMM 1024 x 1024 x 1024, %d threads (GFLOP/s, 2 flops per multiply-add):\n", cli_threads());
+    printf("  %-14s %8.0f\n", "fp32 sgemm", dit_measure_gemm_gflops(DIT_PRECISION_FP32, 1024, 1024, 1024));
+    const cpu_path bf16_paths[] = {CPU_PATH_AMX, CPU_PATH_AVX512_BF16};
+    for (int i = 0; i < 2; i++) {
+        if (bf16_paths[i] > active) {
+            printf("  bf16 %-9s %8s\n", cpu_path_name(bf16_paths[i]), bf16_paths[i] > best ? "absent" : "off");
+            continue;
+        }
+        cpu_path_force(bf16_paths[i]);
+        printf("  bf16 %-9s %8.0f\n", cpu_path_name(bf16_paths[i]),
+               dit_measure_gemm_gflops(DIT_PRECISION_BF16, 1024, 1024, 1024));
+        cpu_path_force(active);
+    }
+    return 0;
+}
