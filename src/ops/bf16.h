@@ -53,8 +53,9 @@ void gemm_bf16_serial(float *out, int64_t ldo, const float *A, int64_t stride_m,
 float bf16_round(float x);
 
 // Kernel internals shared by gemm_bf16.c and gemm_amx.c.
-// C (32 x 32 floats, row stride 32) = A rows [32][Kp] (bf16, row stride Kp) x one packed panel (Kp x 32).
-void amx_kernel_32x32(float *C, const uint16_t *A, int Kp, const uint16_t *panel);
+// C (32 x 32 floats, row stride 32) (+)= 32 rows of A (bf16, row stride lda elements) x `ksteps` 32-deep blocks
+// of one packed panel (accumulate: add to C's values, else overwrite).
+void amx_kernel_32x32(float *C, const uint16_t *A, int lda, const uint16_t *panel, int ksteps, int accumulate);
 void amx_configure(void);
 void amx_release(void);
 

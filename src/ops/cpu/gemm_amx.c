@@ -23,19 +23,26 @@ void amx_configure(void) { _tile_loadconfig(&all_tiles_16x64); }
 
 void amx_release(void) { _tile_release(); }
 
-void amx_kernel_32x32(float *C, const uint16_t *A, int Kp, const uint16_t *panel) {
-    const int lda = Kp * 2;   // bytes
-    const uint16_t *A1 = A + (int64_t)16 * Kp;
-    _tile_zero(0);
-    _tile_zero(1);
-    _tile_zero(2);
-    _tile_zero(3);
-    for (int k = 0; k < Kp; k += 32) {
-        const uint16_t *b = panel + (int64_t)k * 32;   // the (32 K x 32 N) block: two 512-element halves
-        _tile_loadd(4, A + k, lda);
+void amx_kernel_32x32(float *C, const uint16_t *A, int lda, const uint16_t *panel, int ksteps, int accumulate) {
+    const int stride = lda * 2;   // bytes
+    const uint16_t *A1 = A + (int64_t)16 * lda;
+    if (accumulate) {
+        _tile_loadd(0, C, 128);
+        _tile_loadd(1, C + 16, 128);
+        _tile_loadd(2, C + 16 * 32, 128);
+        _tile_loadd(3, C + 16 * 32 + 16, 128);
+    } else {
+        _tile_zero(0);
+        _tile_zero(1);
+        _tile_zero(2);
+        _tile_zero(3);
+    }
+    for (int kb = 0; kb < ksteps; kb++) {
+        const uint16_t *b = panel + (int64_t)kb * 1024;   // the (32 K x 32 N) block: two 512-element halves
+        _tile_loadd(4, A + kb * 32, stride);
         _tile_loadd(6, b, 64);
         _tile_loadd(7, b + 512, 64);
-        _tile_loadd(5, A1 + k, lda);
+        _tile_loadd(5, A1 + kb * 32, stride);
         _tile_dpbf16ps(0, 4, 6);
         _tile_dpbf16ps(1, 4, 7);
         _tile_dpbf16ps(2, 5, 6);

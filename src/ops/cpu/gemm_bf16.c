@@ -48,6 +48,47 @@ static inline int64_t packed_index(int KB, int n, int k) {
            (k & 1);
 }
 
+// Source rows contiguous along K (an nn.Linear weight): per row n and 32-wide K block, 32 floats become 16
+// bf16 pairs, scattered to their 16 pair rows of the half-block (one dword each, 64 bytes apart).
+static void pack_rows_along_k(uint16_t *d, int KB, const float *src, int N, int K, int64_t stride_n, int n0, int n1) {
+    const __m512i pair_rows = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                                                 _mm512_set1_epi32(16));
+    for (int n = n0; n < n1; n++) {
+        const float *row = src + (int64_t)n * stride_n;
+        for (int kb = 0; kb < KB; kb++) {
+            const int k0 = kb * 32;
+            __m512 lo = _mm512_setzero_ps(), hi = _mm512_setzero_ps();
+            if (n < N) {
+                const int left = K - k0;
+                const __mmask16 m_lo = left >= 16 ? 0xffff : left > 0 ? (__mmask16)((1u << left) - 1) : 0;
+                const __mmask16 m_hi = left >= 32 ? 0xffff : left > 16 ? (__mmask16)((1u << (left - 16)) - 1) : 0;
+                lo = _mm512_maskz_loadu_ps(m_lo, row + k0);
+                hi = _mm512_maskz_loadu_ps(m_hi, row + k0 + 16);
+            }
+            const __m512i pairs = (__m512i)_mm512_cvtne2ps_pbh(hi, lo);   // bf16 k0..k0+31: dword j = pair j
+            int32_t *half = (int32_t *)(d + packed_index(KB, n & ~15, k0));
+            _mm512_i32scatter_epi32(half + (n & 15), pair_rows, pairs, 4);
+        }
+    }
+}
+
+// Source rows contiguous along N (a weight used transposed, or V): per K pair, 16 columns of rows k and k + 1
+// are interleaved into one 64-byte pair row.
+static void pack_rows_along_n(uint16_t *d, int KB, int Np, const float *src, int N, int K, int64_t stride_k) {
+    const __m512i interleave = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7,
+                                                22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    for (int k = 0; k < KB * 32; k += 2)
+        for (int n0 = 0; n0 < Np; n0 += 16) {
+            const int left = N - n0;
+            const __mmask16 mask = left >= 16 ? 0xffff : left > 0 ? (__mmask16)((1u << left) - 1) : 0;
+            const __m512 r0 = k < K ? _mm512_maskz_loadu_ps(mask, src + (int64_t)k * stride_k + n0) : _mm512_setzero_ps();
+            const __m512 r1 = k + 1 < K ? _mm512_maskz_loadu_ps(mask, src + (int64_t)(k + 1) * stride_k + n0)
+                                        : _mm512_setzero_ps();
+            const __m512i both = (__m512i)_mm512_cvtne2ps_pbh(r1, r0);   // [r0 as 16 bf16 | r1 as 16 bf16]
+            _mm512_storeu_si512(d + packed_index(KB, n0, k), _mm512_permutexvar_epi16(interleave, both));
+        }
+}
+
 void bf16_pack(bf16_packed *dst, const float *src, int N, int K, int64_t stride_n, int64_t stride_k) {
     const int Np = round_up(N, 32), Kp = round_up(K, 32), KB = Kp / 32;
     const size_t need = (size_t)Np * Kp;
@@ -58,7 +99,18 @@ void bf16_pack(bf16_packed *dst, const float *src, int N, int K, int64_t stride_
     }
     dst->N = N, dst->K = K, dst->Np = Np, dst->Kp = Kp;
     uint16_t *d = dst->data;
-    // Walk 16 x 16 blocks so that both a row-major and a transposed source are read a cache line at a time.
+    if (stride_k == 1) {
+        // Weights are packed once and may be large (XL: 675 M values): split the rows over the threads
+        // when called from outside a parallel region.
+        #pragma omp parallel for schedule(static) if ((int64_t)N * K > (1 << 20))
+        for (int n0 = 0; n0 < Np; n0 += 16) pack_rows_along_k(d, KB, src, N, K, stride_n, n0, n0 + 16);
+        return;
+    }
+    if (stride_n == 1) {
+        pack_rows_along_n(d, KB, Np, src, N, K, stride_k);
+        return;
+    }
+    // Any other strides: element by element, 16 x 16 blocks at a time.
     for (int n0 = 0; n0 < Np; n0 += 16)
         for (int k0 = 0; k0 < Kp; k0 += 16)
             for (int n = n0; n < n0 + 16; n++)
@@ -105,20 +157,23 @@ static void pack_a_rows_transposed(uint16_t *dst, int Kp, const float *A, int64_
 
 // ---- the AVX512-BF16 micro-kernel ------------------------------------------------------------------------
 
-// C (8 rows x 32, row stride 32) = 8 rows of A x one panel: per K pair, two B vectors (16 columns of pairs
-// each) meet each row's pair broadcast; 16 accumulators.
-static void avx512_kernel_8x32(float *C, const uint16_t *A, int Kp, const uint16_t *panel) {
+// C (8 rows x 32, row stride 32) (+)= 8 rows of A (row stride lda) x `ksteps` 32-deep blocks of one panel: per
+// K pair, two B vectors (16 columns of pairs each) meet each row's pair broadcast; 16 accumulators.
+static void avx512_kernel_8x32(float *C, const uint16_t *A, int lda, const uint16_t *panel, int ksteps, int accumulate) {
     __m512 acc[8][2];
-    for (int r = 0; r < 8; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
-    for (int k = 0; k < Kp; k += 32) {
-        const uint16_t *blk = panel + (int64_t)k * 32;
+    for (int r = 0; r < 8; r++) {
+        acc[r][0] = accumulate ? _mm512_loadu_ps(C + r * 32) : _mm512_setzero_ps();
+        acc[r][1] = accumulate ? _mm512_loadu_ps(C + r * 32 + 16) : _mm512_setzero_ps();
+    }
+    for (int kb = 0; kb < ksteps; kb++) {
+        const uint16_t *blk = panel + (int64_t)kb * 1024;
         for (int pair = 0; pair < 16; pair++) {
             const __m512bh b0 = (__m512bh)_mm512_loadu_si512(blk + pair * 32);
             const __m512bh b1 = (__m512bh)_mm512_loadu_si512(blk + 512 + pair * 32);
-            const int kk = k + 2 * pair;
+            const int kk = kb * 32 + 2 * pair;
             for (int r = 0; r < 8; r++) {
                 int32_t two;
-                memcpy(&two, A + (int64_t)r * Kp + kk, sizeof two);
+                memcpy(&two, A + (int64_t)r * lda + kk, sizeof two);
                 const __m512bh a = (__m512bh)_mm512_set1_epi32(two);
                 acc[r][0] = _mm512_dpbf16_ps(acc[r][0], a, b0);
                 acc[r][1] = _mm512_dpbf16_ps(acc[r][1], a, b1);
@@ -131,8 +186,9 @@ static void avx512_kernel_8x32(float *C, const uint16_t *A, int Kp, const uint16
     }
 }
 
-static void avx512_kernel_32x32(float *C, const uint16_t *A, int Kp, const uint16_t *panel) {
-    for (int r = 0; r < 32; r += 8) avx512_kernel_8x32(C + r * 32, A + (int64_t)r * Kp, Kp, panel);
+static void avx512_kernel_32x32(float *C, const uint16_t *A, int lda, const uint16_t *panel, int ksteps,
+                                int accumulate) {
+    for (int r = 0; r < 32; r += 8) avx512_kernel_8x32(C + r * 32, A + (int64_t)r * lda, lda, panel, ksteps, accumulate);
 }
 
 // ---- epilogue -----------------------------------------------------------------------------------------------
@@ -195,18 +251,31 @@ static int chunk_rows(int Kp) {
     return rows < 32 ? 32 : rows;
 }
 
-typedef void (*kernel_fn)(float *C, const uint16_t *A, int Kp, const uint16_t *panel);
+typedef void (*kernel_fn)(float *C, const uint16_t *A, int lda, const uint16_t *panel, int ksteps, int accumulate);
+
+// K is walked in blocks of KC so that a panel's block (KC x 32 bf16: 16 KB) stays in L1 while it meets up to
+// GROUP row blocks of A, whose 32 x 32 float sums wait in C between K blocks (stored and reloaded exactly,
+// so the sum is bit-identical to an unblocked one).
+enum { KC = 256, GROUP = 4 };
 
 static void run_blocks(float *out, int64_t ldo, const uint16_t *A16, const bf16_packed *B, int M, int mb0, int mb1,
                        int p0, int p1, kernel_fn kernel, const gemm_epilogue *ep) {
-    float C[32 * 32] __attribute__((aligned(64)));
+    float C[GROUP][32 * 32] __attribute__((aligned(64)));
+    const int Kp = B->Kp;
     for (int p = p0; p < p1; p++) {
-        const uint16_t *panel = B->data + (int64_t)p * 32 * B->Kp;
+        const uint16_t *panel = B->data + (int64_t)p * 32 * Kp;
         const int n0 = p * 32, cols = B->N - n0 < 32 ? B->N - n0 : 32;
-        for (int mb = mb0; mb < mb1; mb++) {
-            const int m0 = mb * 32, rows = M - m0 < 32 ? M - m0 : 32;
-            kernel(C, A16 + (int64_t)m0 * B->Kp, B->Kp, panel);
-            epilogue_block(out, ldo, C, m0, rows, n0, cols, ep);
+        for (int g0 = mb0; g0 < mb1; g0 += GROUP) {
+            const int g1 = g0 + GROUP < mb1 ? g0 + GROUP : mb1;
+            for (int k0 = 0; k0 < Kp; k0 += KC) {
+                const int ksteps = (Kp - k0 < KC ? Kp - k0 : KC) / 32;
+                for (int mb = g0; mb < g1; mb++)
+                    kernel(C[mb - g0], A16 + (int64_t)mb * 32 * Kp + k0, Kp, panel + (int64_t)k0 * 32, ksteps, k0 > 0);
+            }
+            for (int mb = g0; mb < g1; mb++) {
+                const int m0 = mb * 32, rows = M - m0 < 32 ? M - m0 : 32;
+                epilogue_block(out, ldo, C[mb - g0], m0, rows, n0, cols, ep);
+            }
         }
     }
 }
