@@ -15,6 +15,7 @@
 
 int main(int argc, char **argv) {
     const char *name = "DiT-S/2";
+    const char *precision_name = "auto";
     int image_size = 256, batch = 1, threads = 0, repeats = 3, warmup = 1;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--model")) name = argv[i + 1];
@@ -23,6 +24,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--threads")) threads = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--repeats")) repeats = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--warmup")) warmup = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--precision")) precision_name = argv[i + 1];
         else {
             fprintf(stderr, "bench_forward: unknown option %s\n", argv[i]);
             return 2;
@@ -41,6 +43,11 @@ int main(int argc, char **argv) {
     double t0 = bench_now_seconds();
     dit_model *m = dit_model_synthetic(&cfg, 0);
     double build_s = bench_now_seconds() - t0;
+    dit_precision precision;
+    if (dit_precision_parse(precision_name, &precision) != DIT_OK || dit_model_set_precision(m, precision) != DIT_OK) {
+        fprintf(stderr, "bench_forward: %s\n", dit_last_error());
+        return 1;
+    }
     const int S = cfg.input_size, C = cfg.in_channels, OUT = dit_config_out_channels(&cfg);
     float *x = malloc((size_t)batch * C * S * S * sizeof(float)), *t = malloc(batch * sizeof(float));
     float *out = malloc((size_t)batch * OUT * S * S * sizeof(float));
@@ -71,9 +78,10 @@ int main(int argc, char **argv) {
     printf("{\"impl\": \"dit\", \"model\": \"%s\", \"image_size\": %d, \"batch\": %d, \"threads\": %d, "
            "\"seconds_per_forward\": %.6f, \"seconds_min\": %.6f, \"repeats\": %d, \"gmacs\": %.4f, "
            "\"gmacs_total\": %.4f, \"gmacs_per_second\": %.3f, \"params\": %lld, \"build_seconds\": %.2f, "
-           "\"out_checksum\": %.6g}\n",
+           "\"out_checksum\": %.6g, \"precision\": \"%s\", \"path\": \"%s\"}\n",
            name, image_size, batch, used_threads, median, times[warmup], repeats, g, g * batch, g * batch / median,
-           (long long)dit_config_param_count(&cfg), build_s, checksum);
+           (long long)dit_config_param_count(&cfg), build_s, checksum,
+           dit_precision_name(dit_model_precision(m)), dit_compute_path(dit_model_precision(m)));
     free(x); free(t); free(out); free(y); free(times);
     dit_model_free(m);
     return 0;

@@ -18,7 +18,7 @@
 #include "train/train.h"
 
 int main(int argc, char **argv) {
-    const char *name = NULL;
+    const char *name = NULL, *precision_name = "auto";
     int image_size = 256, batch = 8, threads = 0, repeats = 3, warmup = 1;
     int size = 32, channels = 1, patch = 4, hidden = 256, depth = 6, heads = 4, classes = 10;
     for (int i = 1; i + 1 < argc; i += 2) {
@@ -34,6 +34,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--hidden")) hidden = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--depth")) depth = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--heads")) heads = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--precision")) precision_name = argv[i + 1];
         else {
             fprintf(stderr, "bench_train: unknown option %s (--model NAME --image-size N | --size S --channels C "
                             "--patch P --hidden D --depth L --heads H; --batch --threads --repeats --warmup)\n", argv[i]);
@@ -76,6 +77,12 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench_train: %s\n", dit_last_error());
         return 1;
     }
+    dit_precision precision;
+    if (dit_precision_parse(precision_name, &precision) != DIT_OK ||
+        dit_model_set_precision(tr->model, precision) != DIT_OK) {
+        fprintf(stderr, "bench_train: %s\n", dit_last_error());
+        return 1;
+    }
     double *times = malloc((warmup + repeats) * sizeof(double));
     train_stats st;
     for (int r = 0; r < warmup + repeats; r++) {
@@ -93,9 +100,10 @@ int main(int argc, char **argv) {
     int used_threads = dit_max_threads();
     printf("{\"impl\": \"dit\", \"model\": \"%s\", \"input_size\": %d, \"in_channels\": %d, \"batch\": %d, "
            "\"threads\": %d, \"seconds_per_step\": %.6f, \"seconds_min\": %.6f, \"repeats\": %d, \"gmacs_forward\": %.4f, "
-           "\"gflop_step\": %.4f, \"gflops_per_second\": %.3f, \"params\": %lld, \"peak_rss_mb\": %.1f, \"loss\": %.6g}\n",
+           "\"gflop_step\": %.4f, \"gflops_per_second\": %.3f, \"params\": %lld, \"peak_rss_mb\": %.1f, \"loss\": %.6g, \"precision\": \"%s\"}\n",
            name ? name : "custom", S, C, batch, used_threads, median, times[warmup], repeats, g, gflop, gflop / median,
-           (long long)dit_config_param_count(&cfg), ru.ru_maxrss / 1024.0, st.loss);
+           (long long)dit_config_param_count(&cfg), ru.ru_maxrss / 1024.0, st.loss,
+           dit_precision_name(dit_model_precision(tr->model)));
     free(times);
     trainer_free(tr);
     free(data.pixels);

@@ -41,6 +41,8 @@ def main():
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--autocast", choices=["none", "bf16"], default="none",
+                    help="bf16: forward and loss under torch.autocast('cpu', dtype=torch.bfloat16)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -64,8 +66,9 @@ def main():
         y = torch.randint(0, cfg["num_classes"], (B,))
         noise = torch.randn_like(x0)
         x_t = (D._extract(D.sqrt_alphas_cumprod, t, x0) * x0 + D._extract(D.sqrt_one_minus_alphas_cumprod, t, x0) * noise)
-        out = model(x_t, t.float(), y)
-        mse, vb, _ = training_losses(D, out, x0, noise, t)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.autocast == "bf16"):
+            out = model(x_t, t.float(), y)
+        mse, vb, _ = training_losses(D, out.float(), x0, noise, t)
         loss = (mse + vb).mean()
         opt.zero_grad()
         loss.backward()

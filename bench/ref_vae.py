@@ -45,7 +45,7 @@ def count_macs(latent, batch):
         elif isinstance(mod, vae_ref.Attention):
             mod.register_forward_hook(attention_hook)
     S = latent * 8
-    with torch.inference_mode():
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.autocast == "bf16"):
         m.decode(torch.zeros(batch, 4, latent, latent))
         decode, macs[0] = macs[0], 0
         m.encode_moments(torch.zeros(batch, 3, S, S))
@@ -60,6 +60,8 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--count-macs", action="store_true")
+    ap.add_argument("--autocast", choices=["none", "bf16"], default="none",
+                    help="bf16: torch.autocast('cpu', dtype=torch.bfloat16)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     if a.count_macs:
@@ -73,7 +75,7 @@ def main():
     z = torch.rand(a.batch, 4, a.latent, a.latent, generator=g) * 4 - 2
     x = torch.rand(a.batch, 3, S, S, generator=g) * 2 - 1
     dec, enc = [], []
-    with torch.inference_mode():
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.autocast == "bf16"):
         for _ in range(a.warmup + a.repeats):
             t = time.perf_counter()
             m.decode(z)
@@ -85,7 +87,8 @@ def main():
                       "repeats": a.repeats, "build_s": round(build_s, 3),
                       "decode_s": round(statistics.median(dec[a.warmup:]), 4),
                       "encode_s": round(statistics.median(enc[a.warmup:]), 4),
-                      "checksum": float(mo.abs().sum())}))
+                      "checksum": float(mo.float().abs().sum()), "autocast": a.autocast,
+                      "torch": torch.__version__}))
 
 
 if __name__ == "__main__":

@@ -1,28 +1,37 @@
 #!/usr/bin/env bash
-# Forward-pass benchmark: dit vs our PyTorch reference (tests/ref/dit_ref.py, Debian's torch), same model,
-# same synthetic weights, same batch and thread count, run back to back in one go. Prints seconds per
-# forward, achieved GFLOP/s (2 x multiply-adds) and the speed ratio.
-# Usage: bench/run.sh [BUILD_DIR]   env: THREADS (default: all cores), REPEATS (default 3)
+# Forward-pass benchmark: dit vs PyTorch 2.x (our reference model tests/ref/dit_ref.py), same model, same
+# synthetic weights, same batch and thread count, both precisions: dit fp32 / bf16 (--precision) and torch
+# fp32 / bf16 autocast (torch.autocast("cpu", dtype=torch.bfloat16), oneDNN on AMX where present), run
+# back to back. Prints seconds per forward, achieved GFLOP/s (2 x multiply-adds) and the ratios
+# torch / dit in the same precision class (> 1: dit faster).
+# Usage: bench/run.sh [BUILD_DIR]   env: THREADS (default: all cores), REPEATS (default 3),
+#        TORCH_PY (default bench/.venv/bin/python: PyTorch 2.x from PyPI, made by scripts/setup.sh --bench)
 set -euo pipefail
 build=${1:-build}
 threads=${THREADS:-$(nproc)}
 repeats=${REPEATS:-3}
-python=/usr/bin/python3
-$python -c "import torch" 2>/dev/null || { echo "bench: needs Debian's python3-torch: run scripts/setup.sh --bench" >&2; exit 1; }
-
-printf "%-9s %5s %7s | %10s %9s | %10s %9s | %6s\n" model batch threads "dit s" "GFLOP/s" "torch s" "GFLOP/s" ratio
+python=${TORCH_PY:-bench/.venv/bin/python}
+$python -c "import torch" 2>/dev/null || { echo "bench: needs PyTorch 2.x in $python: run scripts/setup.sh --bench" >&2; exit 1; }
+echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2-)   torch $($python -c 'import torch; print(torch.__version__)')"
+echo "load before: $(uptime | sed 's/.*load average: //')"
+printf "%-9s %5s | %8s %8s | %8s %8s | %8s %8s | %8s %8s | %9s %9s\n" model batch "dit f32" "GFLOP/s" "dit bf16" \
+    "GFLOP/s" "torch32" "GFLOP/s" "torch bf" "GFLOP/s" "f32 ratio" "bf16 ratio"
 for spec in "DiT-S/2 8" "DiT-XL/2 2"; do
     set -- $spec
     model=$1 batch=$2
-    ours=$("$build/bench_forward" --model "$model" --image-size 256 --batch "$batch" --threads "$threads" --repeats "$repeats")
-    ref=$($python bench/ref_forward.py --model "$model" --image-size 256 --batch "$batch" --threads "$threads" --repeats "$repeats")
-    $python - "$ours" "$ref" <<'PY'
+    common=(--model "$model" --image-size 256 --batch "$batch" --threads "$threads" --repeats "$repeats")
+    d32=$("$build/bench_forward" "${common[@]}" --precision fp32)
+    d16=$("$build/bench_forward" "${common[@]}" --precision bf16)
+    t32=$($python bench/ref_forward.py "${common[@]}")
+    t16=$($python bench/ref_forward.py "${common[@]}" --autocast bf16)
+    $python - "$d32" "$d16" "$t32" "$t16" <<'PY'
 import json, sys
-a, b = json.loads(sys.argv[1]), json.loads(sys.argv[2])
-ga = 2 * a["gmacs_total"] / a["seconds_per_forward"]
-gb = 2 * b["gmacs_total"] / b["seconds_per_forward"]
-print("%-9s %5d %7d | %10.3f %9.1f | %10.3f %9.1f | %5.2fx" % (a["model"], a["batch"], a["threads"],
-      a["seconds_per_forward"], ga, b["seconds_per_forward"], gb, b["seconds_per_forward"] / a["seconds_per_forward"]))
+d32, d16, t32, t16 = (json.loads(a) for a in sys.argv[1:5])
+def g(r): return 2 * r["gmacs_total"] / r["seconds_per_forward"]
+s = lambda r: r["seconds_per_forward"]
+print("%-9s %5d | %8.3f %8.0f | %8.3f %8.0f | %8.3f %8.0f | %8.3f %8.0f | %8.2fx %8.2fx" % (d32["model"], d32["batch"],
+      s(d32), g(d32), s(d16), g(d16), s(t32), g(t32), s(t16), g(t16), s(t32) / s(d32), s(t16) / s(d16)))
 PY
 done
-echo "ratio = torch seconds / dit seconds (higher is better for dit); GFLOP/s counts 2 flops per multiply-add."
+echo "load after:  $(uptime | sed 's/.*load average: //')"
+echo "ratio = torch seconds / dit seconds in the same precision (f32: both fp32; bf16: dit bf16 vs torch bf16 autocast)."

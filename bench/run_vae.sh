@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 ROUNDS=${1:-5}
 THREADS=${2:-2}
 LATENT=${3:-32}
-PY=/usr/bin/python3
+PY=${TORCH_PY:-bench/.venv/bin/python}
 BENCH=${VAE_BENCH:-}
 if [ -z "$BENCH" ]; then
     make -s build/vae_bench >/dev/null
@@ -25,6 +25,7 @@ i=0
 while [ "$i" -lt "$ROUNDS" ]; do
     "$BENCH" --latent "$LATENT" --threads "$THREADS" --repeats 3 --warmup 1 | tee -a "$LOG"
     $PY bench/ref_vae.py --latent "$LATENT" --threads "$THREADS" --repeats 3 --warmup 1 | tee -a "$LOG"
+    $PY bench/ref_vae.py --latent "$LATENT" --threads "$THREADS" --repeats 3 --warmup 1 --autocast bf16 | tee -a "$LOG"
     i=$((i + 1))
 done
 echo "load after:  $(uptime | sed 's/.*load average: //')"
@@ -33,9 +34,11 @@ import json, statistics, sys
 runs = [json.loads(line) for line in open(sys.argv[1]) if line.startswith("{")]
 macs = json.loads(sys.argv[2])
 for phase in ("decode", "encode"):
-    t = {impl: statistics.median(r[phase + "_s"] for r in runs if r["impl"] == impl) for impl in ("dit", "torch")}
+    key = lambda r: r["impl"] + ("-bf16" if r.get("autocast") == "bf16" else "")
+    t = {k: statistics.median(r[phase + "_s"] for r in runs if key(r) == k) for k in ("dit", "torch", "torch-bf16")}
     flops = 2 * macs[phase + "_macs"]
-    print(f"{phase}: dit {t['dit']:.3f} s ({flops / t['dit'] / 1e9:.0f} GFLOP/s)  torch {t['torch']:.3f} s "
-          f"({flops / t['torch'] / 1e9:.0f} GFLOP/s)  torch/dit {t['torch'] / t['dit']:.2f}x  "
-          f"[{flops / 1e9:.0f} GFLOP]")
+    print(f"{phase}: dit fp32 {t['dit']:.3f} s ({flops / t['dit'] / 1e9:.0f} GFLOP/s)  torch fp32 {t['torch']:.3f} s "
+          f"({flops / t['torch'] / 1e9:.0f} GFLOP/s)  torch bf16 {t['torch-bf16']:.3f} s "
+          f"({flops / t['torch-bf16'] / 1e9:.0f} GFLOP/s)  torch/dit {t['torch'] / t['dit']:.2f}x, "
+          f"torch bf16/dit {t['torch-bf16'] / t['dit']:.2f}x  [{flops / 1e9:.0f} GFLOP]")
 EOF

@@ -1,15 +1,31 @@
 #!/usr/bin/env bash
 # Installs the Debian packages dit needs to build and test, only those missing. Safe to run repeatedly.
-# Usage: scripts/setup.sh [--bench]   (--bench adds Debian's PyTorch for the reference benchmarks)
+# Usage: scripts/setup.sh [--bench]   (--bench adds Debian's PyTorch, which made the golden files, and the
+#        benchmark peer: PyTorch 2.x from PyPI in bench/.venv, with bf16 autocast on oneDNN)
 set -euo pipefail
 packages=(build-essential pkg-config libopenblas-openmp-dev libcjson-dev libpng-dev libjpeg62-turbo-dev zlib1g-dev liblapack-dev dataset-fashion-mnist)
-if [[ "${1:-}" == "--bench" ]]; then packages+=(python3-torch python3-numpy); fi
+bench=0
+if [[ "${1:-}" == "--bench" ]]; then bench=1; packages+=(python3-torch python3-numpy python3-venv); fi
+
+# The benchmark peer: the PyTorch a user would pick today (2.x from PyPI), in its own virtual environment.
+bench_venv() {
+    local root venv
+    root="$(cd "$(dirname "$0")/.." && pwd)"
+    venv="$root/bench/.venv"
+    if "$venv/bin/python" -c "import torch, numpy" 2>/dev/null; then return 0; fi
+    echo "setup: installing PyTorch 2.x from PyPI into bench/.venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q "torch>=2.1" numpy
+}
 
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-if ((${#missing[@]} == 0)); then exit 0; fi
+if ((${#missing[@]} == 0)); then
+    if ((bench)); then bench_venv; fi
+    exit 0
+fi
 
 echo "setup: installing ${missing[*]}"
 sudo=""
@@ -20,3 +36,4 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 $sudo apt-get update -qq
 $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+if ((bench)); then bench_venv; fi
