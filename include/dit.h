@@ -100,7 +100,8 @@ dit_status dit_model_forward(dit_model *m, const float *x, const float *t, const
                              float *out);
 // Classifier-free guidance exactly as the reference forward_with_cfg: x, t, y are the conditional half
 // (B samples); the unconditional half uses the null class. out: (B, out_channels, S, S), the guided
-// result for the conditional half. guide_all_channels = 0 guides eps channels 0..2 (official), 1 all.
+// result for the conditional half. guide_all_channels = 0 guides output channels 0..2 as the reference does
+// (model_out[:, :3]: for a 1-channel learned-sigma model, eps and its variance channel), 1 every eps channel only.
 dit_status dit_model_forward_cfg(dit_model *m, const float *x, const float *t, const int *y, int batch,
                                  float cfg_scale, int guide_all_channels, float *out);
 

@@ -16,7 +16,8 @@ static void print_help(void) {
            "  --y FILE               class labels (B), integers\n"
            "  -o, --output FILE      output .npy, float32 (B, out_channels, S, S)\n"
            "  --cfg-scale S          classifier-free guidance (null class = num_classes)\n"
-           "  --cfg-all-channels     guide all eps channels (the reference guides channels 0-2 only)\n"
+           "  --cfg-all-channels     guide every eps channel and only those (the reference guides output\n"
+           "                         channels 0-2: for a 1-channel learned-sigma model, eps and its variance)\n"
            "  -t, --threads N        threads (default: all cores)\n"
            CLI_PRECISION_HELP
            "  --heads H, --image-size N   for files that do not say them\n");

@@ -176,9 +176,11 @@ dit_status dit_model_forward_cfg(dit_model *m, const float *x, const float *t, c
     }
     dit_status st = dit_model_forward(m, x2, t2, y2, 2 * B, out2);
     if (st == DIT_OK) {
-        // Official: guide eps channels 0..2 only (a leftover from pixel-space GLIDE, kept for exact FID);
-        // channel 3 and the variance channels come from the conditional half.
-        const int guided = guide_all_channels ? C : (C < 3 ? C : 3);
+        // Official: guide output channels 0..2 (model_out[:, :3], a leftover from pixel-space GLIDE, kept for
+        // exact FID): for 4-channel latents eps 0..2, channel 3 and the variance channels come from the
+        // conditional half; for a 1-channel learned-sigma model that is eps AND its variance channel.
+        // guide_all_channels: every eps channel and nothing else.
+        const int guided = guide_all_channels ? C : (OUT < 3 ? OUT : 3);
         memcpy(out, out2, B * sample_out * sizeof(float));
         for (int b = 0; b < B; b++) {
             for (int ch = 0; ch < guided; ch++) {

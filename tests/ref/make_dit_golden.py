@@ -32,6 +32,9 @@ CONFIGS = [
     ("nodrop", 8, 4, 1, 48, 1, 3, 5, 0.0, True, 2, 3),
     ("xlwide", 8, 2, 4, 1152, 2, 16, 1000, 0.1, True, 2, 4),
     ("micro", 8, 4, 4, 32, 2, 2, 10, 0.1, True, 2, 6),    # the model of tests/golden/layouts/
+    # 1 channel, learned sigma, a null class (the shipped Fashion-MNIST model's shape): the official guidance
+    # takes output channels :3, i.e. eps AND the variance channel here
+    ("fmnistlike", 8, 4, 1, 32, 2, 2, 10, 0.1, True, 2, 7),
 ]
 
 
@@ -149,6 +152,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                                   "..", "golden", "dit"))
+    ap.add_argument("--only", default=None, help="make only this config's files and merge its entry into the "
+                    "existing configs.json (the README is left as it is)")
     args = ap.parse_args()
     out = os.path.normpath(args.out)
     os.makedirs(out, exist_ok=True)
@@ -160,6 +165,8 @@ def main():
             "configs": []}
     report = []
     for row in CONFIGS:
+        if args.only and row[0] != args.only:
+            continue
         name, cfg, B, seed = config_dict(row)
         x, t, y = make_inputs(cfg, B, seed)
         m32 = build_synthetic(cfg, seed)
@@ -197,9 +204,17 @@ def main():
         report.append(line)
         assert d_np < 1e-9, "numpy and torch float64 references disagree"
 
+    if args.only:
+        with open(os.path.join(out, "configs.json")) as fh:
+            old = json.load(fh)
+        old["configs"] = [c for c in old["configs"] if c["name"] != args.only] + meta["configs"]
+        meta = old
     with open(os.path.join(out, "configs.json"), "w") as fh:
         json.dump(meta, fh, indent=1)
         fh.write("\n")
+    if args.only:
+        print("merged %s into %s/configs.json (torch %s)" % (args.only, out, torch.__version__))
+        return
 
     total = sum(os.path.getsize(os.path.join(out, f)) for f in os.listdir(out) if f != "README.md")
     readme = README_TEMPLATE.format(report="\n".join(report), cfg_scale=CFG_SCALE, total=total)
