@@ -93,9 +93,10 @@ run: setup
 demo: $(BUILD)/dit
 	bash scripts/demo.sh $(BUILD)/dit
 
-# dit vs our PyTorch reference on the same work (needs Debian's python3-torch: scripts/setup.sh --bench):
-# the DiT forward, the SD VAE decode/encode, one training step.
-bench: $(BUILD)/dit $(BUILD)/bench_forward $(BUILD)/vae_bench $(BUILD)/bench_train
+# dit vs PyTorch 2.x on the same work (scripts/setup.sh --bench makes bench/.venv): GEMM kernels, the DiT
+# forward, the SD VAE decode/encode, one training step; fp32 and bf16 on both sides.
+bench: $(BUILD)/dit $(BUILD)/bench_forward $(BUILD)/vae_bench $(BUILD)/bench_train $(BUILD)/bench_gemm
+	bash bench/run_gemm.sh $(BUILD)
 	bash bench/run.sh $(BUILD)
 	bash bench/run_vae.sh 3
 	bash bench/run_train.sh $(BUILD)
