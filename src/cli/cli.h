@@ -43,6 +43,11 @@ int cli_take(cli_args *a, const char *short_name, const char *long_name);
 // error (naming long_name, else short_name), sets a->failed and returns 0.
 int cli_take_int(cli_args *a, const char *short_name, const char *long_name, int min, int max, int *out);
 int cli_take_float(cli_args *a, const char *short_name, const char *long_name, float *out);
+// Parse a --class value, "3" or "1,5,7" (digits only, no empty items), appending to *labels (realloc'd, *count
+// entries). 0 after printing the usage error. Labels are checked against the model by the caller.
+#define CLI_MAX_CLASS 100000000
+#define CLI_MAX_CLASS_LABELS 1000000
+int cli_parse_classes(const char *text, int **labels, int *count);
 // Threads for OpenMP and OpenBLAS; n <= 0 keeps the default (all cores or OMP_NUM_THREADS).
 void cli_set_threads(int n);
 int cli_threads(void);
