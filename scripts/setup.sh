@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Installs the Debian packages dit needs to build and test, only those missing. Safe to run repeatedly.
 # Usage: scripts/setup.sh [--bench | --fuzz]   (--bench adds Debian's PyTorch for the reference benchmarks,
-# --fuzz clang and its libFuzzer/sanitizer runtimes for `make fuzz`)
+# --fuzz clang, its libFuzzer/sanitizer runtimes and OpenMP for `make fuzz`)
 set -euo pipefail
 packages=(build-essential pkg-config libopenblas-openmp-dev libcjson-dev libpng-dev libjpeg62-turbo-dev zlib1g-dev liblapack-dev dataset-fashion-mnist)
 if [[ "${1:-}" == "--bench" ]]; then packages+=(python3-torch python3-numpy); fi
-if [[ "${1:-}" == "--fuzz" ]]; then packages+=(clang libclang-rt-14-dev); fi
+if [[ "${1:-}" == "--fuzz" ]]; then packages+=(clang libclang-rt-14-dev libomp-dev); fi
 
 missing=()
 for p in "${packages[@]}"; do
