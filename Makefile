@@ -1,5 +1,6 @@
 # dit: build the library, the `dit` command and the tests. `make` probes for OpenMP, OpenBLAS and CUDA
-# and says what it found. Targets: all (default), test, asan (tests under ASan+UBSan), bench, run, clean.
+# and says what it found. Targets: all (default), test, asan (tests under ASan+UBSan), bench, run, clean;
+# fuzz (libFuzzer, the block at the end).
 CC      ?= cc
 # x86-64-v3 (AVX2 + FMA) is the floor; AVX-512, AVX512-BF16 and AMX kernels are compiled for their
 # instruction sets file by file and chosen by CPUID at run time (src/ops/cpu/cpu_features.c).
@@ -86,8 +87,8 @@ asan: setup
 	@$(MAKE) --no-print-directory BUILD=build-asan OPT="-O1 -fno-omit-frame-pointer" \
 	    SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined" check
 
-# The README's main command (until the shipped Fashion-MNIST model lands): the configurations of the
-# paper, then one real forward pass of a reference-checked model file.
+# The README's main command: sample the shipped Fashion-MNIST model into out/fmnist-samples.png
+# (scripts/demo.sh; without the model file it shows the paper's configurations and one forward pass).
 run: setup
 	@$(MAKE) --no-print-directory demo
 demo: $(BUILD)/dit
@@ -104,11 +105,11 @@ bench: $(BUILD)/dit $(BUILD)/bench_forward $(BUILD)/vae_bench $(BUILD)/bench_tra
 $(BUILD)/bench_forward: $(BUILD)/bench/bench_forward.o $(BUILD)/libdit.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-# The autoencoder benchmark (bench/vae_bench.c vs bench/ref_vae.py); built on demand, not run by `make bench`.
+# The autoencoder benchmark (bench/vae_bench.c vs bench/ref_vae.py, run by `make bench` through bench/run_vae.sh).
 $(BUILD)/vae_bench: $(BUILD)/bench/vae_bench.o $(BUILD)/libdit.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-# The training-step benchmark (bench/bench_train.c vs bench/ref_train.py); built on demand, not run by `make bench`.
+# The training-step benchmark (bench/bench_train.c vs bench/ref_train.py, run by `make bench` through bench/run_train.sh).
 $(BUILD)/bench_train: $(BUILD)/bench/bench_train.o $(BUILD)/libdit.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
@@ -118,3 +119,22 @@ clean:
 # The GEMM kernels alone (sgemm vs bf16 on every path): build/bench_gemm M N K [repeats].
 $(BUILD)/bench_gemm: $(BUILD)/bench/bench_gemm.o $(BUILD)/libdit.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+# ---- fuzzing (clang's libFuzzer; scripts/setup.sh --fuzz installs clang) ---------------------------------
+# `make fuzz FUZZ_SECONDS=N` builds every fuzz/fuzz_<target>.c against a libdit built by clang with
+# AddressSanitizer + UndefinedBehaviorSanitizer + coverage, in build-fuzz/, and runs each target for N seconds
+# (fuzz/run.sh; seeds in fuzz/corpus/<target>/, findings in build-fuzz/crashes/). `make fuzz-build` only builds.
+FUZZ_SECONDS ?= 30
+FUZZ_BUILD   ?= build-fuzz
+FUZZ_TARGETS := $(patsubst fuzz/fuzz_%.c,%,$(wildcard fuzz/fuzz_*.c))
+.PHONY: fuzz fuzz-build fuzz-binaries clean-fuzz
+fuzz: fuzz-build
+	bash fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS)
+fuzz-build:
+	@bash scripts/setup.sh --fuzz
+	@$(MAKE) --no-print-directory CC=clang BUILD=$(FUZZ_BUILD) OPT="-O1 -fno-omit-frame-pointer -Wno-unknown-pragmas -Wno-pass-failed" \
+	    SAN="-fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined" fuzz-binaries
+fuzz-binaries: $(FUZZ_TARGETS:%=$(BUILD)/fuzz_%)
+$(BUILD)/fuzz_%: $(BUILD)/fuzz/fuzz_%.o $(BUILD)/src/cli/common.o $(BUILD)/libdit.a
+	$(CC) $(LDFLAGS) -fsanitize=fuzzer -o $@ $^ $(LDLIBS)
+clean-fuzz:
+	rm -rf $(FUZZ_BUILD)

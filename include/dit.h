@@ -1,5 +1,18 @@
 // dit: Scalable Diffusion Models with Transformers (Peebles & Xie), in C.
 // The public API: opaque handles, configuration structs and error codes.
+//
+// Threads. The library keeps no mutable global state except the error message, which is per thread
+// (dit_last_error reads the calling thread's). So:
+//  - config functions (dit_config_*, dit_heads_for_hidden) and loaders (dit_model_load, dit_vae_load,
+//    dit_inception_load, ...) are safe to call from any number of threads at once;
+//  - a handle (dit_model, dit_vae, dit_inception, dit_moments, ...) is used by one thread at a time: a forward
+//    pass writes the handle's activation buffers, so two threads sharing one model must lock around it; two
+//    threads with two handles (even of the same file) need no lock;
+//  - each call spreads its work over OpenMP threads and OpenBLAS (the count is process-wide:
+//    omp_set_num_threads / OMP_NUM_THREADS); concurrent calls from several threads each start their own team.
+// Failure: calls return DIT_ERR or NULL with a message; bad input never ends the process. Running out of
+// memory while reading a file (tensor data, inflated members, decoded pixels, model parameters) is such an
+// error too; out of memory elsewhere (activations, bookkeeping) still ends the process with a message.
 #ifndef DIT_H
 #define DIT_H
 
@@ -15,7 +28,7 @@ typedef enum { DIT_OK = 0, DIT_ERR = 1 } dit_status;
 // The message of the last failure on this thread ("file: what was expected, what was found").
 const char *dit_last_error(void);
 
-// ---- DiT network configuration (see docs/dit-reference.md §1) ----
+// ---- DiT network configuration (see docs/reference.md §1) ----
 typedef struct dit_config {
     int input_size;        // latent (or pixel) side, e.g. 32 for 256 px images
     int patch_size;        // p
@@ -38,6 +51,8 @@ int dit_config_out_channels(const dit_config *cfg);
 int dit_heads_for_hidden(int hidden);
 // The config as a JSON object (as stored in dit's own files under __metadata__["dit.config"]).
 dit_status dit_config_to_json(const dit_config *cfg, char *buf, size_t n);
+// Parse such a JSON object (every field required) and validate it; `what` names the input in messages.
+dit_status dit_config_from_json(dit_config *cfg, const char *json, const char *what);
 int dit_config_tokens(const dit_config *cfg);
 // The names of the 12 configurations of the paper, NULL-terminated.
 extern const char *const dit_named_configs[];
@@ -69,10 +84,13 @@ typedef struct dit_load_options {
     int num_heads;
     int input_size;   // latent side (image size / 8 for SD latents)
     int skip_ema;     // 1: a checkpoint's trained weights ("model." or unprefixed), not its "ema." copy
+    int input_size_if_unknown;   // latent side used only when neither the file, a diffusers config.json beside
+                                 // it, nor input_size says it (dit forward passes the side of --x)
 } dit_load_options;
 
 // Load a model from any supported file: official .pt (raw state_dict or train.py dict, whose "ema" wins),
-// safetensors with official keys, diffusers-layout safetensors, or dit's own safetensors. opts may be NULL.
+// safetensors with official keys, diffusers-layout safetensors (with its folder's config.json when present:
+// sample_size and num_attention_heads), or dit's own safetensors. opts may be NULL.
 dit_model *dit_model_load(const char *path, const dit_load_options *opts);
 // A model with parameters from the seeded test formula (see docs/testing.md), for tests and benchmarks.
 dit_model *dit_model_synthetic(const dit_config *cfg, uint32_t seed);
@@ -95,7 +113,7 @@ dit_status dit_model_save(const dit_model *m, const char *path);
 dit_status dit_model_save_as(const dit_model *m, const char *path, const char *dtype);
 
 // One network evaluation. x: (B, C, S, S); t: (B) timesteps (original 0..999 units); y: (B) labels.
-// out: (B, out_channels, S, S). threads <= 0: use the OpenMP default.
+// out: (B, out_channels, S, S). Threads: OpenMP's count (see the top of this file).
 dit_status dit_model_forward(dit_model *m, const float *x, const float *t, const int *y, int batch,
                              float *out);
 // Classifier-free guidance exactly as the reference forward_with_cfg: x, t, y are the conditional half

@@ -1,5 +1,5 @@
 // dit: the Stable Diffusion KL-f8 autoencoder (AutoencoderKL of stabilityai/sd-vae-ft-ema / -mse) that
-// maps images to DiT's latents and back (dit-reference.md §4.4). Part of the public API next to dit.h.
+// maps images to DiT's latents and back (reference.md §4.4). Part of the public API next to dit.h.
 #ifndef DIT_VAE_H
 #define DIT_VAE_H
 

@@ -18,8 +18,8 @@ fi
 echo "== the 12 DiT configurations of the paper (dit info)"
 "$dit" info
 echo
-echo "== DiT-XL/2 at 256 px (dit info --model DiT-XL/2)"
-"$dit" info --model DiT-XL/2 --image-size 256
+echo "== DiT-XL/2 at 256 px (dit info --config DiT-XL/2)"
+"$dit" info --config DiT-XL/2 --image-size 256
 echo
 echo "== one classifier-free-guided forward pass of a small official-layout .pt checkpoint (dit forward)"
 "$dit" forward -m tests/golden/layouts/micro_official.pt --heads 2 \

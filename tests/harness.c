@@ -15,11 +15,23 @@
 
 #include "test.h"
 
-static int checks_passed, checks_failed;
+static int checks_passed, checks_failed, checks_skipped;
 
-void test_counts(int *passed, int *failed) {
+void test_counts(int *passed, int *failed, int *skipped) {
     *passed = checks_passed;
     *failed = checks_failed;
+    *skipped = checks_skipped;
+}
+
+void test_skip_at(const char *file, int line, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    printf("SKIP ");
+    vprintf(fmt, ap);
+    va_end(ap);
+    printf("  (%s:%d)\n", file, line);
+    fflush(stdout);
+    checks_skipped++;
 }
 
 int test_check_at(int ok, const char *file, int line, const char *fmt, ...) {

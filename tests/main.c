@@ -1,5 +1,6 @@
 // The test runner: runs every unit in the table below (or those whose name contains argv[1]) and ends
-// with "N passed, N failed", counted per check. Add a unit by declaring it and adding a row.
+// with "N passed, N failed, N skipped", counted per check (a skip is reported, never counted as a pass).
+// Add a unit by declaring it and adding a row.
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +19,7 @@ void test_sample_cli(void);
 void test_eval(void);
 void test_classifier(void);
 void test_bf16(void);
+void test_fuzz(void);
 
 static const struct {
     const char *name;
@@ -35,6 +37,7 @@ static const struct {
     {"train", test_train},
     {"eval", test_eval},
     {"classifier", test_classifier},
+    {"fuzz", test_fuzz},
 };
 
 int main(int argc, char **argv) {
@@ -50,9 +53,9 @@ int main(int argc, char **argv) {
         units[i].run();
         ran++;
     }
-    int passed, failed;
-    test_counts(&passed, &failed);
+    int passed, failed, skipped;
+    test_counts(&passed, &failed, &skipped);
     if (ran == 0) fprintf(stderr, "test: no unit matches '%s'\n", filter);
-    printf("%d passed, %d failed\n", passed, failed);
+    printf("%d passed, %d failed, %d skipped\n", passed, failed, skipped);
     return failed > 0 || ran == 0 ? 1 : 0;
 }

@@ -1,5 +1,5 @@
 // A small test harness: each unit exposes `void test_<unit>(void)`; tests/main.c runs them and ends with
-// "N passed, N failed". Every comparison prints what it compared and the worst error found.
+// "N passed, N failed, N skipped". Every comparison prints what it compared and the worst error found.
 #ifndef DIT_TESTS_TEST_H
 #define DIT_TESTS_TEST_H
 
@@ -10,6 +10,11 @@
 #define CHECK(cond, ...) test_check_at(!!(cond), __FILE__, __LINE__, __VA_ARGS__)
 int test_check_at(int ok, const char *file, int line, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+
+// Record a skipped check: prints "SKIP <why>" (with file:line) and counts it in the final line's
+// "N skipped". A skip is never a pass: use it only for what this machine cannot run, and say why.
+#define SKIP(...) test_skip_at(__FILE__, __LINE__, __VA_ARGS__)
+void test_skip_at(const char *file, int line, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 // Compare n floats: passes when |got - want| <= atol + rtol * |want| everywhere; prints the worst error.
 #define CHECK_CLOSE(what, got, want, n, atol, rtol) \
@@ -40,8 +45,8 @@ const char *repo_path(const char *name);
 const char *golden_path(const char *name);
 // A scratch directory for the test run (created once, under $TMPDIR).
 const char *scratch_path(const char *name);
-// The number of checks passed and failed so far (for the runner's final line).
-void test_counts(int *passed, int *failed);
+// The number of checks passed, failed and skipped so far (for the runner's final line).
+void test_counts(int *passed, int *failed, int *skipped);
 // Run a shell command, return its exit status; its stderr+stdout go to *output (malloc'd) when non-NULL.
 int run_command(const char *cmd, char **output);
 

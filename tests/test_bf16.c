@@ -231,7 +231,7 @@ void test_bf16(void) {
     for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
         const char *name = cpu_path_name(paths[i]);
         if (cpu_path_force(paths[i]) != 0) {
-            printf("SKIP %s: this CPU has no %s path\n", name, name);
+            SKIP("bf16 gemm/model on the %s path: this CPU has no %s path", name, name);
             continue;
         }
         ran++;
@@ -257,5 +257,5 @@ void test_bf16(void) {
         check_gradients(name);
     }
     cpu_path_force(saved);
-    if (!ran) printf("SKIP bf16 gemm: no bf16 path on this CPU\n");
+    if (!ran) SKIP("bf16 gemm: no bf16 path on this CPU");
 }

@@ -185,11 +185,11 @@ static void test_schedule(void) {
             CHECK(list_has(&d, 166) && !list_has(&d, 167) && list_has(&d, 832) && !list_has(&d, 833),
                   "'25' rounds half to even: 166.5 -> 166, 832.5 -> 832");
         if (strcmp(respacings[k], "250") == 0) {
-            // dit-reference §2.2 / §2.3 [computed] values (6 significant digits)
+            // reference.md §2.2 / §2.3 [computed] values (6 significant digits)
             const double *ac = d.base_alphas_cumprod;
             CHECK(fabs(ac[0] / 0.9999 - 1) < 5e-6 && fabs(ac[249] / 0.524085 - 1) < 5e-6 &&
                       fabs(ac[499] / 0.0785872 - 1) < 5e-6 && fabs(ac[999] / 4.03583e-05 - 1) < 5e-6,
-                  "abar[0, 249, 499, 999] = %.6g %.6g %.6g %.6g (dit-reference §2.2)", ac[0], ac[249], ac[499],
+                  "abar[0, 249, 499, 999] = %.6g %.6g %.6g %.6g (reference.md §2.2)", ac[0], ac[249], ac[499],
                   ac[999]);
             CHECK(fabs(d.betas[0] / 1.0e-4 - 1) < 5e-6 && fabs(d.betas[1] / 5.99066e-4 - 1) < 5e-6 &&
                       fabs(d.betas[2] / 9.17603e-4 - 1) < 5e-6 && fabs(d.betas[248] / 0.0772193 - 1) < 5e-6 &&
@@ -197,7 +197,7 @@ static void test_schedule(void) {
                       fabs(d.posterior_variance[1] / 8.57025e-05 - 1) < 5e-6 &&
                       fabs(d.posterior_log_variance_clipped[0] / -9.36463 - 1) < 5e-6,
                   "'250': betas %.6g %.6g %.6g .. %.6g %.6g, posterior var[1] %.6g, clipped log-var[0] %.6g "
-                  "(dit-reference §2.3)",
+                  "(reference.md §2.3)",
                   d.betas[0], d.betas[1], d.betas[2], d.betas[248], d.betas[249], d.posterior_variance[1],
                   d.posterior_log_variance_clipped[0]);
             int gaps = 1, fives = 0;

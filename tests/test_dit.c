@@ -145,7 +145,7 @@ static void test_golden_configs(void) {
     cJSON_Delete(root);
 }
 
-// The 12 configs of the paper: parameter counts (incl. pos_embed) and Gflops (MACs) of dit-reference.md §1.11.
+// The 12 configs of the paper: parameter counts (incl. pos_embed) and Gflops (MACs) of reference.md §1.11.
 static void test_named_counts(void) {
     static const struct { const char *name; long long params; double g256, g512; } table[] = {
         {"DiT-S/8", 33148160, 0.36, 1.43},   {"DiT-S/4", 32945024, 1.41, 6.07},    {"DiT-S/2", 32963360, 6.06, 31.44},
@@ -213,6 +213,36 @@ static void test_layouts(void) {
     m = dit_model_load(golden_path("layouts/micro_diffusers.safetensors"), &(dit_load_options){.num_heads = 2});
     CHECK(!m && strstr(dit_last_error(), "--image-size"), "a diffusers file without --image-size is refused: %s",
           dit_last_error());
+
+    // A diffusers folder: config.json beside the weights gives the latent side and the head count.
+    char folder_cmd[4096], *folder_out = NULL;
+    const char *diffusers_dir = scratch_path("diffusers_micro");
+    snprintf(folder_cmd, sizeof folder_cmd, "mkdir -p %s && cp %s %s/diffusion_pytorch_model.safetensors && cp %s %s/config.json",
+             diffusers_dir, golden_path("layouts/micro_diffusers.safetensors"), diffusers_dir,
+             golden_path("layouts/micro_diffusers_config.json"), diffusers_dir);
+    if (CHECK(run_command(folder_cmd, &folder_out) == 0, "a diffusers folder in scratch")) {
+        char weights[4200];
+        snprintf(weights, sizeof weights, "%s/diffusion_pytorch_model.safetensors", diffusers_dir);
+        m = dit_model_load(weights, NULL);
+        if (CHECK(m != NULL, "diffusers folder loads with no options (sample_size 8, 2 heads from config.json): %s",
+                  m ? "ok" : dit_last_error())) {
+            CHECK(m->cfg.input_size == 8 && m->cfg.num_heads == 2, "config.json: input size %d, heads %d",
+                  m->cfg.input_size, m->cfg.num_heads);
+            compare_output(m, &g, "diffusers folder", "dit/micro_out.npy", 0, GOLDEN_ATOL, GOLDEN_RTOL);
+            dit_model_free(m);
+        }
+        // a config.json that contradicts the weights names itself
+        snprintf(folder_cmd, sizeof folder_cmd, "sed -i 's/\"patch_size\": 4/\"patch_size\": 2/' %s/config.json",
+                 diffusers_dir);
+        free(folder_out);
+        folder_out = NULL;
+        run_command(folder_cmd, &folder_out);
+        m = dit_model_load(weights, NULL);
+        CHECK(!m && strstr(dit_last_error(), "config.json: patch_size") && strstr(dit_last_error(), "say 4"),
+              "config.json contradicting the weights is refused: %s", m ? "loaded" : dit_last_error());
+        dit_model_free(m);
+    }
+    free(folder_out);
 
     // convert: official .pt -> dit safetensors -> identical parameters and config, bit for bit.
     dit_model *a = dit_model_load(golden_path("layouts/micro_official.pt"), &(dit_load_options){.num_heads = 2});
@@ -338,6 +368,24 @@ static void test_cli(void) {
         free(want);
     }
     free(out);
+    // a diffusers file without pos_embed (and no config.json): the latent side comes from --x
+    snprintf(cmd, sizeof cmd, "%s forward -m %s --heads 2 --x %s --t %s --y %s -o %s -t 2", dit_bin(),
+             golden_path("layouts/micro_diffusers.safetensors"), golden_path("dit/micro_x.npy"),
+             golden_path("dit/micro_t.npy"), golden_path("dit/micro_y.npy"), o);
+    rc = run_command(cmd, &out);
+    if (CHECK(rc == 0, "dit forward on a diffusers file sizes it from --x, no --image-size (exit %d: %s)", rc,
+              out ? out : "")) {
+        int64_t n1, n2;
+        float *got = read_golden_floats_abs(o, &n1), *want = read_golden_floats("dit/micro_out.npy", &n2);
+        if (got && want && n1 == n2) CHECK_CLOSE("dit forward (diffusers, size from --x) vs reference", got, want, n1,
+                                                 GOLDEN_ATOL, GOLDEN_RTOL);
+        free(got);
+        free(want);
+    }
+    free(out);
+    snprintf(cmd, sizeof cmd, "%s forward -m %s --heads 2 --x %s --t %s --y %s -o %s -t 2", dit_bin(),
+             golden_path("layouts/micro_official.pt"), golden_path("dit/micro_x.npy"), golden_path("dit/micro_t.npy"),
+             golden_path("dit/micro_y.npy"), o);
     strcat(cmd, " --cfg-scale 4");
     rc = run_command(cmd, &out);
     if (CHECK(rc == 0, "dit forward --cfg-scale 4 (exit %d: %s)", rc, out ? out : "")) {
@@ -349,14 +397,25 @@ static void test_cli(void) {
     }
     free(out);
 
-    snprintf(cmd, sizeof cmd, "%s info --model DiT-XL/2 --image-size 256", dit_bin());
+    snprintf(cmd, sizeof cmd, "%s info --config DiT-XL/2 --image-size 256", dit_bin());
     rc = run_command(cmd, &out);
     CHECK(rc == 0 && out && strstr(out, "675,129,632") && strstr(out, "118.62"),
-          "dit info --model DiT-XL/2 prints 675,129,632 params and 118.62 Gflops");
+          "dit info --config DiT-XL/2 prints 675,129,632 params and 118.62 Gflops");
     free(out);
-    snprintf(cmd, sizeof cmd, "%s info --model DiT-XL/2 --image-size 512", dit_bin());
+    snprintf(cmd, sizeof cmd, "%s info --config DiT-XL/2 --image-size 512", dit_bin());
     rc = run_command(cmd, &out);
     CHECK(rc == 0 && out && strstr(out, "524.54"), "dit info at 512 prints 524.54 Gflops");
+    free(out);
+    // the old spelling still works, with a note; -m/--model takes a file as in every other command
+    snprintf(cmd, sizeof cmd, "%s info --model DiT-S/2 --image-size 256", dit_bin());
+    rc = run_command(cmd, &out);
+    CHECK(rc == 0 && out && strstr(out, "32,963,360") && strstr(out, "deprecated"),
+          "dit info --model DiT-S/2 (deprecated spelling) prints 32,963,360 params and a note (exit %d)", rc);
+    free(out);
+    snprintf(cmd, sizeof cmd, "%s info --model %s --heads 2", dit_bin(), golden_path("layouts/micro_official.pt"));
+    rc = run_command(cmd, &out);
+    CHECK(rc == 0 && out && strstr(out, "micro_official.pt") && !strstr(out, "deprecated"),
+          "dit info --model FILE reads the file (exit %d)", rc);
     free(out);
 
     // Bad invocations: non-zero exit and one line starting with "dit: ".
@@ -371,7 +430,7 @@ static void test_cli(void) {
         {"forward -m @micro --heads 2 --x @micro_x --t @micro_t --y @micro_y -o @out --cfg-scale abc", "expected a number"},
         {"forward -m @micro --heads x", "--heads"},
         {"forward -m @bad --heads 2 --x @micro_x --t @micro_t --y @micro_y -o @out", "no DiT weights"},
-        {"info --model DiT-Q/2", "unknown model"},
+        {"info --config DiT-Q/2", "unknown model"},
         {"info --bogus", "unknown option"},
         {"frobnicate", "unknown command"},
     };

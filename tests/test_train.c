@@ -493,11 +493,7 @@ static void test_cli(const char *images) {
     char cmd[4096], *out = NULL;
     snprintf(cmd, sizeof cmd, "%s train --help", bin);
     int rc = run_command(cmd, &out);
-    if (rc != 0 && out && strstr(out, "unknown command")) {
-        printf("note: `dit train` is not registered in src/cli/main.c yet: CLI checks skipped\n");
-        free(out);
-        return;
-    }
+    CHECK(rc == 0 && out && strstr(out, "--resume"), "dit train --help exits 0 and names --resume (exit %d)", rc);
     free(out);
     static const struct { const char *args, *want; } bad[] = {
         {"train --lr abc --data x --steps 1", "--lr"},
@@ -506,7 +502,6 @@ static void test_cli(const char *images) {
         {"train --data fashion-mnist --steps 1 --epochs 1", "not both"},
         {"train --data fashion-mnist --steps 1 --bogus", "unknown option"},
         {"train --resume /nonexistent/run", "resume"},
-        {"train --resume x --depth 4", "--resume"},
         {"cache-latents --data x", "required"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
@@ -543,6 +538,20 @@ static void test_cli(const char *images) {
           strstr(out, "at step 6") && strstr(out, "lr 0.0005,"), "resume --lr: new rate used and recorded%s%s",
           rc ? ": " : "", out ? out : "");
     free(out);
+    // the original command again with --resume: its model and optimisation flags equal the checkpoint's, accepted
+    snprintf(cmd, sizeof cmd, "%s train --resume %s --data %s --image-size 8 --depth 1 --hidden 32 --heads 2 --patch 4 "
+             "--batch 4 --steps 10 -t 1", bin, run, images);
+    rc = run_command(cmd, &out);
+    CHECK(rc == 0 && out && strstr(out, "resuming") && strstr(out, "step 10/10"),
+          "resume repeating the original flags is accepted (exit %d)%s%s", rc, rc ? ": " : "", rc && out ? out : "");
+    free(out);
+    // a different value is refused, in one line naming the flag, both values and the checkpoint
+    snprintf(cmd, sizeof cmd, "%s train --resume %s --depth 2 --batch 4 --steps 12 -t 1", bin, run);
+    rc = run_command(cmd, &out);
+    CHECK(rc != 0 && out && !strncmp(out, "dit: --depth 2 conflicts with the checkpoint", 44) &&
+              strstr(out, "0000010.safetensors (1)") && strchr(out, '\n') == out + strlen(out) - 1,
+          "resume with a conflicting --depth refused: %s", out ? out : "");
+    free(out);
 }
 
 void test_train(void) {
@@ -558,7 +567,7 @@ void test_train(void) {
         test_resume(&data, DIT_PRECISION_FP32);
         // Mixed precision (bf16 products, fp32 master weights, AdamW and EMA) resumes bit for bit too.
         if (dit_compute_path(DIT_PRECISION_BF16)) test_resume(&data, DIT_PRECISION_BF16);
-        else printf("SKIP bf16 resume: %s\n", dit_last_error());
+        else SKIP("bf16 resume: %s", dit_last_error());
         train_data_free(&data);
     }
     test_latent_cache();

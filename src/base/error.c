@@ -39,6 +39,18 @@ static void out_of_memory(size_t n, const char *file, int line) {
     exit(2);
 }
 
+void *dit_try_malloc(size_t n, const char *what) {
+    void *p = malloc(n ? n : 1);
+    if (!p) dit_set_error("out of memory allocating %zu bytes for %s", n, what);
+    return p;
+}
+
+void *dit_try_realloc(void *p, size_t n, const char *what) {
+    void *q = realloc(p, n ? n : 1);
+    if (!q) dit_set_error("out of memory allocating %zu bytes for %s", n, what);
+    return q;
+}
+
 void *dit_malloc_at(size_t n, const char *file, int line) {
     void *p = malloc(n ? n : 1);
     if (!p) out_of_memory(n, file, line);

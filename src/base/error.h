@@ -1,5 +1,5 @@
 // Error reporting for the library: a thread-local message set where a failure is found,
-// read once by the caller (the CLI prints it as "dit: <message>"). See docs/STYLE.md "Errors".
+// read once by the caller (the CLI prints it as "dit: <message>"). See docs/style.md "Errors".
 #ifndef DIT_BASE_ERROR_H
 #define DIT_BASE_ERROR_H
 
@@ -23,7 +23,13 @@ void dit_prefix_error(const char *fmt, ...) __attribute__((format(printf, 1, 2))
         }                                                                             \
     } while (0)
 
-// Allocation that aborts with file:line on out-of-memory (sizes here come from validated headers).
+// dit_try_malloc: for sizes a file or a caller asks for (tensor data, inflated members, decoded pixels):
+// NULL with the message "out of memory allocating N bytes for <what>" recorded, for the caller to return.
+void *dit_try_malloc(size_t n, const char *what);
+void *dit_try_realloc(void *p, size_t n, const char *what);   // on failure p is left allocated
+
+// Allocation of the library's own bookkeeping (small, or sized from already validated and bounded
+// headers): out-of-memory there ends the process with file:line (see out_of_memory in error.c).
 #define dit_malloc(n) dit_malloc_at((n), __FILE__, __LINE__)
 #define dit_calloc(n, s) dit_calloc_at((n), (s), __FILE__, __LINE__)
 #define dit_realloc(p, n) dit_realloc_at((p), (n), __FILE__, __LINE__)

@@ -26,6 +26,40 @@ int cli_usage_error(const char *fmt, ...) {
     return 2;
 }
 
+int cli_parse_classes(const char *text, int **labels, int *count) {
+    const char *p = text;
+    do {
+        // Digits only: strtol alone would also take leading blanks and signs.
+        if (*count >= CLI_MAX_CLASS_LABELS) {
+            cli_usage_error("--class: more than %d labels", CLI_MAX_CLASS_LABELS);
+            return 0;
+        }
+        if (*p < '0' || *p > '9') {
+            cli_usage_error("--class: expected class numbers like 3 or 1,5,7, got '%.200s'", text);
+            return 0;
+        }
+        char *end;
+        errno = 0;
+        long v = strtol(p, &end, 10);
+        if (errno || v > CLI_MAX_CLASS || (*end && *end != ',') || (*end == ',' && !end[1])) {
+            cli_usage_error("--class: expected class numbers like 3 or 1,5,7 (each at most %d), got '%.200s'",
+                            CLI_MAX_CLASS, text);
+            return 0;
+        }
+        if ((*count & (*count - 1)) == 0) {   // grow at powers of two
+            int *bigger = realloc(*labels, (size_t)(*count ? 2 * *count : 1) * sizeof **labels);
+            if (!bigger) {
+                cli_usage_error("--class: out of memory");
+                return 0;
+            }
+            *labels = bigger;
+        }
+        (*labels)[(*count)++] = (int)v;
+        p = *end ? end + 1 : end;
+    } while (*p);
+    return 1;
+}
+
 static int parse_int(const char *flag, const char *text, int min, int max, int *out) {
     char *end;
     errno = 0;

@@ -1,6 +1,7 @@
 // `dit forward`: one network evaluation on inputs from .npy files, for comparing with other
 // implementations. With --cfg-scale, x/t/y are the conditional half and the output is the guided result for
 // that half, as the reference forward_with_cfg gives.
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,7 +21,8 @@ static void print_help(void) {
            "                         channels 0-2: for a 1-channel learned-sigma model, eps and its variance)\n"
            "  -t, --threads N        threads (default: all cores)\n"
            CLI_PRECISION_HELP
-           "  --heads H, --image-size N   for files that do not say them\n");
+           "  --heads H, --image-size N   for files that do not say them (a diffusers file takes them from\n"
+           "                         the config.json beside it, else its size from --x)\n");
 }
 
 int cmd_forward(int argc, char **argv) {
@@ -57,12 +59,20 @@ int cmd_forward(int argc, char **argv) {
     int64_t shape[8], nx, nt, ny;
     float *x = NULL, *t = NULL, *out = NULL;
     int *y = NULL;
-    dit_load_options opts = {.num_heads = heads, .input_size = image_size / 8};
-    dit_model *m = dit_model_load(model_path, &opts);
-    if (!m) goto fail;
+    // --x first: a file that does not say its input size (diffusers, no config.json) takes the side of --x.
+    dit_model *m = NULL;
+    FILE *probe = fopen(model_path, "rb");   // a missing model is the first thing to say
+    if (!probe) {
+        fprintf(stderr, "dit: %s: cannot open model file (%s)\n", model_path, strerror(errno));
+        goto done;
+    }
+    fclose(probe);
+    if (!(x = cli_read_npy_floats(x_path, "--x", &ndim, shape, &nx))) goto fail;
+    dit_load_options opts = {.num_heads = heads, .input_size = image_size / 8,
+                             .input_size_if_unknown = ndim == 4 && shape[2] == shape[3] && shape[2] <= 4096 ? (int)shape[2] : 0};
+    if (!(m = dit_model_load(model_path, &opts))) goto fail;
     if (!cli_apply_precision(m, precision)) goto done;
     const dit_config *c = dit_model_config(m);
-    if (!(x = cli_read_npy_floats(x_path, "--x", &ndim, shape, &nx))) goto fail;
     if (ndim != 4 || shape[1] != c->in_channels || shape[2] != c->input_size || shape[3] != c->input_size ||
         shape[0] < 1) {
         fprintf(stderr, "dit: %s (--x): expected shape (B, %d, %d, %d) for this model\n", x_path, c->in_channels,

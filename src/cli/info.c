@@ -2,19 +2,21 @@
 // model file or a named configuration; with neither, a table of the 12 configurations of the paper.
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
 
 static void print_help(void) {
-    printf("usage: dit info [-m FILE | --model NAME] [--image-size N] [--heads H]\n"
+    printf("usage: dit info [-m FILE | --config NAME] [--image-size N] [--heads H]\n"
            "\n"
-           "  -m, --model-file FILE   a model file (.pt, .safetensors; official, diffusers or dit layout)\n"
-           "  --model NAME            a named config: DiT-S/2 ... DiT-XL/8\n"
+           "  -m, --model FILE        a model file (.pt, .safetensors; official, diffusers or dit layout)\n"
+           "  --config NAME           a named config: DiT-S/2 ... DiT-XL/8\n"
            "  --image-size N          image size in pixels (latent = N / 8); default 256\n"
            "  --heads H               head count, for files of a non-standard width\n"
            "  --hw                    this CPU's kernel paths (AMX, AVX512-BF16, AVX-512, AVX2) and their measured\n"
            "                          GEMM rate\n"
-           "With neither -m nor --model: a table of all 12 named configs at --image-size (default: 256 and 512).\n");
+           "With neither -m nor --config: a table of all 12 named configs at --image-size (default: 256 and 512).\n"
+           "(--model NAME with a config name still works, deprecated; --model-file FILE is -m.)\n");
 }
 
 // "675129632" -> "675,129,632"
@@ -81,14 +83,19 @@ int cmd_info(int argc, char **argv) {
             return 0;
         }
         if (!strcmp(arg, "--hw")) return cli_print_hw();
-        if (cli_take(&a, "-m", "--model-file")) file = a.value;
-        else if (cli_take(&a, NULL, "--model")) name = a.value;
+        if (cli_take(&a, "-m", "--model") || cli_take(&a, NULL, "--model-file")) file = a.value;
+        else if (cli_take(&a, NULL, "--config")) name = a.value;
         else if (cli_take_int(&a, NULL, "--image-size", 8, 32768, &image_size)) continue;
         else if (cli_take_int(&a, NULL, "--heads", 1, 65536, &heads)) continue;
         else if (a.failed) return 2;
         else return cli_usage_error("info: unknown option '%s' (see dit info --help)", arg);
     }
-    if (file && name) return cli_usage_error("info: give either -m FILE or --model NAME, not both");
+    // `--model DiT-XL/2` named a config before --config existed: keep it working when no such file exists.
+    if (file && !name && !strncmp(file, "DiT-", 4) && access(file, F_OK) != 0) {
+        fprintf(stderr, "dit: note: --model NAME for a named config is deprecated: use --config %s\n", file);
+        name = file, file = NULL;
+    }
+    if (file && name) return cli_usage_error("info: give either -m FILE or --config NAME, not both");
     if (file) {
         dit_load_options opts = {.num_heads = heads, .input_size = image_size ? image_size / 8 : 0};
         dit_model *m = dit_model_load(file, &opts);

@@ -61,24 +61,6 @@ static void on_progress(void *ctx, int step, int total) {
     progress_update(ctx, step);
 }
 
-// Parse "3" or "1,5,7" into labels (appending).
-static int parse_classes(const char *text, int **labels, int *count) {
-    const char *p = text;
-    while (*p) {
-        char *end;
-        errno = 0;
-        long v = strtol(p, &end, 10);
-        if (end == p || errno || v < 0 || v > 100000000 || (*end && *end != ',')) {
-            cli_usage_error("--class: expected class numbers like 3 or 1,5,7, got '%s'", text);
-            return 0;
-        }
-        *labels = realloc(*labels, (*count + 1) * sizeof(int));
-        (*labels)[(*count)++] = (int)v;
-        p = *end ? end + 1 : end;
-    }
-    return 1;
-}
-
 static int make_dir(const char *path) {
     if (mkdir(path, 0777) == 0 || errno == EEXIST) return 1;
     fprintf(stderr, "dit: --out-dir %s: cannot create the directory (%s)\n", path, strerror(errno));
@@ -105,7 +87,7 @@ int cmd_sample(int argc, char **argv) {
         else if (cli_take(&a, NULL, "--vae")) vae_path = a.value;
         else if (cli_take_int(&a, NULL, "--vae-tile", 4, 4096, &vae_tile)) continue;
         else if (cli_take(&a, NULL, "--class")) {
-            if (!parse_classes(a.value, &labels, &num_labels)) goto usage;
+            if (!cli_parse_classes(a.value, &labels, &num_labels)) goto usage;
         } else if (cli_take_int(&a, "-n", NULL, 1, 1000000, &per_class)) continue;
         else if (cli_take_float(&a, NULL, "--cfg-scale", &cfg_scale)) continue;
         else if (cli_take(&a, NULL, "--sampler")) sampler_name = a.value;

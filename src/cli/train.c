@@ -28,7 +28,7 @@ static void print_help(void) {
            "                        sizes resized (bicubic); image folders: the center-crop size (required)\n"
            "  --no-flip             no random horizontal flips (pixel data; caches always pick one of two)\n"
            "model (new runs):\n"
-           "  --model NAME          a named config (DiT-S/2 ...) at the data's size and channels\n"
+           "  --config NAME         a named config (DiT-S/2 ...) at the data's size and channels\n"
            "  --depth N --hidden D --heads H --patch P   a custom one (default 6, 256, 4, 4)\n"
            "  --in-channels C --num-classes K            checked against / widened beyond the data\n"
            "  --learn-sigma 0|1     learned variance + VB loss (default 1), or fixed variance + MSE\n"
@@ -41,8 +41,9 @@ static void print_help(void) {
            "  --ckpt-every N (1000) --keep K (3)  --log-every N (100)\n"
            "  --sample-every N      a labelled grid of EMA samples (pixel models) every N steps (0 = off)\n"
            "  --sample-steps N (50 DDIM)  --sample-cfg S (4 with a null class)\n"
-           "  --resume DIR          continue a run bit-identically (its model and hyper-parameters;\n"
-           "                        --lr X / --ema X given with it change those from the checkpoint on)\n"
+           "  --resume DIR          continue a run bit-identically (its model and hyper-parameters; the\n"
+           "                        original flags may be repeated, other values are refused; --lr X /\n"
+           "                        --ema X given with it change those from the checkpoint on)\n"
            "  -t, --threads N\n"
            CLI_PRECISION_HELP);
 }
@@ -203,9 +204,13 @@ int cmd_train(int argc, char **argv) {
     const char *data_spec = NULL, *model_name = NULL, *out_dir = NULL, *resume = NULL;
     int image_size = 0, depth = 6, hidden = 256, heads = 0, patch = 4, in_channels = 0, num_classes = 0;
     int learn_sigma = 1, steps = 0, epochs = 0, ckpt_every = 1000, keep = 3, log_every = 100, sample_every = 0;
-    int sample_steps = 50, threads = 0, seed = 0, no_flip = 0, model_flags = 0, hparam_flags = 0;
+    int sample_steps = 50, threads = 0, seed = 0, no_flip = 0;
     dit_precision precision = DIT_PRECISION_AUTO;
     int lr_set = 0, ema_set = 0;   // the two settings a resumed run may change (e.g. to anneal)
+    // Which model/optimisation flags were given: a resumed run accepts them when they equal the checkpoint's.
+    int depth_set = 0, hidden_set = 0, heads_set = 0, patch_set = 0, size_set = 0, channels_set = 0;
+    int classes_set = 0, sigma_set = 0, dropout_set = 0, batch_set = 0, decay_set = 0, clip_set = 0;
+    int warmup_set = 0, seed_set = 0;
     float class_dropout = 0.1f, sample_cfg = 4.0f, f;
     train_hparams hp;
     train_hparams_default(&hp);
@@ -215,24 +220,28 @@ int cmd_train(int argc, char **argv) {
             print_help();
             return 0;
         }
-        if (!strcmp(arg, "--no-flip")) no_flip = 1, hparam_flags++;
+        if (!strcmp(arg, "--no-flip")) no_flip = 1;
         else if (cli_take(&a, NULL, "--data")) data_spec = a.value;
-        else if (cli_take(&a, NULL, "--model")) model_name = a.value, model_flags++;
-        else if (cli_take_int(&a, NULL, "--depth", 1, 1000, &depth)) model_flags++;
-        else if (cli_take_int(&a, NULL, "--hidden", 4, 65536, &hidden)) model_flags++;
-        else if (cli_take_int(&a, NULL, "--heads", 1, 4096, &heads)) model_flags++;
-        else if (cli_take_int(&a, NULL, "--patch", 1, 64, &patch)) model_flags++;
-        else if (cli_take_int(&a, NULL, "--image-size", 2, 4096, &image_size)) model_flags++;
-        else if (cli_take_int(&a, NULL, "--in-channels", 1, 64, &in_channels)) model_flags++;
-        else if (cli_take_int(&a, NULL, "--num-classes", 1, 1000000, &num_classes)) model_flags++;
-        else if (cli_take_int(&a, NULL, "--learn-sigma", 0, 1, &learn_sigma)) model_flags++;
-        else if (cli_take_float(&a, NULL, "--class-dropout", &class_dropout)) model_flags++;
-        else if (cli_take_int(&a, NULL, "--batch", 1, 65536, &hp.batch)) hparam_flags++;
+        else if (cli_take(&a, NULL, "--config")) model_name = a.value;
+        else if (cli_take(&a, NULL, "--model")) {   // the old spelling: --model takes a file everywhere else
+            fprintf(stderr, "dit: note: --model NAME is deprecated for a named config: use --config %s\n", a.value);
+            model_name = a.value;
+        }
+        else if (cli_take_int(&a, NULL, "--depth", 1, 1000, &depth)) depth_set = 1;
+        else if (cli_take_int(&a, NULL, "--hidden", 4, 65536, &hidden)) hidden_set = 1;
+        else if (cli_take_int(&a, NULL, "--heads", 1, 4096, &heads)) heads_set = 1;
+        else if (cli_take_int(&a, NULL, "--patch", 1, 64, &patch)) patch_set = 1;
+        else if (cli_take_int(&a, NULL, "--image-size", 2, 4096, &image_size)) size_set = 1;
+        else if (cli_take_int(&a, NULL, "--in-channels", 1, 64, &in_channels)) channels_set = 1;
+        else if (cli_take_int(&a, NULL, "--num-classes", 1, 1000000, &num_classes)) classes_set = 1;
+        else if (cli_take_int(&a, NULL, "--learn-sigma", 0, 1, &learn_sigma)) sigma_set = 1;
+        else if (cli_take_float(&a, NULL, "--class-dropout", &class_dropout)) dropout_set = 1;
+        else if (cli_take_int(&a, NULL, "--batch", 1, 65536, &hp.batch)) batch_set = 1;
         // The doubles keep the decimal value exactly as Python would (the float parse only checks it).
         else if (cli_take_float(&a, NULL, "--lr", &f)) hp.lr = strtod(a.value, NULL), lr_set = 1;
-        else if (cli_take_float(&a, NULL, "--weight-decay", &f)) hp.weight_decay = strtod(a.value, NULL), hparam_flags++;
-        else if (cli_take_float(&a, NULL, "--grad-clip", &f)) hp.grad_clip = strtod(a.value, NULL), hparam_flags++;
-        else if (cli_take_int(&a, NULL, "--warmup", 0, 1 << 30, &hp.warmup)) hparam_flags++;
+        else if (cli_take_float(&a, NULL, "--weight-decay", &f)) hp.weight_decay = strtod(a.value, NULL), decay_set = 1;
+        else if (cli_take_float(&a, NULL, "--grad-clip", &f)) hp.grad_clip = strtod(a.value, NULL), clip_set = 1;
+        else if (cli_take_int(&a, NULL, "--warmup", 0, 1 << 30, &hp.warmup)) warmup_set = 1;
         else if (cli_take_float(&a, NULL, "--ema", &f)) hp.ema_decay = strtod(a.value, NULL), ema_set = 1;
         else if (cli_take_int(&a, NULL, "--steps", 1, 2000000000, &steps)) continue;
         else if (cli_take_int(&a, NULL, "--epochs", 1, 1000000, &epochs)) continue;
@@ -246,15 +255,11 @@ int cmd_train(int argc, char **argv) {
         else if (cli_take(&a, "-o", "--output")) out_dir = a.value;
         else if (cli_take_int(&a, "-t", "--threads", 1, 4096, &threads)) continue;
         else if (cli_take_precision(&a, &precision)) continue;
-        else if (cli_take_int(&a, "-s", "--seed", 0, 2147483647, &seed)) hparam_flags++;
+        else if (cli_take_int(&a, "-s", "--seed", 0, 2147483647, &seed)) seed_set = 1;
         else if (a.failed) return 2;
         else return cli_usage_error("train: unknown option '%s' (see dit train --help)", arg);
     }
     if (steps && epochs) return cli_usage_error("train: give --steps or --epochs, not both");
-    if (resume && (model_flags || hparam_flags))
-        return cli_usage_error("train: --resume continues the recorded run: model and optimisation flags come from "
-                               "its checkpoint (allowed: --steps/--epochs, --data, -o, -t, --*-every, --keep, and "
-                               "--lr/--ema to change them from the checkpoint on)");
     if (!resume && !data_spec) return cli_usage_error("train: --data is required (see dit train --help)");
     if (!resume && !steps && !epochs) return cli_usage_error("train: give --steps N or --epochs N");
     if (hp.lr <= 0 || hp.weight_decay < 0 || hp.grad_clip < 0 || hp.ema_decay < 0 || hp.ema_decay > 1)
@@ -284,6 +289,39 @@ int cmd_train(int argc, char **argv) {
         }
         if (train_data_open(&data, data_spec, recorded_size)) goto fail;
         if (!(tr = checkpoint_load(ckpt_path, &data, NULL))) goto fail;
+        // The original command's model and optimisation flags may be repeated; a different value is refused.
+        const dit_config *rc = &tr->model->cfg;
+        dit_config named = {0};
+        if (model_name && dit_config_named(&named, model_name, 256)) goto fail;
+        const struct { int given; const char *flag; double value, recorded; } same[] = {
+            {model_name != NULL, "--config (depth)", named.depth, rc->depth},
+            {model_name != NULL, "--config (hidden size)", named.hidden_size, rc->hidden_size},
+            {model_name != NULL, "--config (heads)", named.num_heads, rc->num_heads},
+            {model_name != NULL, "--config (patch)", named.patch_size, rc->patch_size},
+            {depth_set, "--depth", depth, rc->depth},
+            {hidden_set, "--hidden", hidden, rc->hidden_size},
+            {heads_set, "--heads", heads, rc->num_heads},
+            {patch_set, "--patch", patch, rc->patch_size},
+            // pixel data trains at its image size; a latent cache fixes its own (the flag has no effect there)
+            {size_set, "--image-size", image_size, data.kind != DATA_LATENT_CACHE ? rc->input_size : image_size},
+            {channels_set, "--in-channels", in_channels, rc->in_channels},
+            {classes_set, "--num-classes", num_classes, rc->num_classes},
+            {sigma_set, "--learn-sigma", learn_sigma, rc->learn_sigma},
+            {dropout_set, "--class-dropout", class_dropout, rc->class_dropout_prob},
+            {batch_set, "--batch", hp.batch, tr->hp.batch},
+            {decay_set, "--weight-decay", hp.weight_decay, tr->hp.weight_decay},
+            {clip_set, "--grad-clip", hp.grad_clip, tr->hp.grad_clip},
+            {warmup_set, "--warmup", hp.warmup, tr->hp.warmup},
+            {seed_set, "--seed", seed, (double)tr->seed},
+            {no_flip, "--no-flip (random flips 0/1)", 0, tr->hp.hflip},
+        };
+        for (size_t i = 0; i < sizeof same / sizeof same[0]; i++)
+            if (same[i].given && same[i].value != same[i].recorded) {
+                fprintf(stderr, "dit: %s %g conflicts with the checkpoint %s (%g): --resume continues the recorded "
+                                "run; only --lr and --ema may change it\n", same[i].flag, same[i].value, ckpt_path,
+                        same[i].recorded);
+                goto done;
+            }
         if (lr_set && hp.lr != tr->hp.lr) {
             fprintf(stderr, "dit: --lr %g replaces the recorded %g from step %lld on\n", hp.lr, tr->hp.lr,
                     (long long)tr->step);

@@ -1,6 +1,6 @@
 // `dit vae encode|decode`: images (PNG/JPEG, ADM center crop) or [-1, 1] .npy arrays to DiT latents
 // (posterior sample or mean, times the scaling factor 0.18215), and latents back to images (.npy or a PNG
-// grid). The autoencoder is the SD KL-f8 VAE of dit-reference.md §4.4; see docs/vae.md.
+// grid). The autoencoder is the SD KL-f8 VAE of reference.md §4.4; see docs/vae.md.
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,6 +1,6 @@
 // The diffusion maths of DiT's diffusion/ package (IDDPM/ADM): beta schedules, timestep respacing,
 // the float64 tables of GaussianDiffusion/SpacedDiffusion, and the samplers (DDPM ancestral, DDIM,
-// DPM-Solver++(2M)). Reference: docs/dit-reference.md §2; our port: tests/ref/diffusion_ref.py;
+// DPM-Solver++(2M)). Reference: docs/reference.md §2; our port: tests/ref/diffusion_ref.py;
 // notes and tolerances: docs/diffusion.md.
 #ifndef DIT_DIFFUSION_H
 #define DIT_DIFFUSION_H

@@ -1,5 +1,5 @@
 // The samplers: the reference's p_sample (DDPM ancestral) and ddim_sample on the respaced process
-// (diffusion/gaussian_diffusion.py; docs/dit-reference.md §2.4-2.5), and DPM-Solver++(2M) as diffusers'
+// (diffusion/gaussian_diffusion.py; docs/reference.md §2.4-2.5), and DPM-Solver++(2M) as diffusers'
 // DPMSolverMultistepScheduler (dpmsolver++, order 2, midpoint, lower_order_final). The state is float32;
 // float64 table entries are cast to float32 before use, like _extract_into_tensor. See docs/diffusion.md.
 #include <math.h>

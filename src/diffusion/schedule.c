@@ -1,5 +1,5 @@
 // Beta schedules, respacing and the float64 tables of the reference GaussianDiffusion / SpacedDiffusion
-// (diffusion/gaussian_diffusion.py, diffusion/respace.py; docs/dit-reference.md §2.2-2.3). The arithmetic
+// (diffusion/gaussian_diffusion.py, diffusion/respace.py; docs/reference.md §2.2-2.3). The arithmetic
 // follows numpy's operation order so the tables agree with tests/ref/diffusion_ref.py to ~1 ulp.
 #include <ctype.h>
 #include <errno.h>

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <jpeglib.h>   // after stdio.h: it uses FILE and size_t without including them
 
@@ -65,6 +66,15 @@ static dit_status read_png(const char *path, FILE *f, image_u8 *out) {
         png_destroy_read_struct(&png, &info, NULL);
         return DIT_ERR;
     }
+    // The filtered rows ((row bytes + 1) x height) come out of zlib, which expands at most 1032:1: a header
+    // declaring more than that from this file's size is refused before the pixels are allocated.
+    struct stat st;
+    const uint64_t raw_bytes = ((uint64_t)png_get_rowbytes(png, info) + 1) * h;
+    if (fstat(fileno(f), &st) == 0 && raw_bytes > (uint64_t)st.st_size * 1032 + 4096) {
+        png_destroy_read_struct(&png, &info, NULL);
+        return dit_set_error("%s: PNG header declares %ux%u pixels (%llu bytes), more than its %lld bytes can hold",
+                             path, (unsigned)w, (unsigned)h, (unsigned long long)raw_bytes, (long long)st.st_size);
+    }
     // As PIL's convert("RGB"): palettes and low bit depths expand, 16-bit keeps the high byte, gray
     // replicates, alpha (and tRNS) is dropped rather than composited. Gamma chunks are ignored, as PIL does.
     const int color = png_get_color_type(png, info);
@@ -75,7 +85,12 @@ static dit_status read_png(const char *path, FILE *f, image_u8 *out) {
     png_set_interlace_handling(png);
     png_read_update_info(png, info);
     if (png_get_rowbytes(png, info) != (size_t)w * 3) png_error(png, "unexpected row size after conversion to RGB");
-    pixels = dit_malloc((size_t)w * h * 3);
+    pixels = dit_try_malloc((size_t)w * h * 3, "the pixels");
+    if (!pixels) {
+        png_destroy_read_struct(&png, &info, NULL);
+        dit_prefix_error("%s", path);
+        return DIT_ERR;
+    }
     rows = dit_malloc(sizeof(png_bytep) * h);
     for (png_uint_32 y = 0; y < h; y++) rows[y] = pixels + (size_t)y * w * 3;
     png_read_image(png, rows);
@@ -133,12 +148,19 @@ static dit_status read_jpeg(const char *path, FILE *f, image_u8 *out) {
         return dit_set_error("%s: JPEG decodes to %d components, expected RGB", path, cinfo.output_components);
     }
     const int w = (int)cinfo.output_width, h = (int)cinfo.output_height;
-    pixels = dit_malloc((size_t)w * h * 3);
-    while (cinfo.output_scanline < cinfo.output_height) {
+    pixels = dit_try_malloc((size_t)w * h * 3, "the pixels");
+    if (!pixels) {
+        jpeg_destroy_decompress(&cinfo);
+        dit_prefix_error("%s", path);
+        return DIT_ERR;
+    }
+    while (cinfo.output_scanline < cinfo.output_height && err.base.num_warnings == 0) {
         JSAMPROW row = pixels + (size_t)cinfo.output_scanline * w * 3;
         jpeg_read_scanlines(&cinfo, &row, 1);
     }
-    jpeg_finish_decompress(&cinfo);
+    // A warning (corrupt data, premature end) refuses the file below: stop decoding at the first one rather
+    // than decode a huge declared image from a few bytes.
+    if (err.base.num_warnings == 0) jpeg_finish_decompress(&cinfo);
     // Corrupt data and premature ends are warnings to libjpeg (it pads with gray); PIL refuses truncated
     // files by default, and so do we.
     const long warnings = err.base.num_warnings;

@@ -1,5 +1,5 @@
 // Image input for the autoencoder: PNG (libpng) and JPEG (libjpeg-turbo) decoded to 8-bit RGB, and the
-// ADM center_crop_arr of DiT's train.py (dit-reference.md §3.1) with PIL-compatible BOX and BICUBIC
+// ADM center_crop_arr of DiT's train.py (reference.md §3.1) with PIL-compatible BOX and BICUBIC
 // resampling, so crops match the reference pixel for pixel.
 #ifndef DIT_IO_IMAGE_H
 #define DIT_IO_IMAGE_H

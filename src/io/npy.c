@@ -229,7 +229,11 @@ dit_status npy_parse(const uint8_t *bytes, size_t size, const char *what, npy_ar
                              overflow ? "more than " : "", overflow ? SIZE_MAX : count * item, h.descr, data_size);
 
     const uint8_t *src = bytes + prefix + header_len;
-    uint8_t *data = dit_malloc(data_size);
+    uint8_t *data = dit_try_malloc(data_size, "the array");
+    if (!data) {
+        dit_prefix_error("%s", what);
+        return DIT_ERR;
+    }
     if (h.fortran_order && h.ndim > 1) fortran_to_c_order(data, src, h.shape, h.ndim, item, count);
     else if (data_size) memcpy(data, src, data_size);
     if (big_endian) byteswap_elements(data, count, item);

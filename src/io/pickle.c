@@ -17,6 +17,7 @@ enum {
 };
 #define PICKLE_MAX_VALUES ((size_t)50 * 1000 * 1000)
 #define PICKLE_MAX_ARENA ((size_t)1 << 30)
+#define PICKLE_ARENA_PER_BYTE ((size_t)512)   // value bytes per input byte a pickle may build
 #define PICKLE_BLOCK_SIZE ((size_t)64 * 1024)
 
 struct pickle_block {
@@ -37,6 +38,7 @@ typedef struct {
     size_t mark_count, marks_cap;
     pickle_value **memo;
     size_t memo_cap, memo_count, memo_limit;
+    size_t arena_limit;   // bytes of values this pickle may build (grows with its size; see pickle_parse)
 } pickle_vm;
 
 static dit_status vm_error(pickle_vm *vm, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -54,8 +56,8 @@ static dit_status vm_error(pickle_vm *vm, const char *fmt, ...) {
 static void *arena_alloc(pickle_vm *vm, size_t n) {
     pickle_doc *doc = vm->doc;
     n = (n + alignof(max_align_t) - 1) / alignof(max_align_t) * alignof(max_align_t);
-    if (n > PICKLE_MAX_ARENA || doc->arena_bytes + n > PICKLE_MAX_ARENA) {
-        vm_error(vm, "the pickle needs more than %zu bytes of values", (size_t)PICKLE_MAX_ARENA);
+    if (n > vm->arena_limit || doc->arena_bytes + n > vm->arena_limit) {
+        vm_error(vm, "the pickle needs more than %zu bytes of values", vm->arena_limit);
         return NULL;
     }
     pickle_block *b = doc->blocks;
@@ -791,6 +793,12 @@ dit_status pickle_parse(const uint8_t *data, size_t size, const char *what, pick
     // Picklers number memo entries from 0, one per PUT (>= 2 bytes each): an index beyond the pickle's
     // size is hostile, and bounding it bounds the memo table.
     vm.memo_limit = size < 1024 ? 1024 : size;
+    // One opcode byte builds at most one value (under 256 bytes with its share of a container's doubling
+    // array); strings are copied from the input. A pickle that asks for more is hostile: refuse it before
+    // allocating, rather than at the absolute cap.
+    vm.arena_limit = size > (PICKLE_MAX_ARENA - ((size_t)1 << 20)) / PICKLE_ARENA_PER_BYTE
+                         ? PICKLE_MAX_ARENA
+                         : PICKLE_ARENA_PER_BYTE * size + ((size_t)1 << 20);
     pickle_value *root = NULL;
     dit_status st = size ? run(&vm, &root) : dit_set_error("%s: empty pickle", what);
     free(vm.stack);

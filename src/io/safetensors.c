@@ -159,34 +159,42 @@ done:
     return status;
 }
 
-dit_status safetensors_read(const char *path, tensor_file *out) {
+dit_status safetensors_parse(const uint8_t *bytes, size_t size, const char *path, tensor_file *out) {
     memset(out, 0, sizeof *out);
-    mapped_file m;
-    if (map_file(path, &m) != DIT_OK) return DIT_ERR;
     out->path = dit_strdup(path);
-    out->map = m.data;
-    out->map_size = m.size;
-    const uint8_t *bytes = m.data;
     dit_status status = DIT_OK;
-    if (m.size < 8) {
-        status = dit_set_error("%s: too short for a safetensors file (%zu bytes)", path, m.size);
+    if (size < 8) {
+        status = dit_set_error("%s: too short for a safetensors file (%zu bytes)", path, size);
     } else {
         uint64_t header_len = 0;
         for (int i = 7; i >= 0; i--) header_len = header_len << 8 | bytes[i];
-        if (header_len > m.size - 8 || header_len > SAFETENSORS_MAX_HEADER) {
+        if (header_len > size - 8 || header_len > SAFETENSORS_MAX_HEADER) {
             status = dit_set_error("%s: safetensors header length %llu does not fit the %zu-byte file", path,
-                                   (unsigned long long)header_len, m.size);
+                                   (unsigned long long)header_len, size);
         } else {
             // The JSON is not NUL-terminated in the file; parse a terminated copy.
             char *json = dit_malloc((size_t)header_len + 1);
             memcpy(json, bytes + 8, (size_t)header_len);
             json[header_len] = '\0';
-            status = read_header(json, bytes + 8 + header_len, m.size - 8 - header_len, out);
+            status = read_header(json, bytes + 8 + header_len, size - 8 - header_len, out);
             free(json);
         }
     }
     if (status != DIT_OK) tensor_file_free(out);
     return status;
+}
+
+dit_status safetensors_read(const char *path, tensor_file *out) {
+    memset(out, 0, sizeof *out);
+    mapped_file m;
+    if (map_file(path, &m) != DIT_OK) return DIT_ERR;
+    if (safetensors_parse(m.data, m.size, path, out) != DIT_OK) {
+        unmap_file(&m);
+        return DIT_ERR;
+    }
+    out->map = m.data;   // the views point into the mapping, which tensor_file_free releases
+    out->map_size = m.size;
+    return DIT_OK;
 }
 
 // ---- writer ------------------------------------------------------------------------------------

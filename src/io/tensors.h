@@ -53,6 +53,9 @@ dit_status tensor_from_f32(dit_dtype dtype, const float *src, int64_t n, void *d
 
 // safetensors: mmap'd read; write with string metadata, atomically (temporary name, fsync, rename).
 dit_status safetensors_read(const char *path, tensor_file *out);
+// The same over bytes[0..size) the caller keeps alive while *out lives (out->map stays NULL); `path` names the
+// input in messages. On failure *out is left empty.
+dit_status safetensors_parse(const uint8_t *bytes, size_t size, const char *path, tensor_file *out);
 typedef struct {
     const char *name;
     dit_dtype dtype;

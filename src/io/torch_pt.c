@@ -185,7 +185,11 @@ static dit_status add_tensor(flattener *f, const pickle_tensor *t) {
             return dit_set_error("%s: tensor %s: a strided view of %zu bytes exceeds the %zu bytes allowed for "
                                  "gathering views", f->path, f->name, nbytes, f->gather_limit);
         f->gathered += nbytes;
-        uint8_t *dst = dit_malloc(nbytes);
+        uint8_t *dst = dit_try_malloc(nbytes, "a strided view");
+        if (!dst) {
+            dit_prefix_error("%s: tensor %s", f->path, f->name);
+            return DIT_ERR;
+        }
         int64_t index[TENSOR_MAX_DIMS] = {0};
         int64_t src = t->offset;
         for (int64_t e = 0; e < numel; e++) {

@@ -224,7 +224,11 @@ static dit_status inflate_member(const zip_archive *z, const zip_entry *e, uint8
     if (e->size > e->compressed_size * DEFLATE_MAX_RATIO + 1024 || e->size > SIZE_MAX - 1)
         return dit_set_error("%s: member '%s' claims %llu bytes from %llu compressed bytes", z->path, e->name,
                              (unsigned long long)e->size, (unsigned long long)e->compressed_size);
-    uint8_t *buffer = dit_malloc((size_t)e->size + 1);   // one spare byte detects output beyond e->size
+    uint8_t *buffer = dit_try_malloc((size_t)e->size + 1, "an inflated member");   // +1 detects excess output
+    if (!buffer) {
+        dit_prefix_error("%s: %s", z->path, e->name);
+        return DIT_ERR;
+    }
     z_stream s;
     memset(&s, 0, sizeof s);
     if (inflateInit2(&s, -15) != Z_OK) {   // negative window bits: raw deflate, no zlib header

@@ -1,4 +1,4 @@
-// DiT configurations, the parameter table in official state_dict order (dit-reference.md §1.12), and the
+// DiT configurations, the parameter table in official state_dict order (reference.md §1.12), and the
 // paper's parameter / Gflops counts (§1.11). The forward pass is in dit_forward.c, loading in dit_load.c.
 #include <math.h>
 #include <stdio.h>
@@ -146,7 +146,7 @@ int64_t dit_config_param_count(const dit_config *c) {
 }
 
 double dit_config_gmacs(const dit_config *c) {
-    // Multiply-accumulates per sample, the paper's "Gflops" convention (dit-reference.md §1.11).
+    // Multiply-accumulates per sample, the paper's "Gflops" convention (reference.md §1.11).
     const double D = c->hidden_size, T = dit_config_tokens(c), P = c->patch_size, C = c->in_channels;
     const double M = mlp_hidden_of(c), OUT = dit_config_out_channels(c);
     double per_block = T * (3 * D * D + D * D + 2 * D * M) + 2 * T * T * D + 6 * D * D;
@@ -180,7 +180,13 @@ dit_model *dit_model_create(const dit_config *cfg) {
     m->table = tb.entries;
     m->num_params = tb.count;
     m->total_floats = tb.total;
-    m->params = dit_calloc(tb.total, sizeof(float));
+    m->params = tb.total <= SIZE_MAX / sizeof(float) ? calloc(tb.total ? tb.total : 1, sizeof(float)) : NULL;
+    if (!m->params) {   // the caller asked for this size: an error to report, not a reason to exit
+        dit_set_error("model config: out of memory allocating %zu parameters", tb.total);
+        free(m->table);
+        free(m);
+        return NULL;
+    }
 
     dit_params *p = &m->p;
     char name[PARAM_NAME_MAX];

@@ -1,4 +1,4 @@
-// Loading a DiT from any published layout onto the official parameter table (dit-reference.md §1.12, §4.2):
+// Loading a DiT from any published layout onto the official parameter table (reference.md §1.12, §4.2):
 // official .pt (raw state_dict, or train.py's {"model", "ema", ...} where "ema" wins), safetensors with
 // official keys, diffusers-layout safetensors, and dit's own safetensors (config in __metadata__).
 // Whatever the layout, the model then runs the official numerics. Saving writes dit's own format.
@@ -174,6 +174,59 @@ static dit_status config_from_metadata(const char *path, const char *json, dit_c
     return DIT_OK;
 }
 
+// A diffusers folder keeps config.json beside the weights (transformer/config.json): the latent side
+// (sample_size) and the head count, which the weights alone do not say (reference.md §4.1). Fills
+// *sample_size and *heads (0 when absent; no file is no error) and checks what the weights do say.
+static dit_status read_diffusers_json(const char *path, const dit_config *cfg, int *sample_size, int *heads) {
+    *sample_size = *heads = 0;
+    char json_path[4096];
+    const char *slash = strrchr(path, '/');
+    int dir_len = slash ? (int)(slash - path) + 1 : 0;
+    if (snprintf(json_path, sizeof json_path, "%.*sconfig.json", dir_len, path) >= (int)sizeof json_path) return DIT_OK;
+    FILE *f = fopen(json_path, "rb");
+    if (!f) return DIT_OK;
+    char *text = dit_malloc(1 << 20);
+    size_t n = fread(text, 1, (1 << 20) - 1, f);
+    int too_big = !feof(f);
+    fclose(f);
+    text[n] = '\0';
+    cJSON *root = too_big ? NULL : cJSON_Parse(text);
+    free(text);
+    if (!cJSON_IsObject(root)) {
+        cJSON_Delete(root);
+        return dit_set_error("%s: not a JSON object of at most 1 MB (the diffusers config beside %s)", json_path, path);
+    }
+    const struct { const char *key; int want; } checks[] = {
+        {"patch_size", cfg->patch_size}, {"in_channels", cfg->in_channels}, {"num_layers", cfg->depth},
+        {"out_channels", dit_config_out_channels(cfg)},
+    };
+    dit_status st = DIT_OK;
+    for (size_t i = 0; i < sizeof checks / sizeof checks[0] && st == DIT_OK; i++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, checks[i].key);
+        if (v && !cJSON_IsNull(v) && (!cJSON_IsNumber(v) || v->valuedouble != checks[i].want))
+            st = dit_set_error("%s: %s is %s, the weights in %s say %d", json_path, checks[i].key,
+                               cJSON_IsNumber(v) ? "another number" : "not a number", path, checks[i].want);
+    }
+    const cJSON *size = cJSON_GetObjectItemCaseSensitive(root, "sample_size");
+    const cJSON *h = cJSON_GetObjectItemCaseSensitive(root, "num_attention_heads");
+    const cJSON *hd = cJSON_GetObjectItemCaseSensitive(root, "attention_head_dim");
+    if (st == DIT_OK && size && !(cJSON_IsNumber(size) && size->valuedouble >= 1 && size->valuedouble <= 4096 &&
+                                  size->valuedouble == (int)size->valuedouble))
+        st = dit_set_error("%s: sample_size must be an integer in 1..4096", json_path);
+    if (st == DIT_OK && h && !(cJSON_IsNumber(h) && h->valuedouble >= 1 && h->valuedouble <= 65536 &&
+                               h->valuedouble == (int)h->valuedouble))
+        st = dit_set_error("%s: num_attention_heads must be a positive integer", json_path);
+    if (st == DIT_OK && h && hd && (!cJSON_IsNumber(hd) || hd->valuedouble * h->valuedouble != cfg->hidden_size))
+        st = dit_set_error("%s: num_attention_heads x attention_head_dim must be the hidden size %d of %s", json_path,
+                           cfg->hidden_size, path);
+    if (st == DIT_OK) {
+        *sample_size = size ? size->valueint : 0;
+        *heads = h ? h->valueint : 0;
+    }
+    cJSON_Delete(root);
+    return st;
+}
+
 static dit_status infer_config(const char *path, const key_source *src, const dit_load_options *opts, dit_config *cfg) {
     const int diffusers = src->layout == LAYOUT_DIFFUSERS;
     const tensor_view *patch, *fc1, *table, *final_linear, *pos = NULL;
@@ -203,6 +256,8 @@ static dit_status infer_config(const char *path, const key_source *src, const di
                               (long long)final_linear->shape[0], (long long)(pp * 2 * cfg->in_channels),
                               (long long)(pp * cfg->in_channels));
     if (!diffusers) pos = find_key(src, "pos_embed");
+    int json_size = 0, json_heads = 0;
+    if (diffusers && read_diffusers_json(path, cfg, &json_size, &json_heads) != DIT_OK) return DIT_ERR;
     if (opts && opts->input_size > 0) {
         cfg->input_size = opts->input_size;
     } else if (pos) {
@@ -210,10 +265,17 @@ static dit_status infer_config(const char *path, const key_source *src, const di
         int64_t side = (int64_t)llround(sqrt((double)tokens));
         if (side * side != tokens) return dit_set_error("%s: pos_embed holds %lld tokens, not a square grid", path, (long long)tokens);
         cfg->input_size = (int)(side * cfg->patch_size);
+    } else if (json_size > 0) {
+        cfg->input_size = json_size;
+    } else if (opts && opts->input_size_if_unknown > 0) {
+        cfg->input_size = opts->input_size_if_unknown;
     } else {
-        return dit_set_error("%s: the file does not say the input size (no pos_embed): pass --image-size", path);
+        return dit_set_error("%s: the file does not say the input size (no pos_embed, no config.json beside it): "
+                             "pass --image-size", path);
     }
-    cfg->num_heads = opts && opts->num_heads > 0 ? opts->num_heads : dit_heads_for_hidden(cfg->hidden_size);
+    cfg->num_heads = opts && opts->num_heads > 0 ? opts->num_heads
+                     : json_heads > 0           ? json_heads
+                                                : dit_heads_for_hidden(cfg->hidden_size);
     if (!cfg->num_heads)
         return dit_set_error("%s: hidden size %d is not one of the named DiT widths, so the head count is unknown: "
                              "pass --heads", path, cfg->hidden_size);
@@ -306,6 +368,16 @@ dit_model *dit_model_load(const char *path, const dit_load_options *opts) {
         dit_set_error("%s: the file is for input size %d, not %d", path, cfg.input_size, opts->input_size);
         goto done;
     }
+    // Refuse a config that asks for more parameters than the file holds before allocating them (a lying
+    // dit.config could otherwise ask for terabytes); pos_embed may be absent (it is recomputed).
+    int64_t file_values = 0;
+    for (int i = 0; i < file.count; i++) file_values += tensor_numel(&file.tensors[i]);
+    const int64_t needed = dit_config_param_count(&cfg) - (int64_t)dit_config_tokens(&cfg) * cfg.hidden_size;
+    if (needed > file_values) {
+        dit_set_error("%s: the config needs %lld parameters, the file holds %lld values", path, (long long)needed,
+                      (long long)file_values);
+        goto done;
+    }
     m = dit_model_create(&cfg);
     if (!m) {
         dit_prefix_error("%s", path);
@@ -318,6 +390,11 @@ dit_model *dit_model_load(const char *path, const dit_load_options *opts) {
 done:
     tensor_file_free(&file);
     return m;
+}
+
+dit_status dit_config_from_json(dit_config *cfg, const char *json, const char *what) {
+    memset(cfg, 0, sizeof *cfg);
+    return config_from_metadata(what, json, cfg);
 }
 
 dit_status dit_config_to_json(const dit_config *c, char *buf, size_t n) {

@@ -1,4 +1,4 @@
-// The SD KL-f8 AutoencoderKL (dit-reference.md §4.4): configuration, parameter table in diffusers' current
+// The SD KL-f8 AutoencoderKL (reference.md §4.4): configuration, parameter table in diffusers' current
 // key names and state_dict order, encoder, posterior, decoder and tiled decoding. Loading from files and
 // their layouts lives in vae_load.c; the PyTorch reference is tests/ref/vae_ref.py.
 #include <math.h>

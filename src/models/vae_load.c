@@ -1,5 +1,5 @@
 // Loading the autoencoder from the published layouts onto the diffusers-current parameter table
-// (dit-reference.md §4.4): diffusers safetensors with current (to_q/to_k/to_v/to_out.0) or older
+// (reference.md §4.4): diffusers safetensors with current (to_q/to_k/to_v/to_out.0) or older
 // (query/key/value/proj_attn) attention names, and CompVis/ldm checkpoints (.ckpt or .safetensors, keys
 // maybe under "state_dict." and "first_stage_model." / "vae."). Every key mapping is in vae_layout_key.
 #include <stdio.h>

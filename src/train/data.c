@@ -1,5 +1,5 @@
 // Training data: IDX pairs (MNIST / Fashion-MNIST, gzip'd or not), image folders (one subfolder per class, as
-// torchvision's ImageFolder, with ADM's center_crop_arr and a random horizontal flip, dit-reference.md §3.1),
+// torchvision's ImageFolder, with ADM's center_crop_arr and a random horizontal flip, reference.md §3.1),
 // and latent caches written by `dit cache-latents`. Shuffling is a Philox permutation per epoch.
 // Every file is hostile: magics, dimensions, counts and lengths are checked before use.
 #include <cjson/cJSON.h>
@@ -38,8 +38,15 @@ static dit_status read_all_gz(const char *path, uint8_t **data, size_t *len) {
                 gzclose(f);
                 return dit_set_error("%s: more than %zu bytes of data, not an IDX file dit reads", path, IDX_MAX_BYTES);
             }
+            uint8_t *bigger = dit_try_realloc(buf, cap * 2, "the decompressed data");
+            if (!bigger) {
+                free(buf);
+                gzclose(f);
+                dit_prefix_error("%s", path);
+                return DIT_ERR;
+            }
+            buf = bigger;
             cap *= 2;
-            buf = dit_realloc(buf, cap);
         }
         int got = gzread(f, buf + n, (unsigned)(cap - n < (1u << 30) ? cap - n : (1u << 30)));
         if (got < 0) break;

@@ -1,5 +1,5 @@
 // The training loss of DiT: IDDPM's training_losses with loss_type MSE and LEARNED_RANGE variance
-// (dit-reference.md §2.6): mse on the eps channels + the VB term with the mean detached, and its gradient
+// (reference.md §2.6): mse on the eps channels + the VB term with the mean detached, and its gradient
 // with respect to the model output. Values are computed in float32 in the reference's operation order (table
 // entries cast from float64 first, as _extract_into_tensor); sums and derivatives in double.
 // Our PyTorch port of the reference loss: tests/ref/make_train_golden.py.

@@ -1,4 +1,4 @@
-// The optimizer side of DiT's train.py (dit-reference.md §3.1): torch.optim.AdamW (decoupled weight decay,
+// The optimizer side of DiT's train.py (reference.md §3.1): torch.optim.AdamW (decoupled weight decay,
 // bias correction, float32 in torch 1.13's single-tensor operation order), optional global-norm clipping
 // (clip_grad_norm_), linear warmup, the EMA of update_ema, and the reference weight initialisation (§1.9).
 // Every buffer mirrors the parameter layout of src/models/dit_model.h.

@@ -1,6 +1,6 @@
 // Training DiT in C: the IDDPM hybrid loss and its gradient (loss.c), AdamW + EMA + the reference weight
 // init (optim.c), datasets (data.c: IDX, image folders, latent caches), checkpoints (checkpoint.c) and the
-// training step that ties them together (trainer.c). Reference: docs/dit-reference.md §2.6, §3.1;
+// training step that ties them together (trainer.c). Reference: docs/reference.md §2.6, §3.1;
 // notes: docs/training.md.
 #ifndef DIT_TRAIN_H
 #define DIT_TRAIN_H
@@ -32,7 +32,7 @@ uint32_t train_rng_below(uint64_t seed, uint32_t c0, uint32_t c1, uint32_t c2, u
 // Uniform in [0, 1) with 53 bits.
 double train_rng_uniform(uint64_t seed, uint32_t c0, uint32_t c1, uint32_t c2, uint32_t stream);
 
-// ---- loss.c: training_losses with loss_type MSE (dit-reference.md §2.6) ------------------------------
+// ---- loss.c: training_losses with loss_type MSE (reference.md §2.6) ------------------------------
 
 // x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) noise, the float64 table entries cast to float32 first.
 // t: (B) indices into d's tables; x0, noise, x_t: (B, per_sample).

@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """Our numpy/PyTorch port of the diffusion maths of DiT's diffusion/ package (gaussian_diffusion.py,
-respace.py), written from docs/dit-reference.md §2, plus DPM-Solver++(2M) as diffusers'
+respace.py), written from docs/reference.md §2, plus DPM-Solver++(2M) as diffusers'
 DPMSolverMultistepScheduler (algorithm_type="dpmsolver++", solver_order=2, solver_type="midpoint",
 lower_order_final=True, timestep_spacing="linspace", final_sigmas_type="zero").
 

@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """PyTorch reference of facebookresearch/DiT models.py, written from the facts in
-shared/docs/dit-reference.md section 1 (not copied from the original code).
+shared/docs/reference.md section 1 (not copied from the original code).
 
 Module and parameter names equal the official state_dict keys, and state_dict() order equals the
 official order (pos_embed first; final_layer.linear before final_layer.adaLN_modulation).
@@ -101,7 +101,7 @@ def param_count(cfg):
 
 
 def gmacs(cfg):
-    """Forward multiply-accumulates per sample / 1e9 (the paper's 'Gflops'), dit-reference §1.11."""
+    """Forward multiply-accumulates per sample / 1e9 (the paper's 'Gflops'), reference.md §1.11."""
     cfg = full_config(**cfg)
     D, C, p, T = cfg["hidden_size"], cfg["in_channels"], cfg["patch_size"], num_tokens(cfg)
     M = int(D * cfg["mlp_ratio"])
@@ -126,7 +126,7 @@ def sincos_1d(embed_dim, pos):
 
 def sincos_2d(embed_dim, grid_size):
     """(G*G, embed_dim) float64. Position m = row*G + col. First half encodes the COLUMN index,
-    second half the ROW index (dit-reference §1.3: meshgrid(grid_w, grid_h) with 'xy' indexing)."""
+    second half the ROW index (reference.md §1.3: meshgrid(grid_w, grid_h) with 'xy' indexing)."""
     assert embed_dim % 2 == 0
     m = np.arange(grid_size * grid_size)
     col = (m % grid_size).astype(np.float64)

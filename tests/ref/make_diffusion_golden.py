@@ -154,7 +154,7 @@ Made by (Debian's Python, torch 1.13, numpy; CPU):
     /usr/bin/python3 tests/ref/make_diffusion_golden.py
 
 from `tests/ref/diffusion_ref.py`, our numpy/PyTorch port of DiT's gaussian_diffusion.py + respace.py
-(docs/dit-reference.md §2) and of diffusers' DPM-Solver++(2M). `meta.json` lists the timestep lists, the
+(docs/reference.md §2) and of diffusers' DPM-Solver++(2M). `meta.json` lists the timestep lists, the
 table row names and the run settings.
 
 - `resp_<spec>_timesteps.npy` int64, `resp_<spec>_tables.npy` float64 (15, N) for the linear schedule,

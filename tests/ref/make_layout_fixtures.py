@@ -81,7 +81,7 @@ def load_safetensors(path):
 
 
 def to_diffusers(sd, depth):
-    """Official -> diffusers DiTTransformer2DModel keys (dit-reference §4.2). t/y embedders are copied
+    """Official -> diffusers DiTTransformer2DModel keys (reference.md §4.2). t/y embedders are copied
     into every block; qkv is split with torch.chunk(3, dim=0); pos_embed is not written."""
     out = OrderedDict()
     out["pos_embed.proj.weight"] = sd["x_embedder.proj.weight"]
@@ -145,7 +145,7 @@ def from_diffusers(dd, pos_embed, depth):
 
 
 def diffusers_config(cfg):
-    """What a diffusers transformer/config.json for this model would say (dit-reference §4.1)."""
+    """What a diffusers transformer/config.json for this model would say (reference.md §4.1)."""
     return OrderedDict(_class_name="DiTTransformer2DModel", num_attention_heads=cfg["num_heads"],
                        attention_head_dim=cfg["hidden_size"] // cfg["num_heads"],
                        in_channels=cfg["in_channels"], out_channels=dit_ref.out_channels(cfg),

@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """Write tests/golden/train/: the DiT training loss and its gradients from our PyTorch port of the reference
-training_losses (loss_type MSE, LEARNED_RANGE; docs/dit-reference.md §2.6), the VB term against an
+training_losses (loss_type MSE, LEARNED_RANGE; docs/reference.md §2.6), the VB term against an
 independent float64 numpy implementation, and torch.optim.AdamW steps.
 
     /usr/bin/python3 tests/ref/make_train_golden.py

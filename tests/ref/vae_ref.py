@@ -1,11 +1,11 @@
 #!/usr/bin/python3
-"""Our PyTorch reference of the SD KL-f8 AutoencoderKL (dit-reference.md §4.4), written from the facts
+"""Our PyTorch reference of the SD KL-f8 AutoencoderKL (reference.md §4.4), written from the facts
 there (diffusers is not installed): module names and registration order as diffusers' AutoencoderKL, so
 state_dict() keys and order equal dit's parameter table (src/models/vae.c).
 
 Also: the seeded synthetic weights (docs/vae.md: docs/testing.md's hash; GroupNorm gamma 1 + 0.1u),
 key conversion to the older diffusers attention names and to the CompVis/ldm layout, and the ADM
-center_crop_arr (dit-reference.md §3.1).
+center_crop_arr (reference.md §3.1).
 
     /usr/bin/python3 tests/ref/vae_ref.py --selfcheck
 """
