@@ -24,6 +24,7 @@ trap 'rm -f "$LOG"' EXIT
 i=0
 while [ "$i" -lt "$ROUNDS" ]; do
     "$BENCH" --latent "$LATENT" --threads "$THREADS" --repeats 3 --warmup 1 | tee -a "$LOG"
+    "$BENCH" --latent "$LATENT" --threads "$THREADS" --repeats 3 --warmup 1 --precision bf16 | tee -a "$LOG"
     $PY bench/ref_vae.py --latent "$LATENT" --threads "$THREADS" --repeats 3 --warmup 1 | tee -a "$LOG"
     $PY bench/ref_vae.py --latent "$LATENT" --threads "$THREADS" --repeats 3 --warmup 1 --autocast bf16 | tee -a "$LOG"
     i=$((i + 1))
@@ -34,11 +35,10 @@ import json, statistics, sys
 runs = [json.loads(line) for line in open(sys.argv[1]) if line.startswith("{")]
 macs = json.loads(sys.argv[2])
 for phase in ("decode", "encode"):
-    key = lambda r: r["impl"] + ("-bf16" if r.get("autocast") == "bf16" else "")
-    t = {k: statistics.median(r[phase + "_s"] for r in runs if key(r) == k) for k in ("dit", "torch", "torch-bf16")}
+    key = lambda r: r["impl"] + ("-bf16" if "bf16" in (r.get("autocast"), r.get("precision")) else "")
+    kinds = ("dit", "dit-bf16", "torch", "torch-bf16")
+    t = {k: statistics.median(r[phase + "_s"] for r in runs if key(r) == k) for k in kinds}
     flops = 2 * macs[phase + "_macs"]
-    print(f"{phase}: dit fp32 {t['dit']:.3f} s ({flops / t['dit'] / 1e9:.0f} GFLOP/s)  torch fp32 {t['torch']:.3f} s "
-          f"({flops / t['torch'] / 1e9:.0f} GFLOP/s)  torch bf16 {t['torch-bf16']:.3f} s "
-          f"({flops / t['torch-bf16'] / 1e9:.0f} GFLOP/s)  torch/dit {t['torch'] / t['dit']:.2f}x, "
-          f"torch bf16/dit {t['torch-bf16'] / t['dit']:.2f}x  [{flops / 1e9:.0f} GFLOP]")
+    print(f"{phase} [{flops / 1e9:.0f} GFLOP]: " + ", ".join(f"{k} {t[k]:.3f} s ({flops / t[k] / 1e9:.0f} GFLOP/s)"
+          for k in kinds) + f"; torch/dit fp32 {t['torch'] / t['dit']:.2f}x, bf16 {t['torch-bf16'] / t['dit-bf16']:.2f}x")
 EOF

@@ -17,12 +17,14 @@
 
 int main(int argc, char **argv) {
     int latent = 32, batch = 1, threads = 0, repeats = 3, warmup = 1;
+    const char *precision_name = "fp32";
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--latent")) latent = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--batch")) batch = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--threads")) threads = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--repeats")) repeats = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--warmup")) warmup = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--precision")) precision_name = argv[i + 1];
         else {
             fprintf(stderr, "vae_bench: unknown option %s\n", argv[i]);
             return 2;
@@ -39,6 +41,11 @@ int main(int argc, char **argv) {
     double t0 = bench_now_seconds();
     dit_vae *v = dit_vae_synthetic(&cfg, 0);
     const double build_s = bench_now_seconds() - t0;
+    dit_precision precision;
+    if (dit_precision_parse(precision_name, &precision) != DIT_OK || dit_vae_set_precision(v, precision) != DIT_OK) {
+        fprintf(stderr, "vae_bench: %s\n", dit_last_error());
+        return 1;
+    }
     const int S = latent * dit_vae_config_factor(&cfg);
     const size_t nz = (size_t)batch * 4 * latent * latent, nx = (size_t)batch * 3 * S * S;
     float *z = malloc(nz * sizeof *z), *x = malloc(nx * sizeof *x), *moments = malloc(2 * nz * sizeof *moments);
@@ -63,9 +70,9 @@ int main(int argc, char **argv) {
     double checksum = 0;
     for (size_t i = 0; i < 2 * nz; i++) checksum += fabs(moments[i]);
     printf("{\"impl\": \"dit\", \"latent\": %d, \"image\": %d, \"batch\": %d, \"threads\": %d, \"repeats\": %d, "
-           "\"build_s\": %.3f, \"decode_s\": %.4f, \"encode_s\": %.4f, \"checksum\": %.6g}\n",
+           "\"build_s\": %.3f, \"decode_s\": %.4f, \"encode_s\": %.4f, \"checksum\": %.6g, \"precision\": \"%s\"}\n",
            latent, S, batch, threads, repeats, build_s, bench_median(dec + warmup, repeats), bench_median(enc + warmup, repeats),
-           checksum);
+           checksum, dit_precision_name(dit_vae_precision(v)));
     dit_vae_free(v);
     free(z); free(x); free(moments); free(dec); free(enc);
     return 0;

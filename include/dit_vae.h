@@ -45,6 +45,11 @@ dit_vae *dit_vae_load(const char *path, const dit_vae_load_options *opts);
 // GroupNorm gamma 1 + 0.1 u, beta 0.1 u), for tests and benchmarks.
 dit_vae *dit_vae_synthetic(const dit_vae_config *cfg, uint32_t seed);
 void dit_vae_free(dit_vae *v);
+// How the 3x3 stride-1 convolutions (nearly all of the autoencoder's work) run: dit_precision of dit.h.
+// fp32 by default, and AUTO means fp32 here too: bf16 (an error of a few 1e-2 of max |out| on our test network,
+// docs/precision.md) is an explicit choice. The rest (GroupNorm, attention, 1x1 and stride-2 convs) stays fp32.
+dit_status dit_vae_set_precision(dit_vae *v, dit_precision p);
+dit_precision dit_vae_precision(const dit_vae *v);
 const dit_vae_config *dit_vae_get_config(const dit_vae *v);
 
 // The parameter table (diffusers' current key names, state_dict order) and the buffer behind it.

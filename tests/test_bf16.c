@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "dit.h"
+#include "dit_vae.h"
 #include "base/threads.h"
 #include "base/error.h"
 #include "models/dit_model.h"
@@ -221,6 +222,38 @@ static void check_gradients(const char *path) {
     dit_model_free(m);
 }
 
+// The autoencoder with its 3x3 convolutions on the bf16 path against its fp32 self (reduced SD widths
+// 32/32/64/64, a 4 x 4 latent / 32 px image to stay quick): decode and encode. Each conv alone matches a
+// float64 sum of the same bf16 inputs to 1e-6, but ~30 convs deep every layer's output is rounded to bf16
+// again, and the error grows to 1.9e-2 (AMX) / 2.8e-2 (AVX512-BF16; the two paths round differently
+// downstream once their float32 sums differ in the last bit). Bound 5e-2 of max |out|: catches a wrong
+// layout or tap (errors of order 1), and is why the autoencoder's AUTO stays fp32.
+static void check_vae(const char *path) {
+    dit_vae_config c;
+    dit_vae_config_sd(&c);
+    c.block_out[0] = c.block_out[1] = 32;
+    c.block_out[2] = c.block_out[3] = 64;
+    dit_vae *v = dit_vae_synthetic(&c, 3);
+    if (!CHECK(v != NULL, "%s synthetic VAE", path)) return;
+    const int h = 4, S = 8 * h;
+    float *z = test_random_floats(&rng_state, (size_t)4 * h * h, 2.0f);
+    float *img = test_random_floats(&rng_state, (size_t)3 * S * S, 1.0f);
+    float *ref = malloc((size_t)3 * S * S * sizeof *ref), *got = malloc((size_t)3 * S * S * sizeof *got);
+    float mref[2 * 4 * 4 * 4], mgot[2 * 4 * 4 * 4];
+    dit_vae_set_precision(v, DIT_PRECISION_FP32);
+    DIT_CHECK(dit_vae_decode(v, z, 1, h, h, ref) == DIT_OK && dit_vae_encode_moments(v, img, 1, S, S, mref) == DIT_OK);
+    CHECK(dit_vae_set_precision(v, DIT_PRECISION_BF16) == DIT_OK && dit_vae_precision(v) == DIT_PRECISION_BF16,
+          "%s VAE set to bf16", path);
+    DIT_CHECK(dit_vae_decode(v, z, 1, h, h, got) == DIT_OK && dit_vae_encode_moments(v, img, 1, S, S, mgot) == DIT_OK);
+    double max_rel, l2_rel, emax, el2;
+    relative_errors(got, ref, (size_t)3 * S * S, &max_rel, &l2_rel);
+    relative_errors(mgot, mref, sizeof mref / sizeof mref[0], &emax, &el2);
+    CHECK(max_rel <= 5e-2 && emax <= 5e-2, "%s VAE bf16 vs fp32: decode max error %.2e of max |out| (L2 %.2e), encode "
+          "moments %.2e (L2 %.2e) (bound 5e-2)", path, max_rel, l2_rel, emax, el2);
+    free(z); free(img); free(ref); free(got);
+    dit_vae_free(v);
+}
+
 void test_bf16(void) {
     const cpu_features *f = cpu_features_get();
     printf("cpu: %s; best path %s%s%s\n", f->brand, cpu_path_name(cpu_path_best()),
@@ -255,6 +288,7 @@ void test_bf16(void) {
                                  .num_heads = 3, .mlp_ratio = 4.0f, .num_classes = 7, .class_dropout_prob = 0.1f,
                                  .learn_sigma = 0}, 3);
         check_gradients(name);
+        check_vae(name);
     }
     cpu_path_force(saved);
     if (!ran) SKIP("bf16 gemm: no bf16 path on this CPU");

@@ -153,6 +153,8 @@ int cmd_sample(int argc, char **argv) {
     }
     if (vae_path && !pixel_space && want_images) {
         if (!(vae = dit_vae_load(vae_path, NULL))) goto fail;
+        // The autoencoder follows an explicit --precision bf16; auto keeps it fp32 (docs/precision.md).
+        if (dit_vae_set_precision(vae, precision == DIT_PRECISION_BF16 ? DIT_PRECISION_BF16 : DIT_PRECISION_FP32)) goto fail;
         if (dit_vae_get_config(vae)->latent_channels != C) {
             fprintf(stderr, "dit: --vae %s has %d latent channels, the model %d\n", vae_path,
                     dit_vae_get_config(vae)->latent_channels, C);

@@ -33,7 +33,9 @@ static void print_help(void) {
            "  --vae-tile N          decode in tiles of N x N latent pixels (default: whole latents)\n"
            "  --vae-overlap N       tile overlap in latent pixels (default N / 4), blended linearly\n"
            "  --vae-groups G        GroupNorm groups of the file's model (default 32, as SD)\n"
-           "  -t, --threads N       threads (default: all cores)\n");
+           "  -t, --threads N       threads (default: all cores)\n"
+           "  --precision P         fp32 (default, also what auto means here) or bf16: the 3x3 convolutions\n"
+           "                        as bf16 products with fp32 sums (faster; docs/precision.md for the error)\n");
 }
 
 static int ends_with(const char *s, const char *suffix) {
@@ -206,6 +208,7 @@ int cmd_vae(int argc, char **argv) {
     const char *vae_path = NULL, *out_path = NULL;
     const char **inputs = dit_calloc((size_t)argc, sizeof *inputs);
     int num_inputs = 0, use_mean = 0, image_size = 256, tile = 0, overlap = -1, threads = 0, groups = 0, seed = 0, rc = 2;
+    dit_precision precision = DIT_PRECISION_FP32;
     for (cli_args a = {.argc = argc, .argv = argv, .i = 2}; a.i < argc; a.i++) {
         const char *arg = argv[a.i];
         if (!strcmp(arg, "-h") || !strcmp(arg, "--help")) {
@@ -221,6 +224,7 @@ int cmd_vae(int argc, char **argv) {
         else if (cli_take_int(&a, NULL, "--vae-tile", 1, 8192, &tile)) continue;
         else if (cli_take_int(&a, NULL, "--vae-overlap", 0, 8191, &overlap)) continue;
         else if (cli_take_int(&a, NULL, "--vae-groups", 1, 4096, &groups)) continue;
+        else if (cli_take_precision(&a, &precision)) continue;
         else if (cli_take_int(&a, "-t", "--threads", 1, 4096, &threads)) continue;
         else if (a.failed) goto done;
         else if (arg[0] == '-' && arg[1]) {
@@ -244,8 +248,9 @@ int cmd_vae(int argc, char **argv) {
     cli_set_threads(threads);
     dit_vae_load_options opts = {.norm_groups = groups};
     dit_vae *v = dit_vae_load(vae_path, &opts);
-    if (!v) {
+    if (!v || dit_vae_set_precision(v, precision) != DIT_OK) {
         rc = cli_fail();
+        dit_vae_free(v);
         goto done;
     }
     rc = encode ? vae_encode(v, inputs, num_inputs, out_path, use_mean, (uint64_t)seed, image_size)

@@ -10,6 +10,7 @@
 #include "base/error.h"
 #include "models/vae.h"
 #include "ops/conv.h"
+#include "ops/dispatch.h"
 #include "models/synthetic.h"
 #ifdef _OPENMP
 #include <omp.h>
@@ -198,6 +199,17 @@ void dit_vae_free(dit_vae *v) {
 }
 
 const dit_vae_config *dit_vae_get_config(const dit_vae *v) { return &v->cfg; }
+
+// AUTO stays fp32 for the autoencoder: its bf16 error (a few 1e-2 of max |out| on the synthetic test network,
+// tests/test_bf16.c) could show as a few grey levels, so bf16 is the user's explicit choice (docs/precision.md).
+dit_status dit_vae_set_precision(dit_vae *v, dit_precision p) {
+    if (p == DIT_PRECISION_AUTO) p = DIT_PRECISION_FP32;
+    if (!dit_compute_path(p)) return DIT_ERR;
+    v->work.bf16 = p == DIT_PRECISION_BF16;
+    return DIT_OK;
+}
+
+dit_precision dit_vae_precision(const dit_vae *v) { return v->work.bf16 ? DIT_PRECISION_BF16 : DIT_PRECISION_FP32; }
 int dit_vae_num_params(const dit_vae *v) { return v->num_params; }
 size_t dit_vae_total_floats(const dit_vae *v) { return v->total_floats; }
 
@@ -251,13 +263,34 @@ float *vae_work_get(vae_work *w, int index, size_t floats) {
 
 void vae_work_free(vae_work *w) {
     for (int i = 0; i < 8; i++) free(w->buf[i]);
+    for (int i = 0; i < w->num_packed; i++) bf16_packed_free(&w->packed[i].packed);
+    free(w->packed);
     memset(w, 0, sizeof *w);
+}
+
+// The packed bf16 copy of a 3x3 conv weight, made on first use (VAE weights never change after loading).
+static const bf16_packed *packed_conv(vae_work *w, const float *weight, int cout, int cin) {
+    for (int i = 0; i < w->num_packed; i++)
+        if (w->packed[i].weight == weight) return &w->packed[i].packed;
+    if (w->num_packed == w->cap_packed) {
+        w->cap_packed = w->cap_packed ? 2 * w->cap_packed : 32;
+        w->packed = dit_realloc(w->packed, (size_t)w->cap_packed * sizeof *w->packed);
+    }
+    vae_packed_conv *e = &w->packed[w->num_packed++];
+    memset(e, 0, sizeof *e);
+    e->weight = weight;
+    conv3x3_pack_bf16(&e->packed, weight, cout, cin);
+    return &e->packed;
 }
 
 // 3x3 pad 1 with the padded-input workspace in work buffer 2; out += residual (or NULL); upsample: x is
 // (cin, H/2, W/2), repeated 2x2 first (Upsample2D's nearest interpolation, fused).
 static void conv3x3(float *out, const float *x, const float *w, const float *b, const float *residual, int upsample,
                     int cin, int cout, int H, int W, vae_work *work) {
+    if (work->bf16) {
+        conv3x3_bf16(out, x, packed_conv(work, w, cout, cin), b, residual, upsample, cin, H, W, cout);
+        return;
+    }
     float *ws = vae_work_get(work, 2, (size_t)conv2d_workspace_floats(cin, H, W, 3, 3, 1, 1, 1, 1, 1) + 1);
     conv2d_forward_ex(out, x, w, b, residual, ws, upsample, 1, cin, H, W, cout, 3, 3, 1, 1, 1, 1, 1);
 }

@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "dit_vae.h"
+#include "ops/bf16.h"
 
 #define VAE_NAME_MAX 80
 #define VAE_MAX_LAYERS 8    // layers_per_block limit (the decoder has one more)
@@ -37,10 +38,19 @@ typedef struct {
     const float *q_w, *q_b, *k_w, *k_b, *v_w, *v_b, *out_w, *out_b;   // (C, C), (C)
 } vae_attention;
 
-// Growable scratch buffers for one sample's activations (reused across layers and calls).
+// Growable scratch buffers for one sample's activations (reused across layers and calls), and how the 3x3
+// convolutions run: bf16 (implicit GEMM, ops/cpu/conv_bf16.c) with each weight packed on first use.
+typedef struct {
+    const float *weight;
+    bf16_packed packed;
+} vae_packed_conv;
+
 typedef struct {
     float *buf[8];
     size_t cap[8];
+    int bf16;
+    vae_packed_conv *packed;
+    int num_packed, cap_packed;
 } vae_work;
 float *vae_work_get(vae_work *w, int index, size_t floats);
 void vae_work_free(vae_work *w);

@@ -37,6 +37,7 @@ typedef struct {
     const float *gate;       // rows of stride gate_stride, one row per gate_rows output rows
     int gate_stride, gate_rows;
     int accumulate;
+    int transpose_out;       // write out[n * ldo + m] (bias and accumulate only): a conv's (C, H*W) output
 } gemm_epilogue;
 
 // out (M, N), row stride ldo = epilogue(A @ B^T); A (M, K) float32 read as A[m * stride_m + k * stride_k]
@@ -48,6 +49,19 @@ void gemm_bf16(float *out, int64_t ldo, const float *A, int64_t stride_m, int64_
                int M, const gemm_epilogue *ep);
 void gemm_bf16_serial(float *out, int64_t ldo, const float *A, int64_t stride_m, int64_t stride_k,
                       const bf16_packed *B, int M, const gemm_epilogue *ep);
+
+// The same with A already in bf16: rows of Kp = B->Kp elements (zero beyond K), at least round_up(M, 32) rows
+// readable (rows past M may hold anything: their results are dropped).
+void gemm_bf16_a16(float *out, int64_t ldo, const uint16_t *A16, const bf16_packed *B, int M,
+                   const gemm_epilogue *ep);
+
+// ---- the VAE's 3x3 convolutions as an implicit GEMM (ops/cpu/conv_bf16.c) ----
+// Pack a conv weight (Cout, Cin, 3, 3) as B (Cout, 9 Cin) in (ky, kx, ci) order.
+void conv3x3_pack_bf16(bf16_packed *dst, const float *w, int Cout, int Cin);
+// out (Cout, H, W) = conv3x3(x, stride 1, pad 1) + bias (+ residual, which may be NULL, must not overlap out),
+// one sample; x is (Cin, H, W), or (Cin, H/2, W/2) repeated 2x2 with upsample (H, W even).
+void conv3x3_bf16(float *out, const float *x, const bf16_packed *weights, const float *bias, const float *residual,
+                  int upsample, int Cin, int H, int W, int Cout);
 
 // Round float32 to bf16 and back (nearest even), as the kernels see their inputs.
 float bf16_round(float x);

@@ -203,6 +203,17 @@ static inline float gelu_tanh(float v) {
 static void epilogue_block(float *out, int64_t ldo, const float *C, int m0, int rows, int n0, int cols,
                            const gemm_epilogue *ep) {
     const float alpha = ep && ep->alpha != 0.0f ? ep->alpha : 1.0f;
+    if (ep && ep->transpose_out) {   // out[n, m]: one contiguous run of rows per column
+        for (int j = 0; j < cols; j++) {
+            float *o = out + (int64_t)(n0 + j) * ldo + m0;
+            const float b = ep->bias ? ep->bias[n0 + j] : 0.0f;
+            if (ep->accumulate)
+                for (int r = 0; r < rows; r++) o[r] += alpha * C[r * 32 + j] + b;
+            else
+                for (int r = 0; r < rows; r++) o[r] = alpha * C[r * 32 + j] + b;
+        }
+        return;
+    }
     for (int r = 0; r < rows; r++) {
         const int64_t m = m0 + r;
         float *o = out + m * ldo + n0;
@@ -315,6 +326,25 @@ static void gemm_run(float *out, int64_t ldo, const float *A, int64_t stride_m, 
                 #pragma omp for schedule(static) nowait
                 for (int mb = c0; mb < c1; mb++) run_blocks(out, ldo, A16, B, M, mb, mb + 1, 0, panels, kernel, ep);
             }
+        }
+    }
+}
+
+void gemm_bf16_a16(float *out, int64_t ldo, const uint16_t *A16, const bf16_packed *B, int M,
+                   const gemm_epilogue *ep) {
+    if (M <= 0 || B->N <= 0) return;
+    const int MB = round_up(M, 32) / 32, panels = B->Np / 32;
+    const kernel_fn kernel = cpu_path_active() == CPU_PATH_AMX ? amx_kernel_32x32 : avx512_kernel_32x32;
+    const int amx = kernel == amx_kernel_32x32;
+    #pragma omp parallel
+    {
+        if (amx) amx_configure();
+        if (panels >= 2 * omp_get_num_threads()) {
+            #pragma omp for schedule(static)
+            for (int p = 0; p < panels; p++) run_blocks(out, ldo, A16, B, M, 0, MB, p, p + 1, kernel, ep);
+        } else {
+            #pragma omp for schedule(static)
+            for (int mb = 0; mb < MB; mb++) run_blocks(out, ldo, A16, B, M, mb, mb + 1, 0, panels, kernel, ep);
         }
     }
 }
