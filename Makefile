@@ -72,7 +72,7 @@ $(BUILD)/%.o: %.c
 
 # Kernels for instruction sets above the floor; only entered after cpu_path_active() says the CPU has them.
 BF16_FLAGS := -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512bf16 -mfma
-$(BUILD)/src/ops/cpu/gemm_bf16.o $(BUILD)/src/ops/cpu/attention_bf16.o: CFLAGS += $(BF16_FLAGS)
+$(BUILD)/src/ops/cpu/gemm_bf16.o $(BUILD)/src/ops/cpu/attention_bf16.o $(BUILD)/src/ops/cpu/conv_bf16.o: CFLAGS += $(BF16_FLAGS)
 $(BUILD)/src/ops/cpu/gemm_amx.o: CFLAGS += $(BF16_FLAGS) -mamx-tile -mamx-bf16
 
 # The README's test command: install what is missing, build, run the suite (the sub-make probes again
@@ -138,3 +138,7 @@ $(BUILD)/fuzz_%: $(BUILD)/fuzz/fuzz_%.o $(BUILD)/src/cli/common.o $(BUILD)/libdi
 	$(CC) $(LDFLAGS) -fsanitize=fuzzer -o $@ $^ $(LDLIBS)
 clean-fuzz:
 	rm -rf $(FUZZ_BUILD)
+
+# bf16 vs fp32 on a whole named DiT (the quality bar for random weights): build/precision_check --model DiT-XL/2.
+$(BUILD)/precision_check: $(BUILD)/bench/precision_check.o $(BUILD)/libdit.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
