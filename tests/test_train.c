@@ -554,6 +554,70 @@ static void test_cli(const char *images) {
     free(out);
 }
 
+// Crash safety of `dit train`: killed with SIGKILL at varying moments (a tiny model that checkpoints every
+// step, so many kills land inside a checkpoint write), each time resumed from what is on disk: the newest
+// checkpoint must always load and the run must continue. DIT_CRASH_ROUNDS sets the count (default 8).
+// Then a full disk (a tiny tmpfs, when this process may mount one): a clear error, the previous checkpoint
+// intact and loadable.
+static void test_crash_safety(const char *images) {
+    const char *bin = getenv("DIT_BIN");
+    if (!bin) bin = "build/dit";
+    const char *rounds_env = getenv("DIT_CRASH_ROUNDS");
+    const int rounds = rounds_env && atoi(rounds_env) > 0 ? atoi(rounds_env) : 8;
+    char run[512], cmd[4096], *out = NULL;
+    snprintf(run, sizeof run, "%s", scratch_path("crash-run"));
+    const char *model = "--image-size 8 --depth 1 --hidden 32 --heads 2 --patch 4 --batch 4";
+    snprintf(cmd, sizeof cmd, "%s train --data %s %s --steps 2 --ckpt-every 1 --keep 2 -t 1 -o %s", bin, images, model, run);
+    int rc = run_command(cmd, &out);
+    free(out);
+    if (!CHECK(rc == 0, "crash test: a first run of 2 steps (exit %d)", rc)) return;
+    int resumed = 0, killed = 0;
+    for (int r = 0; r < rounds; r++) {
+        // 0.15 .. 0.85 s: start-up, training steps and checkpoint writes all get hit over the rounds
+        const double delay = 0.15 + 0.7 * ((r * 7919) % 100) / 100.0;
+        snprintf(cmd, sizeof cmd, "timeout -s KILL %.2f %s train --resume %s --steps 1000000 --ckpt-every 1 --keep 2 "
+                 "--log-every 1 -t 1 >/dev/null 2>&1; echo exit=$?", delay, bin, run);
+        rc = run_command(cmd, &out);
+        killed += out && strstr(out, "exit=137") != NULL;
+        free(out);
+        // what is on disk now must resume: one more step, cleanly
+        snprintf(cmd, sizeof cmd, "%s train --resume %s --steps $(( $(basename $(cat %s/checkpoints/latest) .safetensors "
+                 "| sed 's/^0*//') + 1 )) --ckpt-every 1 --keep 2 -t 1 2>&1", bin, run, run);
+        rc = run_command(cmd, &out);
+        resumed += rc == 0 && out && strstr(out, "resuming");
+        if (rc != 0) printf("round %d: %s\n", r, out ? out : "");
+        free(out);
+    }
+    CHECK(resumed == rounds && killed > 0, "kill -9 of dit train at %d moments (%d killed mid-run, the rest finished "
+          "starting up too late to be hit): the newest checkpoint loaded and the run continued every time (%d/%d)",
+          rounds, killed, resumed, rounds);
+    // A full disk: a 600 KB tmpfs holds one checkpoint of this model (~0.5 MB) but not a second one.
+    char disk[600];
+    snprintf(disk, sizeof disk, "%s", scratch_path("full-disk"));
+    snprintf(cmd, sizeof cmd, "mkdir -p %s && mount -t tmpfs -o size=600k tmpfs %s 2>&1", disk, disk);
+    rc = run_command(cmd, &out);
+    free(out);
+    if (rc != 0) {
+        SKIP("full-disk checkpoint test: cannot mount a tmpfs here (needs root)");
+        return;
+    }
+    snprintf(cmd, sizeof cmd, "%s train --data %s %s --steps 3 --ckpt-every 1 --keep 3 -t 1 -o %s/run 2>&1", bin, images,
+             model, disk);
+    rc = run_command(cmd, &out);
+    const char *why = out ? strstr(out, "write failed") : NULL;
+    const int clear = rc != 0 && why && strstr(why, "No space left");
+    CHECK(clear, "full disk: dit train stops with a clear error (exit %d: ...%s)", rc, why ? why : "no message");
+    free(out);
+    snprintf(cmd, sizeof cmd, "ls %s/run/checkpoints/ | grep -c tmp; cp %s/run/checkpoints/$(cat %s/run/checkpoints/latest) "
+             "%s.safetensors && %s info -m %s.safetensors >/dev/null && echo loads", disk, disk, disk, run, bin, run);
+    rc = run_command(cmd, &out);
+    CHECK(out && strstr(out, "loads") && !strncmp(out, "0", 1), "full disk: no temporary file left, and the previous "
+          "checkpoint (named by latest) loads (%s)", out ? out : "");
+    free(out);
+    snprintf(cmd, sizeof cmd, "umount %s", disk);
+    run_command(cmd, NULL);
+}
+
 void test_train(void) {
     test_loss_golden();
     test_vb_float64();
@@ -572,4 +636,5 @@ void test_train(void) {
     }
     test_latent_cache();
     test_cli(images);
+    test_crash_safety(images);
 }

@@ -2,6 +2,7 @@
 // {"name": {"dtype", "shape", "data_offsets": [begin, end]}, "__metadata__": {str: str}}, then the data.
 // Reading maps the file and points the tensors into it; writing is atomic and pads the header to 8 bytes.
 #include <cjson/cJSON.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -308,8 +309,10 @@ dit_status safetensors_write(const char *path, const tensor_out *tensors, int co
         if (ok) {
             status = atomic_file_commit(&a);
         } else {
+            const int err = errno;   // before the abort's own calls
             atomic_file_abort(&a);
-            status = dit_set_error("%s: write failed", path);
+            status = dit_set_error("%s: write failed (%s); the previous file under this name is untouched", path,
+                                   strerror(err));
         }
     }
     free(header.text);
