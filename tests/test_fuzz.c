@@ -2,7 +2,7 @@
 // leaked, hung or over-allocated in a parser (found by `make fuzz` or written by hand for a hardening fix;
 // the folder's README says which). Each must now be refused with a clean error that names the file.
 // The reader is chosen by the name: <target>-<what>.<ext> (targets as in fuzz/: safetensors, zip, pickle,
-// torch_pt, npy, npz, png, jpeg, idx, config; "model" loads a whole model file).
+// torch_pt, npy, npz, png, jpeg, idx, config; "model" loads a whole model file, "classifier" a classifier file).
 #include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +14,7 @@
 #include "io/pickle.h"
 #include "io/tensors.h"
 #include "io/zip.h"
+#include "models/classifier.h"
 #include "test.h"
 #include "train/train.h"
 
@@ -73,6 +74,11 @@ static dit_status read_as(const char *name, const char *path, int *known) {
         free(data);
         return s;
     }
+    if (starts(name, "classifier-")) {
+        classifier *c = classifier_load(path);
+        classifier_free(c);
+        return c ? DIT_OK : DIT_ERR;
+    }
     if (starts(name, "model-")) {
         dit_model *m = dit_model_load(path, NULL);
         dit_model_free(m);
@@ -113,6 +119,7 @@ static const struct { const char *file, *message; } expected[] = {
     {"png-header-declares-800MB.png", "more than its 69 bytes can hold"},
     {"model-config-xl2-in-4-bytes.safetensors", "the config needs 674834720 parameters, the file holds 1 values"},
     {"config-absurd-sizes.json", "sizes out of range"},
+    {"classifier-config-asks-70-TB.safetensors", "classifier.config needs 17592337731584 weights, the file holds 1"},
 };
 
 void test_fuzz(void) {

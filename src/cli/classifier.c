@@ -72,6 +72,11 @@ int cmd_train_classifier(int argc, char **argv) {
     classifier_config cfg;
     classifier_config_default(&cfg);
     classifier *c = classifier_create(&cfg);
+    if (!c) {
+        classifier_dataset_free(&train);
+        classifier_dataset_free(&test);
+        return cli_fail();
+    }
     classifier_train_init_weights(c, o.seed);
     printf("train-classifier: %d training and %d test images (%dx%d on a %dx%d canvas), %lld parameters, "
            "%d epochs of %d batches of %d, %d threads\n", train.count, test.count, train.rows, train.cols,

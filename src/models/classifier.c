@@ -56,7 +56,12 @@ classifier *classifier_create(const classifier_config *cfg) {
         offset += p->numel;
     }
     c->total_floats = offset;
-    c->params = dit_calloc((size_t)offset, sizeof(float));
+    c->params = calloc((size_t)offset, sizeof(float));   // a size the config asks for: an error, not an exit
+    if (!c->params) {
+        dit_set_error("classifier: out of memory allocating %lld parameters", (long long)offset);
+        free(c);
+        return NULL;
+    }
     return c;
 }
 
@@ -123,6 +128,17 @@ classifier *classifier_load(const char *path) {
     cJSON_Delete(j);
     if (!ok) {
         dit_set_error("%s: classifier.config is not the expected JSON object: %.200s", path, config);
+        goto done;
+    }
+    // A config asking for more weights than the file holds is refused before they are allocated.
+    const int64_t S4 = cfg.image_size / 4;
+    const int64_t needed = (int64_t)cfg.conv1 * cfg.in_channels * 9 + (int64_t)cfg.conv2 * cfg.conv1 * 9 +
+                           (int64_t)cfg.features * cfg.conv2 * S4 * S4 + (int64_t)cfg.num_classes * cfg.features;
+    int64_t held = 0;
+    for (int i = 0; i < f.count; i++) held += tensor_numel(&f.tensors[i]);
+    if (check_config(&cfg) == DIT_OK && needed > held) {
+        dit_set_error("%s: classifier.config needs %lld weights, the file holds %lld values", path, (long long)needed,
+                      (long long)held);
         goto done;
     }
     if (!(c = classifier_create(&cfg))) {
