@@ -44,6 +44,55 @@ CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/%.o)
 TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/%.o)
 DEPS     := $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_OBJ:.o=.d)
 
+# ---- serving and embedding (issue 14): public API objects, shared library, install ---------------------
+# Objects are position-independent so one set builds libdit.a and libdit.so. Data files are built in
+# (scripts/embed.sh): the ImageNet-1k class names into the library.
+CFLAGS   += -fPIC -pthread
+LDFLAGS  += -pthread
+VERSION  := 0.1.0
+SOVERSION := 0
+PREFIX   ?= /usr/local
+LIBDIR   ?= $(PREFIX)/lib
+API_SRC  := $(sort $(wildcard src/api/*.c))
+LIB_OBJ  += $(API_SRC:%.c=$(BUILD)/%.o) $(BUILD)/gen/imagenet_classes.o
+DEPS     += $(API_SRC:%.c=$(BUILD)/%.d)
+PUBLIC_HEADERS := include/dit.h include/dit_vae.h include/dit_eval.h
+
+$(BUILD)/gen/imagenet_classes.c: data/imagenet1k-classes.txt scripts/embed.sh
+	@mkdir -p $(dir $@)
+	bash scripts/embed.sh lines dit_imagenet_classes $< > $@
+$(BUILD)/gen/%.o: $(BUILD)/gen/%.c
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/libdit.so.$(VERSION): $(LIB_OBJ)
+	$(CC) $(LDFLAGS) -shared -Wl,-soname,libdit.so.$(SOVERSION) -o $@ $^ $(LDLIBS)
+$(BUILD)/dit.pc: Makefile
+	@printf 'prefix=%s\nlibdir=%s\nincludedir=%s\n\nName: dit\nDescription: Scalable Diffusion Models with Transformers (DiT) in C\nVersion: %s\nLibs: -L$${libdir} -ldit\nLibs.private: %s\nCflags: -I$${includedir}\n' \
+	    '$(PREFIX)' '$(LIBDIR)' '$(PREFIX)/include' '$(VERSION)' '$(LDLIBS)' > $@
+lib: $(BUILD)/libdit.a $(BUILD)/libdit.so.$(VERSION)
+
+# make install PREFIX=DIR [DESTDIR=...]: dit, libdit.so (soname libdit.so.$(SOVERSION)), libdit.a, headers, dit.pc.
+install: $(BUILD)/dit $(BUILD)/libdit.a $(BUILD)/libdit.so.$(VERSION) $(BUILD)/dit.pc
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(PREFIX)/include
+	install -m 755 $(BUILD)/dit $(DESTDIR)$(PREFIX)/bin/dit
+	install -m 644 $(BUILD)/libdit.a $(DESTDIR)$(LIBDIR)/libdit.a
+	install -m 755 $(BUILD)/libdit.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libdit.so.$(VERSION)
+	ln -sf libdit.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libdit.so.$(SOVERSION)
+	ln -sf libdit.so.$(SOVERSION) $(DESTDIR)$(LIBDIR)/libdit.so
+	install -m 644 $(PUBLIC_HEADERS) $(DESTDIR)$(PREFIX)/include/
+	install -m 644 $(BUILD)/dit.pc $(DESTDIR)$(LIBDIR)/pkgconfig/dit.pc
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/dit $(DESTDIR)$(LIBDIR)/libdit.a $(DESTDIR)$(LIBDIR)/libdit.so \
+	    $(DESTDIR)$(LIBDIR)/libdit.so.$(SOVERSION) $(DESTDIR)$(LIBDIR)/libdit.so.$(VERSION) \
+	    $(DESTDIR)$(LIBDIR)/pkgconfig/dit.pc $(addprefix $(DESTDIR)$(PREFIX)/include/,$(notdir $(PUBLIC_HEADERS)))
+
+# The install test (tests/test_install.c) reruns make with this build's settings.
+check: export DIT_MAKE_ARGS = BUILD=$(BUILD) OPT="$(OPT)" SAN="$(SAN)"
+check: export DIT_SAN = $(SAN)
+
+.PHONY: lib install uninstall
+# ---- end of the serving block ------------------------------------------------------------------------
+
 .PHONY: all setup test check asan bench run demo clean
 all: $(BUILD)/dit $(BUILD)/test_dit
 
@@ -56,7 +105,7 @@ $(BUILD)/libdit.a: $(LIB_OBJ)
 	ar rcs $@ $^
 
 $(BUILD)/dit: $(CLI_OBJ) $(BUILD)/libdit.a
-	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(SERVE_LIBS)
 
 $(BUILD)/test_dit: $(TEST_OBJ) $(BUILD)/libdit.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)

@@ -16,6 +16,8 @@ void test_diffusion(void);
 void test_sample_cli(void);
 void test_eval(void);
 void test_classifier(void);
+void test_api(void);
+void test_install(void);
 
 static const struct {
     const char *name;
@@ -32,6 +34,8 @@ static const struct {
     {"train", test_train},
     {"eval", test_eval},
     {"classifier", test_classifier},
+    {"api", test_api},
+    {"install", test_install},
 };
 
 int main(int argc, char **argv) {
