@@ -44,9 +44,9 @@ CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/%.o)
 TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/%.o)
 DEPS     := $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_OBJ:.o=.d)
 
-# ---- serving and embedding (issue 14): public API objects, shared library, install ---------------------
+# ---- serving and embedding (issue 14): public API objects, shared library, `dit serve`, install -----------
 # Objects are position-independent so one set builds libdit.a and libdit.so. Data files are built in
-# (scripts/embed.sh): the ImageNet-1k class names into the library.
+# (scripts/embed.sh): the ImageNet-1k class names into the library, the web page into the command.
 CFLAGS   += -fPIC -pthread
 LDFLAGS  += -pthread
 VERSION  := 0.1.0
@@ -55,12 +55,17 @@ PREFIX   ?= /usr/local
 LIBDIR   ?= $(PREFIX)/lib
 API_SRC  := $(sort $(wildcard src/api/*.c))
 LIB_OBJ  += $(API_SRC:%.c=$(BUILD)/%.o) $(BUILD)/gen/imagenet_classes.o
+CLI_OBJ  += $(BUILD)/gen/serve_page.o
 DEPS     += $(API_SRC:%.c=$(BUILD)/%.d)
+SERVE_LIBS := -lmicrohttpd
 PUBLIC_HEADERS := include/dit.h include/dit_vae.h include/dit_eval.h
 
 $(BUILD)/gen/imagenet_classes.c: data/imagenet1k-classes.txt scripts/embed.sh
 	@mkdir -p $(dir $@)
 	bash scripts/embed.sh lines dit_imagenet_classes $< > $@
+$(BUILD)/gen/serve_page.c: src/cli/serve_page.html scripts/embed.sh
+	@mkdir -p $(dir $@)
+	bash scripts/embed.sh bytes dit_serve_page $< > $@
 $(BUILD)/gen/%.o: $(BUILD)/gen/%.c
 	$(CC) $(CFLAGS) -c $< -o $@
 
@@ -90,7 +95,12 @@ uninstall:
 check: export DIT_MAKE_ARGS = BUILD=$(BUILD) OPT="$(OPT)" SAN="$(SAN)"
 check: export DIT_SAN = $(SAN)
 
-.PHONY: lib install uninstall
+# The serving load test (bench/serve_load.c): 8 clients x 10 requests against a running `dit serve`.
+$(BUILD)/serve_load: $(BUILD)/bench/serve_load.o $(BUILD)/tests/http_client.o
+	$(CC) $(LDFLAGS) -o $@ $^
+serve-load: $(BUILD)/dit $(BUILD)/serve_load
+	bash bench/serve_load.sh $(BUILD)
+.PHONY: lib install uninstall serve-load
 # ---- end of the serving block ------------------------------------------------------------------------
 
 .PHONY: all setup test check asan bench run demo clean

@@ -3,6 +3,8 @@
 # Usage: scripts/setup.sh [--bench]   (--bench adds Debian's PyTorch for the reference benchmarks)
 set -euo pipefail
 packages=(build-essential pkg-config libopenblas-openmp-dev libcjson-dev libpng-dev libjpeg62-turbo-dev zlib1g-dev liblapack-dev dataset-fashion-mnist)
+# dit serve: libmicrohttpd (HTTP); the test suite drives its web page in Debian's headless chromium (~30 s to install).
+packages+=(libmicrohttpd-dev chromium)
 if [[ "${1:-}" == "--bench" ]]; then packages+=(python3-torch python3-numpy); fi
 
 missing=()

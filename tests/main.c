@@ -17,6 +17,7 @@ void test_sample_cli(void);
 void test_eval(void);
 void test_classifier(void);
 void test_api(void);
+void test_serve(void);
 void test_install(void);
 
 static const struct {
@@ -35,6 +36,7 @@ static const struct {
     {"eval", test_eval},
     {"classifier", test_classifier},
     {"api", test_api},
+    {"serve", test_serve},
     {"install", test_install},
 };
 

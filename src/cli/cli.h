@@ -14,6 +14,7 @@ int cmd_cache_latents(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_eval_fmnist(int argc, char **argv);
 int cmd_train_classifier(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
 
 // Print "dit: <message>" for the last library error (or the given text) and return 1.
 int cli_fail(void);

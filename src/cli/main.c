@@ -21,6 +21,7 @@ static void usage(FILE *out) {
             "  eval      FID, sFID, Inception Score, precision and recall of samples (ADM's evaluator);\n"
             "            with --fmnist: classifier agreement and feature Frechet distance of Fashion-MNIST samples\n"
             "  train-classifier  train the Fashion-MNIST classifier used by dit eval --fmnist\n"
+            "  serve     HTTP server and web page for one model (image generation API, progress events)\n"
             "\n"
             "run `dit <command> --help` for its options.\n");
 }
@@ -33,10 +34,10 @@ int main(int argc, char **argv) {
     static const struct { const char *name; int (*run)(int, char **); } commands[] = {
         {"info", cmd_info}, {"forward", cmd_forward}, {"convert", cmd_convert}, {"sample", cmd_sample}, {"vae", cmd_vae}, {"train", cmd_train},
         {"cache-latents", cmd_cache_latents}, {"eval", cmd_eval},
-        {"train-classifier", cmd_train_classifier},
+        {"train-classifier", cmd_train_classifier}, {"serve", cmd_serve},
     };
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         if (!strcmp(argv[1], commands[i].name)) return commands[i].run(argc - 1, argv + 1);
-    fprintf(stderr, "dit: unknown command '%s' (commands: info, forward, convert, sample, vae, train, cache-latents, eval, train-classifier; see dit --help)\n", argv[1]);
+    fprintf(stderr, "dit: unknown command '%s' (commands: info, forward, convert, sample, vae, train, cache-latents, eval, train-classifier, serve; see dit --help)\n", argv[1]);
     return 2;
 }
