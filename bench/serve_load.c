@@ -3,6 +3,7 @@
 // throughput, and the server's resident memory (VmRSS of --pid) sampled every 100 ms across the run.
 // usage: serve_load --port P --pid PID [--clients 8] [--requests 10] [--body JSON]   (bench/serve_load.sh runs it)
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +18,8 @@ static double *latency;
 static int *status;
 static volatile int running = 1;
 static long rss_first = -1, rss_min = -1, rss_max = -1, rss_last = -1;
+static _Atomic int completed;          // requests answered so far
+static long rss_at[101];               // VmRSS when the k-th tenth of the requests had been answered
 
 static double now(void) {
     struct timespec ts;
@@ -44,6 +47,8 @@ static void *sample_rss(void *arg) {
             if (rss_min < 0 || kib < rss_min) rss_min = kib;
             if (kib > rss_max) rss_max = kib;
             rss_last = kib;
+            int tenth = completed * 10 / (clients * requests);
+            if (!rss_at[tenth]) rss_at[tenth] = kib;
         }
         usleep(100000);
     }
@@ -58,6 +63,7 @@ static void *client(void *arg) {
         int k = c * requests + r;
         status[k] = http_request(port, "POST", "/v1/images/generations", body, strlen(body), &resp) == 0 ? resp.status : 0;
         latency[k] = now() - t0;
+        completed++;
         http_response_free(&resp);
     }
     return NULL;
@@ -85,6 +91,12 @@ static void bad_requests(void) {
         http_request(port, "POST", "/v1/images/generations", b, strlen(b), &r);
         char *msg = r.body ? strstr(r.body, "\"message\":\"") : NULL, *end = msg ? strstr(msg + 11, "\",\"") : NULL;
         if (end) *end = '\0';
+        if (msg) {   // JSON's \" back to "
+            char *q = msg;
+            for (const char *p = msg; *p; p++)
+                if (!(p[0] == '\\' && p[1] == '"')) *q++ = *p;
+            *q = '\0';
+        }
         printf("| `%s` | %d | %s |\n", i < count - 1 ? b : "(70,000-byte body)", r.status, msg ? msg + 11 : "");
         http_response_free(&r);
     }
@@ -142,6 +154,9 @@ int main(int argc, char **argv) {
     printf("\nserver RSS (VmRSS, sampled every 100 ms from after the warm-up request to the end): first %ld KiB, "
            "min %ld KiB, max %ld KiB, last %ld KiB (change %+ld KiB)\n", rss_first, rss_min, rss_max, rss_last,
            rss_last - rss_first);
+    printf("server RSS when 0%%, 10%%, ..., 100%% of the requests had been answered (KiB):");
+    for (int t = 0; t <= 10; t++) printf(" %ld", rss_at[t] ? rss_at[t] : rss_last);
+    printf("\n");
     bad_requests();
     return ok == total ? 0 : 1;
 }
