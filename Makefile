@@ -71,13 +71,12 @@ $(BUILD)/gen/%.o: $(BUILD)/gen/%.c
 
 $(BUILD)/libdit.so.$(VERSION): $(LIB_OBJ)
 	$(CC) $(LDFLAGS) -shared -Wl,-soname,libdit.so.$(SOVERSION) -o $@ $^ $(LDLIBS)
-$(BUILD)/dit.pc: Makefile
-	@printf 'prefix=%s\nlibdir=%s\nincludedir=%s\n\nName: dit\nDescription: Scalable Diffusion Models with Transformers (DiT) in C\nVersion: %s\nLibs: -L$${libdir} -ldit\nLibs.private: %s\nCflags: -I$${includedir}\n' \
-	    '$(PREFIX)' '$(LIBDIR)' '$(PREFIX)/include' '$(VERSION)' '$(LDLIBS)' > $@
+# dit.pc is written by install itself, for the PREFIX of that install (a file kept in $(BUILD) would go stale).
+DIT_PC = 'prefix=%s\nlibdir=%s\nincludedir=%s\n\nName: dit\nDescription: Scalable Diffusion Models with Transformers (DiT) in C\nVersion: %s\nLibs: -L$${libdir} -ldit\nLibs.private: %s\nCflags: -I$${includedir}\n'
 lib: $(BUILD)/libdit.a $(BUILD)/libdit.so.$(VERSION)
 
 # make install PREFIX=DIR [DESTDIR=...]: dit, libdit.so (soname libdit.so.$(SOVERSION)), libdit.a, headers, dit.pc.
-install: $(BUILD)/dit $(BUILD)/libdit.a $(BUILD)/libdit.so.$(VERSION) $(BUILD)/dit.pc
+install: $(BUILD)/dit $(BUILD)/libdit.a $(BUILD)/libdit.so.$(VERSION)
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(PREFIX)/include
 	install -m 755 $(BUILD)/dit $(DESTDIR)$(PREFIX)/bin/dit
 	install -m 644 $(BUILD)/libdit.a $(DESTDIR)$(LIBDIR)/libdit.a
@@ -85,7 +84,7 @@ install: $(BUILD)/dit $(BUILD)/libdit.a $(BUILD)/libdit.so.$(VERSION) $(BUILD)/d
 	ln -sf libdit.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libdit.so.$(SOVERSION)
 	ln -sf libdit.so.$(SOVERSION) $(DESTDIR)$(LIBDIR)/libdit.so
 	install -m 644 $(PUBLIC_HEADERS) $(DESTDIR)$(PREFIX)/include/
-	install -m 644 $(BUILD)/dit.pc $(DESTDIR)$(LIBDIR)/pkgconfig/dit.pc
+	printf $(DIT_PC) '$(PREFIX)' '$(LIBDIR)' '$(PREFIX)/include' '$(VERSION)' '$(LDLIBS)' > $(DESTDIR)$(LIBDIR)/pkgconfig/dit.pc
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/bin/dit $(DESTDIR)$(LIBDIR)/libdit.a $(DESTDIR)$(LIBDIR)/libdit.so \
 	    $(DESTDIR)$(LIBDIR)/libdit.so.$(SOVERSION) $(DESTDIR)$(LIBDIR)/libdit.so.$(VERSION) \

@@ -34,6 +34,12 @@ void test_install(void) {
         }
     }
     CHECK(all, "installed: bin/dit, lib/libdit.so -> .so.0 -> .so.0.1.0, lib/libdit.a, include/dit.h, dit_vae.h, dit.pc");
+    snprintf(cmd, sizeof cmd, "cat %s/lib/pkgconfig/dit.pc", prefix);
+    rc = run_command(cmd, &out);
+    char want_prefix[1100];
+    snprintf(want_prefix, sizeof want_prefix, "prefix=%s\n", prefix);
+    CHECK(rc == 0 && !strncmp(out, want_prefix, strlen(want_prefix)), "dit.pc names this install's prefix");
+    free(out);
     snprintf(cmd, sizeof cmd, "readelf -d %s/lib/libdit.so.0.1.0", prefix);
     rc = run_command(cmd, &out);
     CHECK(rc == 0 && strstr(out, "Library soname: [libdit.so.0]"), "libdit.so.0.1.0 has the soname libdit.so.0");
