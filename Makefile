@@ -10,6 +10,7 @@ CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter $(OPT) $(S
 LDFLAGS += $(SAN)
 LDLIBS  += -lm
 BUILD   ?= build
+.DEFAULT_GOAL := all
 
 # ---- dependency probes -------------------------------------------------------------------------
 MULTIARCH := $(shell $(CC) -print-multiarch 2>/dev/null)
@@ -47,6 +48,64 @@ CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/%.o)
 TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/%.o)
 DEPS     := $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_OBJ:.o=.d)
 
+# ---- serving and embedding (issue 14): public API objects, shared library, `dit serve`, install -----------
+# Objects are position-independent so one set builds libdit.a and libdit.so. Data files are built in
+# (scripts/embed.sh): the ImageNet-1k class names into the library, the web page into the command.
+CFLAGS   += -fPIC -pthread
+LDFLAGS  += -pthread
+VERSION  := 0.1.0
+SOVERSION := 0
+PREFIX   ?= /usr/local
+LIBDIR   ?= $(PREFIX)/lib
+API_SRC  := $(sort $(wildcard src/api/*.c))
+LIB_OBJ  += $(API_SRC:%.c=$(BUILD)/%.o) $(BUILD)/gen/imagenet_classes.o
+CLI_OBJ  += $(BUILD)/gen/serve_page.o
+DEPS     += $(API_SRC:%.c=$(BUILD)/%.d)
+SERVE_LIBS := -lmicrohttpd
+PUBLIC_HEADERS := include/dit.h include/dit_vae.h include/dit_eval.h
+
+$(BUILD)/gen/imagenet_classes.c: data/imagenet1k-classes.txt scripts/embed.sh
+	@mkdir -p $(dir $@)
+	bash scripts/embed.sh lines dit_imagenet_classes $< > $@
+$(BUILD)/gen/serve_page.c: src/cli/serve_page.html scripts/embed.sh
+	@mkdir -p $(dir $@)
+	bash scripts/embed.sh bytes dit_serve_page $< > $@
+$(BUILD)/gen/%.o: $(BUILD)/gen/%.c
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/libdit.so.$(VERSION): $(LIB_OBJ)
+	$(CC) $(LDFLAGS) -shared -Wl,-soname,libdit.so.$(SOVERSION) -o $@ $^ $(LDLIBS)
+# dit.pc is written by install itself, for the PREFIX of that install (a file kept in $(BUILD) would go stale).
+DIT_PC = 'prefix=%s\nlibdir=%s\nincludedir=%s\n\nName: dit\nDescription: Scalable Diffusion Models with Transformers (DiT) in C\nVersion: %s\nLibs: -L$${libdir} -ldit\nLibs.private: %s\nCflags: -I$${includedir}\n'
+lib: $(BUILD)/libdit.a $(BUILD)/libdit.so.$(VERSION)
+
+# make install PREFIX=DIR [DESTDIR=...]: dit, libdit.so (soname libdit.so.$(SOVERSION)), libdit.a, headers, dit.pc.
+install: $(BUILD)/dit $(BUILD)/libdit.a $(BUILD)/libdit.so.$(VERSION)
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(PREFIX)/include
+	install -m 755 $(BUILD)/dit $(DESTDIR)$(PREFIX)/bin/dit
+	install -m 644 $(BUILD)/libdit.a $(DESTDIR)$(LIBDIR)/libdit.a
+	install -m 755 $(BUILD)/libdit.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libdit.so.$(VERSION)
+	ln -sf libdit.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libdit.so.$(SOVERSION)
+	ln -sf libdit.so.$(SOVERSION) $(DESTDIR)$(LIBDIR)/libdit.so
+	install -m 644 $(PUBLIC_HEADERS) $(DESTDIR)$(PREFIX)/include/
+	printf $(DIT_PC) '$(PREFIX)' '$(LIBDIR)' '$(PREFIX)/include' '$(VERSION)' '$(LDLIBS)' > $(DESTDIR)$(LIBDIR)/pkgconfig/dit.pc
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/dit $(DESTDIR)$(LIBDIR)/libdit.a $(DESTDIR)$(LIBDIR)/libdit.so \
+	    $(DESTDIR)$(LIBDIR)/libdit.so.$(SOVERSION) $(DESTDIR)$(LIBDIR)/libdit.so.$(VERSION) \
+	    $(DESTDIR)$(LIBDIR)/pkgconfig/dit.pc $(addprefix $(DESTDIR)$(PREFIX)/include/,$(notdir $(PUBLIC_HEADERS)))
+
+# The install test (tests/test_install.c) reruns make with this build's settings.
+check: export DIT_MAKE_ARGS = BUILD=$(BUILD) OPT="$(OPT)" SAN="$(SAN)"
+check: export DIT_SAN = $(SAN)
+
+# The serving load test (bench/serve_load.c): 8 clients x 10 requests against a running `dit serve`.
+$(BUILD)/serve_load: $(BUILD)/bench/serve_load.o $(BUILD)/tests/http_client.o
+	$(CC) $(LDFLAGS) -o $@ $^
+serve-load: $(BUILD)/dit $(BUILD)/serve_load
+	bash bench/serve_load.sh $(BUILD)
+.PHONY: lib install uninstall serve-load
+# ---- end of the serving block ------------------------------------------------------------------------
+
 .PHONY: all setup test check asan bench run demo clean
 all: $(BUILD)/dit $(BUILD)/test_dit
 
@@ -59,7 +118,7 @@ $(BUILD)/libdit.a: $(LIB_OBJ)
 	ar rcs $@ $^
 
 $(BUILD)/dit: $(CLI_OBJ) $(BUILD)/libdit.a
-	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(SERVE_LIBS)
 
 $(BUILD)/test_dit: $(TEST_OBJ) $(BUILD)/libdit.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)

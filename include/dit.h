@@ -123,6 +123,76 @@ dit_status dit_model_forward(dit_model *m, const float *x, const float *t, const
 dit_status dit_model_forward_cfg(dit_model *m, const float *x, const float *t, const int *y, int batch,
                                  float cfg_scale, int guide_all_channels, float *out);
 
+
+// ---- Class names ----
+// dit_model_class_name also answers for 1000-class models whose file has no names: the ImageNet-1k names
+// shipped with dit (data/imagenet1k-classes.txt, built into the library), the first synonym of each.
+// The ImageNet-1k class of a label: its display name ("golden retriever") and all its synonyms
+// ("tench, Tinca tinca"); NULL outside 0..999.
+const char *dit_imagenet_class_name(int label);
+const char *dit_imagenet_class_synonyms(int label);
+// A class given by id ("207") or by name, case-insensitive (any ImageNet synonym for 1000-class models).
+// An unknown or ambiguous name fails with a message listing the close matches.
+dit_status dit_model_find_class(const dit_model *m, const char *text, int *label);
+
+// ---- Sampling, decoding, PNG: what an embedder (and `dit serve`) needs ----
+typedef enum { DIT_SAMPLER_DDPM = 0, DIT_SAMPLER_DDIM = 1, DIT_SAMPLER_DPMPP_2M = 2 } dit_sampler;
+// "ddpm", "ddim", "dpm++2m" (or "dpmpp2m"); DIT_ERR for any other name.
+dit_status dit_sampler_parse(const char *name, dit_sampler *out);
+const char *dit_sampler_name(dit_sampler s);
+// The default step count of a sampler: 250 for ddpm and ddim (as sample.py), 25 for dpm++2m.
+int dit_sampler_default_steps(dit_sampler s);
+
+// Called with step 0 before the first network evaluation, then after each step (1..total, counted over
+// all batches of the call). Return non-zero to cancel: dit_sample then stops at the next step and fails
+// with the message "sampling cancelled".
+typedef int (*dit_progress_fn)(void *ctx, int step, int total);
+
+typedef struct dit_sample_options {
+    dit_sampler sampler;
+    int steps;                 // 0: dit_sampler_default_steps
+    float cfg_scale;           // > 1: classifier-free guidance (needs a model with a null class); <= 1: off
+    int guide_all_channels;    // 0: guide eps channels 0..2 as the reference; 1: all channels
+    float eta;                 // DDIM only (0: deterministic)
+    int batch;                 // images per network evaluation; 0: 16
+    dit_progress_fn progress;  // may be NULL
+    void *progress_ctx;
+} dit_sample_options;
+
+// One image to make: its class and its noise. The image depends only on (label, seed, index) and the
+// options, not on what it is batched with: `dit sample --seed S` makes its k-th image as (S, k).
+typedef struct dit_sample_item {
+    int label;
+    uint64_t seed;
+    uint32_t index;
+} dit_sample_item;
+
+// The samples of n items: out (n, C, S, S) with C, S of the model (latents of a latent-space model,
+// images in [-1, 1] of a pixel-space one). Thread-safety: one call at a time per model.
+dit_status dit_sample(dit_model *m, const dit_sample_item *items, int n, const dit_sample_options *opt,
+                      float *out);
+
+typedef struct dit_vae dit_vae;   // see dit_vae.h
+// The pixel layout of the model's images: through the VAE for a latent-space model (vae required), the
+// samples themselves for a pixel-space one (1 or 3 channels; vae ignored).
+dit_status dit_image_shape(const dit_model *m, const dit_vae *vae, int *height, int *width, int *channels);
+// n samples of dit_sample to 8-bit images pixels (n, height, width, channels), row-major (as
+// dit_image_shape): latents divided by the VAE's scaling_factor and decoded one at a time, then
+// clamp(127.5 x + 128) as the reference sample_ddp.py.
+dit_status dit_decode_images(const dit_model *m, dit_vae *vae, const float *samples, int n, uint8_t *pixels);
+
+// PNG of 8-bit pixels (height, width, channels), channels 1, 3 or 4: to a file (written atomically), or to
+// memory (*png malloc'd: release it with dit_free).
+dit_status dit_png_write(const char *path, const uint8_t *pixels, int width, int height, int channels);
+dit_status dit_png_encode(const uint8_t *pixels, int width, int height, int channels, uint8_t **png,
+                          size_t *size);
+void dit_free(void *p);
+
+// The library's version ("0.1.0"), and the number of threads the compute of the calling thread uses (OpenMP
+// and OpenBLAS; n <= 0 keeps the default, all cores). Call it in the thread that will sample.
+const char *dit_version(void);
+void dit_set_num_threads(int n);
+
 #ifdef __cplusplus
 }
 #endif

@@ -19,6 +19,8 @@ bench_venv() {
     python3 -m venv "$venv"
     "$venv/bin/pip" install -q "torch>=2.1" numpy
 }
+# dit serve: libmicrohttpd (HTTP); the test suite drives its web page in Debian's headless chromium (~30 s to install).
+packages+=(libmicrohttpd-dev chromium)
 
 missing=()
 for p in "${packages[@]}"; do

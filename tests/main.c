@@ -20,6 +20,9 @@ void test_eval(void);
 void test_classifier(void);
 void test_bf16(void);
 void test_fuzz(void);
+void test_api(void);
+void test_serve(void);
+void test_install(void);
 
 static const struct {
     const char *name;
@@ -38,6 +41,9 @@ static const struct {
     {"eval", test_eval},
     {"classifier", test_classifier},
     {"fuzz", test_fuzz},
+    {"api", test_api},
+    {"serve", test_serve},
+    {"install", test_install},
 };
 
 int main(int argc, char **argv) {

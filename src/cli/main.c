@@ -22,6 +22,7 @@ static void usage(FILE *out) {
             "            with --fmnist: classifier agreement and feature Frechet distance of Fashion-MNIST samples\n"
             "  train-classifier  train the Fashion-MNIST classifier used by dit eval --fmnist\n"
             "  bench     seconds per forward (or training step) and GFLOP/s of a DiT on this machine\n"
+            "  serve     HTTP server and web page for one model (image generation API, progress events)\n"
             "\n"
             "run `dit <command> --help` for its options.\n");
 }
@@ -34,10 +35,9 @@ int main(int argc, char **argv) {
     static const struct { const char *name; int (*run)(int, char **); } commands[] = {
         {"info", cmd_info}, {"forward", cmd_forward}, {"convert", cmd_convert}, {"sample", cmd_sample}, {"vae", cmd_vae}, {"train", cmd_train},
         {"cache-latents", cmd_cache_latents}, {"eval", cmd_eval},
-        {"train-classifier", cmd_train_classifier}, {"bench", cmd_bench},
+        {"train-classifier", cmd_train_classifier}, {"bench", cmd_bench}, {"serve", cmd_serve},
     };
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-        if (!strcmp(argv[1], commands[i].name)) return commands[i].run(argc - 1, argv + 1);
-    fprintf(stderr, "dit: unknown command '%s' (commands: info, forward, convert, sample, vae, train, cache-latents, eval, train-classifier, bench; see dit --help)\n", argv[1]);
+    fprintf(stderr, "dit: unknown command '%s' (commands: info, forward, convert, sample, vae, train, cache-latents, eval, train-classifier, bench, serve; see dit --help)\n", argv[1]);
     return 2;
 }

@@ -22,7 +22,8 @@ static void print_help(void) {
            "  --no-ema                a training checkpoint's trained weights instead of its EMA\n"
            "  --vae FILE              SD VAE (diffusers or CompVis layout) to decode a latent model's samples\n"
            "  --vae-tile N            decode in tiles of N x N latent pixels (for large images)\n"
-           "  --class C               class label; repeat, or give a comma list (default: the reference\n"
+           "  --class C               class id or name (\"golden retriever\"; ImageNet names for 1000-class\n"
+           "                          models); repeat, or give a comma list (default: the reference\n"
            "                          sample.py labels for 1000-class models, else every class)\n"
            "  -n N                    samples per class (default 1 for 1000-class models, else 8)\n"
            "  --cfg-scale S           classifier-free guidance scale (default 4.0, as sample.py; 1 = off)\n"
@@ -61,6 +62,30 @@ static void on_progress(void *ctx, int step, int total) {
     progress_update(ctx, step);
 }
 
+// Resolve "207" or "golden retriever,360" (ids or names, comma-separated) into labels (appending).
+static int parse_classes(const dit_model *m, const char *text, int **labels, int *count) {
+    const char *p = text;
+    do {
+        size_t n = strcspn(p, ",");
+        char name[256];
+        if (n >= sizeof name) {
+            fprintf(stderr, "dit: --class: a name of %zu characters\n", n);
+            return 0;
+        }
+        memcpy(name, p, n);
+        name[n] = '\0';
+        int label;
+        if (dit_model_find_class(m, name, &label) != DIT_OK) {
+            fprintf(stderr, "dit: --class: %s\n", dit_last_error());
+            return 0;
+        }
+        *labels = realloc(*labels, (*count + 1) * sizeof(int));
+        (*labels)[(*count)++] = label;
+        p += n;
+    } while (*p++ == ',');
+    return 1;
+}
+
 static int make_dir(const char *path) {
     if (mkdir(path, 0777) == 0 || errno == EEXIST) return 1;
     fprintf(stderr, "dit: --out-dir %s: cannot create the directory (%s)\n", path, strerror(errno));
@@ -70,6 +95,8 @@ static int make_dir(const char *path) {
 int cmd_sample(int argc, char **argv) {
     const char *model_path = NULL, *grid_path = NULL, *out_dir = NULL, *npz_path = NULL, *noise_path = NULL;
     const char *latents_path = NULL, *sampler_name = "ddpm", *vae_path = NULL;
+    const char *class_args[64];
+    int num_class_args = 0;
     int *labels = NULL, num_labels = 0, per_class = 0, steps = 0, threads = 0, batch = 16, heads = 0;
     dit_precision precision = DIT_PRECISION_AUTO;
     int image_size = 0, guide_all = 0, seed = 0, vae_tile = 0, skip_ema = 0;
@@ -87,7 +114,11 @@ int cmd_sample(int argc, char **argv) {
         else if (cli_take(&a, NULL, "--vae")) vae_path = a.value;
         else if (cli_take_int(&a, NULL, "--vae-tile", 4, 4096, &vae_tile)) continue;
         else if (cli_take(&a, NULL, "--class")) {
-            if (!cli_parse_classes(a.value, &labels, &num_labels)) goto usage;
+            if (num_class_args == 64) {
+                cli_usage_error("--class: at most 64 flags (give a comma list)");
+                goto usage;
+            }
+            class_args[num_class_args++] = a.value;   // resolved once the model (and its names) is loaded
         } else if (cli_take_int(&a, "-n", NULL, 1, 1000000, &per_class)) continue;
         else if (cli_take_float(&a, NULL, "--cfg-scale", &cfg_scale)) continue;
         else if (cli_take(&a, NULL, "--sampler")) sampler_name = a.value;
@@ -161,6 +192,8 @@ int cmd_sample(int argc, char **argv) {
             goto done;
         }
     }
+    for (int i = 0; i < num_class_args; i++)
+        if (!parse_classes(m, class_args[i], &labels, &num_labels)) goto done;
     if (!num_labels) {
         static const int imagenet_labels[] = {207, 360, 387, 974, 88, 979, 417, 279};   // sample.py
         if (c->num_classes == 1000) {

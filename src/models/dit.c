@@ -281,7 +281,9 @@ static void free_activations(dit_activations *a) {
 void dit_activations_free(dit_model *m) { free_activations(&m->acts); }
 
 const char *dit_model_class_name(const dit_model *m, int label) {
-    return m->class_names && label >= 0 && label < m->cfg.num_classes ? m->class_names[label] : NULL;
+    if (label < 0 || label >= m->cfg.num_classes) return NULL;
+    if (m->class_names) return m->class_names[label];
+    return m->cfg.num_classes == 1000 ? dit_imagenet_class_name(label) : NULL;   // ImageNet-1k, shipped
 }
 
 static void free_class_names(dit_model *m) {
