@@ -44,6 +44,24 @@ CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/%.o)
 TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/%.o)
 DEPS     := $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_OBJ:.o=.d)
 
+# ---- multi-process runs (issue 12; src/dist/) ---------------------------------------------------------
+# MPI when mpicc is found (Debian: openmpi-bin + libopenmpi-dev, installed by scripts/setup.sh): its include and
+# link flags are added and src/dist/dist_mpi.c is compiled in; without it `mpirun -np N dit ...` is refused and
+# everything runs single-process. MPI=0 builds without it even when found.
+MPI ?= 1
+HAVE_MPI := $(if $(filter 1,$(MPI)),$(shell command -v mpicc >/dev/null 2>&1 && mpicc --showme:compile >/dev/null 2>&1 && echo 1))
+ifeq ($(HAVE_MPI),1)
+  CFLAGS += -DDIT_HAVE_MPI $(shell mpicc --showme:compile)
+  LDLIBS += $(shell mpicc --showme:link)
+endif
+ifneq ($(filter-out setup test run asan clean,$(or $(MAKECMDGOALS),all)),)
+$(info dit build: MPI=$(if $(HAVE_MPI),yes ($(shell mpirun --version 2>/dev/null | head -1)),no (mpirun -np N dit ... refused; scripts/setup.sh installs Open MPI)))
+endif
+DIST_SRC := $(sort $(wildcard src/dist/*.c))
+LIB_SRC  += $(DIST_SRC)
+LIB_OBJ  += $(DIST_SRC:%.c=$(BUILD)/%.o)
+DEPS     += $(DIST_SRC:%.c=$(BUILD)/%.d)
+
 .PHONY: all setup test check asan bench run demo clean
 all: $(BUILD)/dit $(BUILD)/test_dit
 

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Installs the Debian packages dit needs to build and test, only those missing. Safe to run repeatedly.
+# Installs the Debian packages dit needs to build and test (Open MPI included), only those missing. Safe to run repeatedly.
 # Usage: scripts/setup.sh [--bench]   (--bench adds Debian's PyTorch for the reference benchmarks)
 set -euo pipefail
-packages=(build-essential pkg-config libopenblas-openmp-dev libcjson-dev libpng-dev libjpeg62-turbo-dev zlib1g-dev liblapack-dev dataset-fashion-mnist)
+packages=(build-essential pkg-config libopenblas-openmp-dev libcjson-dev libpng-dev libjpeg62-turbo-dev zlib1g-dev liblapack-dev dataset-fashion-mnist
+          openmpi-bin libopenmpi-dev)   # the last two: multi-process runs (mpirun -np N dit train|sample|eval)
 if [[ "${1:-}" == "--bench" ]]; then packages+=(python3-torch python3-numpy); fi
 
 missing=()
