@@ -12,6 +12,7 @@
 #include "base/error.h"
 #include "base/fileio.h"
 #include "cli/cli.h"
+#include "dist/dist.h"
 #include "cli/progress.h"
 #include "diffusion/diffusion.h"
 #include "image/grid.h"
@@ -43,7 +44,12 @@ static void print_help(void) {
            "  --sample-steps N (50 DDIM)  --sample-cfg S (4 with a null class)\n"
            "  --resume DIR          continue a run bit-identically (its model and hyper-parameters;\n"
            "                        --lr X / --ema X given with it change those from the checkpoint on)\n"
-           "  -t, --threads N\n");
+           "  -t, --threads N\n"
+           "multi-process (docs/distributed.md):\n"
+           "  mpirun -np N dit train ...   N ranks share each --batch (batch/N each), gradients summed in rank\n"
+           "                        order; rank 0 writes the log, grids and checkpoints\n"
+           "  --grad-shards N       one process computing the batch as N shards summed as N ranks do (the\n"
+           "                        same bits as mpirun -np N)\n");
 }
 
 // ---- log.jsonl and loss.svg --------------------------------------------------------------------------
@@ -204,6 +210,7 @@ int cmd_train(int argc, char **argv) {
     int learn_sigma = 1, steps = 0, epochs = 0, ckpt_every = 1000, keep = 3, log_every = 100, sample_every = 0;
     int sample_steps = 50, threads = 0, seed = 0, no_flip = 0, model_flags = 0, hparam_flags = 0;
     int lr_set = 0, ema_set = 0;   // the two settings a resumed run may change (e.g. to anneal)
+    int grad_shards = 0;           // 0: one shard per rank (src/train/dist_train.c)
     float class_dropout = 0.1f, sample_cfg = 4.0f, f;
     train_hparams hp;
     train_hparams_default(&hp);
@@ -243,6 +250,7 @@ int cmd_train(int argc, char **argv) {
         else if (cli_take(&a, NULL, "--resume")) resume = a.value;
         else if (cli_take(&a, "-o", "--output")) out_dir = a.value;
         else if (cli_take_int(&a, "-t", "--threads", 1, 4096, &threads)) continue;
+        else if (cli_take_int(&a, NULL, "--grad-shards", 1, 65536, &grad_shards)) continue;
         else if (cli_take_int(&a, "-s", "--seed", 0, 2147483647, &seed)) hparam_flags++;
         else if (a.failed) return 2;
         else return cli_usage_error("train: unknown option '%s' (see dit train --help)", arg);
@@ -261,6 +269,8 @@ int cmd_train(int argc, char **argv) {
     cli_set_threads(threads);
 
     int status = 1;
+    dist_comm *comm = dist_world();
+    const int root = dist_is_root(comm);   // rank 0 alone writes the log, grids and checkpoints
     train_data data = {0};
     trainer *tr = NULL;
     char *recorded_data = NULL, run_dir[4300], path[4400], ckpt_path[4200];
@@ -282,12 +292,12 @@ int cmd_train(int argc, char **argv) {
         if (train_data_open(&data, data_spec, recorded_size)) goto fail;
         if (!(tr = checkpoint_load(ckpt_path, &data, NULL))) goto fail;
         if (lr_set && hp.lr != tr->hp.lr) {
-            fprintf(stderr, "dit: --lr %g replaces the recorded %g from step %lld on\n", hp.lr, tr->hp.lr,
+            if (root) fprintf(stderr, "dit: --lr %g replaces the recorded %g from step %lld on\n", hp.lr, tr->hp.lr,
                     (long long)tr->step);
             tr->hp.lr = hp.lr;
         }
         if (ema_set && hp.ema_decay != tr->hp.ema_decay) {
-            fprintf(stderr, "dit: --ema %g replaces the recorded %g from step %lld on\n", hp.ema_decay,
+            if (root) fprintf(stderr, "dit: --ema %g replaces the recorded %g from step %lld on\n", hp.ema_decay,
                     tr->hp.ema_decay, (long long)tr->step);
             tr->hp.ema_decay = hp.ema_decay;
         }
@@ -301,7 +311,7 @@ int cmd_train(int argc, char **argv) {
                 else snprintf(run_dir, sizeof run_dir, ".");
             }
         }
-        fprintf(stderr, "dit: resuming %s at step %lld (epoch %lld, position %lld)\n", ckpt_path, (long long)tr->step,
+        if (root) fprintf(stderr, "dit: resuming %s at step %lld (epoch %lld, position %lld)\n", ckpt_path, (long long)tr->step,
                 (long long)tr->epoch, (long long)tr->position);
     } else {
         const int default_size = 0;
@@ -344,6 +354,7 @@ int cmd_train(int argc, char **argv) {
                 if (*p == '/') *p = '-';
         }
     }
+    if (trainer_set_shards(tr, comm, grad_shards)) goto fail;
     if (steps) tr->target_steps = steps;
     else if (epochs) tr->target_steps = (int64_t)epochs * tr->steps_per_epoch;
     if (tr->target_steps <= tr->step) {
@@ -351,22 +362,28 @@ int cmd_train(int argc, char **argv) {
         status = tr->target_steps ? 0 : 1;
         goto done;
     }
-    if (!make_dirs(run_dir)) goto done;
-    snprintf(path, sizeof path, "%s/log.jsonl", run_dir);
-    pts = load_log(path, tr->step, &npts);
-    if (!(log = fopen(path, "a"))) {
-        fprintf(stderr, "dit: %s: cannot open for appending (%s)\n", path, strerror(errno));
-        goto done;
+    if (root) {
+        if (!make_dirs(run_dir)) goto done;
+        snprintf(path, sizeof path, "%s/log.jsonl", run_dir);
+        pts = load_log(path, tr->step, &npts);
+        if (!(log = fopen(path, "a"))) {
+            fprintf(stderr, "dit: %s: cannot open for appending (%s)\n", path, strerror(errno));
+            goto done;
+        }
     }
     const dit_config *c = &tr->model->cfg;
     const int pixel = c->in_channels == 1 || c->in_channels == 3;
-    fprintf(stderr, "dit: training %s (%s, %.2fM params, %dx%dx%d, %d classes) on %s (%d samples, %d steps/epoch), "
+    if (root) fprintf(stderr, "dit: training %s (%s, %.2fM params, %dx%dx%d, %d classes) on %s (%d samples, %d steps/epoch), "
                     "batch %d, lr %g, %d threads -> %s\n",
             cli_config_name(c), c->learn_sigma ? "learned sigma" : "fixed sigma",
             dit_config_param_count(c) / 1e6, c->in_channels, c->input_size, c->input_size, c->num_classes, data.source,
             data.count, tr->steps_per_epoch, tr->hp.batch, tr->hp.lr, cli_threads(), run_dir);
-    if (sample_every && !pixel) fprintf(stderr, "dit: --sample-every: skipped for latent models (decode with dit sample --vae)\n");
-    double window_loss = 0, window_mse = 0, window_vb = 0, window_norm = 0, window_start = progress_now();
+    if (root && dist_size(comm) > 1)
+        fprintf(stderr, "dit: %d ranks (%s), %d samples each per step\n", dist_size(comm), comm->ops->name,
+                tr->hp.batch / dist_size(comm));
+    if (root && sample_every && !pixel) fprintf(stderr, "dit: --sample-every: skipped for latent models (decode with dit sample --vae)\n");
+    double window_loss = 0, window_mse = 0, window_vb = 0, window_norm = 0, window_comm = 0;
+    double window_start = progress_now();
     int window = 0;
     const double run_start = progress_now();
     const int64_t first_step = tr->step;
@@ -374,7 +391,9 @@ int cmd_train(int argc, char **argv) {
         train_stats st;
         if (trainer_step(tr, &st)) goto fail;
         window_loss += st.loss, window_mse += st.mse, window_vb += st.vb, window_norm += st.grad_norm, window++;
+        window_comm += tr->comm_seconds;
         const int64_t s = tr->step;
+        if (!root) continue;
         if (s % log_every == 0 || s == tr->target_steps) {
             const double now = progress_now(), dt = now - window_start;
             const double img_s = dt > 0 ? (double)window * tr->hp.batch / dt : 0;
@@ -382,18 +401,24 @@ int cmd_train(int argc, char **argv) {
             char eta[32];
             format_eta(eta, sizeof eta, per_step * (double)(tr->target_steps - s));
             log_point p = {(double)s, window_loss / window, window_mse / window, window_vb / window};
-            fprintf(stderr, "step %lld/%lld  loss %.4f (mse %.4f, vb %.4f)  grad norm %.3g  %.1f img/s  ETA %s\n",
-                    (long long)s, (long long)tr->target_steps, p.loss, p.mse, p.vb, window_norm / window, img_s, eta);
+            char comm_text[48] = "";
+            if (dist_size(comm) > 1)
+                snprintf(comm_text, sizeof comm_text, "  comm %.1f ms/step", 1e3 * window_comm / window);
+            fprintf(stderr, "step %lld/%lld  loss %.4f (mse %.4f, vb %.4f)  grad norm %.3g  %.1f img/s%s  ETA %s\n",
+                    (long long)s, (long long)tr->target_steps, p.loss, p.mse, p.vb, window_norm / window, img_s,
+                    comm_text, eta);
             fprintf(log, "{\"step\": %lld, \"loss\": %.6g, \"mse\": %.6g, \"vb\": %.6g, \"grad_norm\": %.6g, "
-                         "\"lr\": %.6g, \"img_per_s\": %.4g, \"epoch\": %lld, \"elapsed_s\": %.3f}\n",
+                         "\"lr\": %.6g, \"img_per_s\": %.4g, \"epoch\": %lld, \"elapsed_s\": %.3f, "
+                         "\"ranks\": %d, \"comm_s_per_step\": %.6g}\n",
                     (long long)s, p.loss, p.mse, p.vb, window_norm / window, st.lr, img_s, (long long)tr->epoch,
-                    now - run_start);
+                    now - run_start, dist_size(comm), window_comm / window);
             fflush(log);
             pts = dit_realloc(pts, (npts + 1) * sizeof *pts);
             pts[npts++] = p;
             snprintf(path, sizeof path, "%s/loss.svg", run_dir);
             write_svg(path, pts, npts);
-            window_loss = window_mse = window_vb = window_norm = 0, window = 0, window_start = progress_now();
+            window_loss = window_mse = window_vb = window_norm = window_comm = 0, window = 0;
+            window_start = progress_now();
         }
         if (s % ckpt_every == 0 || s == tr->target_steps) {
             if (checkpoint_save_run(tr, run_dir, keep, path, sizeof path)) goto fail;
@@ -407,7 +432,7 @@ int cmd_train(int argc, char **argv) {
             fprintf(stderr, "dit: wrote %s\n", path);
         }
     }
-    printf("trained to step %lld: %s/checkpoints/latest\n", (long long)tr->step, run_dir);
+    if (root) printf("trained to step %lld: %s/checkpoints/latest\n", (long long)tr->step, run_dir);
     status = 0;
     goto done;
 fail:
