@@ -22,6 +22,21 @@ void test_counts(int *passed, int *failed) {
     *failed = checks_failed;
 }
 
+static int checks_skipped;
+
+void test_skip(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    printf("skip ");
+    vprintf(fmt, ap);
+    va_end(ap);
+    printf("\n");
+    fflush(stdout);
+    checks_skipped++;
+}
+
+int test_skipped(void) { return checks_skipped; }
+
 int test_check_at(int ok, const char *file, int line, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);

@@ -42,6 +42,9 @@ const char *golden_path(const char *name);
 const char *scratch_path(const char *name);
 // The number of checks passed and failed so far (for the runner's final line).
 void test_counts(int *passed, int *failed);
+// Record a check that could not run here (e.g. no MPI): prints "skip <why>"; counted apart, never as passed.
+void test_skip(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+int test_skipped(void);
 // Run a shell command, return its exit status; its stderr+stdout go to *output (malloc'd) when non-NULL.
 int run_command(const char *cmd, char **output);
 
