@@ -124,3 +124,13 @@ $(BUILD)/bench_train: $(BUILD)/bench/bench_train.o $(BUILD)/libdit.a
 
 clean:
 	rm -rf build build-asan
+
+# ---- multi-process benchmarks (issue 12; docs/distributed.md) -----------------------------------------
+# bench/dist_scaling.sh: 2 ranks x 1 thread vs 1 x 1 on training; build/bench_backward: the backward time that
+# the all-reduce could hide behind. Built and run on demand, not by `make bench`.
+.PHONY: bench-dist
+bench-dist: $(BUILD)/dit $(BUILD)/bench_backward
+	bash bench/dist_scaling.sh $(BUILD)
+
+$(BUILD)/bench_backward: $(BUILD)/bench/bench_backward.o $(BUILD)/libdit.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
