@@ -105,6 +105,23 @@ serve-load: $(BUILD)/dit $(BUILD)/serve_load
 	bash bench/serve_load.sh $(BUILD)
 .PHONY: lib install uninstall serve-load
 # ---- end of the serving block ------------------------------------------------------------------------
+# ---- multi-process runs (issue 12; src/dist/) ---------------------------------------------------------
+# MPI when mpicc is found (Debian: openmpi-bin + libopenmpi-dev, installed by scripts/setup.sh): its include and
+# link flags are added and src/dist/dist_mpi.c is compiled in; without it `mpirun -np N dit ...` is refused and
+# everything runs single-process. MPI=0 builds without it even when found.
+MPI ?= 1
+HAVE_MPI := $(if $(filter 1,$(MPI)),$(shell command -v mpicc >/dev/null 2>&1 && mpicc --showme:compile >/dev/null 2>&1 && echo 1))
+ifeq ($(HAVE_MPI),1)
+  CFLAGS += -DDIT_HAVE_MPI $(shell mpicc --showme:compile)
+  LDLIBS += $(shell mpicc --showme:link)
+endif
+ifneq ($(filter-out setup test run asan clean,$(or $(MAKECMDGOALS),all)),)
+$(info dit build: MPI=$(if $(HAVE_MPI),yes ($(shell mpirun --version 2>/dev/null | head -1)),no (mpirun -np N dit ... refused; scripts/setup.sh installs Open MPI)))
+endif
+DIST_SRC := $(sort $(wildcard src/dist/*.c))
+LIB_SRC  += $(DIST_SRC)
+LIB_OBJ  += $(DIST_SRC:%.c=$(BUILD)/%.o)
+DEPS     += $(DIST_SRC:%.c=$(BUILD)/%.d)
 
 .PHONY: all setup test check asan bench run demo clean
 all: $(BUILD)/dit $(BUILD)/test_dit
@@ -200,4 +217,12 @@ clean-fuzz:
 
 # bf16 vs fp32 on a whole named DiT (the quality bar for random weights): build/precision_check --model DiT-XL/2.
 $(BUILD)/precision_check: $(BUILD)/bench/precision_check.o $(BUILD)/libdit.a
+# ---- multi-process benchmarks (issue 12; docs/distributed.md) -----------------------------------------
+# bench/dist_scaling.sh: 2 ranks x 1 thread vs 1 x 1 on training; build/bench_backward: the backward time that
+# the all-reduce could hide behind. Built and run on demand, not by `make bench`.
+.PHONY: bench-dist
+bench-dist: $(BUILD)/dit $(BUILD)/bench_backward
+	bash bench/dist_scaling.sh $(BUILD)
+
+$(BUILD)/bench_backward: $(BUILD)/bench/bench_backward.o $(BUILD)/libdit.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)

@@ -34,6 +34,7 @@ void test_skip_at(const char *file, int line, const char *fmt, ...) {
     checks_skipped++;
 }
 
+
 int test_check_at(int ok, const char *file, int line, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);

@@ -23,6 +23,7 @@ void test_fuzz(void);
 void test_api(void);
 void test_serve(void);
 void test_install(void);
+void test_dist(void);
 
 static const struct {
     const char *name;
@@ -44,6 +45,7 @@ static const struct {
     {"api", test_api},
     {"serve", test_serve},
     {"install", test_install},
+    {"dist", test_dist},
 };
 
 int main(int argc, char **argv) {

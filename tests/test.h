@@ -47,6 +47,8 @@ const char *golden_path(const char *name);
 const char *scratch_path(const char *name);
 // The number of checks passed, failed and skipped so far (for the runner's final line).
 void test_counts(int *passed, int *failed, int *skipped);
+// Record a check that could not run here (e.g. no MPI): the same as SKIP (kept for the dist unit).
+#define test_skip(...) SKIP(__VA_ARGS__)
 // Run a shell command, return its exit status; its stderr+stdout go to *output (malloc'd) when non-NULL.
 int run_command(const char *cmd, char **output);
 

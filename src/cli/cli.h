@@ -21,6 +21,10 @@ int cmd_serve(int argc, char **argv);
 
 // Print "dit: <message>" for the last library error (or the given text) and return 1.
 int cli_fail(void);
+// Run a subcommand as this process's rank (src/cli/dist_cli.c): dist_init, run, and when the command fails on
+// some ranks only, end the whole job (MPI_Abort) so no rank waits for it. Under N > 1 ranks, cli_fail prefixes
+// "rank R: " and cli_usage_error prints on rank 0 only (every rank parses the same flags).
+int cli_run_distributed(int (*run)(int, char **), int argc, char **argv);
 int cli_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 // A cursor over the arguments for a subcommand's flag loop:

@@ -7,16 +7,19 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "dist/dist.h"
 #include "base/error.h"
 #include "base/threads.h"
 #include "io/tensors.h"
 
 int cli_fail(void) {
-    fprintf(stderr, "dit: %s\n", dit_last_error());
+    if (dist_size(dist_world()) > 1) fprintf(stderr, "dit: rank %d: %s\n", dist_rank(dist_world()), dit_last_error());
+    else fprintf(stderr, "dit: %s\n", dit_last_error());
     return 1;
 }
 
 int cli_usage_error(const char *fmt, ...) {
+    if (!dist_is_root(dist_world())) return 2;   // every rank parses the same flags: rank 0 says it
     va_list ap;
     fprintf(stderr, "dit: ");
     va_start(ap, fmt);

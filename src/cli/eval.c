@@ -10,6 +10,7 @@
 #include "base/error.h"
 #include "cli/cli.h"
 #include "cli/progress.h"
+#include "dist/dist.h"
 #include "dit_eval.h"
 #include "eval/inputs.h"
 #include "eval/metrics.h"
@@ -55,6 +56,60 @@ static void summary_free(summary *s) {
     memset(s, 0, sizeof *s);
 }
 
+// One batch of network outputs into the running statistics (each may be NULL) and the kept features.
+static void consume(dit_moments *mp, dit_moments *ms, dit_inception_score *is, summary *out, int keep_features,
+                    const float *pool, const float *spatial, const float *logits, int n) {
+    if (mp) {
+        dit_moments_add(mp, pool, n);
+        dit_moments_add(ms, spatial, n);
+    }
+    if (is) dit_inception_score_add(is, logits, n);
+    if (keep_features) {
+        memcpy(out->features + (size_t)out->count * DIT_INCEPTION_POOL_DIM, pool,
+               (size_t)n * DIT_INCEPTION_POOL_DIM * sizeof *pool);
+        out->count += n;
+    }
+}
+
+// Under mpirun: this rank's share of the images (dist_share) through the network, the per-image outputs
+// gathered on rank 0 in image order (*pool, *spatial, *logits: all rows there, NULL elsewhere).
+static dit_status shard_features(dit_inception *net, image_source *src, int batch, int want_logits, float **pool,
+                                 float **spatial, float **logits, progress_bar *bar) {
+    dist_comm *c = dist_world();
+    const int root = dist_is_root(c);
+    const int64_t total = image_source_count(src);
+    int64_t lo, hi;
+    dist_share(total, dist_rank(c), dist_size(c), &lo, &hi);
+    image_source_set_range(src, lo, hi);
+    const int64_t rows = root ? total : 0, mine = hi - lo;
+    const size_t dims[3] = {DIT_INCEPTION_POOL_DIM, DIT_INCEPTION_SPATIAL_DIM, DIT_INCEPTION_CLASSES};
+    float *local[3], *all[3] = {NULL, NULL, NULL};
+    for (int k = 0; k < 3; k++) {
+        local[k] = k < 2 || want_logits ? dit_malloc((size_t)(mine > 0 ? mine : 1) * dims[k] * sizeof(float)) : NULL;
+        if (root && local[k]) all[k] = dit_malloc((size_t)(rows > 0 ? rows : 1) * dims[k] * sizeof(float));
+    }
+    dit_status status = DIT_OK;
+    for (int64_t done = 0; status == DIT_OK && done < mine;) {
+        const uint8_t *pixels;
+        int h, w;
+        const int n = image_source_next(src, batch, &pixels, &h, &w);
+        if (n <= 0) {
+            status = n < 0 ? DIT_ERR : dit_set_error("%s: images ended early", "eval");
+            break;
+        }
+        status = dit_inception_forward(net, pixels, n, h, w, local[0] + (size_t)done * dims[0],
+                                       local[1] + (size_t)done * dims[1],
+                                       local[2] ? local[2] + (size_t)done * dims[2] : NULL);
+        done += n;
+        if (root) progress_update(bar, (int)done);
+    }
+    for (int k = 0; k < 3 && status == DIT_OK; k++)
+        if (local[k]) status = dist_gather_rows_to(c, local[k], all[k], dims[k] * sizeof(float), total, 0);
+    for (int k = 0; k < 3; k++) free(local[k]);
+    *pool = all[0], *spatial = all[1], *logits = all[2];
+    return status;
+}
+
 // Features of every image of src: moments (when the stats are wanted), the Inception Score (is != NULL) and
 // the pool features (keep_features). label: for the progress bar and messages.
 static dit_status run_images(dit_inception *net, image_source *src, const char *path, int batch, int want_stats,
@@ -70,10 +125,30 @@ static dit_status run_images(dit_inception *net, image_source *src, const char *
         out->count = 0;
     }
     progress_bar bar;
-    progress_begin(&bar, path, (int)(total < 1 ? 1 : total));
+    dist_comm *comm = dist_world();
+    int64_t lo, hi;
+    dist_share(total, dist_rank(comm), dist_size(comm), &lo, &hi);
+    progress_begin(&bar, path, (int)(hi - lo < 1 ? 1 : hi - lo));
     dit_status status = DIT_OK;
     int64_t done = 0;
-    for (;;) {
+    if (dist_size(comm) > 1) {
+        // rank 0 consumes everybody's outputs in batches of `batch`, as one process would
+        float *all_pool, *all_spatial, *all_logits;
+        status = shard_features(net, src, batch, is != NULL, &all_pool, &all_spatial, &all_logits, &bar);
+        for (int64_t k = 0; status == DIT_OK && all_pool && k < total; k += batch) {
+            const int n = (int)(total - k < batch ? total - k : batch);
+            consume(mp, ms, is, out, keep_features, all_pool + (size_t)k * DIT_INCEPTION_POOL_DIM,
+                    all_spatial + (size_t)k * DIT_INCEPTION_SPATIAL_DIM,
+                    all_logits ? all_logits + (size_t)k * DIT_INCEPTION_CLASSES : NULL, n);
+        }
+        free(all_pool), free(all_spatial), free(all_logits);
+        if (!dist_is_root(comm)) {   // rank 0 alone finishes and reports
+            dit_moments_free(mp), dit_moments_free(ms);
+            free(pool), free(spatial), free(logits);
+            return status;
+        }
+    }
+    while (dist_size(comm) == 1) {
         const uint8_t *pixels;
         int h, w;
         const int n = image_source_next(src, batch, &pixels, &h, &w);
@@ -83,16 +158,7 @@ static dit_status run_images(dit_inception *net, image_source *src, const char *
         }
         if (n == 0) break;
         if ((status = dit_inception_forward(net, pixels, n, h, w, pool, spatial, logits)) != DIT_OK) break;
-        if (mp) {
-            dit_moments_add(mp, pool, n);
-            dit_moments_add(ms, spatial, n);
-        }
-        if (is) dit_inception_score_add(is, logits, n);
-        if (keep_features) {
-            memcpy(out->features + (size_t)out->count * DIT_INCEPTION_POOL_DIM, pool,
-                   (size_t)n * DIT_INCEPTION_POOL_DIM * sizeof *pool);
-            out->count += n;
-        }
+        consume(mp, ms, is, out, keep_features, pool, spatial, logits, n);
         done += n;
         progress_update(&bar, (int)done);
     }
@@ -283,6 +349,7 @@ int cmd_eval(int argc, char **argv) {
         rc = cli_fail();
         goto done;
     }
+    if (!dist_is_root(dist_world())) goto done;   // under mpirun: rank 0 has every image's features
     if (save_path) {
         if (save_stats(save_path, &samples) != DIT_OK) {
             rc = cli_fail();

@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "dist/dist.h"
 
 static void usage(FILE *out) {
     fprintf(out,
@@ -38,6 +39,7 @@ int main(int argc, char **argv) {
         {"train-classifier", cmd_train_classifier}, {"bench", cmd_bench}, {"serve", cmd_serve},
     };
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (!strcmp(argv[1], commands[i].name)) return cli_run_distributed(commands[i].run, argc - 1, argv + 1);
     fprintf(stderr, "dit: unknown command '%s' (commands: info, forward, convert, sample, vae, train, cache-latents, eval, train-classifier, bench, serve; see dit --help)\n", argv[1]);
     return 2;
 }

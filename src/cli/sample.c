@@ -11,6 +11,7 @@
 #include "cli/cli.h"
 #include "cli/progress.h"
 #include "diffusion/diffusion.h"
+#include "dist/dist.h"
 #include "dit_vae.h"
 #include "image/grid.h"
 #include "io/tensors.h"
@@ -245,16 +246,21 @@ int cmd_sample(int argc, char **argv) {
         free(image_labels);
         goto done;
     }
-    fprintf(stderr, "dit: sampling %d images (%d classes x %d) with %s, %d steps, cfg %.2f, seed %d, %d threads, %s\n",
+    // Under mpirun each rank samples (and decodes) a contiguous share of the images; rank 0 gathers and writes.
+    dist_comm *comm = dist_world();
+    const int root = dist_is_root(comm);
+    int64_t mine_lo, mine_hi;
+    dist_share(total, dist_rank(comm), dist_size(comm), &mine_lo, &mine_hi);
+    if (root) fprintf(stderr, "dit: sampling %d images (%d classes x %d) with %s, %d steps, cfg %.2f, seed %d, %d threads, %s\n",
             total, num_labels, per_class, sampler_name, steps, use_cfg ? cfg_scale : 1.0f, seed, cli_threads(),
             dit_compute_path(dit_model_precision(m)));
     progress_bar bar;
     denoise_ctx ctx = {.model = m, .cfg_scale = cfg_scale, .use_cfg = use_cfg, .guide_all = guide_all};
     sampler_options sopt = {.kind = kind, .eta = eta, .dpm_steps = steps, .seed = (uint64_t)seed,
-                            .progress = on_progress, .progress_ctx = &bar};
-    const int num_batches = (total + batch - 1) / batch;
-    for (int first = 0, bi = 1; first < total; first += batch, bi++) {
-        const int B = total - first < batch ? total - first : batch;
+                            .progress = root ? on_progress : NULL, .progress_ctx = &bar};
+    const int lo = (int)mine_lo, hi = (int)mine_hi, num_batches = (hi - lo + batch - 1) / batch;
+    for (int first = lo, bi = 1; first < hi; first += batch, bi++) {
+        const int B = hi - first < batch ? hi - first : batch;
         if (noise_file) memcpy(x, noise_file + first * per_sample, B * per_sample * sizeof(float));
         else diffusion_initial_noise(x, B, per_sample, (uint64_t)seed, (uint32_t)first);
         char label[64];
@@ -271,8 +277,9 @@ int cmd_sample(int argc, char **argv) {
         memcpy(all_latents + first * per_sample, x, B * per_sample * sizeof(float));
     }
     free(image_labels);
+    if (dist_gather_rows(comm, all_latents, (size_t)per_sample * sizeof(float), total, 0)) goto fail;
 
-    if (latents_path) {
+    if (latents_path && root) {
         int64_t shape[4] = {total, C, S, S};
         if (cli_write_npy_floats(latents_path, all_latents, 4, shape) != DIT_OK) goto fail;
         printf("wrote %s (final samples, float32 %d x %d x %d x %d)\n", latents_path, total, C, S, S);
@@ -292,8 +299,8 @@ int cmd_sample(int argc, char **argv) {
             fprintf(stderr, "dit: out of memory for %d decoded images\n", total);
             goto done;
         }
-        progress_begin(&bar, "vae decode", total);
-        for (int k = 0; k < total; k++) {   // one image at a time keeps the decoder's activations small
+        progress_begin(&bar, "vae decode", hi - lo);
+        for (int k = lo; k < hi; k++) {   // one image at a time keeps the decoder's activations small
             for (int64_t i = 0; i < per_sample; i++) z[i] = all_latents[k * per_sample + i] / scale;
             dit_status st = vae_tile ? dit_vae_decode_tiled(vae, z, 1, S, S, vae_tile, vae_tile / 4, decoded + k * per_image)
                                      : dit_vae_decode(vae, z, 1, S, S, decoded + k * per_image);
@@ -301,11 +308,16 @@ int cmd_sample(int argc, char **argv) {
                 free(z);
                 goto fail;
             }
-            progress_update(&bar, k + 1);
+            if (root) progress_update(&bar, k + 1 - lo);
         }
         progress_end(&bar);
         free(z);
         images = decoded;
+        if (dist_gather_rows(comm, decoded, (size_t)per_image * sizeof(float), total, 0)) goto fail;
+    }
+    if (!root) {   // rank 0 writes every output
+        status = 0;
+        goto done;
     }
     const int64_t per_image = (int64_t)img_c * img_s * img_s;
     if (want_images) {

@@ -12,6 +12,7 @@
 #include "base/error.h"
 #include "base/fileio.h"
 #include "cli/cli.h"
+#include "dist/dist.h"
 #include "cli/progress.h"
 #include "diffusion/diffusion.h"
 #include "image/grid.h"
@@ -45,7 +46,12 @@ static void print_help(void) {
            "                        original flags may be repeated, other values are refused; --lr X /\n"
            "                        --ema X given with it change those from the checkpoint on)\n"
            "  -t, --threads N\n"
-           CLI_PRECISION_HELP);
+           CLI_PRECISION_HELP
+           "multi-process (docs/distributed.md):\n"
+           "  mpirun -np N dit train ...   N ranks share each --batch (batch/N each), gradients summed in rank\n"
+           "                        order; rank 0 writes the log, grids and checkpoints\n"
+           "  --grad-shards N       one process computing the batch as N shards summed as N ranks do (the\n"
+           "                        same bits as mpirun -np N)\n");
 }
 
 // ---- log.jsonl and loss.svg --------------------------------------------------------------------------
@@ -211,6 +217,7 @@ int cmd_train(int argc, char **argv) {
     int depth_set = 0, hidden_set = 0, heads_set = 0, patch_set = 0, size_set = 0, channels_set = 0;
     int classes_set = 0, sigma_set = 0, dropout_set = 0, batch_set = 0, decay_set = 0, clip_set = 0;
     int warmup_set = 0, seed_set = 0;
+    int grad_shards = 0;           // 0: one shard per rank (src/train/dist_train.c)
     float class_dropout = 0.1f, sample_cfg = 4.0f, f;
     train_hparams hp;
     train_hparams_default(&hp);
@@ -255,6 +262,7 @@ int cmd_train(int argc, char **argv) {
         else if (cli_take(&a, "-o", "--output")) out_dir = a.value;
         else if (cli_take_int(&a, "-t", "--threads", 1, 4096, &threads)) continue;
         else if (cli_take_precision(&a, &precision)) continue;
+        else if (cli_take_int(&a, NULL, "--grad-shards", 1, 65536, &grad_shards)) continue;
         else if (cli_take_int(&a, "-s", "--seed", 0, 2147483647, &seed)) seed_set = 1;
         else if (a.failed) return 2;
         else return cli_usage_error("train: unknown option '%s' (see dit train --help)", arg);
@@ -269,6 +277,8 @@ int cmd_train(int argc, char **argv) {
     cli_set_threads(threads);
 
     int status = 1;
+    dist_comm *comm = dist_world();
+    const int root = dist_is_root(comm);   // rank 0 alone writes the log, grids and checkpoints
     train_data data = {0};
     trainer *tr = NULL;
     char *recorded_data = NULL, run_dir[4300], path[4400], ckpt_path[4200];
@@ -323,12 +333,12 @@ int cmd_train(int argc, char **argv) {
                 goto done;
             }
         if (lr_set && hp.lr != tr->hp.lr) {
-            fprintf(stderr, "dit: --lr %g replaces the recorded %g from step %lld on\n", hp.lr, tr->hp.lr,
+            if (root) fprintf(stderr, "dit: --lr %g replaces the recorded %g from step %lld on\n", hp.lr, tr->hp.lr,
                     (long long)tr->step);
             tr->hp.lr = hp.lr;
         }
         if (ema_set && hp.ema_decay != tr->hp.ema_decay) {
-            fprintf(stderr, "dit: --ema %g replaces the recorded %g from step %lld on\n", hp.ema_decay,
+            if (root) fprintf(stderr, "dit: --ema %g replaces the recorded %g from step %lld on\n", hp.ema_decay,
                     tr->hp.ema_decay, (long long)tr->step);
             tr->hp.ema_decay = hp.ema_decay;
         }
@@ -342,7 +352,7 @@ int cmd_train(int argc, char **argv) {
                 else snprintf(run_dir, sizeof run_dir, ".");
             }
         }
-        fprintf(stderr, "dit: resuming %s at step %lld (epoch %lld, position %lld)\n", ckpt_path, (long long)tr->step,
+        if (root) fprintf(stderr, "dit: resuming %s at step %lld (epoch %lld, position %lld)\n", ckpt_path, (long long)tr->step,
                 (long long)tr->epoch, (long long)tr->position);
     } else {
         const int default_size = 0;
@@ -385,6 +395,7 @@ int cmd_train(int argc, char **argv) {
                 if (*p == '/') *p = '-';
         }
     }
+    if (trainer_set_shards(tr, comm, grad_shards)) goto fail;
     if (steps) tr->target_steps = steps;
     else if (epochs) tr->target_steps = (int64_t)epochs * tr->steps_per_epoch;
     if (tr->target_steps <= tr->step) {
@@ -392,31 +403,38 @@ int cmd_train(int argc, char **argv) {
         status = tr->target_steps ? 0 : 1;
         goto done;
     }
-    if (!make_dirs(run_dir)) goto done;
-    snprintf(path, sizeof path, "%s/log.jsonl", run_dir);
-    pts = load_log(path, tr->step, &npts);
-    if (!(log = fopen(path, "a"))) {
-        fprintf(stderr, "dit: %s: cannot open for appending (%s)\n", path, strerror(errno));
-        goto done;
+    if (root) {
+        if (!make_dirs(run_dir)) goto done;
+        snprintf(path, sizeof path, "%s/log.jsonl", run_dir);
+        pts = load_log(path, tr->step, &npts);
+        if (!(log = fopen(path, "a"))) {
+            fprintf(stderr, "dit: %s: cannot open for appending (%s)\n", path, strerror(errno));
+            goto done;
+        }
     }
     const dit_config *c = &tr->model->cfg;
     const int pixel = c->in_channels == 1 || c->in_channels == 3;
     if (!cli_apply_precision(tr->model, precision)) goto done;
-    fprintf(stderr, "dit: training %s (%s, %.2fM params, %dx%dx%d, %d classes) on %s (%d samples, %d steps/epoch), "
+    if (root) fprintf(stderr, "dit: training %s (%s, %.2fM params, %dx%dx%d, %d classes) on %s (%d samples, %d steps/epoch), "
                     "batch %d, lr %g, %d threads, %s -> %s\n",
             cli_config_name(c), c->learn_sigma ? "learned sigma" : "fixed sigma",
             dit_config_param_count(c) / 1e6, c->in_channels, c->input_size, c->input_size, c->num_classes, data.source,
             data.count, tr->steps_per_epoch, tr->hp.batch, tr->hp.lr, cli_threads(),
             dit_compute_path(dit_model_precision(tr->model)), run_dir);
+    if (root && dist_size(comm) > 1)
+        fprintf(stderr, "dit: %d ranks (%s), %d samples each per step\n", dist_size(comm), comm->ops->name,
+                tr->hp.batch / dist_size(comm));
     // Achieved rate and MFU: a training step costs about 3 forwards (the backward twice the forward's
     // products), 2 flops per multiply-add; the peak is this machine's GEMM rate in the run's precision,
     // measured now (a fraction of a second).
     const double step_flops = 3.0 * 2.0 * dit_config_gmacs(c) * 1e9 * tr->hp.batch;
     const double peak_gflops = dit_measure_gemm_gflops(dit_model_precision(tr->model), 1024, 1024, 1024);
-    fprintf(stderr, "dit: %.2f GFLOP per step; peak GEMM rate here in %s: %.0f GFLOP/s (1024^3)\n", step_flops / 1e9,
-            dit_precision_name(dit_model_precision(tr->model)), peak_gflops);
-    if (sample_every && !pixel) fprintf(stderr, "dit: --sample-every: skipped for latent models (decode with dit sample --vae)\n");
-    double window_loss = 0, window_mse = 0, window_vb = 0, window_norm = 0, window_start = progress_now();
+    if (root)
+        fprintf(stderr, "dit: %.2f GFLOP per step; peak GEMM rate here in %s: %.0f GFLOP/s (1024^3)\n", step_flops / 1e9,
+                dit_precision_name(dit_model_precision(tr->model)), peak_gflops);
+    if (root && sample_every && !pixel) fprintf(stderr, "dit: --sample-every: skipped for latent models (decode with dit sample --vae)\n");
+    double window_loss = 0, window_mse = 0, window_vb = 0, window_norm = 0, window_comm = 0;
+    double window_start = progress_now();
     int window = 0;
     const double run_start = progress_now();
     const int64_t first_step = tr->step;
@@ -424,7 +442,9 @@ int cmd_train(int argc, char **argv) {
         train_stats st;
         if (trainer_step(tr, &st)) goto fail;
         window_loss += st.loss, window_mse += st.mse, window_vb += st.vb, window_norm += st.grad_norm, window++;
+        window_comm += tr->comm_seconds;
         const int64_t s = tr->step;
+        if (!root) continue;
         if (s % log_every == 0 || s == tr->target_steps) {
             const double now = progress_now(), dt = now - window_start;
             const double img_s = dt > 0 ? (double)window * tr->hp.batch / dt : 0;
@@ -434,21 +454,26 @@ int cmd_train(int argc, char **argv) {
             log_point p = {(double)s, window_loss / window, window_mse / window, window_vb / window};
             const double tflops = dt > 0 ? step_flops * window / dt / 1e12 : 0;
             const double mfu = peak_gflops > 0 ? tflops * 1e3 / peak_gflops : 0;
+            char comm_text[48] = "";
+            if (dist_size(comm) > 1)
+                snprintf(comm_text, sizeof comm_text, "  comm %.1f ms/step", 1e3 * window_comm / window);
             fprintf(stderr, "step %lld/%lld  loss %.4f (mse %.4f, vb %.4f)  grad norm %.3g  %.1f img/s  %.3f TFLOP/s  "
-                            "MFU %.0f%%  ETA %s\n",
+                            "MFU %.0f%%%s  ETA %s\n",
                     (long long)s, (long long)tr->target_steps, p.loss, p.mse, p.vb, window_norm / window, img_s, tflops,
-                    100 * mfu, eta);
+                    100 * mfu, comm_text, eta);
             fprintf(log, "{\"step\": %lld, \"loss\": %.6g, \"mse\": %.6g, \"vb\": %.6g, \"grad_norm\": %.6g, "
                          "\"lr\": %.6g, \"img_per_s\": %.4g, \"tflops\": %.4g, \"mfu\": %.4g, \"precision\": \"%s\", "
-                         "\"epoch\": %lld, \"elapsed_s\": %.3f}\n",
+                         "\"epoch\": %lld, \"elapsed_s\": %.3f, \"ranks\": %d, \"comm_s_per_step\": %.6g}\n",
                     (long long)s, p.loss, p.mse, p.vb, window_norm / window, st.lr, img_s, tflops, mfu,
-                    dit_precision_name(dit_model_precision(tr->model)), (long long)tr->epoch, now - run_start);
+                    dit_precision_name(dit_model_precision(tr->model)), (long long)tr->epoch, now - run_start,
+                    dist_size(comm), window_comm / window);
             fflush(log);
             pts = dit_realloc(pts, (npts + 1) * sizeof *pts);
             pts[npts++] = p;
             snprintf(path, sizeof path, "%s/loss.svg", run_dir);
             write_svg(path, pts, npts);
-            window_loss = window_mse = window_vb = window_norm = 0, window = 0, window_start = progress_now();
+            window_loss = window_mse = window_vb = window_norm = window_comm = 0, window = 0;
+            window_start = progress_now();
         }
         if (s % ckpt_every == 0 || s == tr->target_steps) {
             if (checkpoint_save_run(tr, run_dir, keep, path, sizeof path)) goto fail;
@@ -462,7 +487,7 @@ int cmd_train(int argc, char **argv) {
             fprintf(stderr, "dit: wrote %s\n", path);
         }
     }
-    printf("trained to step %lld: %s/checkpoints/latest\n", (long long)tr->step, run_dir);
+    if (root) printf("trained to step %lld: %s/checkpoints/latest\n", (long long)tr->step, run_dir);
     status = 0;
     goto done;
 fail:

@@ -26,6 +26,7 @@ struct image_source {
     uint8_t *batch;             // decoded images of the current batch
     size_t batch_capacity;
     int64_t count, next;
+    int64_t end;                // image_source_set_range's end; 0 = count
 };
 
 // ---- .npz members ------------------------------------------------------------------------------------------
@@ -241,10 +242,17 @@ image_source *image_source_open(const char *path) {
 
 int64_t image_source_count(const image_source *s) { return s->count; }
 
+void image_source_set_range(image_source *s, int64_t first, int64_t end) {
+    s->end = end < s->count ? end : s->count;
+    s->next = first < s->end ? first : s->end;
+    if (s->end == 0) s->next = s->count;   // an empty range: nothing left to read
+}
+
 int image_source_next(image_source *s, int max, const uint8_t **pixels, int *height, int *width) {
-    if (s->next >= s->count || max < 1) return 0;
+    const int64_t end = s->end ? s->end : s->count;
+    if (s->next >= end || max < 1) return 0;
     if (!s->files) {
-        const int n = (int)(s->count - s->next < max ? s->count - s->next : max);
+        const int n = (int)(end - s->next < max ? end - s->next : max);
         *pixels = s->pixels + (size_t)s->next * s->height * s->width * 3;
         *height = s->height;
         *width = s->width;
@@ -253,7 +261,7 @@ int image_source_next(image_source *s, int max, const uint8_t **pixels, int *hei
     }
     // Folders: decode until max images or until an image of another size (which starts the next batch).
     int n = 0, h = 0, w = 0;
-    while (n < max && s->next < s->count) {
+    while (n < max && s->next < end) {
         char *full = dit_malloc(strlen(s->path) + strlen(s->files[s->next]) + 2);
         sprintf(full, "%s/%s", s->path, s->files[s->next]);
         image_u8 im;

@@ -17,6 +17,8 @@ image_source *image_source_open(const char *path);
 // (and an error) when arr_0 is unusable.
 image_source *image_source_open_npz_if_images(const char *path, int *has_images);
 int64_t image_source_count(const image_source *s);
+// Read only images [first, end) from now on (a rank's share in multi-process evaluation); the count stays the total.
+void image_source_set_range(image_source *s, int64_t first, int64_t end);
 // The next images, at most max, all of one size: *pixels (count, H, W, 3) stays valid until the next call.
 // Returns the count, 0 at the end, -1 on error.
 int image_source_next(image_source *s, int max, const uint8_t **pixels, int *height, int *width);

@@ -99,6 +99,12 @@ double train_vb_term(const diffusion *d, int t, const float *x0, const float *x_
 
 double train_loss(const diffusion *d, const int *t, const float *x0, const float *x_t, const float *noise,
                   const float *model_out, int B, int C, int HW, float *mse, float *vb, float *dout) {
+    return train_loss_part(d, t, x0, x_t, noise, model_out, B, B, C, HW, mse, vb, dout);
+}
+
+double train_loss_part(const diffusion *d, const int *t, const float *x0, const float *x_t, const float *noise,
+                       const float *model_out, int B, int batch_total, int C, int HW, float *mse, float *vb,
+                       float *dout) {
     const int learned = d->var_type == DIFFUSION_VAR_LEARNED_RANGE;
     const int out_c = learned ? 2 * C : C;
     const int64_t n = (int64_t)C * HW;
@@ -113,16 +119,16 @@ double train_loss(const diffusion *d, const int *t, const float *x0, const float
         mse[b] = (float)(sq / (double)n);
         if (dout) {
             float *de = dout + (int64_t)b * out_c * HW;
-            const double g = -2.0 / ((double)n * B);
+            const double g = -2.0 / ((double)n * batch_total);
             for (int64_t i = 0; i < n; i++) de[i] = (float)(g * (double)(nz[i] - eps[i]));
         }
         vb[b] = 0;
         if (learned) {
             float *dv = dout ? dout + (int64_t)b * out_c * HW + n : NULL;
             vb[b] = (float)train_vb_term(d, t[b], x0 + b * n, x_t + b * n, eps, eps + n, n, dv);
-            for (int64_t i = 0; dv && i < n; i++) dv[i] /= (float)B;
+            for (int64_t i = 0; dv && i < n; i++) dv[i] /= (float)batch_total;
         }
         total += (double)mse[b] + (double)vb[b];
     }
-    return total / B;
+    return total / batch_total;
 }

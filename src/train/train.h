@@ -52,6 +52,11 @@ double train_vb_term(const diffusion *d, int t, const float *x0, const float *x_
 // Returns the batch mean loss.
 double train_loss(const diffusion *d, const int *t, const float *x0, const float *x_t, const float *noise,
                   const float *model_out, int B, int C, int HW, float *mse, float *vb, float *dout);
+// The same for B samples that are part of a batch of batch_total (data-parallel shards): dout and the returned
+// sum are scaled by 1 / batch_total, so the parts' gradients add up to the whole batch's.
+double train_loss_part(const diffusion *d, const int *t, const float *x0, const float *x_t, const float *noise,
+                       const float *model_out, int B, int batch_total, int C, int HW, float *mse, float *vb,
+                       float *dout);
 
 // ---- optim.c --------------------------------------------------------------------------------------
 
@@ -168,6 +173,13 @@ typedef struct trainer {
     float *x0, *noise, *x_t, *t_float, *out, *dout;
     int *t, *y, *index;
     float *mse, *vb;
+    // Data parallel (src/train/dist_train.c; 0 = off): the batch is computed as `shards` equal parts whose
+    // gradients are summed in shard order 0, 1, ...; this process computes shards [shard_lo, shard_hi), the
+    // other ranks of `comm` the rest. One process with shards = N gives the bits of N ranks.
+    struct dist_comm *comm;     // NULL: one process
+    int shards, shard_lo, shard_hi;
+    float *shard_grads;         // a second gradient buffer when this process computes more than one shard
+    double comm_seconds;        // time in communication during the last step
 } trainer;
 
 // A new run: weights from train_init_weights(seed), EMA = copy, moments 0, step 0.
@@ -180,6 +192,16 @@ void trainer_free(trainer *tr);
 dit_status trainer_step(trainer *tr, train_stats *st);
 // The model the EMA weights describe (a fresh dit_model; caller frees).
 dit_model *trainer_ema_model(const trainer *tr);
+
+// ---- dist_train.c: data-parallel training over a communicator (docs/distributed.md) ------------------
+
+// Split each batch into `shards` parts (0: one per rank of comm) and take this rank's share of them: the batch
+// must divide evenly, and over more than one rank shards must equal the number of ranks. Makes every rank's
+// state (weights, EMA, moments, step, data cursor) rank 0's. comm may be NULL or single (shards alone).
+dit_status trainer_set_shards(trainer *tr, struct dist_comm *comm, int shards);
+// After the local shards' backward: sum the gradients over the ranks (rank order, bit-reproducible) and
+// share the per-sample loss terms, so every rank takes the same optimizer step.
+dit_status trainer_reduce_shards(trainer *tr);
 
 // ---- checkpoint.c -------------------------------------------------------------------------------
 

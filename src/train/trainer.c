@@ -79,7 +79,7 @@ void trainer_free(trainer *tr) {
     dit_model_free(tr->model);
     free(tr->grads), free(tr->ema), free(tr->adam_m), free(tr->adam_v);
     free(tr->x0), free(tr->noise), free(tr->x_t), free(tr->t_float), free(tr->out), free(tr->dout);
-    free(tr->t), free(tr->y), free(tr->index), free(tr->mse), free(tr->vb), free(tr->perm);
+    free(tr->t), free(tr->y), free(tr->index), free(tr->mse), free(tr->vb), free(tr->perm), free(tr->shard_grads);
     free(tr);
 }
 
@@ -96,29 +96,42 @@ dit_status trainer_step(trainer *tr, train_stats *st) {
         train_data_permutation(data->count, tr->seed, tr->epoch, tr->perm);
         tr->perm_epoch = tr->epoch;
     }
-    // the batch: samples, flips, labels with dropout, timesteps, noise
-    for (int b = 0; b < B; b++) {
-        const int i = tr->perm[tr->position + b];
-        const int flip = (data->kind == DATA_LATENT_CACHE || tr->hp.hflip) &&
-                         train_rng_below(tr->seed, 0, step, (uint32_t)b, RNG_STREAM_FLIP, 2);
-        tr->index[b] = i;
-        if (train_data_get(data, i, flip, tr->x0 + b * per)) return DIT_ERR;
-        tr->y[b] = data->labels[i];
-        if (tr->hp.label_dropout > 0 &&
-            train_rng_uniform(tr->seed, 0, step, (uint32_t)b, RNG_STREAM_LABEL_DROP) < tr->hp.label_dropout)
-            tr->y[b] = c->num_classes;   // the null class row
-        tr->t[b] = (int)train_rng_below(tr->seed, 0, step, (uint32_t)b, RNG_STREAM_TIMESTEP, (uint32_t)tr->diff.num_timesteps);
-        tr->t_float[b] = (float)tr->diff.timestep_map[tr->t[b]];
-        rng_normal_fill(tr->noise + b * per, (int64_t)per, tr->seed, (uint32_t)b, step, RNG_STREAM_NOISE);
+    // Shards of the batch (1 unless data parallel): each is assembled, run forward and backward on its own and
+    // its gradient added in shard order; the other ranks' shards arrive through trainer_reduce_shards.
+    const int sharded = tr->shards > 1, Bs = B / (sharded ? tr->shards : 1);
+    for (int s = sharded ? tr->shard_lo : 0, s_end = sharded ? tr->shard_hi : 1; s < s_end; s++) {
+        const int lo = s * Bs;
+        // the batch: samples, flips, labels with dropout, timesteps, noise (slot b of the whole batch at j)
+        for (int b = lo, j = 0; b < lo + Bs; b++, j++) {
+            const int i = tr->perm[tr->position + b];
+            const int flip = (data->kind == DATA_LATENT_CACHE || tr->hp.hflip) &&
+                             train_rng_below(tr->seed, 0, step, (uint32_t)b, RNG_STREAM_FLIP, 2);
+            tr->index[b] = i;
+            if (train_data_get(data, i, flip, tr->x0 + j * per)) return DIT_ERR;
+            tr->y[j] = data->labels[i];
+            if (tr->hp.label_dropout > 0 &&
+                train_rng_uniform(tr->seed, 0, step, (uint32_t)b, RNG_STREAM_LABEL_DROP) < tr->hp.label_dropout)
+                tr->y[j] = c->num_classes;   // the null class row
+            tr->t[j] = (int)train_rng_below(tr->seed, 0, step, (uint32_t)b, RNG_STREAM_TIMESTEP, (uint32_t)tr->diff.num_timesteps);
+            tr->t_float[j] = (float)tr->diff.timestep_map[tr->t[j]];
+            rng_normal_fill(tr->noise + j * per, (int64_t)per, tr->seed, (uint32_t)b, step, RNG_STREAM_NOISE);
+        }
+        train_q_sample(&tr->diff, tr->t, tr->x0, tr->noise, Bs, (int64_t)per, tr->x_t);
+        if (dit_forward_train(m, tr->acts, tr->x_t, tr->t_float, tr->y, tr->out)) return DIT_ERR;
+        const double loss = train_loss_part(&tr->diff, tr->t, tr->x0, tr->x_t, tr->noise, tr->out, Bs, B, C, HW,
+                                            tr->mse + lo, tr->vb + lo, tr->dout);
+        if (!isfinite(loss)) return dit_set_error("step %lld: the loss is %g (diverged; lower --lr or set --grad-clip)",
+                                                  (long long)tr->step + 1, loss);
+        float *g = sharded && s > tr->shard_lo ? tr->shard_grads : tr->grads;
+        memset(g, 0, m->total_floats * sizeof(float));
+        dit_backward(m, tr->acts, tr->dout, g);
+        if (g != tr->grads)
+            for (size_t k = 0; k < m->total_floats; k++) tr->grads[k] += g[k];
     }
-    train_q_sample(&tr->diff, tr->t, tr->x0, tr->noise, B, (int64_t)per, tr->x_t);
-    if (dit_forward_train(m, tr->acts, tr->x_t, tr->t_float, tr->y, tr->out)) return DIT_ERR;
-    const double loss = train_loss(&tr->diff, tr->t, tr->x0, tr->x_t, tr->noise, tr->out, B, C, HW, tr->mse, tr->vb,
-                                   tr->dout);
-    if (!isfinite(loss)) return dit_set_error("step %lld: the loss is %g (diverged; lower --lr or set --grad-clip)",
-                                              (long long)tr->step + 1, loss);
-    memset(tr->grads, 0, m->total_floats * sizeof(float));
-    dit_backward(m, tr->acts, tr->dout, tr->grads);
+    if (sharded && trainer_reduce_shards(tr)) return DIT_ERR;
+    double loss = 0;   // mean_b (mse_b + vb_b) over the whole batch, in slot order
+    for (int b = 0; b < B; b++) loss += (double)tr->mse[b] + (double)tr->vb[b];
+    loss /= B;
     const double norm = train_grad_norm(tr->grads, m->total_floats);
     if (tr->hp.grad_clip > 0) {
         // clip_grad_norm_: coef = max_norm / (norm + 1e-6), clamped to 1, multiplied in float32
