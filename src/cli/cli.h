@@ -58,11 +58,11 @@ int cli_apply_precision(dit_model *m, dit_precision p);
 #define CLI_PRECISION_HELP \
     "  --precision P          auto (default: bf16 products where the CPU has a bf16 matrix path, else fp32),\n" \
     "                         fp32 (the exact reference path) or bf16\n"
-// Parse a --class value, "3" or "1,5,7" (digits only, no empty items), appending to *labels (realloc'd, *count
-// entries). 0 after printing the usage error. Labels are checked against the model by the caller.
-#define CLI_MAX_CLASS 100000000
+// Parse a --class value: ids or names, comma-separated ("3", "1,5,7", "golden retriever,360"), each resolved
+// against the model (dit_model_find_class: an unknown or ambiguous name lists close matches), appended to
+// *labels (realloc'd, *count entries). 0 after printing the error.
 #define CLI_MAX_CLASS_LABELS 1000000
-int cli_parse_classes(const char *text, int **labels, int *count);
+int cli_parse_classes(const dit_model *m, const char *text, int **labels, int *count);
 // Threads for OpenMP and OpenBLAS; n <= 0 keeps the default (all cores or OMP_NUM_THREADS).
 void cli_set_threads(int n);
 int cli_threads(void);

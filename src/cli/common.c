@@ -29,24 +29,24 @@ int cli_usage_error(const char *fmt, ...) {
     return 2;
 }
 
-int cli_parse_classes(const char *text, int **labels, int *count) {
+int cli_parse_classes(const dit_model *m, const char *text, int **labels, int *count) {
     const char *p = text;
     do {
-        // Digits only: strtol alone would also take leading blanks and signs.
+        const size_t n = strcspn(p, ",");
+        char name[256];
         if (*count >= CLI_MAX_CLASS_LABELS) {
             cli_usage_error("--class: more than %d labels", CLI_MAX_CLASS_LABELS);
             return 0;
         }
-        if (*p < '0' || *p > '9') {
-            cli_usage_error("--class: expected class numbers like 3 or 1,5,7, got '%.200s'", text);
+        if (n >= sizeof name) {
+            cli_usage_error("--class: a name of %zu characters (at most %zu)", n, sizeof name - 1);
             return 0;
         }
-        char *end;
-        errno = 0;
-        long v = strtol(p, &end, 10);
-        if (errno || v > CLI_MAX_CLASS || (*end && *end != ',') || (*end == ',' && !end[1])) {
-            cli_usage_error("--class: expected class numbers like 3 or 1,5,7 (each at most %d), got '%.200s'",
-                            CLI_MAX_CLASS, text);
+        memcpy(name, p, n);
+        name[n] = '\0';
+        int label;
+        if (dit_model_find_class(m, name, &label) != DIT_OK) {
+            fprintf(stderr, "dit: --class: %s\n", dit_last_error());
             return 0;
         }
         if ((*count & (*count - 1)) == 0) {   // grow at powers of two
@@ -57,9 +57,9 @@ int cli_parse_classes(const char *text, int **labels, int *count) {
             }
             *labels = bigger;
         }
-        (*labels)[(*count)++] = (int)v;
-        p = *end ? end + 1 : end;
-    } while (*p);
+        (*labels)[(*count)++] = label;
+        p += n;
+    } while (*p++ == ',');
     return 1;
 }
 

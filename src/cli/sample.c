@@ -63,30 +63,6 @@ static void on_progress(void *ctx, int step, int total) {
     progress_update(ctx, step);
 }
 
-// Resolve "207" or "golden retriever,360" (ids or names, comma-separated) into labels (appending).
-static int parse_classes(const dit_model *m, const char *text, int **labels, int *count) {
-    const char *p = text;
-    do {
-        size_t n = strcspn(p, ",");
-        char name[256];
-        if (n >= sizeof name) {
-            fprintf(stderr, "dit: --class: a name of %zu characters\n", n);
-            return 0;
-        }
-        memcpy(name, p, n);
-        name[n] = '\0';
-        int label;
-        if (dit_model_find_class(m, name, &label) != DIT_OK) {
-            fprintf(stderr, "dit: --class: %s\n", dit_last_error());
-            return 0;
-        }
-        *labels = realloc(*labels, (*count + 1) * sizeof(int));
-        (*labels)[(*count)++] = label;
-        p += n;
-    } while (*p++ == ',');
-    return 1;
-}
-
 static int make_dir(const char *path) {
     if (mkdir(path, 0777) == 0 || errno == EEXIST) return 1;
     fprintf(stderr, "dit: --out-dir %s: cannot create the directory (%s)\n", path, strerror(errno));
@@ -194,7 +170,7 @@ int cmd_sample(int argc, char **argv) {
         }
     }
     for (int i = 0; i < num_class_args; i++)
-        if (!parse_classes(m, class_args[i], &labels, &num_labels)) goto done;
+        if (!cli_parse_classes(m, class_args[i], &labels, &num_labels)) goto done;
     if (!num_labels) {
         static const int imagenet_labels[] = {207, 360, 387, 974, 88, 979, 417, 279};   // sample.py
         if (c->num_classes == 1000) {

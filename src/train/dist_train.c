@@ -8,6 +8,7 @@
 
 #include "base/error.h"
 #include "dist/dist.h"
+#include "models/dit_model.h"
 #include "train/train.h"
 
 static double now_seconds(void) {
@@ -39,6 +40,7 @@ dit_status trainer_set_shards(trainer *tr, dist_comm *comm, int shards) {
         float *state[4] = {tr->model->params, tr->ema, tr->adam_m, tr->adam_v};
         for (int k = 0; k < 4; k++)
             if (dist_broadcast(comm, state[k], tr->model->total_floats * sizeof(float), 0)) return DIT_ERR;
+        dit_model_weights_changed(tr->model);   // packed bf16 copies follow rank 0's weights
     }
     tr->comm = comm;
     tr->shards = shards;
