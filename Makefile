@@ -47,6 +47,11 @@ LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
 CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/%.o)
 TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/%.o)
 DEPS     := $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_OBJ:.o=.d)
+# the communication layer (src/dist/; MPI or single process, the block "multi-process runs" below)
+DIST_SRC := $(sort $(wildcard src/dist/*.c))
+LIB_SRC  += $(DIST_SRC)
+LIB_OBJ  += $(DIST_SRC:%.c=$(BUILD)/%.o)
+DEPS     += $(DIST_SRC:%.c=$(BUILD)/%.d)
 
 # ---- serving and embedding (issue 14): public API objects, shared library, `dit serve`, install -----------
 # Objects are position-independent so one set builds libdit.a and libdit.so. Data files are built in
@@ -118,10 +123,7 @@ endif
 ifneq ($(filter-out setup test run asan clean,$(or $(MAKECMDGOALS),all)),)
 $(info dit build: MPI=$(if $(HAVE_MPI),yes ($(shell mpirun --version 2>/dev/null | head -1)),no (mpirun -np N dit ... refused; scripts/setup.sh installs Open MPI)))
 endif
-DIST_SRC := $(sort $(wildcard src/dist/*.c))
-LIB_SRC  += $(DIST_SRC)
-LIB_OBJ  += $(DIST_SRC:%.c=$(BUILD)/%.o)
-DEPS     += $(DIST_SRC:%.c=$(BUILD)/%.d)
+# (src/dist/ sources are listed with the others at the top: rule prerequisites are expanded where they stand)
 
 .PHONY: all setup test check asan bench run demo clean
 all: $(BUILD)/dit $(BUILD)/test_dit
