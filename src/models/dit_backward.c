@@ -1,4 +1,4 @@
-// Training: a forward pass that keeps the activations of dit-reference.md §1.1 the backward needs, and
+// Training: a forward pass that keeps the activations of reference.md §1.1 the backward needs, and
 // dit_backward, which walks the layers back (final layer, blocks N-1..0, patch embedding, conditioning)
 // and accumulates parameter gradients into a buffer laid out as the parameters (checked against the
 // PyTorch reference's autograd in tests/test_backward.c).

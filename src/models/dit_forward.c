@@ -1,4 +1,4 @@
-// The DiT forward pass (dit-reference.md §1.1), walking the layers in the order the paper draws them:
+// The DiT forward pass (reference.md §1.1), walking the layers in the order the paper draws them:
 // patchify + pos_embed, c = t_emb + y_emb, N adaLN-Zero blocks, final layer, unpatchify. One walk serves
 // inference (buffers reused in place) and training (every intermediate kept, dit_backward.c): a plan says
 // where each intermediate goes.

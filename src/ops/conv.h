@@ -1,4 +1,4 @@
-// The convolutional kernels of the Stable Diffusion KL-f8 autoencoder (dit-reference.md §4.4): conv2d,
+// The convolutional kernels of the Stable Diffusion KL-f8 autoencoder (reference.md §4.4): conv2d,
 // GroupNorm (+ SiLU), nearest 2x upsampling and single-head spatial attention. CPU versions in
 // ops/cpu/conv.c. Activations are NCHW; one sample's (C, H*W) block is channel-major, so a 1x1 conv is a
 // plain sgemm. B batch, C channels, H/W height/width, T = H*W positions.

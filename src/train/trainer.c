@@ -1,4 +1,4 @@
-// One training step of DiT's train.py (dit-reference.md §3.1): a shuffled batch, uniform t, label dropout,
+// One training step of DiT's train.py (reference.md §3.1): a shuffled batch, uniform t, label dropout,
 // q_sample, forward, the hybrid loss, backward, optional clipping, AdamW, EMA. Every random draw is a pure
 // function of (seed, step, batch slot) or (seed, epoch, index), so the step and the data cursor are the whole
 // random state (docs/training.md "Determinism").

@@ -1,4 +1,4 @@
-// The autoencoder's kernels (dit-reference.md §4.4): conv2d by a direct AVX-512 kernel (stride 1) or banded
+// The autoencoder's kernels (reference.md §4.4): conv2d by a direct AVX-512 kernel (stride 1) or banded
 // im2col + OpenBLAS sgemm (docs/vae.md says why and how fast), GroupNorm with float64 statistics and an
 // optional fused SiLU, nearest 2x upsampling, and single-head spatial attention over query blocks.
 // Naive-loop oracles for all of them live in tests/test_vae.c.

@@ -1,6 +1,6 @@
 // Token layout and embeddings of the reference DiT: patchify (Conv2d kernel = stride = P seen as a GEMM),
 // unpatchify (einsum nhwpqc->nchpwq), the GLIDE timestep embedding and the MAE 2-D sin-cos table.
-// See docs/dit-reference.md §1.2-1.4 and §1.8 for the exact orders.
+// See docs/reference.md §1.2-1.4 and §1.8 for the exact orders.
 #include <math.h>
 
 #include "ops/ops.h"
