@@ -45,7 +45,7 @@ def count_macs(latent, batch):
         elif isinstance(mod, vae_ref.Attention):
             mod.register_forward_hook(attention_hook)
     S = latent * 8
-    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.autocast == "bf16"):
+    with torch.inference_mode():
         m.decode(torch.zeros(batch, 4, latent, latent))
         decode, macs[0] = macs[0], 0
         m.encode_moments(torch.zeros(batch, 3, S, S))
