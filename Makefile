@@ -221,6 +221,8 @@ clean-fuzz:
 
 # bf16 vs fp32 on a whole named DiT (the quality bar for random weights): build/precision_check --model DiT-XL/2.
 $(BUILD)/precision_check: $(BUILD)/bench/precision_check.o $(BUILD)/libdit.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
 # ---- multi-process benchmarks (issue 12; docs/distributed.md) -----------------------------------------
 # bench/dist_scaling.sh: 2 ranks x 1 thread vs 1 x 1 on training; build/bench_backward: the backward time that
 # the all-reduce could hide behind. Built and run on demand, not by `make bench`.
