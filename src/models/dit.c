@@ -275,6 +275,7 @@ dit_precision dit_model_precision(const dit_model *m) { return m->precision; }
 static void free_activations(dit_activations *a) {
     free(a->x); free(a->h); free(a->qkv); free(a->attn); free(a->mlp); free(a->tmp);
     free(a->cond); free(a->temb); free(a->tmid); free(a->ada); free(a->scores);
+    free(a->cfg_x); free(a->cfg_t); free(a->cfg_out); free(a->cfg_y);
     memset(a, 0, sizeof *a);
 }
 

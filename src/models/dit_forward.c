@@ -162,11 +162,19 @@ dit_status dit_model_forward_cfg(dit_model *m, const float *x, const float *t, c
     if (check_labels(m, y, batch) != DIT_OK) return DIT_ERR;
     const int S = c->input_size, C = c->in_channels, OUT = dit_config_out_channels(c), B = batch;
     const int64_t sample_in = (int64_t)C * S * S, sample_out = (int64_t)OUT * S * S, plane = (int64_t)S * S;
-    // One forward over [x; x] with labels [y; null], as the reference builds its doubled batch.
-    float *x2 = dit_malloc(2 * B * sample_in * sizeof(float));
-    float *t2 = dit_malloc(2 * B * sizeof(float));
-    int *y2 = dit_malloc(2 * B * sizeof(int));
-    float *out2 = dit_malloc(2 * B * sample_out * sizeof(float));
+    // One forward over [x; x] with labels [y; null], as the reference builds its doubled batch. The doubled
+    // buffers live with the activations and only grow, so a sampler's steady state allocates nothing.
+    dit_activations *acts = &m->acts;
+    if (acts->cfg_capacity < B) {
+        free(acts->cfg_x); free(acts->cfg_t); free(acts->cfg_y); free(acts->cfg_out);
+        acts->cfg_x = dit_malloc(2 * B * sample_in * sizeof(float));
+        acts->cfg_t = dit_malloc(2 * B * sizeof(float));
+        acts->cfg_y = dit_malloc(2 * B * sizeof(int));
+        acts->cfg_out = dit_malloc(2 * B * sample_out * sizeof(float));
+        acts->cfg_capacity = B;
+    }
+    float *x2 = acts->cfg_x, *t2 = acts->cfg_t, *out2 = acts->cfg_out;
+    int *y2 = acts->cfg_y;
     memcpy(x2, x, B * sample_in * sizeof(float));
     memcpy(x2 + B * sample_in, x, B * sample_in * sizeof(float));
     for (int b = 0; b < B; b++) {
@@ -191,6 +199,5 @@ dit_status dit_model_forward_cfg(dit_model *m, const float *x, const float *t, c
             }
         }
     }
-    free(x2); free(t2); free(y2); free(out2);
     return st;
 }

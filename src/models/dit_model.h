@@ -64,6 +64,10 @@ typedef struct {
     float *ada;        // (B, 6D)
     float *scores;     // attention scratch
     int scores_threads;
+    // the doubled batch of a guided forward ([x; x], [t; t], [y; null], its output), grown only
+    int cfg_capacity;
+    float *cfg_x, *cfg_t, *cfg_out;
+    int *cfg_y;
 } dit_activations;
 
 struct dit_model {
