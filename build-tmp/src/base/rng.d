@@ -1,0 +1,2 @@
+build-tmp/src/base/rng.o: src/base/rng.c src/base/rng.h
+src/base/rng.h:

@@ -1,0 +1,2 @@
+build-tmp/src/ops/cpu/embed.o: src/ops/cpu/embed.c src/ops/ops.h
+src/ops/ops.h:

@@ -1,0 +1,2 @@
+build-tmp/src/ops/cpu/matmul.o: src/ops/cpu/matmul.c src/ops/ops.h
+src/ops/ops.h:

@@ -1,0 +1,2 @@
+build-tmp/src/ops/cpu/norm.o: src/ops/cpu/norm.c src/ops/ops.h
+src/ops/ops.h:

@@ -1,0 +1,15 @@
+build-tmp/src/train/data.o: src/train/data.c src/base/error.h \
+ include/dit.h src/io/image.h src/io/tensors.h src/train/train.h \
+ include/dit_vae.h include/dit.h src/diffusion/diffusion.h \
+ src/models/dit_model.h src/ops/dispatch.h src/ops/bf16.h
+src/base/error.h:
+include/dit.h:
+src/io/image.h:
+src/io/tensors.h:
+src/train/train.h:
+include/dit_vae.h:
+include/dit.h:
+src/diffusion/diffusion.h:
+src/models/dit_model.h:
+src/ops/dispatch.h:
+src/ops/bf16.h:

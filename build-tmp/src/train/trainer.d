@@ -1,0 +1,14 @@
+build-tmp/src/train/trainer.o: src/train/trainer.c src/base/error.h \
+ include/dit.h src/base/rng.h src/train/train.h include/dit_vae.h \
+ include/dit.h src/diffusion/diffusion.h src/models/dit_model.h \
+ src/ops/dispatch.h src/ops/bf16.h
+src/base/error.h:
+include/dit.h:
+src/base/rng.h:
+src/train/train.h:
+include/dit_vae.h:
+include/dit.h:
+src/diffusion/diffusion.h:
+src/models/dit_model.h:
+src/ops/dispatch.h:
+src/ops/bf16.h:
