@@ -6,7 +6,6 @@
 #include <string.h>
 
 #include "base/error.h"
-#include "ops/cpu/cpu_features.h"
 #include "models/dit_model.h"
 #include "ops/ops.h"
 

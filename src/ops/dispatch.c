@@ -95,17 +95,7 @@ void op_linear_backward(const ops_context *ctx, linear_layer *L, float *dinp, fl
     bf16_pack(&act, inp, K, M, 1, K);
     gemm_epilogue acc = {.accumulate = 1};
     gemm_bf16(dweight, K, dout, 1, N, &act, N, &acc);
-    if (dbias) {
-        // Threads split the columns, so no two write the same element (as linear_backward).
-        #pragma omp parallel for schedule(static) if ((int64_t)M * N > 65536)
-        for (int start = 0; start < N; start += 256) {
-            const int end = start + 256 < N ? start + 256 : N;
-            for (int m = 0; m < M; m++) {
-                const float *row = dout + (int64_t)m * N;
-                for (int j = start; j < end; j++) dbias[j] += row[j];
-            }
-        }
-    }
+    if (dbias) bias_backward(dbias, dout, M, N);
 }
 
 void op_attention(const ops_context *ctx, float *out, const float *qkv, float *scratch, int B, int T, int D, int H) {

@@ -15,6 +15,8 @@ void linear_forward(float *out, const float *inp, const float *weight, const flo
 // dout: (M, N)   dinp: (M, K)   dweight: (N, K)   dbias: (N)
 void linear_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
                      const float *weight, int M, int K, int N);
+// bias_backward: dbias (N) += column sums of dout (M, N) (the bias part of linear_backward).
+void bias_backward(float *dbias, const float *dout, int M, int N);
 
 // ---- norm.c ----
 // layernorm_modulate_forward: y = LN(x) * (1 + scale[b]) + shift[b]; LayerNorm without affine, eps 1e-6.

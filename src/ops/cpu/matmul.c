@@ -24,15 +24,18 @@ void linear_backward(float *dinp, float *dweight, float *dbias, const float *dou
                      const float *weight, int M, int K, int N) {
     if (dinp) cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, K, N, 1.0f, dout, N, weight, K, 0.0f, dinp, K);
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, N, K, M, 1.0f, dout, N, inp, K, 1.0f, dweight, K);
-    if (dbias) {
-        enum { COLS = 256 };
-        #pragma omp parallel for schedule(static) if ((int64_t)M * N > 65536)
-        for (int start = 0; start < N; start += COLS) {
-            const int end = start + COLS < N ? start + COLS : N;
-            for (int m = 0; m < M; m++) {
-                const float *row = dout + (int64_t)m * N;
-                for (int n = start; n < end; n++) dbias[n] += row[n];
-            }
+    if (dbias) bias_backward(dbias, dout, M, N);
+}
+
+// dbias (N) += column sums of dout (M, N). Threads split the columns of dbias, so no two write the same element.
+void bias_backward(float *dbias, const float *dout, int M, int N) {
+    enum { COLS = 256 };
+    #pragma omp parallel for schedule(static) if ((int64_t)M * N > 65536)
+    for (int start = 0; start < N; start += COLS) {
+        const int end = start + COLS < N ? start + COLS : N;
+        for (int m = 0; m < M; m++) {
+            const float *row = dout + (int64_t)m * N;
+            for (int n = start; n < end; n++) dbias[n] += row[n];
         }
     }
 }
