@@ -39,8 +39,15 @@ static void out_of_memory(size_t n, const char *file, int line) {
     exit(2);
 }
 
+// Every buffer starts on a cache line (64 bytes): the AMX tile loads and AVX-512 loads that read
+// activations and packed operands run up to twice as fast when their rows do not straddle two lines.
+static void *aligned_malloc(size_t n) {
+    void *p = NULL;
+    return posix_memalign(&p, 64, n ? n : 1) == 0 ? p : NULL;
+}
+
 void *dit_try_malloc(size_t n, const char *what) {
-    void *p = malloc(n ? n : 1);
+    void *p = aligned_malloc(n);
     if (!p) dit_set_error("out of memory allocating %zu bytes for %s", n, what);
     return p;
 }
@@ -52,7 +59,7 @@ void *dit_try_realloc(void *p, size_t n, const char *what) {
 }
 
 void *dit_malloc_at(size_t n, const char *file, int line) {
-    void *p = malloc(n ? n : 1);
+    void *p = aligned_malloc(n);
     if (!p) out_of_memory(n, file, line);
     return p;
 }

@@ -16,7 +16,7 @@
 #include "base/error.h"
 #include "ops/bf16.h"
 #include "ops/cpu/cpu_features.h"
-#include "ops/cpu/fast_exp.h"
+#include "ops/cpu/fast_exp512.h"
 
 static int round_up(int x, int m) { return (x + m - 1) / m * m; }
 
@@ -215,13 +215,7 @@ static void avx512_kernel_32x32(float *C, const uint16_t *A, int lda, const uint
 
 // ---- epilogue -----------------------------------------------------------------------------------------------
 
-static inline float gelu_tanh(float v) {
-    const float two_sqrt_2_over_pi = 2.0f * 0.7978845608028654f;
-    float two_u = two_sqrt_2_over_pi * (v + 0.044715f * v * v * v);
-    return v / (1.0f + fast_expf(-two_u));
-}
-
-// Rows [m0, m0 + rows) and columns [n0, n0 + cols) of out from the 32 x 32 block C.
+// Rows [m0, m0 + rows) and columns [n0, n0 + cols) of out from the 32 x 32 block C, sixteen columns at a time.
 static void epilogue_block(float *out, int64_t ldo, const float *C, int m0, int rows, int n0, int cols,
                            const gemm_epilogue *ep) {
     const float alpha = ep && ep->alpha != 0.0f ? ep->alpha : 1.0f;
@@ -236,29 +230,36 @@ static void epilogue_block(float *out, int64_t ldo, const float *C, int m0, int 
         }
         return;
     }
-    for (int r = 0; r < rows; r++) {
-        const int64_t m = m0 + r;
-        float *o = out + m * ldo + n0;
-        const float *c = C + r * 32;
-        float v[32];
-        for (int j = 0; j < cols; j++) v[j] = alpha * c[j];
-        if (!ep) {
-            memcpy(o, v, (size_t)cols * sizeof(float));
-            continue;
-        }
-        if (ep->bias)
-            for (int j = 0; j < cols; j++) v[j] += ep->bias[n0 + j];
-        if (ep->gelu) {
-            if (ep->pre_gelu) memcpy(ep->pre_gelu + m * ldo + n0, v, (size_t)cols * sizeof(float));
-            for (int j = 0; j < cols; j++) v[j] = gelu_tanh(v[j]);
-        }
-        if (ep->gate) {
-            const float *g = ep->gate + (m / ep->gate_rows) * ep->gate_stride + n0;
-            for (int j = 0; j < cols; j++) o[j] += g[j] * v[j];
-        } else if (ep->accumulate) {
-            for (int j = 0; j < cols; j++) o[j] += v[j];
-        } else {
-            memcpy(o, v, (size_t)cols * sizeof(float));
+    const __m512 scale = _mm512_set1_ps(alpha);
+    for (int h = 0; h < 2 && h * 16 < cols; h++) {
+        const int left = cols - h * 16;
+        const __mmask16 mask = left >= 16 ? 0xffff : (__mmask16)((1u << left) - 1);
+        const int64_t col = n0 + h * 16;
+        const __m512 bias = ep && ep->bias ? _mm512_maskz_loadu_ps(mask, ep->bias + col) : _mm512_setzero_ps();
+        // The gate row of output row m is m / gate_rows, stepped along instead of divided per row.
+        const int gated = ep && ep->gate;
+        int gate_row = gated ? m0 / ep->gate_rows : 0, gate_left = gated ? ep->gate_rows - m0 % ep->gate_rows : 0;
+        for (int r = 0; r < rows; r++) {
+            const int64_t m = m0 + r;
+            float *o = out + m * ldo + col;
+            __m512 v = _mm512_mul_ps(scale, _mm512_load_ps(C + r * 32 + h * 16));
+            if (!ep) {
+                _mm512_mask_storeu_ps(o, mask, v);
+                continue;
+            }
+            v = _mm512_add_ps(v, bias);
+            if (ep->gelu) {
+                if (ep->pre_gelu) _mm512_mask_storeu_ps(ep->pre_gelu + m * ldo + col, mask, v);
+                v = gelu_tanh512(v);
+            }
+            if (ep->gate) {
+                const float *g = ep->gate + (int64_t)gate_row * ep->gate_stride + col;
+                if (--gate_left == 0) gate_row++, gate_left = ep->gate_rows;
+                v = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mask, g), v, _mm512_maskz_loadu_ps(mask, o));
+            } else if (ep->accumulate) {
+                v = _mm512_add_ps(_mm512_maskz_loadu_ps(mask, o), v);
+            }
+            _mm512_mask_storeu_ps(o, mask, v);
         }
     }
 }

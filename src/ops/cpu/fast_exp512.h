@@ -1,0 +1,34 @@
+// fast_expf (fast_exp.h) sixteen lanes at a time, for the kernels compiled with AVX-512 (the bf16 path's
+// epilogues and softmax). The same range reduction and polynomial; the Horner steps use fused multiply-adds,
+// so a lane may differ from fast_expf in the last bit.
+#ifndef DIT_OPS_CPU_FAST_EXP512_H
+#define DIT_OPS_CPU_FAST_EXP512_H
+
+#include <immintrin.h>
+
+static inline __m512 fast_exp512(__m512 x) {
+    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.0f)), _mm512_set1_ps(88.0f));
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.0f / 720.0f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);   // p * 2^n
+}
+
+// gelu_tanh(v) = v * sigmoid(2u), u = sqrt(2/pi) (v + 0.044715 v^3), as elementwise.c computes it.
+static inline __m512 gelu_tanh512(__m512 v) {
+    const __m512 v3 = _mm512_mul_ps(_mm512_mul_ps(v, v), v);
+    const __m512 two_u = _mm512_mul_ps(_mm512_set1_ps(2.0f * 0.7978845608028654f),
+                                       _mm512_fmadd_ps(_mm512_set1_ps(0.044715f), v3, v));
+    const __m512 e = fast_exp512(_mm512_sub_ps(_mm512_setzero_ps(), two_u));
+    return _mm512_div_ps(v, _mm512_add_ps(_mm512_set1_ps(1.0f), e));
+}
+
+#endif
