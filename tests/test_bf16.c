@@ -12,6 +12,7 @@
 #include "base/error.h"
 #include "models/dit_model.h"
 #include "ops/bf16.h"
+#include "ops/dispatch.h"
 #include "ops/cpu/cpu_features.h"
 #include "ops/ops.h"
 #include "test.h"
@@ -254,6 +255,27 @@ static void check_vae(const char *path) {
     dit_vae_free(v);
 }
 
+// The bf16 path's LayerNorm + modulate (float32 lane sums) against the exact double-sum version: D not a
+// multiple of 16, rows offset by a constant so that the mean is large against the spread (the case where a
+// careless float sum loses digits). Bound 1e-5 relative: float32 sums of ~1e3 terms, far below bf16's 4e-3.
+static void check_layernorm(const char *path) {
+    const int B = 2, T = 5, D = 1155, A = 3 * D;
+    float *x = malloc((size_t)B * T * D * sizeof *x), *mod = malloc((size_t)B * A * sizeof *mod);
+    float *want = malloc((size_t)B * T * D * sizeof *want), *got = malloc((size_t)B * T * D * sizeof *got);
+    float wm[10], wr[10], gm[10], gr[10];
+    for (int i = 0; i < B * T * D; i++) x[i] = 50.0f + (float)((i * 7919) % 1000) / 250.0f;
+    for (int i = 0; i < B * A; i++) mod[i] = (float)((i * 104729) % 200) / 100.0f - 1.0f;
+    layernorm_modulate_forward(want, wm, wr, x, mod, mod + D, A, B, T, D);
+    layernorm_modulate_forward_avx512(got, gm, gr, x, mod, mod + D, A, B, T, D);
+    double worst = 0.0, stat = 0.0;
+    for (int i = 0; i < B * T * D; i++) worst = fmax(worst, fabs(got[i] - want[i]) / (1.0 + fabs(want[i])));
+    for (int r = 0; r < B * T; r++)
+        stat = fmax(stat, fmax(fabs(gm[r] - wm[r]) / fabs(wm[r]), fabs(gr[r] - wr[r]) / fabs(wr[r])));
+    CHECK(worst <= 1e-5 && stat <= 1e-5, "%s layernorm_modulate (float32 lanes, D %d) vs the double-sum version: "
+          "%.1e of output, %.1e of mean/rstd (bound 1e-5)", path, D, worst, stat);
+    free(x), free(mod), free(want), free(got);
+}
+
 void test_bf16(void) {
     const cpu_features *f = cpu_features_get();
     printf("cpu: %s; best path %s%s%s\n", f->brand, cpu_path_name(cpu_path_best()),
@@ -276,6 +298,7 @@ void test_bf16(void) {
         check_shape(name, 50, 33, 40, 1, 1, 1);
         check_shape(name, 300, 1152, 97, 0, 0, 0);
         check_epilogues(name);
+        check_layernorm(name);
         test_rounding();
         // The width, heads and tokens of DiT-XL/2 at 256 px with 2 blocks; and an odd little one (25 tokens,
         // head dim 32, 7 classes, no learned sigma).

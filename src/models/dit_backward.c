@@ -185,7 +185,7 @@ static void block_backward(dit_model *m, dit_train_activations *a, const dit_blo
     gelu_tanh_forward(a->gelu, s.fc1, (int64_t)BT * M);
     op_linear_backward(ops, &bl->fc2, a->d_mlp, gp->fc2_w, NULL, a->d_tmp, a->gelu, BT);
     gelu_tanh_backward(a->d_mlp, a->d_mlp, s.fc1, (int64_t)BT * M);
-    layernorm_modulate_forward(a->h, NULL, NULL, s.x_mid, shift_mlp, scale_mlp, A, B, T, D);
+    op_layernorm_modulate(ops, a->h, NULL, NULL, s.x_mid, shift_mlp, scale_mlp, A, B, T, D);
     op_linear_backward(ops, &bl->fc1, a->d_h, gp->fc1_w, gp->fc1_b, a->d_mlp, a->h, BT);
     layernorm_modulate_backward(a->d_res, d_ada + 3 * D, d_ada + 4 * D, a->d_h, s.x_mid, s.mean2, s.rstd2,
                                 scale_mlp, A, B, T, D);
@@ -194,7 +194,7 @@ static void block_backward(dit_model *m, dit_train_activations *a, const dit_blo
     gated_residual_backward(a->d_tmp, gp->proj_b, d_ada + 2 * D, a->d_res, s.proj, bp->proj_b, gate_msa, A, B, T, D);
     op_linear_backward(ops, &bl->proj, a->d_attn, gp->proj_w, NULL, a->d_tmp, s.attn, BT);
     op_attention_backward(ops, a->d_qkv, a->d_attn, s.qkv, a->scores, B, T, D, H);
-    layernorm_modulate_forward(a->h, NULL, NULL, s.x_in, shift_msa, scale_msa, A, B, T, D);
+    op_layernorm_modulate(ops, a->h, NULL, NULL, s.x_in, shift_msa, scale_msa, A, B, T, D);
     op_linear_backward(ops, &bl->qkv, a->d_h, gp->qkv_w, gp->qkv_b, a->d_qkv, a->h, BT);
     layernorm_modulate_backward(a->d_res, d_ada, d_ada + D, a->d_h, s.x_in, s.mean1, s.rstd1, scale_msa, A, B, T, D);
 
@@ -218,7 +218,7 @@ void dit_backward(dit_model *m, dit_train_activations *a, const float *dout, flo
     const float *ada = a->ada + (int64_t)L * B * 6 * D, *x_final = a->x_in + L * BT * D;
     const float *mean = a->ln_mean + 2 * L * BT, *rstd = a->ln_rstd + 2 * L * BT;
     unpatchify_backward(a->d_tmp, dout, B, OUT, S, P);
-    layernorm_modulate_forward(a->h, NULL, NULL, x_final, ada, ada + D, 2 * D, B, T, D);
+    op_layernorm_modulate(ops, a->h, NULL, NULL, x_final, ada, ada + D, 2 * D, B, T, D);
     op_linear_backward(ops, &Ls->final, a->d_h, g.final_w, g.final_b, a->d_tmp, a->h, (int)BT);
     memset(a->d_res, 0, (size_t)BT * D * sizeof(float));
     layernorm_modulate_backward(a->d_res, a->d_ada, a->d_ada + D, a->d_h, x_final, mean, rstd, ada + D, 2 * D, B,

@@ -60,7 +60,7 @@ static void block_forward(const dit_model *m, dit_block_layers *bl, const dit_fo
     const float *shift_msa = s.ada, *scale_msa = s.ada + D, *gate_msa = s.ada + 2 * D;
     const float *shift_mlp = s.ada + 3 * D, *scale_mlp = s.ada + 4 * D, *gate_mlp = s.ada + 5 * D;
 
-    layernorm_modulate_forward(plan->h, s.mean1, s.rstd1, s.x_in, shift_msa, scale_msa, A, B, T, D);
+    op_layernorm_modulate(ops, plan->h, s.mean1, s.rstd1, s.x_in, shift_msa, scale_msa, A, B, T, D);
     op_linear(ops, &bl->qkv, s.qkv, plan->h, BT, rows, NULL);                    // (BT, 3D)
     op_attention(ops, s.attn, s.qkv, plan->scores, B, T, D, H);                  // (BT, D)
     if (s.x_mid != s.x_in) memcpy(s.x_mid, s.x_in, (size_t)BT * D * sizeof(float));
@@ -68,7 +68,7 @@ static void block_forward(const dit_model *m, dit_block_layers *bl, const dit_fo
                                  .product = s.proj, .scratch = plan->scratch};
     op_linear(ops, &bl->proj, s.x_mid, s.attn, BT, rows, &msa);                  // x_mid += gate_msa * proj(attn)
 
-    layernorm_modulate_forward(plan->h, s.mean2, s.rstd2, s.x_mid, shift_mlp, scale_mlp, A, B, T, D);
+    op_layernorm_modulate(ops, plan->h, s.mean2, s.rstd2, s.x_mid, shift_mlp, scale_mlp, A, B, T, D);
     const linear_epilogue gelu = {.kind = LINEAR_GELU, .pre = s.fc1};
     op_linear(ops, &bl->fc1, s.mlp, plan->h, BT, rows, &gelu);                   // (BT, M)
     if (s.x_out != s.x_mid) memcpy(s.x_out, s.x_mid, (size_t)BT * D * sizeof(float));
@@ -125,7 +125,7 @@ dit_status dit_forward_walk(dit_model *m, const dit_forward_plan *plan, const fl
     // final layer: modulate(norm_final(x), shift, scale) @ W^T + b, then unpatchify to (B, OUT, S, S)
     const float *x_final = plan->block(plan, c->depth).x_in;
     op_linear(ops, &L->final_ada, plan->final_ada, plan->cond_act, B, one, NULL);
-    layernorm_modulate_forward(plan->h, plan->final_mean, plan->final_rstd, x_final, plan->final_ada,
+    op_layernorm_modulate(ops, plan->h, plan->final_mean, plan->final_rstd, x_final, plan->final_ada,
                                plan->final_ada + D, 2 * D, B, T, D);
     op_linear(ops, &L->final, plan->final_tokens, plan->h, B * T, rows, NULL);
     unpatchify_forward(out, plan->final_tokens, B, OUT, S, P);

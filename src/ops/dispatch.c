@@ -98,6 +98,12 @@ void op_linear_backward(const ops_context *ctx, linear_layer *L, float *dinp, fl
     if (dbias) bias_backward(dbias, dout, M, N);
 }
 
+void op_layernorm_modulate(const ops_context *ctx, float *y, float *mean, float *rstd, const float *x,
+                           const float *shift, const float *scale, int row_stride, int B, int T, int D) {
+    if (ctx->precision == OPS_BF16) layernorm_modulate_forward_avx512(y, mean, rstd, x, shift, scale, row_stride, B, T, D);
+    else layernorm_modulate_forward(y, mean, rstd, x, shift, scale, row_stride, B, T, D);
+}
+
 void op_attention(const ops_context *ctx, float *out, const float *qkv, float *scratch, int B, int T, int D, int H) {
     if (ctx->precision == OPS_BF16) attention_forward_bf16(out, qkv, B, T, D, H);
     else attention_forward(out, qkv, scratch, B, T, D, H);

@@ -66,6 +66,13 @@ void op_attention(const ops_context *ctx, float *out, const float *qkv, float *s
 void op_attention_backward(const ops_context *ctx, float *dqkv, const float *dout, const float *qkv, float *scratch,
                            int B, int T, int D, int H);
 
+// LayerNorm + modulate (ops.h layernorm_modulate_forward). On the bf16 path its statistics are float32 sums
+// across vector lanes (ops/cpu/norm_avx512.c); fp32 is the exact double-sum version.
+void op_layernorm_modulate(const ops_context *ctx, float *y, float *mean, float *rstd, const float *x,
+                           const float *shift, const float *scale, int row_stride, int B, int T, int D);
+void layernorm_modulate_forward_avx512(float *y, float *mean, float *rstd, const float *x, const float *shift,
+                                       const float *scale, int row_stride, int B, int T, int D);
+
 // bf16 attention kernels (ops/cpu/attention_bf16.c): per (batch, head) one thread, the two products on the
 // bf16 path, softmax in float32. Only call when the CPU has a bf16 path.
 void attention_forward_bf16(float *out, const float *qkv, int B, int T, int D, int H);
