@@ -263,8 +263,8 @@ static void check_layernorm(const char *path) {
     float *x = malloc((size_t)B * T * D * sizeof *x), *mod = malloc((size_t)B * A * sizeof *mod);
     float *want = malloc((size_t)B * T * D * sizeof *want), *got = malloc((size_t)B * T * D * sizeof *got);
     float wm[10], wr[10], gm[10], gr[10];
-    for (int i = 0; i < B * T * D; i++) x[i] = 50.0f + (float)((i * 7919) % 1000) / 250.0f;
-    for (int i = 0; i < B * A; i++) mod[i] = (float)((i * 104729) % 200) / 100.0f - 1.0f;
+    for (int i = 0; i < B * T * D; i++) x[i] = 50.0f + (float)(((int64_t)i * 7919) % 1000) / 250.0f;
+    for (int i = 0; i < B * A; i++) mod[i] = (float)(((int64_t)i * 104729) % 200) / 100.0f - 1.0f;
     layernorm_modulate_forward(want, wm, wr, x, mod, mod + D, A, B, T, D);
     layernorm_modulate_forward_avx512(got, gm, gr, x, mod, mod + D, A, B, T, D);
     double worst = 0.0, stat = 0.0;
@@ -274,6 +274,30 @@ static void check_layernorm(const char *path) {
     CHECK(worst <= 1e-5 && stat <= 1e-5, "%s layernorm_modulate (float32 lanes, D %d) vs the double-sum version: "
           "%.1e of output, %.1e of mean/rstd (bound 1e-5)", path, D, worst, stat);
     free(x), free(mod), free(want), free(got);
+}
+
+// bf16 attention, forward and backward, against the fp32 kernels: T = 45 (one block of query rows) and
+// T = 300 (blocks of 192 and 108 rows, so dk and dv sum over blocks), head dim 20 (not a multiple of 32).
+// Bound 2e-2 of max |ref|: q, k, v, P and dS are rounded to bf16 (relative 4e-3 each) before the products.
+static void check_attention(const char *path, int T) {
+    const int B = 2, H = 3, D = 60, n_qkv = B * T * 3 * D, n_out = B * T * D;
+    const int threads = dit_max_threads();
+    float *qkv = malloc(n_qkv * sizeof *qkv), *dout = malloc(n_out * sizeof *dout);
+    float *want = malloc(n_out * sizeof *want), *got = malloc(n_out * sizeof *got);
+    float *dwant = malloc(n_qkv * sizeof *dwant), *dgot = malloc(n_qkv * sizeof *dgot);
+    float *scratch = malloc(attention_backward_scratch_floats(T, threads) * sizeof *scratch);
+    for (int i = 0; i < n_qkv; i++) qkv[i] = (float)(((int64_t)i * 7919) % 1001) / 250.0f - 2.0f;
+    for (int i = 0; i < n_out; i++) dout[i] = (float)(((int64_t)i * 104729) % 999) / 500.0f - 1.0f;
+    attention_forward(want, qkv, scratch, B, T, D, H);
+    attention_forward_bf16(got, qkv, B, T, D, H);
+    attention_backward(dwant, dout, qkv, scratch, B, T, D, H);
+    attention_backward_bf16(dgot, dout, qkv, B, T, D, H);
+    double max_rel, l2_rel, dmax_rel, dl2_rel;
+    relative_errors(got, want, n_out, &max_rel, &l2_rel);
+    relative_errors(dgot, dwant, n_qkv, &dmax_rel, &dl2_rel);
+    CHECK(max_rel <= 2e-2 && dmax_rel <= 2e-2, "%s attention T %d (blocks of %d query rows) vs fp32: forward %.2e, "
+          "backward %.2e of max |ref| (bound 2e-2)", path, T, T <= 218 ? T : 192, max_rel, dmax_rel);
+    free(qkv), free(dout), free(want), free(got), free(dwant), free(dgot), free(scratch);
 }
 
 void test_bf16(void) {
@@ -299,6 +323,8 @@ void test_bf16(void) {
         check_shape(name, 300, 1152, 97, 0, 0, 0);
         check_epilogues(name);
         check_layernorm(name);
+        check_attention(name, 45);
+        check_attention(name, 300);
         test_rounding();
         // The width, heads and tokens of DiT-XL/2 at 256 px with 2 blocks; and an odd little one (25 tokens,
         // head dim 32, 7 classes, no learned sigma).

@@ -1,6 +1,8 @@
 // Multi-head self-attention with its products on the bf16 path (AMX or AVX512-BF16, float32 sums): per
-// (batch, head) one thread packs K and V as the right-hand operands, computes the T x T scores, a float32
-// softmax, and P V. The forward holds one T x T block per thread (T = 256 for a 256 px DiT/2: 256 KB).
+// (batch, head) one thread packs K and V once as the right-hand operands, then walks blocks of query rows:
+// scores of the block against all T keys, an exact float32 softmax of each row (a block sees every key, so
+// no running rescale is needed), and P V. No T x T buffer: a block holds at most 64 K floats (T <= 256: the
+// whole head at once; T = 1024, a 512 px DiT/2: 64 rows).
 // Compiled with AVX512-BF16 enabled; only entered when the CPU has a bf16 path.
 #include <math.h>
 #include <stdlib.h>
@@ -11,16 +13,27 @@
 #include "ops/cpu/fast_exp512.h"
 #include "ops/dispatch.h"
 
+// Per thread: the packed right-hand operands of one (batch, head) and the scores of one block of query rows
+// (rows x T floats, rows chosen so that a block holds at most BLOCK_FLOATS: the whole T x T for T <= 256,
+// 64 query rows at T = 1024), so memory stays bounded whatever the number of tokens.
+enum { BLOCK_FLOATS = 1 << 16 };
+
 typedef struct {
-    bf16_packed k, v, q;       // packed right-hand operands
-    float *scores, *dscores;   // (T, T) each
+    bf16_packed k, v, kt, q, dout;   // packed right-hand operands
+    float *scores, *dscores;         // (rows, T) each
     int64_t capacity;
 } head_workspace;
 
 static _Thread_local head_workspace ws;
 
+static int query_block_rows(int T) {
+    int rows = BLOCK_FLOATS / T / 32 * 32;
+    if (rows < 32) rows = 32;
+    return rows < T ? rows : T;
+}
+
 static void ensure_scores(int T, int backward) {
-    const int64_t need = (int64_t)T * T;
+    const int64_t need = (int64_t)query_block_rows(T) * T;
     if (ws.capacity < need || (backward && !ws.dscores)) {
         free(ws.scores);
         free(ws.dscores);
@@ -55,33 +68,38 @@ static void softmax_rows(float *s, int rows, int cols) {
     }
 }
 
-// scores (T, T) = softmax(scale q k^T) of one (batch, head); q, k rows of stride ld.
-static void head_probs(const float *q, const float *k, int T, int hd, int ld, float scale) {
-    bf16_pack(&ws.k, k, T, hd, ld, 1);
+// scores (rows, T) = softmax(scale q k^T) for `rows` query rows (stride ld) against the packed keys.
+static void block_probs(const float *q, int rows, int T, int ld, float scale) {
     const gemm_epilogue scaled = {.alpha = scale};
-    gemm_bf16_serial(ws.scores, T, q, ld, 1, &ws.k, T, &scaled);
-    softmax_rows(ws.scores, T, T);
+    gemm_bf16_serial(ws.scores, T, q, ld, 1, &ws.k, rows, &scaled);
+    softmax_rows(ws.scores, rows, T);
 }
 
 void attention_forward_bf16(float *out, const float *qkv, int B, int T, int D, int H) {
-    const int hd = D / H, ld = 3 * D;
+    const int hd = D / H, ld = 3 * D, QB = query_block_rows(T);
     const float scale = 1.0f / sqrtf((float)hd);
     #pragma omp parallel for collapse(2) schedule(dynamic, 1)
     for (int b = 0; b < B; b++)
         for (int h = 0; h < H; h++) {
             ensure_scores(T, 0);
             const float *q = qkv + (int64_t)b * T * ld + h * hd, *k = q + D, *v = q + 2 * D;
-            head_probs(q, k, T, hd, ld, scale);
-            // out (T, hd) = P (T, T) @ v (T, hd): B[d, t] = v[t, d]
-            bf16_pack(&ws.v, v, hd, T, 1, ld);
-            gemm_bf16_serial(out + (int64_t)b * T * D + h * hd, D, ws.scores, T, 1, &ws.v, T, NULL);
+            float *out_h = out + (int64_t)b * T * D + h * hd;
+            bf16_pack(&ws.k, k, T, hd, ld, 1);   // scores: B[j, d] = k[j, d]
+            bf16_pack(&ws.v, v, hd, T, 1, ld);   // P v:    B[d, j] = v[j, d]
+            for (int q0 = 0; q0 < T; q0 += QB) {
+                const int rows = T - q0 < QB ? T - q0 : QB;
+                block_probs(q + (int64_t)q0 * ld, rows, T, ld, scale);
+                // out rows (rows, hd) = P (rows, T) @ v (T, hd)
+                gemm_bf16_serial(out_h + (int64_t)q0 * D, D, ws.scores, T, 1, &ws.v, rows, NULL);
+            }
         }
 }
 
 // As attention_backward (ops/cpu/attention.c): dv = P^T dout, dP = dout v^T, dS = P * (dP - rowsum(P * dP)),
-// dq = scale dS k, dk = scale dS^T q; the five products on the bf16 path.
+// dq = scale dS k, dk = scale dS^T q; the five products on the bf16 path, block of query rows by block
+// (dk and dv sum the blocks' parts in block order).
 void attention_backward_bf16(float *dqkv, const float *dout, const float *qkv, int B, int T, int D, int H) {
-    const int hd = D / H, ld = 3 * D;
+    const int hd = D / H, ld = 3 * D, QB = query_block_rows(T);
     const float scale = 1.0f / sqrtf((float)hd);
     #pragma omp parallel for collapse(2) schedule(dynamic, 1)
     for (int b = 0; b < B; b++)
@@ -90,27 +108,33 @@ void attention_backward_bf16(float *dqkv, const float *dout, const float *qkv, i
             const float *q = qkv + (int64_t)b * T * ld + h * hd, *k = q + D, *v = q + 2 * D;
             const float *dout_h = dout + (int64_t)b * T * D + h * hd;
             float *dq = dqkv + (int64_t)b * T * ld + h * hd, *dk = dq + D, *dv = dq + 2 * D;
-            head_probs(q, k, T, hd, ld, scale);
-            float *P = ws.scores, *dS = ws.dscores;
-            // dv (T, hd) = P^T (T, T) @ dout_h (T, hd): A[i, j] = P[j, i], B[d, j] = dout_h[j, d]
-            bf16_pack(&ws.q, dout_h, hd, T, 1, D);
-            gemm_bf16_serial(dv, ld, P, 1, T, &ws.q, T, NULL);
-            // dP (T, T) = dout_h (T, hd) @ v^T: B[j, d] = v[j, d]
-            bf16_pack(&ws.v, v, T, hd, ld, 1);
-            gemm_bf16_serial(dS, T, dout_h, D, 1, &ws.v, T, NULL);
-            for (int i = 0; i < T; i++) {
-                const float *p = P + (int64_t)i * T;
-                float *dp = dS + (int64_t)i * T;
-                float dot = 0.0f;
-                for (int j = 0; j < T; j++) dot += p[j] * dp[j];
-                for (int j = 0; j < T; j++) dp[j] = p[j] * (dp[j] - dot);
+            bf16_pack(&ws.k, k, T, hd, ld, 1);    // scores: B[j, d] = k[j, d]
+            bf16_pack(&ws.v, v, T, hd, ld, 1);    // dP:     B[j, d] = v[j, d]
+            bf16_pack(&ws.kt, k, hd, T, 1, ld);   // dq:     B[d, j] = k[j, d]
+            for (int q0 = 0; q0 < T; q0 += QB) {
+                const int rows = T - q0 < QB ? T - q0 : QB;
+                const float *q_blk = q + (int64_t)q0 * ld, *dout_blk = dout_h + (int64_t)q0 * D;
+                block_probs(q_blk, rows, T, ld, scale);
+                float *P = ws.scores, *dS = ws.dscores;
+                const gemm_epilogue sum_blocks = {.accumulate = q0 > 0}, scaled_sum = {.alpha = scale, .accumulate = q0 > 0};
+                // dv (T, hd) (+)= P^T (T, rows) @ dout_blk (rows, hd): A[j, r] = P[r, j], B[d, r] = dout_blk[r, d]
+                bf16_pack(&ws.dout, dout_blk, hd, rows, 1, D);
+                gemm_bf16_serial(dv, ld, P, 1, T, &ws.dout, T, &sum_blocks);
+                // dP (rows, T) = dout_blk (rows, hd) @ v^T
+                gemm_bf16_serial(dS, T, dout_blk, D, 1, &ws.v, rows, NULL);
+                for (int i = 0; i < rows; i++) {
+                    const float *p = P + (int64_t)i * T;
+                    float *dp = dS + (int64_t)i * T;
+                    float dot = 0.0f;
+                    for (int j = 0; j < T; j++) dot += p[j] * dp[j];
+                    for (int j = 0; j < T; j++) dp[j] = p[j] * (dp[j] - dot);
+                }
+                // dq rows (rows, hd) = scale dS (rows, T) @ k (T, hd)
+                const gemm_epilogue scaled = {.alpha = scale};
+                gemm_bf16_serial(dq + (int64_t)q0 * ld, ld, dS, T, 1, &ws.kt, rows, &scaled);
+                // dk (T, hd) (+)= scale dS^T (T, rows) @ q_blk (rows, hd): A[j, r] = dS[r, j], B[d, r] = q_blk[r, d]
+                bf16_pack(&ws.q, q_blk, hd, rows, 1, ld);
+                gemm_bf16_serial(dk, ld, dS, 1, T, &ws.q, T, &scaled_sum);
             }
-            const gemm_epilogue scaled = {.alpha = scale};
-            // dq (T, hd) = scale dS (T, T) @ k (T, hd): B[d, j] = k[j, d]
-            bf16_pack(&ws.k, k, hd, T, 1, ld);
-            gemm_bf16_serial(dq, ld, dS, T, 1, &ws.k, T, &scaled);
-            // dk (T, hd) = scale dS^T (T, T) @ q (T, hd): A[i, j] = dS[j, i], B[d, j] = q[j, d]
-            bf16_pack(&ws.q, q, hd, T, 1, ld);
-            gemm_bf16_serial(dk, ld, dS, 1, T, &ws.q, T, &scaled);
         }
 }
