@@ -1,5 +1,6 @@
 // `dit info`: configuration, parameter count and forward Gflops (multiply-adds, the paper's convention) of a
 // model file or a named configuration; with neither, a table of the 12 configurations of the paper.
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -54,6 +55,7 @@ static void print_config(const dit_config *c, const char *source) {
            with_commas(params - pos, b, sizeof b), with_commas(pos, d, sizeof d));
     printf("forward:       %.2f Gflops per image (multiply-adds, the paper's convention) = %.2f GFLOP\n", gmacs,
            2 * gmacs);
+    printf("multiply-adds: %s per image (forward)\n", with_commas((long long)llround(gmacs * 1e9), a, sizeof a));
 }
 
 static int print_table(int image_size, dit_block_kind block) {
