@@ -29,6 +29,18 @@ typedef enum { DIT_OK = 0, DIT_ERR = 1 } dit_status;
 const char *dit_last_error(void);
 
 // ---- DiT network configuration (see docs/reference.md §1) ----
+// The block designs of the paper's Fig. 3 and Fig. 5 (docs/reference.md §1.13). adaLN-Zero is the published
+// model (and what a file without a "block" entry holds); the others exist to reproduce the comparison.
+typedef enum {
+    DIT_BLOCK_ADALN_ZERO = 0,        // adaLN with zero-initialised gates before every residual (§1.6)
+    DIT_BLOCK_ADALN = 1,             // adaLN (shift, scale), no gates
+    DIT_BLOCK_CROSS_ATTENTION = 2,   // plain blocks + cross-attention over the 2 tokens [t_emb, y_emb]
+    DIT_BLOCK_IN_CONTEXT = 3,        // plain blocks; t_emb, y_emb appended as 2 extra tokens
+} dit_block_kind;
+// "adaln-zero", "adaln", "cross-attention", "in-context" -> *out; an error naming them otherwise.
+dit_status dit_block_parse(const char *name, dit_block_kind *out);
+const char *dit_block_name(dit_block_kind block);
+
 typedef struct dit_config {
     int input_size;        // latent (or pixel) side, e.g. 32 for 256 px images
     int patch_size;        // p
@@ -40,6 +52,7 @@ typedef struct dit_config {
     int num_classes;       // 1000; the label table has num_classes + 1 rows when class_dropout > 0
     float class_dropout_prob; // 0.1; > 0 adds the null-class row used by classifier-free guidance
     int learn_sigma;       // 1: out_channels = 2 * in_channels
+    dit_block_kind block;  // DIT_BLOCK_ADALN_ZERO (0) unless asked otherwise
 } dit_config;
 
 // Fill *cfg with a named configuration ("DiT-XL/2", ...) at an image size (latent = image / 8).

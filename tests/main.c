@@ -14,6 +14,7 @@ void test_ops(void);
 void test_dit(void);
 void test_torch_pt(void);
 void test_backward(void);
+void test_blocks(void);
 void test_diffusion(void);
 void test_sample_cli(void);
 void test_eval(void);
@@ -35,6 +36,7 @@ static const struct {
     {"dit", test_dit},
     {"torch_pt", test_torch_pt},
     {"backward", test_backward},
+    {"blocks", test_blocks},
     {"diffusion", test_diffusion},
     {"sample_cli", test_sample_cli},
     {"vae", test_vae},

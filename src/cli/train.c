@@ -31,6 +31,8 @@ static void print_help(void) {
            "model (new runs):\n"
            "  --config NAME         a named config (DiT-S/2 ...) at the data's size and channels\n"
            "  --depth N --hidden D --heads H --patch P   a custom one (default 6, 256, 4, 4)\n"
+           "  --block B             the block design: adaln-zero (default), adaln, cross-attention, in-context\n"
+           "                        (the paper's Fig. 5; docs/reference.md 1.13)\n"
            "  --in-channels C --num-classes K            checked against / widened beyond the data\n"
            "  --learn-sigma 0|1     learned variance + VB loss (default 1), or fixed variance + MSE\n"
            "  --class-dropout P     label dropout to the null class (default 0.1; 0 = no CFG)\n"
@@ -216,7 +218,8 @@ int cmd_train(int argc, char **argv) {
     // Which model/optimisation flags were given: a resumed run accepts them when they equal the checkpoint's.
     int depth_set = 0, hidden_set = 0, heads_set = 0, patch_set = 0, size_set = 0, channels_set = 0;
     int classes_set = 0, sigma_set = 0, dropout_set = 0, batch_set = 0, decay_set = 0, clip_set = 0;
-    int warmup_set = 0, seed_set = 0;
+    int warmup_set = 0, seed_set = 0, block_set = 0;
+    dit_block_kind block = DIT_BLOCK_ADALN_ZERO;
     int grad_shards = 0;           // 0: one shard per rank (src/train/dist_train.c)
     float class_dropout = 0.1f, sample_cfg = 4.0f, f;
     train_hparams hp;
@@ -238,6 +241,10 @@ int cmd_train(int argc, char **argv) {
         else if (cli_take_int(&a, NULL, "--hidden", 4, 65536, &hidden)) hidden_set = 1;
         else if (cli_take_int(&a, NULL, "--heads", 1, 4096, &heads)) heads_set = 1;
         else if (cli_take_int(&a, NULL, "--patch", 1, 64, &patch)) patch_set = 1;
+        else if (cli_take(&a, NULL, "--block")) {
+            if (dit_block_parse(a.value, &block) != DIT_OK) return cli_usage_error("train: --block: %s", dit_last_error());
+            block_set = 1;
+        }
         else if (cli_take_int(&a, NULL, "--image-size", 2, 4096, &image_size)) size_set = 1;
         else if (cli_take_int(&a, NULL, "--in-channels", 1, 64, &in_channels)) channels_set = 1;
         else if (cli_take_int(&a, NULL, "--num-classes", 1, 1000000, &num_classes)) classes_set = 1;
@@ -332,6 +339,11 @@ int cmd_train(int argc, char **argv) {
                         same[i].recorded);
                 goto done;
             }
+        if (block_set && block != rc->block) {
+            fprintf(stderr, "dit: --block %s conflicts with the checkpoint %s (%s): --resume continues the recorded run\n",
+                    dit_block_name(block), ckpt_path, dit_block_name(rc->block));
+            goto done;
+        }
         if (lr_set && hp.lr != tr->hp.lr) {
             if (root) fprintf(stderr, "dit: --lr %g replaces the recorded %g from step %lld on\n", hp.lr, tr->hp.lr,
                     (long long)tr->step);
@@ -370,6 +382,7 @@ int cmd_train(int argc, char **argv) {
             cfg.num_heads = heads ? heads : (dit_heads_for_hidden(hidden) ? dit_heads_for_hidden(hidden) : 4);
         }
         cfg.input_size = data.size;
+        cfg.block = block;
         if (in_channels && in_channels != data.channels) {
             fprintf(stderr, "dit: --in-channels %d, but %s has %d channels\n", in_channels, data_spec, data.channels);
             goto done;
@@ -415,9 +428,9 @@ int cmd_train(int argc, char **argv) {
     const dit_config *c = &tr->model->cfg;
     const int pixel = c->in_channels == 1 || c->in_channels == 3;
     if (!cli_apply_precision(tr->model, precision)) goto done;
-    if (root) fprintf(stderr, "dit: training %s (%s, %.2fM params, %dx%dx%d, %d classes) on %s (%d samples, %d steps/epoch), "
+    if (root) fprintf(stderr, "dit: training %s (%s block, %s, %.2fM params, %dx%dx%d, %d classes) on %s (%d samples, %d steps/epoch), "
                     "batch %d, lr %g, %d threads, %s -> %s\n",
-            cli_config_name(c), c->learn_sigma ? "learned sigma" : "fixed sigma",
+            cli_config_name(c), dit_block_name(c->block), c->learn_sigma ? "learned sigma" : "fixed sigma",
             dit_config_param_count(c) / 1e6, c->in_channels, c->input_size, c->input_size, c->num_classes, data.source,
             data.count, tr->steps_per_epoch, tr->hp.batch, tr->hp.lr, cli_threads(),
             dit_compute_path(dit_model_precision(tr->model)), run_dir);

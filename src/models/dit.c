@@ -1,5 +1,5 @@
-// DiT configurations, the parameter table in official state_dict order (reference.md §1.12), and the
-// paper's parameter / Gflops counts (§1.11). The forward pass is in dit_forward.c, loading in dit_load.c.
+// DiT configurations, the parameter table in official state_dict order (reference.md §1.12; the other block
+// designs of §1.13 in their module order), and the paper's parameter / Gflops counts (§1.11, §1.13). The forward pass is in dit_forward.c, loading in dit_load.c.
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -54,6 +54,8 @@ dit_status dit_config_validate(const dit_config *c) {
         return dit_set_error("model config: sizes must be positive (input %d, patch %d, channels %d, hidden %d, "
                              "depth %d, heads %d, classes %d)", c->input_size, c->patch_size, c->in_channels,
                              c->hidden_size, c->depth, c->num_heads, c->num_classes);
+    if ((unsigned)c->block > DIT_BLOCK_IN_CONTEXT)
+        return dit_set_error("model config: unknown block design %d", (int)c->block);
     if (c->input_size % c->patch_size)
         return dit_set_error("model config: input size %d is not a multiple of patch size %d", c->input_size, c->patch_size);
     if (c->hidden_size % c->num_heads)
@@ -103,10 +105,60 @@ static void add_param(table_builder *tb, const char *name, int ndim, int64_t d0,
     tb->total += e->numel;
 }
 
-static void build_table(table_builder *tb, const dit_config *c) {
-    const int64_t D = c->hidden_size, C = c->in_channels, P = c->patch_size, M = mlp_hidden_of(c);
-    const int64_t OUT = dit_config_out_channels(c);
+static const char *const block_names[] = {"adaln-zero", "adaln", "cross-attention", "in-context"};
+
+dit_status dit_block_parse(const char *name, dit_block_kind *out) {
+    for (int i = 0; i < (int)(sizeof block_names / sizeof block_names[0]); i++)
+        if (!strcmp(name, block_names[i])) {
+            *out = (dit_block_kind)i;
+            return DIT_OK;
+        }
+    return dit_set_error("unknown block '%s': expected adaln-zero, adaln, cross-attention or in-context", name);
+}
+
+const char *dit_block_name(dit_block_kind block) {
+    return (unsigned)block < sizeof block_names / sizeof block_names[0] ? block_names[block] : "unknown";
+}
+
+// A block's tensors in module order (reference.md §1.12 for adaLN-Zero; §1.13 for the other designs). Rows
+// and columns as multiples of D (0 = the MLP width M); columns 0 = a vector.
+typedef struct {
+    const char *suffix;
+    int rows, cols;
+} block_tensor;
+
+static const block_tensor attention_tensors[] = {
+    {"attn.qkv.weight", 3, 1}, {"attn.qkv.bias", 3, -1}, {"attn.proj.weight", 1, 1}, {"attn.proj.bias", 1, -1},
+};
+static const block_tensor mlp_tensors[] = {
+    {"mlp.fc1.weight", 0, 1}, {"mlp.fc1.bias", 0, -1}, {"mlp.fc2.weight", 1, 0}, {"mlp.fc2.bias", 1, -1},
+};
+static const block_tensor cross_tensors[] = {
+    {"norm_cross.weight", 1, -1}, {"norm_cross.bias", 1, -1}, {"cross_attn.q.weight", 1, 1},
+    {"cross_attn.q.bias", 1, -1}, {"cross_attn.kv.weight", 2, 1}, {"cross_attn.kv.bias", 2, -1},
+    {"cross_attn.proj.weight", 1, 1}, {"cross_attn.proj.bias", 1, -1},
+};
+
+static void add_block_tensors(table_builder *tb, const dit_config *c, int l, const block_tensor *list, size_t n) {
+    const int64_t D = c->hidden_size, M = mlp_hidden_of(c);
     char name[PARAM_NAME_MAX];
+    for (size_t i = 0; i < n; i++) {
+        snprintf(name, sizeof name, "blocks.%d.%s", l, list[i].suffix);
+        const int64_t rows = list[i].rows ? list[i].rows * D : M;
+        if (list[i].cols < 0) add_param(tb, name, 1, rows, 0, 0, 0);
+        else add_param(tb, name, 2, rows, list[i].cols ? list[i].cols * D : M, 0, 0);
+    }
+}
+
+static void add_block_vector(table_builder *tb, int l, const char *suffix, int64_t n) {
+    char name[PARAM_NAME_MAX];
+    snprintf(name, sizeof name, "blocks.%d.%s", l, suffix);
+    add_param(tb, name, 1, n, 0, 0, 0);
+}
+
+static void build_table(table_builder *tb, const dit_config *c) {
+    const int64_t D = c->hidden_size, C = c->in_channels, P = c->patch_size;
+    const int64_t OUT = dit_config_out_channels(c);
     add_param(tb, "pos_embed", 3, 1, dit_config_tokens(c), D, 0);
     add_param(tb, "x_embedder.proj.weight", 4, D, C, P, P);
     add_param(tb, "x_embedder.proj.bias", 1, D, 0, 0, 0);
@@ -115,26 +167,38 @@ static void build_table(table_builder *tb, const dit_config *c) {
     add_param(tb, "t_embedder.mlp.2.weight", 2, D, D, 0, 0);
     add_param(tb, "t_embedder.mlp.2.bias", 1, D, 0, 0, 0);
     add_param(tb, "y_embedder.embedding_table.weight", 2, label_rows_of(c), D, 0, 0);
-    static const struct { const char *suffix; int out_mult; int in_kind; } block_params[] = {
-        // out rows as a multiple of D (0 = M), inputs: 1 = D, 2 = M, 0 = bias
-        {"attn.qkv.weight", 3, 1}, {"attn.qkv.bias", 3, 0}, {"attn.proj.weight", 1, 1}, {"attn.proj.bias", 1, 0},
-        {"mlp.fc1.weight", 0, 1}, {"mlp.fc1.bias", 0, 0}, {"mlp.fc2.weight", 1, 2}, {"mlp.fc2.bias", 1, 0},
-        {"adaLN_modulation.1.weight", 6, 1}, {"adaLN_modulation.1.bias", 6, 0},
-    };
+    const size_t n_attn = sizeof attention_tensors / sizeof attention_tensors[0];
+    const size_t n_mlp = sizeof mlp_tensors / sizeof mlp_tensors[0];
     for (int l = 0; l < c->depth; l++) {
-        for (size_t i = 0; i < sizeof block_params / sizeof block_params[0]; i++) {
-            snprintf(name, sizeof name, "blocks.%d.%s", l, block_params[i].suffix);
-            int64_t rows = block_params[i].out_mult ? block_params[i].out_mult * D : M;
-            if (block_params[i].in_kind == 0)
-                add_param(tb, name, 1, rows, 0, 0, 0);
-            else
-                add_param(tb, name, 2, rows, block_params[i].in_kind == 1 ? D : M, 0, 0);
+        if (dit_block_adaptive(c)) {   // attn, mlp, adaLN_modulation (6 chunks; adaLN regresses shift, scale: 4)
+            const int64_t chunks = c->block == DIT_BLOCK_ADALN ? 4 : 6;
+            char name[PARAM_NAME_MAX];
+            add_block_tensors(tb, c, l, attention_tensors, n_attn);
+            add_block_tensors(tb, c, l, mlp_tensors, n_mlp);
+            snprintf(name, sizeof name, "blocks.%d.adaLN_modulation.1.weight", l);
+            add_param(tb, name, 2, chunks * D, D, 0, 0);
+            add_block_vector(tb, l, "adaLN_modulation.1.bias", chunks * D);
+        } else {   // the plain blocks: norm1, attn, [norm_cross, cross_attn], norm2, mlp (timm's Block order)
+            add_block_vector(tb, l, "norm1.weight", D);
+            add_block_vector(tb, l, "norm1.bias", D);
+            add_block_tensors(tb, c, l, attention_tensors, n_attn);
+            if (c->block == DIT_BLOCK_CROSS_ATTENTION)
+                add_block_tensors(tb, c, l, cross_tensors, sizeof cross_tensors / sizeof cross_tensors[0]);
+            add_block_vector(tb, l, "norm2.weight", D);
+            add_block_vector(tb, l, "norm2.bias", D);
+            add_block_tensors(tb, c, l, mlp_tensors, n_mlp);
         }
+    }
+    if (!dit_block_adaptive(c)) {   // a plain final LayerNorm with its affine, then the linear decoder
+        add_param(tb, "final_layer.norm_final.weight", 1, D, 0, 0, 0);
+        add_param(tb, "final_layer.norm_final.bias", 1, D, 0, 0, 0);
     }
     add_param(tb, "final_layer.linear.weight", 2, P * P * OUT, D, 0, 0);
     add_param(tb, "final_layer.linear.bias", 1, P * P * OUT, 0, 0, 0);
-    add_param(tb, "final_layer.adaLN_modulation.1.weight", 2, 2 * D, D, 0, 0);
-    add_param(tb, "final_layer.adaLN_modulation.1.bias", 1, 2 * D, 0, 0, 0);
+    if (dit_block_adaptive(c)) {
+        add_param(tb, "final_layer.adaLN_modulation.1.weight", 2, 2 * D, D, 0, 0);
+        add_param(tb, "final_layer.adaLN_modulation.1.bias", 1, 2 * D, 0, 0, 0);
+    }
 }
 
 int64_t dit_config_param_count(const dit_config *c) {
@@ -148,10 +212,18 @@ double dit_config_gmacs(const dit_config *c) {
     // Multiply-accumulates per sample, the paper's "Gflops" convention (reference.md §1.11).
     const double D = c->hidden_size, T = dit_config_tokens(c), P = c->patch_size, C = c->in_channels;
     const double M = mlp_hidden_of(c), OUT = dit_config_out_channels(c);
-    double per_block = T * (3 * D * D + D * D + 2 * D * M) + 2 * T * T * D + 6 * D * D;
+    // the blocks see T tokens, T + 2 with in-context conditioning (reference.md §1.13)
+    const double Ts = c->block == DIT_BLOCK_IN_CONTEXT ? T + 2 : T;
+    double per_block = Ts * (3 * D * D + D * D + 2 * D * M) + 2 * Ts * Ts * D;
+    if (c->block == DIT_BLOCK_ADALN_ZERO) per_block += 6 * D * D;   // per-sample modulation: 6 chunks
+    if (c->block == DIT_BLOCK_ADALN) per_block += 4 * D * D;        // 4 chunks
+    // cross-attention: queries and output projection per image token, keys and values of the 2 context
+    // tokens per sample, and QK^T, AV over 2 keys
+    if (c->block == DIT_BLOCK_CROSS_ATTENTION) per_block += 2 * T * D * D + 2 * 2 * D * D + 2 * T * 2 * D;
     double macs = c->depth * per_block;
     macs += T * C * P * P * D;              // patch embedding
-    macs += T * D * P * P * OUT + 2 * D * D; // final layer and its adaLN
+    macs += T * D * P * P * OUT;            // final layer
+    if (dit_block_adaptive(c)) macs += 2 * D * D;   // and its adaLN
     macs += 256 * D + D * D;                // timestep MLP
     return macs / 1e9;
 }
@@ -168,12 +240,19 @@ static float *param_ptr(dit_model *m, const char *name) {
     return m->params + e->offset;
 }
 
+// A tensor only some block designs have: NULL in the others.
+static float *param_ptr_if(dit_model *m, const char *name) {
+    const param_entry *e = dit_param_find(m, name);
+    return e ? m->params + e->offset : NULL;
+}
+
 dit_model *dit_model_create(const dit_config *cfg) {
     if (dit_config_validate(cfg) != DIT_OK) return NULL;
     dit_model *m = dit_calloc(1, sizeof *m);
     m->cfg = *cfg;
     m->label_rows = label_rows_of(cfg);
     m->mlp_hidden = mlp_hidden_of(cfg);
+    m->seq_tokens = dit_config_tokens(cfg) + (cfg->block == DIT_BLOCK_IN_CONTEXT ? 2 : 0);
     table_builder tb = {0};
     build_table(&tb, cfg);
     m->table = tb.entries;
@@ -201,6 +280,7 @@ dit_model *dit_model_create(const dit_config *cfg) {
     for (int l = 0; l < cfg->depth; l++) {
         dit_block_params *bp = &p->blocks[l];
 #define BLOCK_PTR(field, suffix) (snprintf(name, sizeof name, "blocks.%d.%s", l, suffix), bp->field = param_ptr(m, name))
+#define BLOCK_PTR_IF(field, suffix) (snprintf(name, sizeof name, "blocks.%d.%s", l, suffix), bp->field = param_ptr_if(m, name))
         BLOCK_PTR(qkv_w, "attn.qkv.weight");
         BLOCK_PTR(qkv_b, "attn.qkv.bias");
         BLOCK_PTR(proj_w, "attn.proj.weight");
@@ -209,14 +289,29 @@ dit_model *dit_model_create(const dit_config *cfg) {
         BLOCK_PTR(fc1_b, "mlp.fc1.bias");
         BLOCK_PTR(fc2_w, "mlp.fc2.weight");
         BLOCK_PTR(fc2_b, "mlp.fc2.bias");
-        BLOCK_PTR(ada_w, "adaLN_modulation.1.weight");
-        BLOCK_PTR(ada_b, "adaLN_modulation.1.bias");
+        BLOCK_PTR_IF(ada_w, "adaLN_modulation.1.weight");
+        BLOCK_PTR_IF(ada_b, "adaLN_modulation.1.bias");
+        BLOCK_PTR_IF(norm1_w, "norm1.weight");
+        BLOCK_PTR_IF(norm1_b, "norm1.bias");
+        BLOCK_PTR_IF(norm2_w, "norm2.weight");
+        BLOCK_PTR_IF(norm2_b, "norm2.bias");
+        BLOCK_PTR_IF(cross_norm_w, "norm_cross.weight");
+        BLOCK_PTR_IF(cross_norm_b, "norm_cross.bias");
+        BLOCK_PTR_IF(cross_q_w, "cross_attn.q.weight");
+        BLOCK_PTR_IF(cross_q_b, "cross_attn.q.bias");
+        BLOCK_PTR_IF(cross_kv_w, "cross_attn.kv.weight");
+        BLOCK_PTR_IF(cross_kv_b, "cross_attn.kv.bias");
+        BLOCK_PTR_IF(cross_proj_w, "cross_attn.proj.weight");
+        BLOCK_PTR_IF(cross_proj_b, "cross_attn.proj.bias");
 #undef BLOCK_PTR
+#undef BLOCK_PTR_IF
     }
     p->final_w = param_ptr(m, "final_layer.linear.weight");
     p->final_b = param_ptr(m, "final_layer.linear.bias");
-    p->final_ada_w = param_ptr(m, "final_layer.adaLN_modulation.1.weight");
-    p->final_ada_b = param_ptr(m, "final_layer.adaLN_modulation.1.bias");
+    p->final_ada_w = param_ptr_if(m, "final_layer.adaLN_modulation.1.weight");
+    p->final_ada_b = param_ptr_if(m, "final_layer.adaLN_modulation.1.bias");
+    p->final_norm_w = param_ptr_if(m, "final_layer.norm_final.weight");
+    p->final_norm_b = param_ptr_if(m, "final_layer.norm_final.bias");
     pos_embed_2d_sincos(p->pos_embed, cfg->hidden_size, cfg->input_size / cfg->patch_size);
 
     const int D = cfg->hidden_size, M = m->mlp_hidden, P = cfg->patch_size;
@@ -225,7 +320,7 @@ dit_model *dit_model_create(const dit_config *cfg) {
     linear_layer_init(&L->patch, p->patch_w, p->patch_b, D, cfg->in_channels * P * P);
     linear_layer_init(&L->t_mlp0, p->t_mlp0_w, p->t_mlp0_b, D, 256);
     linear_layer_init(&L->t_mlp2, p->t_mlp2_w, p->t_mlp2_b, D, D);
-    linear_layer_init(&L->final_ada, p->final_ada_w, p->final_ada_b, 2 * D, D);
+    if (p->final_ada_w) linear_layer_init(&L->final_ada, p->final_ada_w, p->final_ada_b, 2 * D, D);
     linear_layer_init(&L->final, p->final_w, p->final_b, P * P * OUT, D);
     L->blocks = dit_calloc(cfg->depth ? cfg->depth : 1, sizeof *L->blocks);
     for (int l = 0; l < cfg->depth; l++) {
@@ -235,7 +330,12 @@ dit_model *dit_model_create(const dit_config *cfg) {
         linear_layer_init(&bl->proj, bp->proj_w, bp->proj_b, D, D);
         linear_layer_init(&bl->fc1, bp->fc1_w, bp->fc1_b, M, D);
         linear_layer_init(&bl->fc2, bp->fc2_w, bp->fc2_b, D, M);
-        linear_layer_init(&bl->ada, bp->ada_w, bp->ada_b, 6 * D, D);
+        if (bp->ada_w) linear_layer_init(&bl->ada, bp->ada_w, bp->ada_b, cfg->block == DIT_BLOCK_ADALN ? 4 * D : 6 * D, D);
+        if (bp->cross_q_w) {
+            linear_layer_init(&bl->cross_q, bp->cross_q_w, bp->cross_q_b, D, D);
+            linear_layer_init(&bl->cross_kv, bp->cross_kv_w, bp->cross_kv_b, 2 * D, D);
+            linear_layer_init(&bl->cross_proj, bp->cross_proj_w, bp->cross_proj_b, D, D);
+        }
     }
     m->ops.weights_version = 1;
     m->precision = dit_precision_resolve(DIT_PRECISION_AUTO);
@@ -254,6 +354,9 @@ static void free_layers(dit_model *m) {
         linear_layer_free(&bl->fc1);
         linear_layer_free(&bl->fc2);
         linear_layer_free(&bl->ada);
+        linear_layer_free(&bl->cross_q);
+        linear_layer_free(&bl->cross_kv);
+        linear_layer_free(&bl->cross_proj);
     }
     free(L->blocks);
     L->blocks = NULL;
@@ -274,6 +377,7 @@ dit_precision dit_model_precision(const dit_model *m) { return m->precision; }
 static void free_activations(dit_activations *a) {
     free(a->x); free(a->h); free(a->qkv); free(a->attn); free(a->mlp); free(a->tmp);
     free(a->cond); free(a->temb); free(a->tmid); free(a->ada); free(a->scores);
+    free(a->context); free(a->cross_kv);
     free(a->cfg_x); free(a->cfg_t); free(a->cfg_out); free(a->cfg_y);
     memset(a, 0, sizeof *a);
 }

@@ -17,9 +17,10 @@ static float *floats(int64_t n) { return dit_malloc((size_t)(n > 0 ? n : 1) * si
 dit_train_activations *dit_train_activations_create(const dit_model *m, int batch) {
     const dit_config *c = &m->cfg;
     DIT_CHECK(batch > 0);
-    const int64_t B = batch, T = dit_config_tokens(c), D = c->hidden_size, M = m->mlp_hidden, L = c->depth;
+    const int64_t B = batch, T = m->seq_tokens, D = c->hidden_size, M = m->mlp_hidden, L = c->depth;
     const int P = c->patch_size;
     const int64_t BT = B * T;
+    const int64_t gated = c->block == DIT_BLOCK_ADALN_ZERO;   // only gates need the products kept
     dit_train_activations *a = dit_calloc(1, sizeof *a);
     a->batch = batch;
     a->patches = floats(BT * c->in_channels * P * P);
@@ -27,9 +28,9 @@ dit_train_activations *dit_train_activations_create(const dit_model *m, int batc
     a->x_mid = floats(L * BT * D);
     a->qkv = floats(L * BT * 3 * D);
     a->attn = floats(L * BT * D);
-    a->proj = floats(L * BT * D);
+    a->proj = floats(gated * L * BT * D);
     a->fc1 = floats(L * BT * M);
-    a->fc2 = floats(L * BT * D);
+    a->fc2 = floats(gated * L * BT * D);
     a->ln_mean = floats((2 * L + 1) * BT);
     a->ln_rstd = floats((2 * L + 1) * BT);
     a->ada = floats(L * B * 6 * D + B * 2 * D);
@@ -51,6 +52,7 @@ dit_train_activations *dit_train_activations_create(const dit_model *m, int batc
     a->d_cond = floats(B * D);
     a->d_small = floats(B * D);
     a->grad_blocks = dit_calloc(L ? L : 1, sizeof *a->grad_blocks);
+    dit_blocks_train_alloc(m, a);
     return a;
 }
 
@@ -63,6 +65,7 @@ void dit_train_activations_free(dit_train_activations *a) {
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     free(a->labels);
     free(a->grad_blocks);
+    dit_blocks_train_free(a);
     free(a);
 }
 
@@ -71,7 +74,7 @@ static void ensure_scores(const dit_model *m, dit_train_activations *a) {
     const int threads = dit_max_threads();
     if (a->scores_threads < threads) {
         free(a->scores);
-        a->scores = floats(attention_backward_scratch_floats(dit_config_tokens(&m->cfg), threads));
+        a->scores = floats(attention_backward_scratch_floats(m->seq_tokens, threads));
         a->scores_threads = threads;
     }
 }
@@ -88,7 +91,7 @@ typedef struct {
 } block_saved;
 
 static block_saved saved_of(const dit_model *m, const dit_train_activations *a, int l) {
-    const int64_t B = a->batch, T = dit_config_tokens(&m->cfg), D = m->cfg.hidden_size, M = m->mlp_hidden;
+    const int64_t B = a->batch, T = m->seq_tokens, D = m->cfg.hidden_size, M = m->mlp_hidden;
     const int64_t BT = B * T;
     return (block_saved){
         .x_in = a->x_in + l * BT * D, .x_mid = a->x_mid + l * BT * D, .x_out = a->x_in + (l + 1) * BT * D,
@@ -104,25 +107,38 @@ static block_saved saved_of(const dit_model *m, const dit_train_activations *a, 
 // Training keeps every block's intermediates in its own slices; products run over the whole batch (training
 // needs no batch invariance, and one big GEMM is faster than B small ones), so outputs agree with
 // dit_model_forward to summation order.
-static dit_block_slots train_slots(const dit_forward_plan *plan, int l) {
-    const train_plan_owner *o = plan->owner;
-    const dit_model *m = o->model;
-    dit_train_activations *a = o->acts;
+dit_block_slots dit_train_block_slots(const dit_model *m, dit_train_activations *a, int l) {
     if (l == m->cfg.depth) {
-        const int64_t BT = (int64_t)a->batch * dit_config_tokens(&m->cfg);
+        const int64_t BT = (int64_t)a->batch * m->seq_tokens;
         return (dit_block_slots){.x_in = a->x_in + l * BT * m->cfg.hidden_size};
     }
     block_saved s = saved_of(m, a, l);
-    return (dit_block_slots){.x_in = s.x_in, .x_mid = s.x_mid, .x_out = s.x_out, .qkv = s.qkv, .attn = s.attn,
+    dit_block_slots slots = {.x_in = s.x_in, .x_mid = s.x_mid, .x_out = s.x_out, .qkv = s.qkv, .attn = s.attn,
                              .proj = s.proj, .fc2 = s.fc2, .fc1 = s.fc1, .mlp = a->gelu, .ada = s.ada,
-                             .mean1 = s.mean1, .rstd1 = s.rstd1, .mean2 = s.mean2, .rstd2 = s.rstd2};
+                             .mean1 = s.mean1, .rstd1 = s.rstd1, .mean2 = s.mean2, .rstd2 = s.rstd2,
+                             .x_cross = s.x_mid};
+    if (m->cfg.block == DIT_BLOCK_CROSS_ATTENTION) {
+        const int64_t B = a->batch, BT = B * m->seq_tokens, D = m->cfg.hidden_size;
+        slots.x_cross = a->x_cross + l * BT * D;
+        slots.cross_q = a->cross_q + l * BT * D;
+        slots.cross_out = a->cross_out + l * BT * D;
+        slots.cross_kv = a->cross_kv + l * B * 4 * D;
+        slots.mean_cross = a->cross_mean + l * BT;
+        slots.rstd_cross = a->cross_rstd + l * BT;
+    }
+    return slots;
+}
+
+static dit_block_slots train_slots(const dit_forward_plan *plan, int l) {
+    const train_plan_owner *o = plan->owner;
+    return dit_train_block_slots(o->model, o->acts, l);
 }
 
 dit_status dit_forward_train(dit_model *m, dit_train_activations *a, const float *x, const float *t,
                              const int *y, float *out) {
     const dit_config *c = &m->cfg;
     const int D = c->hidden_size, B = a->batch, L = c->depth;
-    const int64_t BT = (int64_t)B * dit_config_tokens(c);
+    const int64_t BT = (int64_t)B * m->seq_tokens;
     for (int b = 0; b < B; b++)
         if (y[b] < 0 || y[b] >= m->label_rows)
             return dit_set_error("label %d of sample %d is out of range: this model has %d label rows", y[b], b,
@@ -135,6 +151,7 @@ dit_status dit_forward_train(dit_model *m, dit_train_activations *a, const float
         .t_hidden = a->t_hidden, .t_act = a->t_act, .cond = a->cond, .cond_act = a->cond_act, .h = a->h,
         .scratch = a->d_tmp, .scores = a->scores, .final_ada = a->ada + (int64_t)L * B * 6 * D,
         .final_mean = a->ln_mean + 2 * L * BT, .final_rstd = a->ln_rstd + 2 * L * BT, .final_tokens = a->d_tmp,
+        .context = a->context,
     };
     return dit_forward_walk(m, &plan, x, t, y, B, out);
 }
@@ -143,14 +160,15 @@ dit_status dit_forward_train(dit_model *m, dit_train_activations *a, const float
 
 // The parameter pointers of m->p moved onto another buffer of the same layout.
 static dit_params params_view(const dit_model *m, dit_train_activations *a, float *buf) {
-#define MOVE(ptr) (buf + ((ptr) - m->params))
+#define MOVE(ptr) ((ptr) ? buf + ((ptr) - m->params) : NULL)   // NULL: a tensor this block design lacks
     const dit_params *p = &m->p;
     dit_params g = {
         .pos_embed = MOVE(p->pos_embed), .patch_w = MOVE(p->patch_w), .patch_b = MOVE(p->patch_b),
         .t_mlp0_w = MOVE(p->t_mlp0_w), .t_mlp0_b = MOVE(p->t_mlp0_b), .t_mlp2_w = MOVE(p->t_mlp2_w),
         .t_mlp2_b = MOVE(p->t_mlp2_b), .y_table = MOVE(p->y_table), .blocks = a->grad_blocks,
         .final_w = MOVE(p->final_w), .final_b = MOVE(p->final_b), .final_ada_w = MOVE(p->final_ada_w),
-        .final_ada_b = MOVE(p->final_ada_b),
+        .final_ada_b = MOVE(p->final_ada_b), .final_norm_w = MOVE(p->final_norm_w),
+        .final_norm_b = MOVE(p->final_norm_b),
     };
     for (int l = 0; l < m->cfg.depth; l++) {
         const dit_block_params *bp = &p->blocks[l];
@@ -158,6 +176,11 @@ static dit_params params_view(const dit_model *m, dit_train_activations *a, floa
             .qkv_w = MOVE(bp->qkv_w), .qkv_b = MOVE(bp->qkv_b), .proj_w = MOVE(bp->proj_w),
             .proj_b = MOVE(bp->proj_b), .fc1_w = MOVE(bp->fc1_w), .fc1_b = MOVE(bp->fc1_b),
             .fc2_w = MOVE(bp->fc2_w), .fc2_b = MOVE(bp->fc2_b), .ada_w = MOVE(bp->ada_w), .ada_b = MOVE(bp->ada_b),
+            .norm1_w = MOVE(bp->norm1_w), .norm1_b = MOVE(bp->norm1_b), .norm2_w = MOVE(bp->norm2_w),
+            .norm2_b = MOVE(bp->norm2_b), .cross_norm_w = MOVE(bp->cross_norm_w),
+            .cross_norm_b = MOVE(bp->cross_norm_b), .cross_q_w = MOVE(bp->cross_q_w), .cross_q_b = MOVE(bp->cross_q_b),
+            .cross_kv_w = MOVE(bp->cross_kv_w), .cross_kv_b = MOVE(bp->cross_kv_b),
+            .cross_proj_w = MOVE(bp->cross_proj_w), .cross_proj_b = MOVE(bp->cross_proj_b),
         };
     }
 #undef MOVE
@@ -207,7 +230,7 @@ void dit_backward(dit_model *m, dit_train_activations *a, const float *dout, flo
     const dit_config *c = &m->cfg;
     const int T = dit_config_tokens(c), D = c->hidden_size, P = c->patch_size;
     const int S = c->input_size, OUT = dit_config_out_channels(c), B = a->batch, L = c->depth;
-    const int64_t BT = (int64_t)B * T;
+    const int64_t BT = (int64_t)B * T, BTs = (int64_t)B * m->seq_tokens;   // image tokens, the blocks' tokens
     ensure_scores(m, a);
     const dit_params *p = &m->p;
     dit_params g = params_view(m, a, grads);
@@ -215,24 +238,39 @@ void dit_backward(dit_model *m, dit_train_activations *a, const float *dout, flo
     dit_layers *Ls = &m->layers;
 
     // final layer
-    const float *ada = a->ada + (int64_t)L * B * 6 * D, *x_final = a->x_in + L * BT * D;
-    const float *mean = a->ln_mean + 2 * L * BT, *rstd = a->ln_rstd + 2 * L * BT;
+    const float *ada = a->ada + (int64_t)L * B * 6 * D, *x_final = a->x_in + L * BTs * D;
+    const float *mean = a->ln_mean + 2 * L * BTs, *rstd = a->ln_rstd + 2 * L * BTs;
     unpatchify_backward(a->d_tmp, dout, B, OUT, S, P);
-    op_layernorm_modulate(ops, a->h, NULL, NULL, x_final, ada, ada + D, 2 * D, B, T, D);
+    if (dit_block_adaptive(c)) {
+        op_layernorm_modulate(ops, a->h, NULL, NULL, x_final, ada, ada + D, 2 * D, B, T, D);
+    } else {   // the plain final LayerNorm (dit_blocks.c) recomputed from the saved statistics
+        const dit_forward_plan recompute = {.h = a->h};
+        dit_plain_final_norm_forward(m, &recompute, x_final, B);
+    }
     op_linear_backward(ops, &Ls->final, a->d_h, g.final_w, g.final_b, a->d_tmp, a->h, (int)BT);
-    memset(a->d_res, 0, (size_t)BT * D * sizeof(float));
-    layernorm_modulate_backward(a->d_res, a->d_ada, a->d_ada + D, a->d_h, x_final, mean, rstd, ada + D, 2 * D, B,
-                                T, D);
-    op_linear_backward(ops, &Ls->final_ada, a->d_cond, g.final_ada_w, g.final_ada_b, a->d_ada, a->cond_act, B);
+    if (dit_block_adaptive(c)) {
+        memset(a->d_res, 0, (size_t)BT * D * sizeof(float));
+        layernorm_modulate_backward(a->d_res, a->d_ada, a->d_ada + D, a->d_h, x_final, mean, rstd, ada + D, 2 * D, B,
+                                    T, D);
+        op_linear_backward(ops, &Ls->final_ada, a->d_cond, g.final_ada_w, g.final_ada_b, a->d_ada, a->cond_act, B);
+    } else {
+        dit_plain_final_norm_backward(m, a, &g);
+    }
 
-    for (int l = L - 1; l >= 0; l--) block_backward(m, a, &p->blocks[l], &g.blocks[l], l);
+    for (int l = L - 1; l >= 0; l--) {
+        if (c->block == DIT_BLOCK_ADALN_ZERO) block_backward(m, a, &p->blocks[l], &g.blocks[l], l);
+        else dit_ungated_block_backward(m, a, &p->blocks[l], &g.blocks[l], l);   // dit_blocks.c
+    }
+    // the plain blocks' conditioning tokens: d t_emb into a->d_cond (in-context: out of the stream's gradient)
+    const float *d_label = dit_block_adaptive(c) ? a->d_cond : dit_condition_tokens_backward(m, a);
 
     // patch embedding (pos_embed is fixed; the input x needs no gradient)
     op_linear_backward(ops, &Ls->patch, NULL, g.patch_w, g.patch_b, a->d_res, a->patches, (int)BT);
 
     // conditioning: d c = SiLU'(c) * d SiLU(c); c = t_mlp2(SiLU(t_mlp0(temb))) + y_table[y]
-    silu_backward(a->d_cond, a->d_cond, a->cond, (int64_t)B * D);
-    for (int b = 0; b < B; b++) add_into(g.y_table + (int64_t)a->labels[b] * D, a->d_cond + (int64_t)b * D, D);
+    // (the plain blocks: d t_emb and d y_emb come from their tokens instead)
+    if (dit_block_adaptive(c)) silu_backward(a->d_cond, a->d_cond, a->cond, (int64_t)B * D);
+    for (int b = 0; b < B; b++) add_into(g.y_table + (int64_t)a->labels[b] * D, d_label + (int64_t)b * D, D);
     op_linear_backward(ops, &Ls->t_mlp2, a->d_small, g.t_mlp2_w, g.t_mlp2_b, a->d_cond, a->t_act, B);
     silu_backward(a->d_small, a->d_small, a->t_hidden, (int64_t)B * D);
     op_linear_backward(ops, &Ls->t_mlp0, NULL, g.t_mlp0_w, g.t_mlp0_b, a->d_small, a->temb, B);

@@ -1,5 +1,6 @@
 // The DiT forward pass (reference.md §1.1), walking the layers in the order the paper draws them:
-// patchify + pos_embed, c = t_emb + y_emb, N adaLN-Zero blocks, final layer, unpatchify. One walk serves
+// patchify + pos_embed, c = t_emb + y_emb, N adaLN-Zero blocks, final layer, unpatchify (the other block
+// designs of §1.13 take their own turns in dit_blocks.c). One walk serves
 // inference (buffers reused in place) and training (every intermediate kept, dit_backward.c): a plan says
 // where each intermediate goes.
 // Classifier-free guidance exactly as the reference forward_with_cfg (§1.10).
@@ -17,7 +18,7 @@ static void ensure_activations(dit_model *m, int B) {
     dit_activations *a = &m->acts;
     const dit_config *c = &m->cfg;
     const int threads = dit_max_threads();
-    const int64_t T = dit_config_tokens(c), D = c->hidden_size, M = m->mlp_hidden;
+    const int64_t T = m->seq_tokens, D = c->hidden_size, M = m->mlp_hidden;   // T + 2 in-context
     if (a->capacity < B) {
         const int P = c->patch_size;
         const int64_t widest = imax(imax(c->in_channels * P * P, P * P * dit_config_out_channels(c)), (int)D);
@@ -33,6 +34,9 @@ static void ensure_activations(dit_model *m, int B) {
         a->temb = dit_malloc(B * 256 * sizeof(float));
         a->tmid = dit_malloc(B * D * sizeof(float));
         a->ada = dit_malloc(B * 6 * D * sizeof(float));
+        free(a->context); free(a->cross_kv);
+        a->context = dit_block_adaptive(c) ? NULL : dit_malloc(B * 2 * D * sizeof(float));
+        a->cross_kv = c->block == DIT_BLOCK_CROSS_ATTENTION ? dit_malloc(B * 4 * D * sizeof(float)) : NULL;
         a->capacity = B;
     }
     if (a->scores_threads < threads) {
@@ -114,19 +118,27 @@ dit_status dit_forward_walk(dit_model *m, const dit_forward_plan *plan, const fl
     op_linear(ops, &L->t_mlp0, plan->t_hidden, plan->temb, B, one, NULL);
     silu_forward(plan->t_act, plan->t_hidden, (int64_t)B * D);
     op_linear(ops, &L->t_mlp2, plan->cond, plan->t_act, B, one, NULL);
+    if (!dit_block_adaptive(c)) dit_condition_tokens_forward(m, plan, y, B);   // t_emb, y_emb as tokens
     for (int b = 0; b < B; b++) {
         const float *emb = p->y_table + (int64_t)y[b] * D;
         for (int d = 0; d < D; d++) plan->cond[(int64_t)b * D + d] += emb[d];
     }
     silu_forward(plan->cond_act, plan->cond, (int64_t)B * D);
 
-    for (int l = 0; l < c->depth; l++) block_forward(m, &L->blocks[l], plan, l, B);
+    for (int l = 0; l < c->depth; l++) {
+        if (c->block == DIT_BLOCK_ADALN_ZERO) block_forward(m, &L->blocks[l], plan, l, B);
+        else dit_ungated_block_forward(m, &L->blocks[l], plan, l, B);   // the other designs, dit_blocks.c
+    }
 
     // final layer: modulate(norm_final(x), shift, scale) @ W^T + b, then unpatchify to (B, OUT, S, S)
     const float *x_final = plan->block(plan, c->depth).x_in;
-    op_linear(ops, &L->final_ada, plan->final_ada, plan->cond_act, B, one, NULL);
-    op_layernorm_modulate(ops, plan->h, plan->final_mean, plan->final_rstd, x_final, plan->final_ada,
-                               plan->final_ada + D, 2 * D, B, T, D);
+    if (dit_block_adaptive(c)) {
+        op_linear(ops, &L->final_ada, plan->final_ada, plan->cond_act, B, one, NULL);
+        op_layernorm_modulate(ops, plan->h, plan->final_mean, plan->final_rstd, x_final, plan->final_ada,
+                              plan->final_ada + D, 2 * D, B, T, D);
+    } else {
+        dit_plain_final_norm_forward(m, plan, x_final, B);   // LN(x) * w + b over the image tokens
+    }
     op_linear(ops, &L->final, plan->final_tokens, plan->h, B * T, rows, NULL);
     unpatchify_forward(out, plan->final_tokens, B, OUT, S, P);
     return DIT_OK;
@@ -137,7 +149,9 @@ static dit_block_slots inference_slots(const dit_forward_plan *plan, int l) {
     const dit_activations *a = plan->owner;
     (void)l;
     return (dit_block_slots){.x_in = a->x, .x_mid = a->x, .x_out = a->x, .qkv = a->qkv, .attn = a->attn,
-                             .mlp = a->mlp, .ada = a->ada};
+                             .mlp = a->mlp, .ada = a->ada,
+                             // cross-attention: queries and output in the buffers self-attention is done with
+                             .x_cross = a->x, .cross_q = a->qkv, .cross_out = a->attn, .cross_kv = a->cross_kv};
 }
 
 dit_status dit_model_forward(dit_model *m, const float *x, const float *t, const int *y, int batch, float *out) {
@@ -147,7 +161,7 @@ dit_status dit_model_forward(dit_model *m, const float *x, const float *t, const
     const dit_forward_plan plan = {
         .per_sample = 1, .owner = a, .block = inference_slots, .patches = a->tmp, .temb = a->temb,
         .t_hidden = a->tmid, .t_act = a->tmid, .cond = a->cond, .cond_act = a->cond, .h = a->h, .scratch = a->tmp,
-        .scores = a->scores, .final_ada = a->ada, .final_tokens = a->tmp,
+        .scores = a->scores, .final_ada = a->ada, .final_tokens = a->tmp, .context = a->context,
     };
     return dit_forward_walk(m, &plan, x, t, y, batch, out);
 }

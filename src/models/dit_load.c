@@ -157,6 +157,14 @@ static dit_status config_from_metadata(const char *path, const char *json, dit_c
              meta_int(obj, "in_channels", &cfg->in_channels) & meta_int(obj, "hidden_size", &cfg->hidden_size) &
              meta_int(obj, "depth", &cfg->depth) & meta_int(obj, "num_heads", &cfg->num_heads) &
              meta_int(obj, "num_classes", &cfg->num_classes) & meta_int(obj, "learn_sigma", &cfg->learn_sigma);
+    // "block" came with the block designs of reference.md §1.13: a file without it holds adaLN-Zero
+    cfg->block = DIT_BLOCK_ADALN_ZERO;
+    const cJSON *block = cJSON_GetObjectItemCaseSensitive(obj, "block");
+    if (block && !(cJSON_IsString(block) && dit_block_parse(block->valuestring, &cfg->block) == DIT_OK)) {
+        cJSON_Delete(obj);
+        return dit_set_error("%s: metadata dit.config: block must be one of \"adaln-zero\", \"adaln\", "
+                             "\"cross-attention\", \"in-context\"", path);
+    }
     const cJSON *ratio = cJSON_GetObjectItemCaseSensitive(obj, "mlp_ratio");
     const cJSON *drop = cJSON_GetObjectItemCaseSensitive(obj, "class_dropout_prob");
     ok = ok && cJSON_IsNumber(ratio) && cJSON_IsNumber(drop);
@@ -401,9 +409,10 @@ dit_status dit_config_to_json(const dit_config *c, char *buf, size_t n) {
     int len = snprintf(buf, n,
                        "{\"input_size\": %d, \"patch_size\": %d, \"in_channels\": %d, \"hidden_size\": %d, "
                        "\"depth\": %d, \"num_heads\": %d, \"mlp_ratio\": %.9g, \"num_classes\": %d, "
-                       "\"class_dropout_prob\": %.9g, \"learn_sigma\": %d}",
+                       "\"class_dropout_prob\": %.9g, \"learn_sigma\": %d, \"block\": \"%s\"}",
                        c->input_size, c->patch_size, c->in_channels, c->hidden_size, c->depth, c->num_heads,
-                       (double)c->mlp_ratio, c->num_classes, (double)c->class_dropout_prob, c->learn_sigma);
+                       (double)c->mlp_ratio, c->num_classes, (double)c->class_dropout_prob, c->learn_sigma,
+                       dit_block_name(c->block));
     return len > 0 && (size_t)len < n ? DIT_OK : dit_set_error("config JSON does not fit in %zu bytes", n);
 }
 

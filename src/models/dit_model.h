@@ -24,7 +24,11 @@ typedef struct {
     float *proj_w, *proj_b;      // (D, D), (D)
     float *fc1_w, *fc1_b;        // (M, D), (M)    M = mlp hidden
     float *fc2_w, *fc2_b;        // (D, M), (D)
-    float *ada_w, *ada_b;        // (6D, D), (6D)
+    float *ada_w, *ada_b;        // (6D, D), (6D) adaLN-Zero; (4D, D), (4D) adaLN; NULL for the plain blocks
+    // plain blocks (cross-attention, in-context; dit_blocks.c): LayerNorm affine (D) each, else NULL
+    float *norm1_w, *norm1_b, *norm2_w, *norm2_b;
+    // cross-attention only: its LayerNorm (D), query (D, D), key-value (2D, D) rows [k | v], output (D, D)
+    float *cross_norm_w, *cross_norm_b, *cross_q_w, *cross_q_b, *cross_kv_w, *cross_kv_b, *cross_proj_w, *cross_proj_b;
 } dit_block_params;
 
 typedef struct {
@@ -35,13 +39,15 @@ typedef struct {
     float *y_table;                      // (num_classes [+ 1], D)
     dit_block_params *blocks;            // depth
     float *final_w, *final_b;            // (P*P*out, D), (P*P*out)
-    float *final_ada_w, *final_ada_b;    // (2D, D), (2D)
+    float *final_ada_w, *final_ada_b;    // (2D, D), (2D) adaLN blocks; NULL for the plain blocks
+    float *final_norm_w, *final_norm_b;  // (D), (D) plain blocks' final LayerNorm affine; else NULL
 } dit_params;
 
 // The dense layers of the network as the op dispatch sees them (weights are views of dit_params, plus the
 // back-end's prepared copies).
 typedef struct {
     linear_layer qkv, proj, fc1, fc2, ada;
+    linear_layer cross_q, cross_kv, cross_proj;   // cross-attention blocks only
 } dit_block_layers;
 
 typedef struct {
@@ -64,6 +70,8 @@ typedef struct {
     float *ada;        // (B, 6D)
     float *scores;     // attention scratch
     int scores_threads;
+    float *context;    // (B, 2, D) [t_emb, y_emb] of the cross-attention blocks
+    float *cross_kv;   // (B, 2, 2D)
     // the doubled batch of a guided forward ([x; x], [t; t], [y; null], its output), grown only
     int cfg_capacity;
     float *cfg_x, *cfg_t, *cfg_out;
@@ -74,6 +82,7 @@ struct dit_model {
     dit_config cfg;
     int label_rows;        // rows of the label table: num_classes + (class_dropout_prob > 0)
     int mlp_hidden;        // int(D * mlp_ratio)
+    int seq_tokens;        // tokens the blocks see: T, or T + 2 with in-context conditioning
     param_entry *table;
     int num_params;
     float *params;
@@ -97,6 +106,11 @@ typedef struct {
     float *mlp;                    // (B, T, M) after GELU
     float *ada;                    // (B, 6D)
     float *mean1, *rstd1, *mean2, *rstd2;   // (B, T) LayerNorm statistics, or NULL
+    // cross-attention blocks (dit_blocks.c): x_mid -> x_cross = x_mid + cross_attn(norm(x_mid)) -> the MLP half
+    float *x_cross;                // (B, T, D) (= x_mid in the other blocks)
+    float *cross_q, *cross_out;    // (B, T, D) queries; attention output before its projection
+    float *cross_kv;               // (B, 2, 2D) keys and values of the context
+    float *mean_cross, *rstd_cross;   // (B, T) or NULL
 } dit_block_slots;
 
 typedef struct dit_forward_plan dit_forward_plan;
@@ -109,6 +123,7 @@ struct dit_forward_plan {
     float *temb;           // (B, 256)
     float *t_hidden, *t_act;   // (B, D) t_embedder.mlp.0 output and its SiLU (may be one buffer)
     float *cond, *cond_act;    // (B, D) c and SiLU(c) (may be one buffer)
+    float *context;        // (B, 2, D) [t_emb, y_emb] (cross-attention blocks), else unused
     float *h;              // (B, T, D) modulated LayerNorm output (scratch)
     float *scratch;        // (B, T, D) fp32 product before a gated residual when the slot keeps none
     float *scores;         // fp32 attention scratch
@@ -171,6 +186,17 @@ typedef struct dit_train_activations {
     float *scores;      // attention scratch (forward and backward)
     int scores_threads;
     dit_block_params *grad_blocks;   // depth, pointers into the gradient buffer of the current call
+    // The other block designs (dit_blocks.c; T above is then the blocks' sequence length, T + 2 in-context).
+    // Saved: the conditioning tokens and, for cross-attention, per block l (arrays of depth slices) the
+    // stream after it, its queries, keys-values, output before the projection and LayerNorm statistics.
+    float *context;       // (B, 2, D) [t_emb, y_emb]
+    float *x_cross;       // (depth, B, T, D)
+    float *cross_q, *cross_out;       // (depth, B, T, D)
+    float *cross_kv;      // (depth, B, 2, 2D)
+    float *cross_mean, *cross_rstd;   // (depth, B, T)
+    // backward scratch: the context's gradient (summed over blocks), one block's share, d keys-values,
+    // and the gradient of y_emb
+    float *d_context, *d_context_part, *d_kv, *d_label;   // (B, 2, D), (B, 2, D), (B, 2, 2D), (B, D)
 } dit_train_activations;
 
 // Allocate the saved activations and scratch of a training step for `batch` samples.
@@ -187,5 +213,33 @@ void dit_backward(dit_model *m, dit_train_activations *a, const float *dout, flo
 // Benchmark hook: one warm-up, then `iters` timed forward + backward steps (seeded inputs, L = 0.5 |out|^2);
 // returns the fastest step in seconds (< 0 on error).
 double dit_train_step_seconds(dit_model *m, int batch, int iters);
+
+// ---- the block designs other than adaLN-Zero (dit_blocks.c, reference.md §1.13) ----
+// 1 for adaLN-Zero and adaLN (conditioning through SiLU(c) and a modulated final layer), 0 for the plain blocks.
+int dit_block_adaptive(const dit_config *c);
+// After t_emb (plan->cond, (B, D)) and before c = t_emb + y_emb: the plain blocks' conditioning tokens.
+// Cross-attention: plan->context = [t_emb, y_emb]. In-context: the B * T patch tokens at the start of
+// block(plan, 0).x_in are spread to T + 2 per sample and followed by t_emb, y_emb.
+void dit_condition_tokens_forward(const dit_model *m, const dit_forward_plan *plan, const int *y, int B);
+// One ungated block (adaLN, cross-attention, in-context), the twin of dit_forward.c's adaLN-Zero block.
+void dit_ungated_block_forward(const dit_model *m, dit_block_layers *bl, const dit_forward_plan *plan, int l, int B);
+// The plain final LayerNorm: plan->h (B, T, D) = LN(image tokens of x_final) * w + b (in-context drops the
+// two conditioning tokens); statistics into plan->final_mean/rstd when not NULL.
+void dit_plain_final_norm_forward(const dit_model *m, const dit_forward_plan *plan, const float *x_final, int B);
+// Training: allocate / free the fields above for the model's block design.
+void dit_blocks_train_alloc(const dit_model *m, dit_train_activations *a);
+void dit_blocks_train_free(dit_train_activations *a);
+// Training slots of block l (dit_backward.c), with the cross-attention slices filled in.
+dit_block_slots dit_train_block_slots(const dit_model *m, dit_train_activations *a, int l);
+// Backward of dit_ungated_block_forward: a->d_res from dL/d(block output) to dL/d(block input); the adaLN
+// gradient adds into a->d_cond, the cross-attention context's into a->d_context.
+void dit_ungated_block_backward(dit_model *m, dit_train_activations *a, const dit_block_params *bp,
+                                const dit_block_params *gp, int l);
+// Backward of the plain final LayerNorm: a->d_h (B, T, D) = dL/d(norm output) in, a->d_res (B, T_seq, D)
+// overwritten with dL/dx_final (zero on the conditioning tokens); the affine's gradient into gp.
+void dit_plain_final_norm_backward(dit_model *m, dit_train_activations *a, const dit_params *gp);
+// Backward of dit_condition_tokens_forward, after the blocks: a->d_cond = dL/dt_emb, returns dL/dy_emb
+// (B, D). In-context: takes the tokens' gradient out of a->d_res and packs it to the B * T patch rows.
+const float *dit_condition_tokens_backward(const dit_model *m, dit_train_activations *a);
 
 #endif

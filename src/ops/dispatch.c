@@ -114,3 +114,15 @@ void op_attention_backward(const ops_context *ctx, float *dqkv, const float *dou
     if (ctx->precision == OPS_BF16) attention_backward_bf16(dqkv, dout, qkv, B, T, D, H);
     else attention_backward(dqkv, dout, qkv, scratch, B, T, D, H);
 }
+
+void op_cross_attention(const ops_context *ctx, float *out, const float *q, const float *kv, int B, int T, int S,
+                        int D, int H) {
+    (void)ctx;
+    cross_attention_forward(out, q, kv, B, T, S, D, H);
+}
+
+void op_cross_attention_backward(const ops_context *ctx, float *dq, float *dkv, const float *dout, const float *q,
+                                 const float *kv, int B, int T, int S, int D, int H) {
+    (void)ctx;
+    cross_attention_backward(dq, dkv, dout, q, kv, B, T, S, D, H);
+}

@@ -73,6 +73,14 @@ void op_layernorm_modulate(const ops_context *ctx, float *y, float *mean, float 
 void layernorm_modulate_forward_avx512(float *y, float *mean, float *rstd, const float *x, const float *shift,
                                        const float *scale, int row_stride, int B, int T, int D);
 
+// Multi-head cross-attention from T tokens to S context tokens (ops.h cross_attention_forward). One float32
+// kernel in both precisions: with S = 2 keys its products are 2 multiply-adds per query element, nothing for
+// a matrix unit; the layers around it (queries, keys-values, projection) take the precision through op_linear.
+void op_cross_attention(const ops_context *ctx, float *out, const float *q, const float *kv, int B, int T, int S,
+                        int D, int H);
+void op_cross_attention_backward(const ops_context *ctx, float *dq, float *dkv, const float *dout, const float *q,
+                                 const float *kv, int B, int T, int S, int D, int H);
+
 // bf16 attention kernels (ops/cpu/attention_bf16.c): per (batch, head) one thread, the two products on the
 // bf16 path, softmax in float32. Only call when the CPU has a bf16 path.
 void attention_forward_bf16(float *out, const float *qkv, int B, int T, int D, int H);

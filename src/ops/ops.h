@@ -63,6 +63,25 @@ void attention_backward(float *dqkv, const float *dout, const float *qkv, float 
                         int H);
 int64_t attention_backward_scratch_floats(int T, int threads);
 
+// ---- cross_attention.c ----
+// cross_attention_forward: multi-head softmax(Q K^T / sqrt(hd)) V from T query tokens to S context tokens.
+// q: (B, T, D)   kv: (B, S, 2D), rows [k | v], head h at columns h*hd..(h+1)*hd of each part   out: (B, T, D)
+#define CROSS_ATTENTION_MAX_KEYS 16
+void cross_attention_forward(float *out, const float *q, const float *kv, int B, int T, int S, int D, int H);
+// cross_attention_backward: dq (B, T, D) and dkv (B, S, 2D), both overwritten, from dout (B, T, D).
+void cross_attention_backward(float *dq, float *dkv, const float *dout, const float *q, const float *kv, int B, int T,
+                              int S, int D, int H);
+
+// ---- norm_affine.c ----
+// layernorm_affine_forward: y = LN(x) * weight + bias (nn.LayerNorm(D, eps=1e-6) with its affine), N rows.
+// x, y: (N, D)   weight, bias: (D)   mean, rstd: (N), kept for the backward pass (may be NULL)
+void layernorm_affine_forward(float *y, float *mean, float *rstd, const float *x, const float *weight,
+                              const float *bias, int64_t N, int D);
+// layernorm_affine_backward: dx += dL/dx (ACCUMULATED, as layernorm_modulate_backward: its input is a residual
+// stream); dweight += sum_rows dy * xhat, dbias += sum_rows dy (parameter gradients accumulate).
+void layernorm_affine_backward(float *dx, float *dweight, float *dbias, const float *dy, const float *x,
+                               const float *mean, const float *rstd, const float *weight, int64_t N, int D);
+
 // ---- embed.c ----
 // patchify_forward: x (B, C, S, S) -> patches (B, T, C*P*P) in (c, pi, qi) order, T = (S/P)^2, token = row*(S/P)+col.
 void patchify_forward(float *patches, const float *x, int B, int C, int S, int P);

@@ -25,14 +25,22 @@ static int ends_with(const char *s, const char *suffix) {
     return n >= k && !strcmp(s + n - k, suffix);
 }
 
+// The block designs of reference.md §1.13 follow the same rules, plus: LayerNorm affines (the plain
+// blocks' norm*.weight) start at 1 (PyTorch's default), and adaLN's modulation inside the blocks is an
+// ordinary xavier-initialised linear (zero only in adaLN-Zero, whose name it gives); the final layer's
+// adaLN and linear are zero in every design.
 void train_init_weights(dit_model *m, uint64_t seed) {
+    const int zero_modulation = m->cfg.block == DIT_BLOCK_ADALN_ZERO;
     for (int k = 0; k < m->num_params; k++) {
         const param_entry *e = &m->table[k];
         float *p = m->params + e->offset;
         if (!strcmp(e->name, "pos_embed")) continue;   // the fixed sin-cos table
-        const int zero = ends_with(e->name, ".bias") || strstr(e->name, "adaLN_modulation") ||
-                         !strncmp(e->name, "final_layer.linear", 18);
-        if (zero) {
+        const int modulation = strstr(e->name, "adaLN_modulation") != NULL;
+        const int zero = ends_with(e->name, ".bias") || !strncmp(e->name, "final_layer.linear", 18) ||
+                         (modulation && (zero_modulation || !strncmp(e->name, "final_layer.", 12)));
+        if (e->ndim == 1 && !zero) {   // a LayerNorm weight
+            for (size_t i = 0; i < e->numel; i++) p[i] = 1.0f;
+        } else if (zero) {
             memset(p, 0, e->numel * sizeof(float));
         } else if (!strcmp(e->name, "y_embedder.embedding_table.weight") || !strcmp(e->name, "t_embedder.mlp.0.weight") ||
                    !strcmp(e->name, "t_embedder.mlp.2.weight")) {

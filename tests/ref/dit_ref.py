@@ -34,7 +34,14 @@ NAMED_CONFIGS = OrderedDict([
 
 DEFAULT_CONFIG = dict(input_size=32, patch_size=2, in_channels=4, hidden_size=1152, depth=28,
                       num_heads=16, mlp_ratio=4.0, class_dropout_prob=0.1, num_classes=1000,
-                      learn_sigma=True)
+                      learn_sigma=True, block="adaln-zero")
+
+# The block designs of the paper's Fig. 5 (reference.md §1.13); adaLN-Zero is the published model.
+BLOCKS = ("adaln-zero", "adaln", "cross-attention", "in-context")
+
+
+def adaptive(cfg):
+    return cfg["block"] in ("adaln-zero", "adaln")
 
 
 def named_config(name, image_size=256, **overrides):
@@ -82,16 +89,30 @@ def param_shapes(cfg):
          ("t_embedder.mlp.0.weight", (D, 256)), ("t_embedder.mlp.0.bias", (D,)),
          ("t_embedder.mlp.2.weight", (D, D)), ("t_embedder.mlp.2.bias", (D,)),
          ("y_embedder.embedding_table.weight", (rows, D))]
+    chunks = 4 if cfg["block"] == "adaln" else 6
     for n in range(cfg["depth"]):
         b = "blocks.%d." % n
-        s += [(b + "attn.qkv.weight", (3 * D, D)), (b + "attn.qkv.bias", (3 * D,)),
-              (b + "attn.proj.weight", (D, D)), (b + "attn.proj.bias", (D,)),
-              (b + "mlp.fc1.weight", (M, D)), (b + "mlp.fc1.bias", (M,)),
-              (b + "mlp.fc2.weight", (D, M)), (b + "mlp.fc2.bias", (D,)),
-              (b + "adaLN_modulation.1.weight", (6 * D, D)), (b + "adaLN_modulation.1.bias", (6 * D,))]
-    s += [("final_layer.linear.weight", (p * p * oc, D)), ("final_layer.linear.bias", (p * p * oc,)),
-          ("final_layer.adaLN_modulation.1.weight", (2 * D, D)),
-          ("final_layer.adaLN_modulation.1.bias", (2 * D,))]
+        attn = [(b + "attn.qkv.weight", (3 * D, D)), (b + "attn.qkv.bias", (3 * D,)),
+                (b + "attn.proj.weight", (D, D)), (b + "attn.proj.bias", (D,))]
+        mlp = [(b + "mlp.fc1.weight", (M, D)), (b + "mlp.fc1.bias", (M,)),
+               (b + "mlp.fc2.weight", (D, M)), (b + "mlp.fc2.bias", (D,))]
+        if adaptive(cfg):
+            s += attn + mlp + [(b + "adaLN_modulation.1.weight", (chunks * D, D)),
+                               (b + "adaLN_modulation.1.bias", (chunks * D,))]
+            continue
+        s += [(b + "norm1.weight", (D,)), (b + "norm1.bias", (D,))] + attn
+        if cfg["block"] == "cross-attention":
+            s += [(b + "norm_cross.weight", (D,)), (b + "norm_cross.bias", (D,)),
+                  (b + "cross_attn.q.weight", (D, D)), (b + "cross_attn.q.bias", (D,)),
+                  (b + "cross_attn.kv.weight", (2 * D, D)), (b + "cross_attn.kv.bias", (2 * D,)),
+                  (b + "cross_attn.proj.weight", (D, D)), (b + "cross_attn.proj.bias", (D,))]
+        s += [(b + "norm2.weight", (D,)), (b + "norm2.bias", (D,))] + mlp
+    if not adaptive(cfg):
+        s += [("final_layer.norm_final.weight", (D,)), ("final_layer.norm_final.bias", (D,))]
+    s += [("final_layer.linear.weight", (p * p * oc, D)), ("final_layer.linear.bias", (p * p * oc,))]
+    if adaptive(cfg):
+        s += [("final_layer.adaLN_modulation.1.weight", (2 * D, D)),
+              ("final_layer.adaLN_modulation.1.bias", (2 * D,))]
     return s
 
 
@@ -105,9 +126,13 @@ def gmacs(cfg):
     cfg = full_config(**cfg)
     D, C, p, T = cfg["hidden_size"], cfg["in_channels"], cfg["patch_size"], num_tokens(cfg)
     M = int(D * cfg["mlp_ratio"])
-    per_block = T * (3 * D * D + D * D + 2 * D * M) + 2 * T * T * D + 6 * D * D
+    Ts = T + 2 if cfg["block"] == "in-context" else T          # in-context: 2 more tokens
+    per_block = Ts * (3 * D * D + D * D + 2 * D * M) + 2 * Ts * Ts * D
+    per_block += {"adaln-zero": 6 * D * D, "adaln": 4 * D * D, "in-context": 0,
+                  # q and proj per image token, k and v of 2 tokens, QK^T and AV over 2 keys
+                  "cross-attention": 2 * T * D * D + 2 * 2 * D * D + 2 * T * 2 * D}[cfg["block"]]
     total = (cfg["depth"] * per_block + T * C * p * p * D + T * D * p * p * out_channels(cfg)
-             + 2 * D * D + 256 * D + D * D)
+             + (2 * D * D if adaptive(cfg) else 0) + 256 * D + D * D)
     return total / 1e9
 
 
@@ -240,6 +265,79 @@ class DiTBlock(nn.Module):
         return x
 
 
+class AdaLNBlock(nn.Module):
+    """adaLN without the gates (§1.13): shift and scale regressed from c, residuals added as they are."""
+    def __init__(self, hidden_size, num_heads, mlp_ratio=4.0, device=None):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
+        self.attn = Attention(hidden_size, num_heads, device=device)
+        self.norm2 = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
+        self.mlp = Mlp(hidden_size, int(hidden_size * mlp_ratio), device=device)
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(),
+                                              nn.Linear(hidden_size, 4 * hidden_size, bias=True,
+                                                        device=device))
+
+    def forward(self, x, c):
+        sh_msa, sc_msa, sh_mlp, sc_mlp = self.adaLN_modulation(c).chunk(4, dim=1)
+        x = x + self.attn(modulate(self.norm1(x), sh_msa, sc_msa))
+        x = x + self.mlp(modulate(self.norm2(x), sh_mlp, sc_mlp))
+        return x
+
+
+class CrossAttention(nn.Module):
+    """Multi-head attention from the image tokens (queries) to a context sequence (keys, values)."""
+    def __init__(self, dim, num_heads, device=None):
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.scale = self.head_dim ** -0.5
+        self.q = nn.Linear(dim, dim, bias=True, device=device)
+        self.kv = nn.Linear(dim, 2 * dim, bias=True, device=device)
+        self.proj = nn.Linear(dim, dim, bias=True, device=device)
+
+    def forward(self, x, ctx):
+        B, N, D = x.shape
+        S = ctx.shape[1]
+        q = self.q(x).reshape(B, N, self.num_heads, self.head_dim).transpose(1, 2)     # (B, H, N, hd)
+        kv = self.kv(ctx).reshape(B, S, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        k, v = kv[0], kv[1]                                                            # (B, H, S, hd)
+        attn = ((q * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1)                # (B, H, N, S)
+        return self.proj((attn @ v).transpose(1, 2).reshape(B, N, D))
+
+
+class PlainBlock(nn.Module):
+    """A standard pre-norm ViT block (LayerNorm with its affine, eps 1e-6), with a cross-attention layer
+    after the self-attention for the cross-attention design (§1.13)."""
+    def __init__(self, hidden_size, num_heads, mlp_ratio=4.0, cross=False, device=None):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(hidden_size, eps=1e-6, device=device)
+        self.attn = Attention(hidden_size, num_heads, device=device)
+        if cross:
+            self.norm_cross = nn.LayerNorm(hidden_size, eps=1e-6, device=device)
+            self.cross_attn = CrossAttention(hidden_size, num_heads, device=device)
+        self.cross = cross
+        self.norm2 = nn.LayerNorm(hidden_size, eps=1e-6, device=device)
+        self.mlp = Mlp(hidden_size, int(hidden_size * mlp_ratio), device=device)
+
+    def forward(self, x, ctx=None):
+        x = x + self.attn(self.norm1(x))
+        if self.cross:
+            x = x + self.cross_attn(self.norm_cross(x), ctx)
+        return x + self.mlp(self.norm2(x))
+
+
+class PlainFinalLayer(nn.Module):
+    """The final layer of the plain designs: LayerNorm with its affine (not adaptive), linear decoder."""
+    def __init__(self, hidden_size, patch_size, out_channels, device=None):
+        super().__init__()
+        self.norm_final = nn.LayerNorm(hidden_size, eps=1e-6, device=device)
+        self.linear = nn.Linear(hidden_size, patch_size * patch_size * out_channels, bias=True,
+                                device=device)
+
+    def forward(self, x):
+        return self.linear(self.norm_final(x))
+
+
 class FinalLayer(nn.Module):
     def __init__(self, hidden_size, patch_size, out_channels, device=None):
         super().__init__()
@@ -258,13 +356,15 @@ class FinalLayer(nn.Module):
 class DiT(nn.Module):
     def __init__(self, input_size=32, patch_size=2, in_channels=4, hidden_size=1152, depth=28,
                  num_heads=16, mlp_ratio=4.0, class_dropout_prob=0.1, num_classes=1000,
-                 learn_sigma=True, device=None, init="official"):
+                 learn_sigma=True, block="adaln-zero", device=None, init="official"):
         super().__init__()
         assert input_size % patch_size == 0
         self.cfg = full_config(input_size=input_size, patch_size=patch_size, in_channels=in_channels,
                                hidden_size=hidden_size, depth=depth, num_heads=num_heads,
                                mlp_ratio=mlp_ratio, class_dropout_prob=class_dropout_prob,
-                               num_classes=num_classes, learn_sigma=learn_sigma)
+                               num_classes=num_classes, learn_sigma=learn_sigma, block=block)
+        assert block in BLOCKS, block
+        self.block = block
         self.in_channels = in_channels
         self.out_channels = out_channels(self.cfg)
         self.patch_size = patch_size
@@ -277,9 +377,16 @@ class DiT(nn.Module):
         self.y_embedder = LabelEmbedder(num_classes, hidden_size, class_dropout_prob, device=device)
         self.pos_embed = nn.Parameter(torch.zeros(1, T, hidden_size, device=device),
                                       requires_grad=False)
-        self.blocks = nn.ModuleList([DiTBlock(hidden_size, num_heads, mlp_ratio, device=device)
-                                     for _ in range(depth)])
-        self.final_layer = FinalLayer(hidden_size, patch_size, self.out_channels, device=device)
+        def make_block():
+            if block == "adaln-zero":
+                return DiTBlock(hidden_size, num_heads, mlp_ratio, device=device)
+            if block == "adaln":
+                return AdaLNBlock(hidden_size, num_heads, mlp_ratio, device=device)
+            return PlainBlock(hidden_size, num_heads, mlp_ratio, cross=block == "cross-attention",
+                              device=device)
+        self.blocks = nn.ModuleList([make_block() for _ in range(depth)])
+        final = FinalLayer if adaptive(self.cfg) else PlainFinalLayer
+        self.final_layer = final(hidden_size, patch_size, self.out_channels, device=device)
         if init == "official" and (device is None or torch.device(device).type != "meta"):
             self.initialize_weights()
 
@@ -297,7 +404,10 @@ class DiT(nn.Module):
             self.pos_embed.copy_(pe)
 
     def initialize_weights(self):
-        """The official initialisation (§1.9); outputs are exactly 0 afterwards."""
+        """The official initialisation (§1.9); outputs are exactly 0 afterwards. The other designs
+        (§1.13): LayerNorm affines 1 and 0 (PyTorch's default), cross-attention linears xavier like every
+        linear, adaLN's modulation too (no zero init: that is what makes adaLN-Zero), the final linear
+        zero in all four."""
         def lin_init(m):
             if isinstance(m, nn.Linear):
                 nn.init.xavier_uniform_(m.weight)
@@ -311,10 +421,11 @@ class DiT(nn.Module):
         nn.init.normal_(self.t_embedder.mlp[0].weight, std=0.02)
         nn.init.normal_(self.t_embedder.mlp[2].weight, std=0.02)
         for blk in self.blocks:
-            nn.init.zeros_(blk.adaLN_modulation[-1].weight)
-            nn.init.zeros_(blk.adaLN_modulation[-1].bias)
+            if self.block == "adaln-zero":
+                nn.init.zeros_(blk.adaLN_modulation[-1].weight)
+                nn.init.zeros_(blk.adaLN_modulation[-1].bias)
         fl = self.final_layer
-        for lin in (fl.adaLN_modulation[-1], fl.linear):
+        for lin in (fl.adaLN_modulation[-1], fl.linear) if adaptive(self.cfg) else (fl.linear,):
             nn.init.zeros_(lin.weight)
             nn.init.zeros_(lin.bias)
 
@@ -329,10 +440,23 @@ class DiT(nn.Module):
 
     def forward(self, x, t, y):
         x = self.x_embedder(x) + self.pos_embed
-        c = self.t_embedder(t) + self.y_embedder(y)
-        for blk in self.blocks:
-            x = blk(x, c)
-        return self.unpatchify(self.final_layer(x, c))
+        t_emb, y_emb = self.t_embedder(t), self.y_embedder(y)
+        if adaptive(self.cfg):
+            c = t_emb + y_emb
+            for blk in self.blocks:
+                x = blk(x, c)
+            return self.unpatchify(self.final_layer(x, c))
+        if self.block == "cross-attention":
+            ctx = torch.stack([t_emb, y_emb], dim=1)            # (N, 2, D)
+            for blk in self.blocks:
+                x = blk(x, ctx)
+        else:                                                   # in-context: two more tokens, no pos_embed
+            T = x.shape[1]
+            x = torch.cat([x, t_emb[:, None], y_emb[:, None]], dim=1)
+            for blk in self.blocks:
+                x = blk(x)
+            x = x[:, :T]                                        # removed after the last block
+        return self.unpatchify(self.final_layer(x))
 
     def forward_with_cfg(self, x, t, y, cfg_scale, guide_all_channels=False):
         """Official semantics (§1.10): x, t, y are the doubled batch [cond; uncond]; the second half
@@ -449,6 +573,21 @@ def selfcheck():
     row, col, pi, qi, cc = 2, 3, 1, 0, 5
     check(img[0, cc, row * p + pi, col * p + qi].item() == v[0, row * h + col, (pi * p + qi) * C + cc].item(),
           "unpatchify index mapping")
+
+    # 7. the block designs (§1.13): state_dict == param_shapes, zero output at init, XL/2 Gflops of Fig. 5
+    fig5 = {"adaln-zero": 118.60, "adaln": 118.56, "cross-attention": 137.62, "in-context": 119.37}
+    for blk in BLOCKS:
+        bcfg = dict(cfg, block=blk)
+        torch.manual_seed(0)
+        mb = build(bcfg).eval()
+        with torch.no_grad():
+            ob = mb(x, torch.tensor([1.0, 500.0, 999.0]), torch.tensor([0, 3, 10]))
+        g = gmacs(named_config("DiT-XL/2", 256, block=blk))
+        check([(k, tuple(v.shape)) for k, v in mb.state_dict().items()]
+              == [(k, tuple(sh)) for k, sh in param_shapes(bcfg)] and ob.abs().max().item() == 0.0
+              and abs(g - fig5[blk]) < 0.03,
+              "%-15s state_dict == param_shapes (%d params), zero output at init, XL/2 %.2f Gflops "
+              "(paper Fig. 5: %.2f)" % (blk, param_count(bcfg), g, fig5[blk]))
 
     print("selfcheck:", "PASS" if ok else "FAIL")
     return ok
