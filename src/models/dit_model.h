@@ -122,6 +122,8 @@ dit_status dit_forward_walk(dit_model *m, const dit_forward_plan *plan, const fl
 // Tell the model its float32 weights changed (loading, an optimizer step, a test's poke): prepared copies
 // (packed bf16 weights) are remade on their next use.
 void dit_model_weights_changed(dit_model *m);
+// Free the forward activations (they are remade, at the size asked, by the next forward).
+void dit_activations_free(dit_model *m);
 
 
 // Build the table and allocate a zeroed parameter buffer (pos_embed filled) for a validated config.
@@ -183,7 +185,7 @@ dit_status dit_forward_train(dit_model *m, dit_train_activations *a, const float
 // Backward pass of the last dit_forward_train on `a`: dout = dL/dout (B, out_channels, S, S). Parameter
 // gradients are ACCUMULATED (+=) into grads, m->total_floats floats in the parameter buffer's layout
 // (same offsets as m->params); zero it first for a plain gradient. pos_embed (fixed) gets nothing.
-void dit_backward(dit_model *m, dit_train_activations *a, const float *dout, float *grads);
+dit_status dit_backward(dit_model *m, dit_train_activations *a, const float *dout, float *grads);
 // Benchmark hook: one warm-up, then `iters` timed forward + backward steps (seeded inputs, L = 0.5 |out|^2);
 // returns the fastest step in seconds (< 0 on error).
 double dit_train_step_seconds(dit_model *m, int batch, int iters);
