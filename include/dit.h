@@ -11,8 +11,13 @@
 //  - each call spreads its work over OpenMP threads and OpenBLAS (the count is process-wide:
 //    omp_set_num_threads / OMP_NUM_THREADS); concurrent calls from several threads each start their own team.
 // Failure: calls return DIT_ERR or NULL with a message; bad input never ends the process. Running out of
-// memory while reading a file (tensor data, inflated members, decoded pixels, model parameters) is such an
-// error too; out of memory elsewhere (activations, bookkeeping) still ends the process with a message.
+// memory is such an error too: every call of this file and dit_vae.h that allocates (loading, saving,
+// dit_model_synthetic, dit_model_set_class_names, dit_model_forward[_cfg], dit_sample, dit_decode_images,
+// dit_png_encode, the VAE's load/encode/decode) returns DIT_ERR or NULL with "out of memory allocating N
+// bytes ...", frees what it took, and leaves the handle usable (activations are regrown by the next call).
+// Exceptions, still ending the process with a message on out of memory: the evaluation calls of dit_eval.h
+// (FID statistics, Inception, the classifier). Multi-process runs (MPI) end every rank on purpose when the
+// program calls the internal dist_abort, never on their own.
 #ifndef DIT_H
 #define DIT_H
 

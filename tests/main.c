@@ -25,6 +25,7 @@ void test_api(void);
 void test_serve(void);
 void test_install(void);
 void test_dist(void);
+void test_oom(void);
 
 static const struct {
     const char *name;
@@ -48,6 +49,7 @@ static const struct {
     {"serve", test_serve},
     {"install", test_install},
     {"dist", test_dist},
+    {"oom", test_oom},
 };
 
 int main(int argc, char **argv) {

@@ -23,7 +23,7 @@ static void imagenet_init(void) {
     for (int i = 0; i < 1000; i++) {
         const char *line = dit_imagenet_classes[i];
         size_t n = strcspn(line, ",");
-        imagenet_names[i] = dit_malloc(n + 1);
+        imagenet_names[i] = dit_xmalloc(n + 1);
         memcpy(imagenet_names[i], line, n);
         imagenet_names[i][n] = '\0';
     }
@@ -152,7 +152,7 @@ dit_status dit_model_find_class(const dit_model *m, const char *text, int *label
     for (int c = 0; c < K && shown < 8; c++)
         if (visit_names(m, c, contains, want)) append_class(list, sizeof list, m, c, shown++ == 0);
     if (!shown) {
-        int *dist = dit_malloc(sizeof(int) * (size_t)K), best = 99;
+        int *dist = dit_xmalloc(sizeof(int) * (size_t)K), best = 99;
         for (int c = 0; c < K; c++) {
             nearest_ctx ctx = {want, 99};
             visit_names(m, c, nearest, &ctx);

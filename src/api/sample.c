@@ -95,6 +95,10 @@ dit_status dit_sample(dit_model *m, const dit_sample_item *items, int n, const d
     if (diffusion_init(&diff, &dopt) != DIT_OK) return DIT_ERR;
     static const sampler_kind kinds[] = {SAMPLER_DDPM, SAMPLER_DDIM, SAMPLER_DPMPP_2M};
     sample_ctx ctx = {.model = m, .opt = opt, .use_cfg = use_cfg, .labels = dit_malloc(sizeof(int) * (size_t)batch)};
+    if (!ctx.labels) {
+        diffusion_free(&diff);
+        return DIT_ERR;
+    }
     sampler_options sopt = {.kind = kinds[opt->sampler], .eta = opt->eta, .dpm_steps = steps,
                             .noise = item_noise, .noise_ctx = &ctx, .progress = on_step, .progress_ctx = &ctx};
     const int per_batch = diffusion_sampler_steps(&diff, &sopt), num_batches = (n + batch - 1) / batch;
@@ -148,7 +152,7 @@ dit_status dit_decode_images(const dit_model *m, dit_vae *vae, const float *samp
     }
     const float scale = dit_vae_get_config(vae)->scaling_factor;
     float *z = dit_malloc(sizeof(float) * (size_t)per_sample), *x = dit_malloc(sizeof(float) * (size_t)per_image);
-    dit_status st = DIT_OK;
+    dit_status st = z && x ? DIT_OK : DIT_ERR;
     for (int k = 0; k < n && st == DIT_OK; k++) {   // one at a time keeps the decoder's activations small
         for (int64_t i = 0; i < per_sample; i++) z[i] = samples[k * per_sample + i] / scale;
         st = dit_vae_decode(vae, z, 1, S, S, x);

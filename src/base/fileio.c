@@ -51,6 +51,7 @@ dit_status atomic_file_open(atomic_file *a, const char *path) {
     a->temp_path = NULL;
     size_t n = strlen(path) + 32;
     char *temp = dit_malloc(n);
+    if (!temp) return DIT_ERR;
     snprintf(temp, n, "%s.tmp.%ld", path, (long)getpid());
     FILE *f = fopen(temp, "wb");
     if (!f) {
@@ -58,8 +59,14 @@ dit_status atomic_file_open(atomic_file *a, const char *path) {
         free(temp);
         return DIT_ERR;
     }
-    a->f = f;
     a->final_path = dit_strdup(path);
+    if (!a->final_path) {
+        fclose(f);
+        unlink(temp);
+        free(temp);
+        return DIT_ERR;
+    }
+    a->f = f;
     a->temp_path = temp;
     return DIT_OK;
 }
@@ -76,6 +83,7 @@ static void atomic_file_release(atomic_file *a) {
 // file systems refuse fsync on directories, and the data itself is already on disk.
 static void fsync_parent_directory(const char *path) {
     char *dir = dit_strdup(path);
+    if (!dir) return;   // out of memory: skip it, as any other failure here
     char *slash = strrchr(dir, '/');
     const char *name = ".";
     if (slash) {

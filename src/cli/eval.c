@@ -85,8 +85,8 @@ static dit_status shard_features(dit_inception *net, image_source *src, int batc
     const size_t dims[3] = {DIT_INCEPTION_POOL_DIM, DIT_INCEPTION_SPATIAL_DIM, DIT_INCEPTION_CLASSES};
     float *local[3], *all[3] = {NULL, NULL, NULL};
     for (int k = 0; k < 3; k++) {
-        local[k] = k < 2 || want_logits ? dit_malloc((size_t)(mine > 0 ? mine : 1) * dims[k] * sizeof(float)) : NULL;
-        if (root && local[k]) all[k] = dit_malloc((size_t)(rows > 0 ? rows : 1) * dims[k] * sizeof(float));
+        local[k] = k < 2 || want_logits ? dit_xmalloc((size_t)(mine > 0 ? mine : 1) * dims[k] * sizeof(float)) : NULL;
+        if (root && local[k]) all[k] = dit_xmalloc((size_t)(rows > 0 ? rows : 1) * dims[k] * sizeof(float));
     }
     dit_status status = DIT_OK;
     for (int64_t done = 0; status == DIT_OK && done < mine;) {
@@ -115,13 +115,13 @@ static dit_status shard_features(dit_inception *net, image_source *src, int batc
 static dit_status run_images(dit_inception *net, image_source *src, const char *path, int batch, int want_stats,
                              int keep_features, dit_inception_score *is, summary *out) {
     const int64_t total = image_source_count(src);
-    float *pool = dit_malloc((size_t)batch * DIT_INCEPTION_POOL_DIM * sizeof *pool);
-    float *spatial = dit_malloc((size_t)batch * DIT_INCEPTION_SPATIAL_DIM * sizeof *spatial);
-    float *logits = is ? dit_malloc((size_t)batch * DIT_INCEPTION_CLASSES * sizeof *logits) : NULL;
+    float *pool = dit_xmalloc((size_t)batch * DIT_INCEPTION_POOL_DIM * sizeof *pool);
+    float *spatial = dit_xmalloc((size_t)batch * DIT_INCEPTION_SPATIAL_DIM * sizeof *spatial);
+    float *logits = is ? dit_xmalloc((size_t)batch * DIT_INCEPTION_CLASSES * sizeof *logits) : NULL;
     dit_moments *mp = want_stats ? dit_moments_create(DIT_INCEPTION_POOL_DIM) : NULL;
     dit_moments *ms = want_stats ? dit_moments_create(DIT_INCEPTION_SPATIAL_DIM) : NULL;
     if (keep_features) {
-        out->features = dit_malloc((size_t)(total > 0 ? total : 1) * DIT_INCEPTION_POOL_DIM * sizeof(float));
+        out->features = dit_xmalloc((size_t)(total > 0 ? total : 1) * DIT_INCEPTION_POOL_DIM * sizeof(float));
         out->count = 0;
     }
     progress_bar bar;
@@ -170,10 +170,10 @@ static dit_status run_images(dit_inception *net, image_source *src, const char *
         } else {
             out->pool.dim = DIT_INCEPTION_POOL_DIM;
             out->spatial.dim = DIT_INCEPTION_SPATIAL_DIM;
-            out->pool.mu = dit_malloc(DIT_INCEPTION_POOL_DIM * sizeof(double));
-            out->pool.sigma = dit_malloc((size_t)DIT_INCEPTION_POOL_DIM * DIT_INCEPTION_POOL_DIM * sizeof(double));
-            out->spatial.mu = dit_malloc(DIT_INCEPTION_SPATIAL_DIM * sizeof(double));
-            out->spatial.sigma = dit_malloc((size_t)DIT_INCEPTION_SPATIAL_DIM * DIT_INCEPTION_SPATIAL_DIM * sizeof(double));
+            out->pool.mu = dit_xmalloc(DIT_INCEPTION_POOL_DIM * sizeof(double));
+            out->pool.sigma = dit_xmalloc((size_t)DIT_INCEPTION_POOL_DIM * DIT_INCEPTION_POOL_DIM * sizeof(double));
+            out->spatial.mu = dit_xmalloc(DIT_INCEPTION_SPATIAL_DIM * sizeof(double));
+            out->spatial.sigma = dit_xmalloc((size_t)DIT_INCEPTION_SPATIAL_DIM * DIT_INCEPTION_SPATIAL_DIM * sizeof(double));
             if (dit_moments_finish(mp, out->pool.mu, out->pool.sigma) != DIT_OK ||
                 dit_moments_finish(ms, out->spatial.mu, out->spatial.sigma) != DIT_OK)
                 status = DIT_ERR;
@@ -203,7 +203,7 @@ static dit_status read_stat(const char *path, const char *name, int ndim, int di
         status = dit_set_error("%s: %s has dtype %s, expected float64 or float32", path, name, dtype_name(a.dtype));
     if (status == DIT_OK) {
         const size_t n = ndim == 1 ? (size_t)dim : (size_t)dim * dim;
-        double *v = dit_malloc(n * sizeof *v);
+        double *v = dit_xmalloc(n * sizeof *v);
         for (size_t i = 0; i < n; i++) v[i] = a.dtype == DT_F64 ? ((const double *)a.data)[i] : ((const float *)a.data)[i];
         *out = v;
     }
@@ -232,7 +232,7 @@ static dit_status read_ref_features(const char *path, summary *ref) {
     if (status == DIT_OK) {
         tensor_view v = {.dtype = a.dtype, .ndim = 2, .data = a.data, .nbytes = a.nbytes};
         v.shape[0] = a.shape[0], v.shape[1] = a.shape[1];
-        ref->features = dit_malloc((size_t)(a.shape[0] > 0 ? a.shape[0] : 1) * DIT_INCEPTION_POOL_DIM * sizeof(float));
+        ref->features = dit_xmalloc((size_t)(a.shape[0] > 0 ? a.shape[0] : 1) * DIT_INCEPTION_POOL_DIM * sizeof(float));
         tensor_to_f32(&v, ref->features);
         ref->count = a.shape[0];
     }

@@ -42,7 +42,7 @@ static dit_status moments_of(const float *features, int count, int F, double *mu
 }
 
 static float *features_of(const classifier *c, const uint8_t *images, int count, int *pred) {
-    float *f = dit_malloc((size_t)(count > 0 ? count : 1) * c->cfg.features * sizeof(float));
+    float *f = dit_xmalloc((size_t)(count > 0 ? count : 1) * c->cfg.features * sizeof(float));
     if (classifier_run(c, images, count, pred, f, NULL) != DIT_OK) {
         free(f);
         return NULL;
@@ -137,11 +137,11 @@ int cmd_eval_fmnist(int argc, char **argv) {
                           K, per_class, (long long)per_class * K);
             goto fail;
         }
-        labels = dit_malloc((size_t)N * sizeof(int));
+        labels = dit_xmalloc((size_t)N * sizeof(int));
         for (int i = 0; i < N; i++) labels[i] = i / per_class;
     }
 
-    pred = dit_malloc((size_t)N * sizeof(int));
+    pred = dit_xmalloc((size_t)N * sizeof(int));
     if (!(sample_features = features_of(c, arr->data, N, pred))) goto fail;
     printf("samples: %d images (%dx%dx%d) from %s; classifier %s", N, S, S, C, samples_path, classifier_path);
     if (c->test_accuracy >= 0) printf(" (test accuracy %.4f)", c->test_accuracy);
@@ -149,7 +149,7 @@ int cmd_eval_fmnist(int argc, char **argv) {
     if (labels) {
         names = c->class_names ? cJSON_Parse(c->class_names) : NULL;
         int right = 0;
-        int *hits = dit_calloc((size_t)K, sizeof(int)), *totals = dit_calloc((size_t)K, sizeof(int));
+        int *hits = dit_xcalloc((size_t)K, sizeof(int)), *totals = dit_xcalloc((size_t)K, sizeof(int));
         for (int i = 0; i < N; i++) {
             totals[labels[i]]++;
             if (pred[i] == labels[i]) hits[labels[i]]++, right++;
@@ -174,8 +174,8 @@ int cmd_eval_fmnist(int argc, char **argv) {
     }
     canvases = classifier_dataset_canvases(&test, NULL, n_test, S);
     if (!(test_features = features_of(c, canvases, n_test, NULL))) goto fail;
-    mu_test = dit_malloc((size_t)F * sizeof(double)), sigma_test = dit_malloc((size_t)F * F * sizeof(double));
-    mu = dit_malloc((size_t)F * sizeof(double)), sigma = dit_malloc((size_t)F * F * sizeof(double));
+    mu_test = dit_xmalloc((size_t)F * sizeof(double)), sigma_test = dit_xmalloc((size_t)F * F * sizeof(double));
+    mu = dit_xmalloc((size_t)F * sizeof(double)), sigma = dit_xmalloc((size_t)F * F * sizeof(double));
     if (moments_of(test_features, n_test, F, mu_test, sigma_test) != DIT_OK) goto fail;
     double fd;
     if (N >= 2) {
@@ -189,7 +189,7 @@ int cmd_eval_fmnist(int argc, char **argv) {
     if (ref_images > 0) {
         if (classifier_dataset_load(&train, data, 0) != DIT_OK) goto fail;
         const int n_ref = ref_images < train.count ? ref_images : train.count;
-        perm = dit_malloc((size_t)train.count * sizeof(int));
+        perm = dit_xmalloc((size_t)train.count * sizeof(int));
         train_data_permutation(train.count, (uint64_t)seed, 0, perm);
         free(canvases);
         canvases = classifier_dataset_canvases(&train, perm, n_ref, S);

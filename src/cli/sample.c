@@ -307,7 +307,7 @@ int cmd_sample(int argc, char **argv) {
                 char text[96];
                 if (name) snprintf(text, sizeof text, "%d %s", labels[r], name);
                 else snprintf(text, sizeof text, "class %d", labels[r]);
-                row_labels[r] = dit_strdup(text);
+                row_labels[r] = dit_xstrdup(text);
             }
             rgb_image grid;
             if (grid_compose(&grid, pixels, total, img_s, img_s, img_c, per_class, (const char *const *)row_labels, 2) != DIT_OK)

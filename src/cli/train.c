@@ -107,10 +107,10 @@ static log_point *load_log(const char *path, int64_t step, int *n) {
         if (sscanf(line, "{\"step\": %lf, \"loss\": %lf, \"mse\": %lf, \"vb\": %lf", &p.step, &p.loss, &p.mse, &p.vb) != 4 ||
             p.step > (double)step)
             continue;
-        pts = dit_realloc(pts, (*n + 1) * sizeof *pts);
+        pts = dit_xrealloc(pts, (*n + 1) * sizeof *pts);
         pts[(*n)++] = p;
         size_t len = strlen(line);
-        kept = dit_realloc(kept, kept_len + len + 1);
+        kept = dit_xrealloc(kept, kept_len + len + 1);
         memcpy(kept + kept_len, line, len + 1);
         kept_len += len;
     }
@@ -144,8 +144,8 @@ static dit_status write_samples(const trainer *tr, const char *path, int steps, 
     const int C = c->in_channels, S = c->input_size;
     dit_model *ema = trainer_ema_model(tr);
     if (!ema) return DIT_ERR;
-    float *x = dit_malloc((size_t)n * C * S * S * sizeof(float));
-    int *labels = dit_malloc(n * sizeof(int));
+    float *x = dit_xmalloc((size_t)n * C * S * S * sizeof(float));
+    int *labels = dit_xmalloc(n * sizeof(int));
     for (int k = 0; k < n; k++) labels[k] = k / per_class;
     diffusion diff = {0};
     char respacing[32];
@@ -159,14 +159,14 @@ static dit_status write_samples(const trainer *tr, const char *path, int steps, 
         st = diffusion_sample(&diff, &sopt, denoise, &ctx, n, C, S * S, x);
     }
     if (!st) {
-        uint8_t *pixels = dit_malloc((size_t)n * C * S * S);
+        uint8_t *pixels = dit_xmalloc((size_t)n * C * S * S);
         to_uint8_nhwc(pixels, x, n, C, S, S);
-        char **row_labels = dit_calloc(classes, sizeof *row_labels);
+        char **row_labels = dit_xcalloc(classes, sizeof *row_labels);
         for (int r = 0; r < classes; r++) {
             const char *name = dit_model_class_name(ema, r);
             char text[96];
             snprintf(text, sizeof text, name ? "%d %s" : "class %d", r, name);
-            row_labels[r] = dit_strdup(text);
+            row_labels[r] = dit_xstrdup(text);
         }
         rgb_image grid;
         st = grid_compose(&grid, pixels, n, S, S, C, per_class, (const char *const *)row_labels, 2);
@@ -481,7 +481,7 @@ int cmd_train(int argc, char **argv) {
                     dit_precision_name(dit_model_precision(tr->model)), (long long)tr->epoch, now - run_start,
                     dist_size(comm), window_comm / window);
             fflush(log);
-            pts = dit_realloc(pts, (npts + 1) * sizeof *pts);
+            pts = dit_xrealloc(pts, (npts + 1) * sizeof *pts);
             pts[npts++] = p;
             snprintf(path, sizeof path, "%s/loss.svg", run_dir);
             write_svg(path, pts, npts);

@@ -79,7 +79,7 @@ static float *read_input(const char *path, int image_size, int channels, int *co
         dit_prefix_error("%s", path);
         return NULL;
     }
-    float *x = dit_malloc((size_t)3 * image_size * image_size * sizeof *x);
+    float *x = dit_xmalloc((size_t)3 * image_size * image_size * sizeof *x);
     image_to_float_chw(&crop, x);
     image_free(&crop);
     *count = 1;
@@ -105,7 +105,7 @@ static int vae_encode(dit_vae *v, const char *const *inputs, int num_inputs, con
         H = h;
         W = w;
         const size_t per = (size_t)C * H * W;
-        batch = dit_realloc(batch, (size_t)(total + n) * per * sizeof *batch);
+        batch = dit_xrealloc(batch, (size_t)(total + n) * per * sizeof *batch);
         memcpy(batch + (size_t)total * per, x, (size_t)n * per * sizeof *x);
         free(x);
         total += n;
@@ -116,11 +116,11 @@ static int vae_encode(dit_vae *v, const char *const *inputs, int num_inputs, con
     }
     const int h = H / f, w = W / f;
     const int64_t plane = (int64_t)Z * h * w;
-    float *moments = dit_malloc((size_t)(2 * plane * total) * sizeof *moments);
-    float *z = dit_malloc((size_t)(plane * total) * sizeof *z), *noise = NULL;
+    float *moments = dit_xmalloc((size_t)(2 * plane * total) * sizeof *moments);
+    float *z = dit_xmalloc((size_t)(plane * total) * sizeof *z), *noise = NULL;
     if (dit_vae_encode_moments(v, batch, total, H, W, moments) == DIT_OK) {
         if (!use_mean) {
-            noise = dit_malloc((size_t)(plane * total) * sizeof *noise);
+            noise = dit_xmalloc((size_t)(plane * total) * sizeof *noise);
             for (int b = 0; b < total; b++) rng_normal_fill(noise + b * plane, plane, seed, (uint32_t)b, 0, RNG_STREAM_VAE_POSTERIOR);
         }
         dit_vae_posterior(moments, noise, total, Z, h, w, z);
@@ -148,7 +148,7 @@ static dit_status write_png_grid(const char *path, const float *x, int N, int C,
     const int rows = (N + cols - 1) / cols;
     const int64_t GW = (int64_t)cols * W, GH = (int64_t)rows * H;
     if (GW > 1000000 || GH > 1000000) return dit_set_error("%s: a %lldx%lld grid is too large for PNG", path, (long long)GW, (long long)GH);
-    uint8_t *pixels = dit_calloc((size_t)(GW * GH * C), 1);
+    uint8_t *pixels = dit_xcalloc((size_t)(GW * GH * C), 1);
     for (int n = 0; n < N; n++)
         for (int y = 0; y < H; y++)
             for (int xx = 0; xx < W; xx++)
@@ -184,7 +184,7 @@ static int vae_decode(dit_vae *v, const char *in_path, const char *out_path, int
     }
     const int N = (int)shape[0], h = (int)shape[2], w = (int)shape[3];
     for (int64_t i = 0; i < n; i++) z[i] /= cfg->scaling_factor;
-    float *x = dit_malloc((size_t)N * OC * h * f * w * f * sizeof *x);
+    float *x = dit_xmalloc((size_t)N * OC * h * f * w * f * sizeof *x);
     dit_status st = dit_vae_decode_tiled(v, z, N, h, w, tile, overlap, x);
     if (st == DIT_OK) {
         const int64_t out_shape[4] = {N, OC, (int64_t)h * f, (int64_t)w * f};
@@ -206,7 +206,7 @@ int cmd_vae(int argc, char **argv) {
     const int encode = !strcmp(argv[1], "encode");
     if (!encode && strcmp(argv[1], "decode")) return cli_usage_error("vae: unknown action '%s' (encode or decode)", argv[1]);
     const char *vae_path = NULL, *out_path = NULL;
-    const char **inputs = dit_calloc((size_t)argc, sizeof *inputs);
+    const char **inputs = dit_xcalloc((size_t)argc, sizeof *inputs);
     int num_inputs = 0, use_mean = 0, image_size = 256, tile = 0, overlap = -1, threads = 0, groups = 0, seed = 0, rc = 2;
     dit_precision precision = DIT_PRECISION_FP32;
     for (cli_args a = {.argc = argc, .argv = argv, .i = 2}; a.i < argc; a.i++) {

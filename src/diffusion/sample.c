@@ -181,11 +181,15 @@ static dit_status sample_dpmpp_2m(const diffusion *d, const sampler_options *opt
     const int64_t per_sample = (int64_t)C * HW, total = (int64_t)B * per_sample;
     int *timesteps = dit_malloc(sizeof(int) * (size_t)n);
     double *sigmas = dit_malloc(sizeof(double) * (size_t)(n + 1));
+    float *x0 = dit_malloc(sizeof(float) * (size_t)total), *x0_prev = dit_malloc(sizeof(float) * (size_t)total);
+    if (!timesteps || !sigmas || !x0 || !x0_prev) {
+        free(x0), free(x0_prev), free(sigmas), free(timesteps);
+        return DIT_ERR;
+    }
     diffusion_dpm_timesteps(T, n, timesteps);
     const double *abar = d->base_alphas_cumprod;
     for (int k = 0; k < n; k++) sigmas[k] = sqrt((1.0 - abar[timesteps[k]]) / abar[timesteps[k]]);
     sigmas[n] = opt->dpm_final_sigma_min ? sqrt((1.0 - abar[0]) / abar[0]) : 0.0;
-    float *x0 = dit_malloc(sizeof(float) * (size_t)total), *x0_prev = dit_malloc(sizeof(float) * (size_t)total);
     double lambda_prev = 0;
     dit_status status = DIT_OK;
     for (int k = 0; k < n; k++) {
@@ -241,13 +245,15 @@ dit_status diffusion_sample(const diffusion *d, const sampler_options *opt, deno
     const int64_t per_sample = (int64_t)C * HW;
     float *model_out = dit_malloc(sizeof(float) * (size_t)(B * model_channels(d, C) * (int64_t)HW));
     float *t = dit_malloc(sizeof(float) * (size_t)B);
-    dit_status status;
-    if (opt->kind == SAMPLER_DPMPP_2M) {
+    dit_status status = DIT_ERR;
+    if (!model_out || !t) {
+        // out of memory: the message is set
+    } else if (opt->kind == SAMPLER_DPMPP_2M) {
         status = sample_dpmpp_2m(d, opt, model, model_ctx, B, C, HW, x, model_out, t);
     } else {
         float *noise = dit_malloc(sizeof(float) * (size_t)(B * per_sample));
         int *index = dit_malloc(sizeof(int) * (size_t)B);
-        status = sample_respaced(d, opt, model, model_ctx, B, C, HW, x, model_out, noise, t, index);
+        if (noise && index) status = sample_respaced(d, opt, model, model_ctx, B, C, HW, x, model_out, noise, t, index);
         free(noise), free(index);
     }
     free(model_out), free(t);

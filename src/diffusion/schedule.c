@@ -64,7 +64,7 @@ dit_status diffusion_space_timesteps(int T, const char *respacing, int **steps, 
     *steps = NULL, *count = 0;
     if (T < 1) return dit_set_error("diffusion: %d diffusion steps, expected at least 1", T);
     if (!respacing || !*respacing) {        // create_diffusion: "" = [diffusion_steps]
-        *steps = dit_malloc(sizeof(int) * (size_t)T);
+        if (!(*steps = dit_malloc(sizeof(int) * (size_t)T))) return DIT_ERR;
         for (int i = 0; i < T; i++) (*steps)[i] = i;
         *count = T;
         return DIT_OK;
@@ -76,8 +76,8 @@ dit_status diffusion_space_timesteps(int T, const char *respacing, int **steps, 
             return dit_set_error("diffusion: respacing '%s': expected ddimN", respacing);
         for (int stride = 1; stride < T; stride++) {
             if ((T + stride - 1) / stride != want) continue;
+            if (!(*steps = dit_malloc(sizeof(int) * (size_t)want))) return DIT_ERR;
             *count = (int)want;
-            *steps = dit_malloc(sizeof(int) * (size_t)want);
             for (int k = 0; k < want; k++) (*steps)[k] = k * stride;
             return DIT_OK;
         }
@@ -87,6 +87,7 @@ dit_status diffusion_space_timesteps(int T, const char *respacing, int **steps, 
     int sections = 1;
     for (const char *p = respacing; *p; p++) sections += *p == ',';
     long *section_counts = dit_malloc(sizeof(long) * (size_t)sections);
+    if (!section_counts) return DIT_ERR;
     const char *p = respacing;
     long total = 0;
     for (int s = 0; s < sections; s++) {
@@ -101,6 +102,10 @@ dit_status diffusion_space_timesteps(int T, const char *respacing, int **steps, 
         p = end + 1;
     }
     int *out = dit_malloc(sizeof(int) * (size_t)(total > 0 ? total : 1));
+    if (!out) {
+        free(section_counts);
+        return DIT_ERR;
+    }
     int n = 0, size_per = T / sections, extra = T % sections, start = 0;
     for (int s = 0; s < sections; s++) {
         int size = size_per + (s < extra ? 1 : 0);
@@ -141,7 +146,7 @@ void diffusion_free(diffusion *d) {
 }
 
 // GaussianDiffusion.__init__ on d->betas (N entries).
-static void compute_tables(diffusion *d) {
+static dit_status compute_tables(diffusion *d) {
     int N = d->num_timesteps;
     size_t bytes = sizeof(double) * (size_t)N;
     double *alphas = dit_malloc(bytes);
@@ -152,6 +157,14 @@ static void compute_tables(diffusion *d) {
     d->posterior_variance = dit_malloc(bytes), d->posterior_log_variance_clipped = dit_malloc(bytes);
     d->posterior_mean_coef1 = dit_malloc(bytes), d->posterior_mean_coef2 = dit_malloc(bytes);
     d->log_betas = dit_malloc(bytes), d->fixed_log_variance = dit_malloc(bytes);
+    if (!alphas || !d->alphas_cumprod || !d->alphas_cumprod_prev || !d->alphas_cumprod_next ||
+        !d->sqrt_alphas_cumprod || !d->sqrt_one_minus_alphas_cumprod || !d->log_one_minus_alphas_cumprod ||
+        !d->sqrt_recip_alphas_cumprod || !d->sqrt_recipm1_alphas_cumprod || !d->posterior_variance ||
+        !d->posterior_log_variance_clipped || !d->posterior_mean_coef1 || !d->posterior_mean_coef2 ||
+        !d->log_betas || !d->fixed_log_variance) {
+        free(alphas);
+        return DIT_ERR;   // the caller frees the tables
+    }
     const double *betas = d->betas;
     double *ac = d->alphas_cumprod, *acp = d->alphas_cumprod_prev;
     double prod = 1.0;
@@ -184,6 +197,7 @@ static void compute_tables(diffusion *d) {
             d->fixed_log_variance[i] = log(i == 0 && N > 1 ? d->posterior_variance[1] : betas[i]);
     }
     free(alphas);
+    return DIT_OK;
 }
 
 dit_status diffusion_init(diffusion *d, const diffusion_options *opt) {
@@ -195,11 +209,16 @@ dit_status diffusion_init(diffusion *d, const diffusion_options *opt) {
     d->var_type = opt->learn_sigma ? DIFFUSION_VAR_LEARNED_RANGE
                   : opt->sigma_small ? DIFFUSION_VAR_FIXED_SMALL : DIFFUSION_VAR_FIXED_LARGE;
     double *base_betas = dit_malloc(sizeof(double) * (size_t)T);
+    if (!base_betas) return DIT_ERR;
     if (diffusion_named_betas(opt->schedule, T, base_betas) != DIT_OK) {
         free(base_betas);
         return DIT_ERR;
     }
     d->base_alphas_cumprod = dit_malloc(sizeof(double) * (size_t)T);
+    if (!d->base_alphas_cumprod) {
+        free(base_betas);
+        return DIT_ERR;
+    }
     double prod = 1.0;
     for (int i = 0; i < T; i++) prod *= 1.0 - base_betas[i], d->base_alphas_cumprod[i] = prod;
     free(base_betas);
@@ -219,13 +238,20 @@ dit_status diffusion_init(diffusion *d, const diffusion_options *opt) {
     d->num_timesteps = count;
     d->timestep_map = kept;
     d->betas = dit_malloc(sizeof(double) * (size_t)count);
+    if (!d->betas) {
+        diffusion_free(d);
+        return DIT_ERR;
+    }
     double last = 1.0;
     for (int i = 0; i < count; i++) {
         double abar = d->base_alphas_cumprod[kept[i]];
         d->betas[i] = 1.0 - abar / last;
         last = abar;
     }
-    compute_tables(d);
+    if (compute_tables(d) != DIT_OK) {
+        diffusion_free(d);
+        return DIT_ERR;
+    }
     return DIT_OK;
 }
 

@@ -99,7 +99,7 @@ dit_status dist_allreduce(dist_comm *c, void *buf, size_t count, dist_dtype type
 }
 
 static size_t *equal_sizes(const dist_comm *c, size_t bytes) {
-    size_t *sizes = dit_malloc((size_t)c->size * sizeof *sizes);
+    size_t *sizes = dit_xmalloc((size_t)c->size * sizeof *sizes);
     for (int r = 0; r < c->size; r++) sizes[r] = bytes;
     return sizes;
 }
@@ -140,8 +140,8 @@ void dist_abort(dist_comm *c, int code, const char *msg) {
     if (c->size > 1) fprintf(stderr, "dit: rank %d: %s\n", c->rank, msg ? msg : dit_last_error());
     else fprintf(stderr, "dit: %s\n", msg ? msg : dit_last_error());
     fflush(stderr);
-    if (c->ops->abort) c->ops->abort(c, code);
-    exit(code);
+    if (c->ops->abort) c->ops->abort(c, code);   // MPI_Abort: ends every rank, this one included
+    exit(code);   // single process (or an MPI that returned from MPI_Abort): the caller asked to end (dist.h)
 }
 
 void dist_share(int64_t total, int rank, int size, int64_t *lo, int64_t *hi) {
@@ -158,7 +158,7 @@ dit_status dist_gather_rows_to(dist_comm *c, const void *mine, void *all, size_t
             memmove((char *)all + (size_t)lo * row_bytes, mine, (size_t)(hi - lo) * row_bytes);
         return DIT_OK;
     }
-    size_t *sizes = dit_malloc((size_t)c->size * sizeof *sizes);
+    size_t *sizes = dit_xmalloc((size_t)c->size * sizeof *sizes);
     for (int r = 0; r < c->size; r++) {
         int64_t rlo, rhi;
         dist_share(total, r, c->size, &rlo, &rhi);

@@ -63,6 +63,9 @@ dit_status dist_gather(dist_comm *c, const void *send, size_t bytes, void *recv,
 dit_status dist_allgather(dist_comm *c, const void *send, size_t bytes, void *recv);
 dit_status dist_barrier(dist_comm *c);
 // Print "dit: rank R: message" (the last error when msg is NULL) on stderr and end every rank with `code`.
+// The one call of the library that ends the process, on purpose: a rank that gives up alone would leave the
+// others blocked in a collective forever, and MPI_Abort (which ends the process itself) is the only way to
+// stop them all. The library never calls it on its own; a program (the CLI) calls it when it decides to.
 void dist_abort(dist_comm *c, int code, const char *msg);
 
 // The rows [lo, hi) of `total` that rank `rank` of `size` owns: contiguous, in rank order, sizes differing

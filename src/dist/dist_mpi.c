@@ -42,9 +42,9 @@ static dit_status mpi_error(int code, const char *what) {
 static void list_push(request_list *l, MPI_Request r, int peer) {
     if (l->n == l->cap) {
         l->cap = l->cap ? 2 * l->cap : 16;
-        l->req = dit_realloc(l->req, l->cap * sizeof *l->req);
-        l->peer = dit_realloc(l->peer, l->cap * sizeof *l->peer);
-        l->index = dit_realloc(l->index, l->cap * sizeof *l->index);
+        l->req = dit_xrealloc(l->req, l->cap * sizeof *l->req);
+        l->peer = dit_xrealloc(l->peer, l->cap * sizeof *l->peer);
+        l->index = dit_xrealloc(l->index, l->cap * sizeof *l->index);
     }
     l->req[l->n] = r, l->peer[l->n] = peer, l->n++;
 }
@@ -131,8 +131,8 @@ static dit_status mpi_broadcast(dist_comm *c, void *buf, size_t bytes, int root)
 static dit_status mpi_allreduce(dist_comm *c, void *buf, size_t count, dist_dtype type, dist_op op) {
     const size_t esize = type == DIST_BF16 ? 2 : 4, bucket = BUCKET_BYTES / esize, N = (size_t)c->size;
     const size_t first = count < bucket ? count : bucket, chunk_max = (first + N - 1) / N;
-    char *parts_buf = dit_malloc(N * chunk_max * esize), *sum = dit_malloc(chunk_max * esize);
-    const void **parts = dit_malloc(N * sizeof *parts);
+    char *parts_buf = dit_xmalloc(N * chunk_max * esize), *sum = dit_xmalloc(chunk_max * esize);
+    const void **parts = dit_xmalloc(N * sizeof *parts);
     request_list l = {0};
     dit_status st = DIT_OK;
     for (size_t off = 0; off < count && !st; off += bucket) {
@@ -236,6 +236,8 @@ const dist_backend dist_mpi_backend = {
 };
 
 // The launcher ends the other ranks with SIGTERM when one dies: say so in one line (async-signal-safe).
+// SIGTERM's default action ends the process anyway; the handler only adds the line, and it is installed only
+// by dist_mpi_create, i.e. when the program asked to run as an MPI rank (it is no library failure path).
 static char sigterm_line[160];
 static size_t sigterm_len;
 static void on_sigterm(int sig) {
@@ -251,10 +253,10 @@ dist_comm *dist_mpi_create(int *argc, char ***argv) {
         mpi_error(rc, "MPI_Init_thread");
         return NULL;
     }
-    mpi_impl *m = dit_calloc(1, sizeof *m);
+    mpi_impl *m = dit_xcalloc(1, sizeof *m);
     MPI_Comm_dup(MPI_COMM_WORLD, &m->comm);
     MPI_Comm_set_errhandler(m->comm, MPI_ERRORS_RETURN);
-    dist_comm *c = dit_calloc(1, sizeof *c);
+    dist_comm *c = dit_xcalloc(1, sizeof *c);
     c->ops = &dist_mpi_backend;
     c->impl = m;
     MPI_Comm_rank(m->comm, &c->rank);

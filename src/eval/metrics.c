@@ -34,12 +34,12 @@ struct dit_moments {
 
 dit_moments *dit_moments_create(int dim) {
     DIT_CHECK(dim > 0);
-    dit_moments *a = dit_calloc(1, sizeof *a);
+    dit_moments *a = dit_xcalloc(1, sizeof *a);
     a->dim = dim;
-    a->shift = dit_calloc((size_t)dim, sizeof *a->shift);
-    a->sum = dit_calloc((size_t)dim, sizeof *a->sum);
-    a->outer = dit_calloc((size_t)dim * dim, sizeof *a->outer);
-    a->chunk = dit_malloc((size_t)MOMENTS_CHUNK * dim * sizeof *a->chunk);
+    a->shift = dit_xcalloc((size_t)dim, sizeof *a->shift);
+    a->sum = dit_xcalloc((size_t)dim, sizeof *a->sum);
+    a->outer = dit_xcalloc((size_t)dim * dim, sizeof *a->outer);
+    a->chunk = dit_xmalloc((size_t)MOMENTS_CHUNK * dim * sizeof *a->chunk);
     return a;
 }
 
@@ -105,8 +105,8 @@ static dit_status symmetric_eigen(double *a, double *w, int n, int vectors) {
     if (info != 0) return dit_set_error("LAPACK dsyevd workspace query failed (info %d)", info);
     lwork = (int)work_query;
     liwork = iwork_query;
-    double *work = dit_malloc((size_t)(lwork > 1 ? lwork : 1) * sizeof *work);
-    int *iwork = dit_malloc((size_t)(liwork > 1 ? liwork : 1) * sizeof *iwork);
+    double *work = dit_xmalloc((size_t)(lwork > 1 ? lwork : 1) * sizeof *work);
+    int *iwork = dit_xmalloc((size_t)(liwork > 1 ? liwork : 1) * sizeof *iwork);
     dsyevd_(&jobz, &uplo, &n, a, &n, w, work, &lwork, iwork, &liwork, &info, 1, 1);
     free(work);
     free(iwork);
@@ -121,7 +121,7 @@ void dpotrf_(const char *uplo, const int *n, double *a, const int *lda, int *inf
 // Returns 0 (nothing computed) when s1 is not numerically positive definite.
 static int trace_sqrt_cholesky(const double *sigma1, const double *sigma2, int n, double *trace, dit_status *status) {
     const size_t nn = (size_t)n * n;
-    double *l = dit_malloc(nn * sizeof *l);
+    double *l = dit_xmalloc(nn * sizeof *l);
     memcpy(l, sigma1, nn * sizeof *l);
     const char uplo = 'L';
     int info = 0;
@@ -130,7 +130,7 @@ static int trace_sqrt_cholesky(const double *sigma1, const double *sigma2, int n
         free(l);
         return 0;
     }
-    double *m = dit_malloc(nn * sizeof *m), *w = dit_malloc((size_t)n * sizeof *w);
+    double *m = dit_xmalloc(nn * sizeof *m), *w = dit_xmalloc((size_t)n * sizeof *w);
     memcpy(m, sigma2, nn * sizeof *m);
     // column-major: m = s2 L, then m = L^T m (dtrmm reads only L's lower triangle)
     cblas_dtrmm(CblasColMajor, CblasRight, CblasLower, CblasNoTrans, CblasNonUnit, n, n, 1.0, l, n, m, n);
@@ -159,8 +159,8 @@ static dit_status trace_sqrt_product(const double *sigma1, const double *sigma2,
     dit_status cholesky_status;
     if (trace_sqrt_cholesky(sigma1, sigma2, n, trace, &cholesky_status)) return cholesky_status;
     const size_t nn = (size_t)n * n;
-    double *v = dit_malloc(nn * sizeof *v), *w = dit_malloc((size_t)n * sizeof *w);
-    double *r = dit_malloc(nn * sizeof *r), *t = dit_malloc(nn * sizeof *t);
+    double *v = dit_xmalloc(nn * sizeof *v), *w = dit_xmalloc((size_t)n * sizeof *w);
+    double *r = dit_xmalloc(nn * sizeof *r), *t = dit_xmalloc(nn * sizeof *t);
     memcpy(v, sigma1, nn * sizeof *v);
     dit_status status = symmetric_eigen(v, w, n, 1);
     if (status == DIT_OK) {
@@ -225,11 +225,11 @@ struct dit_inception_score {
 
 dit_inception_score *dit_inception_score_create(int classes, int split_size) {
     DIT_CHECK(classes > 0 && split_size > 0);
-    dit_inception_score *s = dit_calloc(1, sizeof *s);
+    dit_inception_score *s = dit_xcalloc(1, sizeof *s);
     s->classes = classes;
     s->split_size = split_size;
-    s->sum_p = dit_calloc((size_t)classes, sizeof *s->sum_p);
-    s->prob = dit_malloc((size_t)classes * sizeof *s->prob);
+    s->sum_p = dit_xcalloc((size_t)classes, sizeof *s->sum_p);
+    s->prob = dit_xmalloc((size_t)classes * sizeof *s->prob);
     return s;
 }
 
@@ -251,7 +251,7 @@ static void close_split(dit_inception_score *s) {
     }
     if (s->num_scores == s->cap_scores) {
         s->cap_scores = s->cap_scores ? 2 * s->cap_scores : 16;
-        s->scores = dit_realloc(s->scores, (size_t)s->cap_scores * sizeof *s->scores);
+        s->scores = dit_xrealloc(s->scores, (size_t)s->cap_scores * sizeof *s->scores);
     }
     s->scores[s->num_scores++] = exp(s->sum_p_log_p / n - cross);
     memset(s->sum_p, 0, (size_t)s->classes * sizeof *s->sum_p);
@@ -347,12 +347,12 @@ typedef struct {
 static void feature_set_init(feature_set *f, const float *x, int64_t count, int dim, int fp16) {
     memset(f, 0, sizeof *f);
     f->x = x, f->count = count, f->dim = dim;
-    f->norm32 = dit_malloc((size_t)count * sizeof *f->norm32);
+    f->norm32 = dit_xmalloc((size_t)count * sizeof *f->norm32);
     if (fp16) {
-        f->x16 = dit_malloc((size_t)count * dim * sizeof *f->x16);
-        f->norm16 = dit_malloc((size_t)count * sizeof *f->norm16);
+        f->x16 = dit_xmalloc((size_t)count * dim * sizeof *f->x16);
+        f->norm16 = dit_xmalloc((size_t)count * sizeof *f->norm16);
         const int64_t blocks = (count + ADM_DISTANCE_BLOCK - 1) / ADM_DISTANCE_BLOCK;
-        f->block_max16 = dit_calloc((size_t)(blocks ? blocks : 1), sizeof *f->block_max16);
+        f->block_max16 = dit_xcalloc((size_t)(blocks ? blocks : 1), sizeof *f->block_max16);
     }
     #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < count; i++) {
@@ -418,8 +418,8 @@ static int thread_index(void) {
 static void radii_of(float *radii, const feature_set *f, int k) {
     const int64_t tiles = (f->count + ROW_TILE - 1) / ROW_TILE;
     const int keep = k + 1;
-    float *dist = dit_malloc((size_t)dit_max_threads() * ROW_TILE * COL_TILE * sizeof *dist);
-    float *best = dit_malloc((size_t)dit_max_threads() * ROW_TILE * keep * sizeof *best);
+    float *dist = dit_xmalloc((size_t)dit_max_threads() * ROW_TILE * COL_TILE * sizeof *dist);
+    float *best = dit_xmalloc((size_t)dit_max_threads() * ROW_TILE * keep * sizeof *best);
     #pragma omp parallel for schedule(dynamic, 1)
     for (int64_t t = 0; t < tiles; t++) {
         float *d = dist + (size_t)thread_index() * ROW_TILE * COL_TILE;
@@ -477,15 +477,15 @@ dit_status dit_precision_recall(const float *ref, int64_t n_ref, const float *sa
     feature_set a, b;
     feature_set_init(&a, ref, n_ref, dim, fp16);
     feature_set_init(&b, samples, n_samples, dim, fp16);
-    float *radii_a = dit_malloc((size_t)n_ref * sizeof *radii_a), *radii_b = dit_malloc((size_t)n_samples * sizeof *radii_b);
+    float *radii_a = dit_xmalloc((size_t)n_ref * sizeof *radii_a), *radii_b = dit_xmalloc((size_t)n_samples * sizeof *radii_b);
     radii_of(radii_a, &a, k);
     radii_of(radii_b, &b, k);
 
     // Rows are the reference (ADM's features_1), columns the samples, as evaluate_pr lays out its blocks.
     const int threads = dit_max_threads();
-    unsigned char *ref_in = dit_calloc((size_t)n_ref, 1);
-    unsigned char *sample_in = dit_calloc((size_t)threads * n_samples, 1);   // one row of flags per thread
-    float *dist = dit_malloc((size_t)threads * ROW_TILE * COL_TILE * sizeof *dist);
+    unsigned char *ref_in = dit_xcalloc((size_t)n_ref, 1);
+    unsigned char *sample_in = dit_xcalloc((size_t)threads * n_samples, 1);   // one row of flags per thread
+    float *dist = dit_xmalloc((size_t)threads * ROW_TILE * COL_TILE * sizeof *dist);
     const int64_t tiles = (n_ref + ROW_TILE - 1) / ROW_TILE;
     #pragma omp parallel for schedule(dynamic, 1)
     for (int64_t t = 0; t < tiles; t++) {

@@ -327,9 +327,9 @@ dit_status npz_read(const char *path, tensor_file *out) {
         unmap_file(&m);
         return DIT_ERR;
     }
-    out->path = dit_strdup(path);
-    out->tensors = dit_calloc((size_t)(z.count ? z.count : 1), sizeof *out->tensors);
-    out->owned = dit_calloc((size_t)(z.count ? z.count : 1), sizeof *out->owned);
+    out->path = dit_xstrdup(path);
+    out->tensors = dit_xcalloc((size_t)(z.count ? z.count : 1), sizeof *out->tensors);
+    out->owned = dit_xcalloc((size_t)(z.count ? z.count : 1), sizeof *out->owned);
     dit_status status = DIT_OK;
     for (int i = 0; i < z.count && status == DIT_OK; i++) {
         const zip_entry *e = &z.entries[i];
@@ -337,7 +337,7 @@ dit_status npz_read(const char *path, tensor_file *out) {
         uint8_t *inflated;
         if ((status = zip_entry_data(&z, e, &bytes, &inflated)) != DIT_OK) break;
         size_t what_len = strlen(path) + strlen(e->name) + 2;
-        char *what = dit_malloc(what_len);
+        char *what = dit_xmalloc(what_len);
         snprintf(what, what_len, "%s:%s", path, e->name);
         npy_array a;
         status = npy_parse(bytes, (size_t)e->size, what, &a);
@@ -348,7 +348,7 @@ dit_status npz_read(const char *path, tensor_file *out) {
         // np.savez names members "<key>.npy"; np.load strips the suffix, and so do we.
         size_t name_len = strlen(e->name);
         if (name_len > 4 && strcmp(e->name + name_len - 4, ".npy") == 0) name_len -= 4;
-        char *name = dit_malloc(name_len + 1);
+        char *name = dit_xmalloc(name_len + 1);
         memcpy(name, e->name, name_len);
         name[name_len] = '\0';
         if (tensor_file_find(out, name)) {
@@ -382,11 +382,11 @@ dit_status npz_write(const char *path, const char *const *names, const npy_array
         size_t header_len;
         if ((status = npy_header_bytes(&arrays[i], path, header, sizeof header, &header_len)) != DIT_OK) break;
         // A member is one contiguous buffer: the .npy header followed by the array bytes.
-        uint8_t *member = dit_malloc(header_len + arrays[i].nbytes);
+        uint8_t *member = dit_xmalloc(header_len + arrays[i].nbytes);
         memcpy(member, header, header_len);
         if (arrays[i].nbytes) memcpy(member + header_len, arrays[i].data, arrays[i].nbytes);
         size_t name_len = strlen(names[i]) + 5;
-        char *member_name = dit_malloc(name_len);
+        char *member_name = dit_xmalloc(name_len);
         snprintf(member_name, name_len, "%s.npy", names[i]);
         status = zip_writer_add(w, member_name, member, header_len + arrays[i].nbytes);
         free(member_name);

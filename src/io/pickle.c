@@ -64,6 +64,7 @@ static void *arena_alloc(pickle_vm *vm, size_t n) {
     if (!b || b->cap - b->used < n) {
         size_t cap = n > PICKLE_BLOCK_SIZE ? n : PICKLE_BLOCK_SIZE;
         b = dit_malloc(sizeof *b + cap);
+        if (!b) return NULL;
         b->used = 0;
         b->cap = cap;
         // A big one-off block goes behind the current one so the current block keeps filling.
@@ -172,8 +173,10 @@ static dit_status push(pickle_vm *vm, pickle_value *v) {
     if (!v) return DIT_ERR;   // the allocation failure already set the message
     if (vm->sp == vm->stack_cap) {
         if (vm->stack_cap >= PICKLE_MAX_STACK) return vm_error(vm, "stack deeper than %d", PICKLE_MAX_STACK);
+        pickle_value **grown = dit_realloc(vm->stack, (vm->stack_cap ? vm->stack_cap * 2 : 64) * sizeof *grown);
+        if (!grown) return DIT_ERR;
+        vm->stack = grown;
         vm->stack_cap = vm->stack_cap ? vm->stack_cap * 2 : 64;
-        vm->stack = dit_realloc(vm->stack, vm->stack_cap * sizeof *vm->stack);
     }
     vm->stack[vm->sp++] = v;
     return DIT_OK;
@@ -198,8 +201,10 @@ static pickle_value *top(pickle_vm *vm) {
 static dit_status push_mark(pickle_vm *vm) {
     if (vm->mark_count == vm->marks_cap) {
         if (vm->marks_cap >= PICKLE_MAX_MARKS) return vm_error(vm, "more than %d nested MARKs", PICKLE_MAX_MARKS);
+        size_t *grown = dit_realloc(vm->marks, (vm->marks_cap ? vm->marks_cap * 2 : 16) * sizeof *grown);
+        if (!grown) return DIT_ERR;
+        vm->marks = grown;
         vm->marks_cap = vm->marks_cap ? vm->marks_cap * 2 : 16;
-        vm->marks = dit_realloc(vm->marks, vm->marks_cap * sizeof *vm->marks);
     }
     vm->marks[vm->mark_count++] = vm->sp;
     return DIT_OK;
@@ -230,7 +235,9 @@ static dit_status memo_put(pickle_vm *vm, uint64_t index) {
         size_t cap = vm->memo_cap ? vm->memo_cap : 64;
         while (cap <= index) cap *= 2;
         if (cap > vm->memo_limit) cap = vm->memo_limit;
-        vm->memo = dit_realloc(vm->memo, cap * sizeof *vm->memo);
+        pickle_value **grown = dit_realloc(vm->memo, cap * sizeof *grown);
+        if (!grown) return DIT_ERR;
+        vm->memo = grown;
         memset(vm->memo + vm->memo_cap, 0, (cap - vm->memo_cap) * sizeof *vm->memo);
         vm->memo_cap = cap;
     }

@@ -66,7 +66,9 @@ static void png_buffer_write(png_structp png, png_bytep bytes, png_size_t n) {
     if (b->size + n > b->capacity) {
         size_t capacity = b->capacity ? b->capacity : 4096;
         while (capacity < b->size + n) capacity *= 2;
-        b->data = dit_realloc(b->data, capacity);
+        uint8_t *grown = dit_realloc(b->data, capacity);
+        if (!grown) png_error(png, "out of memory");   // longjmps to dit_png_encode's setjmp, which frees b
+        b->data = grown;
         b->capacity = capacity;
     }
     memcpy(b->data + b->size, bytes, n);
@@ -85,6 +87,7 @@ dit_status dit_png_encode(const uint8_t *pixels, int width, int height, int chan
     size_t row_bytes = (size_t)width * (size_t)channels;
     // On the heap: the buffer changes after setjmp, the pointer to it does not.
     png_buffer *buffer = dit_calloc(1, sizeof *buffer);
+    if (!buffer) return DIT_ERR;
     png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, NULL, on_png_error, on_png_warning);
     png_infop info = png ? png_create_info_struct(png) : NULL;
     if (!info) {

@@ -47,12 +47,14 @@ static dit_status read_metadata(const cJSON *meta, tensor_file *out) {
     int n = cJSON_GetArraySize(meta);
     out->meta_keys = dit_calloc((size_t)n, sizeof(char *));
     out->meta_values = dit_calloc((size_t)n, sizeof(char *));
+    if (!out->meta_keys || !out->meta_values) return DIT_ERR;
     for (const cJSON *item = meta->child; item; item = item->next) {
         if (!cJSON_IsString(item))
             return dit_set_error("%s: __metadata__ value '%s' is not a string", out->path, item->string);
         out->meta_keys[out->meta_count] = dit_strdup(item->string);
         out->meta_values[out->meta_count] = dit_strdup(item->valuestring);
-        out->meta_count++;
+        out->meta_count++;   // counted now so that tensor_file_free releases both on failure
+        if (!out->meta_keys[out->meta_count - 1] || !out->meta_values[out->meta_count - 1]) return DIT_ERR;
     }
     return DIT_OK;
 }
@@ -118,6 +120,10 @@ static dit_status read_header(const char *json, const uint8_t *data, uint64_t da
     int n = cJSON_GetArraySize(root);
     out->tensors = dit_calloc((size_t)n, sizeof *out->tensors);
     ranges = dit_calloc((size_t)n, sizeof *ranges);
+    if (!out->tensors || !ranges) {
+        status = DIT_ERR;
+        goto done;
+    }
     for (const cJSON *item = root->child; item; item = item->next) {
         if (strcmp(item->string, "__metadata__") == 0) {
             if (out->meta_keys) {
@@ -135,6 +141,10 @@ static dit_status read_header(const char *json, const uint8_t *data, uint64_t da
         byte_range *range = &ranges[out->count];
         t->name = dit_strdup(item->string);
         out->count++;   // counted now so that tensor_file_free releases the name on failure
+        if (!t->name) {
+            status = DIT_ERR;
+            goto done;
+        }
         if ((status = read_tensor_entry(item, t, range, path)) != DIT_OK) goto done;
         if (range->end > data_size) {
             status = dit_set_error("%s: tensor '%s' data [%llu, %llu) lies beyond the %llu data bytes of the file",
@@ -164,7 +174,9 @@ dit_status safetensors_parse(const uint8_t *bytes, size_t size, const char *path
     memset(out, 0, sizeof *out);
     out->path = dit_strdup(path);
     dit_status status = DIT_OK;
-    if (size < 8) {
+    if (!out->path) {
+        status = DIT_ERR;
+    } else if (size < 8) {
         status = dit_set_error("%s: too short for a safetensors file (%zu bytes)", path, size);
     } else {
         uint64_t header_len = 0;
@@ -175,10 +187,14 @@ dit_status safetensors_parse(const uint8_t *bytes, size_t size, const char *path
         } else {
             // The JSON is not NUL-terminated in the file; parse a terminated copy.
             char *json = dit_malloc((size_t)header_len + 1);
-            memcpy(json, bytes + 8, (size_t)header_len);
-            json[header_len] = '\0';
-            status = read_header(json, bytes + 8 + header_len, size - 8 - header_len, out);
-            free(json);
+            if (json) {
+                memcpy(json, bytes + 8, (size_t)header_len);
+                json[header_len] = '\0';
+                status = read_header(json, bytes + 8 + header_len, size - 8 - header_len, out);
+                free(json);
+            } else {
+                status = DIT_ERR;
+            }
         }
     }
     if (status != DIT_OK) tensor_file_free(out);
@@ -203,12 +219,19 @@ dit_status safetensors_read(const char *path, tensor_file *out) {
 typedef struct {
     char *text;
     size_t length, capacity;
+    int out_of_memory;   // set by the first append that could not grow the text; later appends do nothing
 } text_buffer;
 
 static void append(text_buffer *b, const char *s, size_t n) {
+    if (b->out_of_memory) return;
     if (b->length + n + 1 > b->capacity) {
+        char *grown = dit_realloc(b->text, (b->length + n + 1) * 2);
+        if (!grown) {
+            b->out_of_memory = 1;
+            return;
+        }
+        b->text = grown;
         b->capacity = (b->length + n + 1) * 2;
-        b->text = dit_realloc(b->text, b->capacity);
     }
     memcpy(b->text + b->length, s, n);
     b->length += n;
@@ -243,6 +266,7 @@ dit_status safetensors_write(const char *path, const tensor_out *tensors, int co
                              const char *const *meta_keys, const char *const *meta_values, int meta_count) {
     uint64_t offset = 0;
     size_t *sizes = dit_calloc((size_t)(count > 0 ? count : 1), sizeof *sizes);
+    if (!sizes) return DIT_ERR;
     for (int i = 0; i < count; i++) {
         const tensor_out *t = &tensors[i];
         uint64_t bytes = dtype_size(t->dtype);
@@ -296,7 +320,12 @@ dit_status safetensors_write(const char *path, const tensor_out *tensors, int co
     }
     append_str(&header, "}");
     // Spaces (valid JSON whitespace) pad the header so the data starts 8-byte aligned.
-    while (header.length % 8) append_str(&header, " ");
+    while (header.length % 8 && !header.out_of_memory) append_str(&header, " ");
+    if (header.out_of_memory) {
+        free(header.text);
+        free(sizes);
+        return DIT_ERR;
+    }
 
     uint8_t length_bytes[8];
     for (int i = 0; i < 8; i++) length_bytes[i] = (uint8_t)((uint64_t)header.length >> (8 * i));

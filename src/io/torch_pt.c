@@ -54,9 +54,10 @@ static uint64_t name_hash(const char *s) {   // FNV-1a
     return h;
 }
 
-static void name_table_grow(flattener *f) {
+static dit_status name_table_grow(flattener *f) {
     size_t cap = f->slot_cap ? f->slot_cap * 2 : 64;
     int *slots = dit_malloc(cap * sizeof *slots);
+    if (!slots) return DIT_ERR;
     for (size_t i = 0; i < cap; i++) slots[i] = -1;
     for (size_t i = 0; i < f->slot_cap; i++) {
         int t = f->name_slots[i];
@@ -68,11 +69,11 @@ static void name_table_grow(flattener *f) {
     free(f->name_slots);
     f->name_slots = slots;
     f->slot_cap = cap;
+    return DIT_OK;
 }
 
 // The slot of `name` in the set: holding its tensor index if present, else the empty slot to fill.
 static size_t name_slot(flattener *f, const char *name) {
-    if ((size_t)(f->out->count + 1) * 2 > f->slot_cap) name_table_grow(f);
     size_t j = name_hash(name) & (f->slot_cap - 1);
     while (f->name_slots[j] >= 0 && strcmp(f->out->tensors[f->name_slots[j]].name, name))
         j = (j + 1) & (f->slot_cap - 1);
@@ -84,8 +85,10 @@ static dit_status name_append(flattener *f, const char *part, size_t len) {
     if (f->name_len + dot + len >= FLATTEN_MAX_NAME)
         return dit_set_error("%s: a tensor name is longer than %zu bytes", f->path, FLATTEN_MAX_NAME);
     if (f->name_len + dot + len + 1 > f->name_cap) {
+        char *grown = dit_realloc(f->name, (f->name_len + dot + len + 1) * 2);
+        if (!grown) return DIT_ERR;
+        f->name = grown;
         f->name_cap = (f->name_len + dot + len + 1) * 2;
-        f->name = dit_realloc(f->name, f->name_cap);
     }
     if (dot) f->name[f->name_len++] = '.';
     memcpy(f->name + f->name_len, part, len);
@@ -94,10 +97,23 @@ static dit_status name_append(flattener *f, const char *part, size_t len) {
     return DIT_OK;
 }
 
+// Keep p (malloc'd) with the file, for tensor_file_free; p is freed at once if that fails.
+static dit_status keep_owned(tensor_file *out, void *p) {
+    void **grown = dit_realloc(out->owned, (size_t)(out->owned_count + 1) * sizeof *grown);
+    if (!grown) {
+        free(p);
+        return DIT_ERR;
+    }
+    out->owned = grown;
+    out->owned[out->owned_count++] = p;
+    return DIT_OK;
+}
+
 // The storage member's bytes, found once and CRC-checked once however many tensors share it.
 static dit_status storage_bytes(flattener *f, const char *key, const uint8_t **data, uint64_t *size) {
     size_t n = strlen(f->prefix) + strlen(key) + 8;
     char *member = dit_malloc(n);
+    if (!member) return DIT_ERR;
     snprintf(member, n, "%s/data/%s", f->prefix, key);
     storage_member *m = bsearch(member, f->members, (size_t)f->member_count, sizeof *f->members, member_key_cmp);
     if (!m) {
@@ -110,11 +126,8 @@ static dit_status storage_bytes(flattener *f, const char *key, const uint8_t **d
         const uint8_t *bytes;
         uint8_t *owned;
         if (zip_entry_data(f->zip, m->entry, &bytes, &owned)) return DIT_ERR;
-        if (owned) {   // a deflated member (torch stores them uncompressed, other writers may not)
-            tensor_file *out = f->out;
-            out->owned = dit_realloc(out->owned, (size_t)(out->owned_count + 1) * sizeof *out->owned);
-            out->owned[out->owned_count++] = owned;
-        }
+        // a deflated member (torch stores them uncompressed, other writers may not)
+        if (owned && keep_owned(f->out, owned)) return DIT_ERR;
         m->data = bytes;
     }
     *data = m->data;
@@ -123,6 +136,7 @@ static dit_status storage_bytes(flattener *f, const char *key, const uint8_t **d
 }
 
 static dit_status add_tensor(flattener *f, const pickle_tensor *t) {
+    if ((size_t)(f->out->count + 1) * 2 > f->slot_cap && name_table_grow(f)) return DIT_ERR;
     size_t slot = name_slot(f, f->name);
     if (f->name_slots[slot] >= 0) return DIT_OK;   // a repeated name: the first one wins
     const pickle_storage *s = &t->storage->u.storage;
@@ -173,8 +187,11 @@ static dit_status add_tensor(flattener *f, const pickle_tensor *t) {
     if (f->out->count >= FLATTEN_MAX_TENSORS)
         return dit_set_error("%s: more than %d tensors", f->path, FLATTEN_MAX_TENSORS);
     if (f->out->count == f->tensor_cap) {
-        f->tensor_cap = f->tensor_cap ? f->tensor_cap * 2 : 64;
-        f->out->tensors = dit_realloc(f->out->tensors, (size_t)f->tensor_cap * sizeof *f->out->tensors);
+        const int cap = f->tensor_cap ? f->tensor_cap * 2 : 64;
+        tensor_view *grown = dit_realloc(f->out->tensors, (size_t)cap * sizeof *grown);
+        if (!grown) return DIT_ERR;
+        f->out->tensors = grown;
+        f->tensor_cap = cap;
     }
     size_t nbytes = (size_t)numel * elem;
     const void *data = base;
@@ -201,14 +218,12 @@ static dit_status add_tensor(flattener *f, const pickle_tensor *t) {
                 index[d] = 0;
             }
         }
-        tensor_file *out = f->out;
-        out->owned = dit_realloc(out->owned, (size_t)(out->owned_count + 1) * sizeof *out->owned);
-        out->owned[out->owned_count++] = dst;
+        if (keep_owned(f->out, dst)) return DIT_ERR;
         data = dst;
     }
     tensor_view *v = &f->out->tensors[f->out->count];
     memset(v, 0, sizeof *v);
-    v->name = dit_strdup(f->name);
+    if (!(v->name = dit_strdup(f->name))) return DIT_ERR;
     v->dtype = (dit_dtype)dtype;
     v->ndim = t->ndim;
     for (int i = 0; i < t->ndim; i++) v->shape[i] = t->size[i];
@@ -287,12 +302,14 @@ static dit_status parse(const uint8_t *data, size_t size, const char *path, tens
     if (!pkl) return dit_set_error("%s: no <archive>/data.pkl in the zip: not a torch.save checkpoint", path);
     size_t prefix_len = strlen(pkl->name) - 9;
     char *prefix = dit_malloc(prefix_len + 1);
+    if (!prefix) return DIT_ERR;
     memcpy(prefix, pkl->name, prefix_len);
     prefix[prefix_len] = 0;
     f->prefix = prefix;
 
     size_t n = prefix_len + 16;
     char *member = dit_malloc(n);
+    if (!member) return DIT_ERR;
     snprintf(member, n, "%s/byteorder", prefix);
     const zip_entry *order = zip_find(zip, member);
     free(member);
@@ -312,6 +329,10 @@ static dit_status parse(const uint8_t *data, size_t size, const char *path, tens
     if (zip_entry_data(zip, pkl, &pkl_bytes, &pkl_owned)) return DIT_ERR;
     size_t what_len = strlen(path) + strlen(pkl->name) + 3;
     char *what = dit_malloc(what_len);
+    if (!what) {
+        free(pkl_owned);
+        return DIT_ERR;
+    }
     snprintf(what, what_len, "%s: %s", path, pkl->name);
     dit_status st = pickle_parse(pkl_bytes, (size_t)pkl->size, what, doc);
     free(what);
@@ -323,10 +344,11 @@ static dit_status parse(const uint8_t *data, size_t size, const char *path, tens
     f->out = out;
     f->member_count = zip->count;
     f->members = dit_calloc((size_t)zip->count + 1, sizeof *f->members);
-    for (int i = 0; i < zip->count; i++) f->members[i].entry = &zip->entries[i];
-    qsort(f->members, (size_t)zip->count, sizeof *f->members, member_cmp);
     f->name_cap = 256;
     f->name = dit_malloc(f->name_cap);
+    if (!f->members || !f->name) return DIT_ERR;
+    for (int i = 0; i < zip->count; i++) f->members[i].entry = &zip->entries[i];
+    qsort(f->members, (size_t)zip->count, sizeof *f->members, member_cmp);
     f->name[0] = 0;
     f->gather_limit = size > (SIZE_MAX - GATHER_SLACK_BYTES) / 4 ? SIZE_MAX : size * 4 + GATHER_SLACK_BYTES;
     return visit(f, doc->root, 0);
@@ -334,7 +356,7 @@ static dit_status parse(const uint8_t *data, size_t size, const char *path, tens
 
 dit_status torch_pt_parse(const uint8_t *data, size_t size, const char *path, tensor_file *out) {
     memset(out, 0, sizeof *out);
-    out->path = dit_strdup(path);
+    if (!(out->path = dit_strdup(path))) return DIT_ERR;
     zip_archive zip;
     memset(&zip, 0, sizeof zip);
     flattener f;

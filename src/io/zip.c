@@ -147,6 +147,7 @@ static dit_status read_central_entry(const zip_archive *z, const uint8_t *h, siz
     const uint8_t *name_bytes = h + CENTRAL_HEADER_SIZE;
     if (memchr(name_bytes, 0, name_len)) return dit_set_error("%s: zip member name contains a NUL byte", path);
     entry->name = dit_malloc(name_len + 1);
+    if (!entry->name) return DIT_ERR;
     memcpy(entry->name, name_bytes, name_len);
     entry->name[name_len] = '\0';
 
@@ -186,6 +187,7 @@ dit_status zip_open_buffer(zip_archive *z, const uint8_t *data, size_t size, con
     if (read_end_records(data, size, path, &cd) != DIT_OK) return DIT_ERR;
 
     z->entries = dit_calloc(cd.count ? (size_t)cd.count : 1, sizeof *z->entries);
+    if (!z->entries) return DIT_ERR;
     const uint8_t *p = data + cd.cd_offset;
     size_t remaining = (size_t)cd.cd_size;
     for (uint64_t i = 0; i < cd.count; i++) {
@@ -336,6 +338,7 @@ static void put_u64(uint8_t *p, uint64_t v) { put_u32(p, (uint32_t)v), put_u32(p
 
 zip_writer *zip_writer_open(FILE *f, const char *path) {
     zip_writer *w = dit_calloc(1, sizeof *w);
+    if (!w) return NULL;
     w->f = f;
     w->path = path;
     return w;
@@ -373,8 +376,10 @@ dit_status zip_writer_add(zip_writer *w, const char *name, const void *data, siz
     put_u64(header + 42, size);
 
     if (w->count == w->capacity) {
+        written_member *grown = dit_realloc(w->members, (size_t)(w->capacity ? w->capacity * 2 : 16) * sizeof *grown);
+        if (!grown) return DIT_ERR;
+        w->members = grown;
         w->capacity = w->capacity ? w->capacity * 2 : 16;
-        w->members = dit_realloc(w->members, (size_t)w->capacity * sizeof *w->members);
     }
     written_member *m = &w->members[w->count];
     m->offset = w->offset;
@@ -383,7 +388,7 @@ dit_status zip_writer_add(zip_writer *w, const char *name, const void *data, siz
     if (write_bytes(w, header, LOCAL_HEADER_SIZE) != DIT_OK || write_bytes(w, name, name_len) != DIT_OK ||
         (zip64 && write_bytes(w, header + LOCAL_HEADER_SIZE, 20) != DIT_OK) || write_bytes(w, data, size) != DIT_OK)
         return DIT_ERR;
-    m->name = dit_strdup(name);
+    if (!(m->name = dit_strdup(name))) return DIT_ERR;
     w->count++;
     return DIT_OK;
 }

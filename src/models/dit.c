@@ -80,17 +80,27 @@ static int label_rows_of(const dit_config *c) { return c->num_classes + (c->clas
 // ---- the parameter table -----------------------------------------------------------------------
 
 typedef struct {
+    int count_only;       // 1: only sum the sizes (dit_config_param_count), no entries
     param_entry *entries;
     int count, cap;
     size_t total;
+    int out_of_memory;
 } table_builder;
 
 static void add_param(table_builder *tb, const char *name, int ndim, int64_t d0, int64_t d1, int64_t d2, int64_t d3) {
-    if (tb->count == tb->cap) {
-        tb->cap = tb->cap ? 2 * tb->cap : 64;
-        tb->entries = dit_realloc(tb->entries, tb->cap * sizeof *tb->entries);
+    param_entry scratch, *e = &scratch;
+    if (!tb->count_only && !tb->out_of_memory) {
+        if (tb->count == tb->cap) {
+            param_entry *grown = dit_realloc(tb->entries, 2 * (size_t)(tb->cap ? tb->cap : 32) * sizeof *grown);
+            if (!grown) {
+                tb->out_of_memory = 1;
+                return;
+            }
+            tb->entries = grown;
+            tb->cap = 2 * (tb->cap ? tb->cap : 32);
+        }
+        e = &tb->entries[tb->count++];
     }
-    param_entry *e = &tb->entries[tb->count++];
     memset(e, 0, sizeof *e);
     DIT_CHECK(strlen(name) < PARAM_NAME_MAX);
     strcpy(e->name, name);
@@ -202,9 +212,8 @@ static void build_table(table_builder *tb, const dit_config *c) {
 }
 
 int64_t dit_config_param_count(const dit_config *c) {
-    table_builder tb = {0};
+    table_builder tb = {.count_only = 1};
     build_table(&tb, c);
-    free(tb.entries);
     return (int64_t)tb.total;
 }
 
@@ -249,16 +258,22 @@ static float *param_ptr_if(dit_model *m, const char *name) {
 dit_model *dit_model_create(const dit_config *cfg) {
     if (dit_config_validate(cfg) != DIT_OK) return NULL;
     dit_model *m = dit_calloc(1, sizeof *m);
+    if (!m) return NULL;
     m->cfg = *cfg;
     m->label_rows = label_rows_of(cfg);
     m->mlp_hidden = mlp_hidden_of(cfg);
     m->seq_tokens = dit_config_tokens(cfg) + (cfg->block == DIT_BLOCK_IN_CONTEXT ? 2 : 0);
     table_builder tb = {0};
     build_table(&tb, cfg);
+    if (tb.out_of_memory) {
+        free(tb.entries);
+        free(m);
+        return NULL;
+    }
     m->table = tb.entries;
     m->num_params = tb.count;
     m->total_floats = tb.total;
-    m->params = tb.total <= SIZE_MAX / sizeof(float) ? calloc(tb.total ? tb.total : 1, sizeof(float)) : NULL;
+    m->params = tb.total <= SIZE_MAX / sizeof(float) ? dit_calloc(tb.total, sizeof(float)) : NULL;
     if (!m->params) {   // the caller asked for this size: an error to report, not a reason to exit
         dit_set_error("model config: out of memory allocating %zu parameters", tb.total);
         free(m->table);
@@ -267,6 +282,7 @@ dit_model *dit_model_create(const dit_config *cfg) {
     }
 
     dit_params *p = &m->p;
+    dit_layers *L = &m->layers;
     char name[PARAM_NAME_MAX];
     p->pos_embed = param_ptr(m, "pos_embed");
     p->patch_w = param_ptr(m, "x_embedder.proj.weight");
@@ -277,6 +293,11 @@ dit_model *dit_model_create(const dit_config *cfg) {
     p->t_mlp2_b = param_ptr(m, "t_embedder.mlp.2.bias");
     p->y_table = param_ptr(m, "y_embedder.embedding_table.weight");
     p->blocks = dit_calloc(cfg->depth ? cfg->depth : 1, sizeof *p->blocks);
+    L->blocks = dit_calloc(cfg->depth ? cfg->depth : 1, sizeof *L->blocks);
+    if (!p->blocks || !L->blocks) {
+        dit_model_free(m);
+        return NULL;
+    }
     for (int l = 0; l < cfg->depth; l++) {
         dit_block_params *bp = &p->blocks[l];
 #define BLOCK_PTR(field, suffix) (snprintf(name, sizeof name, "blocks.%d.%s", l, suffix), bp->field = param_ptr(m, name))
@@ -316,13 +337,11 @@ dit_model *dit_model_create(const dit_config *cfg) {
 
     const int D = cfg->hidden_size, M = m->mlp_hidden, P = cfg->patch_size;
     const int OUT = dit_config_out_channels(cfg);
-    dit_layers *L = &m->layers;
     linear_layer_init(&L->patch, p->patch_w, p->patch_b, D, cfg->in_channels * P * P);
     linear_layer_init(&L->t_mlp0, p->t_mlp0_w, p->t_mlp0_b, D, 256);
     linear_layer_init(&L->t_mlp2, p->t_mlp2_w, p->t_mlp2_b, D, D);
     if (p->final_ada_w) linear_layer_init(&L->final_ada, p->final_ada_w, p->final_ada_b, 2 * D, D);
     linear_layer_init(&L->final, p->final_w, p->final_b, P * P * OUT, D);
-    L->blocks = dit_calloc(cfg->depth ? cfg->depth : 1, sizeof *L->blocks);
     for (int l = 0; l < cfg->depth; l++) {
         const dit_block_params *bp = &p->blocks[l];
         dit_block_layers *bl = &L->blocks[l];
@@ -400,8 +419,15 @@ dit_status dit_model_set_class_names(dit_model *m, const char *const *names, int
     if (count != m->cfg.num_classes)
         return dit_set_error("class names: %d names given for a model of %d classes", count, m->cfg.num_classes);
     free_class_names(m);
-    m->class_names = dit_calloc(count, sizeof *m->class_names);
-    for (int i = 0; i < count; i++) m->class_names[i] = dit_strdup(names[i]);
+    char **copy = dit_calloc(count, sizeof *copy);
+    for (int i = 0; copy && i < count; i++) {
+        if ((copy[i] = dit_strdup(names[i]))) continue;
+        while (i > 0) free(copy[--i]);
+        free(copy);
+        copy = NULL;
+    }
+    if (!copy) return DIT_ERR;
+    m->class_names = copy;
     return DIT_OK;
 }
 

@@ -22,6 +22,7 @@ dit_train_activations *dit_train_activations_create(const dit_model *m, int batc
     const int64_t BT = B * T;
     const int64_t gated = c->block == DIT_BLOCK_ADALN_ZERO;   // only gates need the products kept
     dit_train_activations *a = dit_calloc(1, sizeof *a);
+    if (!a) return NULL;
     a->batch = batch;
     a->patches = floats(BT * c->in_channels * P * P);
     a->x_in = floats((L + 1) * BT * D);
@@ -52,7 +53,15 @@ dit_train_activations *dit_train_activations_create(const dit_model *m, int batc
     a->d_cond = floats(B * D);
     a->d_small = floats(B * D);
     a->grad_blocks = dit_calloc(L ? L : 1, sizeof *a->grad_blocks);
-    dit_blocks_train_alloc(m, a);
+    float *bufs[] = {a->patches, a->x_in, a->x_mid, a->qkv, a->attn, a->proj, a->fc1, a->fc2, a->ln_mean,
+                     a->ln_rstd, a->ada, a->temb, a->t_hidden, a->t_act, a->cond, a->cond_act, a->h, a->gelu,
+                     a->d_res, a->d_h, a->d_tmp, a->d_attn, a->d_qkv, a->d_mlp, a->d_ada, a->d_cond, a->d_small};
+    int missing = !a->labels || !a->grad_blocks;
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) missing |= !bufs[i];
+    if (missing || dit_blocks_train_alloc(m, a) != DIT_OK) {
+        dit_train_activations_free(a);
+        return NULL;
+    }
     return a;
 }
 
@@ -70,13 +79,15 @@ void dit_train_activations_free(dit_train_activations *a) {
 }
 
 // One score scratch serves both passes: the backward's two T x T blocks per thread cover the forward's one.
-static void ensure_scores(const dit_model *m, dit_train_activations *a) {
+static dit_status ensure_scores(const dit_model *m, dit_train_activations *a) {
     const int threads = dit_max_threads();
     if (a->scores_threads < threads) {
         free(a->scores);
-        a->scores = floats(attention_backward_scratch_floats(m->seq_tokens, threads));
+        a->scores_threads = 0;
+        if (!(a->scores = floats(attention_backward_scratch_floats(m->seq_tokens, threads)))) return DIT_ERR;
         a->scores_threads = threads;
     }
+    return DIT_OK;
 }
 
 typedef struct {
@@ -143,7 +154,7 @@ dit_status dit_forward_train(dit_model *m, dit_train_activations *a, const float
         if (y[b] < 0 || y[b] >= m->label_rows)
             return dit_set_error("label %d of sample %d is out of range: this model has %d label rows", y[b], b,
                                  m->label_rows);
-    ensure_scores(m, a);
+    DIT_TRY(ensure_scores(m, a));
     memcpy(a->labels, y, (size_t)B * sizeof(int));
     train_plan_owner owner = {.model = m, .acts = a};
     const dit_forward_plan plan = {
@@ -192,7 +203,7 @@ static void add_into(float *dst, const float *src, int64_t n) {
 }
 
 // On entry a->d_res = dL/d(block output); on exit dL/d(block input). The adaLN gradient goes to a->d_cond.
-static void block_backward(dit_model *m, dit_train_activations *a, const dit_block_params *bp,
+static dit_status block_backward(dit_model *m, dit_train_activations *a, const dit_block_params *bp,
                            const dit_block_params *gp, int l) {
     const int B = a->batch, T = dit_config_tokens(&m->cfg), D = m->cfg.hidden_size, H = m->cfg.num_heads;
     const int M = m->mlp_hidden, BT = B * T, A = 6 * D;
@@ -206,32 +217,33 @@ static void block_backward(dit_model *m, dit_train_activations *a, const dit_blo
     // x_out = x_mid + gate_mlp * (fc2(gelu(fc1(h2))) + b);  h2 = modulate(norm2(x_mid))
     gated_residual_backward(a->d_tmp, gp->fc2_b, d_ada + 5 * D, a->d_res, s.fc2, bp->fc2_b, gate_mlp, A, B, T, D);
     gelu_tanh_forward(a->gelu, s.fc1, (int64_t)BT * M);
-    op_linear_backward(ops, &bl->fc2, a->d_mlp, gp->fc2_w, NULL, a->d_tmp, a->gelu, BT);
+    DIT_TRY(op_linear_backward(ops, &bl->fc2, a->d_mlp, gp->fc2_w, NULL, a->d_tmp, a->gelu, BT));
     gelu_tanh_backward(a->d_mlp, a->d_mlp, s.fc1, (int64_t)BT * M);
     op_layernorm_modulate(ops, a->h, NULL, NULL, s.x_mid, shift_mlp, scale_mlp, A, B, T, D);
-    op_linear_backward(ops, &bl->fc1, a->d_h, gp->fc1_w, gp->fc1_b, a->d_mlp, a->h, BT);
+    DIT_TRY(op_linear_backward(ops, &bl->fc1, a->d_h, gp->fc1_w, gp->fc1_b, a->d_mlp, a->h, BT));
     layernorm_modulate_backward(a->d_res, d_ada + 3 * D, d_ada + 4 * D, a->d_h, s.x_mid, s.mean2, s.rstd2,
                                 scale_mlp, A, B, T, D);
 
     // x_mid = x_in + gate_msa * (proj(attention(qkv(h1))) + b);  h1 = modulate(norm1(x_in))
     gated_residual_backward(a->d_tmp, gp->proj_b, d_ada + 2 * D, a->d_res, s.proj, bp->proj_b, gate_msa, A, B, T, D);
-    op_linear_backward(ops, &bl->proj, a->d_attn, gp->proj_w, NULL, a->d_tmp, s.attn, BT);
-    op_attention_backward(ops, a->d_qkv, a->d_attn, s.qkv, a->scores, B, T, D, H);
+    DIT_TRY(op_linear_backward(ops, &bl->proj, a->d_attn, gp->proj_w, NULL, a->d_tmp, s.attn, BT));
+    DIT_TRY(op_attention_backward(ops, a->d_qkv, a->d_attn, s.qkv, a->scores, B, T, D, H));
     op_layernorm_modulate(ops, a->h, NULL, NULL, s.x_in, shift_msa, scale_msa, A, B, T, D);
-    op_linear_backward(ops, &bl->qkv, a->d_h, gp->qkv_w, gp->qkv_b, a->d_qkv, a->h, BT);
+    DIT_TRY(op_linear_backward(ops, &bl->qkv, a->d_h, gp->qkv_w, gp->qkv_b, a->d_qkv, a->h, BT));
     layernorm_modulate_backward(a->d_res, d_ada, d_ada + D, a->d_h, s.x_in, s.mean1, s.rstd1, scale_msa, A, B, T, D);
 
     // ada = SiLU(c) @ W^T + b
-    op_linear_backward(ops, &bl->ada, a->d_small, gp->ada_w, gp->ada_b, d_ada, a->cond_act, B);
+    DIT_TRY(op_linear_backward(ops, &bl->ada, a->d_small, gp->ada_w, gp->ada_b, d_ada, a->cond_act, B));
     add_into(a->d_cond, a->d_small, (int64_t)B * D);
+    return DIT_OK;
 }
 
-void dit_backward(dit_model *m, dit_train_activations *a, const float *dout, float *grads) {
+dit_status dit_backward(dit_model *m, dit_train_activations *a, const float *dout, float *grads) {
     const dit_config *c = &m->cfg;
     const int T = dit_config_tokens(c), D = c->hidden_size, P = c->patch_size;
     const int S = c->input_size, OUT = dit_config_out_channels(c), B = a->batch, L = c->depth;
     const int64_t BT = (int64_t)B * T, BTs = (int64_t)B * m->seq_tokens;   // image tokens, the blocks' tokens
-    ensure_scores(m, a);
+    DIT_TRY(ensure_scores(m, a));
     const dit_params *p = &m->p;
     dit_params g = params_view(m, a, grads);
     const ops_context *ops = &m->ops;
@@ -247,33 +259,34 @@ void dit_backward(dit_model *m, dit_train_activations *a, const float *dout, flo
         const dit_forward_plan recompute = {.h = a->h};
         dit_plain_final_norm_forward(m, &recompute, x_final, B);
     }
-    op_linear_backward(ops, &Ls->final, a->d_h, g.final_w, g.final_b, a->d_tmp, a->h, (int)BT);
+    DIT_TRY(op_linear_backward(ops, &Ls->final, a->d_h, g.final_w, g.final_b, a->d_tmp, a->h, (int)BT));
     if (dit_block_adaptive(c)) {
         memset(a->d_res, 0, (size_t)BT * D * sizeof(float));
         layernorm_modulate_backward(a->d_res, a->d_ada, a->d_ada + D, a->d_h, x_final, mean, rstd, ada + D, 2 * D, B,
                                     T, D);
-        op_linear_backward(ops, &Ls->final_ada, a->d_cond, g.final_ada_w, g.final_ada_b, a->d_ada, a->cond_act, B);
+        DIT_TRY(op_linear_backward(ops, &Ls->final_ada, a->d_cond, g.final_ada_w, g.final_ada_b, a->d_ada,
+                                   a->cond_act, B));
     } else {
         dit_plain_final_norm_backward(m, a, &g);
     }
 
     for (int l = L - 1; l >= 0; l--) {
-        if (c->block == DIT_BLOCK_ADALN_ZERO) block_backward(m, a, &p->blocks[l], &g.blocks[l], l);
-        else dit_ungated_block_backward(m, a, &p->blocks[l], &g.blocks[l], l);   // dit_blocks.c
+        if (c->block == DIT_BLOCK_ADALN_ZERO) DIT_TRY(block_backward(m, a, &p->blocks[l], &g.blocks[l], l));
+        else DIT_TRY(dit_ungated_block_backward(m, a, &p->blocks[l], &g.blocks[l], l));   // dit_blocks.c
     }
     // the plain blocks' conditioning tokens: d t_emb into a->d_cond (in-context: out of the stream's gradient)
     const float *d_label = dit_block_adaptive(c) ? a->d_cond : dit_condition_tokens_backward(m, a);
 
     // patch embedding (pos_embed is fixed; the input x needs no gradient)
-    op_linear_backward(ops, &Ls->patch, NULL, g.patch_w, g.patch_b, a->d_res, a->patches, (int)BT);
+    DIT_TRY(op_linear_backward(ops, &Ls->patch, NULL, g.patch_w, g.patch_b, a->d_res, a->patches, (int)BT));
 
     // conditioning: d c = SiLU'(c) * d SiLU(c); c = t_mlp2(SiLU(t_mlp0(temb))) + y_table[y]
     // (the plain blocks: d t_emb and d y_emb come from their tokens instead)
     if (dit_block_adaptive(c)) silu_backward(a->d_cond, a->d_cond, a->cond, (int64_t)B * D);
     for (int b = 0; b < B; b++) add_into(g.y_table + (int64_t)a->labels[b] * D, d_label + (int64_t)b * D, D);
-    op_linear_backward(ops, &Ls->t_mlp2, a->d_small, g.t_mlp2_w, g.t_mlp2_b, a->d_cond, a->t_act, B);
+    DIT_TRY(op_linear_backward(ops, &Ls->t_mlp2, a->d_small, g.t_mlp2_w, g.t_mlp2_b, a->d_cond, a->t_act, B));
     silu_backward(a->d_small, a->d_small, a->t_hidden, (int64_t)B * D);
-    op_linear_backward(ops, &Ls->t_mlp0, NULL, g.t_mlp0_w, g.t_mlp0_b, a->d_small, a->temb, B);
+    return op_linear_backward(ops, &Ls->t_mlp0, NULL, g.t_mlp0_w, g.t_mlp0_b, a->d_small, a->temb, B);
 }
 
 // ---- benchmark hook -----------------------------------------------------------------------------
@@ -291,18 +304,22 @@ double dit_train_step_seconds(dit_model *m, int batch, int iters) {
     const int64_t out_n = (int64_t)batch * dit_config_out_channels(c) * c->input_size * c->input_size;
     float *x = floats(in), *t = floats(batch), *out = floats(out_n), *grads = dit_calloc(m->total_floats, sizeof(float));
     int *y = dit_malloc((size_t)batch * sizeof(int));
+    dit_train_activations *a = x && t && out && grads && y ? dit_train_activations_create(m, batch) : NULL;
+    if (!a) {
+        free(x); free(t); free(out); free(grads); free(y);
+        return -1.0;
+    }
     uint32_t state = 12345;
     for (int64_t i = 0; i < in; i++) {
         state = state * 1664525u + 1013904223u;
         x[i] = (float)(state >> 8) * (2.0f / 16777216.0f) - 1.0f;
     }
     for (int b = 0; b < batch; b++) t[b] = (float)((b * 397) % 1000), y[b] = b % c->num_classes;
-    dit_train_activations *a = dit_train_activations_create(m, batch);
     double best = -1.0;
     for (int it = 0; it <= iters; it++) {   // the first step warms up (page faults, thread pools)
         double start = now_seconds();
         if (dit_forward_train(m, a, x, t, y, out) != DIT_OK) break;
-        dit_backward(m, a, out, grads);     // dL/dout = out: L = 0.5 |out|^2
+        if (dit_backward(m, a, out, grads) != DIT_OK) break;   // dL/dout = out: L = 0.5 |out|^2
         double step = now_seconds() - start;
         if (it > 0 && (best < 0 || step < best)) best = step;
     }

@@ -85,12 +85,13 @@ static void norm_backward(float *dx, const float *dy, const float *x, const floa
 }
 
 // x_out (M, N) = x_in + inp @ W^T + b: a residual branch without a gate (x_out may be x_in); product: (M, N)
-static void residual_linear(const ops_context *ops, linear_layer *L, float *x_out, const float *x_in, const float *inp,
-                            int M, int group_rows, float *product) {
-    op_linear(ops, L, product, inp, M, group_rows, NULL);
+static dit_status residual_linear(const ops_context *ops, linear_layer *L, float *x_out, const float *x_in,
+                                  const float *inp, int M, int group_rows, float *product) {
+    DIT_TRY(op_linear(ops, L, product, inp, M, group_rows, NULL));
     const int64_t n = (int64_t)M * L->N;
     #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < n; i++) x_out[i] = x_in[i] + product[i];
+    return DIT_OK;
 }
 
 static void add_into(float *dst, const float *src, int64_t n) {
@@ -102,39 +103,39 @@ static void add_into(float *dst, const float *src, int64_t n) {
 // x_mid   = x_in + attn(norm1(x_in))
 // x_cross = x_mid + cross_attn(norm_cross(x_mid), context)   (cross-attention; else x_cross = x_mid)
 // x_out   = x_cross + mlp(norm2(x_cross))
-void dit_ungated_block_forward(const dit_model *m, dit_block_layers *bl, const dit_forward_plan *plan, int l, int B) {
+dit_status dit_ungated_block_forward(const dit_model *m, dit_block_layers *bl, const dit_forward_plan *plan, int l, int B) {
     const ops_context *ops = &m->ops;
     const int T = m->seq_tokens, D = m->cfg.hidden_size, H = m->cfg.num_heads, BT = B * T;
     const int rows = plan->per_sample ? T : 0, one = plan->per_sample ? 1 : 0;
     const dit_block_params *bp = &m->p.blocks[l];
     const dit_block_slots s = plan->block(plan, l);
     // adaLN: ada (B, 4D) = SiLU(c) @ W^T + b, chunks shift_msa, scale_msa, shift_mlp, scale_mlp
-    if (m->cfg.block == DIT_BLOCK_ADALN) op_linear(ops, &bl->ada, s.ada, plan->cond_act, B, one, NULL);
+    if (m->cfg.block == DIT_BLOCK_ADALN) DIT_TRY(op_linear(ops, &bl->ada, s.ada, plan->cond_act, B, one, NULL));
     const block_norm norm1 = norm_of(m, bp, NULL, 0, s.ada, NULL), norm2 = norm_of(m, bp, NULL, 1, s.ada, NULL);
 
     norm_forward(plan->h, s.mean1, s.rstd1, s.x_in, &norm1, B, T, D);
-    op_linear(ops, &bl->qkv, s.qkv, plan->h, BT, rows, NULL);                          // (BT, 3D)
-    op_attention(ops, s.attn, s.qkv, plan->scores, B, T, D, H);                        // (BT, D)
-    residual_linear(ops, &bl->proj, s.x_mid, s.x_in, s.attn, BT, rows, plan->scratch);
+    DIT_TRY(op_linear(ops, &bl->qkv, s.qkv, plan->h, BT, rows, NULL));                          // (BT, 3D)
+    DIT_TRY(op_attention(ops, s.attn, s.qkv, plan->scores, B, T, D, H));                        // (BT, D)
+    DIT_TRY(residual_linear(ops, &bl->proj, s.x_mid, s.x_in, s.attn, BT, rows, plan->scratch));
 
     if (m->cfg.block == DIT_BLOCK_CROSS_ATTENTION) {
         const block_norm cross_norm = {.weight = bp->cross_norm_w, .bias = bp->cross_norm_b};
         norm_forward(plan->h, s.mean_cross, s.rstd_cross, s.x_mid, &cross_norm, B, T, D);
-        op_linear(ops, &bl->cross_q, s.cross_q, plan->h, BT, rows, NULL);             // (BT, D)
-        op_linear(ops, &bl->cross_kv, s.cross_kv, plan->context, 2 * B, 2 * one, NULL); // (B, 2, 2D) [k | v]
+        DIT_TRY(op_linear(ops, &bl->cross_q, s.cross_q, plan->h, BT, rows, NULL));             // (BT, D)
+        DIT_TRY(op_linear(ops, &bl->cross_kv, s.cross_kv, plan->context, 2 * B, 2 * one, NULL)); // (B, 2, 2D) [k | v]
         op_cross_attention(ops, s.cross_out, s.cross_q, s.cross_kv, B, T, 2, D, H);    // (BT, D)
-        residual_linear(ops, &bl->cross_proj, s.x_cross, s.x_mid, s.cross_out, BT, rows, plan->scratch);
+        DIT_TRY(residual_linear(ops, &bl->cross_proj, s.x_cross, s.x_mid, s.cross_out, BT, rows, plan->scratch));
     }
 
     norm_forward(plan->h, s.mean2, s.rstd2, s.x_cross, &norm2, B, T, D);
     const linear_epilogue gelu = {.kind = LINEAR_GELU, .pre = s.fc1};
-    op_linear(ops, &bl->fc1, s.mlp, plan->h, BT, rows, &gelu);                        // (BT, M)
-    residual_linear(ops, &bl->fc2, s.x_out, s.x_cross, s.mlp, BT, rows, plan->scratch);
+    DIT_TRY(op_linear(ops, &bl->fc1, s.mlp, plan->h, BT, rows, &gelu));                        // (BT, M)
+    return residual_linear(ops, &bl->fc2, s.x_out, s.x_cross, s.mlp, BT, rows, plan->scratch);
 }
 
 // On entry a->d_res = dL/d(block output); on exit dL/d(block input). Parameter gradients accumulate into gp.
-void dit_ungated_block_backward(dit_model *m, dit_train_activations *a, const dit_block_params *bp,
-                                const dit_block_params *gp, int l) {
+dit_status dit_ungated_block_backward(dit_model *m, dit_train_activations *a, const dit_block_params *bp,
+                                      const dit_block_params *gp, int l) {
     const ops_context *ops = &m->ops;
     const int B = a->batch, T = m->seq_tokens, D = m->cfg.hidden_size, H = m->cfg.num_heads, M = m->mlp_hidden;
     const int BT = B * T;
@@ -144,10 +145,10 @@ void dit_ungated_block_backward(dit_model *m, dit_train_activations *a, const di
 
     // x_out = x_cross + fc2(gelu(fc1(h2))) + b;  h2 = norm2(x_cross)
     gelu_tanh_forward(a->gelu, s.fc1, (int64_t)BT * M);
-    op_linear_backward(ops, &bl->fc2, a->d_mlp, gp->fc2_w, gp->fc2_b, a->d_res, a->gelu, BT);
+    DIT_TRY(op_linear_backward(ops, &bl->fc2, a->d_mlp, gp->fc2_w, gp->fc2_b, a->d_res, a->gelu, BT));
     gelu_tanh_backward(a->d_mlp, a->d_mlp, s.fc1, (int64_t)BT * M);
     norm_forward(a->h, NULL, NULL, s.x_cross, &norm2, B, T, D);
-    op_linear_backward(ops, &bl->fc1, a->d_h, gp->fc1_w, gp->fc1_b, a->d_mlp, a->h, BT);
+    DIT_TRY(op_linear_backward(ops, &bl->fc1, a->d_h, gp->fc1_w, gp->fc1_b, a->d_mlp, a->h, BT));
     norm_backward(a->d_res, a->d_h, s.x_cross, s.mean2, s.rstd2, &norm2, B, T, D);
 
     if (m->cfg.block == DIT_BLOCK_CROSS_ATTENTION) {
@@ -155,28 +156,29 @@ void dit_ungated_block_backward(dit_model *m, dit_train_activations *a, const di
         const block_norm cross_norm = {.weight = bp->cross_norm_w, .bias = bp->cross_norm_b,
                                        .d_weight = gp->cross_norm_w, .d_bias = gp->cross_norm_b};
         float *d_q = a->d_tmp;   // (BT, D)
-        op_linear_backward(ops, &bl->cross_proj, a->d_attn, gp->cross_proj_w, gp->cross_proj_b, a->d_res,
-                           s.cross_out, BT);
+        DIT_TRY(op_linear_backward(ops, &bl->cross_proj, a->d_attn, gp->cross_proj_w, gp->cross_proj_b, a->d_res,
+                                   s.cross_out, BT));
         op_cross_attention_backward(ops, d_q, a->d_kv, a->d_attn, s.cross_q, s.cross_kv, B, T, 2, D, H);
-        op_linear_backward(ops, &bl->cross_kv, a->d_context_part, gp->cross_kv_w, gp->cross_kv_b, a->d_kv, a->context,
-                           2 * B);
+        DIT_TRY(op_linear_backward(ops, &bl->cross_kv, a->d_context_part, gp->cross_kv_w, gp->cross_kv_b, a->d_kv,
+                                   a->context, 2 * B));
         add_into(a->d_context, a->d_context_part, (int64_t)B * 2 * D);
         norm_forward(a->h, NULL, NULL, s.x_mid, &cross_norm, B, T, D);
-        op_linear_backward(ops, &bl->cross_q, a->d_h, gp->cross_q_w, gp->cross_q_b, d_q, a->h, BT);
+        DIT_TRY(op_linear_backward(ops, &bl->cross_q, a->d_h, gp->cross_q_w, gp->cross_q_b, d_q, a->h, BT));
         norm_backward(a->d_res, a->d_h, s.x_mid, s.mean_cross, s.rstd_cross, &cross_norm, B, T, D);
     }
 
     // x_mid = x_in + proj(attention(qkv(h1))) + b;  h1 = norm1(x_in)
-    op_linear_backward(ops, &bl->proj, a->d_attn, gp->proj_w, gp->proj_b, a->d_res, s.attn, BT);
-    op_attention_backward(ops, a->d_qkv, a->d_attn, s.qkv, a->scores, B, T, D, H);
+    DIT_TRY(op_linear_backward(ops, &bl->proj, a->d_attn, gp->proj_w, gp->proj_b, a->d_res, s.attn, BT));
+    DIT_TRY(op_attention_backward(ops, a->d_qkv, a->d_attn, s.qkv, a->scores, B, T, D, H));
     norm_forward(a->h, NULL, NULL, s.x_in, &norm1, B, T, D);
-    op_linear_backward(ops, &bl->qkv, a->d_h, gp->qkv_w, gp->qkv_b, a->d_qkv, a->h, BT);
+    DIT_TRY(op_linear_backward(ops, &bl->qkv, a->d_h, gp->qkv_w, gp->qkv_b, a->d_qkv, a->h, BT));
     norm_backward(a->d_res, a->d_h, s.x_in, s.mean1, s.rstd1, &norm1, B, T, D);
 
     if (m->cfg.block == DIT_BLOCK_ADALN) {   // ada = SiLU(c) @ W^T + b
-        op_linear_backward(ops, &bl->ada, a->d_small, gp->ada_w, gp->ada_b, a->d_ada, a->cond_act, B);
+        DIT_TRY(op_linear_backward(ops, &bl->ada, a->d_small, gp->ada_w, gp->ada_b, a->d_ada, a->cond_act, B));
         add_into(a->d_cond, a->d_small, (int64_t)B * D);
     }
+    return DIT_OK;
 }
 
 // ---- the plain final LayerNorm ------------------------------------------------------------------
@@ -209,13 +211,14 @@ void dit_plain_final_norm_backward(dit_model *m, dit_train_activations *a, const
 
 static float *floats(int64_t n) { return dit_malloc((size_t)(n > 0 ? n : 1) * sizeof(float)); }
 
-void dit_blocks_train_alloc(const dit_model *m, dit_train_activations *a) {
-    if (dit_block_adaptive(&m->cfg)) return;
+dit_status dit_blocks_train_alloc(const dit_model *m, dit_train_activations *a) {
+    if (dit_block_adaptive(&m->cfg)) return DIT_OK;
     const int64_t B = a->batch, BT = B * m->seq_tokens, D = m->cfg.hidden_size, L = m->cfg.depth;
     a->context = floats(B * 2 * D);
     a->d_context = floats(B * 2 * D);
     a->d_label = floats(B * D);
-    if (m->cfg.block != DIT_BLOCK_CROSS_ATTENTION) return;
+    if (!a->context || !a->d_context || !a->d_label) return DIT_ERR;
+    if (m->cfg.block != DIT_BLOCK_CROSS_ATTENTION) return DIT_OK;
     a->x_cross = floats(L * BT * D);
     a->cross_q = floats(L * BT * D);
     a->cross_out = floats(L * BT * D);
@@ -224,6 +227,11 @@ void dit_blocks_train_alloc(const dit_model *m, dit_train_activations *a) {
     a->cross_rstd = floats(L * BT);
     a->d_context_part = floats(B * 2 * D);
     a->d_kv = floats(B * 4 * D);
+    const float *bufs[] = {a->x_cross, a->cross_q, a->cross_out, a->cross_kv, a->cross_mean, a->cross_rstd,
+                           a->d_context_part, a->d_kv};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+        if (!bufs[i]) return DIT_ERR;   // the caller frees what was made (dit_blocks_train_free)
+    return DIT_OK;
 }
 
 void dit_blocks_train_free(dit_train_activations *a) {

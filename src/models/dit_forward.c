@@ -13,8 +13,9 @@
 
 static int imax(int a, int b) { return a > b ? a : b; }
 
-// Size the arena for B samples; grows only, so a sampler's steady state allocates nothing.
-static void ensure_activations(dit_model *m, int B) {
+// Size the arena for B samples; grows only, so a sampler's steady state allocates nothing. Out of memory
+// leaves the arena empty (capacity 0) and the model usable with a smaller batch.
+static dit_status ensure_activations(dit_model *m, int B) {
     dit_activations *a = &m->acts;
     const dit_config *c = &m->cfg;
     const int threads = dit_max_threads();
@@ -24,6 +25,7 @@ static void ensure_activations(dit_model *m, int B) {
         const int64_t widest = imax(imax(c->in_channels * P * P, P * P * dit_config_out_channels(c)), (int)D);
         free(a->x); free(a->h); free(a->qkv); free(a->attn); free(a->mlp); free(a->tmp);
         free(a->cond); free(a->temb); free(a->tmid); free(a->ada);
+        a->capacity = 0;
         a->x = dit_malloc(B * T * D * sizeof(float));
         a->h = dit_malloc(B * T * D * sizeof(float));
         a->qkv = dit_malloc(B * T * 3 * D * sizeof(float));
@@ -37,13 +39,21 @@ static void ensure_activations(dit_model *m, int B) {
         free(a->context); free(a->cross_kv);
         a->context = dit_block_adaptive(c) ? NULL : dit_malloc(B * 2 * D * sizeof(float));
         a->cross_kv = c->block == DIT_BLOCK_CROSS_ATTENTION ? dit_malloc(B * 4 * D * sizeof(float)) : NULL;
+        if (!a->x || !a->h || !a->qkv || !a->attn || !a->mlp || !a->tmp || !a->cond || !a->temb || !a->tmid ||
+            !a->ada || (!dit_block_adaptive(c) && !a->context) ||
+            (c->block == DIT_BLOCK_CROSS_ATTENTION && !a->cross_kv)) {
+            dit_activations_free(m);
+            return DIT_ERR;
+        }
         a->capacity = B;
     }
     if (a->scores_threads < threads) {
         free(a->scores);
-        a->scores = dit_malloc(attention_scratch_floats((int)T, threads) * sizeof(float));
+        a->scores_threads = 0;
+        if (!(a->scores = dit_malloc(attention_scratch_floats((int)T, threads) * sizeof(float)))) return DIT_ERR;
         a->scores_threads = threads;
     }
+    return DIT_OK;
 }
 
 // Batch invariance: a sample's output must not depend on which other samples share its batch (so a seed
@@ -54,31 +64,31 @@ static void ensure_activations(dit_model *m, int B) {
 
 // DiTBlock: x_mid = x_in + gate_msa * attn(modulate(norm1(x_in)));
 //           x_out = x_mid + gate_mlp * mlp(modulate(norm2(x_mid))).
-static void block_forward(const dit_model *m, dit_block_layers *bl, const dit_forward_plan *plan, int l, int B) {
+static dit_status block_forward(const dit_model *m, dit_block_layers *bl, const dit_forward_plan *plan, int l, int B) {
     const ops_context *ops = &m->ops;
     const int T = dit_config_tokens(&m->cfg), D = m->cfg.hidden_size, H = m->cfg.num_heads;
     const int BT = B * T, A = 6 * D, rows = plan->per_sample ? T : 0, one = plan->per_sample ? 1 : 0;
     const dit_block_slots s = plan->block(plan, l);
     // ada (B, 6D) = SiLU(c) @ W^T + b, chunks: shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp
-    op_linear(ops, &bl->ada, s.ada, plan->cond_act, B, one, NULL);
+    DIT_TRY(op_linear(ops, &bl->ada, s.ada, plan->cond_act, B, one, NULL));
     const float *shift_msa = s.ada, *scale_msa = s.ada + D, *gate_msa = s.ada + 2 * D;
     const float *shift_mlp = s.ada + 3 * D, *scale_mlp = s.ada + 4 * D, *gate_mlp = s.ada + 5 * D;
 
     op_layernorm_modulate(ops, plan->h, s.mean1, s.rstd1, s.x_in, shift_msa, scale_msa, A, B, T, D);
-    op_linear(ops, &bl->qkv, s.qkv, plan->h, BT, rows, NULL);                    // (BT, 3D)
-    op_attention(ops, s.attn, s.qkv, plan->scores, B, T, D, H);                  // (BT, D)
+    DIT_TRY(op_linear(ops, &bl->qkv, s.qkv, plan->h, BT, rows, NULL));           // (BT, 3D)
+    DIT_TRY(op_attention(ops, s.attn, s.qkv, plan->scores, B, T, D, H));         // (BT, D)
     if (s.x_mid != s.x_in) memcpy(s.x_mid, s.x_in, (size_t)BT * D * sizeof(float));
     const linear_epilogue msa = {.kind = LINEAR_GATED_RESIDUAL, .gate = gate_msa, .gate_stride = A, .gate_rows = T,
                                  .product = s.proj, .scratch = plan->scratch};
-    op_linear(ops, &bl->proj, s.x_mid, s.attn, BT, rows, &msa);                  // x_mid += gate_msa * proj(attn)
+    DIT_TRY(op_linear(ops, &bl->proj, s.x_mid, s.attn, BT, rows, &msa));         // x_mid += gate_msa * proj(attn)
 
     op_layernorm_modulate(ops, plan->h, s.mean2, s.rstd2, s.x_mid, shift_mlp, scale_mlp, A, B, T, D);
     const linear_epilogue gelu = {.kind = LINEAR_GELU, .pre = s.fc1};
-    op_linear(ops, &bl->fc1, s.mlp, plan->h, BT, rows, &gelu);                   // (BT, M)
+    DIT_TRY(op_linear(ops, &bl->fc1, s.mlp, plan->h, BT, rows, &gelu));          // (BT, M)
     if (s.x_out != s.x_mid) memcpy(s.x_out, s.x_mid, (size_t)BT * D * sizeof(float));
     const linear_epilogue mlp = {.kind = LINEAR_GATED_RESIDUAL, .gate = gate_mlp, .gate_stride = A, .gate_rows = T,
                                  .product = s.fc2, .scratch = plan->scratch};
-    op_linear(ops, &bl->fc2, s.x_out, s.mlp, BT, rows, &mlp);                    // x_out += gate_mlp * fc2(mlp)
+    return op_linear(ops, &bl->fc2, s.x_out, s.mlp, BT, rows, &mlp);             // x_out += gate_mlp * fc2(mlp)
 }
 
 static dit_status check_labels(const dit_model *m, const int *y, int batch) {
@@ -104,7 +114,7 @@ dit_status dit_forward_walk(dit_model *m, const dit_forward_plan *plan, const fl
     // tokens (B, T, D) = patchify(x) @ W^T + b + pos_embed
     float *x0 = plan->block(plan, 0).x_in;
     patchify_forward(plan->patches, x, B, C, S, P);
-    op_linear(ops, &L->patch, x0, plan->patches, B * T, rows, NULL);
+    DIT_TRY(op_linear(ops, &L->patch, x0, plan->patches, B * T, rows, NULL));
     #pragma omp parallel for collapse(2) schedule(static)
     for (int b = 0; b < B; b++)
         for (int tok = 0; tok < T; tok++) {
@@ -115,9 +125,9 @@ dit_status dit_forward_walk(dit_model *m, const dit_forward_plan *plan, const fl
 
     // c (B, D) = mlp(timestep_embedding(t)) + y_table[y]; every adaLN then reads SiLU(c)
     timestep_embedding_forward(plan->temb, t, B, 256);
-    op_linear(ops, &L->t_mlp0, plan->t_hidden, plan->temb, B, one, NULL);
+    DIT_TRY(op_linear(ops, &L->t_mlp0, plan->t_hidden, plan->temb, B, one, NULL));
     silu_forward(plan->t_act, plan->t_hidden, (int64_t)B * D);
-    op_linear(ops, &L->t_mlp2, plan->cond, plan->t_act, B, one, NULL);
+    DIT_TRY(op_linear(ops, &L->t_mlp2, plan->cond, plan->t_act, B, one, NULL));
     if (!dit_block_adaptive(c)) dit_condition_tokens_forward(m, plan, y, B);   // t_emb, y_emb as tokens
     for (int b = 0; b < B; b++) {
         const float *emb = p->y_table + (int64_t)y[b] * D;
@@ -126,20 +136,20 @@ dit_status dit_forward_walk(dit_model *m, const dit_forward_plan *plan, const fl
     silu_forward(plan->cond_act, plan->cond, (int64_t)B * D);
 
     for (int l = 0; l < c->depth; l++) {
-        if (c->block == DIT_BLOCK_ADALN_ZERO) block_forward(m, &L->blocks[l], plan, l, B);
-        else dit_ungated_block_forward(m, &L->blocks[l], plan, l, B);   // the other designs, dit_blocks.c
+        if (c->block == DIT_BLOCK_ADALN_ZERO) DIT_TRY(block_forward(m, &L->blocks[l], plan, l, B));
+        else DIT_TRY(dit_ungated_block_forward(m, &L->blocks[l], plan, l, B));   // the other designs, dit_blocks.c
     }
 
     // final layer: modulate(norm_final(x), shift, scale) @ W^T + b, then unpatchify to (B, OUT, S, S)
     const float *x_final = plan->block(plan, c->depth).x_in;
     if (dit_block_adaptive(c)) {
-        op_linear(ops, &L->final_ada, plan->final_ada, plan->cond_act, B, one, NULL);
+        DIT_TRY(op_linear(ops, &L->final_ada, plan->final_ada, plan->cond_act, B, one, NULL));
         op_layernorm_modulate(ops, plan->h, plan->final_mean, plan->final_rstd, x_final, plan->final_ada,
                               plan->final_ada + D, 2 * D, B, T, D);
     } else {
         dit_plain_final_norm_forward(m, plan, x_final, B);   // LN(x) * w + b over the image tokens
     }
-    op_linear(ops, &L->final, plan->final_tokens, plan->h, B * T, rows, NULL);
+    DIT_TRY(op_linear(ops, &L->final, plan->final_tokens, plan->h, B * T, rows, NULL));
     unpatchify_forward(out, plan->final_tokens, B, OUT, S, P);
     return DIT_OK;
 }
@@ -156,7 +166,7 @@ static dit_block_slots inference_slots(const dit_forward_plan *plan, int l) {
 
 dit_status dit_model_forward(dit_model *m, const float *x, const float *t, const int *y, int batch, float *out) {
     if (batch <= 0) return dit_set_error("forward: batch must be positive, got %d", batch);
-    ensure_activations(m, batch);
+    DIT_TRY(ensure_activations(m, batch));
     dit_activations *a = &m->acts;
     const dit_forward_plan plan = {
         .per_sample = 1, .owner = a, .block = inference_slots, .patches = a->tmp, .temb = a->temb,
@@ -181,10 +191,15 @@ dit_status dit_model_forward_cfg(dit_model *m, const float *x, const float *t, c
     dit_activations *acts = &m->acts;
     if (acts->cfg_capacity < B) {
         free(acts->cfg_x); free(acts->cfg_t); free(acts->cfg_y); free(acts->cfg_out);
+        acts->cfg_capacity = 0;
         acts->cfg_x = dit_malloc(2 * B * sample_in * sizeof(float));
         acts->cfg_t = dit_malloc(2 * B * sizeof(float));
         acts->cfg_y = dit_malloc(2 * B * sizeof(int));
         acts->cfg_out = dit_malloc(2 * B * sample_out * sizeof(float));
+        if (!acts->cfg_x || !acts->cfg_t || !acts->cfg_y || !acts->cfg_out) {
+            dit_activations_free(m);
+            return DIT_ERR;
+        }
         acts->cfg_capacity = B;
     }
     float *x2 = acts->cfg_x, *t2 = acts->cfg_t, *out2 = acts->cfg_out;

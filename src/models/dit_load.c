@@ -194,6 +194,10 @@ static dit_status read_diffusers_json(const char *path, const dit_config *cfg, i
     FILE *f = fopen(json_path, "rb");
     if (!f) return DIT_OK;
     char *text = dit_malloc(1 << 20);
+    if (!text) {
+        fclose(f);
+        return DIT_ERR;
+    }
     size_t n = fread(text, 1, (1 << 20) - 1, f);
     int too_big = !feof(f);
     fclose(f);
@@ -339,6 +343,10 @@ static dit_status load_class_names(dit_model *m, const char *path, const tensor_
     cJSON *list = cJSON_Parse(json);
     int count = cJSON_IsArray(list) ? cJSON_GetArraySize(list) : -1;
     const char **names = count > 0 ? dit_calloc(count, sizeof *names) : NULL;
+    if (count > 0 && !names) {
+        cJSON_Delete(list);
+        return DIT_ERR;
+    }
     for (int i = 0; i < count; i++) {
         const cJSON *item = cJSON_GetArrayItem(list, i);
         names[i] = cJSON_IsString(item) ? item->valuestring : NULL;
@@ -428,6 +436,11 @@ dit_status dit_model_save_as(const dit_model *m, const char *path, const char *d
     if (dit_config_to_json(&m->cfg, config_json, sizeof config_json)) return DIT_ERR;
     tensor_out *outs = dit_calloc(m->num_params, sizeof *outs);
     void *converted = dtype == DT_F32 ? NULL : dit_malloc(m->total_floats * dtype_size(dtype));
+    if (!outs || (dtype != DT_F32 && !converted)) {
+        free(outs);
+        free(converted);
+        return DIT_ERR;
+    }
     int count = 0;
     for (int i = 0; i < m->num_params; i++) {
         const param_entry *e = &m->table[i];
@@ -451,6 +464,11 @@ dit_status dit_model_save_as(const dit_model *m, const char *path, const char *d
         for (int i = 0; i < m->cfg.num_classes; i++) cJSON_AddItemToArray(list, cJSON_CreateString(m->class_names[i]));
         names_json = cJSON_PrintUnformatted(list);
         cJSON_Delete(list);
+        if (!names_json) {   // cJSON's own allocation failed
+            free(outs);
+            free(converted);
+            return dit_set_error("%s: out of memory writing the class names", path);
+        }
     }
     const char *keys[] = {"format", "dit.config", "dit.class_names"};
     const char *values[] = {"dit", config_json, names_json};

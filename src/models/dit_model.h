@@ -137,6 +137,8 @@ dit_status dit_forward_walk(dit_model *m, const dit_forward_plan *plan, const fl
 // Tell the model its float32 weights changed (loading, an optimizer step, a test's poke): prepared copies
 // (packed bf16 weights) are remade on their next use.
 void dit_model_weights_changed(dit_model *m);
+// Free the forward activations (they are remade, at the size asked, by the next forward).
+void dit_activations_free(dit_model *m);
 
 
 // Build the table and allocate a zeroed parameter buffer (pos_embed filled) for a validated config.
@@ -209,7 +211,7 @@ dit_status dit_forward_train(dit_model *m, dit_train_activations *a, const float
 // Backward pass of the last dit_forward_train on `a`: dout = dL/dout (B, out_channels, S, S). Parameter
 // gradients are ACCUMULATED (+=) into grads, m->total_floats floats in the parameter buffer's layout
 // (same offsets as m->params); zero it first for a plain gradient. pos_embed (fixed) gets nothing.
-void dit_backward(dit_model *m, dit_train_activations *a, const float *dout, float *grads);
+dit_status dit_backward(dit_model *m, dit_train_activations *a, const float *dout, float *grads);
 // Benchmark hook: one warm-up, then `iters` timed forward + backward steps (seeded inputs, L = 0.5 |out|^2);
 // returns the fastest step in seconds (< 0 on error).
 double dit_train_step_seconds(dit_model *m, int batch, int iters);
@@ -222,19 +224,20 @@ int dit_block_adaptive(const dit_config *c);
 // block(plan, 0).x_in are spread to T + 2 per sample and followed by t_emb, y_emb.
 void dit_condition_tokens_forward(const dit_model *m, const dit_forward_plan *plan, const int *y, int B);
 // One ungated block (adaLN, cross-attention, in-context), the twin of dit_forward.c's adaLN-Zero block.
-void dit_ungated_block_forward(const dit_model *m, dit_block_layers *bl, const dit_forward_plan *plan, int l, int B);
+dit_status dit_ungated_block_forward(const dit_model *m, dit_block_layers *bl, const dit_forward_plan *plan, int l,
+                                     int B);
 // The plain final LayerNorm: plan->h (B, T, D) = LN(image tokens of x_final) * w + b (in-context drops the
 // two conditioning tokens); statistics into plan->final_mean/rstd when not NULL.
 void dit_plain_final_norm_forward(const dit_model *m, const dit_forward_plan *plan, const float *x_final, int B);
 // Training: allocate / free the fields above for the model's block design.
-void dit_blocks_train_alloc(const dit_model *m, dit_train_activations *a);
+dit_status dit_blocks_train_alloc(const dit_model *m, dit_train_activations *a);
 void dit_blocks_train_free(dit_train_activations *a);
 // Training slots of block l (dit_backward.c), with the cross-attention slices filled in.
 dit_block_slots dit_train_block_slots(const dit_model *m, dit_train_activations *a, int l);
 // Backward of dit_ungated_block_forward: a->d_res from dL/d(block output) to dL/d(block input); the adaLN
 // gradient adds into a->d_cond, the cross-attention context's into a->d_context.
-void dit_ungated_block_backward(dit_model *m, dit_train_activations *a, const dit_block_params *bp,
-                                const dit_block_params *gp, int l);
+dit_status dit_ungated_block_backward(dit_model *m, dit_train_activations *a, const dit_block_params *bp,
+                                      const dit_block_params *gp, int l);
 // Backward of the plain final LayerNorm: a->d_h (B, T, D) = dL/d(norm output) in, a->d_res (B, T_seq, D)
 // overwritten with dL/dx_final (zero on the conditioning tokens); the affine's gradient into gp.
 void dit_plain_final_norm_backward(dit_model *m, dit_train_activations *a, const dit_params *gp);

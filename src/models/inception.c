@@ -172,10 +172,10 @@ float inception_synthetic_value(const inception_tensor *t, uint32_t k, uint32_t 
 // ---- creation and loading ------------------------------------------------------------------------------
 
 static dit_inception *inception_create(void) {
-    dit_inception *m = dit_calloc(1, sizeof *m);
+    dit_inception *m = dit_xcalloc(1, sizeof *m);
     m->num_params = build_convs(m->conv);
-    m->params = dit_malloc(m->num_params * sizeof *m->params);
-    m->fc_weight = dit_malloc((size_t)DIT_INCEPTION_CLASSES * DIT_INCEPTION_POOL_DIM * sizeof *m->fc_weight);
+    m->params = dit_xmalloc(m->num_params * sizeof *m->params);
+    m->fc_weight = dit_xmalloc((size_t)DIT_INCEPTION_CLASSES * DIT_INCEPTION_POOL_DIM * sizeof *m->fc_weight);
     m->resize = DIT_RESIZE_PYTORCH_FID;
     return m;
 }
@@ -218,11 +218,11 @@ static void fold_all(dit_inception *m, float *const *tensors) {
 }
 
 dit_inception *dit_inception_synthetic(uint32_t seed) {
-    inception_tensor *table = dit_malloc(INCEPTION_NUM_TENSORS * sizeof *table);
+    inception_tensor *table = dit_xmalloc(INCEPTION_NUM_TENSORS * sizeof *table);
     inception_tensor_table(table);
-    float **tensors = dit_malloc(INCEPTION_NUM_TENSORS * sizeof *tensors);
+    float **tensors = dit_xmalloc(INCEPTION_NUM_TENSORS * sizeof *tensors);
     for (int k = 0; k < INCEPTION_NUM_TENSORS; k++) {
-        tensors[k] = dit_malloc(table[k].numel * sizeof(float));
+        tensors[k] = dit_xmalloc(table[k].numel * sizeof(float));
         for (size_t i = 0; i < table[k].numel; i++)
             tensors[k][i] = inception_synthetic_value(&table[k], (uint32_t)k, (uint32_t)i, seed);
     }
@@ -257,9 +257,9 @@ static dit_status read_weight_file(const char *path, tensor_file *file) {
 dit_inception *dit_inception_load(const char *path) {
     tensor_file file;
     if (read_weight_file(path, &file) != DIT_OK) return NULL;
-    inception_tensor *table = dit_malloc(INCEPTION_NUM_TENSORS * sizeof *table);
+    inception_tensor *table = dit_xmalloc(INCEPTION_NUM_TENSORS * sizeof *table);
     inception_tensor_table(table);
-    float **tensors = dit_calloc(INCEPTION_NUM_TENSORS, sizeof *tensors);
+    float **tensors = dit_xcalloc(INCEPTION_NUM_TENSORS, sizeof *tensors);
     dit_status status = DIT_OK;
     for (int k = 0; k < INCEPTION_NUM_TENSORS && status == DIT_OK; k++) {
         const inception_tensor *e = &table[k];
@@ -283,7 +283,7 @@ dit_inception *dit_inception_load(const char *path) {
             status = dit_set_error("%s: tensor %s has shape %s, expected %s", path, e->name, got, want);
             break;
         }
-        tensors[k] = dit_malloc(e->numel * sizeof(float));
+        tensors[k] = dit_xmalloc(e->numel * sizeof(float));
         tensor_to_f32(t, tensors[k]);
         if (ends_with(e->name, "bn.running_var"))
             for (size_t i = 0; i < e->numel; i++)
@@ -327,8 +327,8 @@ static void linear_taps(int *i0, int *i1, float *l0, float *l1, int in, int out,
 
 void inception_resize_bilinear(float *dst, const float *src, int C, int H, int W, int OH, int OW,
                                dit_inception_resize mode) {
-    int *y0 = dit_malloc((size_t)(OH + OW) * 2 * sizeof *y0), *y1 = y0 + OH, *x0 = y1 + OH, *x1 = x0 + OW;
-    float *wy0 = dit_malloc((size_t)(OH + OW) * 2 * sizeof *wy0), *wy1 = wy0 + OH, *wx0 = wy1 + OH, *wx1 = wx0 + OW;
+    int *y0 = dit_xmalloc((size_t)(OH + OW) * 2 * sizeof *y0), *y1 = y0 + OH, *x0 = y1 + OH, *x1 = x0 + OW;
+    float *wy0 = dit_xmalloc((size_t)(OH + OW) * 2 * sizeof *wy0), *wy1 = wy0 + OH, *wx0 = wy1 + OH, *wx1 = wx0 + OW;
     linear_taps(y0, y1, wy0, wy1, H, OH, mode);
     linear_taps(x0, x1, wx0, wx1, W, OW, mode);
     for (int c = 0; c < C; c++) {
@@ -356,7 +356,7 @@ void inception_resize_bilinear(float *dst, const float *src, int C, int H, int W
 void dit_inception_preprocess(float *x, const uint8_t *rgb, int height, int width, dit_inception_resize mode) {
     const int S = DIT_INCEPTION_SIZE;
     const size_t plane = (size_t)height * width;
-    float *chw = dit_malloc(3 * plane * sizeof *chw);
+    float *chw = dit_xmalloc(3 * plane * sizeof *chw);
     for (size_t p = 0; p < plane; p++)
         for (int c = 0; c < 3; c++)
             chw[c * plane + p] = mode == DIT_RESIZE_PYTORCH_FID ? (float)rgb[p * 3 + c] / 255.0f : (float)rgb[p * 3 + c];
@@ -382,8 +382,8 @@ typedef struct {
 // conv + folded BatchNorm + ReLU. in: (cin, H, W) -> out: (cout, OH, OW).
 static void conv_relu(const dit_inception *m, int c, float *out, const float *in, int H, int W, int *OH, int *OW) {
     const inception_conv *u = &m->conv[c];
-    conv2d_forward(out, in, m->params + u->weight_offset, m->params + u->bias_offset, 1, u->cin, H, W, u->cout, u->kh,
-                   u->kw, u->stride, u->pad_h, u->pad_w, u->pad_h, u->pad_w);
+    DIT_OR_EXIT(conv2d_forward(out, in, m->params + u->weight_offset, m->params + u->bias_offset, 1, u->cin, H, W, u->cout, u->kh,
+                   u->kw, u->stride, u->pad_h, u->pad_w, u->pad_h, u->pad_w));
     const int oh = conv2d_out_size(H, u->kh, u->stride, u->pad_h, u->pad_h);
     const int ow = conv2d_out_size(W, u->kw, u->stride, u->pad_w, u->pad_w);
     const size_t n = (size_t)u->cout * oh * ow;
@@ -555,7 +555,7 @@ static dit_status forward_batch(dit_inception *m, const float *prepared, const u
     if (workers < 2) workers = threads >= 2 ? 2 : 1;
     const size_t input = (size_t)3 * DIT_INCEPTION_SIZE * DIT_INCEPTION_SIZE;
     const size_t per_worker = 2 * TRUNK_FLOATS + 2 * BRANCH_FLOATS + input + DIT_INCEPTION_POOL_DIM;
-    float *work = dit_malloc((size_t)workers * per_worker * sizeof *work);
+    float *work = dit_xmalloc((size_t)workers * per_worker * sizeof *work);
     #pragma omp parallel for schedule(dynamic, 1) num_threads(workers)
     for (int i = 0; i < batch; i++) {
 #ifdef _OPENMP

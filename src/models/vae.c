@@ -56,6 +56,7 @@ typedef struct {
     dit_vae *v;
     const float ***slots;   // where each entry's pointer goes once the buffer exists
     int cap;
+    int out_of_memory;      // a growth failed: later entries are dropped, vae_create gives up
 } table_builder;
 
 static void add_param(table_builder *tb, const float **slot, int ndim, int64_t d0, int64_t d1, int64_t d2, int64_t d3,
@@ -63,10 +64,18 @@ static void add_param(table_builder *tb, const float **slot, int ndim, int64_t d
 static void add_param(table_builder *tb, const float **slot, int ndim, int64_t d0, int64_t d1, int64_t d2, int64_t d3,
                       const char *fmt, ...) {
     dit_vae *v = tb->v;
+    if (tb->out_of_memory) return;
     if (v->num_params == tb->cap) {
-        tb->cap = tb->cap ? 2 * tb->cap : 256;
-        v->table = dit_realloc(v->table, (size_t)tb->cap * sizeof *v->table);
-        tb->slots = dit_realloc(tb->slots, (size_t)tb->cap * sizeof *tb->slots);
+        const int cap = tb->cap ? 2 * tb->cap : 256;
+        vae_param *table = dit_realloc(v->table, (size_t)cap * sizeof *table);
+        if (table) v->table = table;
+        const float ***slots = table ? dit_realloc(tb->slots, (size_t)cap * sizeof *slots) : NULL;
+        if (slots) tb->slots = slots;
+        if (!table || !slots) {
+            tb->out_of_memory = 1;
+            return;
+        }
+        tb->cap = cap;
     }
     vae_param *e = &v->table[v->num_params];
     memset(e, 0, sizeof *e);
@@ -136,8 +145,9 @@ static void add_mid(table_builder *tb, vae_resnet res[2], vae_attention *a, int 
 dit_vae *vae_create(const dit_vae_config *cfg) {
     if (dit_vae_config_validate(cfg) != DIT_OK) return NULL;
     dit_vae *v = dit_calloc(1, sizeof *v);
+    if (!v) return NULL;
     v->cfg = *cfg;
-    table_builder tb = {v, NULL, 0};
+    table_builder tb = {v, NULL, 0, 0};
     const int L = cfg->num_levels, top = cfg->block_out[L - 1];
     char name[VAE_NAME_MAX];
     // Encoder: conv_in, down_blocks (resnets, downsamplers), mid_block, conv_norm_out, conv_out.
@@ -178,7 +188,12 @@ dit_vae *vae_create(const dit_vae_config *cfg) {
     add_conv(&tb, &v->quant_w, &v->quant_b, 2 * cfg->latent_channels, 2 * cfg->latent_channels, 1, "quant_conv");
     add_conv(&tb, &v->post_quant_w, &v->post_quant_b, cfg->latent_channels, cfg->latent_channels, 1, "post_quant_conv");
 
-    v->params = dit_calloc(v->total_floats, sizeof *v->params);
+    v->params = tb.out_of_memory ? NULL : dit_calloc(v->total_floats, sizeof *v->params);
+    if (!v->params) {
+        free(tb.slots);
+        dit_vae_free(v);
+        return NULL;
+    }
     for (int i = 0; i < v->num_params; i++) *tb.slots[i] = v->params + v->table[i].offset;
     free(tb.slots);
     return v;
@@ -255,7 +270,8 @@ float *vae_work_get(vae_work *w, int index, size_t floats) {
     DIT_CHECK(index >= 0 && index < 8);
     if (w->cap[index] < floats) {
         free(w->buf[index]);
-        w->buf[index] = dit_malloc(floats * sizeof(float));
+        w->cap[index] = 0;
+        if (!(w->buf[index] = dit_malloc(floats * sizeof(float)))) return NULL;
         w->cap[index] = floats;
     }
     return w->buf[index];
@@ -273,68 +289,77 @@ static const bf16_packed *packed_conv(vae_work *w, const float *weight, int cout
     for (int i = 0; i < w->num_packed; i++)
         if (w->packed[i].weight == weight) return &w->packed[i].packed;
     if (w->num_packed == w->cap_packed) {
+        vae_packed_conv *grown = dit_realloc(w->packed, (size_t)(w->cap_packed ? 2 * w->cap_packed : 32) * sizeof *grown);
+        if (!grown) return NULL;
+        w->packed = grown;
         w->cap_packed = w->cap_packed ? 2 * w->cap_packed : 32;
-        w->packed = dit_realloc(w->packed, (size_t)w->cap_packed * sizeof *w->packed);
     }
-    vae_packed_conv *e = &w->packed[w->num_packed++];
+    vae_packed_conv *e = &w->packed[w->num_packed];
     memset(e, 0, sizeof *e);
+    if (conv3x3_pack_bf16(&e->packed, weight, cout, cin) != DIT_OK) return NULL;
     e->weight = weight;
-    conv3x3_pack_bf16(&e->packed, weight, cout, cin);
+    w->num_packed++;
     return &e->packed;
 }
 
 // 3x3 pad 1 with the padded-input workspace in work buffer 2; out += residual (or NULL); upsample: x is
 // (cin, H/2, W/2), repeated 2x2 first (Upsample2D's nearest interpolation, fused).
-static void conv3x3(float *out, const float *x, const float *w, const float *b, const float *residual, int upsample,
-                    int cin, int cout, int H, int W, vae_work *work) {
+static dit_status conv3x3(float *out, const float *x, const float *w, const float *b, const float *residual,
+                          int upsample, int cin, int cout, int H, int W, vae_work *work) {
     if (work->bf16) {
-        conv3x3_bf16(out, x, packed_conv(work, w, cout, cin), b, residual, upsample, cin, H, W, cout);
-        return;
+        const bf16_packed *packed = packed_conv(work, w, cout, cin);
+        if (!packed) return DIT_ERR;
+        return conv3x3_bf16(out, x, packed, b, residual, upsample, cin, H, W, cout);
     }
     float *ws = vae_work_get(work, 2, (size_t)conv2d_workspace_floats(cin, H, W, 3, 3, 1, 1, 1, 1, 1) + 1);
-    conv2d_forward_ex(out, x, w, b, residual, ws, upsample, 1, cin, H, W, cout, 3, 3, 1, 1, 1, 1, 1);
+    if (!ws) return DIT_ERR;
+    return conv2d_forward_ex(out, x, w, b, residual, ws, upsample, 1, cin, H, W, cout, 3, 3, 1, 1, 1, 1, 1);
 }
 
-static void conv1x1(float *out, const float *x, const float *w, const float *b, const float *residual, int cin,
-                    int cout, int T) {
-    conv2d_forward_ex(out, x, w, b, residual, NULL, 0, 1, cin, T, 1, cout, 1, 1, 1, 0, 0, 0, 0);
+static dit_status conv1x1(float *out, const float *x, const float *w, const float *b, const float *residual,
+                          int cin, int cout, int T) {
+    return conv2d_forward_ex(out, x, w, b, residual, NULL, 0, 1, cin, T, 1, cout, 1, 1, 1, 0, 0, 0, 0);
 }
 
-void vae_resnet_forward(float *out, const float *x, const vae_resnet *r, int H, int W, int groups, vae_work *w) {
+dit_status vae_resnet_forward(float *out, const float *x, const vae_resnet *r, int H, int W, int groups,
+                              vae_work *w) {
     const int T = H * W, wide = r->cin > r->cout ? r->cin : r->cout;
     float *normed = vae_work_get(w, 4, (size_t)wide * T), *h = vae_work_get(w, 5, (size_t)r->cout * T);
+    if (!normed || !h) return DIT_ERR;
     groupnorm_forward(normed, x, r->norm1_w, r->norm1_b, 1, r->cin, T, groups, VAE_GN_EPS, 1);
-    conv3x3(h, normed, r->conv1_w, r->conv1_b, NULL, 0, r->cin, r->cout, H, W, w);
+    DIT_TRY(conv3x3(h, normed, r->conv1_w, r->conv1_b, NULL, 0, r->cin, r->cout, H, W, w));
     groupnorm_forward(normed, h, r->norm2_w, r->norm2_b, 1, r->cout, T, groups, VAE_GN_EPS, 1);
     const float *skip = x;
     if (r->shortcut_w) {   // h is free again once normalised
-        conv1x1(h, x, r->shortcut_w, r->shortcut_b, NULL, r->cin, r->cout, T);
+        DIT_TRY(conv1x1(h, x, r->shortcut_w, r->shortcut_b, NULL, r->cin, r->cout, T));
         skip = h;
     }
     // out = conv2(normed) + skip, the residual added in the conv's store (output_scale_factor 1)
-    conv3x3(out, normed, r->conv2_w, r->conv2_b, skip, 0, r->cout, r->cout, H, W, w);
+    return conv3x3(out, normed, r->conv2_w, r->conv2_b, skip, 0, r->cout, r->cout, H, W, w);
 }
 
-void vae_attention_forward(float *out, const float *x, const vae_attention *a, int H, int W, int groups,
-                           vae_work *w) {
+dit_status vae_attention_forward(float *out, const float *x, const vae_attention *a, int H, int W, int groups,
+                                 vae_work *w) {
     const int C = a->C, T = H * W;
     float *normed = vae_work_get(w, 4, (size_t)C * T), *q = vae_work_get(w, 5, (size_t)C * T);
     float *k = vae_work_get(w, 6, (size_t)C * T), *v = vae_work_get(w, 7, (size_t)C * T);
+    if (!normed || !q || !k || !v) return DIT_ERR;
     groupnorm_forward(normed, x, a->norm_w, a->norm_b, 1, C, T, groups, VAE_GN_EPS, 0);
     // A Linear over channels on the channel-major (C, T) block is a 1x1 conv: q = W_q @ normed + b_q.
-    conv1x1(q, normed, a->q_w, a->q_b, NULL, C, C, T);
-    conv1x1(k, normed, a->k_w, a->k_b, NULL, C, C, T);
-    conv1x1(v, normed, a->v_w, a->v_b, NULL, C, C, T);
+    DIT_TRY(conv1x1(q, normed, a->q_w, a->q_b, NULL, C, C, T));
+    DIT_TRY(conv1x1(k, normed, a->k_w, a->k_b, NULL, C, C, T));
+    DIT_TRY(conv1x1(v, normed, a->v_w, a->v_b, NULL, C, C, T));
 #ifdef _OPENMP
     const int threads = omp_get_max_threads();
 #else
     const int threads = 1;
 #endif
     float *scores = dit_malloc((size_t)spatial_attention_scratch_floats(T, threads) * sizeof *scores);
+    if (!scores) return DIT_ERR;
     spatial_attention_forward(normed, q, k, v, scores, C, T);
     free(scores);
     // residual_connection, rescale_output_factor 1: out = to_out(attention) + x
-    conv1x1(out, normed, a->out_w, a->out_b, x, C, C, T);
+    return conv1x1(out, normed, a->out_w, a->out_b, x, C, C, T);
 }
 
 // ---- encoder and decoder -------------------------------------------------------------------------
@@ -349,78 +374,90 @@ static float *next_buffer(stream *s, size_t floats) { return vae_work_get(s->w, 
 static const float *current(const stream *s) { return s->w->buf[s->cur]; }
 static void advance(stream *s) { s->cur = 1 - s->cur; }
 
-static void run_resnet(stream *s, const vae_resnet *r, int H, int W, int groups) {
+static dit_status run_resnet(stream *s, const vae_resnet *r, int H, int W, int groups) {
     float *out = next_buffer(s, (size_t)r->cout * H * W);
-    vae_resnet_forward(out, current(s), r, H, W, groups, s->w);
+    if (!out) return DIT_ERR;
+    DIT_TRY(vae_resnet_forward(out, current(s), r, H, W, groups, s->w));
     advance(s);
+    return DIT_OK;
 }
 
-static void run_mid(stream *s, const vae_resnet res[2], const vae_attention *a, int H, int W, int groups) {
-    run_resnet(s, &res[0], H, W, groups);
+static dit_status run_mid(stream *s, const vae_resnet res[2], const vae_attention *a, int H, int W, int groups) {
+    DIT_TRY(run_resnet(s, &res[0], H, W, groups));
     float *out = next_buffer(s, (size_t)a->C * H * W);
-    vae_attention_forward(out, current(s), a, H, W, groups, s->w);
+    if (!out) return DIT_ERR;
+    DIT_TRY(vae_attention_forward(out, current(s), a, H, W, groups, s->w));
     advance(s);
-    run_resnet(s, &res[1], H, W, groups);
+    return run_resnet(s, &res[1], H, W, groups);
 }
 
-static void encode_one(dit_vae *v, const float *x, int H, int W, float *moments) {
+static dit_status encode_one(dit_vae *v, const float *x, int H, int W, float *moments) {
     const dit_vae_config *c = &v->cfg;
     const int G = c->norm_groups, L = c->num_levels;
     stream s = {&v->work, 0};
     float *h = vae_work_get(s.w, 0, (size_t)c->block_out[0] * H * W);
-    conv3x3(h, x, v->enc_in_w, v->enc_in_b, NULL, 0, c->in_channels, c->block_out[0], H, W, s.w);
+    if (!h) return DIT_ERR;
+    DIT_TRY(conv3x3(h, x, v->enc_in_w, v->enc_in_b, NULL, 0, c->in_channels, c->block_out[0], H, W, s.w));
     for (int i = 0; i < L; i++) {
-        for (int j = 0; j < c->layers_per_block; j++) run_resnet(&s, &v->down.resnets[i][j], H, W, G);
+        for (int j = 0; j < c->layers_per_block; j++) DIT_TRY(run_resnet(&s, &v->down.resnets[i][j], H, W, G));
         if (i < L - 1) {
             // Downsample2D(padding=0): zero pad right and bottom by one, then 3x3 stride 2.
             const int C = c->block_out[i], OH = conv2d_out_size(H, 3, 2, 0, 1), OW = conv2d_out_size(W, 3, 2, 0, 1);
             float *out = next_buffer(&s, (size_t)C * OH * OW);
             float *ws = vae_work_get(s.w, 2, (size_t)conv2d_workspace_floats(C, H, W, 3, 3, 2, 0, 0, 1, 1) + 1);
-            conv2d_forward_ex(out, current(&s), v->down.sample_w[i], v->down.sample_b[i], NULL, ws, 0, 1, C, H, W, C,
-                              3, 3, 2, 0, 0, 1, 1);
+            if (!out || !ws) return DIT_ERR;
+            DIT_TRY(conv2d_forward_ex(out, current(&s), v->down.sample_w[i], v->down.sample_b[i], NULL, ws, 0, 1, C, H,
+                                      W, C, 3, 3, 2, 0, 0, 1, 1));
             advance(&s);
             H = OH;
             W = OW;
         }
     }
     const int top = c->block_out[L - 1], Z2 = 2 * c->latent_channels;
-    run_mid(&s, v->enc_mid, &v->enc_attn, H, W, G);
+    DIT_TRY(run_mid(&s, v->enc_mid, &v->enc_attn, H, W, G));
     float *normed = vae_work_get(s.w, 4, (size_t)top * H * W);
+    if (!normed) return DIT_ERR;
     groupnorm_forward(normed, current(&s), v->enc_norm_w, v->enc_norm_b, 1, top, H * W, G, VAE_GN_EPS, 1);
     float *out = next_buffer(&s, (size_t)Z2 * H * W);
-    conv3x3(out, normed, v->enc_out_w, v->enc_out_b, NULL, 0, top, Z2, H, W, s.w);
-    conv1x1(moments, out, v->quant_w, v->quant_b, NULL, Z2, Z2, H * W);
+    if (!out) return DIT_ERR;
+    DIT_TRY(conv3x3(out, normed, v->enc_out_w, v->enc_out_b, NULL, 0, top, Z2, H, W, s.w));
+    DIT_TRY(conv1x1(moments, out, v->quant_w, v->quant_b, NULL, Z2, Z2, H * W));
     // DiagonalGaussianDistribution clamps logvar to [-30, 20].
     float *logvar = moments + (int64_t)c->latent_channels * H * W;
     for (int64_t i = 0; i < (int64_t)c->latent_channels * H * W; i++)
         logvar[i] = logvar[i] < -30.0f ? -30.0f : logvar[i] > 20.0f ? 20.0f : logvar[i];
+    return DIT_OK;
 }
 
-static void decode_one(dit_vae *v, const float *z, int H, int W, float *x) {
+static dit_status decode_one(dit_vae *v, const float *z, int H, int W, float *x) {
     const dit_vae_config *c = &v->cfg;
     const int G = c->norm_groups, L = c->num_levels, top = c->block_out[L - 1], Z = c->latent_channels;
     stream s = {&v->work, 0};
     float *post = vae_work_get(s.w, 4, (size_t)Z * H * W);
-    conv1x1(post, z, v->post_quant_w, v->post_quant_b, NULL, Z, Z, H * W);
+    if (!post) return DIT_ERR;
+    DIT_TRY(conv1x1(post, z, v->post_quant_w, v->post_quant_b, NULL, Z, Z, H * W));
     float *h = vae_work_get(s.w, 0, (size_t)top * H * W);
-    conv3x3(h, post, v->dec_in_w, v->dec_in_b, NULL, 0, Z, top, H, W, s.w);
-    run_mid(&s, v->dec_mid, &v->dec_attn, H, W, G);
+    if (!h) return DIT_ERR;
+    DIT_TRY(conv3x3(h, post, v->dec_in_w, v->dec_in_b, NULL, 0, Z, top, H, W, s.w));
+    DIT_TRY(run_mid(&s, v->dec_mid, &v->dec_attn, H, W, G));
     for (int i = 0; i < L; i++) {
-        for (int j = 0; j < c->layers_per_block + 1; j++) run_resnet(&s, &v->up.resnets[i][j], H, W, G);
+        for (int j = 0; j < c->layers_per_block + 1; j++) DIT_TRY(run_resnet(&s, &v->up.resnets[i][j], H, W, G));
         if (i < L - 1) {
             // Upsample2D: nearest x2 (fused into the conv's input copy), then 3x3 conv pad 1.
             const int C = c->block_out[L - 1 - i];
             H *= 2;
             W *= 2;
             float *out = next_buffer(&s, (size_t)C * H * W);
-            conv3x3(out, current(&s), v->up.sample_w[i], v->up.sample_b[i], NULL, 1, C, C, H, W, s.w);
+            if (!out) return DIT_ERR;
+            DIT_TRY(conv3x3(out, current(&s), v->up.sample_w[i], v->up.sample_b[i], NULL, 1, C, C, H, W, s.w));
             advance(&s);
         }
     }
     const int C0 = c->block_out[0];
     float *normed = vae_work_get(s.w, 4, (size_t)C0 * H * W);
+    if (!normed) return DIT_ERR;
     groupnorm_forward(normed, current(&s), v->dec_norm_w, v->dec_norm_b, 1, C0, H * W, G, VAE_GN_EPS, 1);
-    conv3x3(x, normed, v->dec_out_w, v->dec_out_b, NULL, 0, C0, c->out_channels, H, W, s.w);
+    return conv3x3(x, normed, v->dec_out_w, v->dec_out_b, NULL, 0, C0, c->out_channels, H, W, s.w);
 }
 
 dit_status dit_vae_encode_moments(dit_vae *v, const float *x, int B, int H, int W, float *moments) {
@@ -428,7 +465,7 @@ dit_status dit_vae_encode_moments(dit_vae *v, const float *x, int B, int H, int 
     if (B < 1 || H < f || W < f || H % f || W % f || H > 65536 || W > 65536)
         return dit_set_error("VAE encode: images of %dx%d (batch %d), expected positive multiples of %d", H, W, B, f);
     const int64_t in = (int64_t)v->cfg.in_channels * H * W, out = (int64_t)2 * v->cfg.latent_channels * (H / f) * (W / f);
-    for (int b = 0; b < B; b++) encode_one(v, x + b * in, H, W, moments + b * out);
+    for (int b = 0; b < B; b++) DIT_TRY(encode_one(v, x + b * in, H, W, moments + b * out));
     return DIT_OK;
 }
 
@@ -448,6 +485,7 @@ dit_status dit_vae_encode(dit_vae *v, const float *x, int B, int H, int W, const
     if (B < 1 || H < f || W < f || H % f || W % f)
         return dit_set_error("VAE encode: images of %dx%d (batch %d), expected positive multiples of %d", H, W, B, f);
     float *moments = dit_malloc((size_t)B * 2 * Z * (H / f) * (W / f) * sizeof *moments);
+    if (!moments) return DIT_ERR;
     dit_status st = dit_vae_encode_moments(v, x, B, H, W, moments);
     if (st == DIT_OK) dit_vae_posterior(moments, noise, B, Z, H / f, W / f, z);
     free(moments);
@@ -465,7 +503,7 @@ dit_status dit_vae_decode(dit_vae *v, const float *z, int B, int h, int w, float
     if (check_latent_size(v, B, h, w)) return DIT_ERR;
     const int f = dit_vae_config_factor(&v->cfg);
     const int64_t in = (int64_t)v->cfg.latent_channels * h * w, out = (int64_t)v->cfg.out_channels * h * f * w * f;
-    for (int b = 0; b < B; b++) decode_one(v, z + b * in, h, w, x + b * out);
+    for (int b = 0; b < B; b++) DIT_TRY(decode_one(v, z + b * in, h, w, x + b * out));
     return DIT_OK;
 }
 
@@ -507,21 +545,22 @@ dit_status dit_vae_decode_tiled(dit_vae *v, const float *z, int B, int h, int w,
     const int f = dit_vae_config_factor(&v->cfg), Z = v->cfg.latent_channels, OC = v->cfg.out_channels;
     const int th = tile < h ? tile : h, tw = tile < w ? tile : w;
     int *ys = dit_malloc(sizeof(int) * (size_t)(h + 1)), *xs = dit_malloc(sizeof(int) * (size_t)(w + 1));
-    const int ny = tile_starts(h, th, overlap, ys), nx = tile_starts(w, tw, overlap, xs);
+    const int ny = ys ? tile_starts(h, th, overlap, ys) : 0, nx = xs ? tile_starts(w, tw, overlap, xs) : 0;
     const int64_t H = (int64_t)h * f, W = (int64_t)w * f, tile_pixels = (int64_t)th * f * tw * f;
     float *zt = dit_malloc((size_t)Z * th * tw * sizeof *zt), *xt = dit_malloc((size_t)(OC * tile_pixels) * sizeof *xt);
     float *weights = dit_malloc((size_t)(H * W) * sizeof *weights);
-    for (int b = 0; b < B; b++) {
+    dit_status st = ys && xs && zt && xt && weights ? DIT_OK : DIT_ERR;
+    for (int b = 0; st == DIT_OK && b < B; b++) {
         float *xb = x + b * OC * H * W;
         memset(xb, 0, (size_t)(OC * H * W) * sizeof *xb);
         memset(weights, 0, (size_t)(H * W) * sizeof *weights);
-        for (int ty = 0; ty < ny; ty++)
-            for (int tx = 0; tx < nx; tx++) {
+        for (int ty = 0; st == DIT_OK && ty < ny; ty++)
+            for (int tx = 0; st == DIT_OK && tx < nx; tx++) {
                 for (int c = 0; c < Z; c++)
                     for (int i = 0; i < th; i++)
                         memcpy(zt + ((int64_t)c * th + i) * tw,
                                z + (((int64_t)b * Z + c) * h + ys[ty] + i) * w + xs[tx], (size_t)tw * sizeof *zt);
-                decode_one(v, zt, th, tw, xt);
+                if ((st = decode_one(v, zt, th, tw, xt)) != DIT_OK) break;
                 for (int i = 0; i < th * f; i++) {
                     const float wy = axis_weight(ys, ny, ty, th, f, i);
                     for (int j = 0; j < tw * f; j++) {
@@ -540,5 +579,5 @@ dit_status dit_vae_decode_tiled(dit_vae *v, const float *z, int B, int h, int w,
     free(zt);
     free(xt);
     free(weights);
-    return DIT_OK;
+    return st;
 }

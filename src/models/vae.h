@@ -56,10 +56,11 @@ float *vae_work_get(vae_work *w, int index, size_t floats);
 void vae_work_free(vae_work *w);
 
 // x: (cin, H, W) one sample -> out (cout, H, W); out must not overlap x. Uses work buffers 4..7.
-void vae_resnet_forward(float *out, const float *x, const vae_resnet *r, int H, int W, int groups, vae_work *w);
+dit_status vae_resnet_forward(float *out, const float *x, const vae_resnet *r, int H, int W, int groups,
+                              vae_work *w);
 // x: (C, H, W) -> out (C, H, W); out must not overlap x. Uses work buffers 4..7.
-void vae_attention_forward(float *out, const float *x, const vae_attention *a, int H, int W, int groups,
-                           vae_work *w);
+dit_status vae_attention_forward(float *out, const float *x, const vae_attention *a, int H, int W, int groups,
+                                 vae_work *w);
 
 // The seeded formula of docs/vae.md for the k-th tensor (GroupNorm weights, i.e. 1-D "...norm...weight",
 // get 1 + 0.1 u; other 1-D tensors 0.1 u; the rest 1/sqrt(fan_in) u).

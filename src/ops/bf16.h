@@ -8,6 +8,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "dit.h"
+
 // The right-hand operand of a product, packed once into the layout both kernels read: panels of 32 columns
 // of B (N, K), each panel a run of (32 K) x (32 N) blocks of two 16-column halves stored as K pairs
 // [16 pairs][16 columns][2] (the AMX tile / vdpbf16ps operand). N and K are zero-padded to multiples of 32.
@@ -19,8 +21,9 @@ typedef struct {
 } bf16_packed;
 
 // Pack B (N, K) read as src[n * stride_n + k * stride_k] (an nn.Linear weight (N, K): stride_n = K,
-// stride_k = 1; a weight used transposed: stride_n = 1, stride_k = N). Grows dst->data as needed.
-void bf16_pack(bf16_packed *dst, const float *src, int N, int K, int64_t stride_n, int64_t stride_k);
+// stride_k = 1; a weight used transposed: stride_n = 1, stride_k = N). Grows dst->data as needed; out of
+// memory leaves dst empty and returns DIT_ERR.
+dit_status bf16_pack(bf16_packed *dst, const float *src, int N, int K, int64_t stride_n, int64_t stride_k);
 void bf16_packed_free(bf16_packed *p);
 
 // What happens to each product value v = alpha * (A @ B^T)[m, n] on its way to out[m, n]:
@@ -44,11 +47,11 @@ typedef struct {
 // and rounded to bf16. Each output row depends only on its own row of A (fixed summation order), so results
 // do not depend on M, the batch, or the thread count. ep may be NULL (plain store).
 // gemm_bf16 splits the work over the OpenMP threads; gemm_bf16_serial runs in the calling thread (for use
-// inside a parallel region).
-void gemm_bf16(float *out, int64_t ldo, const float *A, int64_t stride_m, int64_t stride_k, const bf16_packed *B,
+// inside a parallel region). DIT_ERR only when the bf16 copy of A cannot be allocated.
+dit_status gemm_bf16(float *out, int64_t ldo, const float *A, int64_t stride_m, int64_t stride_k, const bf16_packed *B,
                int M, const gemm_epilogue *ep);
-void gemm_bf16_serial(float *out, int64_t ldo, const float *A, int64_t stride_m, int64_t stride_k,
-                      const bf16_packed *B, int M, const gemm_epilogue *ep);
+dit_status gemm_bf16_serial(float *out, int64_t ldo, const float *A, int64_t stride_m, int64_t stride_k,
+                            const bf16_packed *B, int M, const gemm_epilogue *ep);
 
 // The same with A already in bf16: rows of Kp = B->Kp elements (zero beyond K), at least round_up(M, 32) rows
 // readable (rows past M may hold anything: their results are dropped).
@@ -57,11 +60,11 @@ void gemm_bf16_a16(float *out, int64_t ldo, const uint16_t *A16, const bf16_pack
 
 // ---- the VAE's 3x3 convolutions as an implicit GEMM (ops/cpu/conv_bf16.c) ----
 // Pack a conv weight (Cout, Cin, 3, 3) as B (Cout, 9 Cin) in (ky, kx, ci) order.
-void conv3x3_pack_bf16(bf16_packed *dst, const float *w, int Cout, int Cin);
+dit_status conv3x3_pack_bf16(bf16_packed *dst, const float *w, int Cout, int Cin);
 // out (Cout, H, W) = conv3x3(x, stride 1, pad 1) + bias (+ residual, which may be NULL, must not overlap out),
 // one sample; x is (Cin, H, W), or (Cin, H/2, W/2) repeated 2x2 with upsample (H, W even).
-void conv3x3_bf16(float *out, const float *x, const bf16_packed *weights, const float *bias, const float *residual,
-                  int upsample, int Cin, int H, int W, int Cout);
+dit_status conv3x3_bf16(float *out, const float *x, const bf16_packed *weights, const float *bias,
+                        const float *residual, int upsample, int Cin, int H, int W, int Cout);
 
 // Round float32 to bf16 and back (nearest even), as the kernels see their inputs.
 float bf16_round(float x);

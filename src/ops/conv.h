@@ -8,6 +8,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "dit.h"
+
 // The output side of a convolution: (in + pad_before + pad_after - kernel) / stride + 1 (<= 0: empty).
 int conv2d_out_size(int in, int kernel, int stride, int pad_before, int pad_after);
 
@@ -17,20 +19,22 @@ int conv2d_out_size(int in, int kernel, int stride, int pad_before, int pad_afte
 // With AVX-512, stride-1 convs other than the plain 1x1 run a direct kernel on a zero-padded, row-interleaved
 // copy of x (no column buffer); 1x1 stride-1 unpadded convs are one sgemm per sample; the rest is im2col +
 // sgemm over bands of output rows, so the column buffer stays under 64 MB. out must not overlap x.
-void conv2d_forward(float *out, const float *x, const float *weight, const float *bias, int B, int Cin, int H,
+dit_status conv2d_forward(float *out, const float *x, const float *weight, const float *bias, int B, int Cin, int H,
                     int W, int Cout, int KH, int KW, int stride, int pad_top, int pad_left, int pad_bottom,
                     int pad_right);
+// The convolutions return DIT_ERR only when their scratch (columns, padded or upsampled input) cannot be
+// allocated.
 // conv2d_forward_ex: the same with three extras for the autoencoder's hot path: out += residual (out's shape,
 // or NULL; it must not overlap out); with upsample != 0, x is (B, Cin, H/2, W/2) upsampled nearest 2x on the
 // fly (H and W even: the sizes after upsampling); workspace: conv2d_workspace_floats(...) floats owned by the
 // caller and reused across calls (NULL: allocated per call).
-void conv2d_forward_ex(float *out, const float *x, const float *weight, const float *bias, const float *residual,
+dit_status conv2d_forward_ex(float *out, const float *x, const float *weight, const float *bias, const float *residual,
                        float *workspace, int upsample, int B, int Cin, int H, int W, int Cout, int KH, int KW,
                        int stride, int pad_top, int pad_left, int pad_bottom, int pad_right);
 int64_t conv2d_workspace_floats(int Cin, int H, int W, int KH, int KW, int stride, int pad_top, int pad_left,
                                 int pad_bottom, int pad_right);
 // The same with an explicit column-buffer budget in floats (tests force many bands with a tiny one).
-void conv2d_forward_budget(float *out, const float *x, const float *weight, const float *bias, int B, int Cin,
+dit_status conv2d_forward_budget(float *out, const float *x, const float *weight, const float *bias, int B, int Cin,
                            int H, int W, int Cout, int KH, int KW, int stride, int pad_top, int pad_left,
                            int pad_bottom, int pad_right, int64_t budget_floats);
 
@@ -57,7 +61,7 @@ int64_t spatial_attention_scratch_floats(int T, int threads);
 // conv2d_backward: the gradients of conv2d_forward (same arguments). dx (B, Cin, H, W) is overwritten (NULL
 // skips it: a first layer); dweight (Cout, Cin, KH, KW) and dbias (Cout, NULL skips it) ACCUMULATE (+=), as
 // linear_backward. dout: (B, Cout, OH, OW). Deterministic whatever the thread count.
-void conv2d_backward(float *dx, float *dweight, float *dbias, const float *dout, const float *x, const float *weight,
+dit_status conv2d_backward(float *dx, float *dweight, float *dbias, const float *dout, const float *x, const float *weight,
                      int B, int Cin, int H, int W, int Cout, int KH, int KW, int stride, int pad_top, int pad_left,
                      int pad_bottom, int pad_right);
 // relu_forward: y = max(x, 0), n elements (y may equal x).

@@ -53,18 +53,20 @@ typedef struct {
 // out (M, N) = epilogue(inp (M, K) @ W^T + b). group_rows: the float32 path runs one product per group of
 // rows (per sample: OpenBLAS picks summation orders by shape, and the forward must be batch-invariant);
 // 0 = one product. The bf16 kernels are row-independent by construction.
-void op_linear(const ops_context *ctx, linear_layer *L, float *out, const float *inp, int M, int group_rows,
-               const linear_epilogue *ep);
+// The ops below fail (DIT_ERR, message set) only when the bf16 path cannot allocate its packed copies.
+dit_status op_linear(const ops_context *ctx, linear_layer *L, float *out, const float *inp, int M, int group_rows,
+                     const linear_epilogue *ep);
 
 // Backward of out = inp @ W^T + b: dinp = dout @ W (overwritten; NULL skips it), dweight += dout^T @ inp,
 // dbias += column sums of dout (NULL skips it). In bf16 the products take bf16 inputs (float32 sums).
-void op_linear_backward(const ops_context *ctx, linear_layer *L, float *dinp, float *dweight, float *dbias,
-                        const float *dout, const float *inp, int M);
+dit_status op_linear_backward(const ops_context *ctx, linear_layer *L, float *dinp, float *dweight, float *dbias,
+                              const float *dout, const float *inp, int M);
 
 // Multi-head self-attention (ops.h attention_forward); scratch as attention_scratch_floats (fp32 path only).
-void op_attention(const ops_context *ctx, float *out, const float *qkv, float *scratch, int B, int T, int D, int H);
-void op_attention_backward(const ops_context *ctx, float *dqkv, const float *dout, const float *qkv, float *scratch,
-                           int B, int T, int D, int H);
+dit_status op_attention(const ops_context *ctx, float *out, const float *qkv, float *scratch, int B, int T, int D,
+                        int H);
+dit_status op_attention_backward(const ops_context *ctx, float *dqkv, const float *dout, const float *qkv,
+                                 float *scratch, int B, int T, int D, int H);
 
 // LayerNorm + modulate (ops.h layernorm_modulate_forward). On the bf16 path its statistics are float32 sums
 // across vector lanes (ops/cpu/norm_avx512.c); fp32 is the exact double-sum version.
@@ -83,7 +85,7 @@ void op_cross_attention_backward(const ops_context *ctx, float *dq, float *dkv, 
 
 // bf16 attention kernels (ops/cpu/attention_bf16.c): per (batch, head) one thread, the two products on the
 // bf16 path, softmax in float32. Only call when the CPU has a bf16 path.
-void attention_forward_bf16(float *out, const float *qkv, int B, int T, int D, int H);
-void attention_backward_bf16(float *dqkv, const float *dout, const float *qkv, int B, int T, int D, int H);
+dit_status attention_forward_bf16(float *out, const float *qkv, int B, int T, int D, int H);
+dit_status attention_backward_bf16(float *dqkv, const float *dout, const float *qkv, int B, int T, int D, int H);
 
 #endif

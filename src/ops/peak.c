@@ -18,8 +18,8 @@ static double now_seconds(void) {
 double dit_measure_gemm_gflops(dit_precision precision, int M, int N, int K) {
     if (!dit_compute_path(precision) || M <= 0 || N <= 0 || K <= 0) return 0.0;
     const int bf16 = dit_precision_resolve(precision) == DIT_PRECISION_BF16;
-    float *A = dit_malloc((size_t)M * K * sizeof *A), *B = dit_malloc((size_t)N * K * sizeof *B);
-    float *C = dit_malloc((size_t)M * N * sizeof *C);
+    float *A = dit_xmalloc((size_t)M * K * sizeof *A), *B = dit_xmalloc((size_t)N * K * sizeof *B);
+    float *C = dit_xmalloc((size_t)M * N * sizeof *C);
     for (size_t i = 0; i < (size_t)M * K; i++) A[i] = (float)((i * 7919) % 1000) / 1000.0f - 0.5f;
     for (size_t i = 0; i < (size_t)N * K; i++) B[i] = (float)((i * 104729) % 1000) / 1000.0f - 0.5f;
     bf16_packed P = {0};

@@ -55,15 +55,15 @@ dit_status checkpoint_save(const trainer *tr, const char *path) {
     char config_json[512];
     if (dit_config_to_json(&m->cfg, config_json, sizeof config_json)) return DIT_ERR;
     const int P = m->num_params;
-    tensor_out *outs = dit_calloc(4 * (size_t)P, sizeof *outs);
-    char **names = dit_calloc(4 * (size_t)P, sizeof *names);
+    tensor_out *outs = dit_xcalloc(4 * (size_t)P, sizeof *outs);
+    char **names = dit_xcalloc(4 * (size_t)P, sizeof *names);
     const float *buffers[4] = {m->params, tr->ema, tr->adam_m, tr->adam_v};
     for (int k = 0; k < 4; k++)
         for (int i = 0; i < P; i++) {
             const param_entry *e = &m->table[i];
             tensor_out *o = &outs[k * P + i];
             size_t len = strlen(prefixes[k]) + strlen(e->name) + 1;
-            names[k * P + i] = dit_malloc(len);
+            names[k * P + i] = dit_xmalloc(len);
             snprintf(names[k * P + i], len, "%s%s", prefixes[k], e->name);
             o->name = names[k * P + i];
             o->dtype = DT_F32;
@@ -149,7 +149,7 @@ trainer *checkpoint_load(const char *path, const train_data *data, char **data_s
         }
     if (data_spec) {
         const cJSON *d = cJSON_GetObjectItemCaseSensitive(o, "data");
-        *data_spec = cJSON_IsString(d) ? dit_strdup(d->valuestring) : NULL;
+        *data_spec = cJSON_IsString(d) ? dit_xstrdup(d->valuestring) : NULL;
     }
     cJSON_Delete(o);
     tensor_file_free(&f);
@@ -190,7 +190,7 @@ static long long *list_checkpoints(const char *cdir, int *count) {
     while ((e = readdir(dp))) {
         long long s = checkpoint_step_of(e->d_name);
         if (s < 0) continue;
-        steps = dit_realloc(steps, (*count + 1) * sizeof *steps);
+        steps = dit_xrealloc(steps, (*count + 1) * sizeof *steps);
         steps[(*count)++] = s;
     }
     closedir(dp);

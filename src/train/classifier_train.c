@@ -56,7 +56,7 @@ void classifier_dataset_free(classifier_dataset *d) {
 }
 
 uint8_t *classifier_dataset_canvases(const classifier_dataset *d, const int *indices, int count, int S) {
-    uint8_t *out = dit_malloc((size_t)(count > 0 ? count : 1) * S * S);
+    uint8_t *out = dit_xmalloc((size_t)(count > 0 ? count : 1) * S * S);
     const int64_t per = (int64_t)d->rows * d->cols;
     for (int i = 0; i < count; i++)
         classifier_place_image(out + (int64_t)i * S * S, S, d->images + (indices ? indices[i] : i) * per, d->rows,
@@ -110,7 +110,7 @@ double classifier_accuracy(const classifier *c, const classifier_dataset *d, int
     const int n = limit <= 0 || limit > d->count ? d->count : limit;
     if (n == 0) return 0;
     uint8_t *canvases = classifier_dataset_canvases(d, NULL, n, c->cfg.image_size);
-    int *pred = dit_malloc((size_t)n * sizeof(int));
+    int *pred = dit_xmalloc((size_t)n * sizeof(int));
     classifier_run(c, canvases, n, pred, NULL, NULL);
     int right = 0;
     for (int i = 0; i < n; i++) right += pred[i] == d->labels[i];
@@ -147,11 +147,11 @@ dit_status classifier_train(classifier *c, const classifier_dataset *train, cons
     hp.weight_decay = o->weight_decay;
     hp.batch = B;
     const size_t n = (size_t)c->total_floats;
-    float *grads = dit_malloc(n * sizeof(float)), *adam_m = dit_calloc(n, sizeof(float));
-    float *adam_v = dit_calloc(n, sizeof(float));
-    float *x = dit_malloc((size_t)B * S * S * sizeof(float)), *dlogits = dit_malloc((size_t)B * K * sizeof(float));
-    uint8_t *canvas = dit_malloc((size_t)B * S * S), *labels = dit_malloc((size_t)B);
-    int *perm = dit_malloc((size_t)train->count * sizeof(int));
+    float *grads = dit_xmalloc(n * sizeof(float)), *adam_m = dit_xcalloc(n, sizeof(float));
+    float *adam_v = dit_xcalloc(n, sizeof(float));
+    float *x = dit_xmalloc((size_t)B * S * S * sizeof(float)), *dlogits = dit_xmalloc((size_t)B * K * sizeof(float));
+    uint8_t *canvas = dit_xmalloc((size_t)B * S * S), *labels = dit_xmalloc((size_t)B);
+    int *perm = dit_xmalloc((size_t)train->count * sizeof(int));
     classifier_acts *acts = classifier_acts_create(&c->cfg, B, 1);
     const int64_t per = (int64_t)train->rows * train->cols;
     int64_t step = 0;

@@ -30,7 +30,7 @@ static dit_status read_all_gz(const char *path, uint8_t **data, size_t *len) {
     gzFile f = gzopen(path, "rb");
     if (!f) return dit_set_error("%s: cannot open (%s)", path, strerror(errno ? errno : ENOENT));
     size_t cap = 1 << 16, n = 0;
-    uint8_t *buf = dit_malloc(cap);
+    uint8_t *buf = dit_xmalloc(cap);
     for (;;) {
         if (n == cap) {
             if (cap >= IDX_MAX_BYTES) {
@@ -133,8 +133,8 @@ static int is_file(const char *path) {
 }
 
 static void set_class_names(train_data *d, const char *const *names, int count) {
-    d->class_names = dit_calloc(count, sizeof *d->class_names);
-    for (int i = 0; i < count; i++) d->class_names[i] = dit_strdup(names[i]);
+    d->class_names = dit_xcalloc(count, sizeof *d->class_names);
+    for (int i = 0; i < count; i++) d->class_names[i] = dit_xstrdup(names[i]);
 }
 
 // The pair of files of an IDX spec: "fashion-mnist", a folder, or the images file.
@@ -183,9 +183,9 @@ dit_status train_data_open_idx(train_data *d, const char *spec, int image_size) 
         return dit_set_error("--image-size %d: expected 2..%d", S, IDX_MAX_SIDE);
     }
     d->kind = DATA_PIXELS;
-    d->source = dit_strdup(spec);
+    d->source = dit_xstrdup(spec);
     d->count = count, d->channels = 1, d->size = S;
-    d->labels = dit_malloc((size_t)count * sizeof(int));
+    d->labels = dit_xmalloc((size_t)count * sizeof(int));
     int max_label = 0;
     for (int i = 0; i < count; i++) d->labels[i] = labels[i], max_label = labels[i] > max_label ? labels[i] : max_label;
     const int fashion = !strcmp(spec, "fashion-mnist") || strcasestr(images_path, "fashion");
@@ -197,7 +197,7 @@ dit_status train_data_open_idx(train_data *d, const char *spec, int image_size) 
         return dit_set_error("%s: label %d, but Fashion-MNIST has 10 classes", labels_path, max_label);
     }
     if (fashion) set_class_names(d, fashion_names, 10);
-    d->pixels = dit_malloc((size_t)count * S * S * sizeof(float));
+    d->pixels = dit_xmalloc((size_t)count * S * S * sizeof(float));
     const int pad = (S - native) / 2;
     dit_status st = DIT_OK;
     for (int i = 0; i < count && st == DIT_OK; i++) {
@@ -211,7 +211,7 @@ dit_status train_data_open_idx(train_data *d, const char *spec, int image_size) 
                     dst[(y + pad) * S + x + pad] = ((float)src[y * native + x] / 255.0f - 0.5f) / 0.5f;
         } else {
             // PIL BICUBIC resize (the gray value replicated to RGB, channel 0 kept)
-            image_u8 in = {dit_malloc((size_t)native * native * 3), native, native}, out = {0};
+            image_u8 in = {dit_xmalloc((size_t)native * native * 3), native, native}, out = {0};
             for (int k = 0; k < native * native; k++) in.pixels[3 * k] = in.pixels[3 * k + 1] = in.pixels[3 * k + 2] = src[k];
             st = image_resize(&in, S, S, RESAMPLE_BICUBIC, &out);
             for (int k = 0; st == DIT_OK && k < S * S; k++) dst[k] = ((float)out.pixels[3 * k] / 255.0f - 0.5f) / 0.5f;
@@ -246,8 +246,8 @@ static char **list_dir(const char *dir, int want_dirs, int *count) {
         if (e->d_name[0] == '.') continue;
         if (snprintf(path, sizeof path, "%s/%s", dir, e->d_name) >= (int)sizeof path) continue;
         if (want_dirs ? !is_dir(path) : !(is_file(path) && has_image_extension(e->d_name))) continue;
-        names = dit_realloc(names, (*count + 1) * sizeof *names);
-        names[(*count)++] = dit_strdup(e->d_name);
+        names = dit_xrealloc(names, (*count + 1) * sizeof *names);
+        names[(*count)++] = dit_xstrdup(e->d_name);
     }
     closedir(dp);
     if (*count) qsort(names, *count, sizeof *names, compare_strings);
@@ -262,7 +262,7 @@ dit_status train_data_open_folder(train_data *d, const char *dir, int image_size
     char **classes = list_dir(dir, 1, &num_classes);
     if (!num_classes) return dit_set_error("%s: no class subfolders (expected DIR/<class>/<image>.png|jpg)", dir);
     d->kind = DATA_IMAGE_FOLDER;
-    d->source = dit_strdup(dir);
+    d->source = dit_xstrdup(dir);
     d->channels = 3, d->size = image_size, d->num_classes = num_classes;
     d->class_names = classes;
     char path[4096];
@@ -270,11 +270,11 @@ dit_status train_data_open_folder(train_data *d, const char *dir, int image_size
         snprintf(path, sizeof path, "%s/%s", dir, classes[c]);
         int n;
         char **files = list_dir(path, 0, &n);
-        d->paths = dit_realloc(d->paths, (size_t)(d->count + n + 1) * sizeof *d->paths);
-        d->labels = dit_realloc(d->labels, (size_t)(d->count + n + 1) * sizeof *d->labels);
+        d->paths = dit_xrealloc(d->paths, (size_t)(d->count + n + 1) * sizeof *d->paths);
+        d->labels = dit_xrealloc(d->labels, (size_t)(d->count + n + 1) * sizeof *d->labels);
         for (int i = 0; i < n; i++) {
             snprintf(path, sizeof path, "%s/%s/%s", dir, classes[c], files[i]);
-            d->paths[d->count] = dit_strdup(path);
+            d->paths[d->count] = dit_xstrdup(path);
             d->labels[d->count++] = c;
             free(files[i]);
         }
@@ -291,7 +291,7 @@ dit_status train_data_open_folder(train_data *d, const char *dir, int image_size
 
 dit_status train_data_open_cache(train_data *d, const char *path) {
     memset(d, 0, sizeof *d);
-    tensor_file *f = dit_calloc(1, sizeof *f);
+    tensor_file *f = dit_xcalloc(1, sizeof *f);
     if (safetensors_read(path, f)) {
         free(f);
         return DIT_ERR;
@@ -311,11 +311,11 @@ dit_status train_data_open_cache(train_data *d, const char *path) {
         return st;
     }
     d->kind = DATA_LATENT_CACHE;
-    d->source = dit_strdup(path);
+    d->source = dit_xstrdup(path);
     d->count = (int)lat->shape[0], d->channels = (int)lat->shape[2], d->size = (int)lat->shape[3];
     d->latents = (float *)lat->data;
     d->owner = f;
-    d->labels = dit_malloc((size_t)d->count * sizeof(int));
+    d->labels = dit_xmalloc((size_t)d->count * sizeof(int));
     int64_t max_label = 0;
     for (int i = 0; i < d->count; i++) {
         int64_t v = lab->dtype == DT_I32 ? ((const int32_t *)lab->data)[i] : ((const int64_t *)lab->data)[i];
@@ -340,10 +340,10 @@ dit_status train_data_open_cache(train_data *d, const char *path) {
     if (names) {   // a JSON list of num_classes strings, as in dit's model files
         cJSON *list = cJSON_Parse(names);
         if (cJSON_IsArray(list) && cJSON_GetArraySize(list) == d->num_classes) {
-            d->class_names = dit_calloc(d->num_classes, sizeof *d->class_names);
+            d->class_names = dit_xcalloc(d->num_classes, sizeof *d->class_names);
             for (int i = 0; i < d->num_classes; i++) {
                 const cJSON *item = cJSON_GetArrayItem(list, i);
-                d->class_names[i] = dit_strdup(cJSON_IsString(item) ? item->valuestring : "?");
+                d->class_names[i] = dit_xstrdup(cJSON_IsString(item) ? item->valuestring : "?");
             }
         }
         cJSON_Delete(list);

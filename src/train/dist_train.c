@@ -50,8 +50,9 @@ dit_status trainer_set_shards(trainer *tr, dist_comm *comm, int shards) {
         // the activations of one shard only: the forward and backward run shard by shard
         dit_train_activations_free(tr->acts);
         if (!(tr->acts = dit_train_activations_create(tr->model, B / shards))) return DIT_ERR;
-        if (tr->shard_hi - tr->shard_lo > 1 && !tr->shard_grads)
-            tr->shard_grads = dit_calloc(tr->model->total_floats, sizeof(float));
+        if (tr->shard_hi - tr->shard_lo > 1 && !tr->shard_grads &&
+            !(tr->shard_grads = dit_calloc(tr->model->total_floats, sizeof(float))))
+            return DIT_ERR;
     }
     return DIT_OK;
 }

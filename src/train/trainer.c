@@ -37,6 +37,7 @@ trainer *trainer_wrap(dit_model *m, const train_hparams *hp, uint64_t seed, cons
         }
     }
     trainer *tr = dit_calloc(1, sizeof *tr);
+    if (!tr) return NULL;
     tr->model = m;
     tr->hp = *hp;
     tr->seed = seed;
@@ -48,7 +49,6 @@ trainer *trainer_wrap(dit_model *m, const train_hparams *hp, uint64_t seed, cons
     }
     const size_t n = m->total_floats;
     tr->grads = floats(n), tr->ema = floats(n), tr->adam_m = floats(n), tr->adam_v = floats(n);
-    memcpy(tr->ema, m->params, n * sizeof(float));   // update_ema(ema, model, decay=0)
     const int B = hp->batch, S = c->input_size, C = c->in_channels, OC = dit_config_out_channels(c);
     const size_t per = (size_t)C * S * S;
     tr->acts = dit_train_activations_create(m, B);
@@ -59,6 +59,14 @@ trainer *trainer_wrap(dit_model *m, const train_hparams *hp, uint64_t seed, cons
     tr->steps_per_epoch = data ? data->count / B : 0;
     tr->perm = data ? dit_calloc(data->count, sizeof(int)) : NULL;
     tr->perm_epoch = -1;
+    if (!tr->grads || !tr->ema || !tr->adam_m || !tr->adam_v || !tr->acts || !tr->x0 || !tr->noise || !tr->x_t ||
+        !tr->t_float || !tr->out || !tr->dout || !tr->t || !tr->y || !tr->index || !tr->mse || !tr->vb ||
+        (data && !tr->perm)) {
+        tr->model = NULL;   // the caller's: trainer_wrap takes it only on success
+        trainer_free(tr);
+        return NULL;
+    }
+    memcpy(tr->ema, m->params, n * sizeof(float));   // update_ema(ema, model, decay=0)
     return tr;
 }
 
@@ -124,7 +132,7 @@ dit_status trainer_step(trainer *tr, train_stats *st) {
                                                   (long long)tr->step + 1, loss);
         float *g = sharded && s > tr->shard_lo ? tr->shard_grads : tr->grads;
         memset(g, 0, m->total_floats * sizeof(float));
-        dit_backward(m, tr->acts, tr->dout, g);
+        if (dit_backward(m, tr->acts, tr->dout, g)) return DIT_ERR;
         if (g != tr->grads)
             for (size_t k = 0; k < m->total_floats; k++) tr->grads[k] += g[k];
     }

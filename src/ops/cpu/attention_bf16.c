@@ -32,15 +32,24 @@ static int query_block_rows(int T) {
     return rows < T ? rows : T;
 }
 
-static void ensure_scores(int T, int backward) {
+static dit_status ensure_scores(int T, int backward) {
     const int64_t need = (int64_t)query_block_rows(T) * T;
     if (ws.capacity < need || (backward && !ws.dscores)) {
         free(ws.scores);
         free(ws.dscores);
-        ws.scores = dit_malloc((size_t)need * sizeof(float));
-        ws.dscores = backward ? dit_malloc((size_t)need * sizeof(float)) : NULL;
+        ws.dscores = NULL;
+        ws.capacity = 0;
+        if (!(ws.scores = dit_malloc((size_t)need * sizeof(float)))) return DIT_ERR;
+        if (backward && !(ws.dscores = dit_malloc((size_t)need * sizeof(float)))) return DIT_ERR;
         ws.capacity = need;
     }
+    return DIT_OK;
+}
+
+// The per-thread workspace is allocated inside the parallel loop, where the thread that fails is not the
+// caller (the error message is per thread): the loop only raises a flag, and the caller reports it.
+static dit_status workspace_failed(int T) {
+    return dit_set_error("out of memory allocating the bf16 attention workspace (%d tokens)", T);
 }
 
 // Each row of s (rows x cols) replaced by its softmax, sixteen columns at a time.
@@ -69,72 +78,97 @@ static void softmax_rows(float *s, int rows, int cols) {
 }
 
 // scores (rows, T) = softmax(scale q k^T) for `rows` query rows (stride ld) against the packed keys.
-static void block_probs(const float *q, int rows, int T, int ld, float scale) {
+static dit_status block_probs(const float *q, int rows, int T, int ld, float scale) {
     const gemm_epilogue scaled = {.alpha = scale};
-    gemm_bf16_serial(ws.scores, T, q, ld, 1, &ws.k, rows, &scaled);
+    DIT_TRY(gemm_bf16_serial(ws.scores, T, q, ld, 1, &ws.k, rows, &scaled));
     softmax_rows(ws.scores, rows, T);
+    return DIT_OK;
 }
 
-void attention_forward_bf16(float *out, const float *qkv, int B, int T, int D, int H) {
+// One (batch, head) of attention_forward_bf16, in the calling thread's workspace.
+static dit_status attention_forward_head(float *out, const float *qkv, int b, int h, int T, int D, int H,
+                                         float scale) {
     const int hd = D / H, ld = 3 * D, QB = query_block_rows(T);
-    const float scale = 1.0f / sqrtf((float)hd);
+    DIT_TRY(ensure_scores(T, 0));
+    const float *q = qkv + (int64_t)b * T * ld + h * hd, *k = q + D, *v = q + 2 * D;
+    float *out_h = out + (int64_t)b * T * D + h * hd;
+    DIT_TRY(bf16_pack(&ws.k, k, T, hd, ld, 1));   // scores: B[j, d] = k[j, d]
+    DIT_TRY(bf16_pack(&ws.v, v, hd, T, 1, ld));   // P v:    B[d, j] = v[j, d]
+    for (int q0 = 0; q0 < T; q0 += QB) {
+        const int rows = T - q0 < QB ? T - q0 : QB;
+        DIT_TRY(block_probs(q + (int64_t)q0 * ld, rows, T, ld, scale));
+        // out rows (rows, hd) = P (rows, T) @ v (T, hd)
+        DIT_TRY(gemm_bf16_serial(out_h + (int64_t)q0 * D, D, ws.scores, T, 1, &ws.v, rows, NULL));
+    }
+    return DIT_OK;
+}
+
+dit_status attention_forward_bf16(float *out, const float *qkv, int B, int T, int D, int H) {
+    const float scale = 1.0f / sqrtf((float)(D / H));
+    int failed = 0;
     #pragma omp parallel for collapse(2) schedule(dynamic, 1)
     for (int b = 0; b < B; b++)
         for (int h = 0; h < H; h++) {
-            ensure_scores(T, 0);
-            const float *q = qkv + (int64_t)b * T * ld + h * hd, *k = q + D, *v = q + 2 * D;
-            float *out_h = out + (int64_t)b * T * D + h * hd;
-            bf16_pack(&ws.k, k, T, hd, ld, 1);   // scores: B[j, d] = k[j, d]
-            bf16_pack(&ws.v, v, hd, T, 1, ld);   // P v:    B[d, j] = v[j, d]
-            for (int q0 = 0; q0 < T; q0 += QB) {
-                const int rows = T - q0 < QB ? T - q0 : QB;
-                block_probs(q + (int64_t)q0 * ld, rows, T, ld, scale);
-                // out rows (rows, hd) = P (rows, T) @ v (T, hd)
-                gemm_bf16_serial(out_h + (int64_t)q0 * D, D, ws.scores, T, 1, &ws.v, rows, NULL);
+            if (attention_forward_head(out, qkv, b, h, T, D, H, scale)) {
+                #pragma omp atomic write
+                failed = 1;
             }
         }
+    return failed ? workspace_failed(T) : DIT_OK;
+}
+
+// One (batch, head) of attention_backward_bf16, block of query rows by block (dk and dv sum the blocks' parts
+// in block order).
+static dit_status attention_backward_head(float *dqkv, const float *dout, const float *qkv, int b, int h, int T,
+                                          int D, int H, float scale) {
+    const int hd = D / H, ld = 3 * D, QB = query_block_rows(T);
+    DIT_TRY(ensure_scores(T, 1));
+    const float *q = qkv + (int64_t)b * T * ld + h * hd, *k = q + D, *v = q + 2 * D;
+    const float *dout_h = dout + (int64_t)b * T * D + h * hd;
+    float *dq = dqkv + (int64_t)b * T * ld + h * hd, *dk = dq + D, *dv = dq + 2 * D;
+    DIT_TRY(bf16_pack(&ws.k, k, T, hd, ld, 1));    // scores: B[j, d] = k[j, d]
+    DIT_TRY(bf16_pack(&ws.v, v, T, hd, ld, 1));    // dP:     B[j, d] = v[j, d]
+    DIT_TRY(bf16_pack(&ws.kt, k, hd, T, 1, ld));   // dq:     B[d, j] = k[j, d]
+    for (int q0 = 0; q0 < T; q0 += QB) {
+        const int rows = T - q0 < QB ? T - q0 : QB;
+        const float *q_blk = q + (int64_t)q0 * ld, *dout_blk = dout_h + (int64_t)q0 * D;
+        DIT_TRY(block_probs(q_blk, rows, T, ld, scale));
+        float *P = ws.scores, *dS = ws.dscores;
+        const gemm_epilogue sum_blocks = {.accumulate = q0 > 0}, scaled_sum = {.alpha = scale, .accumulate = q0 > 0};
+        // dv (T, hd) (+)= P^T (T, rows) @ dout_blk (rows, hd): A[j, r] = P[r, j], B[d, r] = dout_blk[r, d]
+        DIT_TRY(bf16_pack(&ws.dout, dout_blk, hd, rows, 1, D));
+        DIT_TRY(gemm_bf16_serial(dv, ld, P, 1, T, &ws.dout, T, &sum_blocks));
+        // dP (rows, T) = dout_blk (rows, hd) @ v^T
+        DIT_TRY(gemm_bf16_serial(dS, T, dout_blk, D, 1, &ws.v, rows, NULL));
+        for (int i = 0; i < rows; i++) {
+            const float *p = P + (int64_t)i * T;
+            float *dp = dS + (int64_t)i * T;
+            float dot = 0.0f;
+            for (int j = 0; j < T; j++) dot += p[j] * dp[j];
+            for (int j = 0; j < T; j++) dp[j] = p[j] * (dp[j] - dot);
+        }
+        // dq rows (rows, hd) = scale dS (rows, T) @ k (T, hd)
+        const gemm_epilogue scaled = {.alpha = scale};
+        DIT_TRY(gemm_bf16_serial(dq + (int64_t)q0 * ld, ld, dS, T, 1, &ws.kt, rows, &scaled));
+        // dk (T, hd) (+)= scale dS^T (T, rows) @ q_blk (rows, hd): A[j, r] = dS[r, j], B[d, r] = q_blk[r, d]
+        DIT_TRY(bf16_pack(&ws.q, q_blk, hd, rows, 1, ld));
+        DIT_TRY(gemm_bf16_serial(dk, ld, dS, 1, T, &ws.q, T, &scaled_sum));
+    }
+    return DIT_OK;
 }
 
 // As attention_backward (ops/cpu/attention.c): dv = P^T dout, dP = dout v^T, dS = P * (dP - rowsum(P * dP)),
-// dq = scale dS k, dk = scale dS^T q; the five products on the bf16 path, block of query rows by block
-// (dk and dv sum the blocks' parts in block order).
-void attention_backward_bf16(float *dqkv, const float *dout, const float *qkv, int B, int T, int D, int H) {
-    const int hd = D / H, ld = 3 * D, QB = query_block_rows(T);
-    const float scale = 1.0f / sqrtf((float)hd);
+// dq = scale dS k, dk = scale dS^T q; the five products on the bf16 path.
+dit_status attention_backward_bf16(float *dqkv, const float *dout, const float *qkv, int B, int T, int D, int H) {
+    const float scale = 1.0f / sqrtf((float)(D / H));
+    int failed = 0;
     #pragma omp parallel for collapse(2) schedule(dynamic, 1)
     for (int b = 0; b < B; b++)
         for (int h = 0; h < H; h++) {
-            ensure_scores(T, 1);
-            const float *q = qkv + (int64_t)b * T * ld + h * hd, *k = q + D, *v = q + 2 * D;
-            const float *dout_h = dout + (int64_t)b * T * D + h * hd;
-            float *dq = dqkv + (int64_t)b * T * ld + h * hd, *dk = dq + D, *dv = dq + 2 * D;
-            bf16_pack(&ws.k, k, T, hd, ld, 1);    // scores: B[j, d] = k[j, d]
-            bf16_pack(&ws.v, v, T, hd, ld, 1);    // dP:     B[j, d] = v[j, d]
-            bf16_pack(&ws.kt, k, hd, T, 1, ld);   // dq:     B[d, j] = k[j, d]
-            for (int q0 = 0; q0 < T; q0 += QB) {
-                const int rows = T - q0 < QB ? T - q0 : QB;
-                const float *q_blk = q + (int64_t)q0 * ld, *dout_blk = dout_h + (int64_t)q0 * D;
-                block_probs(q_blk, rows, T, ld, scale);
-                float *P = ws.scores, *dS = ws.dscores;
-                const gemm_epilogue sum_blocks = {.accumulate = q0 > 0}, scaled_sum = {.alpha = scale, .accumulate = q0 > 0};
-                // dv (T, hd) (+)= P^T (T, rows) @ dout_blk (rows, hd): A[j, r] = P[r, j], B[d, r] = dout_blk[r, d]
-                bf16_pack(&ws.dout, dout_blk, hd, rows, 1, D);
-                gemm_bf16_serial(dv, ld, P, 1, T, &ws.dout, T, &sum_blocks);
-                // dP (rows, T) = dout_blk (rows, hd) @ v^T
-                gemm_bf16_serial(dS, T, dout_blk, D, 1, &ws.v, rows, NULL);
-                for (int i = 0; i < rows; i++) {
-                    const float *p = P + (int64_t)i * T;
-                    float *dp = dS + (int64_t)i * T;
-                    float dot = 0.0f;
-                    for (int j = 0; j < T; j++) dot += p[j] * dp[j];
-                    for (int j = 0; j < T; j++) dp[j] = p[j] * (dp[j] - dot);
-                }
-                // dq rows (rows, hd) = scale dS (rows, T) @ k (T, hd)
-                const gemm_epilogue scaled = {.alpha = scale};
-                gemm_bf16_serial(dq + (int64_t)q0 * ld, ld, dS, T, 1, &ws.kt, rows, &scaled);
-                // dk (T, hd) (+)= scale dS^T (T, rows) @ q_blk (rows, hd): A[j, r] = dS[r, j], B[d, r] = q_blk[r, d]
-                bf16_pack(&ws.q, q_blk, hd, rows, 1, ld);
-                gemm_bf16_serial(dk, ld, dS, 1, T, &ws.q, T, &scaled_sum);
+            if (attention_backward_head(dqkv, dout, qkv, b, h, T, D, H, scale)) {
+                #pragma omp atomic write
+                failed = 1;
             }
         }
+    return failed ? workspace_failed(T) : DIT_OK;
 }

@@ -231,8 +231,8 @@ int64_t conv2d_workspace_floats(int Cin, int H, int W, int KH, int KW, int strid
            conv2d_out_size(W, KW, stride, pad_left, pad_right) * Cin * KH * KW;
 }
 
-static void conv2d_run(float *out, const float *x, const float *weight, const float *bias, const float *residual,
-                       float *workspace, int upsample, int B, int Cin, int H, int W, int Cout, int KH, int KW,
+static dit_status conv2d_run(float *out, const float *x, const float *weight, const float *bias,
+                             const float *residual, float *workspace, int upsample, int B, int Cin, int H, int W, int Cout, int KH, int KW,
                        int stride, int pad_top, int pad_left, int pad_bottom, int pad_right, int64_t budget_floats) {
     const int OH = conv2d_out_size(H, KH, stride, pad_top, pad_bottom);
     const int OW = conv2d_out_size(W, KW, stride, pad_left, pad_right);
@@ -244,6 +244,7 @@ static void conv2d_run(float *out, const float *x, const float *weight, const fl
             conv2d_workspace_floats(Cin, H, W, KH, KW, stride, pad_top, pad_left, pad_bottom, pad_right);
         const int Hp = H + pad_top + pad_bottom, Wp = W + pad_left + pad_right;
         float *padded = workspace ? workspace : dit_malloc((size_t)padded_floats * sizeof *padded);
+        if (!padded) return DIT_ERR;
         for (int b = 0; b < B; b++) {
             pad_interleave(padded, x + (int64_t)b * Cin * (upsample ? in_plane / 4 : in_plane), upsample, Cin, H, W,
                            pad_top, pad_left, Hp, Wp);
@@ -251,11 +252,12 @@ static void conv2d_run(float *out, const float *x, const float *weight, const fl
                           residual ? residual + (int64_t)b * Cout * out_plane : NULL, Cin, Cout, KH, KW, Wp, OH, OW);
         }
         if (!workspace) free(padded);
-        return;
+        return DIT_OK;
     }
     float *upsampled = NULL;
     if (upsample) {
         upsampled = dit_malloc((size_t)(B * Cin * in_plane) * sizeof *upsampled);
+        if (!upsampled) return DIT_ERR;
         upsample_nearest2x_forward(upsampled, x, B * Cin, H / 2, W / 2);
         x = upsampled;
     }
@@ -276,13 +278,17 @@ static void conv2d_run(float *out, const float *x, const float *weight, const fl
                         x + (int64_t)b * Cin * in_plane, (int)in_plane, 1.0f, out + (int64_t)b * Cout * out_plane,
                         (int)out_plane);
         free(upsampled);
-        return;
+        return DIT_OK;
     }
     const int64_t band_rows =
         column_band_rows(H, W, KH, KW, stride, pad_top, pad_left, pad_bottom, pad_right, Cin, budget_floats);
     // the caller's workspace holds CONV_COLUMN_BUDGET_FLOATS' bands (conv2d_workspace_floats)
     const int own_col = !workspace || budget_floats != CONV_COLUMN_BUDGET_FLOATS;
     float *col = own_col ? dit_malloc((size_t)(band_rows * OW * K) * sizeof *col) : workspace;
+    if (!col) {
+        free(upsampled);
+        return DIT_ERR;
+    }
     for (int b = 0; b < B; b++) {
         const float *xb = x + (int64_t)b * Cin * in_plane;
         float *ob = out + (int64_t)b * Cout * out_plane;
@@ -297,26 +303,28 @@ static void conv2d_run(float *out, const float *x, const float *weight, const fl
     }
     if (own_col) free(col);
     free(upsampled);
+    return DIT_OK;
 }
 
-void conv2d_forward_budget(float *out, const float *x, const float *weight, const float *bias, int B, int Cin,
-                           int H, int W, int Cout, int KH, int KW, int stride, int pad_top, int pad_left,
-                           int pad_bottom, int pad_right, int64_t budget_floats) {
-    conv2d_run(out, x, weight, bias, NULL, NULL, 0, B, Cin, H, W, Cout, KH, KW, stride, pad_top, pad_left, pad_bottom,
+dit_status conv2d_forward_budget(float *out, const float *x, const float *weight, const float *bias, int B, int Cin,
+                                 int H, int W, int Cout, int KH, int KW, int stride, int pad_top, int pad_left,
+                                 int pad_bottom, int pad_right, int64_t budget_floats) {
+    return conv2d_run(out, x, weight, bias, NULL, NULL, 0, B, Cin, H, W, Cout, KH, KW, stride, pad_top, pad_left, pad_bottom,
                pad_right, budget_floats);
 }
 
-void conv2d_forward(float *out, const float *x, const float *weight, const float *bias, int B, int Cin, int H,
-                    int W, int Cout, int KH, int KW, int stride, int pad_top, int pad_left, int pad_bottom,
-                    int pad_right) {
-    conv2d_run(out, x, weight, bias, NULL, NULL, 0, B, Cin, H, W, Cout, KH, KW, stride, pad_top, pad_left, pad_bottom,
+dit_status conv2d_forward(float *out, const float *x, const float *weight, const float *bias, int B, int Cin, int H,
+                          int W, int Cout, int KH, int KW, int stride, int pad_top, int pad_left, int pad_bottom,
+                          int pad_right) {
+    return conv2d_run(out, x, weight, bias, NULL, NULL, 0, B, Cin, H, W, Cout, KH, KW, stride, pad_top, pad_left, pad_bottom,
                pad_right, CONV_COLUMN_BUDGET_FLOATS);
 }
 
-void conv2d_forward_ex(float *out, const float *x, const float *weight, const float *bias, const float *residual,
-                       float *workspace, int upsample, int B, int Cin, int H, int W, int Cout, int KH, int KW,
-                       int stride, int pad_top, int pad_left, int pad_bottom, int pad_right) {
-    conv2d_run(out, x, weight, bias, residual, workspace, upsample, B, Cin, H, W, Cout, KH, KW, stride, pad_top,
+dit_status conv2d_forward_ex(float *out, const float *x, const float *weight, const float *bias,
+                             const float *residual, float *workspace, int upsample, int B, int Cin, int H, int W,
+                             int Cout, int KH, int KW, int stride, int pad_top, int pad_left, int pad_bottom,
+                             int pad_right) {
+    return conv2d_run(out, x, weight, bias, residual, workspace, upsample, B, Cin, H, W, Cout, KH, KW, stride, pad_top,
                pad_left, pad_bottom, pad_right, CONV_COLUMN_BUDGET_FLOATS);
 }
 
@@ -454,15 +462,15 @@ static void conv_backward_col2im(float *dx, const float *dcol, int Cin, int H, i
     }
 }
 
-void conv2d_backward(float *dx, float *dweight, float *dbias, const float *dout, const float *x, const float *weight,
-                     int B, int Cin, int H, int W, int Cout, int KH, int KW, int stride, int pad_top, int pad_left,
+dit_status conv2d_backward(float *dx, float *dweight, float *dbias, const float *dout, const float *x,
+                           const float *weight, int B, int Cin, int H, int W, int Cout, int KH, int KW, int stride, int pad_top, int pad_left,
                      int pad_bottom, int pad_right) {
     const int OH = conv2d_out_size(H, KH, stride, pad_top, pad_bottom);
     const int OW = conv2d_out_size(W, KW, stride, pad_left, pad_right);
     const int K = Cin * KH * KW, N = OH * OW;
     if (B <= 0 || N <= 0) {
         if (dx && B > 0) memset(dx, 0, (size_t)B * Cin * H * W * sizeof *dx);
-        return;
+        return DIT_OK;
     }
     if (dbias) {
         #pragma omp parallel for schedule(static)
@@ -477,11 +485,18 @@ void conv2d_backward(float *dx, float *dweight, float *dbias, const float *dout,
     }
     const int groups = (B + CONV_BACKWARD_GROUP - 1) / CONV_BACKWARD_GROUP;
     float *partial = dweight ? dit_malloc((size_t)groups * Cout * K * sizeof(float)) : NULL;
+    if (dweight && !partial) return DIT_ERR;
+    int failed = 0;   // a thread's column buffer could not be allocated (its message is that thread's)
     #pragma omp parallel
     {
         float *col = dit_malloc((size_t)K * N * sizeof(float));
+        if (!col) {
+            #pragma omp atomic write
+            failed = 1;
+        }
+        #pragma omp barrier
         #pragma omp for schedule(dynamic, 1)
-        for (int g = 0; g < groups; g++) {
+        for (int g = 0; g < (failed ? 0 : groups); g++) {
             const int b1 = (g + 1) * CONV_BACKWARD_GROUP < B ? (g + 1) * CONV_BACKWARD_GROUP : B;
             for (int b = g * CONV_BACKWARD_GROUP; b < b1; b++) {
                 const float *gb = dout + (int64_t)b * Cout * N;
@@ -501,6 +516,11 @@ void conv2d_backward(float *dx, float *dweight, float *dbias, const float *dout,
         }
         free(col);
     }
+    if (failed) {
+        free(partial);
+        return dit_set_error("out of memory allocating %zu bytes of convolution columns per thread",
+                             (size_t)K * N * sizeof(float));
+    }
     if (partial) {
         #pragma omp parallel for schedule(static)
         for (int64_t i = 0; i < (int64_t)Cout * K; i++) {
@@ -510,4 +530,5 @@ void conv2d_backward(float *dx, float *dweight, float *dbias, const float *dout,
         }
         free(partial);
     }
+    return DIT_OK;
 }

@@ -13,15 +13,17 @@
 
 static int round_up(int x, int m) { return (x + m - 1) / m * m; }
 
-void conv3x3_pack_bf16(bf16_packed *dst, const float *w, int Cout, int Cin) {
+dit_status conv3x3_pack_bf16(bf16_packed *dst, const float *w, int Cout, int Cin) {
     const int K = 9 * Cin;
     float *reordered = dit_malloc((size_t)Cout * K * sizeof *reordered);
+    if (!reordered) return DIT_ERR;
     for (int co = 0; co < Cout; co++)
         for (int ci = 0; ci < Cin; ci++)
             for (int tap = 0; tap < 9; tap++)
                 reordered[(int64_t)co * K + tap * Cin + ci] = w[((int64_t)co * Cin + ci) * 9 + tap];
-    bf16_pack(dst, reordered, Cout, K, K, 1);
+    dit_status st = bf16_pack(dst, reordered, Cout, K, K, 1);
     free(reordered);
+    return st;
 }
 
 typedef struct {
@@ -35,7 +37,8 @@ static _Thread_local conv_workspace ws;
 static uint16_t *grow(uint16_t **buf, size_t *cap, size_t elems) {
     if (*cap < elems) {
         free(*buf);
-        *buf = dit_malloc(elems * sizeof **buf);
+        *cap = 0;
+        if (!(*buf = dit_malloc(elems * sizeof **buf))) return NULL;
         *cap = elems;
     }
     return *buf;
@@ -75,17 +78,19 @@ static void pad_channels_last(uint16_t *padded, const float *x, int upsample, in
     }
 }
 
-void conv3x3_bf16(float *out, const float *x, const bf16_packed *Wt, const float *bias, const float *residual,
-                  int upsample, int Cin, int H, int W, int Cout) {
+dit_status conv3x3_bf16(float *out, const float *x, const bf16_packed *Wt, const float *bias,
+                        const float *residual, int upsample, int Cin, int H, int W, int Cout) {
     const int Wp = W + 2, K = 9 * Cin, Kp = Wt->Kp;
     DIT_CHECK(Wt->K == K && Wt->N == Cout && Kp == round_up(K, 32));
     const int64_t plane = (int64_t)H * W;
     uint16_t *padded = grow(&ws.padded, &ws.padded_cap, (size_t)(H + 2) * Wp * Cin);
+    if (!padded) return DIT_ERR;
     pad_channels_last(padded, x, upsample, Cin, H, W);
     // A band of output lines whose rows take ~4 MB: big enough to keep the panels busy, small enough for L2/L3.
     int band = (int)((4 << 20) / ((int64_t)W * Kp * 2));
     band = band < 1 ? 1 : band > H ? H : band;
     uint16_t *rows = grow(&ws.rows, &ws.rows_cap, (size_t)round_up(band * W, 32) * Kp);
+    if (!rows) return DIT_ERR;
     if (residual) memcpy(out, residual, (size_t)Cout * plane * sizeof *out);
     const gemm_epilogue ep = {.bias = bias, .accumulate = residual != NULL, .transpose_out = 1};
     for (int y0 = 0; y0 < H; y0 += band) {
@@ -104,4 +109,5 @@ void conv3x3_bf16(float *out, const float *x, const bf16_packed *Wt, const float
         }
         gemm_bf16_a16(out + (int64_t)y0 * W, plane, rows, Wt, M, &ep);
     }
+    return DIT_OK;
 }

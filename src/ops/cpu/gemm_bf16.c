@@ -89,12 +89,12 @@ static void pack_rows_along_n(uint16_t *d, int KB, int Np, const float *src, int
         }
 }
 
-void bf16_pack(bf16_packed *dst, const float *src, int N, int K, int64_t stride_n, int64_t stride_k) {
+dit_status bf16_pack(bf16_packed *dst, const float *src, int N, int K, int64_t stride_n, int64_t stride_k) {
     const int Np = round_up(N, 32), Kp = round_up(K, 32), KB = Kp / 32;
     const size_t need = (size_t)Np * Kp;
     if (dst->capacity < need) {
-        free(dst->data);
-        dst->data = dit_malloc(need * sizeof(uint16_t));
+        bf16_packed_free(dst);
+        if (!(dst->data = dit_malloc(need * sizeof(uint16_t)))) return DIT_ERR;
         dst->capacity = need;
     }
     dst->N = N, dst->K = K, dst->Np = Np, dst->Kp = Kp;
@@ -104,11 +104,11 @@ void bf16_pack(bf16_packed *dst, const float *src, int N, int K, int64_t stride_
         // when called from outside a parallel region.
         #pragma omp parallel for schedule(static) if ((int64_t)N * K > (1 << 20))
         for (int n0 = 0; n0 < Np; n0 += 16) pack_rows_along_k(d, KB, src, N, K, stride_n, n0, n0 + 16);
-        return;
+        return DIT_OK;
     }
     if (stride_n == 1) {
         pack_rows_along_n(d, KB, Np, src, N, K, stride_k);
-        return;
+        return DIT_OK;
     }
     // Any other strides: element by element, 16 x 16 blocks at a time.
     for (int n0 = 0; n0 < Np; n0 += 16)
@@ -116,6 +116,7 @@ void bf16_pack(bf16_packed *dst, const float *src, int N, int K, int64_t stride_
             for (int n = n0; n < n0 + 16; n++)
                 for (int k = k0; k < k0 + 16; k++)
                     d[packed_index(KB, n, k)] = (n < N && k < K) ? to_bf16(src[n * stride_n + k * stride_k]) : 0;
+    return DIT_OK;
 }
 
 // Rows [r0, r1) of the bf16 copy of A: Kp columns, zero beyond K and for rows >= M.
@@ -273,7 +274,8 @@ static _Thread_local size_t a_capacity;
 static uint16_t *a_workspace(size_t elems) {
     if (a_capacity < elems) {
         free(a_buffer);
-        a_buffer = dit_malloc(elems * sizeof(uint16_t));
+        a_capacity = 0;
+        if (!(a_buffer = dit_malloc(elems * sizeof(uint16_t)))) return NULL;
         a_capacity = elems;
     }
     return a_buffer;
@@ -314,13 +316,14 @@ static void run_blocks(float *out, int64_t ldo, const uint16_t *A16, const bf16_
     }
 }
 
-static void gemm_run(float *out, int64_t ldo, const float *A, int64_t stride_m, int64_t stride_k,
-                     const bf16_packed *B, int M, const gemm_epilogue *ep, int parallel) {
-    if (M <= 0 || B->N <= 0) return;
+static dit_status gemm_run(float *out, int64_t ldo, const float *A, int64_t stride_m, int64_t stride_k,
+                           const bf16_packed *B, int M, const gemm_epilogue *ep, int parallel) {
+    if (M <= 0 || B->N <= 0) return DIT_OK;
     const int Kp = B->Kp, Mp = round_up(M, 32), MB = Mp / 32, panels = B->Np / 32;
     const int amx = cpu_path_active() == CPU_PATH_AMX;
     const kernel_fn kernel = amx ? amx_kernel_32x32 : avx512_kernel_32x32;
     uint16_t *A16 = a_workspace((size_t)Mp * Kp);
+    if (!A16) return DIT_ERR;
     const int transposed = stride_k != 1;
     const int chunk_blocks = chunk_rows(Kp) / 32;
     if (!parallel) {
@@ -329,7 +332,7 @@ static void gemm_run(float *out, int64_t ldo, const float *A, int64_t stride_m, 
         if (amx) amx_configure();
         for (int c0 = 0; c0 < MB; c0 += chunk_blocks)
             run_blocks(out, ldo, A16, B, M, c0, c0 + chunk_blocks < MB ? c0 + chunk_blocks : MB, 0, panels, kernel, ep);
-        return;
+        return DIT_OK;
     }
     #pragma omp parallel
     {
@@ -351,6 +354,7 @@ static void gemm_run(float *out, int64_t ldo, const float *A, int64_t stride_m, 
             }
         }
     }
+    return DIT_OK;
 }
 
 void gemm_bf16_a16(float *out, int64_t ldo, const uint16_t *A16, const bf16_packed *B, int M,
@@ -372,12 +376,12 @@ void gemm_bf16_a16(float *out, int64_t ldo, const uint16_t *A16, const bf16_pack
     }
 }
 
-void gemm_bf16(float *out, int64_t ldo, const float *A, int64_t stride_m, int64_t stride_k, const bf16_packed *B,
-               int M, const gemm_epilogue *ep) {
-    gemm_run(out, ldo, A, stride_m, stride_k, B, M, ep, 1);
+dit_status gemm_bf16(float *out, int64_t ldo, const float *A, int64_t stride_m, int64_t stride_k,
+                     const bf16_packed *B, int M, const gemm_epilogue *ep) {
+    return gemm_run(out, ldo, A, stride_m, stride_k, B, M, ep, 1);
 }
 
-void gemm_bf16_serial(float *out, int64_t ldo, const float *A, int64_t stride_m, int64_t stride_k,
-                      const bf16_packed *B, int M, const gemm_epilogue *ep) {
-    gemm_run(out, ldo, A, stride_m, stride_k, B, M, ep, 0);
+dit_status gemm_bf16_serial(float *out, int64_t ldo, const float *A, int64_t stride_m, int64_t stride_k,
+                            const bf16_packed *B, int M, const gemm_epilogue *ep) {
+    return gemm_run(out, ldo, A, stride_m, stride_k, B, M, ep, 0);
 }
