@@ -34,6 +34,8 @@ void layernorm_modulate_backward(float *dx, float *dshift, float *dscale, const 
 // ---- elementwise.c ----
 // silu_forward: y = x * sigmoid(x), n elements (y may equal x).
 void silu_forward(float *y, const float *x, int64_t n);
+// silu_forward_serial: the same in the calling thread (for use inside a parallel region).
+void silu_forward_serial(float *y, const float *x, int64_t n);
 // silu_backward: dx = dy * sigmoid(x) * (1 + x (1 - sigmoid(x))) (dx may equal dy).
 void silu_backward(float *dx, const float *dy, const float *x, int64_t n);
 // gelu_tanh_forward: y = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), n elements (y may equal x).

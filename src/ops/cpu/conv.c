@@ -16,6 +16,7 @@
 #include "ops/conv.h"
 #include "ops/cpu/cpu_features.h"
 #include "ops/cpu/fast_exp.h"
+#include "ops/ops.h"
 
 // 64 MB of column buffer: a band of output rows of a 512-channel 3x3 conv is ~3,600 positions.
 #define CONV_COLUMN_BUDGET_FLOATS ((int64_t)16 * 1024 * 1024)
@@ -357,16 +358,9 @@ void groupnorm_forward(float *y, const float *x, const float *gamma, const float
                 const float shift = (float)(beta[channel] - mean * rstd * gamma[channel]);
                 const float *xc = xg + (int64_t)c * T;
                 float *yc = y + base + (int64_t)c * T;
-                if (silu) {
-                    #pragma omp simd
-                    for (int t = 0; t < T; t++) {
-                        const float v = xc[t] * a + shift;
-                        yc[t] = v / (1.0f + fast_expf(-v));
-                    }
-                } else {
-                    #pragma omp simd
-                    for (int t = 0; t < T; t++) yc[t] = xc[t] * a + shift;
-                }
+                #pragma omp simd
+                for (int t = 0; t < T; t++) yc[t] = xc[t] * a + shift;
+                if (silu) silu_forward_serial(yc, yc, T);
             }
         }
 }
