@@ -70,9 +70,11 @@ dit_status conv3x3_bf16(float *out, const float *x, const bf16_packed *weights, 
 float bf16_round(float x);
 
 // Kernel internals shared by gemm_bf16.c and gemm_amx.c.
-// C (32 x 32 floats, row stride 32) (+)= 32 rows of A (bf16, row stride lda elements) x `ksteps` 32-deep blocks
-// of one packed panel (accumulate: add to C's values, else overwrite).
-void amx_kernel_32x32(float *C, const uint16_t *A, int lda, const uint16_t *panel, int ksteps, int accumulate);
+// dst (32 x 32 floats, row stride ldd) = start + 32 rows of A (bf16, row stride lda elements) x `ksteps`
+// 32-deep blocks of one packed panel, where start is src (row stride lds; accumulate), else the 32 values
+// `init` in every row (a bias), else 0. src may be dst.
+void amx_kernel_32x32(const float *src, int64_t lds, float *dst, int64_t ldd, const uint16_t *A, int lda,
+                      const uint16_t *panel, int ksteps, const float *init, int accumulate);
 void amx_configure(void);
 void amx_release(void);
 

@@ -23,14 +23,21 @@ void amx_configure(void) { _tile_loadconfig(&all_tiles_16x64); }
 
 void amx_release(void) { _tile_release(); }
 
-void amx_kernel_32x32(float *C, const uint16_t *A, int lda, const uint16_t *panel, int ksteps, int accumulate) {
+void amx_kernel_32x32(const float *src, int64_t lds, float *dst, int64_t ldd, const uint16_t *A, int lda,
+                      const uint16_t *panel, int ksteps, const float *init, int accumulate) {
     const int stride = lda * 2;   // bytes
     const uint16_t *A1 = A + (int64_t)16 * lda;
     if (accumulate) {
-        _tile_loadd(0, C, 128);
-        _tile_loadd(1, C + 16, 128);
-        _tile_loadd(2, C + 16 * 32, 128);
-        _tile_loadd(3, C + 16 * 32 + 16, 128);
+        const float *src1 = src + 16 * lds;
+        _tile_loadd(0, src, lds * 4);
+        _tile_loadd(1, src + 16, lds * 4);
+        _tile_loadd(2, src1, lds * 4);
+        _tile_loadd(3, src1 + 16, lds * 4);
+    } else if (init) {   // every row starts from the same 32 values: a stride-0 load repeats one row
+        _tile_loadd(0, init, 0);
+        _tile_loadd(1, init + 16, 0);
+        _tile_loadd(2, init, 0);
+        _tile_loadd(3, init + 16, 0);
     } else {
         _tile_zero(0);
         _tile_zero(1);
@@ -48,8 +55,9 @@ void amx_kernel_32x32(float *C, const uint16_t *A, int lda, const uint16_t *pane
         _tile_dpbf16ps(2, 5, 6);
         _tile_dpbf16ps(3, 5, 7);
     }
-    _tile_stored(0, C, 128);
-    _tile_stored(1, C + 16, 128);
-    _tile_stored(2, C + 16 * 32, 128);
-    _tile_stored(3, C + 16 * 32 + 16, 128);
+    float *dst1 = dst + 16 * ldd;
+    _tile_stored(0, dst, ldd * 4);
+    _tile_stored(1, dst + 16, ldd * 4);
+    _tile_stored(2, dst1, ldd * 4);
+    _tile_stored(3, dst1 + 16, ldd * 4);
 }

@@ -180,13 +180,17 @@ static void pack_a_rows_transposed(uint16_t *dst, int Kp, const float *A, int64_
 
 // ---- the AVX512-BF16 micro-kernel ------------------------------------------------------------------------
 
-// C (8 rows x 32, row stride 32) (+)= 8 rows of A (row stride lda) x `ksteps` 32-deep blocks of one panel: per
-// K pair, two B vectors (16 columns of pairs each) meet each row's pair broadcast; 16 accumulators.
-static void avx512_kernel_8x32(float *C, const uint16_t *A, int lda, const uint16_t *panel, int ksteps, int accumulate) {
+// dst (8 rows x 32, row stride ldd) = start + 8 rows of A (row stride lda) x `ksteps` 32-deep blocks of one
+// panel (start as amx_kernel_32x32): per K pair, two B vectors (16 columns of pairs each) meet each row's pair
+// broadcast; 16 accumulators.
+static void avx512_kernel_8x32(const float *src, int64_t lds, float *dst, int64_t ldd, const uint16_t *A, int lda,
+                               const uint16_t *panel, int ksteps, const float *init, int accumulate) {
     __m512 acc[8][2];
+    const __m512 init0 = init ? _mm512_loadu_ps(init) : _mm512_setzero_ps();
+    const __m512 init1 = init ? _mm512_loadu_ps(init + 16) : _mm512_setzero_ps();
     for (int r = 0; r < 8; r++) {
-        acc[r][0] = accumulate ? _mm512_loadu_ps(C + r * 32) : _mm512_setzero_ps();
-        acc[r][1] = accumulate ? _mm512_loadu_ps(C + r * 32 + 16) : _mm512_setzero_ps();
+        acc[r][0] = accumulate ? _mm512_loadu_ps(src + r * lds) : init0;
+        acc[r][1] = accumulate ? _mm512_loadu_ps(src + r * lds + 16) : init1;
     }
     for (int kb = 0; kb < ksteps; kb++) {
         const uint16_t *blk = panel + (int64_t)kb * 1024;
@@ -204,14 +208,16 @@ static void avx512_kernel_8x32(float *C, const uint16_t *A, int lda, const uint1
         }
     }
     for (int r = 0; r < 8; r++) {
-        _mm512_storeu_ps(C + r * 32, acc[r][0]);
-        _mm512_storeu_ps(C + r * 32 + 16, acc[r][1]);
+        _mm512_storeu_ps(dst + r * ldd, acc[r][0]);
+        _mm512_storeu_ps(dst + r * ldd + 16, acc[r][1]);
     }
 }
 
-static void avx512_kernel_32x32(float *C, const uint16_t *A, int lda, const uint16_t *panel, int ksteps,
-                                int accumulate) {
-    for (int r = 0; r < 32; r += 8) avx512_kernel_8x32(C + r * 32, A + (int64_t)r * lda, lda, panel, ksteps, accumulate);
+static void avx512_kernel_32x32(const float *src, int64_t lds, float *dst, int64_t ldd, const uint16_t *A, int lda,
+                                const uint16_t *panel, int ksteps, const float *init, int accumulate) {
+    for (int r = 0; r < 32; r += 8)
+        avx512_kernel_8x32(src + r * lds, lds, dst + r * ldd, ldd, A + (int64_t)r * lda, lda, panel, ksteps, init,
+                           accumulate);
 }
 
 // ---- epilogue -----------------------------------------------------------------------------------------------
@@ -287,30 +293,65 @@ static int chunk_rows(int Kp) {
     return rows < 32 ? 32 : rows;
 }
 
-typedef void (*kernel_fn)(float *C, const uint16_t *A, int lda, const uint16_t *panel, int ksteps, int accumulate);
+typedef void (*kernel_fn)(const float *src, int64_t lds, float *dst, int64_t ldd, const uint16_t *A, int lda,
+                          const uint16_t *panel, int ksteps, const float *init, int accumulate);
 
 // K is walked in blocks of KC so that a panel's block (KC x 32 bf16: 16 KB) stays in L1 while it meets up to
 // GROUP row blocks of A, whose 32 x 32 float sums wait in C between K blocks (stored and reloaded exactly,
 // so the sum is bit-identical to an unblocked one).
 enum { KC = 256, GROUP = 4 };
 
+// Epilogues the kernel does itself, by its start values: a plain store, a bias (every row starts from it), or
+// accumulation (the sums start from out). Full 32 x 32 blocks then go straight into out with no pass over
+// a copy; edge blocks take the same arithmetic through a copy, so a row's result does not depend on which
+// kind of block it fell in (batch invariance).
+static int epilogue_in_kernel(const gemm_epilogue *ep) {
+    return !ep || (!ep->gelu && !ep->gate && !ep->transpose_out && (ep->alpha == 0.0f || ep->alpha == 1.0f) &&
+                   !(ep->bias && ep->accumulate));
+}
+
 static void run_blocks(float *out, int64_t ldo, const uint16_t *A16, const bf16_packed *B, int M, int mb0, int mb1,
                        int p0, int p1, kernel_fn kernel, const gemm_epilogue *ep) {
     float C[GROUP][32 * 32] __attribute__((aligned(64)));
-    const int Kp = B->Kp;
+    float bias_block[32] __attribute__((aligned(64)));
+    const int Kp = B->Kp, in_kernel = epilogue_in_kernel(ep), from_out = in_kernel && ep && ep->accumulate;
     for (int p = p0; p < p1; p++) {
         const uint16_t *panel = B->data + (int64_t)p * 32 * Kp;
         const int n0 = p * 32, cols = B->N - n0 < 32 ? B->N - n0 : 32;
+        const float *init = NULL;   // the start values of every row when the kernel adds the bias
+        if (in_kernel && ep && ep->bias) {
+            for (int j = 0; j < 32; j++) bias_block[j] = j < cols ? ep->bias[n0 + j] : 0.0f;
+            init = bias_block;
+        }
         for (int g0 = mb0; g0 < mb1; g0 += GROUP) {
             const int g1 = g0 + GROUP < mb1 ? g0 + GROUP : mb1;
+            int direct[GROUP];   // full blocks read (accumulate) and write out itself; the sums wait in C
+            for (int mb = g0; mb < g1; mb++) {
+                const int m0 = mb * 32, rows = M - m0 < 32 ? M - m0 : 32, i = mb - g0;
+                direct[i] = in_kernel && rows == 32 && cols == 32;
+                if (!direct[i] && from_out) {   // an edge block's copy starts from out's values
+                    memset(C[i], 0, sizeof C[i]);
+                    for (int r = 0; r < rows; r++) memcpy(C[i] + r * 32, out + (int64_t)(m0 + r) * ldo + n0, cols * 4);
+                }
+            }
             for (int k0 = 0; k0 < Kp; k0 += KC) {
-                const int ksteps = (Kp - k0 < KC ? Kp - k0 : KC) / 32;
-                for (int mb = g0; mb < g1; mb++)
-                    kernel(C[mb - g0], A16 + (int64_t)mb * 32 * Kp + k0, Kp, panel + (int64_t)k0 * 32, ksteps, k0 > 0);
+                const int ksteps = (Kp - k0 < KC ? Kp - k0 : KC) / 32, first = k0 == 0, last = k0 + KC >= Kp;
+                for (int mb = g0; mb < g1; mb++) {
+                    const int i = mb - g0;
+                    float *block = out + (int64_t)mb * 32 * ldo + p * 32;
+                    const int src_out = direct[i] && first && from_out, dst_out = direct[i] && last;
+                    kernel(src_out ? block : C[i], src_out ? ldo : 32, dst_out ? block : C[i], dst_out ? ldo : 32,
+                           A16 + (int64_t)mb * 32 * Kp + k0, Kp, panel + (int64_t)k0 * 32, ksteps, first ? init : NULL,
+                           !first || from_out);
+                }
             }
             for (int mb = g0; mb < g1; mb++) {
-                const int m0 = mb * 32, rows = M - m0 < 32 ? M - m0 : 32;
-                epilogue_block(out, ldo, C[mb - g0], m0, rows, n0, cols, ep);
+                const int m0 = mb * 32, rows = M - m0 < 32 ? M - m0 : 32, i = mb - g0;
+                if (direct[i]) continue;   // already in out
+                if (in_kernel)
+                    for (int r = 0; r < rows; r++) memcpy(out + (int64_t)(m0 + r) * ldo + n0, C[i] + r * 32, cols * 4);
+                else
+                    epilogue_block(out, ldo, C[i], m0, rows, n0, cols, ep);
             }
         }
     }
