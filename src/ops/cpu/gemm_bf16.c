@@ -144,27 +144,48 @@ static void pack_a_rows(uint16_t *dst, int Kp, const float *A, int64_t stride_m,
     }
 }
 
+// The 16 x 16 floats in r[0..15] transposed in registers (r[i][j] becomes r[j][i]).
+static void transpose_16x16(__m512 r[16]) {
+    __m512 t[16], u[16];
+    for (int i = 0; i < 16; i += 2) {   // 2 x 2 blocks of single floats
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) {   // 4 x 4 blocks within each 128-bit lane
+        u[i] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44);
+        u[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xee);
+        u[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+        u[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xee);
+    }
+    for (int i = 0; i < 4; i++) {   // then the 128-bit lanes: 8 x 8, and 16 x 16
+        t[i] = _mm512_shuffle_f32x4(u[i], u[i + 4], 0x88);
+        t[i + 4] = _mm512_shuffle_f32x4(u[i], u[i + 4], 0xdd);
+        t[i + 8] = _mm512_shuffle_f32x4(u[i + 8], u[i + 12], 0x88);
+        t[i + 12] = _mm512_shuffle_f32x4(u[i + 8], u[i + 12], 0xdd);
+    }
+    for (int i = 0; i < 8; i++) {
+        r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
+        r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xdd);
+    }
+}
+
 // A transposed source (stride_k != 1) is read 16 x 16 at a time: rows of A are columns of the source.
 static void pack_a_rows_transposed(uint16_t *dst, int Kp, const float *A, int64_t stride_m, int64_t stride_k,
                                    int M, int K, int r0, int r1) {
     if (stride_m == 1) {
-        // Rows of A are columns of the source (a gradient read transposed): per K pair, 16 rows' values of
-        // source rows k and k + 1 are rounded, interleaved into (k, k + 1) pairs and scattered, one dword per
-        // row of A.
-        const __m512i interleave = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23,
-                                                    7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
-        const __m512i rows = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
-                                                _mm512_set1_epi32(Kp / 2));
+        // Rows of A are columns of the source (a gradient read transposed): 16 source rows (k) x 16 columns (m)
+        // are loaded, transposed in registers, rounded, and stored as 16 runs of 16 bf16 along k.
         for (int rb = r0; rb < r1; rb += 16) {
             const int left = M - rb;
             const __mmask16 mask = left >= 16 ? 0xffff : left > 0 ? (__mmask16)((1u << left) - 1) : 0;
-            int32_t *base = (int32_t *)(dst + (int64_t)rb * Kp);
-            for (int k = 0; k < Kp; k += 2) {
-                const __m512 a0 = k < K ? _mm512_maskz_loadu_ps(mask, A + (int64_t)k * stride_k + rb) : _mm512_setzero_ps();
-                const __m512 a1 = k + 1 < K ? _mm512_maskz_loadu_ps(mask, A + (int64_t)(k + 1) * stride_k + rb)
-                                            : _mm512_setzero_ps();
-                const __m512i pairs = _mm512_permutexvar_epi16(interleave, (__m512i)_mm512_cvtne2ps_pbh(a1, a0));
-                _mm512_i32scatter_epi32(base + k / 2, rows, pairs, 4);
+            for (int k0 = 0; k0 < Kp; k0 += 16) {
+                __m512 r[16];
+                for (int i = 0; i < 16; i++)
+                    r[i] = k0 + i < K ? _mm512_maskz_loadu_ps(mask, A + (int64_t)(k0 + i) * stride_k + rb)
+                                      : _mm512_setzero_ps();
+                transpose_16x16(r);
+                for (int i = 0; i < 16; i++)
+                    _mm256_storeu_si256((__m256i *)(dst + (int64_t)(rb + i) * Kp + k0), (__m256i)_mm512_cvtneps_pbh(r[i]));
             }
         }
         return;
