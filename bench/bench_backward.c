@@ -8,8 +8,10 @@
 #include "bench_util.h"
 #include "dit.h"
 #include "train/train.h"
+#include "ops/cpu/blas_core.h"
 
 int main(int argc, char **argv) {
+    blas_use_best_kernels(argv);   // before any float32 product (ops/cpu/blas_core.h)
     const char *name = "DiT-XL/2";
     int image_size = 256, batch = 1, threads = 0, repeats = 2;
     for (int i = 1; i + 1 < argc; i += 2) {

@@ -12,8 +12,10 @@
 
 #include "bench_util.h"
 #include "dit.h"
+#include "ops/cpu/blas_core.h"
 
 int main(int argc, char **argv) {
+    blas_use_best_kernels(argv);   // before any float32 product (ops/cpu/blas_core.h)
     const char *name = "DiT-S/2";
     const char *precision_name = "auto";
     int image_size = 256, batch = 1, threads = 0, repeats = 3, warmup = 1;

@@ -8,8 +8,10 @@
 #include "bench_util.h"
 #include "ops/bf16.h"
 #include "ops/cpu/cpu_features.h"
+#include "ops/cpu/blas_core.h"
 
 int main(int argc, char **argv) {
+    blas_use_best_kernels(argv);   // before any float32 product (ops/cpu/blas_core.h)
     if (argc < 4) {
         fprintf(stderr, "usage: bench_gemm M N K [repeats]\n");
         return 2;

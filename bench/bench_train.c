@@ -16,8 +16,10 @@
 #include "bench_util.h"
 #include "dit.h"
 #include "train/train.h"
+#include "ops/cpu/blas_core.h"
 
 int main(int argc, char **argv) {
+    blas_use_best_kernels(argv);   // before any float32 product (ops/cpu/blas_core.h)
     const char *name = NULL, *precision_name = "auto";
     int image_size = 256, batch = 8, threads = 0, repeats = 3, warmup = 1;
     int size = 32, channels = 1, patch = 4, hidden = 256, depth = 6, heads = 4, classes = 10;

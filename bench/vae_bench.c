@@ -14,8 +14,10 @@
 
 #include "bench_util.h"
 #include "dit_vae.h"
+#include "ops/cpu/blas_core.h"
 
 int main(int argc, char **argv) {
+    blas_use_best_kernels(argv);   // before any float32 product (ops/cpu/blas_core.h)
     int latent = 32, batch = 1, threads = 0, repeats = 3, warmup = 1;
     const char *precision_name = "fp32";
     for (int i = 1; i + 1 < argc; i += 2) {

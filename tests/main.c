@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "test.h"
+#include "ops/cpu/blas_core.h"
 
 void test_io(void);
 void test_vae(void);
@@ -53,6 +54,7 @@ static const struct {
 };
 
 int main(int argc, char **argv) {
+    blas_use_best_kernels(argv);   // before any float32 product (ops/cpu/blas_core.h)
     // The parity tests check the float32 path against the reference; AUTO would pick bf16 on CPUs that have
     // it. bf16 tests ask for bf16 explicitly. Children (CLI tests) inherit this.
     setenv("DIT_PRECISION", "fp32", 0);

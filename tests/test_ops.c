@@ -2,7 +2,10 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
+#include "ops/cpu/blas_core.h"
+#include "ops/cpu/cpu_features.h"
 #include "ops/cpu/fast_exp.h"
 #include "ops/ops.h"
 #include "test.h"
@@ -163,7 +166,17 @@ static void test_fast_exp(void) {
           "fast_expf clamps: exp(-1000) ~ 0, exp(1000) finite");
 }
 
+// The runner called blas_use_best_kernels first: on a CPU with AVX2, OpenBLAS must not be left on its generic
+// SSE3 kernels (what 0.3.21 picks for CPUs newer than itself).
+static void test_blas_kernels(void) {
+    const char *core = blas_core_name();
+    const int generic = !strcasecmp(core, "prescott");
+    CHECK(!generic || !cpu_features_get()->avx2, "OpenBLAS runs %s kernels%s", core,
+          generic ? " (the generic SSE3 set) on a CPU with AVX2" : "");
+}
+
 void test_ops(void) {
+    test_blas_kernels();
     test_fast_exp();
     test_linear();
     test_layernorm_modulate();

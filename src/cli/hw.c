@@ -1,9 +1,11 @@
 // `dit info --hw`: what this CPU offers the kernels (instruction sets, the path chosen, why AMX is not used
 // if it is not) and the measured rate of one GEMM on every path it has, so machines can be compared.
 #include <stdio.h>
+#include <stdlib.h>
 
 #include "cli/cli.h"
 #include "ops/cpu/cpu_features.h"
+#include "ops/cpu/blas_core.h"
 
 int cli_print_hw(void) {
     const cpu_features *f = cpu_features_get();
@@ -18,6 +20,9 @@ int cli_print_hw(void) {
            active != best ? cpu_path_name(best) : "");
     if (active != best) printf(")\n");
     printf("precision:     auto = %s\n", dit_compute_path(DIT_PRECISION_AUTO));
+    const char *coretype = getenv("OPENBLAS_CORETYPE");
+    printf("OpenBLAS:      %s kernels%s%s%s\n", blas_core_name(), coretype ? " (OPENBLAS_CORETYPE=" : "",
+           coretype ? coretype : "", coretype ? ")" : "");
     printf("GEMM 1024 x 1024 x 1024, %d threads (GFLOP/s, 2 flops per multiply-add):\n", cli_threads());
     printf("  %-14s %8.0f\n", "fp32 sgemm", dit_measure_gemm_gflops(DIT_PRECISION_FP32, 1024, 1024, 1024));
     const cpu_path bf16_paths[] = {CPU_PATH_AMX, CPU_PATH_AVX512_BF16};

@@ -4,6 +4,7 @@
 
 #include "cli/cli.h"
 #include "dist/dist.h"
+#include "ops/cpu/blas_core.h"
 
 static void usage(FILE *out) {
     fprintf(out,
@@ -29,6 +30,7 @@ static void usage(FILE *out) {
 }
 
 int main(int argc, char **argv) {
+    blas_use_best_kernels(argv);   // before any float32 product (ops/cpu/blas_core.h)
     if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
