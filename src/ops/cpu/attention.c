@@ -17,11 +17,16 @@ static void softmax_rows(float *s, int rows, int cols) {
         float *row = s + (int64_t)r * cols;
         float mx = row[0];
         for (int c = 1; c < cols; c++) mx = row[c] > mx ? row[c] : mx;
-        for (int c = 0; c < cols; c++) row[c] = fast_expf(row[c] - mx);
+        int c = 0;
+#ifdef __AVX2__
+        for (; c + 8 <= cols; c += 8)   // fast_exp8 equals fast_expf lane by lane
+            _mm256_storeu_ps(row + c, fast_exp8(_mm256_sub_ps(_mm256_loadu_ps(row + c), _mm256_set1_ps(mx))));
+#endif
+        for (; c < cols; c++) row[c] = fast_expf(row[c] - mx);
         float sum = 0.0f;
-        for (int c = 0; c < cols; c++) sum += row[c];
+        for (c = 0; c < cols; c++) sum += row[c];
         float inv = 1.0f / sum;
-        for (int c = 0; c < cols; c++) row[c] *= inv;
+        for (c = 0; c < cols; c++) row[c] *= inv;
     }
 }
 
