@@ -94,7 +94,8 @@ const char *dit_precision_name(dit_precision p);
 // resolved first. NULL with an error set if the CPU cannot run it (naming the missing instruction set).
 const char *dit_compute_path(dit_precision p);
 // This machine's rate for one product out (M, N) = A (M, K) @ B (N, K)^T in a precision, in GFLOP/s (2 flops
-// per multiply-add; the best of 5 timed runs, weights packed beforehand); 0 if the CPU cannot run it.
+// per multiply-add; the best of 5 timed runs, weights packed beforehand); 0 if the CPU cannot run it (or
+// memory for the operands runs out).
 double dit_measure_gemm_gflops(dit_precision p, int M, int N, int K);
 
 // What a file may not say about its model: 0 = infer (heads from the named widths, input size from pos_embed).
