@@ -34,6 +34,7 @@ void dit_prefix_error(const char *fmt, ...) {
 }
 
 const char *dit_last_error(void) { return error_message[0] ? error_message : "unknown error"; }
+int dit_error_is_out_of_memory(void) { return strstr(error_message, "out of memory") != NULL; }
 
 // The test hook: allocations are counted, and once `fail_at` is reached (>= 0) every one fails.
 static _Atomic long alloc_count, fail_at = -1;

@@ -13,6 +13,9 @@
 dit_status dit_set_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 // dit_prefix_error: prepend "prefix: " to the current message (e.g. a file name added by an outer layer).
 void dit_prefix_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+// dit_error_is_out_of_memory: whether the current message says "out of memory" (as every allocation failure's
+// does), for code that treats a bad file as "try the next one" and must not take out of memory for a bad file.
+int dit_error_is_out_of_memory(void);
 
 // DIT_CHECK: an internal invariant; failing it is a bug, never a user error.
 #define DIT_CHECK(cond)                                                               \
