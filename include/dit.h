@@ -11,13 +11,14 @@
 //  - each call spreads its work over OpenMP threads and OpenBLAS (the count is process-wide:
 //    omp_set_num_threads / OMP_NUM_THREADS); concurrent calls from several threads each start their own team.
 // Failure: calls return DIT_ERR or NULL with a message; bad input never ends the process. Running out of
-// memory is such an error too: every call of this file and dit_vae.h that allocates (loading, saving,
-// dit_model_synthetic, dit_model_set_class_names, dit_model_forward[_cfg], dit_sample, dit_decode_images,
-// dit_png_encode, the VAE's load/encode/decode) returns DIT_ERR or NULL with "out of memory allocating N
-// bytes ...", frees what it took, and leaves the handle usable (activations are regrown by the next call).
-// Exceptions, still ending the process with a message on out of memory: the evaluation calls of dit_eval.h
-// (FID statistics, Inception, the classifier). Multi-process runs (MPI) end every rank on purpose when the
-// program calls the internal dist_abort, never on their own.
+// memory is such an error too: every call of this file, dit_vae.h and dit_eval.h that allocates (loading,
+// saving, dit_model_synthetic, dit_model_set_class_names, dit_model_find_class, dit_model_forward[_cfg],
+// dit_sample, dit_decode_images, dit_png_encode, the VAE's load/encode/decode, dit_inception_load/synthetic/
+// preprocess/forward, dit_moments_create/finish, dit_inception_score_create/add/finish, dit_frechet_distance,
+// dit_manifold_radii, dit_precision_recall) returns DIT_ERR or NULL with "out of memory allocating N bytes
+// ...", frees what it took, and leaves the handle usable (activations are regrown by the next call). No library
+// code ends the process on out of memory; tests/test_oom.c checks each of these paths. Multi-process runs (MPI)
+// end every rank on purpose when the program calls the internal dist_abort, never on their own.
 #ifndef DIT_H
 #define DIT_H
 
@@ -94,7 +95,8 @@ const char *dit_precision_name(dit_precision p);
 // resolved first. NULL with an error set if the CPU cannot run it (naming the missing instruction set).
 const char *dit_compute_path(dit_precision p);
 // This machine's rate for one product out (M, N) = A (M, K) @ B (N, K)^T in a precision, in GFLOP/s (2 flops
-// per multiply-add; the best of 5 timed runs, weights packed beforehand); 0 if the CPU cannot run it.
+// per multiply-add; the best of 5 timed runs, weights packed beforehand); 0 if the CPU cannot run it (or
+// memory for the operands runs out).
 double dit_measure_gemm_gflops(dit_precision p, int M, int N, int K);
 
 // What a file may not say about its model: 0 = infer (heads from the named widths, input size from pos_embed).

@@ -40,7 +40,7 @@ void dit_inception_free(dit_inception *m);
 void dit_inception_set_resize(dit_inception *m, dit_inception_resize mode);
 
 // One image to the network's input. rgb: (height, width, 3) uint8.  x: (3, 299, 299) float.
-void dit_inception_preprocess(float *x, const uint8_t *rgb, int height, int width, dit_inception_resize mode);
+dit_status dit_inception_preprocess(float *x, const uint8_t *rgb, int height, int width, dit_inception_resize mode);
 
 // Features of a batch of images. images: (batch, height, width, 3) uint8 (NHWC, as ADM's .npz batches).
 // pool: (batch, 2048)  spatial: (batch, 2023)  logits: (batch, 1008) = pool @ fc.weight^T, *without* fc.bias,
@@ -71,7 +71,7 @@ dit_status dit_frechet_distance(const double *mu1, const double *sigma1, const d
 // exp(mean KL(p(y|x) || p(y))) per split; *mean and *std (population) over the splits.
 typedef struct dit_inception_score dit_inception_score;
 dit_inception_score *dit_inception_score_create(int classes, int split_size);
-void dit_inception_score_add(dit_inception_score *s, const float *logits, int count);   // (count, classes)
+dit_status dit_inception_score_add(dit_inception_score *s, const float *logits, int count);   // (count, classes)
 dit_status dit_inception_score_finish(dit_inception_score *s, double *mean, double *std, int *splits);
 void dit_inception_score_free(dit_inception_score *s);
 

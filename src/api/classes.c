@@ -15,7 +15,9 @@
 extern const char *const dit_imagenet_classes[];
 extern const int dit_imagenet_classes_count;
 
-static char *imagenet_names[1000];   // the first synonym of each line
+// The first synonym of each line, in static storage (the longest, "American Staffordshire terrier", has 30
+// characters): nothing to allocate, so nothing to fail.
+static char imagenet_names[1000][64];
 static pthread_once_t imagenet_once = PTHREAD_ONCE_INIT;
 
 static void imagenet_init(void) {
@@ -23,7 +25,7 @@ static void imagenet_init(void) {
     for (int i = 0; i < 1000; i++) {
         const char *line = dit_imagenet_classes[i];
         size_t n = strcspn(line, ",");
-        imagenet_names[i] = dit_xmalloc(n + 1);
+        DIT_CHECK(n < sizeof imagenet_names[i]);
         memcpy(imagenet_names[i], line, n);
         imagenet_names[i][n] = '\0';
     }
@@ -152,7 +154,8 @@ dit_status dit_model_find_class(const dit_model *m, const char *text, int *label
     for (int c = 0; c < K && shown < 8; c++)
         if (visit_names(m, c, contains, want)) append_class(list, sizeof list, m, c, shown++ == 0);
     if (!shown) {
-        int *dist = dit_xmalloc(sizeof(int) * (size_t)K), best = 99;
+        int *dist = dit_malloc(sizeof(int) * (size_t)K), best = 99;
+        if (!dist) return DIT_ERR;
         for (int c = 0; c < K; c++) {
             nearest_ctx ctx = {want, 99};
             visit_names(m, c, nearest, &ctx);

@@ -13,6 +13,9 @@
 dit_status dit_set_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 // dit_prefix_error: prepend "prefix: " to the current message (e.g. a file name added by an outer layer).
 void dit_prefix_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+// dit_error_is_out_of_memory: whether the current message says "out of memory" (as every allocation failure's
+// does), for code that treats a bad file as "try the next one" and must not take out of memory for a bad file.
+int dit_error_is_out_of_memory(void);
 
 // DIT_CHECK: an internal invariant; failing it is a bug, never a user error.
 #define DIT_CHECK(cond)                                                               \
@@ -45,27 +48,6 @@ void *dit_malloc_at(size_t n, const char *file, int line);
 void *dit_calloc_at(size_t n, size_t s, const char *file, int line);
 void *dit_realloc_at(void *p, size_t n, const char *file, int line);
 char *dit_strdup_at(const char *s, const char *file, int line);
-
-// Not yet converted (issue 13): code that still ends the process with file:line on out of memory, as every
-// allocation did before: evaluation (metrics, Inception), the classifier, the training data readers and
-// checkpoints, npy/npz, image decoding, the MPI layer, and the CLI (src/cli/, which may exit). New code uses
-// the allocators above; `grep dit_x` lists what is left.
-#define dit_xmalloc(n) dit_xmalloc_at((n), __FILE__, __LINE__)
-#define dit_xcalloc(n, s) dit_xcalloc_at((n), (s), __FILE__, __LINE__)
-#define dit_xrealloc(p, n) dit_xrealloc_at((p), (n), __FILE__, __LINE__)
-#define dit_xstrdup(s) dit_xstrdup_at((s), __FILE__, __LINE__)
-void *dit_xmalloc_at(size_t n, const char *file, int line);
-void *dit_xcalloc_at(size_t n, size_t s, const char *file, int line);
-void *dit_xrealloc_at(void *p, size_t n, const char *file, int line);
-char *dit_xstrdup_at(const char *s, const char *file, int line);
-// The same for a call whose DIT_ERR such code cannot pass on yet (an out-of-memory of a kernel's scratch).
-#define DIT_OR_EXIT(call)                                         \
-    do {                                                          \
-        if ((call) != DIT_OK) {                                   \
-            fprintf(stderr, "dit: %s\n", dit_last_error());       \
-            exit(2);                                              \
-        }                                                         \
-    } while (0)
 
 // For tests (tests/test_oom.c): after `allowed` more allocations through the functions above, every one
 // fails as if memory had run out, until dit_alloc_fail_after(-1). dit_alloc_count: allocations so far.

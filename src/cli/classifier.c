@@ -88,7 +88,11 @@ int cmd_train_classifier(int argc, char **argv) {
         rc = cli_fail();
         goto done;
     }
-    const double accuracy = classifier_accuracy(c, &test, 0);
+    double accuracy;
+    if (classifier_accuracy(c, &test, 0, &accuracy) != DIT_OK) {
+        rc = cli_fail();
+        goto done;
+    }
     char train_json[512];
     snprintf(train_json, sizeof train_json,
              "{\"data\": \"%s\", \"epochs\": %d, \"batch\": %d, \"lr\": %g, \"weight_decay\": %g, \"hflip\": %d, "
@@ -104,12 +108,13 @@ int cmd_train_classifier(int argc, char **argv) {
     }
     // the stored weights (float16 rounding included) are what `dit eval --fmnist` will use
     classifier *saved = classifier_load(output);
-    if (!saved) {
+    double stored_accuracy;
+    if (!saved || classifier_accuracy(saved, &test, 0, &stored_accuracy) != DIT_OK) {
+        classifier_free(saved);
         rc = cli_fail();
         goto done;
     }
-    printf("wrote %s (%s, test accuracy %.4f as stored)\n", output, f32 ? "F32" : "F16",
-           classifier_accuracy(saved, &test, 0));
+    printf("wrote %s (%s, test accuracy %.4f as stored)\n", output, f32 ? "F32" : "F16", stored_accuracy);
     classifier_free(saved);
 done:
     classifier_free(c);

@@ -21,6 +21,18 @@ int cmd_serve(int argc, char **argv);
 
 // Print "dit: <message>" for the last library error (or the given text) and return 1.
 int cli_fail(void);
+// The command (never the library) may end on out of memory: cli_or_exit(p) is p, or when p is NULL prints the
+// last error as cli_fail does and exits with status 2. dit_xmalloc and friends are the library's allocators
+// (base/error.h) through it, DIT_OR_EXIT(call) the same for a call returning DIT_ERR.
+void *cli_or_exit(void *p);
+#define dit_xmalloc(n) cli_or_exit(dit_malloc(n))
+#define dit_xcalloc(n, s) cli_or_exit(dit_calloc((n), (s)))
+#define dit_xrealloc(p, n) cli_or_exit(dit_realloc((p), (n)))
+#define dit_xstrdup(s) ((char *)cli_or_exit(dit_strdup(s)))
+#define DIT_OR_EXIT(call)                          \
+    do {                                           \
+        if ((call) != DIT_OK) cli_or_exit(NULL);   \
+    } while (0)
 // Run a subcommand as this process's rank (src/cli/dist_cli.c): dist_init, run, and when the command fails on
 // some ranks only, end the whole job (MPI_Abort) so no rank waits for it. Under N > 1 ranks, cli_fail prefixes
 // "rank R: " and cli_usage_error prints on rank 0 only (every rank parses the same flags).

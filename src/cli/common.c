@@ -18,6 +18,14 @@ int cli_fail(void) {
     return 1;
 }
 
+void *cli_or_exit(void *p) {
+    if (!p) {
+        cli_fail();
+        exit(2);
+    }
+    return p;
+}
+
 int cli_usage_error(const char *fmt, ...) {
     if (!dist_is_root(dist_world())) return 2;   // every rank parses the same flags: rank 0 says it
     va_list ap;

@@ -63,7 +63,7 @@ static void consume(dit_moments *mp, dit_moments *ms, dit_inception_score *is, s
         dit_moments_add(mp, pool, n);
         dit_moments_add(ms, spatial, n);
     }
-    if (is) dit_inception_score_add(is, logits, n);
+    if (is) DIT_OR_EXIT(dit_inception_score_add(is, logits, n));
     if (keep_features) {
         memcpy(out->features + (size_t)out->count * DIT_INCEPTION_POOL_DIM, pool,
                (size_t)n * DIT_INCEPTION_POOL_DIM * sizeof *pool);
@@ -118,8 +118,8 @@ static dit_status run_images(dit_inception *net, image_source *src, const char *
     float *pool = dit_xmalloc((size_t)batch * DIT_INCEPTION_POOL_DIM * sizeof *pool);
     float *spatial = dit_xmalloc((size_t)batch * DIT_INCEPTION_SPATIAL_DIM * sizeof *spatial);
     float *logits = is ? dit_xmalloc((size_t)batch * DIT_INCEPTION_CLASSES * sizeof *logits) : NULL;
-    dit_moments *mp = want_stats ? dit_moments_create(DIT_INCEPTION_POOL_DIM) : NULL;
-    dit_moments *ms = want_stats ? dit_moments_create(DIT_INCEPTION_SPATIAL_DIM) : NULL;
+    dit_moments *mp = want_stats ? cli_or_exit(dit_moments_create(DIT_INCEPTION_POOL_DIM)) : NULL;
+    dit_moments *ms = want_stats ? cli_or_exit(dit_moments_create(DIT_INCEPTION_SPATIAL_DIM)) : NULL;
     if (keep_features) {
         out->features = dit_xmalloc((size_t)(total > 0 ? total : 1) * DIT_INCEPTION_POOL_DIM * sizeof(float));
         out->count = 0;
@@ -334,7 +334,7 @@ int cmd_eval(int argc, char **argv) {
 
     int rc = 0;
     summary ref = {0}, samples = {0};
-    dit_inception_score *is = dit_inception_score_create(DIT_INCEPTION_CLASSES, ADM_IS_SPLIT_SIZE);
+    dit_inception_score *is = cli_or_exit(dit_inception_score_create(DIT_INCEPTION_CLASSES, ADM_IS_SPLIT_SIZE));
     image_source *src = NULL;
     if (ref_path && load_ref(ref_path, net, batch, 1, &ref) != DIT_OK) {
         rc = cli_fail();

@@ -173,6 +173,7 @@ int cmd_eval_fmnist(int argc, char **argv) {
         goto fail;
     }
     canvases = classifier_dataset_canvases(&test, NULL, n_test, S);
+    if (!canvases) goto fail;
     if (!(test_features = features_of(c, canvases, n_test, NULL))) goto fail;
     mu_test = dit_xmalloc((size_t)F * sizeof(double)), sigma_test = dit_xmalloc((size_t)F * F * sizeof(double));
     mu = dit_xmalloc((size_t)F * sizeof(double)), sigma = dit_xmalloc((size_t)F * F * sizeof(double));
@@ -193,6 +194,7 @@ int cmd_eval_fmnist(int argc, char **argv) {
         train_data_permutation(train.count, (uint64_t)seed, 0, perm);
         free(canvases);
         canvases = classifier_dataset_canvases(&train, perm, n_ref, S);
+        if (!canvases) goto fail;
         if (!(train_features = features_of(c, canvases, n_ref, NULL))) goto fail;
         if (moments_of(train_features, n_ref, F, mu, sigma) != DIT_OK ||
             dit_frechet_distance(mu, sigma, mu_test, sigma_test, F, &fd) != DIT_OK)

@@ -99,8 +99,8 @@ dit_status dist_allreduce(dist_comm *c, void *buf, size_t count, dist_dtype type
 }
 
 static size_t *equal_sizes(const dist_comm *c, size_t bytes) {
-    size_t *sizes = dit_xmalloc((size_t)c->size * sizeof *sizes);
-    for (int r = 0; r < c->size; r++) sizes[r] = bytes;
+    size_t *sizes = dit_malloc((size_t)c->size * sizeof *sizes);
+    for (int r = 0; sizes && r < c->size; r++) sizes[r] = bytes;
     return sizes;
 }
 
@@ -110,6 +110,7 @@ dit_status dist_gather(dist_comm *c, const void *send, size_t bytes, void *recv,
         return DIT_OK;
     }
     size_t *sizes = equal_sizes(c, bytes);
+    if (!sizes) return DIT_ERR;
     const double t0 = now_seconds();
     dit_status st = c->ops->gatherv(c, send, recv, sizes, root);
     c->comm_seconds += now_seconds() - t0;
@@ -123,6 +124,7 @@ dit_status dist_allgather(dist_comm *c, const void *send, size_t bytes, void *re
         return DIT_OK;
     }
     size_t *sizes = equal_sizes(c, bytes);
+    if (!sizes) return DIT_ERR;
     const double t0 = now_seconds();
     dit_status st = c->ops->allgatherv(c, send, recv, sizes);
     c->comm_seconds += now_seconds() - t0;
@@ -158,7 +160,8 @@ dit_status dist_gather_rows_to(dist_comm *c, const void *mine, void *all, size_t
             memmove((char *)all + (size_t)lo * row_bytes, mine, (size_t)(hi - lo) * row_bytes);
         return DIT_OK;
     }
-    size_t *sizes = dit_xmalloc((size_t)c->size * sizeof *sizes);
+    size_t *sizes = dit_malloc((size_t)c->size * sizeof *sizes);
+    if (!sizes) return DIT_ERR;
     for (int r = 0; r < c->size; r++) {
         int64_t rlo, rhi;
         dist_share(total, r, c->size, &rlo, &rhi);

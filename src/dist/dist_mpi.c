@@ -39,13 +39,23 @@ static dit_status mpi_error(int code, const char *what) {
     return dit_set_error("%s: MPI error: %.*s", what, len, text);
 }
 
+// Room for one more request, made before the request is posted (a posted request must never be lost).
+static dit_status list_reserve(request_list *l) {
+    if (l->n < l->cap) return DIT_OK;
+    const int cap = l->cap ? 2 * l->cap : 16;
+    MPI_Request *req = dit_realloc(l->req, cap * sizeof *l->req);
+    if (req) l->req = req;
+    int *peer = req ? dit_realloc(l->peer, cap * sizeof *l->peer) : NULL;
+    if (peer) l->peer = peer;
+    int *index = peer ? dit_realloc(l->index, cap * sizeof *l->index) : NULL;
+    if (!index) return DIT_ERR;
+    l->index = index;
+    l->cap = cap;
+    return DIT_OK;
+}
+
 static void list_push(request_list *l, MPI_Request r, int peer) {
-    if (l->n == l->cap) {
-        l->cap = l->cap ? 2 * l->cap : 16;
-        l->req = dit_xrealloc(l->req, l->cap * sizeof *l->req);
-        l->peer = dit_xrealloc(l->peer, l->cap * sizeof *l->peer);
-        l->index = dit_xrealloc(l->index, l->cap * sizeof *l->index);
-    }
+    DIT_CHECK(l->n < l->cap);
     l->req[l->n] = r, l->peer[l->n] = peer, l->n++;
 }
 
@@ -60,6 +70,7 @@ static dit_status post(dist_comm *c, request_list *l, int is_send, void *buf, si
     do {
         const size_t n = bytes - off < PIECE_BYTES ? bytes - off : PIECE_BYTES;
         MPI_Request r;
+        DIT_TRY(list_reserve(l));
         int rc = is_send ? MPI_Isend((char *)buf + off, (int)n, MPI_BYTE, peer, tag, comm_of(c), &r)
                          : MPI_Irecv((char *)buf + off, (int)n, MPI_BYTE, peer, tag, comm_of(c), &r);
         if (rc != MPI_SUCCESS) return mpi_error(rc, is_send ? "send" : "receive");
@@ -131,10 +142,10 @@ static dit_status mpi_broadcast(dist_comm *c, void *buf, size_t bytes, int root)
 static dit_status mpi_allreduce(dist_comm *c, void *buf, size_t count, dist_dtype type, dist_op op) {
     const size_t esize = type == DIST_BF16 ? 2 : 4, bucket = BUCKET_BYTES / esize, N = (size_t)c->size;
     const size_t first = count < bucket ? count : bucket, chunk_max = (first + N - 1) / N;
-    char *parts_buf = dit_xmalloc(N * chunk_max * esize), *sum = dit_xmalloc(chunk_max * esize);
-    const void **parts = dit_xmalloc(N * sizeof *parts);
+    char *parts_buf = dit_malloc(N * chunk_max * esize), *sum = dit_malloc(chunk_max * esize);
+    const void **parts = dit_malloc(N * sizeof *parts);
     request_list l = {0};
-    dit_status st = DIT_OK;
+    dit_status st = parts_buf && sum && parts ? DIT_OK : DIT_ERR;
     for (size_t off = 0; off < count && !st; off += bucket) {
         const size_t n = count - off < bucket ? count - off : bucket;
         char *base = (char *)buf + off * esize;
@@ -253,10 +264,15 @@ dist_comm *dist_mpi_create(int *argc, char ***argv) {
         mpi_error(rc, "MPI_Init_thread");
         return NULL;
     }
-    mpi_impl *m = dit_xcalloc(1, sizeof *m);
+    mpi_impl *m = dit_calloc(1, sizeof *m);
+    dist_comm *c = m ? dit_calloc(1, sizeof *c) : NULL;
+    if (!c) {
+        free(m);
+        MPI_Finalize();
+        return NULL;
+    }
     MPI_Comm_dup(MPI_COMM_WORLD, &m->comm);
     MPI_Comm_set_errhandler(m->comm, MPI_ERRORS_RETURN);
-    dist_comm *c = dit_xcalloc(1, sizeof *c);
     c->ops = &dist_mpi_backend;
     c->impl = m;
     MPI_Comm_rank(m->comm, &c->rank);

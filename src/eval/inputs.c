@@ -84,7 +84,8 @@ static dit_status parse_images_header(const uint8_t *bytes, size_t size, const c
     if (prefix == 12) header_len |= (size_t)bytes[10] << 16 | (size_t)bytes[11] << 24;
     if (header_len > size - prefix || header_len > 65536)
         return dit_set_error("%s: .npy header length %zu runs past the end", what, header_len);
-    char *copy = dit_xmalloc(prefix + header_len + 1);
+    char *copy = dit_malloc(prefix + header_len + 1);
+    if (!copy) return DIT_ERR;
     memcpy(copy, bytes, prefix + header_len);
     copy[prefix + header_len] = '\0';
     char *text = copy + prefix;
@@ -134,7 +135,11 @@ static image_source *open_npz(const char *path, int required, int *has_images) {
     }
     char what[1100];
     snprintf(what, sizeof what, "%s:arr_0.npy", path);
-    image_source *s = dit_xcalloc(1, sizeof *s);
+    image_source *s = dit_calloc(1, sizeof *s);
+    if (!s) {
+        npz_close(&a);
+        return NULL;
+    }
     s->path = path;
     const uint8_t *bytes;
     uint8_t *inflated = NULL;
@@ -203,19 +208,36 @@ static image_source *open_folder(const char *path) {
         dit_set_error("%s: cannot open the image folder", path);
         return NULL;
     }
-    image_source *s = dit_xcalloc(1, sizeof *s);
+    image_source *s = dit_calloc(1, sizeof *s);
+    if (!s) {
+        closedir(dir);
+        return NULL;
+    }
     s->path = path;
     size_t cap = 0;
+    int out_of_memory = 0;
     struct dirent *ent;
-    while ((ent = readdir(dir))) {
+    while (!out_of_memory && (ent = readdir(dir))) {
         if (ent->d_name[0] == '.' || !is_image_name(ent->d_name)) continue;
         if ((size_t)s->count == cap) {
-            cap = cap ? 2 * cap : 256;
-            s->files = dit_xrealloc(s->files, cap * sizeof *s->files);
+            const size_t grown_cap = cap ? 2 * cap : 256;
+            char **grown = dit_realloc(s->files, grown_cap * sizeof *s->files);
+            if (!grown) {
+                out_of_memory = 1;
+                break;
+            }
+            s->files = grown;
+            cap = grown_cap;
         }
-        s->files[s->count++] = dit_xstrdup(ent->d_name);
+        s->files[s->count] = dit_strdup(ent->d_name);
+        if (s->files[s->count]) s->count++;
+        else out_of_memory = 1;
     }
     closedir(dir);
+    if (out_of_memory) {
+        image_source_close(s);
+        return NULL;
+    }
     if (s->count == 0) {
         dit_set_error("%s: no .png/.jpg/.jpeg images in the folder", path);
         image_source_close(s);
@@ -262,7 +284,8 @@ int image_source_next(image_source *s, int max, const uint8_t **pixels, int *hei
     // Folders: decode until max images or until an image of another size (which starts the next batch).
     int n = 0, h = 0, w = 0;
     while (n < max && s->next < end) {
-        char *full = dit_xmalloc(strlen(s->path) + strlen(s->files[s->next]) + 2);
+        char *full = dit_malloc(strlen(s->path) + strlen(s->files[s->next]) + 2);
+        if (!full) return -1;
         sprintf(full, "%s/%s", s->path, s->files[s->next]);
         image_u8 im;
         dit_status status = image_read_rgb(full, &im);
@@ -275,8 +298,14 @@ int image_source_next(image_source *s, int max, const uint8_t **pixels, int *hei
         h = im.height, w = im.width;
         const size_t bytes = (size_t)h * w * 3;
         if ((size_t)(n + 1) * bytes > s->batch_capacity) {
-            s->batch_capacity = (size_t)(n + 1) * bytes * 2;
-            s->batch = dit_xrealloc(s->batch, s->batch_capacity);
+            const size_t capacity = (size_t)(n + 1) * bytes * 2;
+            uint8_t *grown = dit_realloc(s->batch, capacity);
+            if (!grown) {
+                image_free(&im);
+                return -1;
+            }
+            s->batch = grown;
+            s->batch_capacity = capacity;
         }
         memcpy(s->batch + (size_t)n * bytes, im.pixels, bytes);
         image_free(&im);

@@ -34,12 +34,17 @@ struct dit_moments {
 
 dit_moments *dit_moments_create(int dim) {
     DIT_CHECK(dim > 0);
-    dit_moments *a = dit_xcalloc(1, sizeof *a);
+    dit_moments *a = dit_calloc(1, sizeof *a);
+    if (!a) return NULL;
     a->dim = dim;
-    a->shift = dit_xcalloc((size_t)dim, sizeof *a->shift);
-    a->sum = dit_xcalloc((size_t)dim, sizeof *a->sum);
-    a->outer = dit_xcalloc((size_t)dim * dim, sizeof *a->outer);
-    a->chunk = dit_xmalloc((size_t)MOMENTS_CHUNK * dim * sizeof *a->chunk);
+    a->shift = dit_calloc((size_t)dim, sizeof *a->shift);
+    a->sum = dit_calloc((size_t)dim, sizeof *a->sum);
+    a->outer = dit_calloc((size_t)dim * dim, sizeof *a->outer);
+    a->chunk = dit_malloc((size_t)MOMENTS_CHUNK * dim * sizeof *a->chunk);
+    if (!a->shift || !a->sum || !a->outer || !a->chunk) {
+        dit_moments_free(a);
+        return NULL;
+    }
     return a;
 }
 
@@ -105,8 +110,12 @@ static dit_status symmetric_eigen(double *a, double *w, int n, int vectors) {
     if (info != 0) return dit_set_error("LAPACK dsyevd workspace query failed (info %d)", info);
     lwork = (int)work_query;
     liwork = iwork_query;
-    double *work = dit_xmalloc((size_t)(lwork > 1 ? lwork : 1) * sizeof *work);
-    int *iwork = dit_xmalloc((size_t)(liwork > 1 ? liwork : 1) * sizeof *iwork);
+    double *work = dit_malloc((size_t)(lwork > 1 ? lwork : 1) * sizeof *work);
+    int *iwork = work ? dit_malloc((size_t)(liwork > 1 ? liwork : 1) * sizeof *iwork) : NULL;
+    if (!iwork) {
+        free(work);
+        return DIT_ERR;
+    }
     dsyevd_(&jobz, &uplo, &n, a, &n, w, work, &lwork, iwork, &liwork, &info, 1, 1);
     free(work);
     free(iwork);
@@ -118,10 +127,15 @@ void dpotrf_(const char *uplo, const int *n, double *a, const int *lda, int *inf
 
 // Cholesky s1 = L L^T (positive definite s1, the usual case): s1 s2 = L (L^T s2 L) L^-1 is similar to the
 // symmetric positive semi-definite L^T s2 L, so one eigenvalue-only decomposition gives the trace.
-// Returns 0 (nothing computed) when s1 is not numerically positive definite.
+// Returns 0 (nothing computed) when s1 is not numerically positive definite; 1 with *status set otherwise
+// (DIT_ERR when out of memory).
 static int trace_sqrt_cholesky(const double *sigma1, const double *sigma2, int n, double *trace, dit_status *status) {
     const size_t nn = (size_t)n * n;
-    double *l = dit_xmalloc(nn * sizeof *l);
+    double *l = dit_malloc(nn * sizeof *l);
+    if (!l) {
+        *status = DIT_ERR;
+        return 1;
+    }
     memcpy(l, sigma1, nn * sizeof *l);
     const char uplo = 'L';
     int info = 0;
@@ -130,7 +144,13 @@ static int trace_sqrt_cholesky(const double *sigma1, const double *sigma2, int n
         free(l);
         return 0;
     }
-    double *m = dit_xmalloc(nn * sizeof *m), *w = dit_xmalloc((size_t)n * sizeof *w);
+    double *m = dit_malloc(nn * sizeof *m), *w = m ? dit_malloc((size_t)n * sizeof *w) : NULL;
+    if (!w) {
+        free(l);
+        free(m);
+        *status = DIT_ERR;
+        return 1;
+    }
     memcpy(m, sigma2, nn * sizeof *m);
     // column-major: m = s2 L, then m = L^T m (dtrmm reads only L's lower triangle)
     cblas_dtrmm(CblasColMajor, CblasRight, CblasLower, CblasNoTrans, CblasNonUnit, n, n, 1.0, l, n, m, n);
@@ -159,10 +179,13 @@ static dit_status trace_sqrt_product(const double *sigma1, const double *sigma2,
     dit_status cholesky_status;
     if (trace_sqrt_cholesky(sigma1, sigma2, n, trace, &cholesky_status)) return cholesky_status;
     const size_t nn = (size_t)n * n;
-    double *v = dit_xmalloc(nn * sizeof *v), *w = dit_xmalloc((size_t)n * sizeof *w);
-    double *r = dit_xmalloc(nn * sizeof *r), *t = dit_xmalloc(nn * sizeof *t);
-    memcpy(v, sigma1, nn * sizeof *v);
-    dit_status status = symmetric_eigen(v, w, n, 1);
+    double *v = dit_malloc(nn * sizeof *v), *w = v ? dit_malloc((size_t)n * sizeof *w) : NULL;
+    double *r = w ? dit_malloc(nn * sizeof *r) : NULL, *t = r ? dit_malloc(nn * sizeof *t) : NULL;
+    dit_status status = t ? DIT_OK : DIT_ERR;
+    if (status == DIT_OK) {
+        memcpy(v, sigma1, nn * sizeof *v);
+        status = symmetric_eigen(v, w, n, 1);
+    }
     if (status == DIT_OK) {
         // Column-major eigenvectors: column j of v is eigenvector j. B = V diag(max(w, 0)^1/4), R = B B^T.
         for (int j = 0; j < n; j++) {
@@ -225,11 +248,16 @@ struct dit_inception_score {
 
 dit_inception_score *dit_inception_score_create(int classes, int split_size) {
     DIT_CHECK(classes > 0 && split_size > 0);
-    dit_inception_score *s = dit_xcalloc(1, sizeof *s);
+    dit_inception_score *s = dit_calloc(1, sizeof *s);
+    if (!s) return NULL;
     s->classes = classes;
     s->split_size = split_size;
-    s->sum_p = dit_xcalloc((size_t)classes, sizeof *s->sum_p);
-    s->prob = dit_xmalloc((size_t)classes * sizeof *s->prob);
+    s->sum_p = dit_calloc((size_t)classes, sizeof *s->sum_p);
+    s->prob = dit_malloc((size_t)classes * sizeof *s->prob);
+    if (!s->sum_p || !s->prob) {
+        dit_inception_score_free(s);
+        return NULL;
+    }
     return s;
 }
 
@@ -242,24 +270,28 @@ void dit_inception_score_free(dit_inception_score *s) {
 }
 
 // mean_x KL(p(y|x) || p(y)) = mean_x sum_y p log p - sum_y pbar log pbar, pbar = the split's mean p(y|x).
-static void close_split(dit_inception_score *s) {
+static dit_status close_split(dit_inception_score *s) {
     const double n = (double)s->in_split;
     double cross = 0.0;
     for (int c = 0; c < s->classes; c++) {
         const double pbar = s->sum_p[c] / n;
         if (pbar > 0.0) cross += pbar * log(pbar);
     }
-    if (s->num_scores == s->cap_scores) {
-        s->cap_scores = s->cap_scores ? 2 * s->cap_scores : 16;
-        s->scores = dit_xrealloc(s->scores, (size_t)s->cap_scores * sizeof *s->scores);
+    if (s->num_scores == s->cap_scores) {   // the split stays open (and can close again) when this fails
+        const int cap = s->cap_scores ? 2 * s->cap_scores : 16;
+        double *grown = dit_realloc(s->scores, (size_t)cap * sizeof *s->scores);
+        if (!grown) return DIT_ERR;
+        s->scores = grown;
+        s->cap_scores = cap;
     }
     s->scores[s->num_scores++] = exp(s->sum_p_log_p / n - cross);
     memset(s->sum_p, 0, (size_t)s->classes * sizeof *s->sum_p);
     s->sum_p_log_p = 0.0;
     s->in_split = 0;
+    return DIT_OK;
 }
 
-void dit_inception_score_add(dit_inception_score *s, const float *logits, int count) {
+dit_status dit_inception_score_add(dit_inception_score *s, const float *logits, int count) {
     const int K = s->classes;
     for (int r = 0; r < count; r++) {
         const float *l = logits + (size_t)r * K;
@@ -273,12 +305,13 @@ void dit_inception_score_add(dit_inception_score *s, const float *logits, int co
             if (p > 0.0) plogp += p * log(p);
         }
         s->sum_p_log_p += plogp;
-        if (++s->in_split == s->split_size) close_split(s);
+        if (++s->in_split == s->split_size) DIT_TRY(close_split(s));
     }
+    return DIT_OK;
 }
 
 dit_status dit_inception_score_finish(dit_inception_score *s, double *mean, double *std, int *splits) {
-    if (s->in_split > 0) close_split(s);
+    if (s->in_split > 0) DIT_TRY(close_split(s));
     if (s->num_scores == 0) return dit_set_error("Inception Score: no samples");
     double m = 0.0, v = 0.0;
     for (int i = 0; i < s->num_scores; i++) m += s->scores[i];
@@ -344,15 +377,23 @@ typedef struct {
     int dim;
 } feature_set;
 
-static void feature_set_init(feature_set *f, const float *x, int64_t count, int dim, int fp16) {
+static void feature_set_free(feature_set *f);
+
+// On failure (out of memory) f holds nothing.
+static dit_status feature_set_init(feature_set *f, const float *x, int64_t count, int dim, int fp16) {
     memset(f, 0, sizeof *f);
     f->x = x, f->count = count, f->dim = dim;
-    f->norm32 = dit_xmalloc((size_t)count * sizeof *f->norm32);
+    f->norm32 = dit_malloc((size_t)count * sizeof *f->norm32);
+    if (!f->norm32) return DIT_ERR;
     if (fp16) {
-        f->x16 = dit_xmalloc((size_t)count * dim * sizeof *f->x16);
-        f->norm16 = dit_xmalloc((size_t)count * sizeof *f->norm16);
+        f->x16 = dit_malloc((size_t)count * dim * sizeof *f->x16);
+        f->norm16 = dit_malloc((size_t)count * sizeof *f->norm16);
         const int64_t blocks = (count + ADM_DISTANCE_BLOCK - 1) / ADM_DISTANCE_BLOCK;
-        f->block_max16 = dit_xcalloc((size_t)(blocks ? blocks : 1), sizeof *f->block_max16);
+        f->block_max16 = dit_calloc((size_t)(blocks ? blocks : 1), sizeof *f->block_max16);
+        if (!f->x16 || !f->norm16 || !f->block_max16) {
+            feature_set_free(f);
+            return DIT_ERR;
+        }
     }
     #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < count; i++) {
@@ -374,6 +415,7 @@ static void feature_set_init(feature_set *f, const float *x, int64_t count, int 
             float *m = &f->block_max16[i / ADM_DISTANCE_BLOCK];
             if (!(f->norm16[i] <= *m)) *m = f->norm16[i];   // also takes inf/nan
         }
+    return DIT_OK;
 }
 
 static void feature_set_free(feature_set *f) {
@@ -381,6 +423,7 @@ static void feature_set_free(feature_set *f) {
     free(f->norm32);
     free(f->norm16);
     free(f->block_max16);
+    memset(f, 0, sizeof *f);
 }
 
 // ADM keeps a float16 block when every distance in it is finite. |u.v| <= |u||v|, so the block is surely finite
@@ -415,11 +458,15 @@ static int thread_index(void) {
 
 // radius[i] = the (k+1)-th smallest distance from i over the set, i itself included (ADM: np.partition, then
 // column k of the partitioned row).
-static void radii_of(float *radii, const feature_set *f, int k) {
+static dit_status radii_of(float *radii, const feature_set *f, int k) {
     const int64_t tiles = (f->count + ROW_TILE - 1) / ROW_TILE;
     const int keep = k + 1;
-    float *dist = dit_xmalloc((size_t)dit_max_threads() * ROW_TILE * COL_TILE * sizeof *dist);
-    float *best = dit_xmalloc((size_t)dit_max_threads() * ROW_TILE * keep * sizeof *best);
+    float *dist = dit_malloc((size_t)dit_max_threads() * ROW_TILE * COL_TILE * sizeof *dist);
+    float *best = dist ? dit_malloc((size_t)dit_max_threads() * ROW_TILE * keep * sizeof *best) : NULL;
+    if (!best) {
+        free(dist);
+        return DIT_ERR;
+    }
     #pragma omp parallel for schedule(dynamic, 1)
     for (int64_t t = 0; t < tiles; t++) {
         float *d = dist + (size_t)thread_index() * ROW_TILE * COL_TILE;
@@ -446,6 +493,7 @@ static void radii_of(float *radii, const feature_set *f, int k) {
     }
     free(dist);
     free(best);
+    return DIT_OK;
 }
 
 static dit_status check_features(const char *what, const float *x, int64_t count, int dim, int k) {
@@ -462,10 +510,10 @@ dit_status dit_manifold_radii(float *radii, const float *features, int64_t count
     if (k < 1) return dit_set_error("manifold radii: k = %d, expected at least 1", k);
     if (check_features("manifold radii", features, count, dim, k) != DIT_OK) return DIT_ERR;
     feature_set f;
-    feature_set_init(&f, features, count, dim, fp16);
-    radii_of(radii, &f, k);
+    DIT_TRY(feature_set_init(&f, features, count, dim, fp16));
+    const dit_status status = radii_of(radii, &f, k);
     feature_set_free(&f);
-    return DIT_OK;
+    return status;
 }
 
 dit_status dit_precision_recall(const float *ref, int64_t n_ref, const float *samples, int64_t n_samples, int dim,
@@ -475,17 +523,25 @@ dit_status dit_precision_recall(const float *ref, int64_t n_ref, const float *sa
         check_features("precision/recall (samples)", samples, n_samples, dim, k) != DIT_OK)
         return DIT_ERR;
     feature_set a, b;
-    feature_set_init(&a, ref, n_ref, dim, fp16);
-    feature_set_init(&b, samples, n_samples, dim, fp16);
-    float *radii_a = dit_xmalloc((size_t)n_ref * sizeof *radii_a), *radii_b = dit_xmalloc((size_t)n_samples * sizeof *radii_b);
-    radii_of(radii_a, &a, k);
-    radii_of(radii_b, &b, k);
+    memset(&b, 0, sizeof b);
+    const int threads = dit_max_threads();
+    float *radii_a = NULL, *radii_b = NULL, *dist = NULL;
+    unsigned char *ref_in = NULL, *sample_in = NULL;
+    dit_status status = feature_set_init(&a, ref, n_ref, dim, fp16);
+    if (status == DIT_OK) status = feature_set_init(&b, samples, n_samples, dim, fp16);
+    if (status == DIT_OK) {
+        radii_a = dit_malloc((size_t)n_ref * sizeof *radii_a);
+        radii_b = dit_malloc((size_t)n_samples * sizeof *radii_b);
+        ref_in = dit_calloc((size_t)n_ref, 1);
+        sample_in = dit_calloc((size_t)threads * n_samples, 1);   // one row of flags per thread
+        dist = dit_malloc((size_t)threads * ROW_TILE * COL_TILE * sizeof *dist);
+        if (!radii_a || !radii_b || !ref_in || !sample_in || !dist) status = DIT_ERR;
+    }
+    if (status == DIT_OK) status = radii_of(radii_a, &a, k);
+    if (status == DIT_OK) status = radii_of(radii_b, &b, k);
+    if (status != DIT_OK) goto done;
 
     // Rows are the reference (ADM's features_1), columns the samples, as evaluate_pr lays out its blocks.
-    const int threads = dit_max_threads();
-    unsigned char *ref_in = dit_xcalloc((size_t)n_ref, 1);
-    unsigned char *sample_in = dit_xcalloc((size_t)threads * n_samples, 1);   // one row of flags per thread
-    float *dist = dit_xmalloc((size_t)threads * ROW_TILE * COL_TILE * sizeof *dist);
     const int64_t tiles = (n_ref + ROW_TILE - 1) / ROW_TILE;
     #pragma omp parallel for schedule(dynamic, 1)
     for (int64_t t = 0; t < tiles; t++) {
@@ -515,6 +571,7 @@ dit_status dit_precision_recall(const float *ref, int64_t n_ref, const float *sa
     }
     *precision = (double)inside_samples / (double)n_samples;
     *recall = (double)inside_ref / (double)n_ref;
+done:
     free(ref_in);
     free(sample_in);
     free(dist);
@@ -522,5 +579,5 @@ dit_status dit_precision_recall(const float *ref, int64_t n_ref, const float *sa
     free(radii_b);
     feature_set_free(&a);
     feature_set_free(&b);
-    return DIT_OK;
+    return status;
 }

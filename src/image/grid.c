@@ -53,7 +53,8 @@ dit_status grid_compose(rgb_image *out, const uint8_t *images, int n, int H, int
     out->height = rows * H + (rows + 1) * padding;
     if ((int64_t)out->width * out->height > ((int64_t)1 << 31))
         return dit_set_error("grid: %d x %d pixels is too large", out->width, out->height);
-    out->pixels = dit_xmalloc((size_t)out->width * out->height * 3);
+    out->pixels = dit_try_malloc((size_t)out->width * out->height * 3, "the grid");
+    if (!out->pixels) return DIT_ERR;
     memset(out->pixels, 255, (size_t)out->width * out->height * 3);   // white background
     for (int i = 0; i < n; i++) {
         int r = i / cols, c = i % cols;

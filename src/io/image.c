@@ -91,7 +91,13 @@ static dit_status read_png(const char *path, FILE *f, image_u8 *out) {
         dit_prefix_error("%s", path);
         return DIT_ERR;
     }
-    rows = dit_xmalloc(sizeof(png_bytep) * h);
+    rows = dit_malloc(sizeof(png_bytep) * h);
+    if (!rows) {
+        free(pixels);
+        png_destroy_read_struct(&png, &info, NULL);
+        dit_prefix_error("%s", path);
+        return DIT_ERR;
+    }
     for (png_uint_32 y = 0; y < h; y++) rows[y] = pixels + (size_t)y * w * 3;
     png_read_image(png, rows);
     png_read_end(png, NULL);
@@ -205,7 +211,7 @@ static double bicubic_filter(double x) {   // Keys cubic, a = -0.5
 }
 
 // Pillow's precompute_coeffs + normalize_coeffs_8bpc: per output index, the first input index, the count,
-// and ksize fixed-point weights.
+// and ksize fixed-point weights. Returns ksize, or 0 when out of memory (nothing allocated then).
 static int precompute_coeffs(int in_size, int out_size, resample_filter filter, int **bounds_out, int32_t **kk_out) {
     double (*fn)(double) = filter == RESAMPLE_BOX ? box_filter : bicubic_filter;
     const double filter_support = filter == RESAMPLE_BOX ? 0.5 : 2.0;
@@ -213,9 +219,15 @@ static int precompute_coeffs(int in_size, int out_size, resample_filter filter, 
     const double filterscale = scale < 1.0 ? 1.0 : scale;
     const double support = filter_support * filterscale;
     const int ksize = (int)ceil(support) * 2 + 1;
-    int *bounds = dit_xmalloc(sizeof(int) * 2 * (size_t)out_size);
-    int32_t *kk = dit_xmalloc(sizeof(int32_t) * (size_t)out_size * ksize);
-    double *k = dit_xmalloc(sizeof(double) * (size_t)ksize);
+    int *bounds = dit_malloc(sizeof(int) * 2 * (size_t)out_size);
+    int32_t *kk = dit_malloc(sizeof(int32_t) * (size_t)out_size * ksize);
+    double *k = dit_malloc(sizeof(double) * (size_t)ksize);
+    if (!bounds || !kk || !k) {
+        free(bounds);
+        free(kk);
+        free(k);
+        return 0;
+    }
     for (int xx = 0; xx < out_size; xx++) {
         const double center = (xx + 0.5) * scale, ss = 1.0 / filterscale;
         int xmin = (int)(center - support + 0.5), xmax = (int)(center + support + 0.5);
@@ -257,7 +269,12 @@ dit_status image_resize(const image_u8 *in, int width, int height, resample_filt
         int *bounds;
         int32_t *kk;
         const int ksize = precompute_coeffs(W, width, filter, &bounds, &kk);
-        tmp = dit_xmalloc((size_t)width * H * 3);
+        if (!ksize) return DIT_ERR;
+        if (!(tmp = dit_malloc((size_t)width * H * 3))) {
+            free(bounds);
+            free(kk);
+            return DIT_ERR;
+        }
         for (int y = 0; y < H; y++) {
             const uint8_t *row = src + (size_t)y * W * 3;
             uint8_t *dst = tmp + (size_t)y * width * 3;
@@ -286,7 +303,12 @@ dit_status image_resize(const image_u8 *in, int width, int height, resample_filt
         int *bounds;
         int32_t *kk;
         const int ksize = precompute_coeffs(H, height, filter, &bounds, &kk);
-        result = dit_xmalloc((size_t)cur_w * height * 3);
+        result = ksize ? dit_malloc((size_t)cur_w * height * 3) : NULL;
+        if (!result) {
+            if (ksize) free(bounds), free(kk);
+            free(tmp);
+            return DIT_ERR;
+        }
         for (int yy = 0; yy < height; yy++) {
             const int ymin = bounds[2 * yy], ymax = bounds[2 * yy + 1];
             const int32_t *k = kk + (size_t)yy * ksize;
@@ -303,7 +325,7 @@ dit_status image_resize(const image_u8 *in, int width, int height, resample_filt
     } else if (tmp) {
         result = tmp;
     } else {
-        result = dit_xmalloc((size_t)W * H * 3);
+        if (!(result = dit_malloc((size_t)W * H * 3))) return DIT_ERR;
         memcpy(result, src, (size_t)W * H * 3);
     }
     out->pixels = result;
@@ -336,7 +358,10 @@ dit_status image_center_crop(const image_u8 *in, int size, image_u8 *out) {
         return dit_set_error("center crop: resized image %dx%d is smaller than %d", w, h, size);
     }
     const int y0 = (h - size) / 2, x0 = (w - size) / 2;
-    out->pixels = dit_xmalloc((size_t)size * size * 3);
+    if (!(out->pixels = dit_malloc((size_t)size * size * 3))) {
+        image_free(&next);
+        return DIT_ERR;
+    }
     out->width = out->height = size;
     for (int y = 0; y < size; y++)
         memcpy(out->pixels + (size_t)y * size * 3, next.pixels + ((size_t)(y0 + y) * w + x0) * 3, (size_t)size * 3);

@@ -327,17 +327,22 @@ dit_status npz_read(const char *path, tensor_file *out) {
         unmap_file(&m);
         return DIT_ERR;
     }
-    out->path = dit_xstrdup(path);
-    out->tensors = dit_xcalloc((size_t)(z.count ? z.count : 1), sizeof *out->tensors);
-    out->owned = dit_xcalloc((size_t)(z.count ? z.count : 1), sizeof *out->owned);
-    dit_status status = DIT_OK;
+    out->path = dit_strdup(path);
+    out->tensors = dit_calloc((size_t)(z.count ? z.count : 1), sizeof *out->tensors);
+    out->owned = dit_calloc((size_t)(z.count ? z.count : 1), sizeof *out->owned);
+    dit_status status = out->path && out->tensors && out->owned ? DIT_OK : DIT_ERR;
     for (int i = 0; i < z.count && status == DIT_OK; i++) {
         const zip_entry *e = &z.entries[i];
         const uint8_t *bytes;
         uint8_t *inflated;
         if ((status = zip_entry_data(&z, e, &bytes, &inflated)) != DIT_OK) break;
         size_t what_len = strlen(path) + strlen(e->name) + 2;
-        char *what = dit_xmalloc(what_len);
+        char *what = dit_malloc(what_len);
+        if (!what) {
+            free(inflated);
+            status = DIT_ERR;
+            break;
+        }
         snprintf(what, what_len, "%s:%s", path, e->name);
         npy_array a;
         status = npy_parse(bytes, (size_t)e->size, what, &a);
@@ -348,7 +353,12 @@ dit_status npz_read(const char *path, tensor_file *out) {
         // np.savez names members "<key>.npy"; np.load strips the suffix, and so do we.
         size_t name_len = strlen(e->name);
         if (name_len > 4 && strcmp(e->name + name_len - 4, ".npy") == 0) name_len -= 4;
-        char *name = dit_xmalloc(name_len + 1);
+        char *name = dit_malloc(name_len + 1);
+        if (!name) {
+            npy_free(&a);
+            status = DIT_ERR;
+            break;
+        }
         memcpy(name, e->name, name_len);
         name[name_len] = '\0';
         if (tensor_file_find(out, name)) {
@@ -376,17 +386,26 @@ dit_status npz_write(const char *path, const char *const *names, const npy_array
     atomic_file f;
     if (atomic_file_open(&f, path) != DIT_OK) return DIT_ERR;
     zip_writer *w = zip_writer_open(f.f, path);
+    if (!w) {
+        atomic_file_abort(&f);
+        return DIT_ERR;
+    }
     dit_status status = DIT_OK;
     for (int i = 0; i < count && status == DIT_OK; i++) {
         char header[NPY_HEADER_CAPACITY];
         size_t header_len;
         if ((status = npy_header_bytes(&arrays[i], path, header, sizeof header, &header_len)) != DIT_OK) break;
         // A member is one contiguous buffer: the .npy header followed by the array bytes.
-        uint8_t *member = dit_xmalloc(header_len + arrays[i].nbytes);
+        uint8_t *member = dit_try_malloc(header_len + arrays[i].nbytes, "an .npz member");
+        size_t name_len = strlen(names[i]) + 5;
+        char *member_name = member ? dit_malloc(name_len) : NULL;
+        if (!member_name) {
+            free(member);
+            status = DIT_ERR;
+            break;
+        }
         memcpy(member, header, header_len);
         if (arrays[i].nbytes) memcpy(member + header_len, arrays[i].data, arrays[i].nbytes);
-        size_t name_len = strlen(names[i]) + 5;
-        char *member_name = dit_xmalloc(name_len);
         snprintf(member_name, name_len, "%s.npy", names[i]);
         status = zip_writer_add(w, member_name, member, header_len + arrays[i].nbytes);
         free(member_name);

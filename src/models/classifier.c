@@ -34,7 +34,8 @@ static dit_status check_config(const classifier_config *cfg) {
 
 classifier *classifier_create(const classifier_config *cfg) {
     if (check_config(cfg) != DIT_OK) return NULL;
-    classifier *c = dit_xcalloc(1, sizeof *c);
+    classifier *c = dit_calloc(1, sizeof *c);
+    if (!c) return NULL;
     c->cfg = *cfg;
     c->test_accuracy = -1;
     const int64_t S4 = cfg->image_size / 4, flat = (int64_t)cfg->conv2 * S4 * S4;
@@ -56,9 +57,9 @@ classifier *classifier_create(const classifier_config *cfg) {
         offset += p->numel;
     }
     c->total_floats = offset;
-    c->params = calloc((size_t)offset, sizeof(float));   // a size the config asks for: an error, not an exit
+    c->params = dit_calloc((size_t)offset, sizeof(float));
     if (!c->params) {
-        dit_set_error("classifier: out of memory allocating %lld parameters", (long long)offset);
+        dit_prefix_error("classifier: %lld parameters", (long long)offset);
         free(c);
         return NULL;
     }
@@ -78,7 +79,8 @@ dit_status classifier_save(const classifier *c, const char *path, dit_dtype dtyp
                            const char *train_json) {
     if (dtype != DT_F32 && dtype != DT_F16) return dit_set_error("%s: classifier weights are F32 or F16", path);
     tensor_out out[CLASSIFIER_PARAMS];
-    void *data = dit_xmalloc((size_t)c->total_floats * dtype_size(dtype));
+    void *data = dit_malloc((size_t)c->total_floats * dtype_size(dtype));
+    if (!data) return DIT_ERR;
     for (int i = 0; i < CLASSIFIER_PARAMS; i++) {
         const classifier_param *p = &c->table[i];
         void *dst = (char *)data + (size_t)p->offset * dtype_size(dtype);
@@ -168,7 +170,11 @@ classifier *classifier_load(const char *path) {
             goto done;
         }
     const char *names = tensor_file_meta(&f, "classifier.class_names");
-    if (names) c->class_names = dit_xstrdup(names);
+    if (names && !(c->class_names = dit_strdup(names))) {
+        classifier_free(c);
+        c = NULL;
+        goto done;
+    }
     const char *train = tensor_file_meta(&f, "classifier.train");
     if (train) {
         cJSON *tj = cJSON_Parse(train);
@@ -184,23 +190,30 @@ done:
 // ---- forward and backward --------------------------------------------------------------------------------
 
 classifier_acts *classifier_acts_create(const classifier_config *cfg, int capacity, int with_grads) {
-    classifier_acts *a = dit_xcalloc(1, sizeof *a);
+    classifier_acts *a = dit_calloc(1, sizeof *a);
+    if (!a) return NULL;
     a->capacity = capacity;
     const int64_t S = cfg->image_size, B = capacity;
     const int64_t n_a1 = B * cfg->conv1 * S * S, n_p1 = n_a1 / 4, n_a2 = B * cfg->conv2 * (S / 2) * (S / 2),
                   n_p2 = n_a2 / 4, n_f = B * cfg->features;
-    a->a1 = dit_xmalloc((size_t)n_a1 * sizeof(float));
-    a->p1 = dit_xmalloc((size_t)n_p1 * sizeof(float));
-    a->a2 = dit_xmalloc((size_t)n_a2 * sizeof(float));
-    a->p2 = dit_xmalloc((size_t)n_p2 * sizeof(float));
-    a->features = dit_xmalloc((size_t)n_f * sizeof(float));
-    a->logits = dit_xmalloc((size_t)B * cfg->num_classes * sizeof(float));
+    a->a1 = dit_malloc((size_t)n_a1 * sizeof(float));
+    a->p1 = dit_malloc((size_t)n_p1 * sizeof(float));
+    a->a2 = dit_malloc((size_t)n_a2 * sizeof(float));
+    a->p2 = dit_malloc((size_t)n_p2 * sizeof(float));
+    a->features = dit_malloc((size_t)n_f * sizeof(float));
+    a->logits = dit_malloc((size_t)B * cfg->num_classes * sizeof(float));
+    int complete = a->a1 && a->p1 && a->a2 && a->p2 && a->features && a->logits;
     if (with_grads) {
-        a->d_a1 = dit_xmalloc((size_t)n_a1 * sizeof(float));
-        a->d_p1 = dit_xmalloc((size_t)n_p1 * sizeof(float));
-        a->d_a2 = dit_xmalloc((size_t)n_a2 * sizeof(float));
-        a->d_p2 = dit_xmalloc((size_t)n_p2 * sizeof(float));
-        a->d_features = dit_xmalloc((size_t)n_f * sizeof(float));
+        a->d_a1 = dit_malloc((size_t)n_a1 * sizeof(float));
+        a->d_p1 = dit_malloc((size_t)n_p1 * sizeof(float));
+        a->d_a2 = dit_malloc((size_t)n_a2 * sizeof(float));
+        a->d_p2 = dit_malloc((size_t)n_p2 * sizeof(float));
+        a->d_features = dit_malloc((size_t)n_f * sizeof(float));
+        complete = complete && a->d_a1 && a->d_p1 && a->d_a2 && a->d_p2 && a->d_features;
+    }
+    if (!complete) {
+        classifier_acts_free(a);
+        return NULL;
     }
     return a;
 }
@@ -215,7 +228,7 @@ void classifier_acts_free(classifier_acts *a) {
 #define P(i) (c->params + c->table[i].offset)
 #define G(i) (grads + c->table[i].offset)
 
-void classifier_forward(const classifier *c, classifier_acts *a, const float *x, int B) {
+dit_status classifier_forward(const classifier *c, classifier_acts *a, const float *x, int B) {
     DIT_CHECK(B >= 0 && B <= a->capacity);
     const classifier_config *k = &c->cfg;
     const int S = k->image_size, S2 = S / 2, S4 = S / 4, flat = k->conv2 * S4 * S4;
@@ -223,22 +236,34 @@ void classifier_forward(const classifier *c, classifier_acts *a, const float *x,
     // batch beats a region (and a barrier) per sample inside conv2d_forward; inner regions run on one thread.
     const int64_t n_x = (int64_t)k->in_channels * S * S, n_a1 = (int64_t)k->conv1 * S * S,
                   n_a2 = (int64_t)k->conv2 * S2 * S2;
+    int failed = 0;   // a sample's convolution scratch could not be allocated (the message is that thread's)
     #pragma omp parallel for schedule(dynamic, 1)
     for (int b = 0; b < B; b++) {
         float *a1 = a->a1 + b * n_a1, *p1 = a->p1 + b * n_a1 / 4, *a2 = a->a2 + b * n_a2, *p2 = a->p2 + b * n_a2 / 4;
-        DIT_OR_EXIT(conv2d_forward(a1, x + b * n_x, P(0), P(1), 1, k->in_channels, S, S, k->conv1, 3, 3, 1, 1, 1, 1, 1));
+        if (conv2d_forward(a1, x + b * n_x, P(0), P(1), 1, k->in_channels, S, S, k->conv1, 3, 3, 1, 1, 1, 1, 1) !=
+            DIT_OK) {
+            #pragma omp atomic write
+            failed = 1;
+            continue;
+        }
         relu_forward(a1, a1, n_a1);
         maxpool2x2_forward(p1, a1, k->conv1, S, S);
-        DIT_OR_EXIT(conv2d_forward(a2, p1, P(2), P(3), 1, k->conv1, S2, S2, k->conv2, 3, 3, 1, 1, 1, 1, 1));
+        if (conv2d_forward(a2, p1, P(2), P(3), 1, k->conv1, S2, S2, k->conv2, 3, 3, 1, 1, 1, 1, 1) != DIT_OK) {
+            #pragma omp atomic write
+            failed = 1;
+            continue;
+        }
         relu_forward(a2, a2, n_a2);
         maxpool2x2_forward(p2, a2, k->conv2, S2, S2);
     }
+    if (failed) return dit_set_error("classifier: out of memory allocating convolution scratch");
     linear_forward(a->features, a->p2, P(4), P(5), B, flat, k->features);
     relu_forward(a->features, a->features, (int64_t)B * k->features);
     linear_forward(a->logits, a->features, P(6), P(7), B, k->features, k->num_classes);
+    return DIT_OK;
 }
 
-void classifier_backward(const classifier *c, classifier_acts *a, const float *x, const float *dlogits, float *grads,
+dit_status classifier_backward(const classifier *c, classifier_acts *a, const float *x, const float *dlogits, float *grads,
                          int B) {
     DIT_CHECK(a->d_a1 && B >= 0 && B <= a->capacity);
     const classifier_config *k = &c->cfg;
@@ -248,10 +273,12 @@ void classifier_backward(const classifier *c, classifier_acts *a, const float *x
     linear_backward(a->d_p2, G(4), G(5), a->d_features, a->p2, P(4), B, flat, k->features);
     maxpool2x2_backward(a->d_a2, a->d_p2, a->a2, B * k->conv2, S2, S2);
     relu_backward(a->d_a2, a->d_a2, a->a2, (int64_t)B * k->conv2 * S2 * S2);
-    DIT_OR_EXIT(conv2d_backward(a->d_p1, G(2), G(3), a->d_a2, a->p1, P(2), B, k->conv1, S2, S2, k->conv2, 3, 3, 1, 1, 1, 1, 1));
+    DIT_TRY(conv2d_backward(a->d_p1, G(2), G(3), a->d_a2, a->p1, P(2), B, k->conv1, S2, S2, k->conv2, 3, 3, 1, 1, 1,
+                            1, 1));
     maxpool2x2_backward(a->d_a1, a->d_p1, a->a1, B * k->conv1, S, S);
     relu_backward(a->d_a1, a->d_a1, a->a1, (int64_t)B * k->conv1 * S * S);
-    DIT_OR_EXIT(conv2d_backward(NULL, G(0), G(1), a->d_a1, x, P(0), B, k->in_channels, S, S, k->conv1, 3, 3, 1, 1, 1, 1, 1));
+    return conv2d_backward(NULL, G(0), G(1), a->d_a1, x, P(0), B, k->in_channels, S, S, k->conv1, 3, 3, 1, 1, 1, 1,
+                           1);
 }
 
 #undef P
@@ -272,11 +299,12 @@ dit_status classifier_run(const classifier *c, const uint8_t *images, int count,
     const int S = c->cfg.image_size, C = c->cfg.in_channels, F = c->cfg.features, K = c->cfg.num_classes;
     const int cap = count < CLASSIFIER_BATCH ? (count > 0 ? count : 1) : CLASSIFIER_BATCH;
     classifier_acts *a = classifier_acts_create(&c->cfg, cap, 0);
-    float *x = dit_xmalloc((size_t)cap * C * S * S * sizeof(float));
-    for (int start = 0; start < count; start += cap) {
+    float *x = a ? dit_malloc((size_t)cap * C * S * S * sizeof(float)) : NULL;
+    dit_status status = x ? DIT_OK : DIT_ERR;
+    for (int start = 0; status == DIT_OK && start < count; start += cap) {
         const int B = count - start < cap ? count - start : cap;
         classifier_images_to_input(x, images + (int64_t)start * S * S * C, B, S, C);
-        classifier_forward(c, a, x, B);
+        if ((status = classifier_forward(c, a, x, B)) != DIT_OK) break;
         for (int b = 0; b < B; b++) {
             const float *row = a->logits + (int64_t)b * K;
             if (pred) {
@@ -291,7 +319,7 @@ dit_status classifier_run(const classifier *c, const uint8_t *images, int count,
     }
     free(x);
     classifier_acts_free(a);
-    return DIT_OK;
+    return status;
 }
 
 void classifier_place_image(uint8_t *dst, int S, const uint8_t *src, int rows, int cols, int dy, int dx, int flip) {

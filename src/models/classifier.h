@@ -46,7 +46,8 @@ dit_status classifier_save(const classifier *c, const char *path, dit_dtype dtyp
                            const char *train_json);
 classifier *classifier_load(const char *path);
 
-// Activations of a batch of up to `capacity` images (and their gradients when with_grads).
+// Activations of a batch of up to `capacity` images (and their gradients when with_grads); NULL when out of
+// memory. The forward and backward return DIT_ERR when their convolution scratch cannot be allocated.
 typedef struct classifier_acts {
     int capacity;
     float *a1, *p1, *a2, *p2;   // conv1 + ReLU (B, C1, S, S), pooled (B, C1, S/2, S/2), conv2 + ReLU, pooled
@@ -58,11 +59,11 @@ classifier_acts *classifier_acts_create(const classifier_config *cfg, int capaci
 void classifier_acts_free(classifier_acts *a);
 
 // x: (B, C, S, S) in [-1, 1], B <= a->capacity. Fills every activation, features and logits included.
-void classifier_forward(const classifier *c, classifier_acts *a, const float *x, int B);
+dit_status classifier_forward(const classifier *c, classifier_acts *a, const float *x, int B);
 // After classifier_forward on the same x: grads (total_floats, the parameter layout) += dL/dparams for
 // dlogits = dL/dlogits (B, classes). Needs acts made with_grads.
-void classifier_backward(const classifier *c, classifier_acts *a, const float *x, const float *dlogits, float *grads,
-                         int B);
+dit_status classifier_backward(const classifier *c, classifier_acts *a, const float *x, const float *dlogits,
+                               float *grads, int B);
 
 // uint8 images (count, S, S, C) (NHWC, as ADM .npz) to the input layout (count, C, S, S): p / 127.5 - 1,
 // the inverse of the samplers' uint8 conversion and equal to (p / 255 - 0.5) / 0.5.

@@ -172,11 +172,16 @@ float inception_synthetic_value(const inception_tensor *t, uint32_t k, uint32_t 
 // ---- creation and loading ------------------------------------------------------------------------------
 
 static dit_inception *inception_create(void) {
-    dit_inception *m = dit_xcalloc(1, sizeof *m);
+    dit_inception *m = dit_calloc(1, sizeof *m);
+    if (!m) return NULL;
     m->num_params = build_convs(m->conv);
-    m->params = dit_xmalloc(m->num_params * sizeof *m->params);
-    m->fc_weight = dit_xmalloc((size_t)DIT_INCEPTION_CLASSES * DIT_INCEPTION_POOL_DIM * sizeof *m->fc_weight);
+    m->params = dit_malloc(m->num_params * sizeof *m->params);
+    m->fc_weight = dit_malloc((size_t)DIT_INCEPTION_CLASSES * DIT_INCEPTION_POOL_DIM * sizeof *m->fc_weight);
     m->resize = DIT_RESIZE_PYTORCH_FID;
+    if (!m->params || !m->fc_weight) {
+        dit_inception_free(m);
+        return NULL;
+    }
     return m;
 }
 
@@ -218,17 +223,19 @@ static void fold_all(dit_inception *m, float *const *tensors) {
 }
 
 dit_inception *dit_inception_synthetic(uint32_t seed) {
-    inception_tensor *table = dit_xmalloc(INCEPTION_NUM_TENSORS * sizeof *table);
-    inception_tensor_table(table);
-    float **tensors = dit_xmalloc(INCEPTION_NUM_TENSORS * sizeof *tensors);
-    for (int k = 0; k < INCEPTION_NUM_TENSORS; k++) {
-        tensors[k] = dit_xmalloc(table[k].numel * sizeof(float));
+    inception_tensor *table = dit_malloc(INCEPTION_NUM_TENSORS * sizeof *table);
+    float **tensors = dit_calloc(INCEPTION_NUM_TENSORS, sizeof *tensors);
+    dit_inception *m = NULL;
+    int complete = table && tensors;
+    if (complete) inception_tensor_table(table);
+    for (int k = 0; complete && k < INCEPTION_NUM_TENSORS; k++) {
+        tensors[k] = dit_malloc(table[k].numel * sizeof(float));
+        if (!(complete = tensors[k] != NULL)) break;
         for (size_t i = 0; i < table[k].numel; i++)
             tensors[k][i] = inception_synthetic_value(&table[k], (uint32_t)k, (uint32_t)i, seed);
     }
-    dit_inception *m = inception_create();
-    fold_all(m, tensors);
-    for (int k = 0; k < INCEPTION_NUM_TENSORS; k++) free(tensors[k]);
+    if (complete && (m = inception_create())) fold_all(m, tensors);
+    for (int k = 0; tensors && k < INCEPTION_NUM_TENSORS; k++) free(tensors[k]);
     free(tensors);
     free(table);
     return m;
@@ -257,9 +264,14 @@ static dit_status read_weight_file(const char *path, tensor_file *file) {
 dit_inception *dit_inception_load(const char *path) {
     tensor_file file;
     if (read_weight_file(path, &file) != DIT_OK) return NULL;
-    inception_tensor *table = dit_xmalloc(INCEPTION_NUM_TENSORS * sizeof *table);
+    inception_tensor *table = dit_malloc(INCEPTION_NUM_TENSORS * sizeof *table);
+    float **tensors = table ? dit_calloc(INCEPTION_NUM_TENSORS, sizeof *tensors) : NULL;
+    if (!tensors) {
+        free(table);
+        tensor_file_free(&file);
+        return NULL;
+    }
     inception_tensor_table(table);
-    float **tensors = dit_xcalloc(INCEPTION_NUM_TENSORS, sizeof *tensors);
     dit_status status = DIT_OK;
     for (int k = 0; k < INCEPTION_NUM_TENSORS && status == DIT_OK; k++) {
         const inception_tensor *e = &table[k];
@@ -283,7 +295,10 @@ dit_inception *dit_inception_load(const char *path) {
             status = dit_set_error("%s: tensor %s has shape %s, expected %s", path, e->name, got, want);
             break;
         }
-        tensors[k] = dit_xmalloc(e->numel * sizeof(float));
+        if (!(tensors[k] = dit_malloc(e->numel * sizeof(float)))) {
+            status = DIT_ERR;
+            break;
+        }
         tensor_to_f32(t, tensors[k]);
         if (ends_with(e->name, "bn.running_var"))
             for (size_t i = 0; i < e->numel; i++)
@@ -294,10 +309,7 @@ dit_inception *dit_inception_load(const char *path) {
                 }
     }
     dit_inception *m = NULL;
-    if (status == DIT_OK) {
-        m = inception_create();
-        fold_all(m, tensors);
-    }
+    if (status == DIT_OK && (m = inception_create())) fold_all(m, tensors);
     for (int k = 0; k < INCEPTION_NUM_TENSORS; k++) free(tensors[k]);
     free(tensors);
     free(table);
@@ -325,10 +337,16 @@ static void linear_taps(int *i0, int *i1, float *l0, float *l1, int in, int out,
     }
 }
 
-void inception_resize_bilinear(float *dst, const float *src, int C, int H, int W, int OH, int OW,
-                               dit_inception_resize mode) {
-    int *y0 = dit_xmalloc((size_t)(OH + OW) * 2 * sizeof *y0), *y1 = y0 + OH, *x0 = y1 + OH, *x1 = x0 + OW;
-    float *wy0 = dit_xmalloc((size_t)(OH + OW) * 2 * sizeof *wy0), *wy1 = wy0 + OH, *wx0 = wy1 + OH, *wx1 = wx0 + OW;
+dit_status inception_resize_bilinear(float *dst, const float *src, int C, int H, int W, int OH, int OW,
+                                     dit_inception_resize mode) {
+    int *y0 = dit_malloc((size_t)(OH + OW) * 2 * sizeof *y0);
+    float *wy0 = y0 ? dit_malloc((size_t)(OH + OW) * 2 * sizeof *wy0) : NULL;
+    if (!wy0) {
+        free(y0);
+        return DIT_ERR;
+    }
+    int *y1 = y0 + OH, *x0 = y1 + OH, *x1 = x0 + OW;
+    float *wy1 = wy0 + OH, *wx0 = wy1 + OH, *wx1 = wx0 + OW;
     linear_taps(y0, y1, wy0, wy1, H, OH, mode);
     linear_taps(x0, x1, wx0, wx1, W, OW, mode);
     for (int c = 0; c < C; c++) {
@@ -351,22 +369,26 @@ void inception_resize_bilinear(float *dst, const float *src, int C, int H, int W
     }
     free(y0);
     free(wy0);
+    return DIT_OK;
 }
 
-void dit_inception_preprocess(float *x, const uint8_t *rgb, int height, int width, dit_inception_resize mode) {
+dit_status dit_inception_preprocess(float *x, const uint8_t *rgb, int height, int width, dit_inception_resize mode) {
     const int S = DIT_INCEPTION_SIZE;
     const size_t plane = (size_t)height * width;
-    float *chw = dit_xmalloc(3 * plane * sizeof *chw);
+    float *chw = dit_malloc(3 * plane * sizeof *chw);
+    if (!chw) return DIT_ERR;
     for (size_t p = 0; p < plane; p++)
         for (int c = 0; c < 3; c++)
             chw[c * plane + p] = mode == DIT_RESIZE_PYTORCH_FID ? (float)rgb[p * 3 + c] / 255.0f : (float)rgb[p * 3 + c];
-    inception_resize_bilinear(x, chw, 3, height, width, S, S, mode);
+    const dit_status status = inception_resize_bilinear(x, chw, 3, height, width, S, S, mode);
     free(chw);
+    if (status != DIT_OK) return DIT_ERR;
     const size_t n = (size_t)3 * S * S;
     if (mode == DIT_RESIZE_PYTORCH_FID)
         for (size_t i = 0; i < n; i++) x[i] = 2.0f * x[i] - 1.0f;
     else
         for (size_t i = 0; i < n; i++) x[i] = (x[i] - 128.0f) * 0.0078125f;
+    return DIT_OK;
 }
 
 // ---- the network ---------------------------------------------------------------------------------------
@@ -380,16 +402,18 @@ typedef struct {
 } scratch;
 
 // conv + folded BatchNorm + ReLU. in: (cin, H, W) -> out: (cout, OH, OW).
-static void conv_relu(const dit_inception *m, int c, float *out, const float *in, int H, int W, int *OH, int *OW) {
+static dit_status conv_relu(const dit_inception *m, int c, float *out, const float *in, int H, int W, int *OH,
+                            int *OW) {
     const inception_conv *u = &m->conv[c];
-    DIT_OR_EXIT(conv2d_forward(out, in, m->params + u->weight_offset, m->params + u->bias_offset, 1, u->cin, H, W, u->cout, u->kh,
-                   u->kw, u->stride, u->pad_h, u->pad_w, u->pad_h, u->pad_w));
+    DIT_TRY(conv2d_forward(out, in, m->params + u->weight_offset, m->params + u->bias_offset, 1, u->cin, H, W, u->cout,
+                           u->kh, u->kw, u->stride, u->pad_h, u->pad_w, u->pad_h, u->pad_w));
     const int oh = conv2d_out_size(H, u->kh, u->stride, u->pad_h, u->pad_h);
     const int ow = conv2d_out_size(W, u->kw, u->stride, u->pad_w, u->pad_w);
     const size_t n = (size_t)u->cout * oh * ow;
     for (size_t i = 0; i < n; i++) out[i] = out[i] > 0.0f ? out[i] : 0.0f;
     if (OH) *OH = oh;
     if (OW) *OW = ow;
+    return DIT_OK;
 }
 
 // 3x3 stride-2 max pool without padding. x: (C, H, W) -> (C, (H-3)/2+1, (W-3)/2+1)
@@ -428,71 +452,76 @@ static void pool_3x3_same(float *out, const float *x, int C, int H, int W, int u
 }
 
 // The blocks write each branch straight into its channel slice of y. c: the block's first conv.
-static void block_a(const dit_inception *m, int c, float *y, const float *x, int cin, int H, const scratch *s) {
+static dit_status block_a(const dit_inception *m, int c, float *y, const float *x, int cin, int H, const scratch *s) {
     const size_t T = (size_t)H * H;
-    conv_relu(m, c + 0, y, x, H, H, NULL, NULL);                              // 64
-    conv_relu(m, c + 1, s->s1, x, H, H, NULL, NULL);
-    conv_relu(m, c + 2, y + 64 * T, s->s1, H, H, NULL, NULL);                 // 64
-    conv_relu(m, c + 3, s->s1, x, H, H, NULL, NULL);
-    conv_relu(m, c + 4, s->s2, s->s1, H, H, NULL, NULL);
-    conv_relu(m, c + 5, y + 128 * T, s->s2, H, H, NULL, NULL);                // 96
+    DIT_TRY(conv_relu(m, c + 0, y, x, H, H, NULL, NULL));                     // 64
+    DIT_TRY(conv_relu(m, c + 1, s->s1, x, H, H, NULL, NULL));
+    DIT_TRY(conv_relu(m, c + 2, y + 64 * T, s->s1, H, H, NULL, NULL));        // 64
+    DIT_TRY(conv_relu(m, c + 3, s->s1, x, H, H, NULL, NULL));
+    DIT_TRY(conv_relu(m, c + 4, s->s2, s->s1, H, H, NULL, NULL));
+    DIT_TRY(conv_relu(m, c + 5, y + 128 * T, s->s2, H, H, NULL, NULL));       // 96
     pool_3x3_same(s->s1, x, cin, H, H, 0);
-    conv_relu(m, c + 6, y + 224 * T, s->s1, H, H, NULL, NULL);                // pool_features
+    DIT_TRY(conv_relu(m, c + 6, y + 224 * T, s->s1, H, H, NULL, NULL));       // pool_features
+    return DIT_OK;
 }
 
-static void block_b(const dit_inception *m, int c, float *y, const float *x, int cin, int H, const scratch *s,
-                    int *OH) {
+static dit_status block_b(const dit_inception *m, int c, float *y, const float *x, int cin, int H, const scratch *s,
+                          int *OH) {
     int oh, ow;
-    conv_relu(m, c + 0, y, x, H, H, &oh, &ow);                                // 384, stride 2
+    DIT_TRY(conv_relu(m, c + 0, y, x, H, H, &oh, &ow));                       // 384, stride 2
     const size_t T = (size_t)oh * ow;
-    conv_relu(m, c + 1, s->s1, x, H, H, NULL, NULL);
-    conv_relu(m, c + 2, s->s2, s->s1, H, H, NULL, NULL);
-    conv_relu(m, c + 3, y + 384 * T, s->s2, H, H, NULL, NULL);                // 96, stride 2
+    DIT_TRY(conv_relu(m, c + 1, s->s1, x, H, H, NULL, NULL));
+    DIT_TRY(conv_relu(m, c + 2, s->s2, s->s1, H, H, NULL, NULL));
+    DIT_TRY(conv_relu(m, c + 3, y + 384 * T, s->s2, H, H, NULL, NULL));       // 96, stride 2
     max_pool_3x3_s2(y + 480 * T, x, cin, H, H, &oh, &ow);                    // cin
     *OH = oh;
+    return DIT_OK;
 }
 
-static void block_c(const dit_inception *m, int c, float *y, const float *x, int H, const scratch *s) {
+static dit_status block_c(const dit_inception *m, int c, float *y, const float *x, int H, const scratch *s) {
     const size_t T = (size_t)H * H;
-    conv_relu(m, c + 0, y, x, H, H, NULL, NULL);                              // 192
-    conv_relu(m, c + 1, s->s1, x, H, H, NULL, NULL);
-    conv_relu(m, c + 2, s->s2, s->s1, H, H, NULL, NULL);
-    conv_relu(m, c + 3, y + 192 * T, s->s2, H, H, NULL, NULL);                // 192
-    conv_relu(m, c + 4, s->s1, x, H, H, NULL, NULL);
-    conv_relu(m, c + 5, s->s2, s->s1, H, H, NULL, NULL);
-    conv_relu(m, c + 6, s->s1, s->s2, H, H, NULL, NULL);
-    conv_relu(m, c + 7, s->s2, s->s1, H, H, NULL, NULL);
-    conv_relu(m, c + 8, y + 384 * T, s->s2, H, H, NULL, NULL);                // 192
+    DIT_TRY(conv_relu(m, c + 0, y, x, H, H, NULL, NULL));                     // 192
+    DIT_TRY(conv_relu(m, c + 1, s->s1, x, H, H, NULL, NULL));
+    DIT_TRY(conv_relu(m, c + 2, s->s2, s->s1, H, H, NULL, NULL));
+    DIT_TRY(conv_relu(m, c + 3, y + 192 * T, s->s2, H, H, NULL, NULL));       // 192
+    DIT_TRY(conv_relu(m, c + 4, s->s1, x, H, H, NULL, NULL));
+    DIT_TRY(conv_relu(m, c + 5, s->s2, s->s1, H, H, NULL, NULL));
+    DIT_TRY(conv_relu(m, c + 6, s->s1, s->s2, H, H, NULL, NULL));
+    DIT_TRY(conv_relu(m, c + 7, s->s2, s->s1, H, H, NULL, NULL));
+    DIT_TRY(conv_relu(m, c + 8, y + 384 * T, s->s2, H, H, NULL, NULL));       // 192
     pool_3x3_same(s->s1, x, 768, H, H, 0);
-    conv_relu(m, c + 9, y + 576 * T, s->s1, H, H, NULL, NULL);                // 192
+    DIT_TRY(conv_relu(m, c + 9, y + 576 * T, s->s1, H, H, NULL, NULL));       // 192
+    return DIT_OK;
 }
 
-static void block_d(const dit_inception *m, int c, float *y, const float *x, int H, const scratch *s, int *OH) {
+static dit_status block_d(const dit_inception *m, int c, float *y, const float *x, int H, const scratch *s, int *OH) {
     int oh, ow;
-    conv_relu(m, c + 0, s->s1, x, H, H, NULL, NULL);
-    conv_relu(m, c + 1, y, s->s1, H, H, &oh, &ow);                            // 320, stride 2
+    DIT_TRY(conv_relu(m, c + 0, s->s1, x, H, H, NULL, NULL));
+    DIT_TRY(conv_relu(m, c + 1, y, s->s1, H, H, &oh, &ow));                   // 320, stride 2
     const size_t T = (size_t)oh * ow;
-    conv_relu(m, c + 2, s->s1, x, H, H, NULL, NULL);
-    conv_relu(m, c + 3, s->s2, s->s1, H, H, NULL, NULL);
-    conv_relu(m, c + 4, s->s1, s->s2, H, H, NULL, NULL);
-    conv_relu(m, c + 5, y + 320 * T, s->s1, H, H, NULL, NULL);                // 192, stride 2
+    DIT_TRY(conv_relu(m, c + 2, s->s1, x, H, H, NULL, NULL));
+    DIT_TRY(conv_relu(m, c + 3, s->s2, s->s1, H, H, NULL, NULL));
+    DIT_TRY(conv_relu(m, c + 4, s->s1, s->s2, H, H, NULL, NULL));
+    DIT_TRY(conv_relu(m, c + 5, y + 320 * T, s->s1, H, H, NULL, NULL));       // 192, stride 2
     max_pool_3x3_s2(y + 512 * T, x, 768, H, H, &oh, &ow);                    // 768
     *OH = oh;
+    return DIT_OK;
 }
 
-static void block_e(const dit_inception *m, int c, float *y, const float *x, int cin, int H, const scratch *s,
-                    int max_pool) {
+static dit_status block_e(const dit_inception *m, int c, float *y, const float *x, int cin, int H, const scratch *s,
+                          int max_pool) {
     const size_t T = (size_t)H * H;
-    conv_relu(m, c + 0, y, x, H, H, NULL, NULL);                              // 320
-    conv_relu(m, c + 1, s->s1, x, H, H, NULL, NULL);
-    conv_relu(m, c + 2, y + 320 * T, s->s1, H, H, NULL, NULL);                // 384 (1x3)
-    conv_relu(m, c + 3, y + 704 * T, s->s1, H, H, NULL, NULL);                // 384 (3x1)
-    conv_relu(m, c + 4, s->s1, x, H, H, NULL, NULL);
-    conv_relu(m, c + 5, s->s2, s->s1, H, H, NULL, NULL);
-    conv_relu(m, c + 6, y + 1088 * T, s->s2, H, H, NULL, NULL);               // 384 (1x3)
-    conv_relu(m, c + 7, y + 1472 * T, s->s2, H, H, NULL, NULL);               // 384 (3x1)
+    DIT_TRY(conv_relu(m, c + 0, y, x, H, H, NULL, NULL));                     // 320
+    DIT_TRY(conv_relu(m, c + 1, s->s1, x, H, H, NULL, NULL));
+    DIT_TRY(conv_relu(m, c + 2, y + 320 * T, s->s1, H, H, NULL, NULL));       // 384 (1x3)
+    DIT_TRY(conv_relu(m, c + 3, y + 704 * T, s->s1, H, H, NULL, NULL));       // 384 (3x1)
+    DIT_TRY(conv_relu(m, c + 4, s->s1, x, H, H, NULL, NULL));
+    DIT_TRY(conv_relu(m, c + 5, s->s2, s->s1, H, H, NULL, NULL));
+    DIT_TRY(conv_relu(m, c + 6, y + 1088 * T, s->s2, H, H, NULL, NULL));      // 384 (1x3)
+    DIT_TRY(conv_relu(m, c + 7, y + 1472 * T, s->s2, H, H, NULL, NULL));      // 384 (3x1)
     pool_3x3_same(s->s1, x, cin, H, H, max_pool);
-    conv_relu(m, c + 8, y + 1856 * T, s->s1, H, H, NULL, NULL);               // 192
+    DIT_TRY(conv_relu(m, c + 8, y + 1856 * T, s->s1, H, H, NULL, NULL));      // 192
+    return DIT_OK;
 }
 
 // The first conv of each block in the table (see build_convs).
@@ -500,32 +529,32 @@ enum { C_5B = 5, C_5C = 12, C_5D = 19, C_6A = 26, C_6B = 30, C_6C = 40, C_6D = 5
        C_7B = 76, C_7C = 85 };
 
 // One image. x: (3, 299, 299). a, b: TRUNK_FLOATS each.
-static void forward_one(const dit_inception *m, const float *x, float *a, float *b, const scratch *s, float *pool,
-                        float *spatial, float *logits) {
+static dit_status forward_one(const dit_inception *m, const float *x, float *a, float *b, const scratch *s,
+                              float *pool, float *spatial, float *logits) {
     int H, W;
-    conv_relu(m, 0, a, x, DIT_INCEPTION_SIZE, DIT_INCEPTION_SIZE, &H, &W);   // 32 x 149
-    conv_relu(m, 1, b, a, H, W, &H, &W);                                      // 32 x 147
-    conv_relu(m, 2, a, b, H, W, &H, &W);                                      // 64 x 147
+    DIT_TRY(conv_relu(m, 0, a, x, DIT_INCEPTION_SIZE, DIT_INCEPTION_SIZE, &H, &W)); // 32 x 149
+    DIT_TRY(conv_relu(m, 1, b, a, H, W, &H, &W));                             // 32 x 147
+    DIT_TRY(conv_relu(m, 2, a, b, H, W, &H, &W));                             // 64 x 147
     max_pool_3x3_s2(b, a, 64, H, W, &H, &W);                                  // 64 x 73
-    conv_relu(m, 3, a, b, H, W, &H, &W);                                      // 80 x 73
-    conv_relu(m, 4, b, a, H, W, &H, &W);                                      // 192 x 71
+    DIT_TRY(conv_relu(m, 3, a, b, H, W, &H, &W));                             // 80 x 73
+    DIT_TRY(conv_relu(m, 4, b, a, H, W, &H, &W));                             // 192 x 71
     max_pool_3x3_s2(a, b, 192, H, W, &H, &W);                                 // 192 x 35
-    block_a(m, C_5B, b, a, 192, H, s);                                        // 256
-    block_a(m, C_5C, a, b, 256, H, s);                                        // 288
-    block_a(m, C_5D, b, a, 288, H, s);                                        // 288
-    block_b(m, C_6A, a, b, 288, H, s, &H);                                    // 768 x 17
-    block_c(m, C_6B, b, a, H, s);
-    block_c(m, C_6C, a, b, H, s);
-    block_c(m, C_6D, b, a, H, s);
+    DIT_TRY(block_a(m, C_5B, b, a, 192, H, s));                               // 256
+    DIT_TRY(block_a(m, C_5C, a, b, 256, H, s));                               // 288
+    DIT_TRY(block_a(m, C_5D, b, a, 288, H, s));                               // 288
+    DIT_TRY(block_b(m, C_6A, a, b, 288, H, s, &H));                           // 768 x 17
+    DIT_TRY(block_c(m, C_6B, b, a, H, s));
+    DIT_TRY(block_c(m, C_6C, a, b, H, s));
+    DIT_TRY(block_c(m, C_6D, b, a, H, s));
     if (spatial) {   // TF's mixed_6/conv (Mixed_6d.branch1x1, channels 0..191 of b), first 7 channels, NHWC order
         const size_t T = (size_t)H * H;
         for (size_t p = 0; p < T; p++)
             for (int c = 0; c < 7; c++) spatial[p * 7 + c] = b[c * T + p];
     }
-    block_c(m, C_6E, a, b, H, s);
-    block_d(m, C_7A, b, a, H, s, &H);                                         // 1280 x 8
-    block_e(m, C_7B, a, b, 1280, H, s, 0);                                    // 2048
-    block_e(m, C_7C, b, a, 2048, H, s, 1);
+    DIT_TRY(block_c(m, C_6E, a, b, H, s));
+    DIT_TRY(block_d(m, C_7A, b, a, H, s, &H));                                // 1280 x 8
+    DIT_TRY(block_e(m, C_7B, a, b, 1280, H, s, 0));                           // 2048
+    DIT_TRY(block_e(m, C_7C, b, a, 2048, H, s, 1));
     const size_t T = (size_t)H * H;
     for (int c = 0; c < DIT_INCEPTION_POOL_DIM; c++) {
         float acc = 0.0f;
@@ -535,6 +564,7 @@ static void forward_one(const dit_inception *m, const float *x, float *a, float 
     if (logits)
         cblas_sgemv(CblasRowMajor, CblasNoTrans, DIT_INCEPTION_CLASSES, DIT_INCEPTION_POOL_DIM, 1.0f, m->fc_weight,
                     DIT_INCEPTION_POOL_DIM, pool, 1, 0.0f, logits, 1);
+    return DIT_OK;
 }
 
 // Images go one per thread, so every image takes the same single-threaded path (OpenBLAS runs serially
@@ -555,9 +585,15 @@ static dit_status forward_batch(dit_inception *m, const float *prepared, const u
     if (workers < 2) workers = threads >= 2 ? 2 : 1;
     const size_t input = (size_t)3 * DIT_INCEPTION_SIZE * DIT_INCEPTION_SIZE;
     const size_t per_worker = 2 * TRUNK_FLOATS + 2 * BRANCH_FLOATS + input + DIT_INCEPTION_POOL_DIM;
-    float *work = dit_xmalloc((size_t)workers * per_worker * sizeof *work);
+    float *work = dit_malloc((size_t)workers * per_worker * sizeof *work);
+    if (!work) return DIT_ERR;
+    int failed = 0;   // an image's scratch could not be allocated (the message is that thread's)
     #pragma omp parallel for schedule(dynamic, 1) num_threads(workers)
     for (int i = 0; i < batch; i++) {
+        int stop;
+        #pragma omp atomic read
+        stop = failed;
+        if (stop) continue;
 #ifdef _OPENMP
         float *w = work + (size_t)omp_get_thread_num() * per_worker;
 #else
@@ -566,13 +602,21 @@ static dit_status forward_batch(dit_inception *m, const float *prepared, const u
         float *a = w, *b = a + TRUNK_FLOATS, *in = b + TRUNK_FLOATS + 2 * BRANCH_FLOATS, *p = in + input;
         scratch s = {b + TRUNK_FLOATS, b + TRUNK_FLOATS + BRANCH_FLOATS};
         const float *x = prepared ? prepared + (size_t)i * input : in;
+        dit_status st = DIT_OK;
         if (!prepared)
-            dit_inception_preprocess(in, images + (size_t)i * height * width * 3, height, width, m->resize);
-        forward_one(m, x, a, b, &s, p, spatial ? spatial + (size_t)i * DIT_INCEPTION_SPATIAL_DIM : NULL,
-                    logits ? logits + (size_t)i * DIT_INCEPTION_CLASSES : NULL);
+            st = dit_inception_preprocess(in, images + (size_t)i * height * width * 3, height, width, m->resize);
+        if (st == DIT_OK)
+            st = forward_one(m, x, a, b, &s, p, spatial ? spatial + (size_t)i * DIT_INCEPTION_SPATIAL_DIM : NULL,
+                             logits ? logits + (size_t)i * DIT_INCEPTION_CLASSES : NULL);
+        if (st != DIT_OK) {
+            #pragma omp atomic write
+            failed = 1;
+            continue;
+        }
         if (pool) memcpy(pool + (size_t)i * DIT_INCEPTION_POOL_DIM, p, DIT_INCEPTION_POOL_DIM * sizeof *p);
     }
     free(work);
+    if (failed) return dit_set_error("inception: out of memory allocating an image's scratch (resize, convolutions)");
     return DIT_OK;
 }
 

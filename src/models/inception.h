@@ -41,7 +41,7 @@ const float *inception_params(const dit_inception *m, size_t *count);
 
 // Bilinear resize of a (C, H, W) float image to (C, OH, OW): PyTorch's align_corners=False mapping, or TF1's
 // legacy one (source = dest * in / out).
-void inception_resize_bilinear(float *dst, const float *src, int C, int H, int W, int OH, int OW,
-                               dit_inception_resize mode);
+dit_status inception_resize_bilinear(float *dst, const float *src, int C, int H, int W, int OH, int OW,
+                                     dit_inception_resize mode);
 
 #endif

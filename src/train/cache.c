@@ -20,10 +20,9 @@ dit_status train_cache_latents(dit_vae *vae, const train_data *folder, int use_m
     if (S % f) return dit_set_error("--image-size %d: must be a multiple of the VAE's factor %d", S, f);
     const int h = S / f;
     const size_t per_image = (size_t)3 * S * S, per_latent = (size_t)L * h * h;
-    float *latents = malloc((size_t)folder->count * 2 * per_latent * sizeof(float));
-    if (!latents) return dit_set_error("out of memory for %d latents", folder->count);
-    float *x = dit_xmalloc(2 * per_image * sizeof(float)), *noise = dit_xmalloc(2 * per_latent * sizeof(float));
-    dit_status st = DIT_OK;
+    float *latents = dit_try_malloc((size_t)folder->count * 2 * per_latent * sizeof(float), "the latents");
+    float *x = dit_malloc(2 * per_image * sizeof(float)), *noise = dit_malloc(2 * per_latent * sizeof(float));
+    dit_status st = latents && x && noise ? DIT_OK : DIT_ERR;
     for (int i = 0; i < folder->count && st == DIT_OK; i++) {
         if ((st = train_data_get(folder, i, 0, x)) || (st = train_data_get(folder, i, 1, x + per_image))) break;
         for (int k = 0; k < 2 && !use_mean; k++)
@@ -40,7 +39,11 @@ dit_status train_cache_latents(dit_vae *vae, const train_data *folder, int use_m
         free(latents);
         return st;
     }
-    int32_t *labels = dit_xmalloc((size_t)folder->count * sizeof(int32_t));
+    int32_t *labels = dit_malloc((size_t)folder->count * sizeof(int32_t));
+    if (!labels) {
+        free(latents);
+        return DIT_ERR;
+    }
     for (int i = 0; i < folder->count; i++) labels[i] = folder->labels[i];
     tensor_out outs[2] = {
         {.name = "latents", .dtype = DT_F32, .ndim = 5, .shape = {folder->count, 2, L, h, h}, .data = latents},

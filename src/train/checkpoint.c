@@ -55,15 +55,19 @@ dit_status checkpoint_save(const trainer *tr, const char *path) {
     char config_json[512];
     if (dit_config_to_json(&m->cfg, config_json, sizeof config_json)) return DIT_ERR;
     const int P = m->num_params;
-    tensor_out *outs = dit_xcalloc(4 * (size_t)P, sizeof *outs);
-    char **names = dit_xcalloc(4 * (size_t)P, sizeof *names);
+    tensor_out *outs = dit_calloc(4 * (size_t)P, sizeof *outs);
+    char **names = dit_calloc(4 * (size_t)P, sizeof *names);
+    dit_status st = outs && names ? DIT_OK : DIT_ERR;
     const float *buffers[4] = {m->params, tr->ema, tr->adam_m, tr->adam_v};
-    for (int k = 0; k < 4; k++)
+    for (int k = 0; k < 4 && st == DIT_OK; k++)
         for (int i = 0; i < P; i++) {
             const param_entry *e = &m->table[i];
             tensor_out *o = &outs[k * P + i];
             size_t len = strlen(prefixes[k]) + strlen(e->name) + 1;
-            names[k * P + i] = dit_xmalloc(len);
+            if (!(names[k * P + i] = dit_malloc(len))) {
+                st = DIT_ERR;
+                break;
+            }
             snprintf(names[k * P + i], len, "%s%s", prefixes[k], e->name);
             o->name = names[k * P + i];
             o->dtype = DT_F32;
@@ -72,17 +76,17 @@ dit_status checkpoint_save(const trainer *tr, const char *path) {
             o->data = buffers[k] + e->offset;
         }
     char *names_json = NULL;
-    if (m->class_names) {
+    if (st == DIT_OK && m->class_names) {
         cJSON *list = cJSON_CreateArray();
         for (int i = 0; i < m->cfg.num_classes; i++) cJSON_AddItemToArray(list, cJSON_CreateString(m->class_names[i]));
         names_json = cJSON_PrintUnformatted(list);
         cJSON_Delete(list);
     }
-    char *train = train_json(tr);
+    char *train = st == DIT_OK ? train_json(tr) : NULL;
     const char *keys[] = {"format", "dit.config", "dit.train", "dit.class_names"};
     const char *values[] = {"dit", config_json, train, names_json};
-    dit_status st = safetensors_write(path, outs, 4 * P, keys, values, names_json ? 4 : 3);
-    for (int i = 0; i < 4 * P; i++) free(names[i]);
+    if (st == DIT_OK) st = safetensors_write(path, outs, 4 * P, keys, values, names_json ? 4 : 3);
+    for (int i = 0; names && i < 4 * P; i++) free(names[i]);
     free(names);
     free(outs);
     free(names_json);
@@ -149,7 +153,8 @@ trainer *checkpoint_load(const char *path, const train_data *data, char **data_s
         }
     if (data_spec) {
         const cJSON *d = cJSON_GetObjectItemCaseSensitive(o, "data");
-        *data_spec = cJSON_IsString(d) ? dit_xstrdup(d->valuestring) : NULL;
+        *data_spec = NULL;
+        if (cJSON_IsString(d) && !(*data_spec = dit_strdup(d->valuestring))) goto fail;
     }
     cJSON_Delete(o);
     tensor_file_free(&f);
@@ -180,22 +185,32 @@ static int compare_desc(const void *a, const void *b) {
     return (x < y) - (x > y);
 }
 
-// Steps of the checkpoint files in cdir, newest first; *count entries (malloc'd).
-static long long *list_checkpoints(const char *cdir, int *count) {
+// Steps of the checkpoint files in cdir, newest first: *count entries in *steps (malloc'd; none when the
+// folder cannot be read). DIT_ERR when out of memory.
+static dit_status list_checkpoints(const char *cdir, long long **steps_out, int *count) {
+    *steps_out = NULL;
     *count = 0;
     DIR *dp = opendir(cdir);
-    if (!dp) return NULL;
+    if (!dp) return DIT_OK;
     long long *steps = NULL;
     struct dirent *e;
     while ((e = readdir(dp))) {
         long long s = checkpoint_step_of(e->d_name);
         if (s < 0) continue;
-        steps = dit_xrealloc(steps, (*count + 1) * sizeof *steps);
+        long long *grown = dit_realloc(steps, (*count + 1) * sizeof *steps);
+        if (!grown) {
+            closedir(dp);
+            free(steps);
+            *count = 0;
+            return DIT_ERR;
+        }
+        steps = grown;
         steps[(*count)++] = s;
     }
     closedir(dp);
     if (*count) qsort(steps, *count, sizeof *steps, compare_desc);
-    return steps;
+    *steps_out = steps;
+    return DIT_OK;
 }
 
 dit_status checkpoint_save_run(const trainer *tr, const char *run_dir, int keep, char *saved_path, size_t n) {
@@ -213,7 +228,8 @@ dit_status checkpoint_save_run(const trainer *tr, const char *run_dir, int keep,
     if (saved_path) snprintf(saved_path, n, "%s", path);
     if (keep > 0) {
         int count;
-        long long *steps = list_checkpoints(cdir, &count);
+        long long *steps;
+        DIT_TRY(list_checkpoints(cdir, &steps, &count));
         for (int i = keep; i < count; i++) {
             if (steps[i] == tr->step) continue;
             snprintf(path, sizeof path, "%s/%07lld.safetensors", cdir, steps[i]);
@@ -230,17 +246,23 @@ static int is_dir(const char *path) {
 }
 
 // A checkpoint is usable when its safetensors header and sizes check out and it has dit.train metadata.
-static int usable(const char *path) {
+// Running out of memory while reading it says nothing about the file: *out_of_memory = 1 then.
+static int usable(const char *path, int *out_of_memory) {
     tensor_file f = {0};
-    if (safetensors_read(path, &f)) return 0;
+    if (safetensors_read(path, &f)) {
+        *out_of_memory = dit_error_is_out_of_memory();
+        return 0;
+    }
     int ok = tensor_file_meta(&f, "dit.train") != NULL;
     tensor_file_free(&f);
     return ok;
 }
 
 dit_status checkpoint_find_latest(const char *dir, char *path, size_t n) {
+    int out_of_memory = 0;
     if (!is_dir(dir)) {
-        if (!usable(dir)) {
+        if (!usable(dir, &out_of_memory)) {
+            if (out_of_memory) return DIT_ERR;
             dit_prefix_error("--resume %s: not a usable checkpoint", dir);
             return DIT_ERR;
         }
@@ -258,17 +280,19 @@ dit_status checkpoint_find_latest(const char *dir, char *path, size_t n) {
         name[strcspn(name, "\r\n")] = 0;
         if (checkpoint_step_of(name) >= 0) {
             snprintf(path, n, "%s/%s", cdir, name);
-            if (usable(path)) return DIT_OK;
+            if (usable(path, &out_of_memory)) return DIT_OK;
+            if (out_of_memory) return DIT_ERR;
         }
     }
     // no pointer, or it names a damaged file: the newest checkpoint that reads
     int count;
-    long long *steps = list_checkpoints(cdir, &count);
+    long long *steps;
+    DIT_TRY(list_checkpoints(cdir, &steps, &count));
     for (int i = 0; i < count; i++) {
         snprintf(path, n, "%s/%07lld.safetensors", cdir, steps[i]);
-        if (usable(path)) {
+        if (usable(path, &out_of_memory) || out_of_memory) {
             free(steps);
-            return DIT_OK;
+            return out_of_memory ? DIT_ERR : DIT_OK;
         }
     }
     free(steps);

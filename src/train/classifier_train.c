@@ -56,7 +56,8 @@ void classifier_dataset_free(classifier_dataset *d) {
 }
 
 uint8_t *classifier_dataset_canvases(const classifier_dataset *d, const int *indices, int count, int S) {
-    uint8_t *out = dit_xmalloc((size_t)(count > 0 ? count : 1) * S * S);
+    uint8_t *out = dit_malloc((size_t)(count > 0 ? count : 1) * S * S);
+    if (!out) return NULL;
     const int64_t per = (int64_t)d->rows * d->cols;
     for (int i = 0; i < count; i++)
         classifier_place_image(out + (int64_t)i * S * S, S, d->images + (indices ? indices[i] : i) * per, d->rows,
@@ -106,17 +107,21 @@ double classifier_cross_entropy(const float *logits, const uint8_t *labels, int 
     return B > 0 ? total / B : 0;
 }
 
-double classifier_accuracy(const classifier *c, const classifier_dataset *d, int limit) {
+dit_status classifier_accuracy(const classifier *c, const classifier_dataset *d, int limit, double *accuracy) {
     const int n = limit <= 0 || limit > d->count ? d->count : limit;
-    if (n == 0) return 0;
+    *accuracy = 0;
+    if (n == 0) return DIT_OK;
     uint8_t *canvases = classifier_dataset_canvases(d, NULL, n, c->cfg.image_size);
-    int *pred = dit_xmalloc((size_t)n * sizeof(int));
-    classifier_run(c, canvases, n, pred, NULL, NULL);
-    int right = 0;
-    for (int i = 0; i < n; i++) right += pred[i] == d->labels[i];
+    int *pred = canvases ? dit_malloc((size_t)n * sizeof(int)) : NULL;
+    dit_status status = pred ? classifier_run(c, canvases, n, pred, NULL, NULL) : DIT_ERR;
+    if (status == DIT_OK) {
+        int right = 0;
+        for (int i = 0; i < n; i++) right += pred[i] == d->labels[i];
+        *accuracy = (double)right / n;
+    }
     free(pred);
     free(canvases);
-    return (double)right / n;
+    return status;
 }
 
 static double now_seconds(void) {
@@ -147,20 +152,21 @@ dit_status classifier_train(classifier *c, const classifier_dataset *train, cons
     hp.weight_decay = o->weight_decay;
     hp.batch = B;
     const size_t n = (size_t)c->total_floats;
-    float *grads = dit_xmalloc(n * sizeof(float)), *adam_m = dit_xcalloc(n, sizeof(float));
-    float *adam_v = dit_xcalloc(n, sizeof(float));
-    float *x = dit_xmalloc((size_t)B * S * S * sizeof(float)), *dlogits = dit_xmalloc((size_t)B * K * sizeof(float));
-    uint8_t *canvas = dit_xmalloc((size_t)B * S * S), *labels = dit_xmalloc((size_t)B);
-    int *perm = dit_xmalloc((size_t)train->count * sizeof(int));
+    float *grads = dit_malloc(n * sizeof(float)), *adam_m = dit_calloc(n, sizeof(float));
+    float *adam_v = dit_calloc(n, sizeof(float));
+    float *x = dit_malloc((size_t)B * S * S * sizeof(float)), *dlogits = dit_malloc((size_t)B * K * sizeof(float));
+    uint8_t *canvas = dit_malloc((size_t)B * S * S), *labels = dit_malloc((size_t)B);
+    int *perm = dit_malloc((size_t)train->count * sizeof(int));
     classifier_acts *acts = classifier_acts_create(&c->cfg, B, 1);
     const int64_t per = (int64_t)train->rows * train->cols;
     int64_t step = 0;
-    for (int epoch = 0; epoch < o->epochs; epoch++) {
+    dit_status status = grads && adam_m && adam_v && x && dlogits && canvas && labels && perm && acts ? DIT_OK : DIT_ERR;
+    for (int epoch = 0; status == DIT_OK && epoch < o->epochs; epoch++) {
         const double t0 = now_seconds();
         train_data_permutation(train->count, o->seed, epoch, perm);
         double loss_sum = 0;
         int64_t right = 0;
-        for (int s = 0; s < steps_per_epoch; s++, step++) {
+        for (int s = 0; status == DIT_OK && s < steps_per_epoch; s++, step++) {
             for (int b = 0; b < B; b++) {
                 const int i = perm[(int64_t)s * B + b];
                 const uint64_t w = train_rng_u64(o->seed, (uint32_t)b, (uint32_t)step, 0, RNG_STREAM_CLASSIFIER_AUGMENT);
@@ -172,22 +178,24 @@ dit_status classifier_train(classifier *c, const classifier_dataset *train, cons
                 labels[b] = train->labels[i];
             }
             classifier_images_to_input(x, canvas, B, S, 1);
-            classifier_forward(c, acts, x, B);
+            if ((status = classifier_forward(c, acts, x, B)) != DIT_OK) break;
             int correct;
             loss_sum += classifier_cross_entropy(acts->logits, labels, B, K, dlogits, &correct);
             right += correct;
             memset(grads, 0, n * sizeof(float));
-            classifier_backward(c, acts, x, dlogits, grads, B);
+            if ((status = classifier_backward(c, acts, x, dlogits, grads, B)) != DIT_OK) break;
             const double lr = o->lr * 0.5 * (1 + cos(M_PI * (double)step / (double)total_steps));
             train_adamw_update(c->params, grads, adam_m, adam_v, n, &hp, lr, step + 1);
         }
         classifier_epoch_stats st = {.epoch = epoch + 1, .epochs = o->epochs, .train_loss = loss_sum / steps_per_epoch,
                                      .train_accuracy = (double)right / ((double)steps_per_epoch * B),
-                                     .test_accuracy = test ? classifier_accuracy(c, test, 0) : -1};
+                                     .test_accuracy = -1};
+        if (status == DIT_OK && test) status = classifier_accuracy(c, test, 0, &st.test_accuracy);
+        if (status != DIT_OK) break;
         st.seconds = now_seconds() - t0;
         if (on_epoch) on_epoch(ctx, &st);
     }
     classifier_acts_free(acts);
     free(grads), free(adam_m), free(adam_v), free(x), free(dlogits), free(canvas), free(labels), free(perm);
-    return DIT_OK;
+    return status;
 }

@@ -26,7 +26,7 @@ typedef struct classifier_dataset {
 dit_status classifier_dataset_load(classifier_dataset *d, const char *spec, int test);
 void classifier_dataset_free(classifier_dataset *d);
 // The images `indices` (NULL: 0..count-1) centred on S x S canvases of 0, unshifted: (count, S, S) uint8, the
-// input of classifier_run (malloc'd).
+// input of classifier_run (malloc'd; NULL when out of memory).
 uint8_t *classifier_dataset_canvases(const classifier_dataset *d, const int *indices, int count, int S);
 
 typedef struct classifier_train_options {
@@ -56,8 +56,8 @@ void classifier_train_init_weights(classifier *c, uint64_t seed);
 double classifier_cross_entropy(const float *logits, const uint8_t *labels, int B, int K, float *dlogits,
                                 int *correct);
 
-// The share of d's first `limit` images (all when limit <= 0 or beyond count) that c classifies right.
-double classifier_accuracy(const classifier *c, const classifier_dataset *d, int limit);
+// *accuracy = the share of d's first `limit` images (all when limit <= 0 or beyond count) that c classifies right.
+dit_status classifier_accuracy(const classifier *c, const classifier_dataset *d, int limit, double *accuracy);
 
 // Train c in place from its current weights. test may be NULL. on_epoch (may be NULL) after every epoch.
 dit_status classifier_train(classifier *c, const classifier_dataset *train, const classifier_dataset *test,

@@ -30,7 +30,11 @@ static dit_status read_all_gz(const char *path, uint8_t **data, size_t *len) {
     gzFile f = gzopen(path, "rb");
     if (!f) return dit_set_error("%s: cannot open (%s)", path, strerror(errno ? errno : ENOENT));
     size_t cap = 1 << 16, n = 0;
-    uint8_t *buf = dit_xmalloc(cap);
+    uint8_t *buf = dit_malloc(cap);
+    if (!buf) {
+        gzclose(f);
+        return DIT_ERR;
+    }
     for (;;) {
         if (n == cap) {
             if (cap >= IDX_MAX_BYTES) {
@@ -132,9 +136,13 @@ static int is_file(const char *path) {
     return stat(path, &st) == 0 && S_ISREG(st.st_mode);
 }
 
-static void set_class_names(train_data *d, const char *const *names, int count) {
-    d->class_names = dit_xcalloc(count, sizeof *d->class_names);
-    for (int i = 0; i < count; i++) d->class_names[i] = dit_xstrdup(names[i]);
+// d->class_names = copies of names (count = d->num_classes); on failure (out of memory) the copies made so far
+// stay for train_data_free.
+static dit_status set_class_names(train_data *d, const char *const *names) {
+    if (!(d->class_names = dit_calloc(d->num_classes, sizeof *d->class_names))) return DIT_ERR;
+    for (int i = 0; i < d->num_classes; i++)
+        if (!(d->class_names[i] = dit_strdup(names[i]))) return DIT_ERR;
+    return DIT_OK;
 }
 
 // The pair of files of an IDX spec: "fashion-mnist", a folder, or the images file.
@@ -183,9 +191,15 @@ dit_status train_data_open_idx(train_data *d, const char *spec, int image_size) 
         return dit_set_error("--image-size %d: expected 2..%d", S, IDX_MAX_SIDE);
     }
     d->kind = DATA_PIXELS;
-    d->source = dit_xstrdup(spec);
     d->count = count, d->channels = 1, d->size = S;
-    d->labels = dit_xmalloc((size_t)count * sizeof(int));
+    d->source = dit_strdup(spec);
+    d->labels = dit_malloc((size_t)count * sizeof(int));
+    if (!d->source || !d->labels) {
+        free(pixels);
+        free(labels);
+        train_data_free(d);
+        return DIT_ERR;
+    }
     int max_label = 0;
     for (int i = 0; i < count; i++) d->labels[i] = labels[i], max_label = labels[i] > max_label ? labels[i] : max_label;
     const int fashion = !strcmp(spec, "fashion-mnist") || strcasestr(images_path, "fashion");
@@ -196,10 +210,9 @@ dit_status train_data_open_idx(train_data *d, const char *spec, int image_size) 
         train_data_free(d);
         return dit_set_error("%s: label %d, but Fashion-MNIST has 10 classes", labels_path, max_label);
     }
-    if (fashion) set_class_names(d, fashion_names, 10);
-    d->pixels = dit_xmalloc((size_t)count * S * S * sizeof(float));
+    dit_status st = fashion ? set_class_names(d, fashion_names) : DIT_OK;
+    if (st == DIT_OK && !(d->pixels = dit_malloc((size_t)count * S * S * sizeof(float)))) st = DIT_ERR;
     const int pad = (S - native) / 2;
-    dit_status st = DIT_OK;
     for (int i = 0; i < count && st == DIT_OK; i++) {
         const uint8_t *src = pixels + (size_t)i * native * native;
         float *dst = d->pixels + (size_t)i * S * S;
@@ -211,7 +224,11 @@ dit_status train_data_open_idx(train_data *d, const char *spec, int image_size) 
                     dst[(y + pad) * S + x + pad] = ((float)src[y * native + x] / 255.0f - 0.5f) / 0.5f;
         } else {
             // PIL BICUBIC resize (the gray value replicated to RGB, channel 0 kept)
-            image_u8 in = {dit_xmalloc((size_t)native * native * 3), native, native}, out = {0};
+            image_u8 in = {dit_malloc((size_t)native * native * 3), native, native}, out = {0};
+            if (!in.pixels) {
+                st = DIT_ERR;
+                break;
+            }
             for (int k = 0; k < native * native; k++) in.pixels[3 * k] = in.pixels[3 * k + 1] = in.pixels[3 * k + 2] = src[k];
             st = image_resize(&in, S, S, RESAMPLE_BICUBIC, &out);
             for (int k = 0; st == DIT_OK && k < S * S; k++) dst[k] = ((float)out.pixels[3 * k] / 255.0f - 0.5f) / 0.5f;
@@ -234,24 +251,40 @@ static int has_image_extension(const char *name) {
     return dot && (!strcasecmp(dot, ".png") || !strcasecmp(dot, ".jpg") || !strcasecmp(dot, ".jpeg"));
 }
 
-// Sorted entries of a directory that are folders (want_dirs) or image files; hidden names skipped.
-static char **list_dir(const char *dir, int want_dirs, int *count) {
-    DIR *dp = opendir(dir);
+static void free_names(char **names, int count) {
+    for (int i = 0; i < count; i++) free(names[i]);
+    free(names);
+}
+
+// Sorted entries of a directory that are folders (want_dirs) or image files; hidden names skipped. A folder
+// that cannot be opened has no entries. DIT_ERR (nothing kept) when out of memory.
+static dit_status list_dir(const char *dir, int want_dirs, char ***names_out, int *count) {
+    *names_out = NULL;
     *count = 0;
-    if (!dp) return NULL;
+    DIR *dp = opendir(dir);
+    if (!dp) return DIT_OK;
     char **names = NULL;
     struct dirent *e;
     char path[4096 + 512];
-    while ((e = readdir(dp))) {
+    dit_status st = DIT_OK;
+    while (st == DIT_OK && (e = readdir(dp))) {
         if (e->d_name[0] == '.') continue;
         if (snprintf(path, sizeof path, "%s/%s", dir, e->d_name) >= (int)sizeof path) continue;
         if (want_dirs ? !is_dir(path) : !(is_file(path) && has_image_extension(e->d_name))) continue;
-        names = dit_xrealloc(names, (*count + 1) * sizeof *names);
-        names[(*count)++] = dit_xstrdup(e->d_name);
+        char **grown = dit_realloc(names, (*count + 1) * sizeof *names);
+        if (grown) names = grown;
+        if (!grown || !(names[*count] = dit_strdup(e->d_name))) st = DIT_ERR;
+        else (*count)++;
     }
     closedir(dp);
+    if (st != DIT_OK) {
+        free_names(names, *count);
+        *count = 0;
+        return DIT_ERR;
+    }
     if (*count) qsort(names, *count, sizeof *names, compare_strings);
-    return names;
+    *names_out = names;
+    return DIT_OK;
 }
 
 dit_status train_data_open_folder(train_data *d, const char *dir, int image_size) {
@@ -259,26 +292,39 @@ dit_status train_data_open_folder(train_data *d, const char *dir, int image_size
     if (image_size < 8 || image_size > 4096)
         return dit_set_error("%s: an image folder needs --image-size (8..4096), got %d", dir, image_size);
     int num_classes;
-    char **classes = list_dir(dir, 1, &num_classes);
+    char **classes;
+    DIT_TRY(list_dir(dir, 1, &classes, &num_classes));
     if (!num_classes) return dit_set_error("%s: no class subfolders (expected DIR/<class>/<image>.png|jpg)", dir);
     d->kind = DATA_IMAGE_FOLDER;
-    d->source = dit_xstrdup(dir);
     d->channels = 3, d->size = image_size, d->num_classes = num_classes;
     d->class_names = classes;
+    if (!(d->source = dit_strdup(dir))) {
+        train_data_free(d);
+        return DIT_ERR;
+    }
     char path[4096];
     for (int c = 0; c < num_classes; c++) {
         snprintf(path, sizeof path, "%s/%s", dir, classes[c]);
         int n;
-        char **files = list_dir(path, 0, &n);
-        d->paths = dit_xrealloc(d->paths, (size_t)(d->count + n + 1) * sizeof *d->paths);
-        d->labels = dit_xrealloc(d->labels, (size_t)(d->count + n + 1) * sizeof *d->labels);
-        for (int i = 0; i < n; i++) {
-            snprintf(path, sizeof path, "%s/%s/%s", dir, classes[c], files[i]);
-            d->paths[d->count] = dit_xstrdup(path);
-            d->labels[d->count++] = c;
-            free(files[i]);
+        char **files;
+        dit_status st = list_dir(path, 0, &files, &n);
+        if (st == DIT_OK) {
+            char **paths = dit_realloc(d->paths, (size_t)(d->count + n + 1) * sizeof *d->paths);
+            if (paths) d->paths = paths;
+            int *labels = paths ? dit_realloc(d->labels, (size_t)(d->count + n + 1) * sizeof *d->labels) : NULL;
+            if (labels) d->labels = labels;
+            else st = DIT_ERR;
         }
-        free(files);
+        for (int i = 0; st == DIT_OK && i < n; i++) {
+            snprintf(path, sizeof path, "%s/%s/%s", dir, classes[c], files[i]);
+            if (!(d->paths[d->count] = dit_strdup(path))) st = DIT_ERR;
+            else d->labels[d->count++] = c;
+        }
+        free_names(files, n);
+        if (st != DIT_OK) {
+            train_data_free(d);
+            return DIT_ERR;
+        }
     }
     if (!d->count) {
         train_data_free(d);
@@ -291,7 +337,8 @@ dit_status train_data_open_folder(train_data *d, const char *dir, int image_size
 
 dit_status train_data_open_cache(train_data *d, const char *path) {
     memset(d, 0, sizeof *d);
-    tensor_file *f = dit_xcalloc(1, sizeof *f);
+    tensor_file *f = dit_calloc(1, sizeof *f);
+    if (!f) return DIT_ERR;
     if (safetensors_read(path, f)) {
         free(f);
         return DIT_ERR;
@@ -311,11 +358,15 @@ dit_status train_data_open_cache(train_data *d, const char *path) {
         return st;
     }
     d->kind = DATA_LATENT_CACHE;
-    d->source = dit_xstrdup(path);
     d->count = (int)lat->shape[0], d->channels = (int)lat->shape[2], d->size = (int)lat->shape[3];
     d->latents = (float *)lat->data;
     d->owner = f;
-    d->labels = dit_xmalloc((size_t)d->count * sizeof(int));
+    d->source = dit_strdup(path);
+    d->labels = dit_malloc((size_t)d->count * sizeof(int));
+    if (!d->source || !d->labels) {
+        train_data_free(d);
+        return DIT_ERR;
+    }
     int64_t max_label = 0;
     for (int i = 0; i < d->count; i++) {
         int64_t v = lab->dtype == DT_I32 ? ((const int32_t *)lab->data)[i] : ((const int64_t *)lab->data)[i];
@@ -340,15 +391,18 @@ dit_status train_data_open_cache(train_data *d, const char *path) {
     if (names) {   // a JSON list of num_classes strings, as in dit's model files
         cJSON *list = cJSON_Parse(names);
         if (cJSON_IsArray(list) && cJSON_GetArraySize(list) == d->num_classes) {
-            d->class_names = dit_xcalloc(d->num_classes, sizeof *d->class_names);
-            for (int i = 0; i < d->num_classes; i++) {
+            d->class_names = dit_calloc(d->num_classes, sizeof *d->class_names);
+            for (int i = 0; d->class_names && i < d->num_classes && st == DIT_OK; i++) {
                 const cJSON *item = cJSON_GetArrayItem(list, i);
-                d->class_names[i] = dit_xstrdup(cJSON_IsString(item) ? item->valuestring : "?");
+                d->class_names[i] = dit_strdup(cJSON_IsString(item) ? item->valuestring : "?");
+                if (!d->class_names[i]) st = DIT_ERR;
             }
+            if (!d->class_names) st = DIT_ERR;
         }
         cJSON_Delete(list);
     }
-    return DIT_OK;
+    if (st != DIT_OK) train_data_free(d);
+    return st;
 }
 
 dit_status train_data_open(train_data *d, const char *spec, int image_size) {
