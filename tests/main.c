@@ -24,6 +24,7 @@ void test_api(void);
 void test_serve(void);
 void test_install(void);
 void test_dist(void);
+void test_flow(void);
 
 static const struct {
     const char *name;
@@ -46,6 +47,7 @@ static const struct {
     {"serve", test_serve},
     {"install", test_install},
     {"dist", test_dist},
+    {"flow", test_flow},
 };
 
 int main(int argc, char **argv) {
