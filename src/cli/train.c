@@ -16,6 +16,7 @@
 #include "cli/progress.h"
 #include "diffusion/diffusion.h"
 #include "image/grid.h"
+#include "image/plot.h"
 #include "io/tensors.h"
 #include "train/train.h"
 
@@ -77,33 +78,13 @@ typedef struct {
 
 static void write_svg(const char *path, const log_point *pts, int n) {
     if (n < 1) return;
-    atomic_file a;
-    if (atomic_file_open(&a, path)) return;
-    const double W = 640, H = 360, L = 60, R = 20, T = 20, Bm = 40;
-    double x0 = pts[0].step, x1 = pts[n - 1].step, ymax = 0;
-    for (int i = 0; i < n; i++) ymax = fmax(ymax, fmax(pts[i].loss, pts[i].mse));
-    if (x1 <= x0) x1 = x0 + 1;
-    if (ymax <= 0) ymax = 1;
-    fprintf(a.f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%g\" height=\"%g\" font-family=\"sans-serif\" "
-                 "font-size=\"12\">\n<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n", W, H);
-    fprintf(a.f, "<line x1=\"%g\" y1=\"%g\" x2=\"%g\" y2=\"%g\" stroke=\"black\"/>\n", L, H - Bm, W - R, H - Bm);
-    fprintf(a.f, "<line x1=\"%g\" y1=\"%g\" x2=\"%g\" y2=\"%g\" stroke=\"black\"/>\n", L, T, L, H - Bm);
-    fprintf(a.f, "<text x=\"%g\" y=\"%g\">%.4g</text><text x=\"%g\" y=\"%g\">0</text>\n", 4.0, T + 4, ymax, 4.0, H - Bm);
-    fprintf(a.f, "<text x=\"%g\" y=\"%g\">step %.0f</text><text x=\"%g\" y=\"%g\" text-anchor=\"end\">%.0f</text>\n", L,
-            H - 12, x0, W - R, H - 12, x1);
-    const char *colors[3] = {"black", "steelblue", "darkorange"};
-    const char *labels[3] = {"loss", "mse", "vb"};
-    for (int s = 0; s < 3; s++) {
-        fprintf(a.f, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"1.5\" points=\"", colors[s]);
-        for (int i = 0; i < n; i++) {
-            double v = s == 0 ? pts[i].loss : s == 1 ? pts[i].mse : pts[i].vb;
-            fprintf(a.f, "%.1f,%.1f ", L + (pts[i].step - x0) / (x1 - x0) * (W - L - R), H - Bm - v / ymax * (H - T - Bm));
-        }
-        fprintf(a.f, "\"/>\n<text x=\"%g\" y=\"%g\" fill=\"%s\">%s</text>\n", W - R - 120 + 40 * s, T + 10, colors[s],
-                labels[s]);
-    }
-    fprintf(a.f, "</svg>\n");
-    atomic_file_commit(&a);
+    double *x = dit_malloc(4 * (size_t)n * sizeof(double)), *loss = x + n, *mse = x + 2 * n, *vb = x + 3 * n;
+    for (int i = 0; i < n; i++) x[i] = pts[i].step, loss[i] = pts[i].loss, mse[i] = pts[i].mse, vb[i] = pts[i].vb;
+    const plot_series series[3] = {{"loss", "black", x, loss, n, 0}, {"mse", "steelblue", x, mse, n, 0},
+                                   {"vb", "darkorange", x, vb, n, 0}};
+    const plot_panel panel = {NULL, "step", NULL, 1, series, 3};
+    plot_write_svg(path, &panel, 1);   // a failed plot does not stop training
+    free(x);
 }
 
 // Keep the log entries up to `step` (a resumed run rewrites what came after its checkpoint).
