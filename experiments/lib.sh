@@ -10,15 +10,16 @@ EVAL_STEPS=${EVAL_STEPS:-20}       # network evaluations per sample (x2 with gui
 THREADS=${THREADS:-2}
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}   # OpenMP spinning starves other processes on a shared machine
 
-# eval_checkpoint CKPT NPZ -> prints "agreement fd" of 10 x PER_CLASS samples
+# eval_checkpoint CKPT NPZ [--no-ema] -> prints "agreement fd" of 10 x PER_CLASS samples (EMA weights, or the
+# trained weights with --no-ema)
 eval_checkpoint() {
-    local ckpt=$1 npz=$2 sampler
+    local ckpt=$1 npz=$2 weights=${3:-} sampler
     if "$DIT" info -m "$ckpt" 2>/dev/null | grep -q "^objective: *v-flow"; then
-        sampler="--sampler heun --steps $((EVAL_STEPS / 2))"
+        sampler="--sampler flow-heun --steps $((EVAL_STEPS / 2))"
     else
         sampler="--sampler dpm++2m --steps $EVAL_STEPS"
     fi
-    "$DIT" sample -m "$ckpt" -n "$PER_CLASS" $sampler --cfg-scale 3 --seed 1 --batch 100 --precision bf16 \
+    "$DIT" sample -m "$ckpt" $weights -n "$PER_CLASS" $sampler --cfg-scale 3 --seed 1 --batch 100 --precision bf16 \
         -t "$THREADS" --npz "$npz" >/dev/null 2>&1 || { echo "nan nan"; return; }
     "$DIT" eval --fmnist "$npz" --per-class "$PER_CLASS" --ref-images 0 -t "$THREADS" 2>/dev/null |
         awk '/^Class agreement/ {a = $3} /^Frechet distance/ {f = $5} END {print a, f}'

@@ -1,7 +1,9 @@
 #!/bin/bash
 # Pilot runs for issue 16: each recipe option alone against today's recipe (the shipped model's flags), on a smaller
 # DiT (depth 4, hidden 128) so that all of them fit in one sitting, at equal steps; then class agreement and Frechet
-# distance of 1,000 EMA samples of each (experiments/lib.sh). Writes OUT/pilots.tsv and prints it as a table.
+# distance of 1,000 samples of each, from the EMA weights and from the trained (raw) weights (experiments/lib.sh):
+# at a few hundred steps a slow EMA still remembers the initialisation, which hides the other options' effect.
+# Writes OUT/pilots.tsv and prints it as a table.
 #   bash experiments/recipe_pilots.sh            # DIT=build/dit OUT=runs/pilots STEPS=400 PER_CLASS=100
 # Runs one training at a time; the evaluation of a finished pilot overlaps the next pilot's training.
 set -euo pipefail
@@ -26,11 +28,12 @@ evaluate() {   # name: appends one row to pilots.tsv
     local run="$OUT/$1" ckpt
     ckpt=$(printf "%s/checkpoints/%07d.safetensors" "$run" "$STEPS")
     read -r agreement fd < <(eval_checkpoint "$ckpt" "$run/eval.npz")
+    read -r raw_agreement raw_fd < <(eval_checkpoint "$ckpt" "$run/eval-raw.npz" --no-ema)
     local sec; sec=$(elapsed_at "$run" "$STEPS")
-    printf "%s\t%s\t%s\t%.3f\t%s\t%s\n" "$1" "$STEPS" "$sec" "$(echo "$sec / $STEPS" | bc -l)" "$agreement" "$fd" \
-        >> "$OUT/pilots.tsv"
+    printf "%s\t%s\t%s\t%.3f\t%s\t%s\t%s\t%s\n" "$1" "$STEPS" "$sec" "$(echo "$sec / $STEPS" | bc -l)" "$agreement" \
+        "$fd" "$raw_agreement" "$raw_fd" >> "$OUT/pilots.tsv"
 }
-printf "pilot\tsteps\twall_s\ts_per_step\tagreement\tfd\n" > "$OUT/pilots.tsv"
+printf "pilot\tsteps\twall_s\ts_per_step\tagreement\tfd\traw_agreement\traw_fd\n" > "$OUT/pilots.tsv"
 pending=""
 for name in $ORDER; do
     rm -rf "${OUT:?}/$name"

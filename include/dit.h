@@ -147,22 +147,24 @@ const char *dit_imagenet_class_synonyms(int label);
 dit_status dit_model_find_class(const dit_model *m, const char *text, int *label);
 
 // ---- Sampling, decoding, PNG: what an embedder (and `dit serve`) needs ----
-// ddpm, ddim and dpm++2m sample EPS models; euler, heun (ODE) and em (Euler-Maruyama SDE) sample V_FLOW models
+// ddpm, ddim and dpm++2m sample EPS models; flow-euler, flow-heun (ODE) and flow-em (Euler-Maruyama SDE) sample
+// V_FLOW models
 // (docs/diffusion.md "Flow matching"). dit_sample refuses a sampler of the other objective.
 typedef enum {
     DIT_SAMPLER_DDPM = 0, DIT_SAMPLER_DDIM = 1, DIT_SAMPLER_DPMPP_2M = 2,
     DIT_SAMPLER_EULER = 3, DIT_SAMPLER_HEUN = 4, DIT_SAMPLER_EULER_MARUYAMA = 5,
 } dit_sampler;
-// "ddpm", "ddim", "dpm++2m" (or "dpmpp2m"), "euler", "heun", "em" (or "euler-maruyama"); DIT_ERR otherwise.
+// "ddpm", "ddim", "dpm++2m" (or "dpmpp2m"), "flow-euler", "flow-heun", "flow-em" (or
+// "flow-euler-maruyama"); DIT_ERR otherwise.
 dit_status dit_sampler_parse(const char *name, dit_sampler *out);
 const char *dit_sampler_name(dit_sampler s);
-// The default step count of a sampler: 250 for ddpm and ddim (as sample.py), 25 for dpm++2m, 50 for euler,
-// 25 for heun (two network evaluations a step), 100 for em.
+// The default step count of a sampler: 250 for ddpm and ddim (as sample.py), 25 for dpm++2m, 50 for
+// flow-euler, 25 for flow-heun (two network evaluations a step), 100 for flow-em.
 int dit_sampler_default_steps(dit_sampler s);
 // The objective a sampler is for (DIT_OBJECTIVE_EPS or DIT_OBJECTIVE_V_FLOW).
 dit_objective dit_sampler_objective(dit_sampler s);
-// The sampler used when none is named: ddpm for EPS models (dpm++2m where speed matters: dit serve), heun for
-// V_FLOW models.
+// The sampler used when none is named: ddpm for EPS models (dpm++2m where speed matters: dit serve), flow-heun
+// for V_FLOW models.
 dit_sampler dit_model_default_sampler(const dit_model *m);
 
 // Called with step 0 before the first network evaluation, then after each step (1..total, counted over

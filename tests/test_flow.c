@@ -150,13 +150,13 @@ static dit_status given_noise(void *ctx, int step, int B, int64_t per_sample, fl
 static void test_trajectories(void) {
     int64_t nx, nz;
     double *x1 = golden_read_doubles("flow/traj_x1.npy", &nx), *zd = golden_read_doubles("flow/traj_noise.npy", &nz);
-    const char *names[3] = {"euler", "heun", "em"};
+    const char *names[3] = {"flow-euler", "flow-heun", "flow-em"};
     const sampler_kind kinds[3] = {SAMPLER_EULER, SAMPLER_HEUN, SAMPLER_EULER_MARUYAMA};
     float *noise = x1 && zd ? doubles_to_floats(zd, nz) : NULL;
     golden_noise = noise;
     for (int k = 0; noise && k < 3; k++) {
         char file[64];
-        snprintf(file, sizeof file, "flow/traj_%s.npy", names[k]);
+        snprintf(file, sizeof file, "flow/traj_%s.npy", names[k] + 5);
         int64_t nw;
         double *wd = golden_read_doubles(file, &nw);
         if (!wd) continue;
@@ -284,7 +284,7 @@ static void test_objective_files(void) {
     const char *key = safetensors_read(path, &f) == DIT_OK ? tensor_file_meta(&f, "dit.objective") : NULL;
     CHECK(m && dit_model_objective(m) == DIT_OBJECTIVE_V_FLOW && key && !strcmp(key, "v-flow") &&
               dit_model_default_sampler(m) == DIT_SAMPLER_HEUN,
-          "a v-flow model saves __metadata__ dit.objective = \"%s\" and loads as v-flow (default sampler heun)",
+          "a v-flow model saves __metadata__ dit.objective = \"%s\" and loads as v-flow (default sampler flow-heun)",
           key ? key : "(none)");
     tensor_file_free(&f);
     // the API: the objective's samplers only; guidance on the velocity
@@ -292,7 +292,7 @@ static void test_objective_files(void) {
     float *out = malloc(2 * 64 * sizeof(float));
     dit_sample_options opt = {.sampler = DIT_SAMPLER_DDPM, .steps = 4};
     dit_status st = m ? dit_sample(m, items, 2, &opt, out) : DIT_OK;
-    CHECK(st == DIT_ERR && strstr(dit_last_error(), "euler, heun or em"), "dit_sample refuses ddpm for a v-flow model: %s",
+    CHECK(st == DIT_ERR && strstr(dit_last_error(), "flow-euler, flow-heun or flow-em"), "dit_sample refuses ddpm for a v-flow model: %s",
           st ? dit_last_error() : "accepted");
     int finite = 1;
     for (int k = DIT_SAMPLER_EULER; m && k <= DIT_SAMPLER_EULER_MARUYAMA; k++) {
@@ -300,7 +300,7 @@ static void test_objective_files(void) {
         finite &= dit_sample(m, items, 2, &opt, out) == DIT_OK;
         for (int i = 0; i < 2 * 64; i++) finite &= isfinite(out[i]);
     }
-    CHECK(finite, "dit_sample with euler, heun and em (3 steps, cfg 2) on a v-flow model: finite samples");
+    CHECK(finite, "dit_sample with flow-euler, flow-heun and flow-em (3 steps, cfg 2) on a v-flow model: finite samples");
     free(out);
     dit_model_free(m);
 }
@@ -346,13 +346,13 @@ static void test_cli(void) {
     snprintf(cmd, sizeof cmd, "%s sample -m %s/run/checkpoints/0000004.safetensors -n 2 --steps 3 --cfg-scale 2 "
              "-o %s/grid.png -t 1 2>&1", bin, dir, dir);
     rc = run_command(cmd, &out);
-    CHECK(rc == 0 && out && strstr(out, "with heun") && strstr(out, "wrote"),
-          "dit sample on the flow checkpoint picks heun from the file and writes the grid (exit %d)", rc);
+    CHECK(rc == 0 && out && strstr(out, "with flow-heun") && strstr(out, "wrote"),
+          "dit sample on the flow checkpoint picks flow-heun from the file and writes the grid (exit %d)", rc);
     free(out);
     snprintf(cmd, sizeof cmd, "%s sample -m %s/run/checkpoints/0000004.safetensors --sampler dpm++2m -n 1 -o %s/x.png "
              "2>&1", bin, dir, dir);
     rc = run_command(cmd, &out);
-    CHECK(rc != 0 && out && strstr(out, "is v-flow: use euler, heun or em"),
+    CHECK(rc != 0 && out && strstr(out, "is v-flow: use flow-euler, flow-heun or flow-em"),
           "dit sample --sampler dpm++2m on a v-flow file is refused naming the right samplers (exit %d)", rc);
     free(out);
     snprintf(cmd, sizeof cmd, "%s train --resume %s/run --objective eps --steps 6 -t 1 2>&1", bin, dir);

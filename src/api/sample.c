@@ -39,7 +39,7 @@ dit_status dit_model_set_objective(dit_model *m, dit_objective o) {
     return DIT_OK;
 }
 
-static const char *const sampler_names[] = {"ddpm", "ddim", "dpm++2m", "euler", "heun", "em"};
+static const char *const sampler_names[] = {"ddpm", "ddim", "dpm++2m", "flow-euler", "flow-heun", "flow-em"};
 #define NUM_SAMPLERS ((int)(sizeof sampler_names / sizeof sampler_names[0]))
 
 dit_status dit_sampler_parse(const char *name, dit_sampler *out) {
@@ -50,8 +50,8 @@ dit_status dit_sampler_parse(const char *name, dit_sampler *out) {
             return DIT_OK;
         }
     if (!strcmp(name, "dpmpp2m")) *out = DIT_SAMPLER_DPMPP_2M;
-    else if (!strcmp(name, "euler-maruyama")) *out = DIT_SAMPLER_EULER_MARUYAMA;
-    else return dit_set_error("sampler '%s': expected ddpm, ddim or dpm++2m (eps models), euler, heun or em (v-flow "
+    else if (!strcmp(name, "flow-euler-maruyama")) *out = DIT_SAMPLER_EULER_MARUYAMA;
+    else return dit_set_error("sampler '%s': expected ddpm, ddim or dpm++2m (eps models), flow-euler, flow-heun or flow-em (v-flow "
                               "models)", name);
     return DIT_OK;
 }
@@ -77,7 +77,7 @@ static dit_status check_sampler(const dit_model *m, dit_sampler s) {
     if (dit_sampler_objective(s) == m->objective) return DIT_OK;
     return dit_set_error("sampler %s is for %s models, and this model is %s: use %s", dit_sampler_name(s),
                          dit_objective_name(dit_sampler_objective(s)), dit_objective_name(m->objective),
-                         m->objective == DIT_OBJECTIVE_V_FLOW ? "euler, heun or em" : "ddpm, ddim or dpm++2m");
+                         m->objective == DIT_OBJECTIVE_V_FLOW ? "flow-euler, flow-heun or flow-em" : "ddpm, ddim or dpm++2m");
 }
 
 typedef struct {

@@ -32,10 +32,10 @@ static void print_help(void) {
            "  --cfg-all-channels      guide every eps channel and only those (the reference guides output\n"
            "                          channels 0-2: for a 1-channel learned-sigma model, eps and its variance)\n"
            "  --sampler NAME          eps models: ddpm (default; learned variance), ddim, dpm++2m;\n"
-           "                          v-flow models (the file says which): heun (default), euler, em\n"
-           "                          (Euler-Maruyama SDE); guidance applies to the velocity\n"
-           "  --steps N               sampling steps (default 250; 25 for dpm++2m and heun, 50 for euler,\n"
-           "                          100 for em)\n"
+           "                          v-flow models (the file says which): flow-heun (default), flow-euler,\n"
+           "                          flow-em (Euler-Maruyama SDE); guidance applies to the velocity\n"
+           "  --steps N               sampling steps (default 250; 25 for dpm++2m and flow-heun, 50 for\n"
+           "                          flow-euler, 100 for flow-em)\n"
            "  --eta E                 DDIM eta (default 0: deterministic)\n"
            "  -s, --seed S            seed (default 0); image k always gets the same noise, whatever --batch\n"
            "  -t, --threads N         threads (default: all cores)\n"
@@ -157,7 +157,7 @@ int cmd_sample(int argc, char **argv) {
     if (dit_sampler_objective(sampler) != objective) {
         fprintf(stderr, "dit: --sampler %s is for %s models, and %s is %s: use %s\n", sampler_name,
                 dit_objective_name(dit_sampler_objective(sampler)), model_path, dit_objective_name(objective),
-                objective == DIT_OBJECTIVE_V_FLOW ? "euler, heun or em" : "ddpm, ddim or dpm++2m");
+                objective == DIT_OBJECTIVE_V_FLOW ? "flow-euler, flow-heun or flow-em" : "ddpm, ddim or dpm++2m");
         goto done;
     }
     static const sampler_kind kinds[] = {SAMPLER_DDPM, SAMPLER_DDIM, SAMPLER_DPMPP_2M, SAMPLER_EULER, SAMPLER_HEUN,

@@ -272,13 +272,13 @@ static int parse_generation(const server *s, const char *body, size_t size, gene
     }
     if (!get_int(root, "steps", 1, s->limits.max_steps, &steps, e)) goto done;
     if (!get_int(root, "seed", 0, 9007199254740991.0, &seed, e)) goto done;
-    // the fast solver by default: DPM-Solver++ (25 steps) for eps models, Heun (25 steps) for v-flow models
+    // the fast solver by default: DPM-Solver++ (25 steps) for eps models, flow-heun (25 steps) for v-flow models
     const int flow = dit_model_objective(s->model) == DIT_OBJECTIVE_V_FLOW;
     dit_sampler sampler = flow ? DIT_SAMPLER_HEUN : DIT_SAMPLER_DPMPP_2M;
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, "sampler");
     if (v && !cJSON_IsNull(v) && (!cJSON_IsString(v) || dit_sampler_parse(v->valuestring, &sampler) != DIT_OK ||
                                   dit_sampler_objective(sampler) != dit_model_objective(s->model))) {
-        fail(e, 400, "sampler", flow ? "sampler: this is a v-flow model: expected \"euler\", \"heun\" or \"em\""
+        fail(e, 400, "sampler", flow ? "sampler: this is a v-flow model: expected \"flow-euler\", \"flow-heun\" or \"flow-em\""
                                      : "sampler: expected \"ddpm\", \"ddim\" or \"dpm++2m\"");
         goto done;
     }

@@ -46,7 +46,7 @@ static void print_help(void) {
            "  --recipe dit|small    a preset; explicit flags below override it. small = " SMALL_RECIPE_TEXT "\n"
            "                        chosen by measurement on Fashion-MNIST for small data (docs/time-to-quality.md)\n"
            "  --objective eps|v-flow    eps: DiT's IDDPM loss (default); v-flow: flow matching (SiT), velocity\n"
-           "                        of x_t = (1 - t) x0 + t noise; dit sample then uses euler/heun/em\n"
+           "                        of x_t = (1 - t) x0 + t noise; dit sample then uses flow-heun etc.\n"
            "  --time-sampling uniform|logit-normal  --logit-mean M (0)  --logit-std S (1)\n"
            "  --loss-weight none|min-snr  --snr-gamma G (5)   min-SNR-gamma weights the eps mse (eps only)\n"
            "  --ema-schedule constant|warmup|power  --ema-power G (6.94)   warmup: decay min(--ema,\n"
