@@ -21,7 +21,7 @@
 #include "train/train.h"
 
 // The `small` preset (issue 16): measured against DiT's recipe in docs/time-to-quality.md.
-#define SMALL_RECIPE_TEXT "v-flow, logit-normal(0, 1) t, EMA warm-up, cosine lr to lr/10,"
+#define SMALL_RECIPE_TEXT "v-flow, logit-normal(0, 1) t, EMA warm-up,\n                        --warmup 100, then cosine lr to lr/10 at --steps"
 
 static void print_help(void) {
     printf("usage: dit train --data D [model] [options]\n"
@@ -43,8 +43,8 @@ static void print_help(void) {
            "  --batch N (32)  --lr X (1e-4)  --weight-decay X (0)  --grad-clip X (0 = off)\n"
            "  --warmup N (0)  --ema X (0.9999)  --steps N | --epochs N  --seed S (0)\n"
            "recipe (docs/training.md \"Recipe options\"; the default is DiT's, bit for bit):\n"
-           "  --recipe dit|small    a preset; explicit flags below override it. small = " SMALL_RECIPE_TEXT "\n"
-           "                        chosen by measurement on Fashion-MNIST for small data (docs/time-to-quality.md)\n"
+           "  --recipe dit|small    a preset; the flags below override its parts. small: for small data, chosen\n"
+           "                        by measurement (docs/time-to-quality.md): " SMALL_RECIPE_TEXT "\n"
            "  --objective eps|v-flow    eps: DiT's IDDPM loss (default); v-flow: flow matching (SiT), velocity\n"
            "                        of x_t = (1 - t) x0 + t noise; dit sample then uses flow-heun etc.\n"
            "  --time-sampling uniform|logit-normal  --logit-mean M (0)  --logit-std S (1)\n"
@@ -297,6 +297,7 @@ int cmd_train(int argc, char **argv) {
         hp.time_sampling = TIME_LOGIT_NORMAL;
         hp.ema_schedule = EMA_WARMUP;
         hp.lr_schedule = LR_COSINE;
+        if (!warmup_set) hp.warmup = 100;   // reach the peak lr within the first minutes
     }
     int choice;
     if (objective_name && dit_objective_parse(objective_name, &hp.objective))

@@ -1,6 +1,7 @@
 // Training DiT in C: the IDDPM hybrid loss and its gradient (loss.c), AdamW + EMA + the reference weight
-// init (optim.c), datasets (data.c: IDX, image folders, latent caches), checkpoints (checkpoint.c) and the
-// training step that ties them together (trainer.c). Reference: docs/reference.md §2.6, §3.1;
+// init (optim.c), the recipe options (recipe.c; the flow-matching loss is diffusion/flow.h), datasets (data.c:
+// IDX, image folders, latent caches), checkpoints (checkpoint.c) and the training step that ties them together
+// (trainer.c). Reference: docs/reference.md §2.6, §3.1;
 // notes: docs/training.md.
 #ifndef DIT_TRAIN_H
 #define DIT_TRAIN_H
@@ -107,7 +108,8 @@ typedef struct train_hparams {
     double ema_power;           // EMA_POWER: gamma of the power-function EMA
     train_lr_schedule lr_schedule;
     double lr_min;              // LR_COSINE / LR_LINEAR: the floor reached at lr_decay_steps
-    int64_t lr_decay_steps;     // the decay's end (steps); fixed when the run starts, kept by --resume
+    int64_t lr_decay_steps;     // the decay's end (steps; set it when lr_schedule decays): dit train sets the run's
+                                // --steps when the run starts, and --resume keeps it
 } train_hparams;
 
 void train_hparams_default(train_hparams *hp);

@@ -1,7 +1,8 @@
 // One training step of DiT's train.py (reference.md §3.1): a shuffled batch, uniform t, label dropout,
-// q_sample, forward, the hybrid loss, backward, optional clipping, AdamW, EMA. Every random draw is a pure
-// function of (seed, step, batch slot) or (seed, epoch, index), so the step and the data cursor are the whole
-// random state (docs/training.md "Determinism").
+// q_sample, forward, the hybrid loss, backward, optional clipping, AdamW, EMA; or, with the recipe options
+// (recipe.c), logit-normal t, min-SNR weights, the flow-matching objective (diffusion/flow.h), lr and EMA
+// schedules. Every random draw is a pure function of (seed, step, batch slot) or (seed, epoch, index), so the
+// step and the data cursor are the whole random state (docs/training.md "Determinism").
 #include <math.h>
 #include <string.h>
 
