@@ -126,6 +126,17 @@ dit_precision dit_model_precision(const dit_model *m);
 const char *dit_model_class_name(const dit_model *m, int label);
 // Attach class names (copied; count must equal num_classes). Saved by dit_model_save.
 dit_status dit_model_set_class_names(dit_model *m, const char *const *names, int count);
+// What the network predicts (docs/diffusion.md). EPS: DiT's noise prediction on the IDDPM process (with the
+// variance in the extra channels of learned-sigma models). V_FLOW: flow matching (SiT): the velocity
+// noise - x0 of the linear interpolant x_t = (1 - t) x0 + t noise, t = 0 data, t = 1 noise, timestep 1000 t;
+// learned-sigma networks use their first C channels as the velocity and ignore the rest.
+// dit's files record it in __metadata__["dit.objective"] ("eps" or "v-flow"); files without the key are EPS.
+typedef enum { DIT_OBJECTIVE_EPS = 0, DIT_OBJECTIVE_V_FLOW = 1 } dit_objective;
+// "eps", "v-flow" -> *out; an error naming the accepted values otherwise.
+dit_status dit_objective_parse(const char *name, dit_objective *out);
+const char *dit_objective_name(dit_objective o);
+dit_objective dit_model_objective(const dit_model *m);
+dit_status dit_model_set_objective(dit_model *m, dit_objective o);
 // Save in dit's own format: official keys, config JSON in __metadata__; atomic.
 dit_status dit_model_save(const dit_model *m, const char *path);
 // The same with the weights stored as "f32", "f16" or "bf16" (round to nearest even; computation stays
@@ -156,12 +167,25 @@ const char *dit_imagenet_class_synonyms(int label);
 dit_status dit_model_find_class(const dit_model *m, const char *text, int *label);
 
 // ---- Sampling, decoding, PNG: what an embedder (and `dit serve`) needs ----
-typedef enum { DIT_SAMPLER_DDPM = 0, DIT_SAMPLER_DDIM = 1, DIT_SAMPLER_DPMPP_2M = 2 } dit_sampler;
-// "ddpm", "ddim", "dpm++2m" (or "dpmpp2m"); DIT_ERR for any other name.
+// ddpm, ddim and dpm++2m sample EPS models; flow-euler, flow-heun (ODE) and flow-em (Euler-Maruyama SDE) sample
+// V_FLOW models
+// (docs/diffusion.md "Flow matching"). dit_sample refuses a sampler of the other objective.
+typedef enum {
+    DIT_SAMPLER_DDPM = 0, DIT_SAMPLER_DDIM = 1, DIT_SAMPLER_DPMPP_2M = 2,
+    DIT_SAMPLER_EULER = 3, DIT_SAMPLER_HEUN = 4, DIT_SAMPLER_EULER_MARUYAMA = 5,
+} dit_sampler;
+// "ddpm", "ddim", "dpm++2m" (or "dpmpp2m"), "flow-euler", "flow-heun", "flow-em" (or
+// "flow-euler-maruyama"); DIT_ERR otherwise.
 dit_status dit_sampler_parse(const char *name, dit_sampler *out);
 const char *dit_sampler_name(dit_sampler s);
-// The default step count of a sampler: 250 for ddpm and ddim (as sample.py), 25 for dpm++2m.
+// The default step count of a sampler: 250 for ddpm and ddim (as sample.py), 25 for dpm++2m, 50 for
+// flow-euler, 25 for flow-heun (two network evaluations a step), 100 for flow-em.
 int dit_sampler_default_steps(dit_sampler s);
+// The objective a sampler is for (DIT_OBJECTIVE_EPS or DIT_OBJECTIVE_V_FLOW).
+dit_objective dit_sampler_objective(dit_sampler s);
+// The sampler used when none is named: ddpm for EPS models (dpm++2m where speed matters: dit serve), flow-heun
+// for V_FLOW models.
+dit_sampler dit_model_default_sampler(const dit_model *m);
 
 // Called with step 0 before the first network evaluation, then after each step (1..total, counted over
 // all batches of the call). Return non-zero to cancel: dit_sample then stops at the next step and fails
@@ -172,7 +196,8 @@ typedef struct dit_sample_options {
     dit_sampler sampler;
     int steps;                 // 0: dit_sampler_default_steps
     float cfg_scale;           // > 1: classifier-free guidance (needs a model with a null class); <= 1: off
-    int guide_all_channels;    // 0: guide eps channels 0..2 as the reference; 1: all channels
+    int guide_all_channels;    // 0: guide eps channels 0..2 as the reference; 1: all channels (V_FLOW models
+                               // always guide all velocity channels)
     float eta;                 // DDIM only (0: deterministic)
     int batch;                 // images per network evaluation; 0: 16
     dit_progress_fn progress;  // may be NULL

@@ -27,6 +27,7 @@ void test_serve(void);
 void test_install(void);
 void test_dist(void);
 void test_oom(void);
+void test_flow(void);
 
 static const struct {
     const char *name;
@@ -51,6 +52,7 @@ static const struct {
     {"install", test_install},
     {"dist", test_dist},
     {"oom", test_oom},
+    {"flow", test_flow},
 };
 
 int main(int argc, char **argv) {

@@ -8,6 +8,7 @@
 #include "base/rng.h"
 #include "base/threads.h"
 #include "diffusion/diffusion.h"
+#include "models/dit_model.h"
 #include "dit.h"
 #include "dit_vae.h"
 #include "image/grid.h"
@@ -19,27 +20,72 @@ void dit_set_num_threads(int n) { dit_set_threads(n); }
 
 void dit_free(void *p) { free(p); }
 
-dit_status dit_sampler_parse(const char *name, dit_sampler *out) {
-    if (!name) return dit_set_error("sampler: no name");
-    if (!strcmp(name, "ddpm")) *out = DIT_SAMPLER_DDPM;
-    else if (!strcmp(name, "ddim")) *out = DIT_SAMPLER_DDIM;
-    else if (!strcmp(name, "dpm++2m") || !strcmp(name, "dpmpp2m")) *out = DIT_SAMPLER_DPMPP_2M;
-    else return dit_set_error("sampler '%s': expected ddpm, ddim or dpm++2m", name);
+dit_status dit_objective_parse(const char *name, dit_objective *out) {
+    if (name && !strcmp(name, "eps")) *out = DIT_OBJECTIVE_EPS;
+    else if (name && !strcmp(name, "v-flow")) *out = DIT_OBJECTIVE_V_FLOW;
+    else return dit_set_error("objective '%s': expected eps or v-flow", name ? name : "(none)");
     return DIT_OK;
 }
 
-const char *dit_sampler_name(dit_sampler s) {
-    return s == DIT_SAMPLER_DDPM ? "ddpm" : s == DIT_SAMPLER_DDIM ? "ddim" : s == DIT_SAMPLER_DPMPP_2M ? "dpm++2m" : "?";
+const char *dit_objective_name(dit_objective o) {
+    return o == DIT_OBJECTIVE_EPS ? "eps" : o == DIT_OBJECTIVE_V_FLOW ? "v-flow" : "?";
 }
 
-int dit_sampler_default_steps(dit_sampler s) { return s == DIT_SAMPLER_DPMPP_2M ? 25 : 250; }
+dit_objective dit_model_objective(const dit_model *m) { return m->objective; }
+
+dit_status dit_model_set_objective(dit_model *m, dit_objective o) {
+    if (o != DIT_OBJECTIVE_EPS && o != DIT_OBJECTIVE_V_FLOW) return dit_set_error("objective %d: unknown", (int)o);
+    m->objective = o;
+    return DIT_OK;
+}
+
+static const char *const sampler_names[] = {"ddpm", "ddim", "dpm++2m", "flow-euler", "flow-heun", "flow-em"};
+#define NUM_SAMPLERS ((int)(sizeof sampler_names / sizeof sampler_names[0]))
+
+dit_status dit_sampler_parse(const char *name, dit_sampler *out) {
+    if (!name) return dit_set_error("sampler: no name");
+    for (int k = 0; k < NUM_SAMPLERS; k++)
+        if (!strcmp(name, sampler_names[k])) {
+            *out = (dit_sampler)k;
+            return DIT_OK;
+        }
+    if (!strcmp(name, "dpmpp2m")) *out = DIT_SAMPLER_DPMPP_2M;
+    else if (!strcmp(name, "flow-euler-maruyama")) *out = DIT_SAMPLER_EULER_MARUYAMA;
+    else return dit_set_error("sampler '%s': expected ddpm, ddim or dpm++2m (eps models), flow-euler, flow-heun or flow-em (v-flow "
+                              "models)", name);
+    return DIT_OK;
+}
+
+const char *dit_sampler_name(dit_sampler s) { return (int)s >= 0 && (int)s < NUM_SAMPLERS ? sampler_names[s] : "?"; }
+
+int dit_sampler_default_steps(dit_sampler s) {
+    static const int steps[NUM_SAMPLERS] = {250, 250, 25, 50, 25, 100};
+    return (int)s >= 0 && (int)s < NUM_SAMPLERS ? steps[s] : 250;
+}
+
+dit_objective dit_sampler_objective(dit_sampler s) {
+    return s >= DIT_SAMPLER_EULER ? DIT_OBJECTIVE_V_FLOW : DIT_OBJECTIVE_EPS;
+}
+
+dit_sampler dit_model_default_sampler(const dit_model *m) {
+    return m->objective == DIT_OBJECTIVE_V_FLOW ? DIT_SAMPLER_HEUN : DIT_SAMPLER_DDPM;
+}
+
+// A sampler of the model's objective, or an error naming the ones that fit.
+static dit_status check_sampler(const dit_model *m, dit_sampler s) {
+    if ((int)s < 0 || (int)s >= NUM_SAMPLERS) return dit_set_error("sample: unknown sampler %d", (int)s);
+    if (dit_sampler_objective(s) == m->objective) return DIT_OK;
+    return dit_set_error("sampler %s is for %s models, and this model is %s: use %s", dit_sampler_name(s),
+                         dit_objective_name(dit_sampler_objective(s)), dit_objective_name(m->objective),
+                         m->objective == DIT_OBJECTIVE_V_FLOW ? "flow-euler, flow-heun or flow-em" : "ddpm, ddim or dpm++2m");
+}
 
 typedef struct {
     dit_model *model;
     const dit_sample_options *opt;
     const dit_sample_item *items;   // the current batch
     int *labels;
-    int use_cfg;
+    int use_cfg, guide_all;         // guide_all: every eps / velocity channel (v-flow models always)
     int done_before, total;         // steps of earlier batches, steps of the whole call
     int cancelled;
 } sample_ctx;
@@ -47,8 +93,7 @@ typedef struct {
 static dit_status denoise(void *ctx, const float *x, const float *t, int B, float *out) {
     sample_ctx *s = ctx;
     if (s->cancelled) return dit_set_error("sampling cancelled");
-    return s->use_cfg ? dit_model_forward_cfg(s->model, x, t, s->labels, B, s->opt->cfg_scale,
-                                              s->opt->guide_all_channels, out)
+    return s->use_cfg ? dit_model_forward_cfg(s->model, x, t, s->labels, B, s->opt->cfg_scale, s->guide_all, out)
                       : dit_model_forward(s->model, x, t, s->labels, B, out);
 }
 
@@ -70,8 +115,7 @@ static dit_status item_noise(void *ctx, int step, int B, int64_t per_sample, flo
 dit_status dit_sample(dit_model *m, const dit_sample_item *items, int n, const dit_sample_options *opt, float *out) {
     const dit_config *c = dit_model_config(m);
     if (n < 1) return dit_set_error("sample: %d images requested", n);
-    if (opt->sampler != DIT_SAMPLER_DDPM && opt->sampler != DIT_SAMPLER_DDIM && opt->sampler != DIT_SAMPLER_DPMPP_2M)
-        return dit_set_error("sample: unknown sampler %d", (int)opt->sampler);
+    if (check_sampler(m, opt->sampler) != DIT_OK) return DIT_ERR;
     const int steps = opt->steps ? opt->steps : dit_sampler_default_steps(opt->sampler);
     if (steps < 1 || steps > 1000) return dit_set_error("sample: steps %d, expected 1..1000", steps);
     if (opt->eta < 0 || (opt->eta > 0 && opt->sampler != DIT_SAMPLER_DDIM))
@@ -90,16 +134,19 @@ dit_status dit_sample(dit_model *m, const dit_sample_item *items, int n, const d
     char respacing[32];
     snprintf(respacing, sizeof respacing, "%d", steps);
     diffusion diff = {0};
-    diffusion_options dopt = {.respacing = opt->sampler == DIT_SAMPLER_DPMPP_2M ? "" : respacing,
+    const int respaced = opt->sampler == DIT_SAMPLER_DDPM || opt->sampler == DIT_SAMPLER_DDIM;
+    diffusion_options dopt = {.respacing = respaced ? respacing : "",
                               .learn_sigma = c->learn_sigma};
     if (diffusion_init(&diff, &dopt) != DIT_OK) return DIT_ERR;
-    static const sampler_kind kinds[] = {SAMPLER_DDPM, SAMPLER_DDIM, SAMPLER_DPMPP_2M};
-    sample_ctx ctx = {.model = m, .opt = opt, .use_cfg = use_cfg, .labels = dit_malloc(sizeof(int) * (size_t)batch)};
+    static const sampler_kind kinds[] = {SAMPLER_DDPM, SAMPLER_DDIM, SAMPLER_DPMPP_2M, SAMPLER_EULER, SAMPLER_HEUN,
+                                         SAMPLER_EULER_MARUYAMA};
+    sample_ctx ctx = {.model = m, .opt = opt, .use_cfg = use_cfg, .labels = dit_malloc(sizeof(int) * (size_t)batch),
+                      .guide_all = opt->guide_all_channels || m->objective == DIT_OBJECTIVE_V_FLOW};
     if (!ctx.labels) {
         diffusion_free(&diff);
         return DIT_ERR;
     }
-    sampler_options sopt = {.kind = kinds[opt->sampler], .eta = opt->eta, .dpm_steps = steps,
+    sampler_options sopt = {.kind = kinds[opt->sampler], .eta = opt->eta, .dpm_steps = steps, .flow_steps = steps,
                             .noise = item_noise, .noise_ctx = &ctx, .progress = on_step, .progress_ctx = &ctx};
     const int per_batch = diffusion_sampler_steps(&diff, &sopt), num_batches = (n + batch - 1) / batch;
     ctx.total = per_batch * num_batches;

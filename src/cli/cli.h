@@ -18,6 +18,7 @@ int cmd_bench(int argc, char **argv);
 // `dit info --hw` (cli/hw.c).
 int cli_print_hw(void);
 int cmd_serve(int argc, char **argv);
+int cmd_plot(int argc, char **argv);
 
 // Print "dit: <message>" for the last library error (or the given text) and return 1.
 int cli_fail(void);

@@ -114,6 +114,9 @@ int cmd_info(int argc, char **argv) {
         dit_model *m = dit_model_load(file, &opts);
         if (!m) return cli_fail();
         print_config(dit_model_config(m), file);
+        const dit_objective o = dit_model_objective(m);
+        printf("objective:     %s (default sampler %s)\n", o == DIT_OBJECTIVE_V_FLOW ? "v-flow: flow matching, velocity"
+               : "eps: noise prediction (IDDPM)", dit_sampler_name(dit_model_default_sampler(m)));
         dit_model_free(m);
         return 0;
     }

@@ -1,5 +1,6 @@
 // `dit sample`: class-conditional samples with the reference samplers (DDPM with learned variance, DDIM)
-// or DPM-Solver++(2M), classifier-free guidance through one batched forward over both halves.
+// or DPM-Solver++(2M) for eps models, Euler / Heun / Euler-Maruyama for flow models (the file's objective
+// picks the default), classifier-free guidance through one batched forward over both halves.
 // Outputs: a labelled grid PNG, one PNG per image, an ADM .npz (arr_0 uint8 NHWC), the final latents.
 #include <errno.h>
 #include <stdio.h>
@@ -30,8 +31,11 @@ static void print_help(void) {
            "  --cfg-scale S           classifier-free guidance scale (default 4.0, as sample.py; 1 = off)\n"
            "  --cfg-all-channels      guide every eps channel and only those (the reference guides output\n"
            "                          channels 0-2: for a 1-channel learned-sigma model, eps and its variance)\n"
-           "  --sampler NAME          ddpm (default; learned variance), ddim, dpm++2m\n"
-           "  --steps N               sampling steps (default 250; 25 for dpm++2m)\n"
+           "  --sampler NAME          eps models: ddpm (default; learned variance), ddim, dpm++2m;\n"
+           "                          v-flow models (the file says which): flow-heun (default), flow-euler,\n"
+           "                          flow-em (Euler-Maruyama SDE); guidance applies to the velocity\n"
+           "  --steps N               sampling steps (default 250; 25 for dpm++2m and flow-heun, 50 for\n"
+           "                          flow-euler, 100 for flow-em)\n"
            "  --eta E                 DDIM eta (default 0: deterministic)\n"
            "  -s, --seed S            seed (default 0); image k always gets the same noise, whatever --batch\n"
            "  -t, --threads N         threads (default: all cores)\n"
@@ -71,7 +75,7 @@ static int make_dir(const char *path) {
 
 int cmd_sample(int argc, char **argv) {
     const char *model_path = NULL, *grid_path = NULL, *out_dir = NULL, *npz_path = NULL, *noise_path = NULL;
-    const char *latents_path = NULL, *sampler_name = "ddpm", *vae_path = NULL;
+    const char *latents_path = NULL, *sampler_name = NULL, *vae_path = NULL;
     const char *class_args[64];
     int num_class_args = 0;
     int *labels = NULL, num_labels = 0, per_class = 0, steps = 0, threads = 0, batch = 16, heads = 0;
@@ -118,24 +122,21 @@ int cmd_sample(int argc, char **argv) {
             goto usage;
         }
     }
-    sampler_kind kind;
-    if (!strcmp(sampler_name, "ddpm")) kind = SAMPLER_DDPM;
-    else if (!strcmp(sampler_name, "ddim")) kind = SAMPLER_DDIM;
-    else if (!strcmp(sampler_name, "dpm++2m") || !strcmp(sampler_name, "dpmpp2m")) kind = SAMPLER_DPMPP_2M;
-    else {
-        cli_usage_error("--sampler: expected ddpm, ddim or dpm++2m, got '%s'", sampler_name);
+    // The sampler: named (checked against the model's objective once it is loaded), or the model's default
+    dit_sampler sampler = DIT_SAMPLER_DDPM;
+    if (sampler_name && dit_sampler_parse(sampler_name, &sampler)) {
+        cli_usage_error("--sampler: %s", dit_last_error());
         goto usage;
     }
     if (!model_path) {
         cli_usage_error("sample: -m FILE is required (see dit sample --help)");
         goto usage;
     }
-    if (eta < 0 || (eta > 0 && kind != SAMPLER_DDIM)) {
+    if (eta < 0 || (eta > 0 && sampler != DIT_SAMPLER_DDIM)) {
         cli_usage_error("--eta: only for --sampler ddim, and not negative");
         goto usage;
     }
     if (!grid_path && !out_dir && !npz_path && !latents_path) grid_path = "sample.png";
-    if (!steps) steps = kind == SAMPLER_DPMPP_2M ? 25 : 250;
     cli_set_threads(threads);
 
     int status = 1;
@@ -150,6 +151,20 @@ int cmd_sample(int argc, char **argv) {
     dit_model *m = dit_model_load(model_path, &opts);
     if (!m) goto fail;
     if (!cli_apply_precision(m, precision)) goto done;
+    const dit_objective objective = dit_model_objective(m);
+    if (!sampler_name) sampler = dit_model_default_sampler(m);
+    sampler_name = dit_sampler_name(sampler);
+    if (dit_sampler_objective(sampler) != objective) {
+        fprintf(stderr, "dit: --sampler %s is for %s models, and %s is %s: use %s\n", sampler_name,
+                dit_objective_name(dit_sampler_objective(sampler)), model_path, dit_objective_name(objective),
+                objective == DIT_OBJECTIVE_V_FLOW ? "flow-euler, flow-heun or flow-em" : "ddpm, ddim or dpm++2m");
+        goto done;
+    }
+    static const sampler_kind kinds[] = {SAMPLER_DDPM, SAMPLER_DDIM, SAMPLER_DPMPP_2M, SAMPLER_EULER, SAMPLER_HEUN,
+                                         SAMPLER_EULER_MARUYAMA};
+    const sampler_kind kind = kinds[sampler];
+    if (!steps) steps = dit_sampler_default_steps(sampler);
+    if (objective == DIT_OBJECTIVE_V_FLOW) guide_all = 1;   // guidance on the velocity channels, all of them
     const dit_config *c = dit_model_config(m);
     const int C = c->in_channels, S = c->input_size, HW = S * S;
     const int pixel_space = C == 1 || C == 3;
@@ -209,7 +224,8 @@ int cmd_sample(int argc, char **argv) {
     }
     char respacing[32];
     snprintf(respacing, sizeof respacing, "%d", steps);
-    diffusion_options dopt = {.respacing = kind == SAMPLER_DPMPP_2M ? "" : respacing, .learn_sigma = c->learn_sigma};
+    const int respaced = kind == SAMPLER_DDPM || kind == SAMPLER_DDIM;
+    diffusion_options dopt = {.respacing = respaced ? respacing : "", .learn_sigma = c->learn_sigma};
     if (diffusion_init(&diff, &dopt) != DIT_OK) goto fail;
     if (out_dir && !make_dir(out_dir)) goto done;
 
@@ -232,7 +248,7 @@ int cmd_sample(int argc, char **argv) {
             dit_compute_path(dit_model_precision(m)));
     progress_bar bar;
     denoise_ctx ctx = {.model = m, .cfg_scale = cfg_scale, .use_cfg = use_cfg, .guide_all = guide_all};
-    sampler_options sopt = {.kind = kind, .eta = eta, .dpm_steps = steps, .seed = (uint64_t)seed,
+    sampler_options sopt = {.kind = kind, .eta = eta, .dpm_steps = steps, .flow_steps = steps, .seed = (uint64_t)seed,
                             .progress = root ? on_progress : NULL, .progress_ctx = &bar};
     const int lo = (int)mine_lo, hi = (int)mine_hi, num_batches = (hi - lo + batch - 1) / batch;
     for (int first = lo, bi = 1; first < hi; first += batch, bi++) {

@@ -272,10 +272,14 @@ static int parse_generation(const server *s, const char *body, size_t size, gene
     }
     if (!get_int(root, "steps", 1, s->limits.max_steps, &steps, e)) goto done;
     if (!get_int(root, "seed", 0, 9007199254740991.0, &seed, e)) goto done;
-    dit_sampler sampler = DIT_SAMPLER_DPMPP_2M;   // the fast solver: 25 steps are enough
+    // the fast solver by default: DPM-Solver++ (25 steps) for eps models, flow-heun (25 steps) for v-flow models
+    const int flow = dit_model_objective(s->model) == DIT_OBJECTIVE_V_FLOW;
+    dit_sampler sampler = flow ? DIT_SAMPLER_HEUN : DIT_SAMPLER_DPMPP_2M;
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, "sampler");
-    if (v && !cJSON_IsNull(v) && (!cJSON_IsString(v) || dit_sampler_parse(v->valuestring, &sampler) != DIT_OK)) {
-        fail(e, 400, "sampler", "sampler: expected \"ddpm\", \"ddim\" or \"dpm++2m\"");
+    if (v && !cJSON_IsNull(v) && (!cJSON_IsString(v) || dit_sampler_parse(v->valuestring, &sampler) != DIT_OK ||
+                                  dit_sampler_objective(sampler) != dit_model_objective(s->model))) {
+        fail(e, 400, "sampler", flow ? "sampler: this is a v-flow model: expected \"flow-euler\", \"flow-heun\" or \"flow-em\""
+                                     : "sampler: expected \"ddpm\", \"ddim\" or \"dpm++2m\"");
         goto done;
     }
     if (!steps) {
@@ -523,7 +527,9 @@ static char *make_models_json(const server *s) {
         cJSON_AddItemToArray(names, name ? cJSON_CreateString(name) : cJSON_CreateNull());
     }
     cJSON *samplers = cJSON_AddArrayToObject(m, "samplers");
-    for (int k = 0; k < 3; k++) cJSON_AddItemToArray(samplers, cJSON_CreateString(dit_sampler_name((dit_sampler)k)));
+    for (int k = DIT_SAMPLER_DDPM; k <= DIT_SAMPLER_EULER_MARUYAMA; k++)   // the samplers of the model's objective
+        if (dit_sampler_objective((dit_sampler)k) == dit_model_objective(s->model))
+            cJSON_AddItemToArray(samplers, cJSON_CreateString(dit_sampler_name((dit_sampler)k)));
     cJSON *limits = cJSON_AddObjectToObject(m, "limits");
     cJSON_AddNumberToObject(limits, "max_images", s->limits.max_images);
     cJSON_AddNumberToObject(limits, "max_steps", s->limits.max_steps);

@@ -16,8 +16,12 @@
 #include "cli/progress.h"
 #include "diffusion/diffusion.h"
 #include "image/grid.h"
+#include "image/plot.h"
 #include "io/tensors.h"
 #include "train/train.h"
+
+// The `small` preset (issue 16): measured against DiT's recipe in docs/time-to-quality.md.
+#define SMALL_RECIPE_TEXT "v-flow, logit-normal(0, 1) t, EMA warm-up,\n                        --warmup 100, then cosine lr to lr/10 at --steps"
 
 static void print_help(void) {
     printf("usage: dit train --data D [model] [options]\n"
@@ -34,16 +38,28 @@ static void print_help(void) {
            "  --block B             the block design: adaln-zero (default), adaln, cross-attention, in-context\n"
            "                        (the paper's Fig. 5; docs/reference.md 1.13)\n"
            "  --in-channels C --num-classes K            checked against / widened beyond the data\n"
-           "  --learn-sigma 0|1     learned variance + VB loss (default 1), or fixed variance + MSE\n"
+           "  --learn-sigma 0|1     learned variance + VB loss (default 1 for eps, 0 for v-flow, where the\n"
+           "                        extra channels would be ignored), or fixed variance + MSE\n"
            "  --class-dropout P     label dropout to the null class (default 0.1; 0 = no CFG)\n"
            "optimisation:\n"
            "  --batch N (32)  --lr X (1e-4)  --weight-decay X (0)  --grad-clip X (0 = off)\n"
            "  --warmup N (0)  --ema X (0.9999)  --steps N | --epochs N  --seed S (0)\n"
+           "recipe (docs/training.md \"Recipe options\"; the default is DiT's, bit for bit):\n"
+           "  --recipe dit|small    a preset; the flags below override its parts. small: for small data, chosen\n"
+           "                        by measurement (docs/time-to-quality.md): " SMALL_RECIPE_TEXT "\n"
+           "  --objective eps|v-flow    eps: DiT's IDDPM loss (default); v-flow: flow matching (SiT), velocity\n"
+           "                        of x_t = (1 - t) x0 + t noise; dit sample then uses flow-heun etc.\n"
+           "  --time-sampling uniform|logit-normal  --logit-mean M (0)  --logit-std S (1)\n"
+           "  --loss-weight none|min-snr  --snr-gamma G (5)   min-SNR-gamma weights the eps mse (eps only)\n"
+           "  --ema-schedule constant|warmup|power  --ema-power G (6.94)   warmup: decay min(--ema,\n"
+           "                        (1+n)/(10+n)); power: min(--ema, (1-1/(n+1))^(G+1)), n = updates so far\n"
+           "  --lr-schedule constant|cosine|linear  --lr-min X (lr/10)   after --warmup, decay to X at the\n"
+           "                        run's --steps (fixed when the run starts)\n"
            "output:\n"
            "  -o, --output DIR      run folder (default runs/<model>-<seed>)\n"
            "  --ckpt-every N (1000) --keep K (3)  --log-every N (100)\n"
            "  --sample-every N      a labelled grid of EMA samples (pixel models) every N steps (0 = off)\n"
-           "  --sample-steps N (50 DDIM)  --sample-cfg S (4 with a null class)\n"
+           "  --sample-steps N (50 DDIM; v-flow: Heun N/2)  --sample-cfg S (4 with a null class)\n"
            "  --resume DIR          continue a run bit-identically (its model and hyper-parameters; the\n"
            "                        original flags may be repeated, other values are refused; --lr X /\n"
            "                        --ema X given with it change those from the checkpoint on)\n"
@@ -64,33 +80,13 @@ typedef struct {
 
 static void write_svg(const char *path, const log_point *pts, int n) {
     if (n < 1) return;
-    atomic_file a;
-    if (atomic_file_open(&a, path)) return;
-    const double W = 640, H = 360, L = 60, R = 20, T = 20, Bm = 40;
-    double x0 = pts[0].step, x1 = pts[n - 1].step, ymax = 0;
-    for (int i = 0; i < n; i++) ymax = fmax(ymax, fmax(pts[i].loss, pts[i].mse));
-    if (x1 <= x0) x1 = x0 + 1;
-    if (ymax <= 0) ymax = 1;
-    fprintf(a.f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%g\" height=\"%g\" font-family=\"sans-serif\" "
-                 "font-size=\"12\">\n<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n", W, H);
-    fprintf(a.f, "<line x1=\"%g\" y1=\"%g\" x2=\"%g\" y2=\"%g\" stroke=\"black\"/>\n", L, H - Bm, W - R, H - Bm);
-    fprintf(a.f, "<line x1=\"%g\" y1=\"%g\" x2=\"%g\" y2=\"%g\" stroke=\"black\"/>\n", L, T, L, H - Bm);
-    fprintf(a.f, "<text x=\"%g\" y=\"%g\">%.4g</text><text x=\"%g\" y=\"%g\">0</text>\n", 4.0, T + 4, ymax, 4.0, H - Bm);
-    fprintf(a.f, "<text x=\"%g\" y=\"%g\">step %.0f</text><text x=\"%g\" y=\"%g\" text-anchor=\"end\">%.0f</text>\n", L,
-            H - 12, x0, W - R, H - 12, x1);
-    const char *colors[3] = {"black", "steelblue", "darkorange"};
-    const char *labels[3] = {"loss", "mse", "vb"};
-    for (int s = 0; s < 3; s++) {
-        fprintf(a.f, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"1.5\" points=\"", colors[s]);
-        for (int i = 0; i < n; i++) {
-            double v = s == 0 ? pts[i].loss : s == 1 ? pts[i].mse : pts[i].vb;
-            fprintf(a.f, "%.1f,%.1f ", L + (pts[i].step - x0) / (x1 - x0) * (W - L - R), H - Bm - v / ymax * (H - T - Bm));
-        }
-        fprintf(a.f, "\"/>\n<text x=\"%g\" y=\"%g\" fill=\"%s\">%s</text>\n", W - R - 120 + 40 * s, T + 10, colors[s],
-                labels[s]);
-    }
-    fprintf(a.f, "</svg>\n");
-    atomic_file_commit(&a);
+    double *x = dit_malloc(4 * (size_t)n * sizeof(double)), *loss = x + n, *mse = x + 2 * n, *vb = x + 3 * n;
+    for (int i = 0; i < n; i++) x[i] = pts[i].step, loss[i] = pts[i].loss, mse[i] = pts[i].mse, vb[i] = pts[i].vb;
+    const plot_series series[3] = {{"loss", "black", x, loss, n, 0}, {"mse", "steelblue", x, mse, n, 0},
+                                   {"vb", "darkorange", x, vb, n, 0}};
+    const plot_panel panel = {NULL, "step", NULL, 1, series, 3};
+    plot_write_svg(path, &panel, 1);   // a failed plot does not stop training
+    free(x);
 }
 
 // Keep the log entries up to `step` (a resumed run rewrites what came after its checkpoint).
@@ -130,11 +126,12 @@ typedef struct {
     dit_model *model;
     const int *labels;
     float cfg_scale;
+    int guide_all;   // v-flow: guide every velocity channel
 } denoise_ctx;
 
 static dit_status denoise(void *ctx, const float *x, const float *t, int B, float *out) {
     denoise_ctx *d = ctx;
-    return d->cfg_scale > 1.0f ? dit_model_forward_cfg(d->model, x, t, d->labels, B, d->cfg_scale, 0, out)
+    return d->cfg_scale > 1.0f ? dit_model_forward_cfg(d->model, x, t, d->labels, B, d->cfg_scale, d->guide_all, out)
                                : dit_model_forward(d->model, x, t, d->labels, B, out);
 }
 
@@ -150,12 +147,15 @@ static dit_status write_samples(const trainer *tr, const char *path, int steps, 
     diffusion diff = {0};
     char respacing[32];
     snprintf(respacing, sizeof respacing, "%d", steps);
-    diffusion_options dopt = {.respacing = respacing, .learn_sigma = c->learn_sigma};
+    // eps: DDIM with `steps` steps; v-flow: Heun with steps / 2 (the same number of network evaluations)
+    const int flow = tr->hp.objective == DIT_OBJECTIVE_V_FLOW;
+    diffusion_options dopt = {.respacing = flow ? "" : respacing, .learn_sigma = c->learn_sigma};
     dit_status st = diffusion_init(&diff, &dopt);
     if (!st) {
         diffusion_initial_noise(x, n, (int64_t)C * S * S, seed, 0);
-        denoise_ctx ctx = {ema, labels, c->class_dropout_prob > 0 ? cfg_scale : 1.0f};
-        sampler_options sopt = {.kind = SAMPLER_DDIM, .seed = seed};
+        denoise_ctx ctx = {ema, labels, c->class_dropout_prob > 0 ? cfg_scale : 1.0f, flow};
+        sampler_options sopt = {.kind = flow ? SAMPLER_HEUN : SAMPLER_DDIM, .seed = seed,
+                                .flow_steps = steps / 2 > 0 ? steps / 2 : 1};
         st = diffusion_sample(&diff, &sopt, denoise, &ctx, n, C, S * S, x);
     }
     if (!st) {
@@ -221,6 +221,10 @@ int cmd_train(int argc, char **argv) {
     int warmup_set = 0, seed_set = 0, block_set = 0;
     dit_block_kind block = DIT_BLOCK_ADALN_ZERO;
     int grad_shards = 0;           // 0: one shard per rank (src/train/dist_train.c)
+    // the recipe (src/train/recipe.c): a preset, then the named choices and numbers given
+    const char *recipe = NULL, *objective_name = NULL, *time_name = NULL, *weight_name = NULL, *ema_name = NULL;
+    const char *lr_name = NULL;
+    int logit_mean_set = 0, logit_std_set = 0, gamma_set = 0, power_set = 0, lr_min_set = 0;
     float class_dropout = 0.1f, sample_cfg = 4.0f, f;
     train_hparams hp;
     train_hparams_default(&hp);
@@ -265,6 +269,17 @@ int cmd_train(int argc, char **argv) {
         else if (cli_take_int(&a, NULL, "--sample-every", 0, 2000000000, &sample_every)) continue;
         else if (cli_take_int(&a, NULL, "--sample-steps", 1, 1000, &sample_steps)) continue;
         else if (cli_take_float(&a, NULL, "--sample-cfg", &sample_cfg)) continue;
+        else if (cli_take(&a, NULL, "--recipe")) recipe = a.value;
+        else if (cli_take(&a, NULL, "--objective")) objective_name = a.value;
+        else if (cli_take(&a, NULL, "--time-sampling")) time_name = a.value;
+        else if (cli_take(&a, NULL, "--loss-weight")) weight_name = a.value;
+        else if (cli_take(&a, NULL, "--ema-schedule")) ema_name = a.value;
+        else if (cli_take(&a, NULL, "--lr-schedule")) lr_name = a.value;
+        else if (cli_take_float(&a, NULL, "--logit-mean", &f)) hp.logit_mean = strtod(a.value, NULL), logit_mean_set = 1;
+        else if (cli_take_float(&a, NULL, "--logit-std", &f)) hp.logit_std = strtod(a.value, NULL), logit_std_set = 1;
+        else if (cli_take_float(&a, NULL, "--snr-gamma", &f)) hp.snr_gamma = strtod(a.value, NULL), gamma_set = 1;
+        else if (cli_take_float(&a, NULL, "--ema-power", &f)) hp.ema_power = strtod(a.value, NULL), power_set = 1;
+        else if (cli_take_float(&a, NULL, "--lr-min", &f)) hp.lr_min = strtod(a.value, NULL), lr_min_set = 1;
         else if (cli_take(&a, NULL, "--resume")) resume = a.value;
         else if (cli_take(&a, "-o", "--output")) out_dir = a.value;
         else if (cli_take_int(&a, "-t", "--threads", 1, 4096, &threads)) continue;
@@ -281,6 +296,38 @@ int cmd_train(int argc, char **argv) {
         return cli_usage_error("train: --lr must be > 0; --weight-decay, --grad-clip >= 0; --ema in [0, 1]");
     if (class_dropout < 0 || class_dropout >= 1) return cli_usage_error("--class-dropout: expected a value in [0, 1)");
     hp.hflip = !no_flip;
+    // The preset first, then each named choice given (a resumed run checks the given ones against its checkpoint)
+    if (recipe && strcmp(recipe, "dit") && strcmp(recipe, "small"))
+        return cli_usage_error("--recipe: expected dit or small, got '%s'", recipe);
+    if (recipe && !strcmp(recipe, "small")) {
+        hp.objective = DIT_OBJECTIVE_V_FLOW;
+        hp.time_sampling = TIME_LOGIT_NORMAL;
+        hp.ema_schedule = EMA_WARMUP;
+        hp.lr_schedule = LR_COSINE;
+        if (!warmup_set) hp.warmup = 100;   // reach the peak lr within the first minutes
+    }
+    int choice;
+    if (objective_name && dit_objective_parse(objective_name, &hp.objective))
+        return cli_usage_error("--objective: expected eps or v-flow, got '%s'", objective_name);
+    const struct { const char *flag, *value; const char *const *names; int *out; } choices[] = {
+        {"--time-sampling", time_name, train_time_sampling_names, (int *)&hp.time_sampling},
+        {"--loss-weight", weight_name, train_loss_weight_names, (int *)&hp.loss_weight},
+        {"--ema-schedule", ema_name, train_ema_schedule_names, (int *)&hp.ema_schedule},
+        {"--lr-schedule", lr_name, train_lr_schedule_names, (int *)&hp.lr_schedule},
+    };
+    for (size_t i = 0; i < sizeof choices / sizeof choices[0]; i++) {
+        if (!choices[i].value) continue;
+        if ((choice = train_name_index(choices[i].names, choices[i].value)) < 0)
+            return cli_usage_error("%s: unknown choice '%s' (see dit train --help)", choices[i].flag, choices[i].value);
+        *choices[i].out = choice;
+    }
+    if (hp.objective == DIT_OBJECTIVE_V_FLOW && hp.loss_weight != LOSS_UNWEIGHTED)
+        return cli_usage_error("--loss-weight min-snr is for --objective eps; for v-flow the time density is the "
+                               "weighting (--time-sampling logit-normal)");
+    if (hp.logit_std <= 0 || hp.snr_gamma <= 0 || hp.ema_power <= 0 || hp.lr_min < 0 || (!resume && hp.lr_min > hp.lr))
+        return cli_usage_error("train: --logit-std, --snr-gamma, --ema-power must be > 0; --lr-min in [0, --lr]");
+    if (!lr_min_set && !resume) hp.lr_min = hp.lr / 10;
+    if (!sigma_set && hp.objective == DIT_OBJECTIVE_V_FLOW) learn_sigma = 0;   // the velocity needs C channels
     cli_set_threads(threads);
 
     int status = 1;
@@ -331,6 +378,16 @@ int cmd_train(int argc, char **argv) {
             {warmup_set, "--warmup", hp.warmup, tr->hp.warmup},
             {seed_set, "--seed", seed, (double)tr->seed},
             {no_flip, "--no-flip (random flips 0/1)", 0, tr->hp.hflip},
+            {recipe || objective_name, "--objective (0 eps, 1 v-flow)", hp.objective, tr->hp.objective},
+            {recipe || time_name, "--time-sampling (0 uniform, 1 logit-normal)", hp.time_sampling, tr->hp.time_sampling},
+            {recipe || weight_name, "--loss-weight (0 none, 1 min-snr)", hp.loss_weight, tr->hp.loss_weight},
+            {recipe || ema_name, "--ema-schedule (0 constant, 1 warmup, 2 power)", hp.ema_schedule, tr->hp.ema_schedule},
+            {recipe || lr_name, "--lr-schedule (0 constant, 1 cosine, 2 linear)", hp.lr_schedule, tr->hp.lr_schedule},
+            {logit_mean_set, "--logit-mean", hp.logit_mean, tr->hp.logit_mean},
+            {logit_std_set, "--logit-std", hp.logit_std, tr->hp.logit_std},
+            {gamma_set, "--snr-gamma", hp.snr_gamma, tr->hp.snr_gamma},
+            {power_set, "--ema-power", hp.ema_power, tr->hp.ema_power},
+            {lr_min_set, "--lr-min", hp.lr_min, tr->hp.lr_min},
         };
         for (size_t i = 0; i < sizeof same / sizeof same[0]; i++)
             if (same[i].given && same[i].value != same[i].recorded) {
@@ -411,6 +468,7 @@ int cmd_train(int argc, char **argv) {
     if (trainer_set_shards(tr, comm, grad_shards)) goto fail;
     if (steps) tr->target_steps = steps;
     else if (epochs) tr->target_steps = (int64_t)epochs * tr->steps_per_epoch;
+    if (!resume) tr->hp.lr_decay_steps = tr->target_steps;   // the schedule's end stays where the run began it
     if (tr->target_steps <= tr->step) {
         fprintf(stderr, "dit: the run is at step %lld already; give a larger --steps\n", (long long)tr->step);
         status = tr->target_steps ? 0 : 1;
@@ -428,12 +486,21 @@ int cmd_train(int argc, char **argv) {
     const dit_config *c = &tr->model->cfg;
     const int pixel = c->in_channels == 1 || c->in_channels == 3;
     if (!cli_apply_precision(tr->model, precision)) goto done;
-    if (root) fprintf(stderr, "dit: training %s (%s block, %s, %.2fM params, %dx%dx%d, %d classes) on %s (%d samples, %d steps/epoch), "
-                    "batch %d, lr %g, %d threads, %s -> %s\n",
-            cli_config_name(c), dit_block_name(c->block), c->learn_sigma ? "learned sigma" : "fixed sigma",
+    if (root) fprintf(stderr, "dit: training %s (%s block, %s, %s, %.2fM params, %dx%dx%d, %d classes) on %s (%d samples, "
+                    "%d steps/epoch), batch %d, lr %g, %d threads, %s -> %s\n",
+            cli_config_name(c), dit_block_name(c->block), dit_objective_name(tr->hp.objective),
+            c->learn_sigma ? "learned sigma" : "fixed sigma",
             dit_config_param_count(c) / 1e6, c->in_channels, c->input_size, c->input_size, c->num_classes, data.source,
             data.count, tr->steps_per_epoch, tr->hp.batch, tr->hp.lr, cli_threads(),
             dit_compute_path(dit_model_precision(tr->model)), run_dir);
+    char time_text[64];
+    snprintf(time_text, sizeof time_text, tr->hp.time_sampling == TIME_LOGIT_NORMAL ? "logit-normal(%g, %g)" : "uniform",
+             tr->hp.logit_mean, tr->hp.logit_std);
+    if (root)
+        fprintf(stderr, "dit: recipe: t %s, loss weight %s, EMA %s (decay %g), lr %s (warm-up %d%s)\n", time_text,
+                train_loss_weight_names[tr->hp.loss_weight], train_ema_schedule_names[tr->hp.ema_schedule],
+                tr->hp.ema_decay, train_lr_schedule_names[tr->hp.lr_schedule], tr->hp.warmup,
+                tr->hp.lr_schedule == LR_CONSTANT ? "" : ", then to --lr-min at --steps");
     if (root && dist_size(comm) > 1)
         fprintf(stderr, "dit: %d ranks (%s), %d samples each per step\n", dist_size(comm), comm->ops->name,
                 tr->hp.batch / dist_size(comm));

@@ -72,7 +72,13 @@ void diffusion_ddim_sample(const diffusion *d, const int *index, const float *x,
 // LEARNED_RANGE, else C. t_original: (B) original timesteps (0..T-1) as floats.
 typedef dit_status (*denoise_fn)(void *ctx, const float *x, const float *t_original, int B, float *model_out);
 
-typedef enum { SAMPLER_DDPM = 0, SAMPLER_DDIM, SAMPLER_DPMPP_2M } sampler_kind;
+// DDPM, DDIM and DPM-Solver++ sample eps models; Euler, Heun and Euler-Maruyama sample flow (v-flow) models
+// (diffusion/flow.h: their d only says the output channels).
+typedef enum {
+    SAMPLER_DDPM = 0, SAMPLER_DDIM, SAMPLER_DPMPP_2M,
+    SAMPLER_EULER, SAMPLER_HEUN, SAMPLER_EULER_MARUYAMA,
+} sampler_kind;
+#define SAMPLER_IS_FLOW(kind) ((kind) >= SAMPLER_EULER && (kind) <= SAMPLER_EULER_MARUYAMA)
 
 typedef struct sampler_options {
     sampler_kind kind;
@@ -80,6 +86,7 @@ typedef struct sampler_options {
     int clip_denoised;          // clamp pred_xstart to [-1, 1] (DiT: 0)
     int dpm_steps;              // DPM-Solver++: number of model evaluations (> 0)
     int dpm_final_sigma_min;    // DPM-Solver++: 0 = last step to sigma 0 (default), 1 = to abar[0]
+    int flow_steps;             // Euler / Heun / Euler-Maruyama: steps from t = 1 to 0 (> 0)
     // Noise of step s for sample b: rng_normal_fill(seed, first_sample_id + b, s, RNG_STREAM_STEP).
     uint64_t seed;
     uint32_t first_sample_id;
@@ -90,7 +97,8 @@ typedef struct sampler_options {
     void *progress_ctx;
 } sampler_options;
 
-// The number of model evaluations the loop will make (N for DDPM/DDIM, dpm_steps for DPM-Solver++).
+// The number of steps the loop reports to progress: N for DDPM/DDIM, dpm_steps for
+// DPM-Solver++ and flow_steps for the flow samplers (Heun makes two evaluations a step).
 int diffusion_sampler_steps(const diffusion *d, const sampler_options *opt);
 // Run the sampler: x holds x_T (B, C, H*W) on entry and the sample x_0 on return. Steps run from the
 // highest index to 0. DDPM/DDIM use d's respaced process; DPM-Solver++ uses d's base abar table.

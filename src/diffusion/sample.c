@@ -9,6 +9,7 @@
 #include "base/error.h"
 #include "base/rng.h"
 #include "diffusion/diffusion.h"
+#include "diffusion/flow.h"
 
 static int model_channels(const diffusion *d, int C) {
     return d->var_type == DIFFUSION_VAR_LEARNED_RANGE ? 2 * C : C;
@@ -124,6 +125,7 @@ void diffusion_ddim_sample(const diffusion *d, const int *index, const float *x,
 }
 
 int diffusion_sampler_steps(const diffusion *d, const sampler_options *opt) {
+    if (SAMPLER_IS_FLOW(opt->kind)) return opt->flow_steps;
     return opt->kind == SAMPLER_DPMPP_2M ? opt->dpm_steps : d->num_timesteps;
 }
 
@@ -240,6 +242,7 @@ static dit_status sample_dpmpp_2m(const diffusion *d, const sampler_options *opt
 dit_status diffusion_sample(const diffusion *d, const sampler_options *opt, denoise_fn model, void *model_ctx,
                             int B, int C, int HW, float *x) {
     if (B < 1 || C < 1 || HW < 1) return dit_set_error("sampler: batch %d, channels %d, pixels %d", B, C, HW);
+    if (SAMPLER_IS_FLOW(opt->kind)) return flow_sample(opt, model, model_ctx, B, C, HW, model_channels(d, C), x);
     if (opt->kind != SAMPLER_DDPM && opt->kind != SAMPLER_DDIM && opt->kind != SAMPLER_DPMPP_2M)
         return dit_set_error("sampler: unknown sampler %d", (int)opt->kind);
     const int64_t per_sample = (int64_t)C * HW;

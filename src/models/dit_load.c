@@ -359,6 +359,18 @@ static dit_status load_class_names(dit_model *m, const char *path, const tensor_
     return st;
 }
 
+// What the network predicts: __metadata__["dit.objective"], "eps" or "v-flow"; absent (every file from before
+// flow matching, and every non-dit file) = eps.
+static dit_status load_objective(dit_model *m, const char *path, const tensor_file *file) {
+    const char *name = tensor_file_meta(file, "dit.objective");
+    m->objective = DIT_OBJECTIVE_EPS;
+    if (name && dit_objective_parse(name, &m->objective) != DIT_OK) {
+        dit_prefix_error("%s: metadata dit.objective", path);
+        return DIT_ERR;
+    }
+    return DIT_OK;
+}
+
 dit_model *dit_model_load(const char *path, const dit_load_options *opts) {
     tensor_file file = {0};
     FILE *probe = fopen(path, "rb");
@@ -399,7 +411,8 @@ dit_model *dit_model_load(const char *path, const dit_load_options *opts) {
         dit_prefix_error("%s", path);
         goto done;
     }
-    if (fill_params(m, path, &src) != DIT_OK || load_class_names(m, path, &file) != DIT_OK) {
+    if (fill_params(m, path, &src) != DIT_OK || load_class_names(m, path, &file) != DIT_OK ||
+        load_objective(m, path, &file) != DIT_OK) {
         dit_model_free(m);
         m = NULL;
     }
@@ -470,9 +483,12 @@ dit_status dit_model_save_as(const dit_model *m, const char *path, const char *d
             return dit_set_error("%s: out of memory writing the class names", path);
         }
     }
-    const char *keys[] = {"format", "dit.config", "dit.class_names"};
-    const char *values[] = {"dit", config_json, names_json};
-    dit_status st = safetensors_write(path, outs, count, keys, values, names_json ? 3 : 2);
+    // dit.objective only for flow models: eps files stay as they were (and the key's absence means eps)
+    const char *keys[4] = {"format", "dit.config"}, *values[4] = {"dit", config_json};
+    int num_keys = 2;
+    if (names_json) keys[num_keys] = "dit.class_names", values[num_keys++] = names_json;
+    if (m->objective != DIT_OBJECTIVE_EPS) keys[num_keys] = "dit.objective", values[num_keys++] = dit_objective_name(m->objective);
+    dit_status st = safetensors_write(path, outs, count, keys, values, num_keys);
     free(outs);
     free(converted);
     free(names_json);

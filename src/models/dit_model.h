@@ -90,6 +90,7 @@ struct dit_model {
     dit_params p;
     dit_activations acts;
     char **class_names;    // num_classes names, or NULL
+    dit_objective objective;   // what the output means (eps or velocity); from __metadata__["dit.objective"]
     dit_precision precision;   // resolved: DIT_PRECISION_FP32 or DIT_PRECISION_BF16
     ops_context ops;           // precision and weights version, as the op dispatch reads them
     dit_layers layers;

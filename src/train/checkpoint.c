@@ -37,7 +37,22 @@ static char *train_json(const trainer *tr) {
     cJSON_AddNumberToObject(o, "label_dropout", hp->label_dropout);
     cJSON_AddNumberToObject(o, "hflip", hp->hflip);
     cJSON_AddNumberToObject(o, "target_steps", (double)tr->target_steps);
-    cJSON_AddStringToObject(o, "diffusion", "linear, 1000 steps, MSE + VB (learned range) / MSE (fixed)");
+    // the recipe (recipe.c); absent in older checkpoints, which mean DiT's recipe (the zero values)
+    cJSON_AddStringToObject(o, "objective", dit_objective_name(hp->objective));
+    cJSON_AddStringToObject(o, "time_sampling", train_time_sampling_names[hp->time_sampling]);
+    cJSON_AddNumberToObject(o, "logit_mean", hp->logit_mean);
+    cJSON_AddNumberToObject(o, "logit_std", hp->logit_std);
+    cJSON_AddStringToObject(o, "loss_weight", train_loss_weight_names[hp->loss_weight]);
+    cJSON_AddNumberToObject(o, "snr_gamma", hp->snr_gamma);
+    cJSON_AddStringToObject(o, "ema_schedule", train_ema_schedule_names[hp->ema_schedule]);
+    cJSON_AddNumberToObject(o, "ema_power", hp->ema_power);
+    cJSON_AddStringToObject(o, "lr_schedule", train_lr_schedule_names[hp->lr_schedule]);
+    cJSON_AddNumberToObject(o, "lr_min", hp->lr_min);
+    cJSON_AddNumberToObject(o, "lr_decay_steps", (double)hp->lr_decay_steps);
+    cJSON_AddStringToObject(o, "diffusion", hp->objective == DIT_OBJECTIVE_V_FLOW
+                                                ? "flow matching: x_t = (1 - t) x0 + t noise, velocity noise - x0, "
+                                                  "t = 0 data, t = 1 noise, timestep 1000 t"
+                                                : "linear, 1000 steps, MSE + VB (learned range) / MSE (fixed)");
     cJSON_AddStringToObject(o, "rng", "Philox4x32-10 keyed by seed; counters are functions of (step, slot) and "
                                       "(epoch, index): step + data position are the whole random state");
     if (tr->data) {
@@ -83,15 +98,27 @@ dit_status checkpoint_save(const trainer *tr, const char *path) {
         cJSON_Delete(list);
     }
     char *train = st == DIT_OK ? train_json(tr) : NULL;
-    const char *keys[] = {"format", "dit.config", "dit.train", "dit.class_names"};
-    const char *values[] = {"dit", config_json, train, names_json};
-    if (st == DIT_OK) st = safetensors_write(path, outs, 4 * P, keys, values, names_json ? 4 : 3);
+    const char *keys[5] = {"format", "dit.config", "dit.train"}, *values[5] = {"dit", config_json, train};
+    int num_keys = 3;
+    if (names_json) keys[num_keys] = "dit.class_names", values[num_keys++] = names_json;
+    if (m->objective != DIT_OBJECTIVE_EPS)
+        keys[num_keys] = "dit.objective", values[num_keys++] = dit_objective_name(m->objective);
+    if (st == DIT_OK) st = safetensors_write(path, outs, 4 * P, keys, values, num_keys);
     for (int i = 0; names && i < 4 * P; i++) free(names[i]);
     free(names);
     free(outs);
     free(names_json);
     free(train);
     return st;
+}
+
+// An optional name field of a list (recipe.c); absent = entry 0. Returns 0 for a name not in the list.
+static int json_choice(const cJSON *o, const char *name, const char *const *names, int *out) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
+    *out = 0;
+    if (!v) return 1;
+    *out = cJSON_IsString(v) ? train_name_index(names, v->valuestring) : -1;
+    return *out >= 0;
 }
 
 static int json_number(const cJSON *o, const char *name, double *out) {
@@ -131,6 +158,28 @@ trainer *checkpoint_load(const char *path, const train_data *data, char **data_s
         goto fail;
     }
     hp.warmup = (int)warmup, hp.batch = (int)batch, hp.hflip = (int)hflip;
+    // the recipe: optional (older checkpoints are DiT's recipe)
+    static const char *const objectives[] = {"eps", "v-flow", NULL};
+    int objective, time_sampling, loss_weight, ema_schedule, lr_schedule;
+    double decay_steps = 0;
+    ok = json_choice(o, "objective", objectives, &objective) &
+         json_choice(o, "time_sampling", train_time_sampling_names, &time_sampling) &
+         json_choice(o, "loss_weight", train_loss_weight_names, &loss_weight) &
+         json_choice(o, "ema_schedule", train_ema_schedule_names, &ema_schedule) &
+         json_choice(o, "lr_schedule", train_lr_schedule_names, &lr_schedule);
+    json_number(o, "logit_mean", &hp.logit_mean);
+    json_number(o, "logit_std", &hp.logit_std);
+    json_number(o, "snr_gamma", &hp.snr_gamma);
+    json_number(o, "ema_power", &hp.ema_power);
+    json_number(o, "lr_min", &hp.lr_min);
+    json_number(o, "lr_decay_steps", &decay_steps);
+    if (!ok || (dit_objective)objective != m->objective) {
+        dit_set_error("%s: dit.train has an unknown recipe name, or its objective differs from dit.objective", path);
+        goto fail;
+    }
+    hp.objective = (dit_objective)objective, hp.time_sampling = (train_time_sampling)time_sampling;
+    hp.loss_weight = (train_loss_weight)loss_weight, hp.ema_schedule = (train_ema_schedule)ema_schedule;
+    hp.lr_schedule = (train_lr_schedule)lr_schedule, hp.lr_decay_steps = (int64_t)decay_steps;
     if (!(tr = trainer_wrap(m, &hp, (uint64_t)seed, data))) {
         dit_prefix_error("%s", path);
         goto fail;

@@ -105,6 +105,12 @@ double train_loss(const diffusion *d, const int *t, const float *x0, const float
 double train_loss_part(const diffusion *d, const int *t, const float *x0, const float *x_t, const float *noise,
                        const float *model_out, int B, int batch_total, int C, int HW, float *mse, float *vb,
                        float *dout) {
+    return train_loss_part_weighted(d, t, x0, x_t, noise, model_out, NULL, B, batch_total, C, HW, mse, vb, dout);
+}
+
+double train_loss_part_weighted(const diffusion *d, const int *t, const float *x0, const float *x_t,
+                                const float *noise, const float *model_out, const float *weight, int B,
+                                int batch_total, int C, int HW, float *mse, float *vb, float *dout) {
     const int learned = d->var_type == DIFFUSION_VAR_LEARNED_RANGE;
     const int out_c = learned ? 2 * C : C;
     const int64_t n = (int64_t)C * HW;
@@ -116,10 +122,12 @@ double train_loss_part(const diffusion *d, const int *t, const float *x0, const 
             const float e = nz[i] - eps[i];
             sq += (double)(e * e);
         }
-        mse[b] = (float)(sq / (double)n);
+        // weight 1 multiplies exactly: the unweighted loss keeps its bits
+        const double w = weight ? (double)weight[b] : 1.0;
+        mse[b] = (float)(w * sq / (double)n);
         if (dout) {
             float *de = dout + (int64_t)b * out_c * HW;
-            const double g = -2.0 / ((double)n * batch_total);
+            const double g = -2.0 * w / ((double)n * batch_total);
             for (int64_t i = 0; i < n; i++) de[i] = (float)(g * (double)(nz[i] - eps[i]));
         }
         vb[b] = 0;

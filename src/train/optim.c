@@ -18,6 +18,10 @@ void train_hparams_default(train_hparams *hp) {
     hp->batch = 32;
     hp->label_dropout = 0.1;
     hp->hflip = 1;
+    // the parameters of recipe options that are off by default (the selectors stay 0: DiT's recipe)
+    hp->logit_std = 1.0;
+    hp->snr_gamma = 5.0;
+    hp->ema_power = 6.94;   // EDM2: sigma_rel 0.10
 }
 
 static int ends_with(const char *s, const char *suffix) {

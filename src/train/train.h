@@ -1,6 +1,7 @@
 // Training DiT in C: the IDDPM hybrid loss and its gradient (loss.c), AdamW + EMA + the reference weight
-// init (optim.c), datasets (data.c: IDX, image folders, latent caches), checkpoints (checkpoint.c) and the
-// training step that ties them together (trainer.c). Reference: docs/reference.md §2.6, §3.1;
+// init (optim.c), the recipe options (recipe.c; the flow-matching loss is diffusion/flow.h), datasets (data.c:
+// IDX, image folders, latent caches), checkpoints (checkpoint.c) and the training step that ties them together
+// (trainer.c). Reference: docs/reference.md §2.6, §3.1;
 // notes: docs/training.md.
 #ifndef DIT_TRAIN_H
 #define DIT_TRAIN_H
@@ -57,8 +58,33 @@ double train_loss(const diffusion *d, const int *t, const float *x0, const float
 double train_loss_part(const diffusion *d, const int *t, const float *x0, const float *x_t, const float *noise,
                        const float *model_out, int B, int batch_total, int C, int HW, float *mse, float *vb,
                        float *dout);
+// The same with the mse term of sample b weighted by weight[b] (min-SNR; NULL = unweighted, the same bits);
+// mse gets the weighted terms.
+double train_loss_part_weighted(const diffusion *d, const int *t, const float *x0, const float *x_t,
+                                const float *noise, const float *model_out, const float *weight, int B,
+                                int batch_total, int C, int HW, float *mse, float *vb, float *dout);
 
 // ---- optim.c --------------------------------------------------------------------------------------
+
+
+// How t is drawn for each sample (recipe.c): UNIFORM = DiT (an integer in 0..T-1 for eps, u in [0, 1) for
+// v-flow); LOGIT_NORMAL = sigmoid(m + s z) (SD3), for eps mapped to the index min(T - 1, floor(T u)).
+typedef enum { TIME_UNIFORM = 0, TIME_LOGIT_NORMAL } train_time_sampling;
+// LOSS_MIN_SNR: the eps mse of step t weighted by min(SNR_t, gamma) / SNR_t, SNR_t = abar_t / (1 - abar_t)
+// (Hang et al. 2023); eps only (for v-flow the time density is the weighting: docs/training.md).
+typedef enum { LOSS_UNWEIGHTED = 0, LOSS_MIN_SNR } train_loss_weight;
+// The EMA decay of update n (0-based): CONSTANT = decay; WARMUP = min(decay, (1 + n) / (10 + n));
+// POWER = min(decay, (1 - 1 / (n + 1))^(gamma + 1)) (EDM2's power-function EMA; the first update copies).
+typedef enum { EMA_CONSTANT = 0, EMA_WARMUP, EMA_POWER } train_ema_schedule;
+// The learning rate after the linear warm-up: CONSTANT, or a COSINE / LINEAR decay to lr_min at lr_decay_steps.
+typedef enum { LR_CONSTANT = 0, LR_COSINE, LR_LINEAR } train_lr_schedule;
+
+extern const char *const train_time_sampling_names[];   // "uniform", "logit-normal", NULL
+extern const char *const train_loss_weight_names[];     // "none", "min-snr", NULL
+extern const char *const train_ema_schedule_names[];    // "constant", "warmup", "power", NULL
+extern const char *const train_lr_schedule_names[];     // "constant", "cosine", "linear", NULL
+// The index of name in a NULL-terminated list, or -1.
+int train_name_index(const char *const *names, const char *name);
 
 typedef struct train_hparams {
     // Scalars are doubles, as the Python floats of the reference; the kernels cast them to float32 where torch does.
@@ -72,6 +98,18 @@ typedef struct train_hparams {
     int batch;
     double label_dropout;  // p of replacing a label by the null class (the model's class_dropout_prob)
     int hflip;             // 1: random horizontal flips of pixel data (latent caches always pick one of their two)
+    // The recipe (recipe.c; docs/training.md "Recipe options"). All zero = DiT's recipe, bit for bit.
+    dit_objective objective;    // EPS (IDDPM hybrid loss) or V_FLOW (flow matching, src/diffusion/flow.h)
+    train_time_sampling time_sampling;
+    double logit_mean, logit_std;   // TIME_LOGIT_NORMAL: t = sigmoid(mean + std z), z ~ N(0, 1)
+    train_loss_weight loss_weight;
+    double snr_gamma;           // LOSS_MIN_SNR: gamma
+    train_ema_schedule ema_schedule;
+    double ema_power;           // EMA_POWER: gamma of the power-function EMA
+    train_lr_schedule lr_schedule;
+    double lr_min;              // LR_COSINE / LR_LINEAR: the floor reached at lr_decay_steps
+    int64_t lr_decay_steps;     // the decay's end (steps; set it when lr_schedule decays): dit train sets the run's
+                                // --steps when the run starts, and --resume keeps it
 } train_hparams;
 
 void train_hparams_default(train_hparams *hp);
@@ -94,6 +132,24 @@ void train_adamw_update(float *params, const float *grads, float *adam_m, float 
                         const train_hparams *hp, double lr, int64_t step);
 // ema = decay * ema + (1 - decay) * params over all n floats (pos_embed included, as update_ema).
 void train_ema_update(float *ema, const float *params, size_t n, double decay);
+
+// ---- recipe.c: the schedules of a step ------------------------------------------------------------
+
+// t of batch slot `slot` at step `step`, in [0, 1) (v-flow), from Philox stream RNG_STREAM_TIMESTEP: uniform,
+// or logit-normal from two uniforms (counters 0 and 1) by Box-Muller.
+double train_sample_time(const train_hparams *hp, uint64_t seed, uint32_t step, uint32_t slot);
+// The eps timestep index (0..T-1) of that slot: uniform = train_rng_below(T) as DiT, else floor(T u) capped.
+int train_sample_timestep(const train_hparams *hp, uint64_t seed, uint32_t step, uint32_t slot, int T);
+// sigmoid(mean + std z), z = sqrt(-2 ln(1 - u1)) cos(2 pi u2): u1, u2 uniform in [0, 1).
+double train_logit_normal(double u1, double u2, double mean, double std);
+// min(SNR_t, gamma) / SNR_t with SNR_t = abar_t / (1 - abar_t) of d's table entry t.
+double train_min_snr_weight(const diffusion *d, int t, double gamma);
+// The learning rate of the update with 0-based index step: warm-up lr min(1, (step + 1) / warmup), then the
+// decay from lr at step + 1 = warmup to lr_min at step + 1 = lr_decay_steps (cosine: lr_min + (lr - lr_min)
+// (1 + cos(pi p)) / 2; linear: lr_min + (lr - lr_min) (1 - p); p clamped to [0, 1]).
+double train_lr_at(const train_hparams *hp, int64_t step);
+// The EMA decay of update n (0-based), by hp->ema_schedule.
+double train_ema_decay_at(const train_hparams *hp, int64_t n);
 
 // ---- data.c ---------------------------------------------------------------------------------------
 
@@ -171,6 +227,7 @@ typedef struct trainer {
     int64_t perm_epoch;
     // batch buffers
     float *x0, *noise, *x_t, *t_float, *out, *dout;
+    float *t_flow, *weight;     // v-flow: t in [0, 1) of each slot; the loss weight of each slot (min-SNR)
     int *t, *y, *index;
     float *mse, *vb;
     // Data parallel (src/train/dist_train.c; 0 = off): the batch is computed as `shards` equal parts whose

@@ -1,12 +1,14 @@
 // One training step of DiT's train.py (reference.md §3.1): a shuffled batch, uniform t, label dropout,
-// q_sample, forward, the hybrid loss, backward, optional clipping, AdamW, EMA. Every random draw is a pure
-// function of (seed, step, batch slot) or (seed, epoch, index), so the step and the data cursor are the whole
-// random state (docs/training.md "Determinism").
+// q_sample, forward, the hybrid loss, backward, optional clipping, AdamW, EMA; or, with the recipe options
+// (recipe.c), logit-normal t, min-SNR weights, the flow-matching objective (diffusion/flow.h), lr and EMA
+// schedules. Every random draw is a pure function of (seed, step, batch slot) or (seed, epoch, index), so the
+// step and the data cursor are the whole random state (docs/training.md "Determinism").
 #include <math.h>
 #include <string.h>
 
 #include "base/error.h"
 #include "base/rng.h"
+#include "diffusion/flow.h"
 #include "train/train.h"
 
 static float *floats(size_t n) { return dit_calloc(n ? n : 1, sizeof(float)); }
@@ -36,9 +38,15 @@ trainer *trainer_wrap(dit_model *m, const train_hparams *hp, uint64_t seed, cons
             return NULL;
         }
     }
+    if (hp->objective == DIT_OBJECTIVE_V_FLOW && hp->loss_weight != LOSS_UNWEIGHTED) {
+        dit_set_error("loss weight %s is for the eps objective; for v-flow the time density is the weighting "
+                      "(--time-sampling logit-normal)", train_loss_weight_names[hp->loss_weight]);
+        return NULL;
+    }
     trainer *tr = dit_calloc(1, sizeof *tr);
     if (!tr) return NULL;
     tr->model = m;
+    m->objective = hp->objective;   // recorded in checkpoints and the models made from them
     tr->hp = *hp;
     tr->seed = seed;
     tr->data = data;
@@ -55,7 +63,7 @@ trainer *trainer_wrap(dit_model *m, const train_hparams *hp, uint64_t seed, cons
     tr->x0 = floats(B * per), tr->noise = floats(B * per), tr->x_t = floats(B * per), tr->t_float = floats(B);
     tr->out = floats((size_t)B * OC * S * S), tr->dout = floats((size_t)B * OC * S * S);
     tr->t = dit_calloc(B, sizeof(int)), tr->y = dit_calloc(B, sizeof(int)), tr->index = dit_calloc(B, sizeof(int));
-    tr->mse = floats(B), tr->vb = floats(B);
+    tr->mse = floats(B), tr->vb = floats(B), tr->t_flow = floats(B), tr->weight = floats(B);
     tr->steps_per_epoch = data ? data->count / B : 0;
     tr->perm = data ? dit_calloc(data->count, sizeof(int)) : NULL;
     tr->perm_epoch = -1;
@@ -88,6 +96,7 @@ void trainer_free(trainer *tr) {
     free(tr->grads), free(tr->ema), free(tr->adam_m), free(tr->adam_v);
     free(tr->x0), free(tr->noise), free(tr->x_t), free(tr->t_float), free(tr->out), free(tr->dout);
     free(tr->t), free(tr->y), free(tr->index), free(tr->mse), free(tr->vb), free(tr->perm), free(tr->shard_grads);
+    free(tr->t_flow), free(tr->weight);
     free(tr);
 }
 
@@ -107,6 +116,7 @@ dit_status trainer_step(trainer *tr, train_stats *st) {
     // Shards of the batch (1 unless data parallel): each is assembled, run forward and backward on its own and
     // its gradient added in shard order; the other ranks' shards arrive through trainer_reduce_shards.
     const int sharded = tr->shards > 1, Bs = B / (sharded ? tr->shards : 1);
+    const int flow = tr->hp.objective == DIT_OBJECTIVE_V_FLOW, weighted = tr->hp.loss_weight == LOSS_MIN_SNR;
     for (int s = sharded ? tr->shard_lo : 0, s_end = sharded ? tr->shard_hi : 1; s < s_end; s++) {
         const int lo = s * Bs;
         // the batch: samples, flips, labels with dropout, timesteps, noise (slot b of the whole batch at j)
@@ -120,14 +130,30 @@ dit_status trainer_step(trainer *tr, train_stats *st) {
             if (tr->hp.label_dropout > 0 &&
                 train_rng_uniform(tr->seed, 0, step, (uint32_t)b, RNG_STREAM_LABEL_DROP) < tr->hp.label_dropout)
                 tr->y[j] = c->num_classes;   // the null class row
-            tr->t[j] = (int)train_rng_below(tr->seed, 0, step, (uint32_t)b, RNG_STREAM_TIMESTEP, (uint32_t)tr->diff.num_timesteps);
-            tr->t_float[j] = (float)tr->diff.timestep_map[tr->t[j]];
+            if (flow) {   // t in [0, 1): 0 data, 1 noise; the network sees 1000 t
+                tr->t_flow[j] = (float)train_sample_time(&tr->hp, tr->seed, step, (uint32_t)b);
+                tr->t_float[j] = FLOW_TIME_SCALE * tr->t_flow[j];
+            } else {
+                tr->t[j] = train_sample_timestep(&tr->hp, tr->seed, step, (uint32_t)b, tr->diff.num_timesteps);
+                tr->t_float[j] = (float)tr->diff.timestep_map[tr->t[j]];
+                if (weighted) tr->weight[j] = (float)train_min_snr_weight(&tr->diff, tr->t[j], tr->hp.snr_gamma);
+            }
             rng_normal_fill(tr->noise + j * per, (int64_t)per, tr->seed, (uint32_t)b, step, RNG_STREAM_NOISE);
         }
-        train_q_sample(&tr->diff, tr->t, tr->x0, tr->noise, Bs, (int64_t)per, tr->x_t);
-        if (dit_forward_train(m, tr->acts, tr->x_t, tr->t_float, tr->y, tr->out)) return DIT_ERR;
-        const double loss = train_loss_part(&tr->diff, tr->t, tr->x0, tr->x_t, tr->noise, tr->out, Bs, B, C, HW,
-                                            tr->mse + lo, tr->vb + lo, tr->dout);
+        double loss;
+        if (flow) {
+            flow_interpolate(tr->t_flow, tr->x0, tr->noise, Bs, (int64_t)per, tr->x_t);
+            if (dit_forward_train(m, tr->acts, tr->x_t, tr->t_float, tr->y, tr->out)) return DIT_ERR;
+            loss = flow_loss(tr->x0, tr->noise, tr->out, NULL, Bs, B, C, HW, dit_config_out_channels(c), tr->mse + lo,
+                             tr->dout);
+            for (int j = 0; j < Bs; j++) tr->vb[lo + j] = 0;
+        } else {
+            train_q_sample(&tr->diff, tr->t, tr->x0, tr->noise, Bs, (int64_t)per, tr->x_t);
+            if (dit_forward_train(m, tr->acts, tr->x_t, tr->t_float, tr->y, tr->out)) return DIT_ERR;
+            loss = train_loss_part_weighted(&tr->diff, tr->t, tr->x0, tr->x_t, tr->noise, tr->out,
+                                            weighted ? tr->weight : NULL, Bs, B, C, HW, tr->mse + lo, tr->vb + lo,
+                                            tr->dout);
+        }
         if (!isfinite(loss)) return dit_set_error("step %lld: the loss is %g (diverged; lower --lr or set --grad-clip)",
                                                   (long long)tr->step + 1, loss);
         float *g = sharded && s > tr->shard_lo ? tr->shard_grads : tr->grads;
@@ -149,11 +175,10 @@ dit_status trainer_step(trainer *tr, train_stats *st) {
             for (size_t i = 0; i < m->total_floats; i++) tr->grads[i] *= f;
         }
     }
-    double lr = tr->hp.lr;
-    if (tr->hp.warmup > 0 && tr->step + 1 < tr->hp.warmup) lr *= (double)(tr->step + 1) / tr->hp.warmup;
+    const double lr = train_lr_at(&tr->hp, tr->step), ema_decay = train_ema_decay_at(&tr->hp, tr->step);
     tr->step++;
     train_adamw_step(m, m->params, tr->grads, tr->adam_m, tr->adam_v, &tr->hp, lr, tr->step);
-    train_ema_update(tr->ema, m->params, m->total_floats, tr->hp.ema_decay);
+    train_ema_update(tr->ema, m->params, m->total_floats, ema_decay);
     dit_model_weights_changed(m);   // packed bf16 copies follow the new weights
     tr->position += B;
     if (st) {
@@ -168,6 +193,7 @@ dit_model *trainer_ema_model(const trainer *tr) {
     dit_model *e = dit_model_create(&tr->model->cfg);
     if (!e) return NULL;
     dit_model_set_precision(e, tr->model->precision);   // the grids sample as the run computes
+    e->objective = tr->model->objective;
     memcpy(e->params, tr->ema, tr->model->total_floats * sizeof(float));
     if (tr->model->class_names &&
         dit_model_set_class_names(e, (const char *const *)tr->model->class_names, tr->model->cfg.num_classes)) {
