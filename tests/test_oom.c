@@ -120,6 +120,21 @@ static dit_status vae_roundtrip(void) {
 
 static dit_block_kind block;   // the block design train_steps builds
 
+// A v-flow model sampled with the three flow samplers (guided), as dit_sample runs them.
+static dit_status sample_flow(void) {
+    dit_model *m = with_precision(dit_model_synthetic(&tiny, 4));
+    if (!m) return DIT_ERR;
+    dit_status st = dit_model_set_objective(m, DIT_OBJECTIVE_V_FLOW);
+    const dit_sample_item items[3] = {{1, 7, 0}, {2, 7, 1}, {9, 8, 0}};
+    float out[3 * 8 * 8];
+    for (int s = DIT_SAMPLER_EULER; st == DIT_OK && s <= DIT_SAMPLER_EULER_MARUYAMA; s++) {
+        dit_sample_options opt = {.sampler = (dit_sampler)s, .steps = 3, .cfg_scale = 3.0f, .batch = 2};
+        st = dit_sample(m, items, 3, &opt, out);
+    }
+    dit_model_free(m);
+    return st;
+}
+
 // Two training steps on 8 in-memory images, then the EMA model.
 static dit_status train_steps(void) {
     enum { COUNT = 8, S = 8 };
@@ -461,6 +476,7 @@ void test_oom(void) {
         fail_everywhere("read .pt files (zip, pickle, protocols)", read_pt_files);
         fail_everywhere("synthetic model, class names, save as bf16, load, forward", synthetic_save_load);
         fail_everywhere("dit_sample (ddpm, ddim, dpm++2m; guided), decode, PNG", sample_and_encode);
+        fail_everywhere("v-flow model: dit_sample (flow-euler, flow-heun, flow-em; guided)", sample_flow);
         fail_everywhere("VAE load (CompVis .ckpt), encode, decode, tiled decode", vae_roundtrip);
         block = DIT_BLOCK_ADALN_ZERO;
         fail_everywhere("trainer, two training steps, EMA model", train_steps);
