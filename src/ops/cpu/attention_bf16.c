@@ -11,6 +11,7 @@
 #include "base/error.h"
 #include "ops/bf16.h"
 #include "ops/cpu/fast_exp512.h"
+#include "ops/cpu/mask16.h"
 #include "ops/dispatch.h"
 
 // Per thread: the packed right-hand operands of one (batch, head) and the scores of one block of query rows
@@ -58,20 +59,20 @@ static void softmax_rows(float *s, int rows, int cols) {
         float *row = s + (int64_t)r * cols;
         __m512 mx = _mm512_set1_ps(-INFINITY);
         for (int c = 0; c < cols; c += 16) {
-            const __mmask16 mask = cols - c >= 16 ? 0xffff : (__mmask16)((1u << (cols - c)) - 1);
+            const __mmask16 mask = mask16(cols - c);
             mx = _mm512_mask_max_ps(mx, mask, mx, _mm512_maskz_loadu_ps(mask, row + c));
         }
         const __m512 row_max = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
         __m512 sum = _mm512_setzero_ps();
         for (int c = 0; c < cols; c += 16) {
-            const __mmask16 mask = cols - c >= 16 ? 0xffff : (__mmask16)((1u << (cols - c)) - 1);
+            const __mmask16 mask = mask16(cols - c);
             const __m512 e = fast_exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(mask, row + c), row_max));
             _mm512_mask_storeu_ps(row + c, mask, e);
             sum = _mm512_mask_add_ps(sum, mask, sum, e);
         }
         const __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(sum));
         for (int c = 0; c < cols; c += 16) {
-            const __mmask16 mask = cols - c >= 16 ? 0xffff : (__mmask16)((1u << (cols - c)) - 1);
+            const __mmask16 mask = mask16(cols - c);
             _mm512_mask_storeu_ps(row + c, mask, _mm512_mul_ps(_mm512_maskz_loadu_ps(mask, row + c), inv));
         }
     }

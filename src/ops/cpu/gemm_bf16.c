@@ -17,6 +17,7 @@
 #include "ops/bf16.h"
 #include "ops/cpu/cpu_features.h"
 #include "ops/cpu/fast_exp512.h"
+#include "ops/cpu/mask16.h"
 
 static int round_up(int x, int m) { return (x + m - 1) / m * m; }
 
@@ -60,8 +61,8 @@ static void pack_rows_along_k(uint16_t *d, int KB, const float *src, int N, int 
             __m512 lo = _mm512_setzero_ps(), hi = _mm512_setzero_ps();
             if (n < N) {
                 const int left = K - k0;
-                const __mmask16 m_lo = left >= 16 ? 0xffff : left > 0 ? (__mmask16)((1u << left) - 1) : 0;
-                const __mmask16 m_hi = left >= 32 ? 0xffff : left > 16 ? (__mmask16)((1u << (left - 16)) - 1) : 0;
+                const __mmask16 m_lo = mask16(left);
+                const __mmask16 m_hi = mask16(left - 16);
                 lo = _mm512_maskz_loadu_ps(m_lo, row + k0);
                 hi = _mm512_maskz_loadu_ps(m_hi, row + k0 + 16);
             }
@@ -80,7 +81,7 @@ static void pack_rows_along_n(uint16_t *d, int KB, int Np, const float *src, int
     for (int k = 0; k < KB * 32; k += 2)
         for (int n0 = 0; n0 < Np; n0 += 16) {
             const int left = N - n0;
-            const __mmask16 mask = left >= 16 ? 0xffff : left > 0 ? (__mmask16)((1u << left) - 1) : 0;
+            const __mmask16 mask = mask16(left);
             const __m512 r0 = k < K ? _mm512_maskz_loadu_ps(mask, src + (int64_t)k * stride_k + n0) : _mm512_setzero_ps();
             const __m512 r1 = k + 1 < K ? _mm512_maskz_loadu_ps(mask, src + (int64_t)(k + 1) * stride_k + n0)
                                         : _mm512_setzero_ps();
@@ -177,7 +178,7 @@ static void pack_a_rows_transposed(uint16_t *dst, int Kp, const float *A, int64_
         // are loaded, transposed in registers, rounded, and stored as 16 runs of 16 bf16 along k.
         for (int rb = r0; rb < r1; rb += 16) {
             const int left = M - rb;
-            const __mmask16 mask = left >= 16 ? 0xffff : left > 0 ? (__mmask16)((1u << left) - 1) : 0;
+            const __mmask16 mask = mask16(left);
             for (int k0 = 0; k0 < Kp; k0 += 16) {
                 __m512 r[16];
                 for (int i = 0; i < 16; i++)
@@ -261,7 +262,7 @@ static void epilogue_block(float *out, int64_t ldo, const float *C, int m0, int 
     const __m512 scale = _mm512_set1_ps(alpha);
     for (int h = 0; h < 2 && h * 16 < cols; h++) {
         const int left = cols - h * 16;
-        const __mmask16 mask = left >= 16 ? 0xffff : (__mmask16)((1u << left) - 1);
+        const __mmask16 mask = mask16(left);
         const int64_t col = n0 + h * 16;
         const __m512 bias = ep && ep->bias ? _mm512_maskz_loadu_ps(mask, ep->bias + col) : _mm512_setzero_ps();
         // The gate row of output row m is m / gate_rows, stepped along instead of divided per row.

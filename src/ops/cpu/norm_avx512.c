@@ -5,9 +5,8 @@
 #include <immintrin.h>
 #include <math.h>
 
+#include "ops/cpu/mask16.h"
 #include "ops/dispatch.h"
-
-static inline __mmask16 tail_mask(int left) { return left >= 16 ? 0xffff : (__mmask16)((1u << left) - 1); }
 
 void layernorm_modulate_forward_avx512(float *y, float *mean, float *rstd, const float *x, const float *shift,
                                        const float *scale, int row_stride, int B, int T, int D) {
@@ -18,19 +17,19 @@ void layernorm_modulate_forward_avx512(float *y, float *mean, float *rstd, const
             const float *xr = x + row * D, *sh = shift + (int64_t)b * row_stride, *sc = scale + (int64_t)b * row_stride;
             float *yr = y + row * D;
             __m512 sum = _mm512_setzero_ps();
-            for (int d = 0; d < D; d += 16) sum = _mm512_add_ps(sum, _mm512_maskz_loadu_ps(tail_mask(D - d), xr + d));
+            for (int d = 0; d < D; d += 16) sum = _mm512_add_ps(sum, _mm512_maskz_loadu_ps(mask16(D - d), xr + d));
             const float mu = _mm512_reduce_add_ps(sum) / (float)D;
             const __m512 m = _mm512_set1_ps(mu);
             __m512 sq = _mm512_setzero_ps();
             for (int d = 0; d < D; d += 16) {
-                const __mmask16 k = tail_mask(D - d);
+                const __mmask16 k = mask16(D - d);
                 const __m512 c = _mm512_maskz_sub_ps(k, _mm512_maskz_loadu_ps(k, xr + d), m);
                 sq = _mm512_fmadd_ps(c, c, sq);
             }
             const float rs = 1.0f / sqrtf(_mm512_reduce_add_ps(sq) / (float)D + 1e-6f);
             const __m512 r = _mm512_set1_ps(rs), one = _mm512_set1_ps(1.0f);
             for (int d = 0; d < D; d += 16) {
-                const __mmask16 k = tail_mask(D - d);
+                const __mmask16 k = mask16(D - d);
                 const __m512 xhat = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, xr + d), m), r);
                 const __m512 gain = _mm512_add_ps(one, _mm512_maskz_loadu_ps(k, sc + d));
                 _mm512_mask_storeu_ps(yr + d, k, _mm512_fmadd_ps(xhat, gain, _mm512_maskz_loadu_ps(k, sh + d)));
