@@ -9,19 +9,13 @@
 
 // Each chunk runs 8 lanes at a time (fast_exp8, equal to fast_expf lane by lane) and its tail one by one, so
 // results are the same bits as the plain loop's.
-#ifdef __AVX2__
-#define VEC 8
-#else
-#define VEC 1   // the scalar tails below do everything
-#endif
-
 static inline float sigmoid(float x) { return 1.0f / (1.0f + fast_expf(-x)); }
 
 void silu_forward_serial(float *y, const float *x, int64_t n) {
     int64_t i = 0;
 #ifdef __AVX2__
     const __m256 one = _mm256_set1_ps(1.0f), zero = _mm256_setzero_ps();
-    for (; i + VEC <= n; i += VEC) {
+    for (; i + 8 <= n; i += 8) {
         const __m256 v = _mm256_loadu_ps(x + i);
         _mm256_storeu_ps(y + i, _mm256_div_ps(v, _mm256_add_ps(one, fast_exp8(_mm256_sub_ps(zero, v)))));
     }
@@ -40,7 +34,7 @@ static void silu_backward_chunk(float *dx, const float *dy, const float *x, int 
     int i = 0;
 #ifdef __AVX2__
     const __m256 one = _mm256_set1_ps(1.0f), zero = _mm256_setzero_ps();
-    for (; i + VEC <= n; i += VEC) {
+    for (; i + 8 <= n; i += 8) {
         const __m256 v = _mm256_loadu_ps(x + i);
         const __m256 s = _mm256_div_ps(one, _mm256_add_ps(one, fast_exp8(_mm256_sub_ps(zero, v))));
         const __m256 slope = _mm256_add_ps(one, _mm256_mul_ps(v, _mm256_sub_ps(one, s)));
@@ -66,7 +60,7 @@ static void gelu_tanh_chunk(float *y, const float *x, int n) {
 #ifdef __AVX2__
     const __m256 one = _mm256_set1_ps(1.0f), zero = _mm256_setzero_ps(), c = _mm256_set1_ps(0.044715f);
     const __m256 k = _mm256_set1_ps(two_sqrt_2_over_pi);
-    for (; i + VEC <= n; i += VEC) {
+    for (; i + 8 <= n; i += 8) {
         const __m256 v = _mm256_loadu_ps(x + i);
         const __m256 cubic = _mm256_mul_ps(_mm256_mul_ps(_mm256_mul_ps(c, v), v), v);
         const __m256 two_u = _mm256_mul_ps(k, _mm256_add_ps(v, cubic));
@@ -94,7 +88,7 @@ static void gelu_tanh_backward_chunk(float *dx, const float *dy, const float *x,
 #ifdef __AVX2__
     const __m256 one = _mm256_set1_ps(1.0f), zero = _mm256_setzero_ps(), c = _mm256_set1_ps(0.044715f);
     const __m256 c3 = _mm256_set1_ps(3.0f * 0.044715f), k = _mm256_set1_ps(two_sqrt_2_over_pi);
-    for (; i + VEC <= n; i += VEC) {
+    for (; i + 8 <= n; i += 8) {
         const __m256 v = _mm256_loadu_ps(x + i), v2 = _mm256_mul_ps(v, v);
         const __m256 two_u = _mm256_mul_ps(k, _mm256_add_ps(v, _mm256_mul_ps(_mm256_mul_ps(c, v2), v)));
         const __m256 s = _mm256_div_ps(one, _mm256_add_ps(one, fast_exp8(_mm256_sub_ps(zero, two_u))));
