@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """PyTorch reference of facebookresearch/DiT models.py, written from the facts in
-shared/docs/reference.md section 1 (not copied from the original code).
+docs/reference.md section 1 (not copied from the original code).
 
 Module and parameter names equal the official state_dict keys, and state_dict() order equals the
 official order (pos_embed first; final_layer.linear before final_layer.adaLN_modulation).
