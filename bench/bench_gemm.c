@@ -35,10 +35,13 @@ int main(int argc, char **argv) {
     double s = bench_median(times + 1, repeats);
     printf("{\"kernel\": \"sgemm\", \"M\": %d, \"N\": %d, \"K\": %d, \"seconds\": %.6f, \"gflops\": %.1f}\n", M, N, K, s,
            flops / s / 1e9);
-    const cpu_path paths[] = {CPU_PATH_AMX, CPU_PATH_AVX512_BF16};
+    // Each bf16 path with gemm_bf16's copy of A in tiles (its layout) and in plain rows (the layout before).
+    const cpu_path paths[] = {CPU_PATH_AMX, CPU_PATH_AMX, CPU_PATH_AVX512_BF16};
+    const int rows_layout[] = {0, 1, 0};
     bf16_packed P = {0};
-    for (int i = 0; i < 2; i++) {
+    for (int i = 0; i < 3; i++) {
         if (cpu_path_force(paths[i]) != 0) continue;
+        gemm_bf16_use_row_layout(rows_layout[i]);
         bf16_pack(&P, B, N, K, K, 1);
         for (int r = 0; r <= repeats; r++) {
             double t0 = bench_now_seconds();
@@ -46,9 +49,10 @@ int main(int argc, char **argv) {
             times[r] = bench_now_seconds() - t0;
         }
         s = bench_median(times + 1, repeats);
-        printf("{\"kernel\": \"bf16-%s\", \"M\": %d, \"N\": %d, \"K\": %d, \"seconds\": %.6f, \"gflops\": %.1f}\n",
-               cpu_path_name(paths[i]), M, N, K, s, flops / s / 1e9);
+        printf("{\"kernel\": \"bf16-%s%s\", \"M\": %d, \"N\": %d, \"K\": %d, \"seconds\": %.6f, \"gflops\": %.1f}\n",
+               cpu_path_name(paths[i]), rows_layout[i] ? "-rows" : "", M, N, K, s, flops / s / 1e9);
     }
+    gemm_bf16_use_row_layout(0);
     bf16_packed_free(&P);
     free(A); free(B); free(C); free(times);
     return 0;

@@ -20,7 +20,7 @@ shapes = []
 for r in rows:
     s = (r["M"], r["N"], r["K"])
     if s not in shapes: shapes.append(s)
-kernels = ["sgemm", "torch-fp32", "bf16-amx", "bf16-avx512-bf16", "torch-bf16"]
+kernels = ["sgemm", "torch-fp32", "bf16-amx", "bf16-amx-rows", "bf16-avx512-bf16", "torch-bf16"]
 print("%-16s" % "M x N x K" + "".join("%18s" % k for k in kernels) + "   (GFLOP/s)")
 for s in shapes:
     got = {r["kernel"]: r["gflops"] for r in rows if (r["M"], r["N"], r["K"]) == s}

@@ -53,10 +53,33 @@ dit_status gemm_bf16(float *out, int64_t ldo, const float *A, int64_t stride_m, 
 dit_status gemm_bf16_serial(float *out, int64_t ldo, const float *A, int64_t stride_m, int64_t stride_k,
                             const bf16_packed *B, int M, const gemm_epilogue *ep);
 
-// The same with A already in bf16: rows of Kp = B->Kp elements (zero beyond K), at least round_up(M, 32) rows
-// readable (rows past M may hold anything: their results are dropped).
-void gemm_bf16_a16(float *out, int64_t ldo, const uint16_t *A16, const bf16_packed *B, int M,
+// Where a bf16 copy of A keeps element (r, k): at r/32 * block + (r/16 % 2) * half + r%16 * row + k/32 * kstep
+// + k%32 elements. Rows: row = Kp, kstep = 32, half = 16 Kp, block = 32 Kp. Tiles (what gemm_bf16 makes and
+// conv_bf16.c builds): each 16 x 32 tile of A is 1 KB in one piece, and a 32-row block's tiles follow each
+// other along K (row = 32, half = 512, kstep = 1024, block = Kp / 32 * 1024), so the kernels read A as one
+// stream. Runs of 16 elements along K starting at a multiple of 16 are contiguous in both.
+typedef struct {
+    int64_t block, half, row, kstep;
+} a_layout;
+
+static inline a_layout a_layout_rows(int Kp) {
+    return (a_layout){.block = 32 * (int64_t)Kp, .half = 16 * (int64_t)Kp, .row = Kp, .kstep = 32};
+}
+
+static inline a_layout a_layout_tiles(int Kp) {
+    return (a_layout){.block = (int64_t)Kp / 32 * 1024, .half = 512, .row = 32, .kstep = 1024};
+}
+
+static inline int64_t a_offset(const a_layout *at, int r, int k) {
+    return (r >> 5) * at->block + ((r >> 4) & 1) * at->half + (r & 15) * at->row + (k >> 5) * at->kstep + (k & 31);
+}
+
+// The same with A already in bf16, laid out as `at` says: Kp = B->Kp elements a row (zero beyond K), at least
+// round_up(M, 32) rows readable (rows past M may hold anything: their results are dropped).
+void gemm_bf16_a16(float *out, int64_t ldo, const uint16_t *A16, const a_layout *at, const bf16_packed *B, int M,
                    const gemm_epilogue *ep);
+// gemm_bf16 keeps its copy of A in rows instead of tiles: for benchmarks only (bench_gemm's "-rows" figures).
+void gemm_bf16_use_row_layout(int on);
 
 // ---- the VAE's 3x3 convolutions as an implicit GEMM (ops/cpu/conv_bf16.c) ----
 // Pack a conv weight (Cout, Cin, 3, 3) as B (Cout, 9 Cin) in (ky, kx, ci) order.
@@ -70,10 +93,10 @@ dit_status conv3x3_bf16(float *out, const float *x, const bf16_packed *weights, 
 float bf16_round(float x);
 
 // Kernel internals shared by gemm_bf16.c and gemm_amx.c.
-// dst (32 x 32 floats, row stride ldd) = start + 32 rows of A (bf16, row stride lda elements) x `ksteps`
-// 32-deep blocks of one packed panel, where start is src (row stride lds; accumulate), else the 32 values
-// `init` in every row (a bias), else 0. src may be dst.
-void amx_kernel_32x32(const float *src, int64_t lds, float *dst, int64_t ldd, const uint16_t *A, int lda,
+// dst (32 x 32 floats, row stride ldd) = start + 32 rows of A (bf16, laid out as `at` says, from the block's
+// first K step) x `ksteps` 32-deep blocks of one packed panel, where start is src (row stride lds;
+// accumulate), else the 32 values `init` in every row (a bias), else 0. src may be dst.
+void amx_kernel_32x32(const float *src, int64_t lds, float *dst, int64_t ldd, const uint16_t *A, const a_layout *at,
                       const uint16_t *panel, int ksteps, const float *init, int accumulate);
 void amx_configure(void);
 void amx_release(void);

@@ -1,9 +1,9 @@
 // The autoencoder's 3x3 stride-1 convolutions on the bf16 path, as an implicit GEMM: out^T (H W, Cout) =
 // rows (H W, 9 Cin) @ W^T, where a row holds the 3 x 3 x Cin neighbourhood of one output position. The input
-// is converted once into a zero-padded channels-last bf16 copy, so each row is nine contiguous runs of Cin
-// values; rows are built a band of output lines at a time; the weights are packed once, in (ky, kx, ci)
-// order; the output is written back channel-major by the GEMM's transposed epilogue. Compiled with
-// AVX512-BF16 enabled; only entered when the CPU has a bf16 path.
+// is converted once into a zero-padded channels-last bf16 copy, so each row is three contiguous runs of 3 Cin
+// values; rows are built a band of output lines at a time, straight into the GEMM's tile layout; the weights
+// are packed once, in (ky, kx, ci) order; the output is written back channel-major by the GEMM's transposed
+// epilogue. Compiled with AVX512-BF16 enabled; only entered when the CPU has a bf16 path.
 #include <immintrin.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,7 +28,7 @@ dit_status conv3x3_pack_bf16(bf16_packed *dst, const float *w, int Cout, int Cin
 
 typedef struct {
     uint16_t *padded;   // (H + 2, W + 2, Cin) bf16
-    uint16_t *rows;     // (band positions, Kp) bf16
+    uint16_t *rows;     // (band positions, Kp) bf16, in tiles (a_layout in ops/bf16.h)
     size_t padded_cap, rows_cap;
 } conv_workspace;
 
@@ -78,6 +78,16 @@ static void pad_channels_last(uint16_t *padded, const float *x, int upsample, in
     }
 }
 
+// Elements [k0, k0 + len) of row m of A's bf16 copy from src, in the pieces the layout keeps contiguous (up to
+// the next multiple of 32 along K).
+static void copy_run(uint16_t *rows, const a_layout *at, int m, int k0, const uint16_t *src, int len) {
+    while (len > 0) {
+        const int piece = 32 - (k0 & 31) < len ? 32 - (k0 & 31) : len;
+        memcpy(rows + a_offset(at, m, k0), src, (size_t)piece * sizeof *src);
+        k0 += piece, src += piece, len -= piece;
+    }
+}
+
 dit_status conv3x3_bf16(float *out, const float *x, const bf16_packed *Wt, const float *bias,
                         const float *residual, int upsample, int Cin, int H, int W, int Cout) {
     const int Wp = W + 2, K = 9 * Cin, Kp = Wt->Kp;
@@ -93,21 +103,21 @@ dit_status conv3x3_bf16(float *out, const float *x, const bf16_packed *Wt, const
     if (!rows) return DIT_ERR;
     if (residual) memcpy(out, residual, (size_t)Cout * plane * sizeof *out);
     const gemm_epilogue ep = {.bias = bias, .accumulate = residual != NULL, .transpose_out = 1};
+    const a_layout at = a_layout_tiles(Kp);
     for (int y0 = 0; y0 < H; y0 += band) {
         const int lines = H - y0 < band ? H - y0 : band, M = lines * W;
         #pragma omp parallel for schedule(static)
         for (int m = 0; m < round_up(M, 32); m++) {
-            uint16_t *row = rows + (int64_t)m * Kp;
             if (m >= M) {
-                memset(row, 0, (size_t)Kp * sizeof *row);
+                for (int k = 0; k < Kp; k += 32) memset(rows + a_offset(&at, m, k), 0, 32 * sizeof *rows);
                 continue;
             }
             const int oy = y0 + m / W, ox = m % W;
             for (int ky = 0; ky < 3; ky++)   // the three padded lines oy..oy+2, columns ox..ox+2: 3 Cin contiguous
-                memcpy(row + ky * 3 * Cin, padded + ((int64_t)(oy + ky) * Wp + ox) * Cin, (size_t)3 * Cin * sizeof *row);
-            memset(row + K, 0, (size_t)(Kp - K) * sizeof *row);
+                copy_run(rows, &at, m, ky * 3 * Cin, padded + ((int64_t)(oy + ky) * Wp + ox) * Cin, 3 * Cin);
+            for (int k = K; k < Kp; k++) rows[a_offset(&at, m, k)] = 0;
         }
-        gemm_bf16_a16(out + (int64_t)y0 * W, plane, rows, Wt, M, &ep);
+        gemm_bf16_a16(out + (int64_t)y0 * W, plane, rows, &at, Wt, M, &ep);
     }
     return DIT_OK;
 }

@@ -23,10 +23,10 @@ void amx_configure(void) { _tile_loadconfig(&all_tiles_16x64); }
 
 void amx_release(void) { _tile_release(); }
 
-void amx_kernel_32x32(const float *src, int64_t lds, float *dst, int64_t ldd, const uint16_t *A, int lda,
+void amx_kernel_32x32(const float *src, int64_t lds, float *dst, int64_t ldd, const uint16_t *A, const a_layout *at,
                       const uint16_t *panel, int ksteps, const float *init, int accumulate) {
-    const int stride = lda * 2;   // bytes
-    const uint16_t *A1 = A + (int64_t)16 * lda;
+    const int64_t stride = at->row * 2, kstep = at->kstep;   // bytes between a tile's rows; elements between K steps
+    const uint16_t *A1 = A + at->half;
     if (accumulate) {
         const float *src1 = src + 16 * lds;
         _tile_loadd(0, src, lds * 4);
@@ -46,10 +46,16 @@ void amx_kernel_32x32(const float *src, int64_t lds, float *dst, int64_t ldd, co
     }
     for (int kb = 0; kb < ksteps; kb++) {
         const uint16_t *b = panel + (int64_t)kb * 1024;   // the (32 K x 32 N) block: two 512-element halves
-        _tile_loadd(4, A + kb * 32, stride);
+#ifdef AMX_PREFETCH
+        if (kb + AMX_PREFETCH < ksteps && kstep == 1024) {   // tiles layout: the A tiles AMX_PREFETCH steps on
+            const char *next = (const char *)(A + (kb + AMX_PREFETCH) * kstep);
+            for (int line = 0; line < 32; line++) _mm_prefetch(next + line * 64, _MM_HINT_T0);
+        }
+#endif
+        _tile_loadd(4, A + kb * kstep, stride);
         _tile_loadd(6, b, 64);
         _tile_loadd(7, b + 512, 64);
-        _tile_loadd(5, A1 + kb * 32, stride);
+        _tile_loadd(5, A1 + kb * kstep, stride);
         _tile_dpbf16ps(0, 4, 6);
         _tile_dpbf16ps(1, 4, 7);
         _tile_dpbf16ps(2, 5, 6);

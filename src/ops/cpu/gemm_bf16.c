@@ -2,7 +2,8 @@
 // split of the work over threads (the AMX micro-kernel is in gemm_amx.c). Compiled with AVX512-BF16
 // enabled; only entered when cpu_path_active() >= CPU_PATH_AVX512_BF16.
 //
-// Blocking: A (M, K) is converted once into a row-major bf16 copy (rows padded to 32, K to 32); the work
+// Blocking: A (M, K) is converted once into a bf16 copy (rows padded to 32, K to 32) laid out tile by tile
+// (a_layout in ops/bf16.h), so the kernel's A tiles are contiguous 1 KB pieces read in order; the work
 // is 32 x 32 output blocks, one packed B panel (32 columns x Kp) at a time, so a panel stays in L1/L2 while
 // it meets the rows of an A chunk that fits in L2. The sum over K runs in one fixed order for every row.
 #include <immintrin.h>
@@ -120,28 +121,24 @@ dit_status bf16_pack(bf16_packed *dst, const float *src, int N, int K, int64_t s
     return DIT_OK;
 }
 
-// Rows [r0, r1) of the bf16 copy of A: Kp columns, zero beyond K and for rows >= M.
-static void pack_a_rows(uint16_t *dst, int Kp, const float *A, int64_t stride_m, int64_t stride_k, int M, int K,
-                        int r0, int r1) {
+// Rows [r0, r1) of the bf16 copy of A: Kp columns, zero beyond K and for rows >= M. Runs of 16 along K are
+// contiguous in every layout.
+static void pack_a_rows(uint16_t *dst, const a_layout *at, int Kp, const float *A, int64_t stride_m,
+                        int64_t stride_k, int M, int K, int r0, int r1) {
     for (int r = r0; r < r1; r++) {
-        uint16_t *row = dst + (int64_t)r * Kp;
         if (r >= M) {
-            memset(row, 0, (size_t)Kp * sizeof(uint16_t));
+            for (int k = 0; k < Kp; k += 16) memset(dst + a_offset(at, r, k), 0, 16 * sizeof(uint16_t));
             continue;
         }
         const float *src = A + (int64_t)r * stride_m;
+        int k = 0;
         if (stride_k == 1) {
-            int k = 0;
             for (; k + 16 <= K; k += 16)
-                _mm256_storeu_si256((__m256i *)(row + k), (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(src + k)));
-            if (k < K) {
-                __mmask16 mask = (__mmask16)((1u << (K - k)) - 1);
-                _mm256_mask_storeu_epi16(row + k, mask, (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(mask, src + k)));
-            }
-        } else {
-            for (int k = 0; k < K; k++) row[k] = to_bf16(src[k * stride_k]);
+                _mm256_storeu_si256((__m256i *)(dst + a_offset(at, r, k)),
+                                    (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(src + k)));
         }
-        for (int k = K; k < Kp; k++) row[k] = 0;
+        for (; k < K; k++) dst[a_offset(at, r, k)] = to_bf16(src[k * stride_k]);
+        for (; k < Kp; k++) dst[a_offset(at, r, k)] = 0;
     }
 }
 
@@ -171,8 +168,8 @@ static void transpose_16x16(__m512 r[16]) {
 }
 
 // A transposed source (stride_k != 1) is read 16 x 16 at a time: rows of A are columns of the source.
-static void pack_a_rows_transposed(uint16_t *dst, int Kp, const float *A, int64_t stride_m, int64_t stride_k,
-                                   int M, int K, int r0, int r1) {
+static void pack_a_rows_transposed(uint16_t *dst, const a_layout *at, int Kp, const float *A, int64_t stride_m,
+                                   int64_t stride_k, int M, int K, int r0, int r1) {
     if (stride_m == 1) {
         // Rows of A are columns of the source (a gradient read transposed): 16 source rows (k) x 16 columns (m)
         // are loaded, transposed in registers, rounded, and stored as 16 runs of 16 bf16 along k.
@@ -186,7 +183,7 @@ static void pack_a_rows_transposed(uint16_t *dst, int Kp, const float *A, int64_
                                       : _mm512_setzero_ps();
                 transpose_16x16(r);
                 for (int i = 0; i < 16; i++)
-                    _mm256_storeu_si256((__m256i *)(dst + (int64_t)(rb + i) * Kp + k0), (__m256i)_mm512_cvtneps_pbh(r[i]));
+                    _mm256_storeu_si256((__m256i *)(dst + a_offset(at, rb + i, k0)), (__m256i)_mm512_cvtneps_pbh(r[i]));
             }
         }
         return;
@@ -196,17 +193,18 @@ static void pack_a_rows_transposed(uint16_t *dst, int Kp, const float *A, int64_
         for (int k0 = 0; k0 < Kp; k0 += 16)
             for (int k = k0; k < k0 + 16; k++)
                 for (int r = rb; r < re; r++)
-                    dst[(int64_t)r * Kp + k] = (r < M && k < K) ? to_bf16(A[r * stride_m + k * stride_k]) : 0;
+                    dst[a_offset(at, r, k)] = (r < M && k < K) ? to_bf16(A[r * stride_m + k * stride_k]) : 0;
     }
 }
 
 // ---- the AVX512-BF16 micro-kernel ------------------------------------------------------------------------
 
-// dst (8 rows x 32, row stride ldd) = start + 8 rows of A (row stride lda) x `ksteps` 32-deep blocks of one
-// panel (start as amx_kernel_32x32): per K pair, two B vectors (16 columns of pairs each) meet each row's pair
-// broadcast; 16 accumulators.
-static void avx512_kernel_8x32(const float *src, int64_t lds, float *dst, int64_t ldd, const uint16_t *A, int lda,
-                               const uint16_t *panel, int ksteps, const float *init, int accumulate) {
+// dst (8 rows x 32, row stride ldd) = start + 8 rows of A (`row` elements apart, K steps `kstep` apart) x
+// `ksteps` 32-deep blocks of one panel (start as amx_kernel_32x32): per K pair, two B vectors (16 columns of
+// pairs each) meet each row's pair broadcast; 16 accumulators.
+static void avx512_kernel_8x32(const float *src, int64_t lds, float *dst, int64_t ldd, const uint16_t *A,
+                               int64_t row, int64_t kstep, const uint16_t *panel, int ksteps, const float *init,
+                               int accumulate) {
     __m512 acc[8][2];
     const __m512 init0 = init ? _mm512_loadu_ps(init) : _mm512_setzero_ps();
     const __m512 init1 = init ? _mm512_loadu_ps(init + 16) : _mm512_setzero_ps();
@@ -219,10 +217,10 @@ static void avx512_kernel_8x32(const float *src, int64_t lds, float *dst, int64_
         for (int pair = 0; pair < 16; pair++) {
             const __m512bh b0 = (__m512bh)_mm512_loadu_si512(blk + pair * 32);
             const __m512bh b1 = (__m512bh)_mm512_loadu_si512(blk + 512 + pair * 32);
-            const int kk = kb * 32 + 2 * pair;
+            const int64_t kk = kb * kstep + 2 * pair;
             for (int r = 0; r < 8; r++) {
                 int32_t two;
-                memcpy(&two, A + (int64_t)r * lda + kk, sizeof two);
+                memcpy(&two, A + r * row + kk, sizeof two);
                 const __m512bh a = (__m512bh)_mm512_set1_epi32(two);
                 acc[r][0] = _mm512_dpbf16_ps(acc[r][0], a, b0);
                 acc[r][1] = _mm512_dpbf16_ps(acc[r][1], a, b1);
@@ -235,11 +233,12 @@ static void avx512_kernel_8x32(const float *src, int64_t lds, float *dst, int64_
     }
 }
 
-static void avx512_kernel_32x32(const float *src, int64_t lds, float *dst, int64_t ldd, const uint16_t *A, int lda,
-                                const uint16_t *panel, int ksteps, const float *init, int accumulate) {
+static void avx512_kernel_32x32(const float *src, int64_t lds, float *dst, int64_t ldd, const uint16_t *A,
+                                const a_layout *at, const uint16_t *panel, int ksteps, const float *init,
+                                int accumulate) {
     for (int r = 0; r < 32; r += 8)
-        avx512_kernel_8x32(src + r * lds, lds, dst + r * ldd, ldd, A + (int64_t)r * lda, lda, panel, ksteps, init,
-                           accumulate);
+        avx512_kernel_8x32(src + r * lds, lds, dst + r * ldd, ldd, A + (r >> 4) * at->half + (r & 15) * at->row,
+                           at->row, at->kstep, panel, ksteps, init, accumulate);
 }
 
 // ---- epilogue -----------------------------------------------------------------------------------------------
@@ -315,8 +314,8 @@ static int chunk_rows(int Kp) {
     return rows < 32 ? 32 : rows;
 }
 
-typedef void (*kernel_fn)(const float *src, int64_t lds, float *dst, int64_t ldd, const uint16_t *A, int lda,
-                          const uint16_t *panel, int ksteps, const float *init, int accumulate);
+typedef void (*kernel_fn)(const float *src, int64_t lds, float *dst, int64_t ldd, const uint16_t *A,
+                          const a_layout *at, const uint16_t *panel, int ksteps, const float *init, int accumulate);
 
 // K is walked in blocks of KC so that a panel's block (KC x 32 bf16: 16 KB) stays in L1 while it meets up to
 // GROUP row blocks of A, whose 32 x 32 float sums wait in C between K blocks (stored and reloaded exactly,
@@ -332,8 +331,8 @@ static int epilogue_in_kernel(const gemm_epilogue *ep) {
                    !(ep->bias && ep->accumulate));
 }
 
-static void run_blocks(float *out, int64_t ldo, const uint16_t *A16, const bf16_packed *B, int M, int mb0, int mb1,
-                       int p0, int p1, kernel_fn kernel, const gemm_epilogue *ep) {
+static void run_blocks(float *out, int64_t ldo, const uint16_t *A16, const a_layout *at, const bf16_packed *B, int M,
+                       int mb0, int mb1, int p0, int p1, kernel_fn kernel, const gemm_epilogue *ep) {
     float C[GROUP][32 * 32] __attribute__((aligned(64)));
     float bias_block[32] __attribute__((aligned(64)));
     const int Kp = B->Kp, in_kernel = epilogue_in_kernel(ep), from_out = in_kernel && ep && ep->accumulate;
@@ -363,7 +362,8 @@ static void run_blocks(float *out, int64_t ldo, const uint16_t *A16, const bf16_
                     float *block = out + (int64_t)mb * 32 * ldo + p * 32;
                     const int src_out = direct[i] && first && from_out, dst_out = direct[i] && last;
                     kernel(src_out ? block : C[i], src_out ? ldo : 32, dst_out ? block : C[i], dst_out ? ldo : 32,
-                           A16 + (int64_t)mb * 32 * Kp + k0, Kp, panel + (int64_t)k0 * 32, ksteps, first ? init : NULL,
+                           A16 + mb * at->block + k0 / 32 * at->kstep, at, panel + (int64_t)k0 * 32, ksteps,
+                           first ? init : NULL,
                            !first || from_out);
                 }
             }
@@ -379,6 +379,10 @@ static void run_blocks(float *out, int64_t ldo, const uint16_t *A16, const bf16_
     }
 }
 
+// gemm_bf16's copy of A in rows instead of tiles: only for measuring one against the other (bench_gemm --a-rows).
+static int use_rows;
+void gemm_bf16_use_row_layout(int on) { use_rows = on; }
+
 static dit_status gemm_run(float *out, int64_t ldo, const float *A, int64_t stride_m, int64_t stride_k,
                            const bf16_packed *B, int M, const gemm_epilogue *ep, int parallel) {
     if (M <= 0 || B->N <= 0) return DIT_OK;
@@ -387,22 +391,27 @@ static dit_status gemm_run(float *out, int64_t ldo, const float *A, int64_t stri
     const kernel_fn kernel = amx ? amx_kernel_32x32 : avx512_kernel_32x32;
     uint16_t *A16 = a_workspace((size_t)Mp * Kp);
     if (!A16) return DIT_ERR;
+    const a_layout tiles = use_rows ? a_layout_rows(Kp) : a_layout_tiles(Kp), *at = &tiles;
     const int transposed = stride_k != 1;
-    const int chunk_blocks = chunk_rows(Kp) / 32;
+    // Chunks of equal size: 16 row blocks that fit 14 to a chunk run as 8 + 8, not 14 + 2 (a chunk of two blocks
+    // would stream every panel again for little work).
+    const int max_blocks = chunk_rows(Kp) / 32, chunks = (MB + max_blocks - 1) / max_blocks;
+    const int chunk_blocks = (MB + chunks - 1) / chunks;
     if (!parallel) {
-        if (transposed) pack_a_rows_transposed(A16, Kp, A, stride_m, stride_k, M, B->K, 0, Mp);
-        else pack_a_rows(A16, Kp, A, stride_m, stride_k, M, B->K, 0, Mp);
+        if (transposed) pack_a_rows_transposed(A16, at, Kp, A, stride_m, stride_k, M, B->K, 0, Mp);
+        else pack_a_rows(A16, at, Kp, A, stride_m, stride_k, M, B->K, 0, Mp);
         if (amx) amx_configure();
         for (int c0 = 0; c0 < MB; c0 += chunk_blocks)
-            run_blocks(out, ldo, A16, B, M, c0, c0 + chunk_blocks < MB ? c0 + chunk_blocks : MB, 0, panels, kernel, ep);
+            run_blocks(out, ldo, A16, at, B, M, c0, c0 + chunk_blocks < MB ? c0 + chunk_blocks : MB, 0, panels, kernel,
+                       ep);
         return DIT_OK;
     }
     #pragma omp parallel
     {
         #pragma omp for schedule(static)
         for (int rb = 0; rb < MB; rb++) {
-            if (transposed) pack_a_rows_transposed(A16, Kp, A, stride_m, stride_k, M, B->K, rb * 32, rb * 32 + 32);
-            else pack_a_rows(A16, Kp, A, stride_m, stride_k, M, B->K, rb * 32, rb * 32 + 32);
+            if (transposed) pack_a_rows_transposed(A16, at, Kp, A, stride_m, stride_k, M, B->K, rb * 32, rb * 32 + 32);
+            else pack_a_rows(A16, at, Kp, A, stride_m, stride_k, M, B->K, rb * 32, rb * 32 + 32);
         }
         if (amx) amx_configure();
         for (int c0 = 0; c0 < MB; c0 += chunk_blocks) {
@@ -410,17 +419,17 @@ static dit_status gemm_run(float *out, int64_t ldo, const float *A, int64_t stri
             // Few panels and many row blocks (a narrow output): split the rows instead of the panels.
             if (panels >= 2 * omp_get_num_threads() || c1 - c0 == 1) {
                 #pragma omp for schedule(static) nowait
-                for (int p = 0; p < panels; p++) run_blocks(out, ldo, A16, B, M, c0, c1, p, p + 1, kernel, ep);
+                for (int p = 0; p < panels; p++) run_blocks(out, ldo, A16, at, B, M, c0, c1, p, p + 1, kernel, ep);
             } else {
                 #pragma omp for schedule(static) nowait
-                for (int mb = c0; mb < c1; mb++) run_blocks(out, ldo, A16, B, M, mb, mb + 1, 0, panels, kernel, ep);
+                for (int mb = c0; mb < c1; mb++) run_blocks(out, ldo, A16, at, B, M, mb, mb + 1, 0, panels, kernel, ep);
             }
         }
     }
     return DIT_OK;
 }
 
-void gemm_bf16_a16(float *out, int64_t ldo, const uint16_t *A16, const bf16_packed *B, int M,
+void gemm_bf16_a16(float *out, int64_t ldo, const uint16_t *A16, const a_layout *at, const bf16_packed *B, int M,
                    const gemm_epilogue *ep) {
     if (M <= 0 || B->N <= 0) return;
     const int MB = round_up(M, 32) / 32, panels = B->Np / 32;
@@ -431,10 +440,10 @@ void gemm_bf16_a16(float *out, int64_t ldo, const uint16_t *A16, const bf16_pack
         if (amx) amx_configure();
         if (panels >= 2 * omp_get_num_threads()) {
             #pragma omp for schedule(static)
-            for (int p = 0; p < panels; p++) run_blocks(out, ldo, A16, B, M, 0, MB, p, p + 1, kernel, ep);
+            for (int p = 0; p < panels; p++) run_blocks(out, ldo, A16, at, B, M, 0, MB, p, p + 1, kernel, ep);
         } else {
             #pragma omp for schedule(static)
-            for (int mb = 0; mb < MB; mb++) run_blocks(out, ldo, A16, B, M, mb, mb + 1, 0, panels, kernel, ep);
+            for (int mb = 0; mb < MB; mb++) run_blocks(out, ldo, A16, at, B, M, mb, mb + 1, 0, panels, kernel, ep);
         }
     }
 }
