@@ -46,12 +46,10 @@ void amx_kernel_32x32(const float *src, int64_t lds, float *dst, int64_t ldd, co
     }
     for (int kb = 0; kb < ksteps; kb++) {
         const uint16_t *b = panel + (int64_t)kb * 1024;   // the (32 K x 32 N) block: two 512-element halves
-#ifdef AMX_PREFETCH
-        if (kb + AMX_PREFETCH < ksteps && kstep == 1024) {   // tiles layout: the A tiles AMX_PREFETCH steps on
-            const char *next = (const char *)(A + (kb + AMX_PREFETCH) * kstep);
+        if (kb + 2 < ksteps && kstep == 1024) {   // A in tiles: ask for the two A tiles of two steps on (2 KB)
+            const char *next = (const char *)(A + (kb + 2) * kstep);
             for (int line = 0; line < 32; line++) _mm_prefetch(next + line * 64, _MM_HINT_T0);
         }
-#endif
         _tile_loadd(4, A + kb * kstep, stride);
         _tile_loadd(6, b, 64);
         _tile_loadd(7, b + 512, 64);
