@@ -54,14 +54,14 @@ int main(int argc, char **argv) {
     for (int b = 0; b < batch; b++) t[b] = (float)(b * 137 % 1000), y[b] = b % cfg.num_classes;
     double *fw = malloc((repeats + 1) * sizeof *fw), *bw = malloc((repeats + 1) * sizeof *bw);
     for (int r = 0; r <= repeats; r++) {
-        double t0 = bench_now_seconds();
+        double t0 = now_seconds();
         if (dit_forward_train(m, acts, x, t, y, out) != DIT_OK) {
             fprintf(stderr, "bench_backward: %s\n", dit_last_error());
             return 1;
         }
-        double t1 = bench_now_seconds();
+        double t1 = now_seconds();
         dit_backward(m, acts, dout, grads);
-        fw[r] = t1 - t0, bw[r] = bench_now_seconds() - t1;
+        fw[r] = t1 - t0, bw[r] = now_seconds() - t1;
     }
     printf("{\"model\": \"%s\", \"image_size\": %d, \"batch\": %d, \"threads\": %d, \"params\": %lld, "
            "\"forward_s\": %.4f, \"backward_s\": %.4f, \"repeats\": %d}\n", name, image_size, batch, dit_max_threads(),

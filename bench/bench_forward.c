@@ -42,9 +42,9 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench_forward: %s\n", dit_last_error());
         return 1;
     }
-    double t0 = bench_now_seconds();
+    double t0 = now_seconds();
     dit_model *m = dit_model_synthetic(&cfg, 0);
-    double build_s = bench_now_seconds() - t0;
+    double build_s = now_seconds() - t0;
     dit_precision precision;
     if (dit_precision_parse(precision_name, &precision) != DIT_OK || dit_model_set_precision(m, precision) != DIT_OK) {
         fprintf(stderr, "bench_forward: %s\n", dit_last_error());
@@ -65,12 +65,12 @@ int main(int argc, char **argv) {
     }
     double *times = malloc((warmup + repeats) * sizeof(double));
     for (int r = 0; r < warmup + repeats; r++) {
-        double start = bench_now_seconds();
+        double start = now_seconds();
         if (dit_model_forward(m, x, t, y, batch, out) != DIT_OK) {
             fprintf(stderr, "bench_forward: %s\n", dit_last_error());
             return 1;
         }
-        times[r] = bench_now_seconds() - start;
+        times[r] = now_seconds() - start;
     }
     double median = bench_median(times + warmup, repeats);
     double checksum = 0;

@@ -28,9 +28,9 @@ int main(int argc, char **argv) {
     double *times = malloc((size_t)(repeats + 1) * sizeof *times);
     const double flops = 2.0 * M * N * K;
     for (int r = 0; r <= repeats; r++) {
-        double t0 = bench_now_seconds();
+        double t0 = now_seconds();
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, A, K, B, K, 0.0f, C, N);
-        times[r] = bench_now_seconds() - t0;
+        times[r] = now_seconds() - t0;
     }
     double s = bench_median(times + 1, repeats);
     printf("{\"kernel\": \"sgemm\", \"M\": %d, \"N\": %d, \"K\": %d, \"seconds\": %.6f, \"gflops\": %.1f}\n", M, N, K, s,
@@ -44,9 +44,9 @@ int main(int argc, char **argv) {
         gemm_bf16_use_row_layout(rows_layout[i]);
         bf16_pack(&P, B, N, K, K, 1);
         for (int r = 0; r <= repeats; r++) {
-            double t0 = bench_now_seconds();
+            double t0 = now_seconds();
             gemm_bf16(C, N, A, K, 1, &P, M, NULL);
-            times[r] = bench_now_seconds() - t0;
+            times[r] = now_seconds() - t0;
         }
         s = bench_median(times + 1, repeats);
         printf("{\"kernel\": \"bf16-%s%s\", \"M\": %d, \"N\": %d, \"K\": %d, \"seconds\": %.6f, \"gflops\": %.1f}\n",

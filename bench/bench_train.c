@@ -88,12 +88,12 @@ int main(int argc, char **argv) {
     double *times = malloc((warmup + repeats) * sizeof(double));
     train_stats st;
     for (int r = 0; r < warmup + repeats; r++) {
-        double start = bench_now_seconds();
+        double start = now_seconds();
         if (trainer_step(tr, &st) != DIT_OK) {
             fprintf(stderr, "bench_train: %s\n", dit_last_error());
             return 1;
         }
-        times[r] = bench_now_seconds() - start;
+        times[r] = now_seconds() - start;
     }
     double median = bench_median(times + warmup, repeats);
     struct rusage ru;

@@ -1,4 +1,4 @@
-// Shared pieces of the C benchmarks: a monotonic clock and the median of timings. Threads are set with
+// Shared pieces of the C benchmarks: the median of timings (the clock is base/clock.h). Threads are set with
 // base/threads.h (OpenMP and OpenBLAS together, so both sides of a comparison use the same count).
 #ifndef DIT_BENCH_UTIL_H
 #define DIT_BENCH_UTIL_H
@@ -6,13 +6,8 @@
 #include <stdlib.h>
 #include <time.h>
 
+#include "base/clock.h"
 #include "base/threads.h"
-
-static inline double bench_now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static inline int bench_compare_doubles(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;

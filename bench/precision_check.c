@@ -47,13 +47,13 @@ int main(int argc, char **argv) {
     }
     for (int b = 0; b < batch; b++) t[b] = (float)((b * 397 + 11) % 1000), y[b] = (b * 131 + 7) % cfg.num_classes;
     dit_model_set_precision(m, DIT_PRECISION_FP32);
-    double t0 = bench_now_seconds();
+    double t0 = now_seconds();
     dit_model_forward(m, x, t, y, batch, ref);
-    const double s32 = bench_now_seconds() - t0;
+    const double s32 = now_seconds() - t0;
     dit_model_set_precision(m, DIT_PRECISION_BF16);
-    t0 = bench_now_seconds();
+    t0 = now_seconds();
     dit_model_forward(m, x, t, y, batch, got);
-    const double s16 = bench_now_seconds() - t0;
+    const double s16 = now_seconds() - t0;
     double worst = 0, peak = 0, d2 = 0, r2 = 0;
     for (size_t i = 0; i < out_n; i++) {
         const double d = fabs((double)got[i] - ref[i]);

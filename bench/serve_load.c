@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "../tests/http_client.h"
+#include "base/clock.h"
 
 static int port, server_pid, clients = 8, requests = 10;
 static const char *body = "{\"class\": \"sneaker\", \"n\": 1, \"steps\": 5}";
@@ -20,12 +21,6 @@ static volatile int running = 1;
 static long rss_first = -1, rss_min = -1, rss_max = -1, rss_last = -1;
 static _Atomic int completed;          // requests answered so far
 static long rss_at[101];               // VmRSS when the k-th tenth of the requests had been answered
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static long rss_kib(void) {
     char path[64], line[256];
@@ -59,10 +54,10 @@ static void *client(void *arg) {
     const int c = (int)(long)arg;
     for (int r = 0; r < requests; r++) {
         http_response resp;
-        const double t0 = now();
+        const double t0 = now_seconds();
         int k = c * requests + r;
         status[k] = http_request(port, "POST", "/v1/images/generations", body, strlen(body), &resp) == 0 ? resp.status : 0;
-        latency[k] = now() - t0;
+        latency[k] = now_seconds() - t0;
         completed++;
         http_response_free(&resp);
     }
@@ -130,10 +125,10 @@ int main(int argc, char **argv) {
     pthread_t sampler, threads[64];
     pthread_create(&sampler, NULL, sample_rss, NULL);
     usleep(200000);
-    const double t0 = now();
+    const double t0 = now_seconds();
     for (int c = 0; c < clients; c++) pthread_create(&threads[c], NULL, client, (void *)(long)c);
     for (int c = 0; c < clients; c++) pthread_join(threads[c], NULL);
-    const double wall = now() - t0;
+    const double wall = now_seconds() - t0;
     usleep(200000);
     running = 0;
     pthread_join(sampler, NULL);

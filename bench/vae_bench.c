@@ -40,9 +40,9 @@ int main(int argc, char **argv) {
     threads = dit_max_threads();
     dit_vae_config cfg;
     dit_vae_config_sd(&cfg);
-    double t0 = bench_now_seconds();
+    double t0 = now_seconds();
     dit_vae *v = dit_vae_synthetic(&cfg, 0);
-    const double build_s = bench_now_seconds() - t0;
+    const double build_s = now_seconds() - t0;
     dit_precision precision;
     if (dit_precision_parse(precision_name, &precision) != DIT_OK || dit_vae_set_precision(v, precision) != DIT_OK) {
         fprintf(stderr, "vae_bench: %s\n", dit_last_error());
@@ -62,12 +62,12 @@ int main(int argc, char **argv) {
     }
     double *dec = malloc((warmup + repeats) * sizeof(double)), *enc = malloc((warmup + repeats) * sizeof(double));
     for (int r = 0; r < warmup + repeats; r++) {
-        double start = bench_now_seconds();
+        double start = now_seconds();
         if (dit_vae_decode(v, z, batch, latent, latent, x) != DIT_OK) goto fail;
-        dec[r] = bench_now_seconds() - start;
-        start = bench_now_seconds();
+        dec[r] = now_seconds() - start;
+        start = now_seconds();
         if (dit_vae_encode_moments(v, x, batch, S, S, moments) != DIT_OK) goto fail;
-        enc[r] = bench_now_seconds() - start;
+        enc[r] = now_seconds() - start;
     }
     double checksum = 0;
     for (size_t i = 0; i < 2 * nz; i++) checksum += fabs(moments[i]);

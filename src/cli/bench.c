@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "base/clock.h"
 #include "cli/cli.h"
 #include "models/dit_model.h"
 
@@ -24,12 +25,6 @@ static void print_help(void) {
            "  -t, --threads N        threads (default: all cores)\n"
            CLI_PRECISION_HELP
            "  --json                 one JSON object: seconds_per_forward, gflops, path, ...\n");
-}
-
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + 1e-9 * ts.tv_nsec;
 }
 
 static int compare_doubles(const void *a, const void *b) {

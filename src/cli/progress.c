@@ -1,15 +1,12 @@
 // Progress bar: redrawn in place on a TTY, plain lines when stderr is a file or pipe.
+#include "base/clock.h"
 #include "cli/progress.h"
 
 #include <stdio.h>
 #include <time.h>
 #include <unistd.h>
 
-double progress_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
+double progress_now(void) { return now_seconds(); }
 
 static void format_duration(char *buf, size_t n, double seconds) {
     int s = (int)(seconds + 0.5);

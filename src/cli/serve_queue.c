@@ -6,13 +6,10 @@
 #include <string.h>
 #include <time.h>
 
+#include "base/clock.h"
 #include "cli/serve.h"
 
-double serve_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
+double serve_now(void) { return now_seconds(); }
 
 serve_job *serve_job_new(int count) {
     serve_job *j = calloc(1, sizeof *j);

@@ -1,6 +1,7 @@
 // The communicator front end: picks the back-end (single process or MPI) from the build and the launcher's
 // environment, times every collective, and holds what all back-ends share: the rank-order reduction of one
 // chunk, bf16 rounding, and the row shares of sampling and evaluation. See dist.h and docs/distributed.md.
+#include "base/clock.h"
 #include "dist/dist.h"
 
 #include <stdio.h>
@@ -70,12 +71,6 @@ dist_comm *dist_world(void) { return world ? world : &single_world; }
 void dist_finalize(void) {
     if (world && world->ops->finalize) world->ops->finalize(world);
     world = NULL;
-}
-
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
 // Every public collective: single-rank shortcuts, then the back-end, timed.

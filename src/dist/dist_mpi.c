@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/clock.h"
 #include "base/error.h"
 #include "dist/dist.h"
 
@@ -79,12 +80,6 @@ static dit_status post(dist_comm *c, request_list *l, int is_send, void *buf, si
         off += n;
     } while (off < bytes);
     return DIT_OK;
-}
-
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
 // Wait for every request, polling; past the deadline name the peers whose messages are still outstanding.

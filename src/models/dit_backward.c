@@ -5,6 +5,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "base/clock.h"
 #include "base/error.h"
 #include "base/threads.h"
 #include "models/dit_model.h"
@@ -290,12 +291,6 @@ dit_status dit_backward(dit_model *m, dit_train_activations *a, const float *dou
 }
 
 // ---- benchmark hook -----------------------------------------------------------------------------
-
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + 1e-9 * ts.tv_nsec;
-}
 
 double dit_train_step_seconds(dit_model *m, int batch, int iters) {
     const dit_config *c = &m->cfg;

@@ -3,17 +3,12 @@
 #include <stdlib.h>
 #include <time.h>
 
+#include "base/clock.h"
 #include "base/error.h"
 #include "dit.h"
 #include "ops/bf16.h"
 #include "ops/dispatch.h"
 #include "ops/ops.h"
-
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + 1e-9 * ts.tv_nsec;
-}
 
 double dit_measure_gemm_gflops(dit_precision precision, int M, int N, int K) {
     if (!dit_compute_path(precision) || M <= 0 || N <= 0 || K <= 0) return 0.0;

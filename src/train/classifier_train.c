@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "base/clock.h"
 #include "base/error.h"
 #include "train/classifier_train.h"
 #include "train/train.h"
@@ -122,12 +123,6 @@ dit_status classifier_accuracy(const classifier *c, const classifier_dataset *d,
     free(pred);
     free(canvases);
     return status;
-}
-
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
 dit_status classifier_train(classifier *c, const classifier_dataset *train, const classifier_dataset *test,

@@ -6,16 +6,11 @@
 #include <string.h>
 #include <time.h>
 
+#include "base/clock.h"
 #include "base/error.h"
 #include "dist/dist.h"
 #include "models/dit_model.h"
 #include "train/train.h"
-
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 dit_status trainer_set_shards(trainer *tr, dist_comm *comm, int shards) {
     const int size = dist_size(comm), rank = dist_rank(comm), B = tr->hp.batch;
