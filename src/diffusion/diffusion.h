@@ -106,6 +106,10 @@ dit_status diffusion_sample(const diffusion *d, const sampler_options *opt, deno
                             int B, int C, int HW, float *x);
 // The initial noise x_T of samples first_sample_id.. (stream RNG_STREAM_INITIAL, step 0).
 void diffusion_initial_noise(float *x, int B, int64_t per_sample, uint64_t seed, uint32_t first_sample_id);
+// The noise of sampler step `step` for B samples: opt->noise when set, else the seeded per-sample stream
+// (RNG_STREAM_STEP), so a sample's noise does not depend on the batch it is in. Shared by the DDPM/DDIM and
+// the flow samplers.
+dit_status sampler_step_noise(const sampler_options *opt, int step, int B, int64_t per_sample, float *noise);
 
 // DPM-Solver++ timesteps (diffusers "linspace" spacing): round-half-even(linspace(0, T-1, n+1)) reversed,
 // the final 0 dropped: n entries, descending (n = 20, T = 1000: 999, 949, ..., 50).

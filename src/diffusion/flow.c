@@ -42,14 +42,6 @@ double flow_loss(const float *x0, const float *noise, const float *model_out, co
     return total / batch_total;
 }
 
-static dit_status step_noise(const sampler_options *opt, int step, int B, int64_t per_sample, float *noise) {
-    if (opt->noise) return opt->noise(opt->noise_ctx, step, B, per_sample, noise);
-    for (int b = 0; b < B; b++)
-        rng_normal_fill(noise + b * per_sample, per_sample, opt->seed, opt->first_sample_id + (uint32_t)b,
-                        (uint32_t)step, RNG_STREAM_STEP);
-    return DIT_OK;
-}
-
 // The velocity (first C channels) of every sample at flow time t.
 static dit_status velocity(denoise_fn model, void *ctx, const float *x, double t, int B, float *t_model,
                            float *out) {
@@ -96,7 +88,7 @@ dit_status flow_sample(const sampler_options *opt, denoise_fn model, void *model
                 for (int64_t i = 0; i < n; i++) x[b * n + i] -= tf * v[b * out_n + i];
         } else {
             // x <- x - h ((2 - t) v + x) + sqrt(2 t h) z: the reverse SDE with w(t) = t, the score from v
-            if ((status = step_noise(opt, k, B, n, noise))) break;
+            if ((status = sampler_step_noise(opt, k, B, n, noise))) break;
             const float hf = (float)h, a = (float)(2.0 - t), s = (float)sqrt(2.0 * t * h);
             for (int b = 0; b < B; b++)
                 for (int64_t i = 0; i < n; i++) {

@@ -134,7 +134,7 @@ void diffusion_initial_noise(float *x, int B, int64_t per_sample, uint64_t seed,
         rng_normal_fill(x + b * per_sample, per_sample, seed, first_sample_id + (uint32_t)b, 0, RNG_STREAM_INITIAL);
 }
 
-static dit_status step_noise(const sampler_options *opt, int step, int B, int64_t per_sample, float *noise) {
+dit_status sampler_step_noise(const sampler_options *opt, int step, int B, int64_t per_sample, float *noise) {
     if (opt->noise) return opt->noise(opt->noise_ctx, step, B, per_sample, noise);
     for (int b = 0; b < B; b++)
         rng_normal_fill(noise + b * per_sample, per_sample, opt->seed, opt->first_sample_id + (uint32_t)b,
@@ -152,7 +152,7 @@ static dit_status sample_respaced(const diffusion *d, const sampler_options *opt
         for (int b = 0; b < B; b++) t[b] = (float)d->timestep_map[i], index[b] = i;
         if (model(model_ctx, x, t, B, model_out) != DIT_OK) return DIT_ERR;
         int needs_noise = i != 0 && (opt->kind == SAMPLER_DDPM || opt->eta != 0.0f);
-        if (needs_noise && step_noise(opt, i, B, per_sample, noise) != DIT_OK) return DIT_ERR;
+        if (needs_noise && sampler_step_noise(opt, i, B, per_sample, noise) != DIT_OK) return DIT_ERR;
         // x_prev is written element by element after reading x at the same element: in place is safe.
         if (opt->kind == SAMPLER_DDPM)
             diffusion_p_sample(d, index, x, model_out, needs_noise ? noise : NULL, B, C, HW, opt->clip_denoised,
