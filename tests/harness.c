@@ -168,6 +168,23 @@ float test_uniform(uint32_t *state) {
     return (float)(*state >> 8) / 8388608.0f - 1.0f;
 }
 
+double test_dot_double(const float *a, const float *b, int64_t n) {
+    double s = 0;
+    for (int64_t i = 0; i < n; i++) s += (double)a[i] * b[i];
+    return s;
+}
+
+void test_relative_errors(const float *got, const float *want, size_t n, double *max_rel, double *l2_rel) {
+    double worst = 0, peak = 0, diff2 = 0, ref2 = 0;
+    for (size_t i = 0; i < n; i++) {
+        const double d = fabs((double)got[i] - want[i]);
+        worst = fmax(worst, d), peak = fmax(peak, fabs(want[i]));
+        diff2 += d * d, ref2 += (double)want[i] * want[i];
+    }
+    *max_rel = worst / (peak > 0 ? peak : 1);
+    *l2_rel = sqrt(diff2 / (ref2 > 0 ? ref2 : 1));
+}
+
 float *test_random_floats(uint32_t *state, size_t n, float scale) {
     float *p = malloc((n ? n : 1) * sizeof *p);
     for (size_t i = 0; i < n; i++) p[i] = scale * test_uniform(state);

@@ -27,6 +27,11 @@ int test_close_at(const char *file, int line, const char *what, const float *got
 float test_uniform(uint32_t *state);
 float *test_random_floats(uint32_t *state, size_t n, float scale);
 
+// sum of a[i] * b[i] in double (the scalar losses of the backward checks).
+double test_dot_double(const float *a, const float *b, int64_t n);
+// max |got - want| / max |want| and the relative L2 error ||got - want|| / ||want|| (the bf16-vs-fp32 checks).
+void test_relative_errors(const float *got, const float *want, size_t n, double *max_rel, double *l2_rel);
+
 // Finite-difference check of an analytic gradient: central differences of the scalar loss(ctx) over every
 // element of input (the step taken is (float)(v +- h) - v, exact in float32), compared with analytic;
 // passes when the worst |fd - analytic| <= rel_tol * max |analytic|. Prints what, the worst error, its index.

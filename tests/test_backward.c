@@ -16,11 +16,6 @@
 
 static uint32_t rng_state = 2024;
 static float *random_floats(size_t n, float scale) { return test_random_floats(&rng_state, n, scale); }
-static double dot_double(const float *a, const float *b, int64_t n) {
-    double s = 0;
-    for (int64_t i = 0; i < n; i++) s += (double)a[i] * b[i];
-    return s;
-}
 
 // ---- finite differences of the ops ------------------------------------------------------------------
 
@@ -46,7 +41,7 @@ typedef struct {
 static double linear_loss(void *p) {
     linear_ctx *c = p;
     linear_forward(c->out, c->inp, c->weight, c->bias, c->M, c->K, c->N);
-    return dot_double(c->R, c->out, (int64_t)c->M * c->N);
+    return test_dot_double(c->R, c->out, (int64_t)c->M * c->N);
 }
 
 static void test_linear_backward(void) {
@@ -77,7 +72,7 @@ typedef struct {
 static double ln_loss(void *p) {
     ln_ctx *c = p;
     layernorm_modulate_forward(c->y, NULL, NULL, c->x, c->ada, c->ada + c->D, c->stride, c->B, c->T, c->D);
-    return dot_double(c->R, c->y, (int64_t)c->B * c->T * c->D);
+    return test_dot_double(c->R, c->y, (int64_t)c->B * c->T * c->D);
 }
 
 static void test_layernorm_modulate_backward(void) {
@@ -111,7 +106,7 @@ static double pointwise_loss(void *p) {
     pointwise_ctx *c = p;
     if (c->gelu) gelu_tanh_forward(c->y, c->x, c->n);
     else silu_forward(c->y, c->x, c->n);
-    return dot_double(c->R, c->y, c->n);
+    return test_dot_double(c->R, c->y, c->n);
 }
 
 static void test_pointwise_backward(void) {
@@ -141,7 +136,7 @@ static double gated_loss(void *p) {
     const int64_t n = (int64_t)c->B * c->T * c->D;
     memcpy(c->x, c->x0, n * sizeof(float));
     gated_residual_forward(c->x, c->y, c->bias, c->gate + 4, c->stride, c->B, c->T, c->D);
-    return dot_double(c->R, c->x, n);
+    return test_dot_double(c->R, c->x, n);
 }
 
 static void test_gated_residual_backward(void) {
@@ -166,7 +161,7 @@ typedef struct {
 static double attention_loss(void *p) {
     attention_ctx *c = p;
     attention_forward(c->out, c->qkv, c->scratch, c->B, c->T, c->D, c->H);
-    return dot_double(c->R, c->out, (int64_t)c->B * c->T * c->D);
+    return test_dot_double(c->R, c->out, (int64_t)c->B * c->T * c->D);
 }
 
 static void test_attention_backward(void) {
@@ -189,12 +184,12 @@ static void test_patch_backward(void) {
     float *ftr = malloc(n * sizeof(float));
     patchify_forward(fx, x, B, C, S, P);
     patchify_backward(ftr, r, B, C, S, P);
-    double lhs = dot_double(fx, r, n), rhs = dot_double(x, ftr, n);
+    double lhs = test_dot_double(fx, r, n), rhs = test_dot_double(x, ftr, n);
     CHECK(fabs(lhs - rhs) <= 1e-12 * fabs(lhs), "patchify_backward is the adjoint: <P x, r> = %.15g, <x, P^T r> = %.15g",
           lhs, rhs);
     unpatchify_forward(fx, x, B, C, S, P);
     unpatchify_backward(ftr, r, B, C, S, P);
-    lhs = dot_double(fx, r, n), rhs = dot_double(x, ftr, n);
+    lhs = test_dot_double(fx, r, n), rhs = test_dot_double(x, ftr, n);
     CHECK(fabs(lhs - rhs) <= 1e-12 * fabs(lhs),
           "unpatchify_backward is the adjoint: <U x, r> = %.15g, <x, U^T r> = %.15g", lhs, rhs);
     patchify_forward(fx, x, B, C, S, P);
@@ -223,7 +218,7 @@ static const grad_config grad_configs[] = {   // = tests/golden/dit/configs.json
 static double model_loss(dit_model *m, dit_train_activations *a, const float *x, const float *t, const int *y,
                          const float *R, float *out, int64_t n_out) {
     DIT_CHECK(dit_forward_train(m, a, x, t, y, out) == DIT_OK);
-    return dot_double(R, out, n_out);
+    return test_dot_double(R, out, n_out);
 }
 
 // The reference's float32 gradients differ from its float64 ones by up to 2.3e-5 of each tensor's largest
@@ -300,7 +295,7 @@ static void test_model_gradients(const grad_config *gc) {
     snprintf(what, sizeof what, "%s: dit_forward_train output = dit_model_forward output (up to sgemm order)",
              gc->name);
     CHECK_CLOSE(what, out, out_inf, n_out, 1e-5, 1e-5);
-    double loss = dot_double(R, out, n_out);
+    double loss = test_dot_double(R, out, n_out);
     double want_loss = cJSON_GetObjectItemCaseSensitive(meta, "loss")->valuedouble;
     // 1e-4 rel: the loss sums ~1500 outputs that match the reference to ~1e-6
     CHECK(fabs(loss - want_loss) <= 1e-4 * fabs(want_loss), "%s: loss sum(out * R) = %.7f, reference %.7f", gc->name,

@@ -126,19 +126,6 @@ static void test_rounding(void) {
     CHECK(isnan(bf16_round(NAN)), "bf16_round keeps NaN a NaN");
 }
 
-// max |got - want| / max |want| and the relative L2 error.
-static void relative_errors(const float *got, const float *want, size_t n, double *max_rel, double *l2_rel) {
-    double worst = 0, peak = 0, diff2 = 0, ref2 = 0;
-    for (size_t i = 0; i < n; i++) {
-        const double d = fabs((double)got[i] - want[i]);
-        worst = d > worst ? d : worst;
-        peak = fabs(want[i]) > peak ? fabs(want[i]) : peak;
-        diff2 += d * d;
-        ref2 += (double)want[i] * want[i];
-    }
-    *max_rel = worst / (peak > 0 ? peak : 1);
-    *l2_rel = sqrt(diff2 / (ref2 > 0 ? ref2 : 1));
-}
 
 // The whole network in bf16 against its float32 self: same synthetic weights, same inputs. The bound is
 // the quality bar for a random-weight DiT (2e-2 of the output's scale); bf16 keeps 8 bits of
@@ -162,7 +149,7 @@ static void check_model(const char *path, const char *name, dit_config cfg, int 
     CHECK(dit_model_precision(m) == DIT_PRECISION_BF16, "%s model reports bf16", path);
     dit_model_forward(m, x, t, y, batch, got);
     double max_rel, l2_rel;
-    relative_errors(got, ref, out_n, &max_rel, &l2_rel);
+    test_relative_errors(got, ref, out_n, &max_rel, &l2_rel);
     CHECK(max_rel <= 2e-2, "%s %s forward bf16 vs fp32: max error %.2e of max |out|, relative L2 %.2e (bound 2e-2)",
           path, name, max_rel, l2_rel);
     // Batch invariance within bf16: each sample alone gives the bits it had in the batch.
@@ -208,12 +195,12 @@ static void check_gradients(const char *path) {
     }
     double max_rel, l2_rel, worst_l2 = 0;
     const char *worst = "";
-    relative_errors(g16, g32, m->total_floats, &max_rel, &l2_rel);
+    test_relative_errors(g16, g32, m->total_floats, &max_rel, &l2_rel);
     for (int i = 0; i < m->num_params; i++) {
         const param_entry *e = &m->table[i];
         if (!strcmp(e->name, "pos_embed")) continue;
         double mr, lr;
-        relative_errors(g16 + e->offset, g32 + e->offset, e->numel, &mr, &lr);
+        test_relative_errors(g16 + e->offset, g32 + e->offset, e->numel, &mr, &lr);
         if (lr > worst_l2) worst_l2 = lr, worst = e->name;
     }
     CHECK(l2_rel <= 3e-2 && worst_l2 <= 3e-2, "%s bf16 gradients vs fp32: relative L2 %.2e over all parameters, worst "
@@ -247,8 +234,8 @@ static void check_vae(const char *path) {
           "%s VAE set to bf16", path);
     DIT_CHECK(dit_vae_decode(v, z, 1, h, h, got) == DIT_OK && dit_vae_encode_moments(v, img, 1, S, S, mgot) == DIT_OK);
     double max_rel, l2_rel, emax, el2;
-    relative_errors(got, ref, (size_t)3 * S * S, &max_rel, &l2_rel);
-    relative_errors(mgot, mref, sizeof mref / sizeof mref[0], &emax, &el2);
+    test_relative_errors(got, ref, (size_t)3 * S * S, &max_rel, &l2_rel);
+    test_relative_errors(mgot, mref, sizeof mref / sizeof mref[0], &emax, &el2);
     CHECK(max_rel <= 5e-2 && emax <= 5e-2, "%s VAE bf16 vs fp32: decode max error %.2e of max |out| (L2 %.2e), encode "
           "moments %.2e (L2 %.2e) (bound 5e-2)", path, max_rel, l2_rel, emax, el2);
     free(z); free(img); free(ref); free(got);
@@ -293,8 +280,8 @@ static void check_attention(const char *path, int T) {
     attention_backward(dwant, dout, qkv, scratch, B, T, D, H);
     attention_backward_bf16(dgot, dout, qkv, B, T, D, H);
     double max_rel, l2_rel, dmax_rel, dl2_rel;
-    relative_errors(got, want, n_out, &max_rel, &l2_rel);
-    relative_errors(dgot, dwant, n_qkv, &dmax_rel, &dl2_rel);
+    test_relative_errors(got, want, n_out, &max_rel, &l2_rel);
+    test_relative_errors(dgot, dwant, n_qkv, &dmax_rel, &dl2_rel);
     CHECK(max_rel <= 2e-2 && dmax_rel <= 2e-2, "%s attention T %d (blocks of %d query rows) vs fp32: forward %.2e, "
           "backward %.2e of max |ref| (bound 2e-2)", path, T, T <= 218 ? T : 192, max_rel, dmax_rel);
     free(qkv), free(dout), free(want), free(got), free(dwant), free(dgot), free(scratch);

@@ -17,11 +17,6 @@
 
 static uint32_t rng_state = 4242;
 static float *random_floats(size_t n, float scale) { return test_random_floats(&rng_state, n, scale); }
-static double dot_double(const float *a, const float *b, int64_t n) {
-    double s = 0;
-    for (int64_t i = 0; i < n; i++) s += (double)a[i] * b[i];
-    return s;
-}
 
 typedef struct {
     dit_block_kind block;
@@ -85,7 +80,7 @@ typedef struct {
 static double ln_loss(void *p) {
     ln_ctx *c = p;
     layernorm_affine_forward(c->y, NULL, NULL, c->x, c->w, c->b, c->N, c->D);
-    return dot_double(c->R, c->y, (int64_t)c->N * c->D);
+    return test_dot_double(c->R, c->y, (int64_t)c->N * c->D);
 }
 
 static void test_layernorm_affine_backward(void) {
@@ -133,7 +128,7 @@ typedef struct {
 static double cross_loss(void *p) {
     cross_ctx *c = p;
     cross_attention_forward(c->out, c->q, c->kv, c->B, c->T, c->S, c->D, c->H);
-    return dot_double(c->R, c->out, (int64_t)c->B * c->T * c->D);
+    return test_dot_double(c->R, c->out, (int64_t)c->B * c->T * c->D);
 }
 
 static void test_cross_attention(void) {
@@ -193,7 +188,7 @@ static cJSON *golden_meta(dit_block_kind block) {
 static double model_loss(dit_model *m, dit_train_activations *a, const float *x, const float *t, const int *y,
                          const float *R, float *out, int64_t n_out) {
     DIT_CHECK(dit_forward_train(m, a, x, t, y, out) == DIT_OK);
-    return dot_double(R, out, n_out);
+    return test_dot_double(R, out, n_out);
 }
 
 // The reference's float32 gradients differ from its float64 ones by up to 2.5e-5 of a tensor's largest
@@ -260,7 +255,7 @@ static void test_design(const design *dz) {
     DIT_CHECK(dit_forward_train(m, a, x, t, y, out_train) == DIT_OK);
     snprintf(what, sizeof what, "%s: dit_forward_train output = dit_model_forward output (up to sgemm order)", name);
     CHECK_CLOSE(what, out_train, out, n_out, 1e-5 * peak, 1e-5);
-    const double loss = dot_double(R, out_train, n_out);
+    const double loss = test_dot_double(R, out_train, n_out);
     const double want_loss = cJSON_GetObjectItemCaseSensitive(meta, "loss")->valuedouble;
     CHECK(fabs(loss - want_loss) <= 1e-4 * fabs(want_loss) + 1e-6, "%s: loss sum(out * R) = %.7f, reference %.7f",
           name, loss, want_loss);
@@ -351,16 +346,6 @@ done:
 
 // ---- bf16 against fp32 ----------------------------------------------------------------------------
 
-static void relative_errors(const float *got, const float *want, size_t n, double *max_rel, double *l2_rel) {
-    double worst = 0, peak = 0, diff2 = 0, ref2 = 0;
-    for (size_t i = 0; i < n; i++) {
-        const double d = fabs((double)got[i] - want[i]);
-        worst = fmax(worst, d), peak = fmax(peak, fabs(want[i]));
-        diff2 += d * d, ref2 += (double)want[i] * want[i];
-    }
-    *max_rel = worst / (peak > 0 ? peak : 1);
-    *l2_rel = sqrt(diff2 / (ref2 > 0 ? ref2 : 1));
-}
 
 // As tests/test_bf16.c: the forward within 2e-2 of max |out| (bf16 keeps 8 mantissa bits: a healthy path lands
 // near 1e-3..5e-3), the gradients within 3e-2 in relative L2 overall and for the worst tensor (a wrong operand
@@ -382,7 +367,7 @@ static void test_bf16_design(dit_block_kind block) {
     DIT_CHECK(dit_model_set_precision(m, DIT_PRECISION_BF16) == DIT_OK);
     DIT_CHECK(dit_model_forward(m, x, t, y, B, got) == DIT_OK);
     double max_rel, l2_rel;
-    relative_errors(got, ref, n_out, &max_rel, &l2_rel);
+    test_relative_errors(got, ref, n_out, &max_rel, &l2_rel);
     CHECK(max_rel <= 2e-2, "%s forward bf16 vs fp32: max error %.2e of max |out|, relative L2 %.2e (bound 2e-2)", name,
           max_rel, l2_rel);
     dit_train_activations *a = dit_train_activations_create(m, B);
@@ -393,12 +378,12 @@ static void test_bf16_design(dit_block_kind block) {
     }
     double worst_l2 = 0;
     const char *worst = "";
-    relative_errors(g16, g32, m->total_floats, &max_rel, &l2_rel);
+    test_relative_errors(g16, g32, m->total_floats, &max_rel, &l2_rel);
     for (int i = 0; i < m->num_params; i++) {
         const param_entry *e = &m->table[i];
         if (!strcmp(e->name, "pos_embed")) continue;
         double mr, lr;
-        relative_errors(g16 + e->offset, g32 + e->offset, e->numel, &mr, &lr);
+        test_relative_errors(g16 + e->offset, g32 + e->offset, e->numel, &mr, &lr);
         if (lr > worst_l2) worst_l2 = lr, worst = e->name;
     }
     CHECK(l2_rel <= 3e-2 && worst_l2 <= 3e-2, "%s bf16 gradients vs fp32: relative L2 %.2e over all parameters, worst "

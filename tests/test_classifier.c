@@ -16,11 +16,7 @@
 
 static uint32_t rng_state = 777;
 static float *random_floats(size_t n, float scale) { return test_random_floats(&rng_state, n, scale); }
-static double dot_double(const float *a, const float *b, int64_t n) {
-    double s = 0;
-    for (int64_t i = 0; i < n; i++) s += (double)a[i] * b[i];
-    return s;
-}
+
 // CPU seconds of the whole process (all threads): unlike wall time, not inflated by other work on the machine.
 static double cpu_seconds(void) {
     struct timespec ts;
@@ -52,7 +48,7 @@ static double conv_loss(void *p) {
     conv_ctx *c = p;
     conv2d_forward(c->out, c->x, c->w, c->b, c->B, c->Cin, c->H, c->W, c->Cout, c->KH, c->KW, c->stride, c->pt,
                    c->pl, c->pb, c->pr);
-    return dot_double(c->R, c->out, (int64_t)c->B * c->Cout * c->OH * c->OW);
+    return test_dot_double(c->R, c->out, (int64_t)c->B * c->Cout * c->OH * c->OW);
 }
 
 static void conv_case(const char *what, conv_ctx c) {
@@ -101,12 +97,12 @@ typedef struct {
 static double relu_loss(void *p) {
     pool_ctx *c = p;
     relu_forward(c->y, c->x, (int64_t)c->N * c->H * c->W);
-    return dot_double(c->R, c->y, (int64_t)c->N * c->H * c->W);
+    return test_dot_double(c->R, c->y, (int64_t)c->N * c->H * c->W);
 }
 static double pool_loss(void *p) {
     pool_ctx *c = p;
     maxpool2x2_forward(c->y, c->x, c->N, c->H, c->W);
-    return dot_double(c->R, c->y, (int64_t)c->N * (c->H / 2) * (c->W / 2));
+    return test_dot_double(c->R, c->y, (int64_t)c->N * (c->H / 2) * (c->W / 2));
 }
 
 static void test_relu_maxpool_backward(void) {
