@@ -133,11 +133,14 @@ static void pack_a_rows(uint16_t *dst, const a_layout *at, int Kp, const float *
         const float *src = A + (int64_t)r * stride_m;
         int k = 0;
         if (stride_k == 1) {
-            for (; k + 16 <= K; k += 16)
+            for (; k < K; k += 16) {   // the last run masked: zero past K, rounded as the others
+                const __mmask16 mask = mask16(K - k);
                 _mm256_storeu_si256((__m256i *)(dst + a_offset(at, r, k)),
-                                    (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(src + k)));
+                                    (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(mask, src + k)));
+            }
+        } else {
+            for (; k < K; k++) dst[a_offset(at, r, k)] = to_bf16(src[k * stride_k]);
         }
-        for (; k < K; k++) dst[a_offset(at, r, k)] = to_bf16(src[k * stride_k]);
         for (; k < Kp; k++) dst[a_offset(at, r, k)] = 0;
     }
 }
@@ -379,7 +382,8 @@ static void run_blocks(float *out, int64_t ldo, const uint16_t *A16, const a_lay
     }
 }
 
-// gemm_bf16's copy of A in rows instead of tiles: only for measuring one against the other (bench_gemm --a-rows).
+// gemm_bf16's copy of A in rows instead of tiles: only for measuring one against the other (bench_gemm's
+// "bf16-amx-rows" figures).
 static int use_rows;
 void gemm_bf16_use_row_layout(int on) { use_rows = on; }
 
@@ -391,7 +395,7 @@ static dit_status gemm_run(float *out, int64_t ldo, const float *A, int64_t stri
     const kernel_fn kernel = amx ? amx_kernel_32x32 : avx512_kernel_32x32;
     uint16_t *A16 = a_workspace((size_t)Mp * Kp);
     if (!A16) return DIT_ERR;
-    const a_layout tiles = use_rows ? a_layout_rows(Kp) : a_layout_tiles(Kp), *at = &tiles;
+    const a_layout layout = use_rows ? a_layout_rows(Kp) : a_layout_tiles(Kp), *at = &layout;
     const int transposed = stride_k != 1;
     // Chunks of equal size: 16 row blocks that fit 14 to a chunk run as 8 + 8, not 14 + 2 (a chunk of two blocks
     // would stream every panel again for little work).
