@@ -6,7 +6,6 @@
 #include <time.h>
 #include <unistd.h>
 
-double progress_now(void) { return now_seconds(); }
 
 static void format_duration(char *buf, size_t n, double seconds) {
     int s = (int)(seconds + 0.5);
@@ -20,11 +19,11 @@ void progress_begin(progress_bar *p, const char *label, int total) {
     p->total = total > 0 ? total : 1;
     p->is_tty = isatty(fileno(stderr));
     p->last_printed = 0;
-    p->start = progress_now();
+    p->start = now_seconds();
 }
 
 void progress_update(progress_bar *p, int done) {
-    double elapsed = progress_now() - p->start;
+    double elapsed = now_seconds() - p->start;
     double per_step = done > 0 ? elapsed / done : 0;
     char eta[32];
     format_duration(eta, sizeof eta, per_step * (p->total - done));

@@ -14,6 +14,5 @@ typedef struct {
 void progress_begin(progress_bar *p, const char *label, int total);
 void progress_update(progress_bar *p, int done);   // done = 1..total
 void progress_end(progress_bar *p);
-double progress_now(void);
 
 #endif

@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/clock.h"
 #include "cli/cli.h"
 #include "cli/serve.h"
 
@@ -56,7 +57,7 @@ static void log_request(const request *r) {
     struct tm tm;
     gmtime_r(&now, &tm);
     strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
-    snprintf(line, sizeof line, "%s %s %s %d %.3fs\n", when, r->method, r->path, r->status, serve_now() - r->start);
+    snprintf(line, sizeof line, "%s %s %s %d %.3fs\n", when, r->method, r->path, r->status, now_seconds() - r->start);
     fputs(line, stderr);
 }
 
@@ -213,7 +214,7 @@ static int add_classes(const server *s, const cJSON *v, int *labels, int *count,
 
 static uint64_t random_seed(void) {
     static _Atomic uint64_t counter;   // request threads draw concurrently; seeds need only differ, not be secret
-    uint64_t x = (uint64_t)(serve_now() * 1e9) ^ ((uint64_t)getpid() << 40) ^ (atomic_fetch_add(&counter, 1) << 20);
+    uint64_t x = (uint64_t)(now_seconds() * 1e9) ^ ((uint64_t)getpid() << 40) ^ (atomic_fetch_add(&counter, 1) << 20);
     x += 0x9e3779b97f4a7c15u;   // splitmix64's finalizer
     x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9u;
     x = (x ^ (x >> 27)) * 0x94d049bb133111ebu;
@@ -565,7 +566,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     request *r = *con_cls;
     if (!r) {   // first call: headers only
         if (!(r = calloc(1, sizeof *r))) return MHD_NO;
-        r->start = serve_now();
+        r->start = now_seconds();
         snprintf(r->method, sizeof r->method, "%s", method);
         snprintf(r->path, sizeof r->path, "%s", url);
         *con_cls = r;

@@ -27,7 +27,7 @@ typedef struct serve_job {
     uint8_t **png;                // count PNG images when JOB_DONE
     size_t *png_size;
     int refs;
-    double enqueued, started, finished;   // seconds (serve_now)
+    double enqueued, started, finished;   // seconds (now_seconds, base/clock.h)
     struct serve_job *next;
 } serve_job;
 
@@ -48,7 +48,6 @@ typedef struct serve_queue {
     pthread_t worker;
 } serve_queue;
 
-double serve_now(void);
 // threads: compute threads of the worker (<= 0: all cores).
 dit_status serve_queue_start(serve_queue *q, dit_model *model, dit_vae *vae, int max_length, int max_batch_images,
                              int threads);

@@ -9,7 +9,6 @@
 #include "base/clock.h"
 #include "cli/serve.h"
 
-double serve_now(void) { return now_seconds(); }
 
 serve_job *serve_job_new(int count) {
     serve_job *j = calloc(1, sizeof *j);
@@ -79,7 +78,7 @@ int serve_queue_push(serve_queue *q, serve_job *j) {
     if (ok) {
         j->refs++;
         j->state = JOB_QUEUED;
-        j->enqueued = serve_now();
+        j->enqueued = now_seconds();
         if (q->tail) q->tail->next = j;
         else q->head = j;
         q->tail = j;
@@ -176,7 +175,7 @@ static void *worker_main(void *arg) {
             if (num_jobs > 0 && (!compatible(jobs[0], j) || images + j->count > q->max_batch_images)) continue;
             unlink_locked(q, j);
             j->state = JOB_RUNNING;
-            j->started = serve_now();
+            j->started = now_seconds();
             jobs[num_jobs++] = j;
             images += j->count;
         }
@@ -190,7 +189,7 @@ static void *worker_main(void *arg) {
         int ok = run_batch(q, jobs, num_jobs, msg, sizeof msg);
 
         pthread_mutex_lock(&q->lock);
-        const double now = serve_now();
+        const double now = now_seconds();
         for (int i = 0; i < num_jobs; i++) {
             serve_job *j = jobs[i];
             j->finished = now;

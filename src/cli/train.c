@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "base/clock.h"
 #include "base/error.h"
 #include "base/fileio.h"
 #include "cli/cli.h"
@@ -514,9 +515,9 @@ int cmd_train(int argc, char **argv) {
                 dit_precision_name(dit_model_precision(tr->model)), peak_gflops);
     if (root && sample_every && !pixel) fprintf(stderr, "dit: --sample-every: skipped for latent models (decode with dit sample --vae)\n");
     double window_loss = 0, window_mse = 0, window_vb = 0, window_norm = 0, window_comm = 0;
-    double window_start = progress_now();
+    double window_start = now_seconds();
     int window = 0;
-    const double run_start = progress_now();
+    const double run_start = now_seconds();
     const int64_t first_step = tr->step;
     while (tr->step < tr->target_steps) {
         train_stats st;
@@ -526,7 +527,7 @@ int cmd_train(int argc, char **argv) {
         const int64_t s = tr->step;
         if (!root) continue;
         if (s % log_every == 0 || s == tr->target_steps) {
-            const double now = progress_now(), dt = now - window_start;
+            const double now = now_seconds(), dt = now - window_start;
             const double img_s = dt > 0 ? (double)window * tr->hp.batch / dt : 0;
             const double per_step = (now - run_start) / (double)(s - first_step);
             char eta[32];
@@ -553,7 +554,7 @@ int cmd_train(int argc, char **argv) {
             snprintf(path, sizeof path, "%s/loss.svg", run_dir);
             write_svg(path, pts, npts);
             window_loss = window_mse = window_vb = window_norm = window_comm = 0, window = 0;
-            window_start = progress_now();
+            window_start = now_seconds();
         }
         if (s % ckpt_every == 0 || s == tr->target_steps) {
             if (checkpoint_save_run(tr, run_dir, keep, path, sizeof path)) goto fail;
