@@ -47,7 +47,8 @@ typedef struct {
 // and rounded to bf16. Each output row depends only on its own row of A (fixed summation order), so results
 // do not depend on M, the batch, or the thread count. ep may be NULL (plain store).
 // gemm_bf16 splits the work over the OpenMP threads; gemm_bf16_serial runs in the calling thread (for use
-// inside a parallel region). DIT_ERR only when the bf16 copy of A cannot be allocated.
+// inside a parallel region). DIT_ERR only when the bf16 copy of A or the scratch for partial sums cannot be
+// allocated.
 dit_status gemm_bf16(float *out, int64_t ldo, const float *A, int64_t stride_m, int64_t stride_k, const bf16_packed *B,
                int M, const gemm_epilogue *ep);
 dit_status gemm_bf16_serial(float *out, int64_t ldo, const float *A, int64_t stride_m, int64_t stride_k,
@@ -76,8 +77,9 @@ static inline int64_t a_offset(const a_layout *at, int r, int k) {
 
 // The same with A already in bf16, laid out as `at` says: Kp = B->Kp elements a row (zero beyond K), at least
 // round_up(M, 32) rows readable (rows past M may hold anything: their results are dropped).
-void gemm_bf16_a16(float *out, int64_t ldo, const uint16_t *A16, const a_layout *at, const bf16_packed *B, int M,
-                   const gemm_epilogue *ep);
+// DIT_ERR when a thread's scratch for partial sums cannot be allocated.
+dit_status gemm_bf16_a16(float *out, int64_t ldo, const uint16_t *A16, const a_layout *at, const bf16_packed *B,
+                         int M, const gemm_epilogue *ep);
 // gemm_bf16 keeps its copy of A in rows instead of tiles: for benchmarks only (bench_gemm's "-rows" figures).
 void gemm_bf16_use_row_layout(int on);
 

@@ -117,7 +117,7 @@ dit_status conv3x3_bf16(float *out, const float *x, const bf16_packed *Wt, const
                 copy_run(rows, &at, m, ky * 3 * Cin, padded + ((int64_t)(oy + ky) * Wp + ox) * Cin, 3 * Cin);
             for (int k = K; k < Kp; k++) rows[a_offset(&at, m, k)] = 0;
         }
-        gemm_bf16_a16(out + (int64_t)y0 * W, plane, rows, &at, Wt, M, &ep);
+        DIT_TRY(gemm_bf16_a16(out + (int64_t)y0 * W, plane, rows, &at, Wt, M, &ep));
     }
     return DIT_OK;
 }

@@ -3,9 +3,10 @@
 // enabled; only entered when cpu_path_active() >= CPU_PATH_AVX512_BF16.
 //
 // Blocking: A (M, K) is converted once into a bf16 copy (rows padded to 32, K to 32) laid out tile by tile
-// (a_layout in ops/bf16.h), so the kernel's A tiles are contiguous 1 KB pieces read in order; the work
-// is 32 x 32 output blocks, one packed B panel (32 columns x Kp) at a time, so a panel stays in L1/L2 while
-// it meets the rows of an A chunk that fits in L2. The sum over K runs in one fixed order for every row.
+// (a_layout in ops/bf16.h), so the kernel's A tiles are contiguous 1 KB pieces read in order. The work is
+// 32 x 32 output blocks; K is cut into blocks of at most 384, and for each K block a 32-row block of A stays
+// in L1 while it meets a slab of packed B panels that stays in L2 (run_blocks). The sum over K runs in one
+// fixed order for every row.
 #include <immintrin.h>
 #include <math.h>
 #include <stdlib.h>
@@ -311,19 +312,27 @@ static uint16_t *a_workspace(size_t elems) {
     return a_buffer;
 }
 
-// Rows of A per chunk: as many 32-row blocks as keep the chunk's bf16 copy within ~1 MB (half an L2).
-static int chunk_rows(int Kp) {
-    int rows = (1 << 20) / (Kp * 2) / 32 * 32;
-    return rows < 32 ? 32 : rows;
+// Blocking (measured on the XL and S shapes, docs/precision.md): K is walked in blocks of at most KC_MAX (a
+// 32 x KC block of A, 24 KB, stays in L1 while it meets a slab of up to SLAB_BYTES of packed B, which stays in
+// L2 while it meets every row block of a chunk of CHUNK_BLOCKS). Partial sums wait between K blocks in out
+// itself or in a per-thread scratch, stored and reloaded exactly, so the sum is bit-identical to an unblocked
+// one and the K blocks depend only on K (batch invariance).
+enum { KC_MAX = 384, SLAB_BYTES = 768 << 10, CHUNK_BLOCKS = 16 };
+
+// K steps (32 deep) per K block: Kp split into equal blocks of at most KC_MAX.
+static int block_ksteps(int Kp) {
+    const int steps = Kp / 32, blocks = (steps * 32 + KC_MAX - 1) / KC_MAX;
+    return (steps + blocks - 1) / blocks;
+}
+
+// Panels per slab of B for K blocks of `ksteps` steps.
+static int slab_panels(int ksteps) {
+    const int panels = SLAB_BYTES / (ksteps * 32 * 32 * 2);
+    return panels < 1 ? 1 : panels;
 }
 
 typedef void (*kernel_fn)(const float *src, int64_t lds, float *dst, int64_t ldd, const uint16_t *A,
                           const a_layout *at, const uint16_t *panel, int ksteps, const float *init, int accumulate);
-
-// K is walked in blocks of KC so that a panel's block (KC x 32 bf16: 16 KB) stays in L1 while it meets up to
-// GROUP row blocks of A, whose 32 x 32 float sums wait in C between K blocks (stored and reloaded exactly,
-// so the sum is bit-identical to an unblocked one).
-enum { KC = 256, GROUP = 4 };
 
 // Epilogues the kernel does itself, by its start values: a plain store, a bias (every row starts from it), or
 // accumulation (the sums start from out). Full 32 x 32 blocks then go straight into out with no pass over
@@ -334,52 +343,84 @@ static int epilogue_in_kernel(const gemm_epilogue *ep) {
                    !(ep->bias && ep->accumulate));
 }
 
-static void run_blocks(float *out, int64_t ldo, const uint16_t *A16, const a_layout *at, const bf16_packed *B, int M,
-                       int mb0, int mb1, int p0, int p1, kernel_fn kernel, const gemm_epilogue *ep) {
-    float C[GROUP][32 * 32] __attribute__((aligned(64)));
+// Epilogues whose out is written, never read, in the usual layout: a full block's partial sums may wait in out.
+static int out_is_scratch(const gemm_epilogue *ep) {
+    return !ep || (!ep->gate && !ep->accumulate && !ep->transpose_out);
+}
+
+// Partial sums of the blocks that cannot wait in out, 32 x 32 floats each, per thread; only grows.
+static _Thread_local float *sum_buffer;
+static _Thread_local size_t sum_capacity;
+
+static float *sum_workspace(size_t blocks) {
+    if (sum_capacity < blocks * 1024) {
+        free(sum_buffer);
+        sum_capacity = 0;
+        if (!(sum_buffer = dit_malloc(blocks * 1024 * sizeof(float)))) return NULL;
+        sum_capacity = blocks * 1024;
+    }
+    return sum_buffer;
+}
+
+// Output blocks [mb0, mb1) x panels [p0, p1): slabs of panels, K blocks, row blocks, panels.
+static dit_status run_blocks(float *out, int64_t ldo, const uint16_t *A16, const a_layout *at, const bf16_packed *B,
+                             int M, int mb0, int mb1, int p0, int p1, kernel_fn kernel, const gemm_epilogue *ep) {
+    float C[32 * 32] __attribute__((aligned(64)));
     float bias_block[32] __attribute__((aligned(64)));
-    const int Kp = B->Kp, in_kernel = epilogue_in_kernel(ep), from_out = in_kernel && ep && ep->accumulate;
-    for (int p = p0; p < p1; p++) {
-        const uint16_t *panel = B->data + (int64_t)p * 32 * Kp;
-        const int n0 = p * 32, cols = B->N - n0 < 32 ? B->N - n0 : 32;
-        const float *init = NULL;   // the start values of every row when the kernel adds the bias
-        if (in_kernel && ep && ep->bias) {
-            for (int j = 0; j < 32; j++) bias_block[j] = j < cols ? ep->bias[n0 + j] : 0.0f;
-            init = bias_block;
-        }
-        for (int g0 = mb0; g0 < mb1; g0 += GROUP) {
-            const int g1 = g0 + GROUP < mb1 ? g0 + GROUP : mb1;
-            int direct[GROUP];   // full blocks read (accumulate) and write out itself; the sums wait in C
-            for (int mb = g0; mb < g1; mb++) {
-                const int m0 = mb * 32, rows = M - m0 < 32 ? M - m0 : 32, i = mb - g0;
-                direct[i] = in_kernel && rows == 32 && cols == 32;
-                if (!direct[i] && from_out) {   // an edge block's copy starts from out's values
-                    memset(C[i], 0, sizeof C[i]);
-                    for (int r = 0; r < rows; r++) memcpy(C[i] + r * 32, out + (int64_t)(m0 + r) * ldo + n0, cols * 4);
+    const int Kp = B->Kp, ksteps_max = block_ksteps(Kp), slab = slab_panels(ksteps_max);
+    const int in_kernel = epilogue_in_kernel(ep), from_out = in_kernel && ep && ep->accumulate;
+    const int one_block = ksteps_max * 32 >= Kp, rows_of_blocks = mb1 - mb0;
+    float *sums = NULL;   // partial sums of block (mb, p) at sums + ((mb - mb0) * slab + p - s0) * 1024
+    if (!one_block && !(sums = sum_workspace((size_t)rows_of_blocks * slab))) return DIT_ERR;
+    for (int s0 = p0; s0 < p1; s0 += slab) {
+        const int s1 = s0 + slab < p1 ? s0 + slab : p1;
+        for (int k0 = 0; k0 < Kp; k0 += ksteps_max * 32) {
+            const int ksteps = (Kp - k0) / 32 < ksteps_max ? (Kp - k0) / 32 : ksteps_max;
+            const int first = k0 == 0, last = k0 + ksteps * 32 >= Kp;
+            for (int mb = mb0; mb < mb1; mb++) {
+                const int m0 = mb * 32, rows = M - m0 < 32 ? M - m0 : 32;
+                const uint16_t *a = A16 + mb * at->block + k0 / 32 * at->kstep;
+                for (int p = s0; p < s1; p++) {
+                    const int n0 = p * 32, cols = B->N - n0 < 32 ? B->N - n0 : 32, full = rows == 32 && cols == 32;
+                    const uint16_t *panel = B->data + (int64_t)p * 32 * Kp + (int64_t)k0 * 32;
+                    float *block = out + (int64_t)m0 * ldo + n0;
+                    const float *init = NULL;   // the start values of every row when the kernel adds the bias
+                    if (first && in_kernel && ep && ep->bias) {
+                        for (int j = 0; j < 32; j++) bias_block[j] = j < cols ? ep->bias[n0 + j] : 0.0f;
+                        init = bias_block;
+                    }
+                    // where the partial sums wait: out (a full block whose out may hold them), else the scratch
+                    float *wait = full && (in_kernel || out_is_scratch(ep)) ? block : NULL;
+                    int64_t ldw = ldo;
+                    if (!wait && !one_block) wait = sums + ((int64_t)(mb - mb0) * slab + p - s0) * 1024, ldw = 32;
+                    const float *src = wait;
+                    int64_t lds = ldw;
+                    if (first && from_out && !full) {   // an edge block's sums start from out's values
+                        memset(C, 0, sizeof C);
+                        for (int r = 0; r < rows; r++) memcpy(C + r * 32, block + (int64_t)r * ldo, cols * 4);
+                        src = C, lds = 32;
+                    } else if (first && from_out) {
+                        src = block, lds = ldo;
+                    }
+                    const int accumulate = !first || from_out;
+                    if (!last) {
+                        kernel(src, lds, wait, ldw, a, at, panel, ksteps, init, accumulate);
+                        continue;
+                    }
+                    if (full && in_kernel) {   // the result straight into out
+                        kernel(src, lds, block, ldo, a, at, panel, ksteps, init, accumulate);
+                        continue;
+                    }
+                    kernel(src, lds, C, 32, a, at, panel, ksteps, init, accumulate);
+                    if (in_kernel)
+                        for (int r = 0; r < rows; r++) memcpy(block + (int64_t)r * ldo, C + r * 32, cols * 4);
+                    else
+                        epilogue_block(out, ldo, C, m0, rows, n0, cols, ep);
                 }
-            }
-            for (int k0 = 0; k0 < Kp; k0 += KC) {
-                const int ksteps = (Kp - k0 < KC ? Kp - k0 : KC) / 32, first = k0 == 0, last = k0 + KC >= Kp;
-                for (int mb = g0; mb < g1; mb++) {
-                    const int i = mb - g0;
-                    float *block = out + (int64_t)mb * 32 * ldo + p * 32;
-                    const int src_out = direct[i] && first && from_out, dst_out = direct[i] && last;
-                    kernel(src_out ? block : C[i], src_out ? ldo : 32, dst_out ? block : C[i], dst_out ? ldo : 32,
-                           A16 + mb * at->block + k0 / 32 * at->kstep, at, panel + (int64_t)k0 * 32, ksteps,
-                           first ? init : NULL,
-                           !first || from_out);
-                }
-            }
-            for (int mb = g0; mb < g1; mb++) {
-                const int m0 = mb * 32, rows = M - m0 < 32 ? M - m0 : 32, i = mb - g0;
-                if (direct[i]) continue;   // already in out
-                if (in_kernel)
-                    for (int r = 0; r < rows; r++) memcpy(out + (int64_t)(m0 + r) * ldo + n0, C[i] + r * 32, cols * 4);
-                else
-                    epilogue_block(out, ldo, C[i], m0, rows, n0, cols, ep);
             }
         }
     }
+    return DIT_OK;
 }
 
 // gemm_bf16's copy of A in rows instead of tiles: only for measuring one against the other (bench_gemm's
@@ -387,29 +428,48 @@ static void run_blocks(float *out, int64_t ldo, const uint16_t *A16, const a_lay
 static int use_rows;
 void gemm_bf16_use_row_layout(int on) { use_rows = on; }
 
+// The calling thread's share of the output blocks: rows in chunks of about CHUNK_BLOCKS row blocks (equal
+// sizes), each chunk's panels split into one contiguous range per thread, or its row blocks when there are
+// few panels (a narrow output).
+static dit_status run_share(float *out, int64_t ldo, const uint16_t *A16, const a_layout *at, const bf16_packed *B,
+                            int M, kernel_fn kernel, const gemm_epilogue *ep, int thread, int threads) {
+    const int MB = round_up(M, 32) / 32, panels = B->Np / 32;
+    const int chunks = (MB + CHUNK_BLOCKS - 1) / CHUNK_BLOCKS, chunk_blocks = (MB + chunks - 1) / chunks;
+    dit_status st = DIT_OK;
+    for (int c0 = 0; c0 < MB && st == DIT_OK; c0 += chunk_blocks) {
+        const int c1 = c0 + chunk_blocks < MB ? c0 + chunk_blocks : MB;
+        if (panels >= 2 * threads || c1 - c0 < threads) {
+            const int p0 = (int)((int64_t)panels * thread / threads), p1 = (int)((int64_t)panels * (thread + 1) / threads);
+            if (p0 < p1) st = run_blocks(out, ldo, A16, at, B, M, c0, c1, p0, p1, kernel, ep);
+        } else {
+            const int m0 = c0 + (c1 - c0) * thread / threads, m1 = c0 + (c1 - c0) * (thread + 1) / threads;
+            if (m0 < m1) st = run_blocks(out, ldo, A16, at, B, M, m0, m1, 0, panels, kernel, ep);
+        }
+    }
+    return st;
+}
+
+static kernel_fn active_kernel(void) {
+    return cpu_path_active() == CPU_PATH_AMX ? amx_kernel_32x32 : avx512_kernel_32x32;
+}
+
 static dit_status gemm_run(float *out, int64_t ldo, const float *A, int64_t stride_m, int64_t stride_k,
                            const bf16_packed *B, int M, const gemm_epilogue *ep, int parallel) {
     if (M <= 0 || B->N <= 0) return DIT_OK;
-    const int Kp = B->Kp, Mp = round_up(M, 32), MB = Mp / 32, panels = B->Np / 32;
-    const int amx = cpu_path_active() == CPU_PATH_AMX;
-    const kernel_fn kernel = amx ? amx_kernel_32x32 : avx512_kernel_32x32;
+    const int Kp = B->Kp, Mp = round_up(M, 32), MB = Mp / 32;
+    const kernel_fn kernel = active_kernel();
+    const int amx = kernel == amx_kernel_32x32;
     uint16_t *A16 = a_workspace((size_t)Mp * Kp);
     if (!A16) return DIT_ERR;
     const a_layout layout = use_rows ? a_layout_rows(Kp) : a_layout_tiles(Kp), *at = &layout;
     const int transposed = stride_k != 1;
-    // Chunks of equal size: 16 row blocks that fit 14 to a chunk run as 8 + 8, not 14 + 2 (a chunk of two blocks
-    // would stream every panel again for little work).
-    const int max_blocks = chunk_rows(Kp) / 32, chunks = (MB + max_blocks - 1) / max_blocks;
-    const int chunk_blocks = (MB + chunks - 1) / chunks;
     if (!parallel) {
         if (transposed) pack_a_rows_transposed(A16, at, Kp, A, stride_m, stride_k, M, B->K, 0, Mp);
         else pack_a_rows(A16, at, Kp, A, stride_m, stride_k, M, B->K, 0, Mp);
         if (amx) amx_configure();
-        for (int c0 = 0; c0 < MB; c0 += chunk_blocks)
-            run_blocks(out, ldo, A16, at, B, M, c0, c0 + chunk_blocks < MB ? c0 + chunk_blocks : MB, 0, panels, kernel,
-                       ep);
-        return DIT_OK;
+        return run_share(out, ldo, A16, at, B, M, kernel, ep, 0, 1);
     }
+    dit_status st = DIT_OK;
     #pragma omp parallel
     {
         #pragma omp for schedule(static)
@@ -418,38 +478,29 @@ static dit_status gemm_run(float *out, int64_t ldo, const float *A, int64_t stri
             else pack_a_rows(A16, at, Kp, A, stride_m, stride_k, M, B->K, rb * 32, rb * 32 + 32);
         }
         if (amx) amx_configure();
-        for (int c0 = 0; c0 < MB; c0 += chunk_blocks) {
-            const int c1 = c0 + chunk_blocks < MB ? c0 + chunk_blocks : MB;
-            // Few panels and many row blocks (a narrow output): split the rows instead of the panels.
-            if (panels >= 2 * omp_get_num_threads() || c1 - c0 == 1) {
-                #pragma omp for schedule(static) nowait
-                for (int p = 0; p < panels; p++) run_blocks(out, ldo, A16, at, B, M, c0, c1, p, p + 1, kernel, ep);
-            } else {
-                #pragma omp for schedule(static) nowait
-                for (int mb = c0; mb < c1; mb++) run_blocks(out, ldo, A16, at, B, M, mb, mb + 1, 0, panels, kernel, ep);
-            }
+        if (run_share(out, ldo, A16, at, B, M, kernel, ep, omp_get_thread_num(), omp_get_num_threads()) != DIT_OK) {
+            #pragma omp atomic write
+            st = DIT_ERR;
         }
     }
-    return DIT_OK;
+    return st;
 }
 
-void gemm_bf16_a16(float *out, int64_t ldo, const uint16_t *A16, const a_layout *at, const bf16_packed *B, int M,
-                   const gemm_epilogue *ep) {
-    if (M <= 0 || B->N <= 0) return;
-    const int MB = round_up(M, 32) / 32, panels = B->Np / 32;
-    const kernel_fn kernel = cpu_path_active() == CPU_PATH_AMX ? amx_kernel_32x32 : avx512_kernel_32x32;
+dit_status gemm_bf16_a16(float *out, int64_t ldo, const uint16_t *A16, const a_layout *at, const bf16_packed *B, int M,
+                         const gemm_epilogue *ep) {
+    if (M <= 0 || B->N <= 0) return DIT_OK;
+    const kernel_fn kernel = active_kernel();
     const int amx = kernel == amx_kernel_32x32;
+    dit_status st = DIT_OK;
     #pragma omp parallel
     {
         if (amx) amx_configure();
-        if (panels >= 2 * omp_get_num_threads()) {
-            #pragma omp for schedule(static)
-            for (int p = 0; p < panels; p++) run_blocks(out, ldo, A16, at, B, M, 0, MB, p, p + 1, kernel, ep);
-        } else {
-            #pragma omp for schedule(static)
-            for (int mb = 0; mb < MB; mb++) run_blocks(out, ldo, A16, at, B, M, mb, mb + 1, 0, panels, kernel, ep);
+        if (run_share(out, ldo, A16, at, B, M, kernel, ep, omp_get_thread_num(), omp_get_num_threads()) != DIT_OK) {
+            #pragma omp atomic write
+            st = DIT_ERR;
         }
     }
+    return st;
 }
 
 dit_status gemm_bf16(float *out, int64_t ldo, const float *A, int64_t stride_m, int64_t stride_k,
