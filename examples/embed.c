@@ -49,7 +49,10 @@ int main(int argc, char **argv) {
     samples = malloc(sizeof(float) * cfg->in_channels * cfg->input_size * cfg->input_size);
     pixels = malloc((size_t)height * width * channels);
     dit_sample_item item = {.label = label, .seed = 42, .index = 0};
-    dit_sample_options opt = {.sampler = DIT_SAMPLER_DPMPP_2M, .steps = 10, .cfg_scale = 3.0f,
+    // a fast solver of the model's objective: Heun for flow matching, DPM-Solver++(2M) for DiT's eps models
+    const dit_sampler sampler =
+        dit_model_objective(model) == DIT_OBJECTIVE_V_FLOW ? DIT_SAMPLER_HEUN : DIT_SAMPLER_DPMPP_2M;
+    dit_sample_options opt = {.sampler = sampler, .steps = 10, .cfg_scale = 3.0f,
                               .progress = on_progress, .progress_ctx = &cancel_at};
     if (dit_sample(model, &item, 1, &opt, samples) != DIT_OK) {
         fprintf(stderr, "embed: %s\n", dit_last_error());

@@ -102,7 +102,7 @@ static void test_sample_api(void) {
     dit_sample_item items[3] = {{.label = 7, .seed = 11, .index = 0}, {.label = 0, .seed = 3, .index = 2},
                                 {.label = 9, .seed = 11, .index = 1}};
     progress_log log = {0};
-    dit_sample_options opt = {.sampler = DIT_SAMPLER_DPMPP_2M, .steps = 5, .cfg_scale = 3.0f, .batch = 2,
+    dit_sample_options opt = {.sampler = DIT_SAMPLER_HEUN, .steps = 5, .cfg_scale = 3.0f, .batch = 2,
                               .progress = on_progress, .progress_ctx = &log};
     float *together = malloc(sizeof(float) * 3 * per), *alone = malloc(sizeof(float) * per);
     int ok = dit_sample(m, items, 3, &opt, together) == DIT_OK;
@@ -120,7 +120,7 @@ static void test_sample_api(void) {
     uint8_t *pixels = malloc((size_t)per);
     char dir[1024], args[4096], *out = NULL;
     snprintf(dir, sizeof dir, "%s", scratch_path("api_cli"));
-    snprintf(args, sizeof args, "sample -m %s --class 0 -n 3 --steps 5 --sampler dpm++2m --cfg-scale 3 --seed 3 --out-dir %s",
+    snprintf(args, sizeof args, "sample -m %s --class 0 -n 3 --steps 5 --sampler flow-heun --cfg-scale 3 --seed 3 --out-dir %s",
              repo_path("models/dit-fmnist.safetensors"), dir);
     int rc = run_dit(args, &out);
     free(out);
@@ -150,7 +150,7 @@ static void test_sample_api(void) {
 
     // Cancellation: stop after step 2 of 5.
     log = (progress_log){.cancel_at = 2};
-    opt = (dit_sample_options){.sampler = DIT_SAMPLER_DDIM, .steps = 5, .progress = on_progress, .progress_ctx = &log};
+    opt = (dit_sample_options){.sampler = DIT_SAMPLER_EULER, .steps = 5, .progress = on_progress, .progress_ctx = &log};
     ok = dit_sample(m, items, 1, &opt, together) == DIT_OK;
     CHECK(!ok && strstr(dit_last_error(), "cancelled") && log.last_step == 2,
           "a progress callback that returns 1 cancels: %s after step %d", dit_last_error(), log.last_step);
@@ -184,7 +184,7 @@ static void test_sample_class_names_cli(void) {
     const char *model = repo_path("models/dit-fmnist.safetensors");
     char args[4096], grid[1024], *out = NULL;
     snprintf(grid, sizeof grid, "%s", scratch_path("names_grid.png"));
-    snprintf(args, sizeof args, "sample -m %s --class 'sneaker,0' -n 1 --steps 2 --sampler dpm++2m -o %s", model, grid);
+    snprintf(args, sizeof args, "sample -m %s --class 'sneaker,0' -n 1 --steps 2 --sampler flow-heun -o %s", model, grid);
     int rc = run_dit(args, &out);
     CHECK(rc == 0 && strstr(out, "2 classes x 1"), "dit sample --class 'sneaker,0' (a name and an id): rc %d", rc);
     free(out);

@@ -269,13 +269,27 @@ static void test_resume_recipes(void) {
 // ---- files: the objective is recorded; absent = eps ----------------------------------------------------------
 
 static void test_objective_files(void) {
-    dit_model *m = dit_model_load(repo_path("models/dit-fmnist.safetensors"), NULL);
-    if (m) CHECK(dit_model_objective(m) == DIT_OBJECTIVE_EPS && dit_model_default_sampler(m) == DIT_SAMPLER_DDPM,
-                 "the shipped model (no dit.objective key) is eps, sampled with ddpm by default");
+    // an eps model is saved without the key (as every file from before v-flow), and a file without it is eps
+    dit_model *m = dit_model_synthetic(&tiny, 3);
+    char path[512];
+    snprintf(path, sizeof path, "%s", scratch_path("eps-model.safetensors"));
+    DIT_CHECK(dit_model_save(m, path) == DIT_OK);
+    dit_model_free(m);
+    tensor_file eps_file = {0};
+    const int eps_read = safetensors_read(path, &eps_file) == DIT_OK;
+    CHECK(eps_read && !tensor_file_meta(&eps_file, "dit.objective"), "an eps model is saved without dit.objective");
+    tensor_file_free(&eps_file);
+    m = dit_model_load(path, NULL);
+    CHECK(m && dit_model_objective(m) == DIT_OBJECTIVE_EPS && dit_model_default_sampler(m) == DIT_SAMPLER_DDPM,
+          "a file without dit.objective loads as eps, sampled with ddpm by default");
+    dit_model_free(m);
+    // the shipped model is a v-flow model (docs/model-card-fmnist.md)
+    m = dit_model_load(repo_path("models/dit-fmnist.safetensors"), NULL);
+    if (m) CHECK(dit_model_objective(m) == DIT_OBJECTIVE_V_FLOW && dit_model_default_sampler(m) == DIT_SAMPLER_HEUN,
+                 "the shipped model is v-flow, sampled with flow-heun by default");
     else SKIP("models/dit-fmnist.safetensors: %s", dit_last_error());
     dit_model_free(m);
     m = dit_model_synthetic(&tiny, 3);
-    char path[512];
     snprintf(path, sizeof path, "%s", scratch_path("flow-model.safetensors"));
     DIT_CHECK(dit_model_set_objective(m, DIT_OBJECTIVE_V_FLOW) == DIT_OK && dit_model_save(m, path) == DIT_OK);
     dit_model_free(m);

@@ -100,11 +100,11 @@ static void test_sample_with_vae(void) {
 static void test_shipped_model(void) {
     char args[4096], *out = NULL, npz[1024];
     snprintf(npz, sizeof npz, "%s", scratch_path("shipped.npz"));
-    snprintf(args, sizeof args, "sample -m %s -n 3 --sampler dpm++2m --steps 20 --cfg-scale 3 -s 0 --npz %s",
+    snprintf(args, sizeof args, "sample -m %s -n 3 --sampler flow-heun --steps 10 --cfg-scale 3 -s 0 --npz %s",
              repo_path("models/dit-fmnist.safetensors"), npz);
     int rc = run(args, &out);
     free(out);
-    if (!CHECK(rc == 0, "sample the shipped models/dit-fmnist.safetensors (30 images, DPM-Solver++ 20 steps, as make run)")) return;
+    if (!CHECK(rc == 0, "sample the shipped models/dit-fmnist.safetensors (30 images, flow-heun 10 steps, as make run)")) return;
     snprintf(args, sizeof args, "eval --fmnist %s --per-class 3 --classifier %s --ref-images 1000 --test-images 1000",
              npz, repo_path("models/fmnist-classifier.safetensors"));
     rc = run(args, &out);

@@ -129,8 +129,8 @@ static void test_endpoints(int port) {
     CHECK(r.status == 200 && cJSON_GetArraySize(names) == 10 &&
               !strcmp(cJSON_GetArrayItem(names, 7)->valuestring, "Sneaker") &&
               cJSON_GetObjectItem(config, "hidden_size")->valueint == 256 &&
-              cJSON_GetObjectItem(m, "params")->valuedouble == 7395872,
-          "GET /v1/models: config (hidden 256), params 7,395,872, 10 class names (7: Sneaker)");
+              cJSON_GetObjectItem(m, "params")->valuedouble == 7391760,
+          "GET /v1/models: config (hidden 256), params 7,391,760, 10 class names (7: Sneaker)");
     cJSON_Delete(json);
     http_response_free(&r);
     http_request(port, "GET", "/", NULL, 0, &r);
@@ -156,7 +156,7 @@ static void test_images(int port, const char *model) {
         uint8_t *png = base64_decode(cJSON_GetObjectItem(b, "b64_json")->valuestring, &size);
         char dir[1024], cmd[4096], path[1100];
         snprintf(dir, sizeof dir, "%s", scratch_path("serve_cli"));
-        snprintf(cmd, sizeof cmd, "%s sample -m %s --class 0 -n 1 --steps 4 --sampler dpm++2m --seed 6 --out-dir %s",
+        snprintf(cmd, sizeof cmd, "%s sample -m %s --class 0 -n 1 --steps 4 --sampler flow-heun --seed 6 --out-dir %s",
                  dit_bin(), model, dir);
         int rc = run_command(cmd, NULL);
         snprintf(path, sizeof path, "%s/000000.png", dir);
@@ -212,6 +212,7 @@ static void test_bad_requests(int port) {
         {"{\"class\": 0, \"n\": 0}", 400, "n"},
         {"{\"class\": [0, 1, 2], \"n\": 3}", 400, "n"},
         {"{\"class\": 0, \"sampler\": \"euler\"}", 400, "sampler"},
+        {"{\"class\": 0, \"sampler\": \"ddpm\"}", 400, "sampler"},   // an eps sampler for the v-flow model
         {"{\"class\": 0, \"cfg_scale\": \"high\"}", 400, "cfg_scale"},
         {"{\"class\": 0, \"cfg_scale\": 1e9}", 400, "cfg_scale"},
         {"{\"class\": 0, \"seed\": -3}", 400, "seed"},
@@ -255,8 +256,8 @@ static void test_bad_requests(int port) {
 // The queue limit (429), and clients that hang up: a queued job leaves the queue at once, a running job
 // alone in its batch is cancelled. The server runs with --max-queue 2.
 static void test_queue_and_disconnects(int port) {
-    const char *slow = "{\"class\": 0, \"n\": 8, \"steps\": 100, \"sampler\": \"ddpm\", \"seed\": 1}";
-    const char *other = "{\"class\": 1, \"n\": 8, \"steps\": 99, \"sampler\": \"ddim\", \"seed\": 1}";
+    const char *slow = "{\"class\": 0, \"n\": 8, \"steps\": 100, \"sampler\": \"flow-em\", \"seed\": 1}";
+    const char *other = "{\"class\": 1, \"n\": 8, \"steps\": 99, \"sampler\": \"flow-euler\", \"seed\": 1}";
     const double cancelled0 = health_number(port, "cancelled");
     int running = http_send(port, "POST", "/v1/images/generations", slow, strlen(slow));
     double r = wait_health(port, "running", 1, 20000);
@@ -311,7 +312,7 @@ static const char *first_b64(cJSON *json) {
 
 // 6 concurrent requests while a blocker runs: all answered, batched together, each image as when alone.
 static void test_batching(int port) {
-    const char *blocker = "{\"class\": 5, \"n\": 1, \"steps\": 30, \"sampler\": \"ddim\"}";
+    const char *blocker = "{\"class\": 5, \"n\": 1, \"steps\": 30, \"sampler\": \"flow-euler\"}";
     int fd = http_send(port, "POST", "/v1/images/generations", blocker, strlen(blocker));
     wait_health(port, "running", 1, 10000);
     const double batches0 = health_number(port, "batches");
