@@ -12,6 +12,11 @@
 : "${BATCH:=64}" ; : "${LR:=3e-4}" ; : "${WARMUP:=500}" ; : "${CLIP:=1}" ; : "${EMA:=0.999}"
 : "${SEED:=0}"                        # training seed (data order, noise, timesteps)
 : "${SAMPLES_PER_CLASS:=1000}"        # 10 classes: 10,000 samples per FD
+: "${RECIPE:=dit}"                    # dit: the paper's recipe, trained in chunks of EVAL_EVERY steps; small:
+                                      # `dit train --recipe small` (v-flow, logit-normal t, EMA warm-up, cosine lr
+                                      # over the whole budget: trained to STEPS in one run, then every checkpoint
+                                      # evaluated)
+if [[ $RECIPE == small ]]; then : "${SAMPLER:=flow-heun}" ; : "${SAMPLE_STEPS:=10}" ; fi
 : "${SAMPLER:=dpm++2m}" ; : "${SAMPLE_STEPS:=20}"
 : "${CFG:=1}"                         # the paper's design and scaling figures: no guidance
 : "${SAMPLE_SEED:=2}"                 # sampling noise
@@ -25,7 +30,7 @@ CSV_COLUMNS="experiment,model,block,depth,hidden,heads,patch,params,gflops,step,
 
 recipe_line() {
     # STEPS is not part of it: a longer budget continues the same runs
-    echo "# recipe: data=$DATA eval_every=$EVAL_EVERY batch=$BATCH lr=$LR warmup=$WARMUP grad_clip=$CLIP" \
+    echo "# recipe: $RECIPE data=$DATA eval_every=$EVAL_EVERY batch=$BATCH lr=$LR warmup=$WARMUP grad_clip=$CLIP" \
          "ema=$EMA seed=$SEED samples=$((10 * SAMPLES_PER_CLASS)) sampler=$SAMPLER/$SAMPLE_STEPS cfg=$CFG" \
          "sample_seed=$SAMPLE_SEED precision=$PRECISION test_images=$TEST_IMAGES"
 }
@@ -66,6 +71,17 @@ train_and_eval() {
     local model_flags=(--depth "$depth" --hidden "$hidden" --heads "$heads" --patch "$patch" --block "$block")
     local recipe=(--batch "$BATCH" --lr "$LR" --warmup "$WARMUP" --grad-clip "$CLIP" --ema "$EMA" --seed "$SEED")
     mkdir -p "$out/runs"
+    if [[ $RECIPE != dit ]]; then   # one schedule over the whole budget: train to STEPS, keeping every checkpoint
+        local final
+        final=$(printf '%s/checkpoints/%07d.safetensors' "$run" "$STEPS")
+        if [[ ! -f $final && -f $run/checkpoints/latest ]]; then
+            "$DIT" train --resume "$run" "${model_flags[@]}" "${recipe[@]}" --steps "$STEPS" \
+                --ckpt-every "$EVAL_EVERY" --keep 0 --log-every 100 -t "$THREADS" --precision "$PRECISION"
+        elif [[ ! -f $final ]]; then
+            "$DIT" train --data "$DATA" "${model_flags[@]}" --recipe "$RECIPE" "${recipe[@]}" --steps "$STEPS" \
+                -o "$run" --ckpt-every "$EVAL_EVERY" --keep 0 --log-every 100 -t "$THREADS" --precision "$PRECISION"
+        fi
+    fi
     while (( step < STEPS )); do
         step=$(( step + EVAL_EVERY < STEPS ? step + EVAL_EVERY : STEPS ))
         if awk -F, -v e="$experiment" -v n="$name" -v s="$step" '$1 == e && $2 == n && $10 == s { found = 1 }
@@ -102,6 +118,10 @@ train_and_eval() {
         local train_gflops train_s eval_s
         train_gflops=$(awk -v g="$gflops" -v n="$images" 'BEGIN { printf "%.6g", 3 * g * n }')
         train_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')
+        if [[ $RECIPE != dit ]]; then   # trained beforehand: the run's own clock at this step (log.jsonl)
+            train_s=$(sed -n "s/^{\"step\": $step,.*\"elapsed_s\": \([0-9.]*\).*/\1/p" "$run/log.jsonl" | tail -1)
+            train_s=${train_s:-nan}   # --log-every 100 must divide the step
+        fi
         eval_s=$(awk -v a="$t1" -v b="$t2" 'BEGIN { printf "%.1f", b - a }')
         echo "$experiment,$name,$block,$depth,$hidden,$heads,$patch,$params,$gflops,$step,$images,$train_gflops,${fd:-nan},${agree:-nan},$train_s,$eval_s" >> "$csv"
         echo "experiments: $name step $step: FD ${fd:-nan}, class agreement ${agree:-nan} (train ${train_s}s, eval ${eval_s}s)" >&2
