@@ -6,7 +6,6 @@
 #include <time.h>
 #include <unistd.h>
 
-
 static void format_duration(char *buf, size_t n, double seconds) {
     int s = (int)(seconds + 0.5);
     if (s >= 3600) snprintf(buf, n, "%dh%02dm", s / 3600, s / 60 % 60);

@@ -9,7 +9,6 @@
 #include "base/clock.h"
 #include "cli/serve.h"
 
-
 serve_job *serve_job_new(int count) {
     serve_job *j = calloc(1, sizeof *j);
     if (!j) return NULL;

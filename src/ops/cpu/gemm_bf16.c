@@ -386,8 +386,11 @@ static dit_status run_blocks(float *out, int64_t ldo, const uint16_t *A16, const
                     float *block = out + (int64_t)m0 * ldo + n0;
                     const float *init = NULL;   // the start values of every row when the kernel adds the bias
                     if (first && in_kernel && ep && ep->bias) {
-                        for (int j = 0; j < 32; j++) bias_block[j] = j < cols ? ep->bias[n0 + j] : 0.0f;
-                        init = bias_block;
+                        init = ep->bias + n0;   // a full panel reads the bias in place; an edge one, padded
+                        if (cols < 32) {
+                            for (int j = 0; j < 32; j++) bias_block[j] = j < cols ? ep->bias[n0 + j] : 0.0f;
+                            init = bias_block;
+                        }
                     }
                     // where the partial sums wait: out (a full block whose out may hold them), else the scratch
                     float *wait = full && (in_kernel || out_is_scratch(ep)) ? block : NULL;
