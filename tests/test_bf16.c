@@ -253,13 +253,29 @@ static void check_layernorm(const char *path) {
     for (int i = 0; i < B * T * D; i++) x[i] = 50.0f + (float)(((int64_t)i * 7919) % 1000) / 250.0f;
     for (int i = 0; i < B * A; i++) mod[i] = (float)(((int64_t)i * 104729) % 200) / 100.0f - 1.0f;
     layernorm_modulate_forward(want, wm, wr, x, mod, mod + D, A, B, T, D);
-    layernorm_modulate_forward_avx512(got, gm, gr, x, mod, mod + D, A, B, T, D);
+    layernorm_modulate_forward_avx512(got, NULL, 0, gm, gr, x, mod, mod + D, A, B, T, D);
     double worst = 0.0, stat = 0.0;
     for (int i = 0; i < B * T * D; i++) worst = fmax(worst, fabs(got[i] - want[i]) / (1.0 + fabs(want[i])));
     for (int r = 0; r < B * T; r++)
         stat = fmax(stat, fmax(fabs(gm[r] - wm[r]) / fabs(wm[r]), fabs(gr[r] - wr[r]) / fabs(wr[r])));
     CHECK(worst <= 1e-5 && stat <= 1e-5, "%s layernorm_modulate (float32 lanes, D %d) vs the double-sum version: "
           "%.1e of output, %.1e of mean/rstd (bound 1e-5)", path, D, worst, stat);
+    // The operand form writes only the bf16 copy a product would make of y: the same bits, zeros past D.
+    ops_context ctx = {.precision = OPS_BF16};
+    op_operand y16 = {0};
+    int same = op_layernorm_modulate_operand(&ctx, &y16, NULL, NULL, NULL, x, mod, mod + D, A, B, T, D) == DIT_OK &&
+               y16.b16 && !y16.f32 && y16.kp == 1184;
+    const a_layout tiles = a_layout_tiles(1184);
+    for (int r = 0; same && r < B * T; r++)
+        for (int k = 0; k < 1184; k++) {
+            const float v = k < D ? bf16_round(got[(int64_t)r * D + k]) : 0.0f;
+            uint32_t bits = (uint32_t)y16.b16[a_offset(&tiles, r, k)] << 16;
+            float held;
+            memcpy(&held, &bits, sizeof held);
+            if (memcmp(&held, &v, sizeof v) != 0) same = 0;
+        }
+    CHECK(same, "%s layernorm_modulate as a bf16 operand (D %d, padded to 1184) == bf16 of the float32 output, bit for "
+          "bit, zeros in the padding", path, D);
     free(x), free(mod), free(want), free(got);
 }
 
@@ -287,6 +303,45 @@ static void check_attention(const char *path, int T) {
     free(qkv), free(dout), free(want), free(got), free(dwant), free(dgot), free(scratch);
 }
 
+// op_mlp keeps fc1's GELU output in bf16 where fc2 reads it: bit for bit what op_linear(GELU) followed by
+// op_linear(fc2) computes through float32, on sizes off the 32-blocks (edge panels, padding columns), with
+// the gated residual (inference), the kept product (training) and a plain store.
+static void check_mlp(const char *path) {
+    const int M = 45, K = 70, N1 = 83, N2 = 50, rows_per_gate = 15, gate_stride = 3 * N2;
+    float *inp = test_random_floats(&rng_state, (size_t)M * K, 1.0f);
+    float *w1 = test_random_floats(&rng_state, (size_t)N1 * K, 0.3f), *b1 = test_random_floats(&rng_state, N1, 0.5f);
+    float *w2 = test_random_floats(&rng_state, (size_t)N2 * N1, 0.3f), *b2 = test_random_floats(&rng_state, N2, 0.5f);
+    float *gate = test_random_floats(&rng_state, 3 * gate_stride, 1.0f);
+    float *base = test_random_floats(&rng_state, (size_t)M * N2, 1.0f);
+    float *hidden = calloc((size_t)M * N1, sizeof *hidden), *pre_want = calloc((size_t)M * N1, sizeof *pre_want);
+    float *pre_got = calloc((size_t)M * N1, sizeof *pre_got);
+    float *want = malloc((size_t)M * N2 * sizeof *want), *got = malloc((size_t)M * N2 * sizeof *got);
+    float *prod_want = malloc((size_t)M * N2 * sizeof *prod_want), *prod_got = malloc((size_t)M * N2 * sizeof *prod_got);
+    ops_context ctx = {.precision = OPS_BF16, .weights_version = 1};
+    linear_layer fc1 = {0}, fc2 = {0};
+    linear_layer_init(&fc1, w1, b1, N1, K);
+    linear_layer_init(&fc2, w2, b2, N2, N1);
+    const linear_epilogue gelu = {.kind = LINEAR_GELU, .pre = pre_want};
+    int ok = 1;
+    for (int kind = 0; kind < 3; kind++) {   // gated residual, gated residual keeping the product, plain
+        linear_epilogue ep = {.kind = LINEAR_GATED_RESIDUAL, .gate = gate + 1, .gate_stride = gate_stride,
+                              .gate_rows = rows_per_gate, .product = kind == 1 ? prod_want : NULL};
+        memcpy(want, base, (size_t)M * N2 * sizeof *want);
+        memcpy(got, base, (size_t)M * N2 * sizeof *got);
+        ok &= op_linear(&ctx, &fc1, hidden, inp, M, 0, &gelu) == DIT_OK;
+        ok &= op_linear(&ctx, &fc2, want, hidden, M, 0, kind == 2 ? NULL : &ep) == DIT_OK;
+        ep.product = kind == 1 ? prod_got : NULL;
+        ok &= op_mlp(&ctx, &fc1, &fc2, got, hidden, &(op_operand){.f32 = inp}, M, 0, pre_got, kind == 2 ? NULL : &ep) == DIT_OK;
+        ok &= !memcmp(want, got, (size_t)M * N2 * sizeof *got) && !memcmp(pre_want, pre_got, (size_t)M * N1 * sizeof *got);
+        if (kind == 1) ok &= !memcmp(prod_want, prod_got, (size_t)M * N2 * sizeof *got);
+    }
+    CHECK(ok, "%s op_mlp (bf16 hidden written by fc1's epilogue, %dx%d -> %d -> %d) == op_linear GELU then op_linear, "
+          "bit for bit (gated, gated keeping the product, plain; and the value before GELU)", path, M, K, N1, N2);
+    linear_layer_free(&fc1), linear_layer_free(&fc2);
+    free(inp), free(w1), free(b1), free(w2), free(b2), free(gate), free(base), free(hidden), free(pre_want);
+    free(pre_got), free(want), free(got), free(prod_want), free(prod_got);
+}
+
 void test_bf16(void) {
     const cpu_features *f = cpu_features_get();
     printf("cpu: %s; best path %s%s%s\n", f->brand, cpu_path_name(cpu_path_best()),
@@ -309,6 +364,7 @@ void test_bf16(void) {
         check_shape(name, 50, 33, 40, 1, 1, 1);
         check_shape(name, 300, 1152, 97, 0, 0, 0);
         check_epilogues(name);
+        check_mlp(name);
         check_layernorm(name);
         check_attention(name, 45);
         check_attention(name, 300);

@@ -128,9 +128,11 @@ dit_status dit_ungated_block_forward(const dit_model *m, dit_block_layers *bl, c
     }
 
     norm_forward(plan->h, s.mean2, s.rstd2, s.x_cross, &norm2, B, T, D);
-    const linear_epilogue gelu = {.kind = LINEAR_GELU, .pre = s.fc1};
-    DIT_TRY(op_linear(ops, &bl->fc1, s.mlp, plan->h, BT, rows, &gelu));                        // (BT, M)
-    return residual_linear(ops, &bl->fc2, s.x_out, s.x_cross, s.mlp, BT, rows, plan->scratch);
+    DIT_TRY(op_mlp(ops, &bl->fc1, &bl->fc2, plan->scratch, s.mlp, &(op_operand){.f32 = plan->h}, BT, rows, s.fc1, NULL));   // (BT, D)
+    const int64_t n = (int64_t)BT * D;
+    #pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; i++) s.x_out[i] = s.x_cross[i] + plan->scratch[i];
+    return DIT_OK;
 }
 
 // On entry a->d_res = dL/d(block output); on exit dL/d(block input). Parameter gradients accumulate into gp.

@@ -74,21 +74,21 @@ static dit_status block_forward(const dit_model *m, dit_block_layers *bl, const 
     const float *shift_msa = s.ada, *scale_msa = s.ada + D, *gate_msa = s.ada + 2 * D;
     const float *shift_mlp = s.ada + 3 * D, *scale_mlp = s.ada + 4 * D, *gate_mlp = s.ada + 5 * D;
 
-    op_layernorm_modulate(ops, plan->h, s.mean1, s.rstd1, s.x_in, shift_msa, scale_msa, A, B, T, D);
-    DIT_TRY(op_linear(ops, &bl->qkv, s.qkv, plan->h, BT, rows, NULL));           // (BT, 3D)
+    op_operand h;   // modulate(norm1(x_in)): plan->h, or its bf16 copy on the bf16 path
+    DIT_TRY(op_layernorm_modulate_operand(ops, &h, plan->h, s.mean1, s.rstd1, s.x_in, shift_msa, scale_msa, A, B, T, D));
+    DIT_TRY(op_linear_from(ops, &bl->qkv, s.qkv, &h, BT, rows, NULL));           // (BT, 3D)
     DIT_TRY(op_attention(ops, s.attn, s.qkv, plan->scores, B, T, D, H));         // (BT, D)
     if (s.x_mid != s.x_in) memcpy(s.x_mid, s.x_in, (size_t)BT * D * sizeof(float));
     const linear_epilogue msa = {.kind = LINEAR_GATED_RESIDUAL, .gate = gate_msa, .gate_stride = A, .gate_rows = T,
                                  .product = s.proj, .scratch = plan->scratch};
     DIT_TRY(op_linear(ops, &bl->proj, s.x_mid, s.attn, BT, rows, &msa));         // x_mid += gate_msa * proj(attn)
 
-    op_layernorm_modulate(ops, plan->h, s.mean2, s.rstd2, s.x_mid, shift_mlp, scale_mlp, A, B, T, D);
-    const linear_epilogue gelu = {.kind = LINEAR_GELU, .pre = s.fc1};
-    DIT_TRY(op_linear(ops, &bl->fc1, s.mlp, plan->h, BT, rows, &gelu));          // (BT, M)
+    DIT_TRY(op_layernorm_modulate_operand(ops, &h, plan->h, s.mean2, s.rstd2, s.x_mid, shift_mlp, scale_mlp, A, B, T, D));
     if (s.x_out != s.x_mid) memcpy(s.x_out, s.x_mid, (size_t)BT * D * sizeof(float));
     const linear_epilogue mlp = {.kind = LINEAR_GATED_RESIDUAL, .gate = gate_mlp, .gate_stride = A, .gate_rows = T,
                                  .product = s.fc2, .scratch = plan->scratch};
-    return op_linear(ops, &bl->fc2, s.x_out, s.mlp, BT, rows, &mlp);             // x_out += gate_mlp * fc2(mlp)
+    // x_out += gate_mlp * fc2(gelu(fc1(h))); s.mlp (BT, M) holds the GELU output where the precision needs it
+    return op_mlp(ops, &bl->fc1, &bl->fc2, s.x_out, s.mlp, &h, BT, rows, s.fc1, &mlp);
 }
 
 static dit_status check_labels(const dit_model *m, const int *y, int batch) {

@@ -32,6 +32,9 @@ void bf16_packed_free(bf16_packed *p);
 //   out = gate[(m / gate_rows), n] * v + out   (gate != NULL: the adaLN-Zero gated residual)
 //   out = out + v                        (accumulate)
 //   out = v                              (otherwise)
+// or, with out16, v rounded to bf16 goes to out16 instead of out (out is not touched and may be NULL): the
+// next product's A, written where that product reads it, so it is not converted a second time.
+typedef struct a_layout a_layout;
 typedef struct {
     float alpha;             // 0 is read as 1
     const float *bias;
@@ -41,6 +44,9 @@ typedef struct {
     int gate_stride, gate_rows;
     int accumulate;
     int transpose_out;       // write out[n * ldo + m] (bias and accumulate only): a conv's (C, H*W) output
+    uint16_t *out16;         // bf16 output laid out as *out16_layout (with bias/gelu only; not with gate,
+    const a_layout *out16_layout;   // accumulate or transpose_out); padding columns up to the last panel's
+                                    // end are written as zeros
 } gemm_epilogue;
 
 // out (M, N), row stride ldo = epilogue(A @ B^T); A (M, K) float32 read as A[m * stride_m + k * stride_k]
@@ -59,9 +65,9 @@ dit_status gemm_bf16_serial(float *out, int64_t ldo, const float *A, int64_t str
 // conv_bf16.c builds): each 16 x 32 tile of A is 1 KB in one piece, and a 32-row block's tiles follow each
 // other along K (row = 32, half = 512, kstep = 1024, block = Kp / 32 * 1024), so the kernels read A as one
 // stream. Runs of 16 elements along K starting at a multiple of 16 are contiguous in both.
-typedef struct {
+struct a_layout {
     int64_t block, half, row, kstep;
-} a_layout;
+};
 
 static inline a_layout a_layout_rows(int Kp) {
     return (a_layout){.block = 32 * (int64_t)Kp, .half = 16 * (int64_t)Kp, .row = Kp, .kstep = 32};

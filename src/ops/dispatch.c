@@ -2,6 +2,7 @@
 // ran before dispatch existed; the bf16 branches fuse the epilogue into the product.
 #include "ops/dispatch.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "base/error.h"
@@ -32,29 +33,48 @@ static void linear_fp32(linear_layer *L, float *out, const float *inp, const flo
         linear_forward(out + (int64_t)r * L->N, inp + (int64_t)r * L->K, L->weight, bias, rows, L->K, L->N);
 }
 
+static dit_status product_bf16(float *out, const op_operand *A, const bf16_packed *W, int M, const gemm_epilogue *g) {
+    if (!A->b16) return gemm_bf16(out, W->N, A->f32, W->K, 1, W, M, g);
+    if (A->kp != W->Kp) return dit_set_error("%s:%d: a bf16 operand of row length %d for a product of K %d", __FILE__,
+                                             __LINE__, A->kp, W->Kp);
+    const a_layout layout = a_layout_tiles(A->kp);
+    return gemm_bf16_a16(out, W->N, A->b16, &layout, W, M, g);
+}
+
+// op_linear's bf16 branch, for either kind of left operand.
+static dit_status linear_bf16(const ops_context *ctx, linear_layer *L, float *out, const op_operand *A, int M,
+                              const linear_epilogue *ep) {
+    const bf16_packed *W = prepared_bf16(ctx, L);
+    if (!W) return DIT_ERR;
+    gemm_epilogue g = {.bias = L->bias};
+    if (ep->kind == LINEAR_GELU) {
+        g.gelu = 1;
+        g.pre_gelu = ep->pre;
+    } else if (ep->kind == LINEAR_GATED_RESIDUAL) {
+        if (ep->product) {   // training keeps the product: store it, then the same residual op as fp32
+            DIT_TRY(product_bf16(ep->product, A, W, M, NULL));
+            gated_residual_forward(out, ep->product, L->bias, ep->gate, ep->gate_stride, M / ep->gate_rows,
+                                   ep->gate_rows, L->N);
+            return DIT_OK;
+        }
+        g.gate = ep->gate, g.gate_stride = ep->gate_stride, g.gate_rows = ep->gate_rows;
+    }
+    return product_bf16(out, A, W, M, &g);
+}
+
 dit_status op_linear(const ops_context *ctx, linear_layer *L, float *out, const float *inp, int M, int group_rows,
                      const linear_epilogue *ep) {
+    return op_linear_from(ctx, L, out, &(op_operand){.f32 = inp}, M, group_rows, ep);
+}
+
+dit_status op_linear_from(const ops_context *ctx, linear_layer *L, float *out, const op_operand *in, int M,
+                          int group_rows, const linear_epilogue *ep) {
     const linear_epilogue plain = {.kind = LINEAR_PLAIN};
     if (!ep) ep = &plain;
     const int64_t n = (int64_t)M * L->N;
-    if (ctx->precision == OPS_BF16) {
-        const bf16_packed *W = prepared_bf16(ctx, L);
-        if (!W) return DIT_ERR;
-        gemm_epilogue g = {.bias = L->bias};
-        if (ep->kind == LINEAR_GELU) {
-            g.gelu = 1;
-            g.pre_gelu = ep->pre;
-        } else if (ep->kind == LINEAR_GATED_RESIDUAL) {
-            if (ep->product) {   // training keeps the product: store it, then the same residual op as fp32
-                DIT_TRY(gemm_bf16(ep->product, L->N, inp, L->K, 1, W, M, NULL));
-                gated_residual_forward(out, ep->product, L->bias, ep->gate, ep->gate_stride, M / ep->gate_rows,
-                                       ep->gate_rows, L->N);
-                return DIT_OK;
-            }
-            g.gate = ep->gate, g.gate_stride = ep->gate_stride, g.gate_rows = ep->gate_rows;
-        }
-        return gemm_bf16(out, L->N, inp, L->K, 1, W, M, &g);
-    }
+    if (ctx->precision == OPS_BF16) return linear_bf16(ctx, L, out, in, M, ep);
+    const float *inp = in->f32;
+    DIT_CHECK(inp != NULL);
     switch (ep->kind) {
     case LINEAR_PLAIN:
         linear_fp32(L, out, inp, L->bias, M, group_rows);
@@ -75,6 +95,47 @@ dit_status op_linear(const ops_context *ctx, linear_layer *L, float *out, const 
     }
     }
     return DIT_OK;
+}
+
+// bf16 activations on their way between two ops (bf16 tiles), per thread, only grow: the MLP's hidden one
+// and the normalised rows.
+typedef struct {
+    uint16_t *data;
+    size_t capacity;
+} workspace16;
+
+static _Thread_local workspace16 hidden16, norm16;
+
+// rows x kp elements, rows padded to 32 (the products read whole 32-row blocks; the padding rows' values are
+// never used).
+static uint16_t *workspace16_get(workspace16 *w, int rows, int kp) {
+    const size_t elems = (size_t)(((int64_t)rows + 31) / 32 * 32) * (size_t)kp;
+    if (w->capacity < elems) {
+        free(w->data);
+        w->capacity = 0;
+        if (!(w->data = dit_malloc(elems * sizeof(uint16_t)))) return NULL;
+        w->capacity = elems;
+    }
+    return w->data;
+}
+
+dit_status op_mlp(const ops_context *ctx, linear_layer *fc1, linear_layer *fc2, float *out, float *hidden,
+                  const op_operand *inp, int M, int group_rows, float *pre, const linear_epilogue *ep) {
+    const linear_epilogue gelu = {.kind = LINEAR_GELU, .pre = pre}, plain = {.kind = LINEAR_PLAIN};
+    if (ctx->precision != OPS_BF16) {
+        DIT_TRY(op_linear_from(ctx, fc1, hidden, inp, M, group_rows, &gelu));
+        return op_linear(ctx, fc2, out, hidden, M, group_rows, ep);
+    }
+    const bf16_packed *W1 = prepared_bf16(ctx, fc1), *W2 = prepared_bf16(ctx, fc2);
+    if (!W1 || !W2) return DIT_ERR;
+    DIT_CHECK(W2->K == fc1->N && W2->Kp == W1->Np);
+    // gelu(inp @ W1^T + b1) in bf16, written where fc2 reads it (columns padded to W2->Kp with zeros)
+    uint16_t *h16 = workspace16_get(&hidden16, M, W2->Kp);
+    if (!h16) return DIT_ERR;
+    const a_layout layout = a_layout_tiles(W2->Kp);
+    const gemm_epilogue g = {.bias = fc1->bias, .gelu = 1, .pre_gelu = pre, .out16 = h16, .out16_layout = &layout};
+    DIT_TRY(product_bf16(NULL, inp, W1, M, &g));
+    return linear_bf16(ctx, fc2, out, &(op_operand){.b16 = h16, .kp = W2->Kp}, M, ep ? ep : &plain);
 }
 
 dit_status op_linear_backward(const ops_context *ctx, linear_layer *L, float *dinp, float *dweight, float *dbias,
@@ -102,8 +163,25 @@ dit_status op_linear_backward(const ops_context *ctx, linear_layer *L, float *di
 
 void op_layernorm_modulate(const ops_context *ctx, float *y, float *mean, float *rstd, const float *x,
                            const float *shift, const float *scale, int row_stride, int B, int T, int D) {
-    if (ctx->precision == OPS_BF16) layernorm_modulate_forward_avx512(y, mean, rstd, x, shift, scale, row_stride, B, T, D);
+    if (ctx->precision == OPS_BF16)
+        layernorm_modulate_forward_avx512(y, NULL, 0, mean, rstd, x, shift, scale, row_stride, B, T, D);
     else layernorm_modulate_forward(y, mean, rstd, x, shift, scale, row_stride, B, T, D);
+}
+
+dit_status op_layernorm_modulate_operand(const ops_context *ctx, op_operand *y_op, float *y, float *mean, float *rstd,
+                                         const float *x, const float *shift, const float *scale, int row_stride, int B,
+                                         int T, int D) {
+    if (ctx->precision != OPS_BF16) {
+        layernorm_modulate_forward(y, mean, rstd, x, shift, scale, row_stride, B, T, D);
+        *y_op = op_floats(y);
+        return DIT_OK;
+    }
+    const int kp = (D + 31) / 32 * 32;
+    uint16_t *y16 = workspace16_get(&norm16, B * T, kp);
+    if (!y16) return DIT_ERR;
+    layernorm_modulate_forward_avx512(NULL, y16, kp, mean, rstd, x, shift, scale, row_stride, B, T, D);
+    *y_op = (op_operand){.b16 = y16, .kp = kp};
+    return DIT_OK;
 }
 
 dit_status op_attention(const ops_context *ctx, float *out, const float *qkv, float *scratch, int B, int T, int D,

@@ -50,12 +50,35 @@ typedef struct {
     float *scratch;          // LINEAR_GATED_RESIDUAL in fp32 without product: (M, N) floats
 } linear_epilogue;
 
+// The left operand of a product as the op before it left it: float32 rows (M, K), or on the bf16 path a bf16
+// copy already in the layout the products read (a_layout_tiles(kp), zero in columns K..kp), so that the
+// product does not convert it again. Model code only passes these along.
+typedef struct {
+    const float *f32;
+    const uint16_t *b16;
+    int kp;                  // b16's padded row length
+} op_operand;
+
+static inline op_operand op_floats(const float *x) { return (op_operand){.f32 = x}; }
+
 // out (M, N) = epilogue(inp (M, K) @ W^T + b). group_rows: the float32 path runs one product per group of
 // rows (per sample: OpenBLAS picks summation orders by shape, and the forward must be batch-invariant);
 // 0 = one product. The bf16 kernels are row-independent by construction.
 // The ops below fail (DIT_ERR, message set) only when the bf16 path cannot allocate its packed copies.
 dit_status op_linear(const ops_context *ctx, linear_layer *L, float *out, const float *inp, int M, int group_rows,
                      const linear_epilogue *ep);
+
+// op_linear from an operand (op_floats(inp) is op_linear itself).
+dit_status op_linear_from(const ops_context *ctx, linear_layer *L, float *out, const op_operand *inp, int M,
+                          int group_rows, const linear_epilogue *ep);
+
+// The MLP of a block: out = epilogue(gelu_tanh(inp (M, K) @ W1^T + b1) @ W2^T + b2), fc1 (N1, K), fc2 (N2, N1).
+// hidden (M, N1): the fp32 path's GELU output; the bf16 path keeps it in bf16 in a workspace of its own,
+// written by fc1's epilogue where fc2 reads it (no float32 pass in between), and leaves hidden untouched.
+// pre (M, N1) or NULL: fc1's output before GELU (training). ep: fc2's epilogue as in op_linear. Results are
+// those of op_linear(fc1, LINEAR_GELU) followed by op_linear(fc2), bit for bit, in both precisions.
+dit_status op_mlp(const ops_context *ctx, linear_layer *fc1, linear_layer *fc2, float *out, float *hidden,
+                  const op_operand *inp, int M, int group_rows, float *pre, const linear_epilogue *ep);
 
 // Backward of out = inp @ W^T + b: dinp = dout @ W (overwritten; NULL skips it), dweight += dout^T @ inp,
 // dbias += column sums of dout (NULL skips it). In bf16 the products take bf16 inputs (float32 sums).
@@ -72,8 +95,15 @@ dit_status op_attention_backward(const ops_context *ctx, float *dqkv, const floa
 // across vector lanes (ops/cpu/norm_avx512.c); fp32 is the exact double-sum version.
 void op_layernorm_modulate(const ops_context *ctx, float *y, float *mean, float *rstd, const float *x,
                            const float *shift, const float *scale, int row_stride, int B, int T, int D);
-void layernorm_modulate_forward_avx512(float *y, float *mean, float *rstd, const float *x, const float *shift,
-                                       const float *scale, int row_stride, int B, int T, int D);
+// LayerNorm + modulate for what only products read: *y_op is y (fp32 path, written), or on the bf16 path the
+// bf16 copy of y in a workspace of the dispatch's (y untouched), valid until the next call in this thread.
+// The bf16 values are those a product would round y to, bit for bit. DIT_ERR: that workspace's allocation.
+dit_status op_layernorm_modulate_operand(const ops_context *ctx, op_operand *y_op, float *y, float *mean, float *rstd,
+                                         const float *x, const float *shift, const float *scale, int row_stride, int B,
+                                         int T, int D);
+// y16 != NULL: write y as bf16 into y16 (a_layout_tiles(kp), zeros in columns D..kp) instead of y.
+void layernorm_modulate_forward_avx512(float *y, uint16_t *y16, int kp, float *mean, float *rstd, const float *x,
+                                       const float *shift, const float *scale, int row_stride, int B, int T, int D);
 
 // Multi-head cross-attention from T tokens to S context tokens (ops.h cross_attention_forward). One float32
 // kernel in both precisions: with S = 2 keys its products are 2 multiply-adds per query element, nothing for

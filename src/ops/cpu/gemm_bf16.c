@@ -263,6 +263,26 @@ static void epilogue_block(float *out, int64_t ldo, const float *C, int m0, int 
         return;
     }
     const __m512 scale = _mm512_set1_ps(alpha);
+    if (ep && ep->out16) {   // bf16 into the next product's A: both halves, zeros past cols (its K padding)
+        for (int h = 0; h < 2; h++) {
+            const int left = cols - h * 16;
+            const __mmask16 mask = mask16(left);
+            const int64_t col = n0 + h * 16;
+            const __m512 bias = ep->bias ? _mm512_maskz_loadu_ps(mask, ep->bias + col) : _mm512_setzero_ps();
+            for (int r = 0; r < rows; r++) {
+                const int64_t m = m0 + r;
+                __m512 v = _mm512_add_ps(_mm512_mul_ps(scale, _mm512_load_ps(C + r * 32 + h * 16)), bias);
+                if (ep->gelu) {
+                    if (ep->pre_gelu && mask) _mm512_mask_storeu_ps(ep->pre_gelu + m * ldo + col, mask, v);
+                    v = gelu_tanh512(v);
+                }
+                v = _mm512_maskz_mov_ps(mask, v);
+                _mm256_storeu_si256((__m256i *)(ep->out16 + a_offset(ep->out16_layout, (int)m, (int)col)),
+                                    (__m256i)_mm512_cvtneps_pbh(v));
+            }
+        }
+        return;
+    }
     for (int h = 0; h < 2 && h * 16 < cols; h++) {
         const int left = cols - h * 16;
         const __mmask16 mask = mask16(left);
@@ -339,13 +359,13 @@ typedef void (*kernel_fn)(const float *src, int64_t lds, float *dst, int64_t ldd
 // a copy; edge blocks take the same arithmetic through a copy, so a row's result does not depend on which
 // kind of block it fell in (batch invariance).
 static int epilogue_in_kernel(const gemm_epilogue *ep) {
-    return !ep || (!ep->gelu && !ep->gate && !ep->transpose_out && (ep->alpha == 0.0f || ep->alpha == 1.0f) &&
-                   !(ep->bias && ep->accumulate));
+    return !ep || (!ep->gelu && !ep->gate && !ep->transpose_out && !ep->out16 &&
+                   (ep->alpha == 0.0f || ep->alpha == 1.0f) && !(ep->bias && ep->accumulate));
 }
 
 // Epilogues whose out is written, never read, in the usual layout: a full block's partial sums may wait in out.
 static int out_is_scratch(const gemm_epilogue *ep) {
-    return !ep || (!ep->gate && !ep->accumulate && !ep->transpose_out);
+    return !ep || (!ep->gate && !ep->accumulate && !ep->transpose_out && !ep->out16);
 }
 
 // Partial sums of the blocks that cannot wait in out, 32 x 32 floats each, per thread; only grows.
@@ -383,7 +403,7 @@ static dit_status run_blocks(float *out, int64_t ldo, const uint16_t *A16, const
                 for (int p = s0; p < s1; p++) {
                     const int n0 = p * 32, cols = B->N - n0 < 32 ? B->N - n0 : 32, full = rows == 32 && cols == 32;
                     const uint16_t *panel = B->data + (int64_t)p * 32 * Kp + (int64_t)k0 * 32;
-                    float *block = out + (int64_t)m0 * ldo + n0;
+                    float *block = out ? out + (int64_t)m0 * ldo + n0 : NULL;   // NULL: bf16 output (out16)
                     const float *init = NULL;   // the start values of every row when the kernel adds the bias
                     if (first && in_kernel && ep && ep->bias) {
                         init = ep->bias + n0;   // a full panel reads the bias in place; an edge one, padded

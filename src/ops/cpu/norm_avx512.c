@@ -5,17 +5,19 @@
 #include <immintrin.h>
 #include <math.h>
 
+#include "ops/bf16.h"
 #include "ops/cpu/mask16.h"
 #include "ops/dispatch.h"
 
-void layernorm_modulate_forward_avx512(float *y, float *mean, float *rstd, const float *x, const float *shift,
-                                       const float *scale, int row_stride, int B, int T, int D) {
+void layernorm_modulate_forward_avx512(float *y, uint16_t *y16, int kp, float *mean, float *rstd, const float *x,
+                                       const float *shift, const float *scale, int row_stride, int B, int T, int D) {
+    const a_layout tiles = a_layout_tiles(kp);
     #pragma omp parallel for collapse(2) schedule(static)
     for (int b = 0; b < B; b++) {
         for (int t = 0; t < T; t++) {
             const int64_t row = (int64_t)b * T + t;
             const float *xr = x + row * D, *sh = shift + (int64_t)b * row_stride, *sc = scale + (int64_t)b * row_stride;
-            float *yr = y + row * D;
+            float *yr = y16 ? NULL : y + row * D;
             __m512 sum = _mm512_setzero_ps();
             for (int d = 0; d < D; d += 16) sum = _mm512_add_ps(sum, _mm512_maskz_loadu_ps(mask16(D - d), xr + d));
             const float mu = _mm512_reduce_add_ps(sum) / (float)D;
@@ -32,8 +34,16 @@ void layernorm_modulate_forward_avx512(float *y, float *mean, float *rstd, const
                 const __mmask16 k = mask16(D - d);
                 const __m512 xhat = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, xr + d), m), r);
                 const __m512 gain = _mm512_add_ps(one, _mm512_maskz_loadu_ps(k, sc + d));
-                _mm512_mask_storeu_ps(yr + d, k, _mm512_fmadd_ps(xhat, gain, _mm512_maskz_loadu_ps(k, sh + d)));
+                const __m512 v = _mm512_fmadd_ps(xhat, gain, _mm512_maskz_loadu_ps(k, sh + d));
+                if (y16)   // the rounding a product applies to y (gemm_bf16.c pack_a_rows), zeros past D
+                    _mm256_storeu_si256((__m256i *)(y16 + a_offset(&tiles, (int)row, d)),
+                                        (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_mov_ps(k, v)));
+                else
+                    _mm512_mask_storeu_ps(yr + d, k, v);
             }
+            if (y16)
+                for (int d = (D + 15) / 16 * 16; d < kp; d += 16)
+                    _mm256_storeu_si256((__m256i *)(y16 + a_offset(&tiles, (int)row, d)), _mm256_setzero_si256());
             if (mean) mean[row] = mu;
             if (rstd) rstd[row] = rs;
         }
