@@ -245,6 +245,8 @@ static void check_vae(const char *path) {
 // The bf16 path's LayerNorm + modulate (float32 lane sums) against the exact double-sum version: D not a
 // multiple of 16, rows offset by a constant so that the mean is large against the spread (the case where a
 // careless float sum loses digits). Bound 1e-5 relative: float32 sums of ~1e3 terms, far below bf16's 4e-3.
+static int operand_holds(const uint16_t *b16, int kp, const float *x, int rows, int D);
+
 static void check_layernorm(const char *path) {
     const int B = 2, T = 5, D = 1155, A = 3 * D;
     float *x = malloc((size_t)B * T * D * sizeof *x), *mod = malloc((size_t)B * A * sizeof *mod);
@@ -263,17 +265,8 @@ static void check_layernorm(const char *path) {
     // The operand form writes only the bf16 copy a product would make of y: the same bits, zeros past D.
     ops_context ctx = {.precision = OPS_BF16};
     op_operand y16 = {0};
-    int same = op_layernorm_modulate_operand(&ctx, &y16, NULL, NULL, NULL, x, mod, mod + D, A, B, T, D) == DIT_OK &&
-               y16.b16 && !y16.f32 && y16.kp == 1184;
-    const a_layout tiles = a_layout_tiles(1184);
-    for (int r = 0; same && r < B * T; r++)
-        for (int k = 0; k < 1184; k++) {
-            const float v = k < D ? bf16_round(got[(int64_t)r * D + k]) : 0.0f;
-            uint32_t bits = (uint32_t)y16.b16[a_offset(&tiles, r, k)] << 16;
-            float held;
-            memcpy(&held, &bits, sizeof held);
-            if (memcmp(&held, &v, sizeof v) != 0) same = 0;
-        }
+    const int same = op_layernorm_modulate_operand(&ctx, &y16, NULL, NULL, NULL, x, mod, mod + D, A, B, T, D) == DIT_OK &&
+                     y16.b16 && !y16.f32 && y16.kp == 1184 && operand_holds(y16.b16, 1184, got, B * T, D);
     CHECK(same, "%s layernorm_modulate as a bf16 operand (D %d, padded to 1184) == bf16 of the float32 output, bit for "
           "bit, zeros in the padding", path, D);
     free(x), free(mod), free(want), free(got);
@@ -292,7 +285,7 @@ static void check_attention(const char *path, int T) {
     for (int i = 0; i < n_qkv; i++) qkv[i] = (float)(((int64_t)i * 7919) % 1001) / 250.0f - 2.0f;
     for (int i = 0; i < n_out; i++) dout[i] = (float)(((int64_t)i * 104729) % 999) / 500.0f - 1.0f;
     attention_forward(want, qkv, scratch, B, T, D, H);
-    attention_forward_bf16(got, qkv, B, T, D, H);
+    attention_forward_bf16(got, NULL, 0, qkv, B, T, D, H);
     attention_backward(dwant, dout, qkv, scratch, B, T, D, H);
     attention_backward_bf16(dgot, dout, qkv, B, T, D, H);
     double max_rel, l2_rel, dmax_rel, dl2_rel;
@@ -301,6 +294,42 @@ static void check_attention(const char *path, int T) {
     CHECK(max_rel <= 2e-2 && dmax_rel <= 2e-2, "%s attention T %d (blocks of %d query rows) vs fp32: forward %.2e, "
           "backward %.2e of max |ref| (bound 2e-2)", path, T, T <= 218 ? T : 192, max_rel, dmax_rel);
     free(qkv), free(dout), free(want), free(got), free(dwant), free(dgot), free(scratch);
+}
+
+// 1 if b16 (a_layout_tiles(kp)) holds bf16(x (rows, D)) bit for bit, and zeros in columns D..kp.
+static int operand_holds(const uint16_t *b16, int kp, const float *x, int rows, int D) {
+    const a_layout tiles = a_layout_tiles(kp);
+    for (int r = 0; r < rows; r++)
+        for (int k = 0; k < kp; k++) {
+            const float v = k < D ? bf16_round(x[(int64_t)r * D + k]) : 0.0f;
+            const uint32_t bits = (uint32_t)b16[a_offset(&tiles, r, k)] << 16;
+            float held;
+            memcpy(&held, &bits, sizeof held);
+            if (memcmp(&held, &v, sizeof v) != 0) return 0;
+        }
+    return 1;
+}
+
+// Attention's output as the projection's bf16 operand: heads written into their columns of it (head sizes
+// 40 and 72 start heads off the 16-element runs), bit for bit the rounding of the float32 output, zeros in
+// the padding; a head size that is not a multiple of 8 falls back to the float32 output.
+static void check_attention_operand(const char *path, int T, int D, int H) {
+    const int B = 2, n_qkv = B * T * 3 * D, n_out = B * T * D;
+    float *qkv = malloc(n_qkv * sizeof *qkv), *want = malloc(n_out * sizeof *want), *got = calloc(n_out, sizeof *got);
+    for (int i = 0; i < n_qkv; i++) qkv[i] = (float)(((int64_t)i * 7919) % 1001) / 250.0f - 2.0f;
+    attention_forward_bf16(want, NULL, 0, qkv, B, T, D, H);
+    ops_context ctx = {.precision = OPS_BF16};
+    op_operand op = {0};
+    const int st = op_attention_operand(&ctx, &op, got, qkv, NULL, B, T, D, H);
+    const int kp = (D + 31) / 32 * 32;
+    if ((D / H) % 8 == 0)
+        CHECK(st == DIT_OK && op.b16 && !op.f32 && op.kp == kp && operand_holds(op.b16, kp, want, B * T, D),
+              "%s attention (D %d, %d heads of %d) as a bf16 operand == bf16 of its float32 output, bit for bit, zeros "
+              "in columns %d..%d", path, D, H, D / H, D, kp);
+    else
+        CHECK(st == DIT_OK && op.f32 == got && !op.b16 && !memcmp(got, want, n_out * sizeof *got),
+              "%s attention (head size %d, not a multiple of 8) as an operand: its float32 output", path, D / H);
+    free(qkv), free(want), free(got);
 }
 
 // op_mlp keeps fc1's GELU output in bf16 where fc2 reads it: bit for bit what op_linear(GELU) followed by
@@ -368,6 +397,9 @@ void test_bf16(void) {
         check_layernorm(name);
         check_attention(name, 45);
         check_attention(name, 300);
+        check_attention_operand(name, 45, 120, 3);
+        check_attention_operand(name, 37, 144, 2);
+        check_attention_operand(name, 45, 60, 3);
         test_rounding();
         // The width, heads and tokens of DiT-XL/2 at 256 px with 2 blocks; and an odd little one (25 tokens,
         // head dim 32, 7 classes, no learned sigma).

@@ -159,7 +159,7 @@ dit_status dit_forward_train(dit_model *m, dit_train_activations *a, const float
     memcpy(a->labels, y, (size_t)B * sizeof(int));
     train_plan_owner owner = {.model = m, .acts = a};
     const dit_forward_plan plan = {
-        .per_sample = 0, .owner = &owner, .block = train_slots, .patches = a->patches, .temb = a->temb,
+        .per_sample = 0, .keeps_activations = 1, .owner = &owner, .block = train_slots, .patches = a->patches, .temb = a->temb,
         .t_hidden = a->t_hidden, .t_act = a->t_act, .cond = a->cond, .cond_act = a->cond_act, .h = a->h,
         .scratch = a->d_tmp, .scores = a->scores, .final_ada = a->ada + (int64_t)L * B * 6 * D,
         .final_mean = a->ln_mean + 2 * L * BT, .final_rstd = a->ln_rstd + 2 * L * BT, .final_tokens = a->d_tmp,

@@ -77,11 +77,13 @@ static dit_status block_forward(const dit_model *m, dit_block_layers *bl, const 
     op_operand h;   // modulate(norm1(x_in)): plan->h, or its bf16 copy on the bf16 path
     DIT_TRY(op_layernorm_modulate_operand(ops, &h, plan->h, s.mean1, s.rstd1, s.x_in, shift_msa, scale_msa, A, B, T, D));
     DIT_TRY(op_linear_from(ops, &bl->qkv, s.qkv, &h, BT, rows, NULL));           // (BT, 3D)
-    DIT_TRY(op_attention(ops, s.attn, s.qkv, plan->scores, B, T, D, H));         // (BT, D)
+    op_operand attn = op_floats(s.attn);   // (BT, D): training keeps s.attn; inference may hold only a bf16 copy
+    if (plan->keeps_activations) DIT_TRY(op_attention(ops, s.attn, s.qkv, plan->scores, B, T, D, H));
+    else DIT_TRY(op_attention_operand(ops, &attn, s.attn, s.qkv, plan->scores, B, T, D, H));
     if (s.x_mid != s.x_in) memcpy(s.x_mid, s.x_in, (size_t)BT * D * sizeof(float));
     const linear_epilogue msa = {.kind = LINEAR_GATED_RESIDUAL, .gate = gate_msa, .gate_stride = A, .gate_rows = T,
                                  .product = s.proj, .scratch = plan->scratch};
-    DIT_TRY(op_linear(ops, &bl->proj, s.x_mid, s.attn, BT, rows, &msa));         // x_mid += gate_msa * proj(attn)
+    DIT_TRY(op_linear_from(ops, &bl->proj, s.x_mid, &attn, BT, rows, &msa));     // x_mid += gate_msa * proj(attn)
 
     DIT_TRY(op_layernorm_modulate_operand(ops, &h, plan->h, s.mean2, s.rstd2, s.x_mid, shift_mlp, scale_mlp, A, B, T, D));
     if (s.x_out != s.x_mid) memcpy(s.x_out, s.x_mid, (size_t)BT * D * sizeof(float));

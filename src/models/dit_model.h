@@ -117,6 +117,7 @@ typedef struct {
 typedef struct dit_forward_plan dit_forward_plan;
 struct dit_forward_plan {
     int per_sample;        // 1: fp32 products one sample at a time (batch invariance); 0: whole batch
+    int keeps_activations; // 1: training, the backward reads the block slots (attention's output in floats)
     void *owner;           // the activations the slots point into
     // The slots of block l; block(plan, depth).x_in is the input of the final layer.
     dit_block_slots (*block)(const dit_forward_plan *plan, int l);

@@ -44,9 +44,13 @@ typedef struct {
     int gate_stride, gate_rows;
     int accumulate;
     int transpose_out;       // write out[n * ldo + m] (bias and accumulate only): a conv's (C, H*W) output
-    uint16_t *out16;         // bf16 output laid out as *out16_layout (with bias/gelu only; not with gate,
-    const a_layout *out16_layout;   // accumulate or transpose_out); padding columns up to the last panel's
-                                    // end are written as zeros
+    // bf16 output (with bias/gelu only; not with gate, accumulate or transpose_out): element (m, n) goes to
+    // out16 at a_offset(out16_layout, out16_row0 + m, out16_col0 + n). out16_cols = 0: the whole operand,
+    // columns past N up to the last panel's end written as zeros (its K padding); else only columns
+    // n < out16_cols are written (a slice of a wider operand: one attention head), out16_col0 a multiple of 8.
+    uint16_t *out16;
+    const a_layout *out16_layout;
+    int out16_row0, out16_col0, out16_cols;
 } gemm_epilogue;
 
 // out (M, N), row stride ldo = epilogue(A @ B^T); A (M, K) float32 read as A[m * stride_m + k * stride_k]

@@ -97,14 +97,14 @@ dit_status op_linear_from(const ops_context *ctx, linear_layer *L, float *out, c
     return DIT_OK;
 }
 
-// bf16 activations on their way between two ops (bf16 tiles), per thread, only grow: the MLP's hidden one
-// and the normalised rows.
+// bf16 activations on their way between two ops (bf16 tiles), per thread, only grow: the MLP's hidden one,
+// the normalised rows and attention's output.
 typedef struct {
     uint16_t *data;
     size_t capacity;
 } workspace16;
 
-static _Thread_local workspace16 hidden16, norm16;
+static _Thread_local workspace16 hidden16, norm16, attn16;
 
 // rows x kp elements, rows padded to 32 (the products read whole 32-row blocks; the padding rows' values are
 // never used).
@@ -186,8 +186,20 @@ dit_status op_layernorm_modulate_operand(const ops_context *ctx, op_operand *y_o
 
 dit_status op_attention(const ops_context *ctx, float *out, const float *qkv, float *scratch, int B, int T, int D,
                         int H) {
-    if (ctx->precision == OPS_BF16) return attention_forward_bf16(out, qkv, B, T, D, H);
+    if (ctx->precision == OPS_BF16) return attention_forward_bf16(out, NULL, 0, qkv, B, T, D, H);
     attention_forward(out, qkv, scratch, B, T, D, H);
+    return DIT_OK;
+}
+
+dit_status op_attention_operand(const ops_context *ctx, op_operand *out_op, float *out, const float *qkv,
+                                float *scratch, int B, int T, int D, int H) {
+    *out_op = op_floats(out);
+    if (ctx->precision != OPS_BF16 || (D / H) % 8 != 0) return op_attention(ctx, out, qkv, scratch, B, T, D, H);
+    const int kp = (D + 31) / 32 * 32;
+    uint16_t *out16 = workspace16_get(&attn16, B * T, kp);
+    if (!out16) return DIT_ERR;
+    DIT_TRY(attention_forward_bf16(NULL, out16, kp, qkv, B, T, D, H));
+    *out_op = (op_operand){.b16 = out16, .kp = kp};
     return DIT_OK;
 }
 

@@ -88,6 +88,11 @@ dit_status op_linear_backward(const ops_context *ctx, linear_layer *L, float *di
 // Multi-head self-attention (ops.h attention_forward); scratch as attention_scratch_floats (fp32 path only).
 dit_status op_attention(const ops_context *ctx, float *out, const float *qkv, float *scratch, int B, int T, int D,
                         int H);
+// op_attention for what only a product reads (inference): *out_op is out (written) on the fp32 path, or on
+// the bf16 path the bf16 copy a product would make of it, in a workspace valid until the next call in this
+// thread, with out untouched (where the head size is a multiple of 8; else out, written).
+dit_status op_attention_operand(const ops_context *ctx, op_operand *out_op, float *out, const float *qkv,
+                                float *scratch, int B, int T, int D, int H);
 dit_status op_attention_backward(const ops_context *ctx, float *dqkv, const float *dout, const float *qkv,
                                  float *scratch, int B, int T, int D, int H);
 
@@ -115,7 +120,9 @@ void op_cross_attention_backward(const ops_context *ctx, float *dq, float *dkv, 
 
 // bf16 attention kernels (ops/cpu/attention_bf16.c): per (batch, head) one thread, the two products on the
 // bf16 path, softmax in float32. Only call when the CPU has a bf16 path.
-dit_status attention_forward_bf16(float *out, const float *qkv, int B, int T, int D, int H);
+// out16 != NULL: the output goes to out16 as a bf16 operand (a_layout_tiles(kp), zeros in columns D..kp)
+// instead of out; needs a head size that is a multiple of 8.
+dit_status attention_forward_bf16(float *out, uint16_t *out16, int kp, const float *qkv, int B, int T, int D, int H);
 dit_status attention_backward_bf16(float *dqkv, const float *dout, const float *qkv, int B, int T, int D, int H);
 
 #endif

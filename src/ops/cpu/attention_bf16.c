@@ -87,34 +87,45 @@ static dit_status block_probs(const float *q, int rows, int T, int ld, float sca
 }
 
 // One (batch, head) of attention_forward_bf16, in the calling thread's workspace.
-static dit_status attention_forward_head(float *out, const float *qkv, int b, int h, int T, int D, int H,
-                                         float scale) {
+static dit_status attention_forward_head(float *out, uint16_t *out16, const a_layout *at, const float *qkv, int b,
+                                         int h, int T, int D, int H, float scale) {
     const int hd = D / H, ld = 3 * D, QB = query_block_rows(T);
     DIT_TRY(ensure_scores(T, 0));
     const float *q = qkv + (int64_t)b * T * ld + h * hd, *k = q + D, *v = q + 2 * D;
-    float *out_h = out + (int64_t)b * T * D + h * hd;
     DIT_TRY(bf16_pack(&ws.k, k, T, hd, ld, 1));   // scores: B[j, d] = k[j, d]
     DIT_TRY(bf16_pack(&ws.v, v, hd, T, 1, ld));   // P v:    B[d, j] = v[j, d]
     for (int q0 = 0; q0 < T; q0 += QB) {
         const int rows = T - q0 < QB ? T - q0 : QB;
         DIT_TRY(block_probs(q + (int64_t)q0 * ld, rows, T, ld, scale));
-        // out rows (rows, hd) = P (rows, T) @ v (T, hd)
-        DIT_TRY(gemm_bf16_serial(out_h + (int64_t)q0 * D, D, ws.scores, T, 1, &ws.v, rows, NULL));
+        // out rows (rows, hd) = P (rows, T) @ v (T, hd): floats, or the head's columns of the bf16 operand
+        const gemm_epilogue to16 = {.out16 = out16, .out16_layout = at, .out16_row0 = b * T + q0,
+                                    .out16_col0 = h * hd, .out16_cols = hd};
+        DIT_TRY(gemm_bf16_serial(out16 ? NULL : out + ((int64_t)b * T + q0) * D + h * hd, D, ws.scores, T, 1,
+                                 &ws.v, rows, out16 ? &to16 : NULL));
     }
     return DIT_OK;
 }
 
-dit_status attention_forward_bf16(float *out, const float *qkv, int B, int T, int D, int H) {
+dit_status attention_forward_bf16(float *out, uint16_t *out16, int kp, const float *qkv, int B, int T, int D, int H) {
     const float scale = 1.0f / sqrtf((float)(D / H));
+    const a_layout tiles = a_layout_tiles(kp);
     int failed = 0;
-    #pragma omp parallel for collapse(2) schedule(dynamic, 1)
-    for (int b = 0; b < B; b++)
-        for (int h = 0; h < H; h++) {
-            if (attention_forward_head(out, qkv, b, h, T, D, H, scale)) {
-                #pragma omp atomic write
-                failed = 1;
+    #pragma omp parallel
+    {
+        #pragma omp for collapse(2) schedule(dynamic, 1)
+        for (int b = 0; b < B; b++)
+            for (int h = 0; h < H; h++) {
+                if (attention_forward_head(out, out16, &tiles, qkv, b, h, T, D, H, scale)) {
+                    #pragma omp atomic write
+                    failed = 1;
+                }
             }
+        if (out16 && kp > D) {   // the operand's K padding: zeros in columns D..kp of every row
+            #pragma omp for schedule(static)
+            for (int r = 0; r < B * T; r++)
+                for (int k = D; k < kp; k++) out16[a_offset(&tiles, r, k)] = 0;
         }
+    }
     return failed ? workspace_failed(T) : DIT_OK;
 }
 

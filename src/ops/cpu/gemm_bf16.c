@@ -247,6 +247,19 @@ static void avx512_kernel_32x32(const float *src, int64_t lds, float *dst, int64
 
 // ---- epilogue -----------------------------------------------------------------------------------------------
 
+// The first `count` (1..16) of sixteen bf16 values to row r, columns k.. of a bf16 operand laid out as `at`;
+// k a multiple of 8 (runs of 8 from there never cross a 32-element run of the layout).
+static inline void store_bf16_run(uint16_t *dst, const a_layout *at, int r, int k, __m256bh values, int count) {
+    const __m256i v = (__m256i)values;
+    if (count == 16 && (k & 31) <= 16) {
+        _mm256_storeu_si256((__m256i *)(dst + a_offset(at, r, k)), v);
+        return;
+    }
+    _mm_mask_storeu_epi16(dst + a_offset(at, r, k), (__mmask8)mask16(count), _mm256_castsi256_si128(v));
+    if (count > 8)
+        _mm_mask_storeu_epi16(dst + a_offset(at, r, k + 8), (__mmask8)mask16(count - 8), _mm256_extracti128_si256(v, 1));
+}
+
 // Rows [m0, m0 + rows) and columns [n0, n0 + cols) of out from the 32 x 32 block C, sixteen columns at a time.
 static void epilogue_block(float *out, int64_t ldo, const float *C, int m0, int rows, int n0, int cols,
                            const gemm_epilogue *ep) {
@@ -263,11 +276,11 @@ static void epilogue_block(float *out, int64_t ldo, const float *C, int m0, int 
         return;
     }
     const __m512 scale = _mm512_set1_ps(alpha);
-    if (ep && ep->out16) {   // bf16 into the next product's A: both halves, zeros past cols (its K padding)
-        for (int h = 0; h < 2; h++) {
-            const int left = cols - h * 16;
-            const __mmask16 mask = mask16(left);
-            const int64_t col = n0 + h * 16;
+    if (ep && ep->out16) {   // bf16 into the next product's A, where it reads it
+        const int limit = ep->out16_cols ? ep->out16_cols : n0 + 32;   // the whole panel: zeros past cols
+        for (int h = 0; h < 2 && n0 + h * 16 < limit; h++) {
+            const __mmask16 mask = mask16(cols - h * 16);
+            const int col = n0 + h * 16, write = limit - col < 16 ? limit - col : 16;
             const __m512 bias = ep->bias ? _mm512_maskz_loadu_ps(mask, ep->bias + col) : _mm512_setzero_ps();
             for (int r = 0; r < rows; r++) {
                 const int64_t m = m0 + r;
@@ -276,9 +289,8 @@ static void epilogue_block(float *out, int64_t ldo, const float *C, int m0, int 
                     if (ep->pre_gelu && mask) _mm512_mask_storeu_ps(ep->pre_gelu + m * ldo + col, mask, v);
                     v = gelu_tanh512(v);
                 }
-                v = _mm512_maskz_mov_ps(mask, v);
-                _mm256_storeu_si256((__m256i *)(ep->out16 + a_offset(ep->out16_layout, (int)m, (int)col)),
-                                    (__m256i)_mm512_cvtneps_pbh(v));
+                store_bf16_run(ep->out16, ep->out16_layout, ep->out16_row0 + (int)m, ep->out16_col0 + col,
+                               _mm512_cvtneps_pbh(_mm512_maskz_mov_ps(mask, v)), write);
             }
         }
         return;
@@ -382,6 +394,16 @@ static float *sum_workspace(size_t blocks) {
     return sum_buffer;
 }
 
+// Ask for the 32 rows x 32 floats at p (row stride ld) to be brought to L1: the partial sums or the output
+// rows the next block reads, fetched from L2/L3 while the kernel works on this one (the rows lie a page
+// apart, which the hardware prefetchers do not follow).
+static inline void prefetch_block(const float *p, int64_t ld) {
+    for (int r = 0; r < 32; r++) {
+        _mm_prefetch((const char *)(p + r * ld), _MM_HINT_T0);
+        _mm_prefetch((const char *)(p + r * ld + 16), _MM_HINT_T0);
+    }
+}
+
 // Output blocks [mb0, mb1) x panels [p0, p1): slabs of panels, K blocks, row blocks, panels.
 static dit_status run_blocks(float *out, int64_t ldo, const uint16_t *A16, const a_layout *at, const bf16_packed *B,
                              int M, int mb0, int mb1, int p0, int p1, kernel_fn kernel, const gemm_epilogue *ep) {
@@ -426,6 +448,11 @@ static dit_status run_blocks(float *out, int64_t ldo, const uint16_t *A16, const
                         src = block, lds = ldo;
                     }
                     const int accumulate = !first || from_out;
+                    if (p + 1 < s1) {   // what the next panel's block will read, asked for while this one runs
+                        if (accumulate && wait) prefetch_block(wait + (wait == block ? 32 : 1024), ldw);
+                        if (last && !in_kernel && block && ep && (ep->gate || ep->accumulate))
+                            prefetch_block(block + 32, ldo);
+                    }
                     if (!last) {
                         kernel(src, lds, wait, ldw, a, at, panel, ksteps, init, accumulate);
                         continue;
