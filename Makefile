@@ -176,7 +176,7 @@ demo: $(BUILD)/dit
 
 # dit vs PyTorch 2.x on the same work (scripts/setup.sh --bench makes bench/.venv): GEMM kernels, the DiT
 # forward, the SD VAE decode/encode, one training step; fp32 and bf16 on both sides.
-bench: $(BUILD)/dit $(BUILD)/bench_forward $(BUILD)/vae_bench $(BUILD)/bench_train $(BUILD)/bench_gemm
+bench: $(BUILD)/dit $(BUILD)/bench_forward $(BUILD)/vae_bench $(BUILD)/bench_train $(BUILD)/bench_gemm $(BUILD)/bench_fusion
 	bash bench/run_gemm.sh $(BUILD)
 	bash bench/run.sh $(BUILD)
 	bash bench/run_vae.sh 3
@@ -198,6 +198,9 @@ clean:
 
 # The GEMM kernels alone (sgemm vs bf16 on every path): build/bench_gemm M N K [repeats].
 $(BUILD)/bench_gemm: $(BUILD)/bench/bench_gemm.o $(BUILD)/libdit.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+# One DiT block's bf16 products fed by float32 activations vs by bf16 operands: build/bench_fusion.
+$(BUILD)/bench_fusion: $(BUILD)/bench/bench_fusion.o $(BUILD)/libdit.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 # ---- fuzzing (clang's libFuzzer; scripts/setup.sh --fuzz installs clang) ---------------------------------
 # `make fuzz FUZZ_SECONDS=N` builds every fuzz/fuzz_<target>.c against a libdit built by clang with
