@@ -7,9 +7,9 @@ dit=${1:-build/dit}
 mkdir -p out
 model=models/dit-fmnist.safetensors
 if [[ -f $model ]]; then
-    echo "== sampling $model: 10 classes x 8 samples, flow-heun 10 steps (20 network evaluations), cfg 3"
+    echo "== sampling $model: 10 classes x 8 samples, flow-heun 10 steps (20 network evaluations), cfg 4"
     start_ms=$(($(date +%s%N) / 1000000))
-    "$dit" sample -m "$model" -n 8 --sampler flow-heun --steps 10 --cfg-scale 3 --seed 0 -o out/fmnist-samples.png
+    "$dit" sample -m "$model" -n 8 --sampler flow-heun --steps 10 --cfg-scale 4 --seed 0 -o out/fmnist-samples.png
     elapsed_ms=$(($(date +%s%N) / 1000000 - start_ms))
     echo "sampled in $((elapsed_ms / 1000)).$((elapsed_ms % 1000 / 100)) s"
     echo "the picture is at $(pwd)/out/fmnist-samples.png"
