@@ -84,13 +84,17 @@ static void norm_backward(float *dx, const float *dy, const float *x, const floa
     else layernorm_modulate_backward(dx, n->d_shift, n->d_scale, dy, x, mean, rstd, n->scale, 4 * D, B, T, D);
 }
 
+// x_out = x_in + branch, n elements (x_out may be x_in): a residual connection without a gate.
+static void residual_add(float *x_out, const float *x_in, const float *branch, int64_t n) {
+    #pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; i++) x_out[i] = x_in[i] + branch[i];
+}
+
 // x_out (M, N) = x_in + inp @ W^T + b: a residual branch without a gate (x_out may be x_in); product: (M, N)
 static dit_status residual_linear(const ops_context *ops, linear_layer *L, float *x_out, const float *x_in,
                                   const float *inp, int M, int group_rows, float *product) {
     DIT_TRY(op_linear(ops, L, product, inp, M, group_rows, NULL));
-    const int64_t n = (int64_t)M * L->N;
-    #pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < n; i++) x_out[i] = x_in[i] + product[i];
+    residual_add(x_out, x_in, product, (int64_t)M * L->N);
     return DIT_OK;
 }
 
@@ -128,10 +132,10 @@ dit_status dit_ungated_block_forward(const dit_model *m, dit_block_layers *bl, c
     }
 
     norm_forward(plan->h, s.mean2, s.rstd2, s.x_cross, &norm2, B, T, D);
-    DIT_TRY(op_mlp(ops, &bl->fc1, &bl->fc2, plan->scratch, s.mlp, &(op_operand){.f32 = plan->h}, BT, rows, s.fc1, NULL));   // (BT, D)
-    const int64_t n = (int64_t)BT * D;
-    #pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < n; i++) s.x_out[i] = s.x_cross[i] + plan->scratch[i];
+    // x_out = x_cross + fc2(gelu(fc1(h2)))
+    const op_operand h2 = op_floats(plan->h);
+    DIT_TRY(op_mlp(ops, &bl->fc1, &bl->fc2, plan->scratch, s.mlp, &h2, BT, rows, s.fc1, NULL));   // (BT, D)
+    residual_add(s.x_out, s.x_cross, plan->scratch, (int64_t)BT * D);
     return DIT_OK;
 }
 

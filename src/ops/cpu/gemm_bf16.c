@@ -276,46 +276,35 @@ static void epilogue_block(float *out, int64_t ldo, const float *C, int m0, int 
         return;
     }
     const __m512 scale = _mm512_set1_ps(alpha);
-    if (ep && ep->out16) {   // bf16 into the next product's A, where it reads it
-        const int limit = ep->out16_cols ? ep->out16_cols : n0 + 32;   // the whole panel: zeros past cols
-        for (int h = 0; h < 2 && n0 + h * 16 < limit; h++) {
-            const __mmask16 mask = mask16(cols - h * 16);
-            const int col = n0 + h * 16, write = limit - col < 16 ? limit - col : 16;
-            const __m512 bias = ep->bias ? _mm512_maskz_loadu_ps(mask, ep->bias + col) : _mm512_setzero_ps();
-            for (int r = 0; r < rows; r++) {
-                const int64_t m = m0 + r;
-                __m512 v = _mm512_add_ps(_mm512_mul_ps(scale, _mm512_load_ps(C + r * 32 + h * 16)), bias);
-                if (ep->gelu) {
-                    if (ep->pre_gelu && mask) _mm512_mask_storeu_ps(ep->pre_gelu + m * ldo + col, mask, v);
-                    v = gelu_tanh512(v);
-                }
-                store_bf16_run(ep->out16, ep->out16_layout, ep->out16_row0 + (int)m, ep->out16_col0 + col,
-                               _mm512_cvtneps_pbh(_mm512_maskz_mov_ps(mask, v)), write);
-            }
-        }
-        return;
-    }
-    for (int h = 0; h < 2 && h * 16 < cols; h++) {
-        const int left = cols - h * 16;
+    // Columns written: [n0, n0 + cols) of out; or of a bf16 operand (out16) up to its own end, which for a
+    // whole operand is the panel's (its K padding gets zeros) and for a slice (out16_cols) the slice's.
+    const int out16 = ep && ep->out16;
+    const int limit = !out16 ? n0 + cols : ep->out16_cols ? ep->out16_cols : n0 + 32;
+    for (int h = 0; h < 2 && n0 + h * 16 < limit; h++) {
+        const int left = cols - h * 16, col = n0 + h * 16, write = limit - col < 16 ? limit - col : 16;
         const __mmask16 mask = mask16(left);
-        const int64_t col = n0 + h * 16;
         const __m512 bias = ep && ep->bias ? _mm512_maskz_loadu_ps(mask, ep->bias + col) : _mm512_setzero_ps();
         // The gate row of output row m is m / gate_rows, stepped along instead of divided per row.
         const int gated = ep && ep->gate;
         int gate_row = gated ? m0 / ep->gate_rows : 0, gate_left = gated ? ep->gate_rows - m0 % ep->gate_rows : 0;
         for (int r = 0; r < rows; r++) {
             const int64_t m = m0 + r;
-            float *o = out + m * ldo + col;
             __m512 v = _mm512_mul_ps(scale, _mm512_load_ps(C + r * 32 + h * 16));
             if (!ep) {
-                _mm512_mask_storeu_ps(o, mask, v);
+                _mm512_mask_storeu_ps(out + m * ldo + col, mask, v);
                 continue;
             }
             v = _mm512_add_ps(v, bias);
             if (ep->gelu) {
-                if (ep->pre_gelu) _mm512_mask_storeu_ps(ep->pre_gelu + m * ldo + col, mask, v);
+                if (ep->pre_gelu && mask) _mm512_mask_storeu_ps(ep->pre_gelu + m * ldo + col, mask, v);
                 v = gelu_tanh512(v);
             }
+            if (out16) {   // bf16 into the next product's A, where it reads it; zeros past cols
+                store_bf16_run(ep->out16, ep->out16_layout, ep->out16_row0 + (int)m, ep->out16_col0 + col,
+                               _mm512_cvtneps_pbh(_mm512_maskz_mov_ps(mask, v)), write);
+                continue;
+            }
+            float *o = out + m * ldo + col;
             if (ep->gate) {
                 const float *g = ep->gate + (int64_t)gate_row * ep->gate_stride + col;
                 if (--gate_left == 0) gate_row++, gate_left = ep->gate_rows;
