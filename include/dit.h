@@ -153,6 +153,12 @@ dit_status dit_model_forward(dit_model *m, const float *x, const float *t, const
 // (model_out[:, :3]: for a 1-channel learned-sigma model, eps and its variance channel), 1 every eps channel only.
 dit_status dit_model_forward_cfg(dit_model *m, const float *x, const float *t, const int *y, int batch,
                                  float cfg_scale, int guide_all_channels, float *out);
+// Guidance limited to an interval of noise levels (Kynkaanniemi et al. 2024, "Applying guidance in a limited
+// interval"): samples whose timestep t[b] lies in [t_lo, t_hi] (0..1000 units) are guided as above, the others
+// get the conditional output alone; when none is in the interval the unconditional half is not computed.
+dit_status dit_model_forward_cfg_interval(dit_model *m, const float *x, const float *t, const int *y, int batch,
+                                          float cfg_scale, int guide_all_channels, float t_lo, float t_hi,
+                                          float *out);
 
 
 // ---- Class names ----
@@ -202,6 +208,9 @@ typedef struct dit_sample_options {
     int batch;                 // images per network evaluation; 0: 16
     dit_progress_fn progress;  // may be NULL
     void *progress_ctx;
+    float cfg_interval[2];     // guide only at noise levels [lo, hi] of 0..1 (timestep / 1000, flow time for
+                               // V_FLOW models; 1 = pure noise), conditional output elsewhere
+                               // (dit_model_forward_cfg_interval); {0, 0}: every step
 } dit_sample_options;
 
 // One image to make: its class and its noise. The image depends only on (label, seed, index) and the

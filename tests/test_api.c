@@ -133,6 +133,25 @@ static void test_sample_api(void) {
          image_read_rgb(cli_png, &a) == DIT_OK && image_read_rgb(api_png, &b) == DIT_OK;
     CHECK(ok && a.width == b.width && !memcmp(a.pixels, b.pixels, (size_t)a.width * a.height * 3),
           "dit_sample item (seed 3, index 2) decodes to the pixels of `dit sample --seed 3` image 2");
+
+    // The guidance interval, through the API and the CLI: the same image again.
+    opt.cfg_interval[0] = 0.1f, opt.cfg_interval[1] = 0.6f;
+    image_free(&a), image_free(&b);
+    snprintf(args, sizeof args, "sample -m %s --class 0 -n 3 --steps 5 --sampler flow-heun --cfg-scale 3 "
+             "--cfg-interval 0.1,0.6 --seed 3 --out-dir %s", repo_path("models/dit-fmnist.safetensors"), dir);
+    rc = run_dit(args, &out);
+    free(out);
+    ok = rc == 0 && dit_sample(m, &items[1], 1, &opt, alone) == DIT_OK &&
+         dit_decode_images(m, NULL, alone, 1, pixels) == DIT_OK &&
+         dit_png_write(api_png, pixels, c->input_size, c->input_size, 1) == DIT_OK &&
+         image_read_rgb(cli_png, &a) == DIT_OK && image_read_rgb(api_png, &b) == DIT_OK;
+    CHECK(ok && a.width == b.width && !memcmp(a.pixels, b.pixels, (size_t)a.width * a.height * 3) &&
+              memcmp(alone, together + per, sizeof(float) * per),
+          "cfg_interval {0.1, 0.6}: dit_sample = `dit sample --cfg-interval 0.1,0.6`, and differs from guiding every step");
+    opt.cfg_interval[0] = 0.6f, opt.cfg_interval[1] = 0.1f;
+    CHECK(dit_sample(m, &items[1], 1, &opt, alone) == DIT_ERR && strstr(dit_last_error(), "cfg_interval"),
+          "cfg_interval {0.6, 0.1} refused (%s)", dit_last_error());
+    opt.cfg_interval[0] = opt.cfg_interval[1] = 0;
     image_free(&a), image_free(&b);
 
     uint8_t *png = NULL;

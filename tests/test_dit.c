@@ -429,6 +429,9 @@ static void test_cli(void) {
         {"forward -m @micro --heads 2 --x @micro_x --t @micro_t -o @out", "required"},
         {"forward -m @micro --heads 2 --x @micro_x --t @micro_t --y @micro_y -o @out --cfg-scale abc", "expected a number"},
         {"forward -m @micro --heads x", "--heads"},
+        {"sample -m @micro --heads 2 --cfg-interval 0.8,0.2", "expected LO,HI with 0 <= LO < HI <= 1"},
+        {"sample -m @micro --heads 2 --cfg-interval 0.2", "expected LO,HI"},
+        {"sample -m @micro --heads 2 --cfg-interval 0,1.5", "expected LO,HI"},
         {"forward -m @bad --heads 2 --x @micro_x --t @micro_t --y @micro_y -o @out", "no DiT weights"},
         {"info --config DiT-Q/2", "unknown model"},
         {"info --bogus", "unknown option"},
@@ -511,7 +514,38 @@ static void test_reduced_precision(void) {
     dit_model_free(m);
 }
 
+// The guidance interval: the samples whose timestep is in [lo, hi] get exactly forward_cfg's guided output, the
+// others exactly the conditional forward (bit for bit: the same products run on the same rows); an interval
+// that no sample is in runs the plain forward only.
+static void test_cfg_interval(void) {
+    const dit_config cfg = micro_config();
+    dit_model *m = dit_model_synthetic(&cfg, 7);
+    enum { B = 4 };
+    const int64_t in_n = (int64_t)cfg.in_channels * cfg.input_size * cfg.input_size, out_n = 2 * in_n;
+    float x[B * 4 * 64], t[B] = {100, 400, 700, 999}, guided[B * 8 * 64], plain[B * 8 * 64], got[B * 8 * 64];
+    const int y[B] = {1, 3, 5, 9};
+    for (int64_t i = 0; i < B * in_n; i++) x[i] = (float)sin(0.37 * (double)i);
+    CHECK(m && dit_model_forward_cfg(m, x, t, y, B, 3.0f, 1, guided) == DIT_OK &&
+              dit_model_forward(m, x, t, y, B, plain) == DIT_OK,
+          "cfg interval: reference forwards (%s)", dit_last_error());
+    // [300, 800]: samples 1 and 2 guided, 0 and 3 conditional
+    CHECK(dit_model_forward_cfg_interval(m, x, t, y, B, 3.0f, 1, 300.0f, 800.0f, got) == DIT_OK, "cfg interval: runs");
+    for (int b = 0; b < B; b++) {
+        const float *want = (b == 1 || b == 2 ? guided : plain) + b * out_n;
+        CHECK(!memcmp(got + b * out_n, want, sizeof(float) * (size_t)out_n), "cfg interval [300, 800]: sample %d (t %g) "
+              "is the %s output bit for bit", b, t[b], b == 1 || b == 2 ? "guided" : "conditional");
+    }
+    CHECK(dit_model_forward_cfg_interval(m, x, t, y, B, 3.0f, 1, 0.0f, 1000.0f, got) == DIT_OK &&
+              !memcmp(got, guided, sizeof(float) * (size_t)(B * out_n)),
+          "cfg interval [0, 1000] = forward_cfg bit for bit");
+    CHECK(dit_model_forward_cfg_interval(m, x, t, y, B, 3.0f, 1, 0.0f, 50.0f, got) == DIT_OK &&
+              !memcmp(got, plain, sizeof(float) * (size_t)(B * out_n)),
+          "cfg interval [0, 50] (no sample in it) = the conditional forward bit for bit");
+    dit_model_free(m);
+}
+
 void test_dit(void) {
+    test_cfg_interval();
     test_reduced_precision();
     test_named_counts();
     test_golden_configs();

@@ -215,6 +215,9 @@ static void test_bad_requests(int port) {
         {"{\"class\": 0, \"sampler\": \"ddpm\"}", 400, "sampler"},   // an eps sampler for the v-flow model
         {"{\"class\": 0, \"cfg_scale\": \"high\"}", 400, "cfg_scale"},
         {"{\"class\": 0, \"cfg_scale\": 1e9}", 400, "cfg_scale"},
+        {"{\"class\": 0, \"cfg_interval\": [0.7, 0.2]}", 400, "cfg_interval"},
+        {"{\"class\": 0, \"cfg_interval\": 0.5}", 400, "cfg_interval"},
+        {"{\"class\": 0, \"cfg_interval\": [0, 0.5, 1]}", 400, "cfg_interval"},
         {"{\"class\": 0, \"seed\": -3}", 400, "seed"},
         {"{\"class\": 0, \"seed\": 1.5}", 400, "seed"},
         {"{\"class\": 0, \"eta\": 0.5}", 400, "eta"},

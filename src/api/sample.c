@@ -1,6 +1,7 @@
 // The public sampling API of dit.h: samplers by name, dit_sample over items with their own (seed, index)
 // noise, progress and cancellation, decoding to 8-bit images, PNG. `dit serve` and embedders use only these;
 // the maths is diffusion/ (docs/diffusion.md), the noise layout that of `dit sample` (docs/serve.md).
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -86,6 +87,7 @@ typedef struct {
     const dit_sample_item *items;   // the current batch
     int *labels;
     int use_cfg, guide_all;         // guide_all: every eps / velocity channel (v-flow models always)
+    float t_lo, t_hi;               // the guidance interval in timesteps (0..1000 units)
     int done_before, total;         // steps of earlier batches, steps of the whole call
     int cancelled;
 } sample_ctx;
@@ -93,7 +95,8 @@ typedef struct {
 static dit_status denoise(void *ctx, const float *x, const float *t, int B, float *out) {
     sample_ctx *s = ctx;
     if (s->cancelled) return dit_set_error("sampling cancelled");
-    return s->use_cfg ? dit_model_forward_cfg(s->model, x, t, s->labels, B, s->opt->cfg_scale, s->guide_all, out)
+    return s->use_cfg ? dit_model_forward_cfg_interval(s->model, x, t, s->labels, B, s->opt->cfg_scale, s->guide_all,
+                                                       s->t_lo, s->t_hi, out)
                       : dit_model_forward(s->model, x, t, s->labels, B, out);
 }
 
@@ -124,6 +127,10 @@ dit_status dit_sample(dit_model *m, const dit_sample_item *items, int n, const d
     if (use_cfg && c->class_dropout_prob <= 0)
         return dit_set_error("sample: cfg_scale %g needs a null class, and the model was trained without label "
                              "dropout (use cfg_scale 1)", opt->cfg_scale);
+    const float lo = opt->cfg_interval[0], hi = opt->cfg_interval[1];
+    const int whole = lo == 0 && hi == 0;
+    if (!whole && !(lo >= 0 && hi <= 1 && lo < hi))
+        return dit_set_error("sample: cfg_interval [%g, %g], expected 0 <= lo < hi <= 1 (or 0, 0: every step)", lo, hi);
     for (int k = 0; k < n; k++)
         if (items[k].label < 0 || items[k].label >= c->num_classes)
             return dit_set_error("sample: class %d, the model has classes 0..%d", items[k].label, c->num_classes - 1);
@@ -141,7 +148,9 @@ dit_status dit_sample(dit_model *m, const dit_sample_item *items, int n, const d
     static const sampler_kind kinds[] = {SAMPLER_DDPM, SAMPLER_DDIM, SAMPLER_DPMPP_2M, SAMPLER_EULER, SAMPLER_HEUN,
                                          SAMPLER_EULER_MARUYAMA};
     sample_ctx ctx = {.model = m, .opt = opt, .use_cfg = use_cfg, .labels = dit_malloc(sizeof(int) * (size_t)batch),
-                      .guide_all = opt->guide_all_channels || m->objective == DIT_OBJECTIVE_V_FLOW};
+                      .guide_all = opt->guide_all_channels || m->objective == DIT_OBJECTIVE_V_FLOW,
+                      .t_lo = whole || lo <= 0 ? -INFINITY : 1000.0f * lo,
+                      .t_hi = whole || hi >= 1 ? INFINITY : 1000.0f * hi};
     if (!ctx.labels) {
         diffusion_free(&diff);
         return DIT_ERR;

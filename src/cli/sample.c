@@ -3,6 +3,7 @@
 // picks the default), classifier-free guidance through one batched forward over both halves.
 // Outputs: a labelled grid PNG, one PNG per image, an ADM .npz (arr_0 uint8 NHWC), the final latents.
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +30,9 @@ static void print_help(void) {
            "                          sample.py labels for 1000-class models, else every class)\n"
            "  -n N                    samples per class (default 1 for 1000-class models, else 8)\n"
            "  --cfg-scale S           classifier-free guidance scale (default 4.0, as sample.py; 1 = off)\n"
+           "  --cfg-interval LO,HI    guide only at noise levels LO..HI of 0..1 (timestep / 1000; flow time for\n"
+           "                          v-flow models; 1 = pure noise), the conditional output elsewhere\n"
+           "                          (Kynkaanniemi et al. 2024; default 0,1: every step)\n"
            "  --cfg-all-channels      guide every eps channel and only those (the reference guides output\n"
            "                          channels 0-2: for a 1-channel learned-sigma model, eps and its variance)\n"
            "  --sampler NAME          eps models: ddpm (default; learned variance), ddim, dpm++2m;\n"
@@ -52,13 +56,14 @@ static void print_help(void) {
 typedef struct {
     dit_model *model;
     const int *labels;      // the current batch's labels
-    float cfg_scale;
+    float cfg_scale, t_lo, t_hi;   // guidance at timesteps t_lo..t_hi (0..1000 units)
     int use_cfg, guide_all;
 } denoise_ctx;
 
 static dit_status denoise(void *ctx, const float *x, const float *t, int B, float *out) {
     denoise_ctx *d = ctx;
-    return d->use_cfg ? dit_model_forward_cfg(d->model, x, t, d->labels, B, d->cfg_scale, d->guide_all, out)
+    return d->use_cfg ? dit_model_forward_cfg_interval(d->model, x, t, d->labels, B, d->cfg_scale, d->guide_all,
+                                                       d->t_lo, d->t_hi, out)
                       : dit_model_forward(d->model, x, t, d->labels, B, out);
 }
 
@@ -81,7 +86,7 @@ int cmd_sample(int argc, char **argv) {
     int *labels = NULL, num_labels = 0, per_class = 0, steps = 0, threads = 0, batch = 16, heads = 0;
     dit_precision precision = DIT_PRECISION_AUTO;
     int image_size = 0, guide_all = 0, seed = 0, vae_tile = 0, skip_ema = 0;
-    float cfg_scale = 4.0f, eta = 0.0f;
+    float cfg_scale = 4.0f, eta = 0.0f, cfg_lo = 0.0f, cfg_hi = 1.0f;
     for (cli_args a = {.argc = argc, .argv = argv, .i = 1}; a.i < argc; a.i++) {
         const char *arg = argv[a.i];
         if (!strcmp(arg, "-h") || !strcmp(arg, "--help")) {
@@ -102,6 +107,14 @@ int cmd_sample(int argc, char **argv) {
             class_args[num_class_args++] = a.value;   // resolved once the model (and its names) is loaded
         } else if (cli_take_int(&a, "-n", NULL, 1, 1000000, &per_class)) continue;
         else if (cli_take_float(&a, NULL, "--cfg-scale", &cfg_scale)) continue;
+        else if (cli_take(&a, NULL, "--cfg-interval")) {
+            int used = 0;
+            if (sscanf(a.value, "%f,%f%n", &cfg_lo, &cfg_hi, &used) != 2 || a.value[used] || !(cfg_lo >= 0) ||
+                !(cfg_hi <= 1) || !(cfg_lo < cfg_hi)) {
+                cli_usage_error("--cfg-interval: expected LO,HI with 0 <= LO < HI <= 1, got '%s'", a.value);
+                goto usage;
+            }
+        }
         else if (cli_take(&a, NULL, "--sampler")) sampler_name = a.value;
         else if (cli_take_int(&a, NULL, "--steps", 1, 1000, &steps)) continue;
         else if (cli_take_float(&a, NULL, "--eta", &eta)) continue;
@@ -243,11 +256,15 @@ int cmd_sample(int argc, char **argv) {
     const int root = dist_is_root(comm);
     int64_t mine_lo, mine_hi;
     dist_share(total, dist_rank(comm), dist_size(comm), &mine_lo, &mine_hi);
-    if (root) fprintf(stderr, "dit: sampling %d images (%d classes x %d) with %s, %d steps, cfg %.2f, seed %d, %d threads, %s\n",
-            total, num_labels, per_class, sampler_name, steps, use_cfg ? cfg_scale : 1.0f, seed, cli_threads(),
+    char interval[48] = "";
+    if (use_cfg && (cfg_lo > 0 || cfg_hi < 1)) snprintf(interval, sizeof interval, " at noise %.2f..%.2f", cfg_lo, cfg_hi);
+    if (root) fprintf(stderr, "dit: sampling %d images (%d classes x %d) with %s, %d steps, cfg %.2f%s, seed %d, %d threads, %s\n",
+            total, num_labels, per_class, sampler_name, steps, use_cfg ? cfg_scale : 1.0f, interval, seed, cli_threads(),
             dit_compute_path(dit_model_precision(m)));
     progress_bar bar;
-    denoise_ctx ctx = {.model = m, .cfg_scale = cfg_scale, .use_cfg = use_cfg, .guide_all = guide_all};
+    // The interval in timesteps; [0, 1] covers every step (DDPM's 0..999 and flow's 0..1000)
+    denoise_ctx ctx = {.model = m, .cfg_scale = cfg_scale, .use_cfg = use_cfg, .guide_all = guide_all,
+                       .t_lo = cfg_lo > 0 ? 1000.0f * cfg_lo : -INFINITY, .t_hi = cfg_hi < 1 ? 1000.0f * cfg_hi : INFINITY};
     sampler_options sopt = {.kind = kind, .eta = eta, .dpm_steps = steps, .flow_steps = steps, .seed = (uint64_t)seed,
                             .progress = root ? on_progress : NULL, .progress_ctx = &bar};
     const int lo = (int)mine_lo, hi = (int)mine_hi, num_batches = (hi - lo + batch - 1) / batch;

@@ -146,6 +146,11 @@ static cJSON *result_json(const server *s, const serve_job *j) {
     cJSON_AddStringToObject(root, "sampler", dit_sampler_name(j->opt.sampler));
     cJSON_AddNumberToObject(root, "steps", j->opt.steps);
     cJSON_AddNumberToObject(root, "cfg_scale", j->opt.cfg_scale);
+    if (j->opt.cfg_interval[1] > 0) {   // asked for: echo it
+        cJSON *interval = cJSON_AddArrayToObject(root, "cfg_interval");
+        cJSON_AddItemToArray(interval, cJSON_CreateNumber(j->opt.cfg_interval[0]));
+        cJSON_AddItemToArray(interval, cJSON_CreateNumber(j->opt.cfg_interval[1]));
+    }
     return root;
 }
 
@@ -238,14 +243,14 @@ static int parse_generation(const server *s, const char *body, size_t size, gene
         fail(e, 400, NULL, "the body must be a JSON object");
         goto done;
     }
-    static const char *const known[] = {"class", "n", "steps", "sampler", "cfg_scale", "seed", "response_format",
-                                        "stream", "eta", "model", "user"};
+    static const char *const known[] = {"class", "n", "steps", "sampler", "cfg_scale", "cfg_interval", "seed",
+                                        "response_format", "stream", "eta", "model", "user"};
     for (const cJSON *f = root->child; f; f = f->next) {
         size_t i = 0;
         while (i < sizeof known / sizeof known[0] && strcmp(f->string, known[i])) i++;
         if (i == sizeof known / sizeof known[0]) {
-            fail(e, 400, f->string, "unknown field '%s' (fields: class, n, steps, sampler, cfg_scale, seed, "
-                 "response_format, stream, eta)", f->string);
+            fail(e, 400, f->string, "unknown field '%s' (fields: class, n, steps, sampler, cfg_scale, cfg_interval, "
+                 "seed, response_format, stream, eta)", f->string);
             goto done;
         }
     }
@@ -298,6 +303,17 @@ static int parse_generation(const server *s, const char *body, size_t size, gene
         fail(e, 400, "cfg_scale", "cfg_scale: the model has no null class (trained without label dropout): use 1");
         goto done;
     }
+    float interval[2] = {0, 0};   // every step
+    if ((v = cJSON_GetObjectItemCaseSensitive(root, "cfg_interval")) && !cJSON_IsNull(v)) {
+        const cJSON *lo = cJSON_GetArrayItem(v, 0), *hi = cJSON_GetArrayItem(v, 1);
+        if (!cJSON_IsArray(v) || cJSON_GetArraySize(v) != 2 || !cJSON_IsNumber(lo) || !cJSON_IsNumber(hi) ||
+            !(lo->valuedouble >= 0 && hi->valuedouble <= 1 && lo->valuedouble < hi->valuedouble)) {
+            fail(e, 400, "cfg_interval", "cfg_interval: expected [lo, hi] with 0 <= lo < hi <= 1 (noise levels "
+                 "that get guidance; 1 = pure noise)");
+            goto done;
+        }
+        interval[0] = (float)lo->valuedouble, interval[1] = (float)hi->valuedouble;
+    }
     if ((v = cJSON_GetObjectItemCaseSensitive(root, "eta")) && !cJSON_IsNull(v)) {
         if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble) || v->valuedouble < 0 || v->valuedouble > 1 ||
             (v->valuedouble > 0 && sampler != DIT_SAMPLER_DDIM)) {
@@ -336,7 +352,7 @@ static int parse_generation(const server *s, const char *body, size_t size, gene
     for (int k = 0; k < count; k++)   // image k: class k / n, seed first_seed + k, noise index 0
         g->job->items[k] = (dit_sample_item){.label = labels[k / (int)n], .seed = first_seed + (uint64_t)k, .index = 0};
     g->job->opt = (dit_sample_options){.sampler = sampler, .steps = (int)steps, .cfg_scale = (float)cfg_scale,
-                                       .eta = (float)eta};
+                                       .eta = (float)eta, .cfg_interval = {interval[0], interval[1]}};
     ok = 1;
 done:
     free(labels);

@@ -97,7 +97,8 @@ int serve_queue_position(const serve_queue *q, const serve_job *j) {
 
 static int compatible(const serve_job *a, const serve_job *b) {
     return a->opt.sampler == b->opt.sampler && a->opt.steps == b->opt.steps && a->opt.cfg_scale == b->opt.cfg_scale &&
-           a->opt.eta == b->opt.eta && a->opt.guide_all_channels == b->opt.guide_all_channels;
+           a->opt.eta == b->opt.eta && a->opt.guide_all_channels == b->opt.guide_all_channels &&
+           a->opt.cfg_interval[0] == b->opt.cfg_interval[0] && a->opt.cfg_interval[1] == b->opt.cfg_interval[1];
 }
 
 typedef struct {
