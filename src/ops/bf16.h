@@ -44,6 +44,10 @@ typedef struct {
     int gate_stride, gate_rows;
     int accumulate;
     int transpose_out;       // write out[n * ldo + m] (bias and accumulate only): a conv's (C, H*W) output
+    // with transpose_out and line > 0: rows come in lines of `line` rows of which only the first line_keep are
+    // output, numbered consecutively (row m goes to column m / line * line_keep + m % line): an implicit-GEMM
+    // conv whose rows walk the padded input, two junk positions at the end of each line
+    int line, line_keep;
     // bf16 output (with bias/gelu only; not with gate, accumulate or transpose_out): element (m, n) goes to
     // out16 at a_offset(out16_layout, out16_row0 + m, out16_col0 + n). out16_cols = 0: the whole operand,
     // columns past N up to the last panel's end written as zeros (its K padding); else only columns
@@ -69,8 +73,13 @@ dit_status gemm_bf16_serial(float *out, int64_t ldo, const float *A, int64_t str
 // conv_bf16.c builds): each 16 x 32 tile of A is 1 KB in one piece, and a 32-row block's tiles follow each
 // other along K (row = 32, half = 512, kstep = 1024, block = Kp / 32 * 1024), so the kernels read A as one
 // stream. Runs of 16 elements along K starting at a multiple of 16 are contiguous in both.
+// Indirect (koff != NULL; read by the kernels only, never written through a_offset): K step s of every row
+// starts koff[s] elements past the row's start instead of s * kstep, so the steps of a row need not follow each
+// other. A 3x3 convolution reads its input this way in place (conv_bf16.c): one K step is 32 channels of one
+// tap, and the taps of an output position lie at fixed offsets in the channels-last input.
 struct a_layout {
     int64_t block, half, row, kstep;
+    const int64_t *koff;
 };
 
 static inline a_layout a_layout_rows(int Kp) {
@@ -100,6 +109,10 @@ dit_status conv3x3_pack_bf16(bf16_packed *dst, const float *w, int Cout, int Cin
 // one sample; x is (Cin, H, W), or (Cin, H/2, W/2) repeated 2x2 with upsample (H, W even).
 dit_status conv3x3_bf16(float *out, const float *x, const bf16_packed *weights, const float *bias,
                         const float *residual, int upsample, int Cin, int H, int W, int Cout);
+
+// conv3x3_bf16 reads a Cin % 32 == 0 input in place (on = 1, the default), or builds rows of A band by band as
+// for other Cin (on = 0); both give the same bits. For tests and benchmarks.
+void conv3x3_bf16_allow_direct(int on);
 
 // Round float32 to bf16 and back (nearest even), as the kernels see their inputs.
 float bf16_round(float x);

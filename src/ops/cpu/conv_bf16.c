@@ -10,6 +10,8 @@
 
 #include "base/error.h"
 #include "ops/bf16.h"
+#include "ops/cpu/mask16.h"
+#include "ops/cpu/transpose16.h"
 
 static int round_up(int x, int m) { return (x + m - 1) / m * m; }
 
@@ -45,36 +47,41 @@ static uint16_t *grow(uint16_t **buf, size_t *cap, size_t elems) {
 }
 
 // padded[y + 1][x + 1][ci] = bf16(x[ci][y][x]) (or of x[ci][y/2][x/2] with upsample); the border is zero.
-// 16 channels of one pixel at a time: a gather down the channel planes, one rounding, one 32-byte store.
+// 16 channels x 16 pixels at a time: sixteen runs along the channel planes' lines, transposed in registers,
+// rounded once, and stored as sixteen 32-byte runs of channels. With upsample each source line gives two
+// equal padded lines and each source pixel two equal pixels.
 static void pad_channels_last(uint16_t *padded, const float *x, int upsample, int Cin, int H, int W) {
-    const int Wp = W + 2, sh = upsample ? H / 2 : H, sw = upsample ? W / 2 : W;
-    const int64_t plane = (int64_t)sh * sw;
-    memset(padded, 0, (size_t)Wp * Cin * sizeof *padded);
-    memset(padded + (int64_t)(H + 1) * Wp * Cin, 0, (size_t)Wp * Cin * sizeof *padded);
-    const __m512i lanes = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+    const int Wp = W + 2, sh = upsample ? H / 2 : H, sw = upsample ? W / 2 : W, repeat = upsample ? 2 : 1;
+    const int64_t plane = (int64_t)sh * sw, line_elems = (int64_t)Wp * Cin;
+    memset(padded, 0, (size_t)line_elems * sizeof *padded);
+    memset(padded + (int64_t)(H + 1) * line_elems, 0, (size_t)line_elems * sizeof *padded);
     #pragma omp parallel for schedule(static)
-    for (int y = 0; y < H; y++) {
-        uint16_t *line = padded + (int64_t)(y + 1) * Wp * Cin;
+    for (int sy = 0; sy < sh; sy++) {
+        uint16_t *line = padded + (int64_t)(sy * repeat + 1) * line_elems;
         memset(line, 0, (size_t)Cin * sizeof *line);
         memset(line + (int64_t)(W + 1) * Cin, 0, (size_t)Cin * sizeof *line);
-        const int sy = upsample ? y / 2 : y;
-        for (int xx = 0; xx < W; xx++) {
-            const int sx = upsample ? xx / 2 : xx;
-            const float *src = x + (int64_t)sy * sw + sx;
-            uint16_t *dst = line + (int64_t)(xx + 1) * Cin;
-            int ci = 0;
-            for (; ci + 16 <= Cin; ci += 16) {
-                const __m512i idx = _mm512_mullo_epi32(_mm512_add_epi32(lanes, _mm512_set1_epi32(ci)),
-                                                       _mm512_set1_epi32((int)plane));
-                const __m512 v = _mm512_i32gather_ps(idx, src, 4);
-                _mm256_storeu_si256((__m256i *)(dst + ci), (__m256i)_mm512_cvtneps_pbh(v));
-            }
-            for (; ci < Cin; ci++) {
-                const __m512 v = _mm512_set1_ps(src[(int64_t)ci * plane]);
-                __m256i h = (__m256i)_mm512_cvtneps_pbh(v);
-                dst[ci] = (uint16_t)_mm256_extract_epi16(h, 0);
+        const float *src = x + (int64_t)sy * sw;
+        for (int sx0 = 0; sx0 < sw; sx0 += 16) {
+            const int pixels = sw - sx0 < 16 ? sw - sx0 : 16;
+            const __mmask16 along = mask16(pixels);
+            for (int c0 = 0; c0 < Cin; c0 += 16) {
+                const int channels = Cin - c0 < 16 ? Cin - c0 : 16;
+                __m512 r[16];
+                for (int i = 0; i < 16; i++)
+                    r[i] = i < channels ? _mm512_maskz_loadu_ps(along, src + (int64_t)(c0 + i) * plane + sx0)
+                                        : _mm512_setzero_ps();
+                transpose_16x16(r);   // r[j]: the 16 channels of pixel sx0 + j
+                for (int j = 0; j < pixels; j++) {
+                    const __m256i h = (__m256i)_mm512_cvtneps_pbh(r[j]);
+                    for (int k = 0; k < repeat; k++) {
+                        uint16_t *dst = line + (int64_t)((sx0 + j) * repeat + k + 1) * Cin + c0;
+                        if (channels == 16) _mm256_storeu_si256((__m256i *)dst, h);
+                        else _mm256_mask_storeu_epi16(dst, mask16(channels), h);
+                    }
+                }
             }
         }
+        if (upsample) memcpy(line + line_elems, line, (size_t)line_elems * sizeof *line);
     }
 }
 
@@ -88,20 +95,50 @@ static void copy_run(uint16_t *rows, const a_layout *at, int m, int k0, const ui
     }
 }
 
+// The direct form, for Cin a multiple of 32: A is the padded input itself. Output rows walk the padded grid,
+// row m' = oy (W + 2) + ox, so the neighbourhood of every row starts at padded + m' Cin and tap (ky, kx) lies a
+// fixed (ky (W + 2) + kx) Cin further on: rows Cin apart, K steps (32 channels of one tap) at the offsets koff.
+// The two positions past each line's end (ox = W, W + 1) are computed and dropped by the epilogue (line,
+// line_keep). Every row meets the same bf16 values in the same K order as a row built by the banded path.
+static dit_status conv3x3_direct(float *out, const uint16_t *padded, const bf16_packed *Wt, const float *bias,
+                                 int accumulate, int Cin, int H, int W) {
+    const int Wp = W + 2, steps_per_tap = Cin / 32, M = H * Wp;
+    int64_t *koff = dit_malloc(sizeof(int64_t) * 9 * (size_t)steps_per_tap);
+    if (!koff) return DIT_ERR;
+    for (int ky = 0; ky < 3; ky++)
+        for (int kx = 0; kx < 3; kx++)
+            for (int c = 0; c < steps_per_tap; c++)
+                koff[(ky * 3 + kx) * steps_per_tap + c] = (int64_t)(ky * Wp + kx) * Cin + c * 32;
+    const a_layout at = {.block = 32 * (int64_t)Cin, .half = 16 * (int64_t)Cin, .row = Cin, .kstep = 32, .koff = koff};
+    const gemm_epilogue ep = {.bias = bias, .accumulate = accumulate, .transpose_out = 1, .line = Wp, .line_keep = W};
+    const dit_status st = gemm_bf16_a16(out, (int64_t)H * W, padded, &at, Wt, M, &ep);
+    free(koff);
+    return st;
+}
+
+// Direct (Cin % 32 == 0) unless turned off; the banded row copies otherwise (for tests and benchmarks).
+static int direct_allowed = 1;
+void conv3x3_bf16_allow_direct(int on) { direct_allowed = on; }
+
 dit_status conv3x3_bf16(float *out, const float *x, const bf16_packed *Wt, const float *bias,
                         const float *residual, int upsample, int Cin, int H, int W, int Cout) {
     const int Wp = W + 2, K = 9 * Cin, Kp = Wt->Kp;
     DIT_CHECK(Wt->K == K && Wt->N == Cout && Kp == round_up(K, 32));
     const int64_t plane = (int64_t)H * W;
-    uint16_t *padded = grow(&ws.padded, &ws.padded_cap, (size_t)(H + 2) * Wp * Cin);
+    const int direct = direct_allowed && Cin % 32 == 0;
+    // the direct form reads up to round_up(H Wp, 32) + 2 Wp + 2 positions: zeros past the grid
+    const int64_t grid = (int64_t)(H + 2) * Wp, tail = direct ? 2 * Wp + 40 : 0;
+    uint16_t *padded = grow(&ws.padded, &ws.padded_cap, (size_t)(grid + tail) * Cin);
     if (!padded) return DIT_ERR;
     pad_channels_last(padded, x, upsample, Cin, H, W);
+    if (tail) memset(padded + grid * Cin, 0, (size_t)tail * Cin * sizeof *padded);
+    if (residual) memcpy(out, residual, (size_t)Cout * plane * sizeof *out);
+    if (direct) return conv3x3_direct(out, padded, Wt, bias, residual != NULL, Cin, H, W);
     // A band of output lines whose rows take ~4 MB: big enough to keep the panels busy, small enough for L2/L3.
     int band = (int)((4 << 20) / ((int64_t)W * Kp * 2));
     band = band < 1 ? 1 : band > H ? H : band;
     uint16_t *rows = grow(&ws.rows, &ws.rows_cap, (size_t)round_up(band * W, 32) * Kp);
     if (!rows) return DIT_ERR;
-    if (residual) memcpy(out, residual, (size_t)Cout * plane * sizeof *out);
     const gemm_epilogue ep = {.bias = bias, .accumulate = residual != NULL, .transpose_out = 1};
     const a_layout at = a_layout_tiles(Kp);
     for (int y0 = 0; y0 < H; y0 += band) {

@@ -46,14 +46,15 @@ void amx_kernel_32x32(const float *src, int64_t lds, float *dst, int64_t ldd, co
     }
     for (int kb = 0; kb < ksteps; kb++) {
         const uint16_t *b = panel + (int64_t)kb * 1024;   // the (32 K x 32 N) block: two 512-element halves
-        if (kb + 2 < ksteps && kstep == 1024) {   // A in tiles: ask for the two A tiles of two steps on (2 KB)
+        if (kb + 2 < ksteps && kstep == 1024 && !at->koff) {   // A in tiles: ask for the two A tiles of two steps on (2 KB)
             const char *next = (const char *)(A + (kb + 2) * kstep);
             for (int line = 0; line < 32; line++) _mm_prefetch(next + line * 64, _MM_HINT_T0);
         }
-        _tile_loadd(4, A + kb * kstep, stride);
+        const int64_t k_at = at->koff ? at->koff[kb] : kb * kstep;   // the K step's offset in every row
+        _tile_loadd(4, A + k_at, stride);
         _tile_loadd(6, b, 64);
         _tile_loadd(7, b + 512, 64);
-        _tile_loadd(5, A1 + kb * kstep, stride);
+        _tile_loadd(5, A1 + k_at, stride);
         _tile_dpbf16ps(0, 4, 6);
         _tile_dpbf16ps(1, 4, 7);
         _tile_dpbf16ps(2, 5, 6);

@@ -20,6 +20,7 @@
 #include "ops/cpu/cpu_features.h"
 #include "ops/cpu/fast_exp512.h"
 #include "ops/cpu/mask16.h"
+#include "ops/cpu/transpose16.h"
 
 static int round_up(int x, int m) { return (x + m - 1) / m * m; }
 
@@ -146,31 +147,6 @@ static void pack_a_rows(uint16_t *dst, const a_layout *at, int Kp, const float *
     }
 }
 
-// The 16 x 16 floats in r[0..15] transposed in registers (r[i][j] becomes r[j][i]).
-static void transpose_16x16(__m512 r[16]) {
-    __m512 t[16], u[16];
-    for (int i = 0; i < 16; i += 2) {   // 2 x 2 blocks of single floats
-        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
-        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
-    }
-    for (int i = 0; i < 16; i += 4) {   // 4 x 4 blocks within each 128-bit lane
-        u[i] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44);
-        u[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xee);
-        u[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44);
-        u[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xee);
-    }
-    for (int i = 0; i < 4; i++) {   // then the 128-bit lanes: 8 x 8, and 16 x 16
-        t[i] = _mm512_shuffle_f32x4(u[i], u[i + 4], 0x88);
-        t[i + 4] = _mm512_shuffle_f32x4(u[i], u[i + 4], 0xdd);
-        t[i + 8] = _mm512_shuffle_f32x4(u[i + 8], u[i + 12], 0x88);
-        t[i + 12] = _mm512_shuffle_f32x4(u[i + 8], u[i + 12], 0xdd);
-    }
-    for (int i = 0; i < 8; i++) {
-        r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
-        r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xdd);
-    }
-}
-
 // A transposed source (stride_k != 1) is read 16 x 16 at a time: rows of A are columns of the source.
 static void pack_a_rows_transposed(uint16_t *dst, const a_layout *at, int Kp, const float *A, int64_t stride_m,
                                    int64_t stride_k, int M, int K, int r0, int r1) {
@@ -207,8 +183,8 @@ static void pack_a_rows_transposed(uint16_t *dst, const a_layout *at, int Kp, co
 // `ksteps` 32-deep blocks of one panel (start as amx_kernel_32x32): per K pair, two B vectors (16 columns of
 // pairs each) meet each row's pair broadcast; 16 accumulators.
 static void avx512_kernel_8x32(const float *src, int64_t lds, float *dst, int64_t ldd, const uint16_t *A,
-                               int64_t row, int64_t kstep, const uint16_t *panel, int ksteps, const float *init,
-                               int accumulate) {
+                               int64_t row, int64_t kstep, const int64_t *koff, const uint16_t *panel, int ksteps,
+                               const float *init, int accumulate) {
     __m512 acc[8][2];
     const __m512 init0 = init ? _mm512_loadu_ps(init) : _mm512_setzero_ps();
     const __m512 init1 = init ? _mm512_loadu_ps(init + 16) : _mm512_setzero_ps();
@@ -221,7 +197,7 @@ static void avx512_kernel_8x32(const float *src, int64_t lds, float *dst, int64_
         for (int pair = 0; pair < 16; pair++) {
             const __m512bh b0 = (__m512bh)_mm512_loadu_si512(blk + pair * 32);
             const __m512bh b1 = (__m512bh)_mm512_loadu_si512(blk + 512 + pair * 32);
-            const int64_t kk = kb * kstep + 2 * pair;
+            const int64_t kk = (koff ? koff[kb] : kb * kstep) + 2 * pair;
             for (int r = 0; r < 8; r++) {
                 int32_t two;
                 memcpy(&two, A + r * row + kk, sizeof two);
@@ -242,7 +218,7 @@ static void avx512_kernel_32x32(const float *src, int64_t lds, float *dst, int64
                                 int accumulate) {
     for (int r = 0; r < 32; r += 8)
         avx512_kernel_8x32(src + r * lds, lds, dst + r * ldd, ldd, A + (r >> 4) * at->half + (r & 15) * at->row,
-                           at->row, at->kstep, panel, ksteps, init, accumulate);
+                           at->row, at->kstep, at->koff, panel, ksteps, init, accumulate);
 }
 
 // ---- epilogue -----------------------------------------------------------------------------------------------
@@ -260,19 +236,51 @@ static inline void store_bf16_run(uint16_t *dst, const a_layout *at, int r, int 
         _mm_mask_storeu_epi16(dst + a_offset(at, r, k + 8), (__mmask8)mask16(count - 8), _mm256_extracti128_si256(v, 1));
 }
 
+// transpose_out: out[n, m] (+ bias, + out with accumulate), 16 x 16 floats of C at a time transposed in registers,
+// so each output column gets a run of 16 rows. With lines (ep->line), the rows past line_keep in each line are
+// dropped and the kept ones are consecutive in out: a compressing store (an expanding load to accumulate).
+static void epilogue_block_transposed(float *out, int64_t ldo, const float *C, int m0, int rows, int n0, int cols,
+                                      const gemm_epilogue *ep, float alpha) {
+    const __m512 scale = _mm512_set1_ps(alpha);
+    for (int r0 = 0; r0 < rows; r0 += 16) {
+        __mmask16 keep = mask16(rows - r0);
+        int64_t first = m0 + r0;   // where the first kept row goes
+        if (ep->line) {
+            const int line = ep->line, kept = ep->line_keep;
+            int64_t m = m0 + r0, to = -1;
+            for (int i = 0; i < 16; i++, m++)
+                if (m % line >= kept) keep &= (__mmask16)~(1u << i);
+                else if (to < 0 && (keep >> i & 1)) to = m / line * kept + m % line;
+            if (!keep) continue;
+            first = to;
+        }
+        for (int c0 = 0; c0 < cols; c0 += 16) {
+            __m512 col[16];
+            for (int i = 0; i < 16; i++) col[i] = _mm512_load_ps(C + (r0 + i) * 32 + c0);   // rows past `rows`: dropped
+            transpose_16x16(col);
+            for (int j = 0; j < 16 && c0 + j < cols; j++) {
+                const int n = n0 + c0 + j;
+                float *o = out + (int64_t)n * ldo + first;
+                __m512 v = _mm512_mul_ps(scale, col[j]);
+                if (ep->bias) v = _mm512_add_ps(v, _mm512_set1_ps(ep->bias[n]));
+                if (keep == 0xffff) {
+                    if (ep->accumulate) v = _mm512_add_ps(_mm512_loadu_ps(o), v);
+                    _mm512_storeu_ps(o, v);
+                } else {
+                    if (ep->accumulate) v = _mm512_add_ps(_mm512_maskz_expandloadu_ps(keep, o), v);
+                    _mm512_mask_compressstoreu_ps(o, keep, v);
+                }
+            }
+        }
+    }
+}
+
 // Rows [m0, m0 + rows) and columns [n0, n0 + cols) of out from the 32 x 32 block C, sixteen columns at a time.
 static void epilogue_block(float *out, int64_t ldo, const float *C, int m0, int rows, int n0, int cols,
                            const gemm_epilogue *ep) {
     const float alpha = ep && ep->alpha != 0.0f ? ep->alpha : 1.0f;
-    if (ep && ep->transpose_out) {   // out[n, m]: one contiguous run of rows per column
-        for (int j = 0; j < cols; j++) {
-            float *o = out + (int64_t)(n0 + j) * ldo + m0;
-            const float b = ep->bias ? ep->bias[n0 + j] : 0.0f;
-            if (ep->accumulate)
-                for (int r = 0; r < rows; r++) o[r] += alpha * C[r * 32 + j] + b;
-            else
-                for (int r = 0; r < rows; r++) o[r] = alpha * C[r * 32 + j] + b;
-        }
+    if (ep && ep->transpose_out) {
+        epilogue_block_transposed(out, ldo, C, m0, rows, n0, cols, ep, alpha);
         return;
     }
     const __m512 scale = _mm512_set1_ps(alpha);
@@ -410,7 +418,10 @@ static dit_status run_blocks(float *out, int64_t ldo, const uint16_t *A16, const
             const int first = k0 == 0, last = k0 + ksteps * 32 >= Kp;
             for (int mb = mb0; mb < mb1; mb++) {
                 const int m0 = mb * 32, rows = M - m0 < 32 ? M - m0 : 32;
-                const uint16_t *a = A16 + mb * at->block + k0 / 32 * at->kstep;
+                // this K block of the row block: its first step, or (indirect) the offsets from its first step on
+                const uint16_t *a = A16 + mb * at->block + (at->koff ? 0 : k0 / 32 * at->kstep);
+                a_layout from_k0 = *at;
+                if (at->koff) from_k0.koff += k0 / 32;
                 for (int p = s0; p < s1; p++) {
                     const int n0 = p * 32, cols = B->N - n0 < 32 ? B->N - n0 : 32, full = rows == 32 && cols == 32;
                     const uint16_t *panel = B->data + (int64_t)p * 32 * Kp + (int64_t)k0 * 32;
@@ -443,14 +454,14 @@ static dit_status run_blocks(float *out, int64_t ldo, const uint16_t *A16, const
                             prefetch_block(block + 32, ldo);
                     }
                     if (!last) {
-                        kernel(src, lds, wait, ldw, a, at, panel, ksteps, init, accumulate);
+                        kernel(src, lds, wait, ldw, a, &from_k0, panel, ksteps, init, accumulate);
                         continue;
                     }
                     if (full && in_kernel) {   // the result straight into out
-                        kernel(src, lds, block, ldo, a, at, panel, ksteps, init, accumulate);
+                        kernel(src, lds, block, ldo, a, &from_k0, panel, ksteps, init, accumulate);
                         continue;
                     }
-                    kernel(src, lds, C, 32, a, at, panel, ksteps, init, accumulate);
+                    kernel(src, lds, C, 32, a, &from_k0, panel, ksteps, init, accumulate);
                     if (in_kernel)
                         for (int r = 0; r < rows; r++) memcpy(block + (int64_t)r * ldo, C + r * 32, cols * 4);
                     else
