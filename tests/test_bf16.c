@@ -12,6 +12,7 @@
 #include "base/error.h"
 #include "models/dit_model.h"
 #include "ops/bf16.h"
+#include "ops/conv.h"
 #include "ops/dispatch.h"
 #include "ops/cpu/cpu_features.h"
 #include "ops/ops.h"
@@ -254,6 +255,48 @@ static void check_conv(const char *path, int Cin, int H, int W, int Cout, int up
     free(x); free(w); free(bias); free(res); free(direct); free(banded);
 }
 
+// GroupNorm on channels-last rows as a per-channel affine map (+ SiLU, folded into the bf16 grid a conv reads)
+// against the float32 path's groupnorm_forward on the channel-major copy: the grid's values are that result
+// rounded to bf16, bit for bit or one bf16 step apart (the two SiLUs use different exp code and the maps
+// round once vs twice); the zero border and tail stay zero.
+static uint16_t bf16_bits(float x) {   // x rounded to bf16, as stored
+    const float r = bf16_round(x);
+    uint32_t u;
+    memcpy(&u, &r, sizeof u);
+    return (uint16_t)(u >> 16);
+}
+
+static void check_groupnorm_cl(const char *path, int C, int H, int W, int G) {
+    const int T = H * W;
+    float *x = test_random_floats(&rng_state, (size_t)T * C, 3.0f), *xt = malloc(sizeof(float) * (size_t)T * C);
+    float *gamma = test_random_floats(&rng_state, (size_t)C, 1.0f), *beta = test_random_floats(&rng_state, (size_t)C, 1.0f);
+    float *ref = malloc(sizeof(float) * (size_t)T * C), *affine = malloc(sizeof(float) * 2 * (size_t)C);
+    for (int t = 0; t < T; t++)
+        for (int c = 0; c < C; c++) {
+            x[(int64_t)t * C + c] += 0.5f * (float)(c % 5);   // channels off centre
+            xt[(int64_t)c * T + t] = x[(int64_t)t * C + c];
+        }
+    groupnorm_forward(ref, xt, gamma, beta, 1, C, T, G, 1e-6f, 1);
+    const int64_t elems = conv3x3_padded_elems(C, H, W);
+    uint16_t *grid = malloc(sizeof(uint16_t) * (size_t)elems);
+    memset(grid, 0xff, sizeof(uint16_t) * (size_t)elems);
+    DIT_CHECK(groupnorm_cl_affine(affine, affine + C, x, T, C, G, gamma, beta, 1e-6f) == DIT_OK);
+    conv3x3_pad_cl_bf16(grid, x, C, H, W, 0, affine, affine + C, 1);
+    int64_t off_by_one = 0, wrong = 0;
+    for (int64_t i = 0; i < elems; i++) {
+        const int64_t pos = i / C, c = i % C, py = pos / (W + 2), px = pos % (W + 2);
+        const int inside = py >= 1 && py <= H && px >= 1 && px <= W;
+        const uint16_t want = inside ? bf16_bits(ref[c * T + (py - 1) * W + px - 1]) : 0;
+        const int diff = abs((int)grid[i] - (int)want);
+        if (diff == 1) off_by_one++;
+        else if (diff) wrong++;
+    }
+    CHECK(wrong == 0 && off_by_one * 100 <= (int64_t)T * C, "%s groupnorm + SiLU on channels-last rows (C %d, %dx%d, %d "
+          "groups) = groupnorm_forward rounded to bf16: %lld of %lld one bf16 step apart, %lld further", path, C, H, W,
+          G, (long long)off_by_one, (long long)T * C, (long long)wrong);
+    free(x), free(xt), free(gamma), free(beta), free(ref), free(affine), free(grid);
+}
+
 // The autoencoder with its 3x3 convolutions on the bf16 path against its fp32 self (reduced SD widths
 // 32/32/64/64, a 4 x 4 latent / 32 px image to stay quick): decode and encode. Each conv alone matches a
 // float64 sum of the same bf16 inputs to 1e-6, but ~30 convs deep every layer's output is rounded to bf16
@@ -277,6 +320,15 @@ static void check_vae(const char *path) {
     CHECK(dit_vae_set_precision(v, DIT_PRECISION_BF16) == DIT_OK && dit_vae_precision(v) == DIT_PRECISION_BF16,
           "%s VAE set to bf16", path);
     DIT_CHECK(dit_vae_decode(v, z, 1, h, h, got) == DIT_OK && dit_vae_encode_moments(v, img, 1, S, S, mgot) == DIT_OK);
+    // the channels-last decoder gives the same bits on one thread as on several
+    float *one_thread = malloc((size_t)3 * S * S * sizeof *one_thread);
+    const int threads = dit_max_threads();
+    dit_set_threads(1);
+    DIT_CHECK(dit_vae_decode(v, z, 1, h, h, one_thread) == DIT_OK);
+    dit_set_threads(threads);
+    CHECK(!memcmp(one_thread, got, (size_t)3 * S * S * sizeof *got), "%s VAE bf16 decode: 1 thread = %d threads bit "
+          "for bit", path, threads);
+    free(one_thread);
     double max_rel, l2_rel, emax, el2;
     test_relative_errors(got, ref, (size_t)3 * S * S, &max_rel, &l2_rel);
     test_relative_errors(mgot, mref, sizeof mref / sizeof mref[0], &emax, &el2);
@@ -461,6 +513,8 @@ void test_bf16(void) {
         check_conv(name, 32, 17, 37, 64, 0, 1);
         check_conv(name, 96, 8, 30, 32, 1, 1);
         check_conv(name, 4, 9, 9, 32, 0, 0);   // Cin not a multiple of 32: the banded form both times
+        check_groupnorm_cl(name, 64, 9, 13, 32);
+        check_groupnorm_cl(name, 96, 40, 41, 8);
         check_vae(name);
     }
     cpu_path_force(saved);

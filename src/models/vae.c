@@ -284,8 +284,9 @@ void vae_work_free(vae_work *w) {
     memset(w, 0, sizeof *w);
 }
 
-// The packed bf16 copy of a 3x3 conv weight, made on first use (VAE weights never change after loading).
-static const bf16_packed *packed_conv(vae_work *w, const float *weight, int cout, int cin) {
+// The packed bf16 copy of a 3x3 conv weight (taps 9) or of a 1x1 conv / linear one (taps 1), made on first use
+// (VAE weights never change after loading).
+static const bf16_packed *packed_weight(vae_work *w, const float *weight, int cout, int cin, int taps) {
     for (int i = 0; i < w->num_packed; i++)
         if (w->packed[i].weight == weight) return &w->packed[i].packed;
     if (w->num_packed == w->cap_packed) {
@@ -296,7 +297,9 @@ static const bf16_packed *packed_conv(vae_work *w, const float *weight, int cout
     }
     vae_packed_conv *e = &w->packed[w->num_packed];
     memset(e, 0, sizeof *e);
-    if (conv3x3_pack_bf16(&e->packed, weight, cout, cin) != DIT_OK) return NULL;
+    if ((taps == 9 ? conv3x3_pack_bf16(&e->packed, weight, cout, cin)
+                   : bf16_pack(&e->packed, weight, cout, cin, cin, 1)) != DIT_OK)
+        return NULL;
     e->weight = weight;
     w->num_packed++;
     return &e->packed;
@@ -307,7 +310,7 @@ static const bf16_packed *packed_conv(vae_work *w, const float *weight, int cout
 static dit_status conv3x3(float *out, const float *x, const float *w, const float *b, const float *residual,
                           int upsample, int cin, int cout, int H, int W, vae_work *work) {
     if (work->bf16) {
-        const bf16_packed *packed = packed_conv(work, w, cout, cin);
+        const bf16_packed *packed = packed_weight(work, w, cout, cin, 9);
         if (!packed) return DIT_ERR;
         return conv3x3_bf16(out, x, packed, b, residual, upsample, cin, H, W, cout);
     }
@@ -429,7 +432,127 @@ static dit_status encode_one(dit_vae *v, const float *x, int H, int W, float *mo
     return DIT_OK;
 }
 
+// ---- the decoder's bf16 path: channels-last ------------------------------------------------------------
+// Activations are (T = H W, C) float32 rows in the stream buffers; each 3x3 conv reads a padded bf16 grid of its
+// input (work buffer 2) that conv3x3_pad_cl_bf16 builds with the GroupNorm before it and its SiLU folded in, and
+// writes rows straight into the next activation (a residual added in its store). 1x1 convs and the attention's
+// linears are products over the rows. Only the first conv (latent channels in) and the last (image channels
+// out) meet the channel-major layout. Same layers and order as the float32 path (docs/precision.md).
+
+// Every level's channels a multiple of 32 (the direct conv's K steps): SD's 128/256/512 are.
+static int decoder_channels_last(const dit_vae *v) {
+    if (!v->work.bf16) return 0;
+    for (int i = 0; i < v->cfg.num_levels; i++)
+        if (v->cfg.block_out[i] % 32) return 0;
+    return 1;
+}
+
+// out = conv3x3 of x's grid (scale/shift: the GroupNorm as an affine map, NULL for none; silu) + bias, + out
+// with accumulate; channels-last rows, or channel-major (C, H W) with transpose_out.
+static dit_status cl_conv3x3(vae_work *w, float *out, const float *x, const float *weight, const float *bias,
+                             int accumulate, int transpose_out, int cin, int cout, int H, int W, int upsample,
+                             const float *scale, const float *shift) {
+    const bf16_packed *packed = packed_weight(w, weight, cout, cin, 9);
+    uint16_t *padded = (uint16_t *)vae_work_get(w, 2, (size_t)(conv3x3_padded_elems(cin, H, W) + 1) / 2);
+    if (!packed || !padded) return DIT_ERR;
+    conv3x3_pad_cl_bf16(padded, x, cin, H, W, upsample, scale, shift, scale != NULL);
+    return conv3x3_bf16_padded(out, padded, packed, bias, accumulate, transpose_out, cin, H, W);
+}
+
+// out (T, cout) = x (T, cin) @ weight^T + bias (+ out with accumulate): a 1x1 conv or a Linear over channels.
+static dit_status cl_linear(vae_work *w, float *out, int64_t ldo, const float *x, const float *weight,
+                            const float *bias, int accumulate, int cin, int cout, int T) {
+    const bf16_packed *packed = packed_weight(w, weight, cout, cin, 1);
+    if (!packed) return DIT_ERR;
+    const gemm_epilogue ep = {.bias = bias, .accumulate = accumulate};
+    return gemm_bf16(out, ldo, x, cin, 1, packed, T, &ep);
+}
+
+// The GroupNorm's per-channel scale and shift in work buffer 3.
+static float *cl_groupnorm(vae_work *w, const float *x, const float *gamma, const float *beta, int T, int C, int G) {
+    float *affine = vae_work_get(w, 3, 2 * (size_t)C);
+    if (!affine || groupnorm_cl_affine(affine, affine + C, x, T, C, G, gamma, beta, VAE_GN_EPS) != DIT_OK) return NULL;
+    return affine;
+}
+
+static dit_status cl_resnet(float *out, const float *x, const vae_resnet *r, int H, int W, int G, vae_work *w) {
+    const int T = H * W;
+    float *h = vae_work_get(w, 5, (size_t)r->cout * T), *affine = cl_groupnorm(w, x, r->norm1_w, r->norm1_b, T, r->cin, G);
+    if (!h || !affine) return DIT_ERR;
+    DIT_TRY(cl_conv3x3(w, h, x, r->conv1_w, r->conv1_b, 0, 0, r->cin, r->cout, H, W, 0, affine, affine + r->cin));
+    // out = the skip (x, or its 1x1 projection), then conv2(silu(norm2(h))) added in the conv's store
+    if (r->shortcut_w) DIT_TRY(cl_linear(w, out, r->cout, x, r->shortcut_w, r->shortcut_b, 0, r->cin, r->cout, T));
+    else memcpy(out, x, sizeof(float) * (size_t)T * r->cout);
+    if (!(affine = cl_groupnorm(w, h, r->norm2_w, r->norm2_b, T, r->cout, G))) return DIT_ERR;
+    return cl_conv3x3(w, out, h, r->conv2_w, r->conv2_b, 1, 0, r->cout, r->cout, H, W, 0, affine, affine + r->cout);
+}
+
+// Single-head attention over the T positions: q, k, v side by side in one (T, 3C) block, as the bf16 attention
+// kernel reads them; out = x + to_out(attention).
+static dit_status cl_attention(float *out, const float *x, const vae_attention *a, int H, int W, int G,
+                               vae_work *w) {
+    const int C = a->C, T = H * W;
+    float *normed = vae_work_get(w, 4, (size_t)C * T), *qkv = vae_work_get(w, 5, (size_t)3 * C * T);
+    float *attended = vae_work_get(w, 6, (size_t)C * T), *affine = cl_groupnorm(w, x, a->norm_w, a->norm_b, T, C, G);
+    if (!normed || !qkv || !attended || !affine) return DIT_ERR;
+    #pragma omp parallel for schedule(static)
+    for (int t = 0; t < T; t++)
+        for (int c = 0; c < C; c++) normed[(int64_t)t * C + c] = x[(int64_t)t * C + c] * affine[c] + affine[C + c];
+    DIT_TRY(cl_linear(w, qkv, 3 * C, normed, a->q_w, a->q_b, 0, C, C, T));
+    DIT_TRY(cl_linear(w, qkv + C, 3 * C, normed, a->k_w, a->k_b, 0, C, C, T));
+    DIT_TRY(cl_linear(w, qkv + 2 * C, 3 * C, normed, a->v_w, a->v_b, 0, C, C, T));
+    DIT_TRY(attention_forward_bf16(attended, NULL, 0, qkv, 1, T, C, 1));
+    memcpy(out, x, sizeof(float) * (size_t)T * C);
+    return cl_linear(w, out, C, attended, a->out_w, a->out_b, 1, C, C, T);
+}
+
+static dit_status cl_run_resnet(stream *s, const vae_resnet *r, int H, int W, int G) {
+    float *out = next_buffer(s, (size_t)r->cout * H * W);
+    if (!out) return DIT_ERR;
+    DIT_TRY(cl_resnet(out, current(s), r, H, W, G, s->w));
+    advance(s);
+    return DIT_OK;
+}
+
+static dit_status decode_one_channels_last(dit_vae *v, const float *z, int H, int W, float *x) {
+    const dit_vae_config *c = &v->cfg;
+    const int G = c->norm_groups, L = c->num_levels, top = c->block_out[L - 1], Z = c->latent_channels;
+    stream s = {&v->work, 0};
+    // the latent's two convs channel-major, then the activation turned channels-last once
+    float *post = vae_work_get(s.w, 4, (size_t)Z * H * W), *h = vae_work_get(s.w, 1, (size_t)top * H * W);
+    float *rows = vae_work_get(s.w, 0, (size_t)top * H * W);
+    if (!post || !h || !rows) return DIT_ERR;
+    DIT_TRY(conv1x1(post, z, v->post_quant_w, v->post_quant_b, NULL, Z, Z, H * W));
+    DIT_TRY(conv3x3(h, post, v->dec_in_w, v->dec_in_b, NULL, 0, Z, top, H, W, s.w));
+    for (int64_t t = 0; t < (int64_t)H * W; t++)
+        for (int ch = 0; ch < top; ch++) rows[t * top + ch] = h[(int64_t)ch * H * W + t];
+    DIT_TRY(cl_run_resnet(&s, &v->dec_mid[0], H, W, G));
+    float *out = next_buffer(&s, (size_t)top * H * W);
+    if (!out) return DIT_ERR;
+    DIT_TRY(cl_attention(out, current(&s), &v->dec_attn, H, W, G, s.w));
+    advance(&s);
+    DIT_TRY(cl_run_resnet(&s, &v->dec_mid[1], H, W, G));
+    for (int i = 0; i < L; i++) {
+        for (int j = 0; j < c->layers_per_block + 1; j++) DIT_TRY(cl_run_resnet(&s, &v->up.resnets[i][j], H, W, G));
+        if (i < L - 1) {   // Upsample2D: nearest x2 folded into the grid, then the 3x3 conv
+            const int C = c->block_out[L - 1 - i];
+            H *= 2;
+            W *= 2;
+            if (!(out = next_buffer(&s, (size_t)C * H * W))) return DIT_ERR;
+            DIT_TRY(cl_conv3x3(s.w, out, current(&s), v->up.sample_w[i], v->up.sample_b[i], 0, 0, C, C, H, W, 1, NULL,
+                               NULL));
+            advance(&s);
+        }
+    }
+    const int C0 = c->block_out[0];
+    const float *affine = cl_groupnorm(s.w, current(&s), v->dec_norm_w, v->dec_norm_b, H * W, C0, G);
+    if (!affine) return DIT_ERR;
+    return cl_conv3x3(s.w, x, current(&s), v->dec_out_w, v->dec_out_b, 0, 1, C0, c->out_channels, H, W, 0, affine,
+                      affine + C0);
+}
+
 static dit_status decode_one(dit_vae *v, const float *z, int H, int W, float *x) {
+    if (decoder_channels_last(v)) return decode_one_channels_last(v, z, H, W, x);
     const dit_vae_config *c = &v->cfg;
     const int G = c->norm_groups, L = c->num_levels, top = c->block_out[L - 1], Z = c->latent_channels;
     stream s = {&v->work, 0};

@@ -44,9 +44,10 @@ typedef struct {
     int gate_stride, gate_rows;
     int accumulate;
     int transpose_out;       // write out[n * ldo + m] (bias and accumulate only): a conv's (C, H*W) output
-    // with transpose_out and line > 0: rows come in lines of `line` rows of which only the first line_keep are
-    // output, numbered consecutively (row m goes to column m / line * line_keep + m % line): an implicit-GEMM
-    // conv whose rows walk the padded input, two junk positions at the end of each line
+    // line > 0: rows come in lines of `line` rows of which only the first line_keep are output, numbered
+    // consecutively (row m goes to row, or with transpose_out column, m / line * line_keep + m % line): an
+    // implicit-GEMM conv whose rows walk the padded input, two junk positions at the end of each line. Not with
+    // gate or out16.
     int line, line_keep;
     // bf16 output (with bias/gelu only; not with gate, accumulate or transpose_out): element (m, n) goes to
     // out16 at a_offset(out16_layout, out16_row0 + m, out16_col0 + n). out16_cols = 0: the whole operand,
@@ -109,6 +110,25 @@ dit_status conv3x3_pack_bf16(bf16_packed *dst, const float *w, int Cout, int Cin
 // one sample; x is (Cin, H, W), or (Cin, H/2, W/2) repeated 2x2 with upsample (H, W even).
 dit_status conv3x3_bf16(float *out, const float *x, const bf16_packed *weights, const float *bias,
                         const float *residual, int upsample, int Cin, int H, int W, int Cout);
+
+// The channels-last form (the autoencoder's bf16 path; ops/cpu/channels_last.c and conv_bf16.c). Activations
+// are (T = H W, C) float32 rows. A conv reads a zero-padded bf16 grid of its input: (H + 2) x (W + 2)
+// positions of C values, then a zero tail the direct form reads past the grid; conv3x3_padded_elems(C, H, W)
+// elements in all.
+int64_t conv3x3_padded_elems(int C, int H, int W);
+// padded = the grid of y, y[t, c] = silu?(scale[c] x[t, c] + shift[c]) (scale NULL: x itself), rounded to bf16;
+// x (H W, C), or (H/2 W/2, C) repeated 2 x 2 with upsample (H, W even).
+void conv3x3_pad_cl_bf16(uint16_t *padded, const float *x, int C, int H, int W, int upsample, const float *scale,
+                         const float *shift, int silu);
+// GroupNorm of channels-last x (T, C) as a per-channel affine map, norm(x)[t, c] = scale[c] x[t, c] + shift[c]:
+// statistics per group over T x C/G values in float64 (float32 within runs of 32 rows, which do not depend on
+// the thread count), biased variance. DIT_ERR when out of memory.
+dit_status groupnorm_cl_affine(float *scale, float *shift, const float *x, int T, int C, int G, const float *gamma,
+                               const float *beta, float eps);
+// out = conv3x3(the grid padded) + bias (+ out, with accumulate): channels-last (H W, Cout) rows, or (Cout, H W)
+// with transpose_out. Cin a multiple of 32; weights from conv3x3_pack_bf16.
+dit_status conv3x3_bf16_padded(float *out, const uint16_t *padded, const bf16_packed *weights, const float *bias,
+                               int accumulate, int transpose_out, int Cin, int H, int W);
 
 // conv3x3_bf16 reads a Cin % 32 == 0 input in place (on = 1, the default), or builds rows of A band by band as
 // for other Cin (on = 0); both give the same bits. For tests and benchmarks.

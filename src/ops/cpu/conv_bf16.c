@@ -100,9 +100,10 @@ static void copy_run(uint16_t *rows, const a_layout *at, int m, int k0, const ui
 // fixed (ky (W + 2) + kx) Cin further on: rows Cin apart, K steps (32 channels of one tap) at the offsets koff.
 // The two positions past each line's end (ox = W, W + 1) are computed and dropped by the epilogue (line,
 // line_keep). Every row meets the same bf16 values in the same K order as a row built by the banded path.
-static dit_status conv3x3_direct(float *out, const uint16_t *padded, const bf16_packed *Wt, const float *bias,
-                                 int accumulate, int Cin, int H, int W) {
+dit_status conv3x3_bf16_padded(float *out, const uint16_t *padded, const bf16_packed *Wt, const float *bias,
+                               int accumulate, int transpose_out, int Cin, int H, int W) {
     const int Wp = W + 2, steps_per_tap = Cin / 32, M = H * Wp;
+    DIT_CHECK(Cin % 32 == 0 && Wt->K == 9 * Cin && Wt->Kp == Wt->K);
     int64_t *koff = dit_malloc(sizeof(int64_t) * 9 * (size_t)steps_per_tap);
     if (!koff) return DIT_ERR;
     for (int ky = 0; ky < 3; ky++)
@@ -110,8 +111,9 @@ static dit_status conv3x3_direct(float *out, const uint16_t *padded, const bf16_
             for (int c = 0; c < steps_per_tap; c++)
                 koff[(ky * 3 + kx) * steps_per_tap + c] = (int64_t)(ky * Wp + kx) * Cin + c * 32;
     const a_layout at = {.block = 32 * (int64_t)Cin, .half = 16 * (int64_t)Cin, .row = Cin, .kstep = 32, .koff = koff};
-    const gemm_epilogue ep = {.bias = bias, .accumulate = accumulate, .transpose_out = 1, .line = Wp, .line_keep = W};
-    const dit_status st = gemm_bf16_a16(out, (int64_t)H * W, padded, &at, Wt, M, &ep);
+    const gemm_epilogue ep = {.bias = bias, .accumulate = accumulate, .transpose_out = transpose_out, .line = Wp,
+                              .line_keep = W};
+    const dit_status st = gemm_bf16_a16(out, transpose_out ? (int64_t)H * W : Wt->N, padded, &at, Wt, M, &ep);
     free(koff);
     return st;
 }
@@ -126,14 +128,13 @@ dit_status conv3x3_bf16(float *out, const float *x, const bf16_packed *Wt, const
     DIT_CHECK(Wt->K == K && Wt->N == Cout && Kp == round_up(K, 32));
     const int64_t plane = (int64_t)H * W;
     const int direct = direct_allowed && Cin % 32 == 0;
-    // the direct form reads up to round_up(H Wp, 32) + 2 Wp + 2 positions: zeros past the grid
-    const int64_t grid = (int64_t)(H + 2) * Wp, tail = direct ? 2 * Wp + 40 : 0;
-    uint16_t *padded = grow(&ws.padded, &ws.padded_cap, (size_t)(grid + tail) * Cin);
+    const int64_t grid = (int64_t)(H + 2) * Wp * Cin, elems = conv3x3_padded_elems(Cin, H, W);
+    uint16_t *padded = grow(&ws.padded, &ws.padded_cap, (size_t)elems);
     if (!padded) return DIT_ERR;
     pad_channels_last(padded, x, upsample, Cin, H, W);
-    if (tail) memset(padded + grid * Cin, 0, (size_t)tail * Cin * sizeof *padded);
+    memset(padded + grid, 0, (size_t)(elems - grid) * sizeof *padded);   // the tail the direct form reads
     if (residual) memcpy(out, residual, (size_t)Cout * plane * sizeof *out);
-    if (direct) return conv3x3_direct(out, padded, Wt, bias, residual != NULL, Cin, H, W);
+    if (direct) return conv3x3_bf16_padded(out, padded, Wt, bias, residual != NULL, 1, Cin, H, W);
     // A band of output lines whose rows take ~4 MB: big enough to keep the panels busy, small enough for L2/L3.
     int band = (int)((4 << 20) / ((int64_t)W * Kp * 2));
     band = band < 1 ? 1 : band > H ? H : band;

@@ -296,7 +296,11 @@ static void epilogue_block(float *out, int64_t ldo, const float *C, int m0, int 
         const int gated = ep && ep->gate;
         int gate_row = gated ? m0 / ep->gate_rows : 0, gate_left = gated ? ep->gate_rows - m0 % ep->gate_rows : 0;
         for (int r = 0; r < rows; r++) {
-            const int64_t m = m0 + r;
+            int64_t m = m0 + r;
+            if (ep && ep->line) {   // rows past line_keep are dropped, the kept ones numbered consecutively
+                if (m % ep->line >= ep->line_keep) continue;
+                m = m / ep->line * ep->line_keep + m % ep->line;
+            }
             __m512 v = _mm512_mul_ps(scale, _mm512_load_ps(C + r * 32 + h * 16));
             if (!ep) {
                 _mm512_mask_storeu_ps(out + m * ldo + col, mask, v);
@@ -368,13 +372,13 @@ typedef void (*kernel_fn)(const float *src, int64_t lds, float *dst, int64_t ldd
 // a copy; edge blocks take the same arithmetic through a copy, so a row's result does not depend on which
 // kind of block it fell in (batch invariance).
 static int epilogue_in_kernel(const gemm_epilogue *ep) {
-    return !ep || (!ep->gelu && !ep->gate && !ep->transpose_out && !ep->out16 &&
+    return !ep || (!ep->gelu && !ep->gate && !ep->transpose_out && !ep->out16 && !ep->line &&
                    (ep->alpha == 0.0f || ep->alpha == 1.0f) && !(ep->bias && ep->accumulate));
 }
 
 // Epilogues whose out is written, never read, in the usual layout: a full block's partial sums may wait in out.
 static int out_is_scratch(const gemm_epilogue *ep) {
-    return !ep || (!ep->gate && !ep->accumulate && !ep->transpose_out && !ep->out16);
+    return !ep || (!ep->gate && !ep->accumulate && !ep->transpose_out && !ep->out16 && !ep->line);
 }
 
 // Partial sums of the blocks that cannot wait in out, 32 x 32 floats each, per thread; only grows.
@@ -450,7 +454,7 @@ static dit_status run_blocks(float *out, int64_t ldo, const uint16_t *A16, const
                     const int accumulate = !first || from_out;
                     if (p + 1 < s1) {   // what the next panel's block will read, asked for while this one runs
                         if (accumulate && wait) prefetch_block(wait + (wait == block ? 32 : 1024), ldw);
-                        if (last && !in_kernel && block && ep && (ep->gate || ep->accumulate))
+                        if (last && !in_kernel && block && ep && (ep->gate || ep->accumulate) && !ep->line)
                             prefetch_block(block + 32, ldo);
                     }
                     if (!last) {

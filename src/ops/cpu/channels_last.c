@@ -1,0 +1,115 @@
+// The autoencoder's bf16 path keeps its activations channels-last, (T = H W, C) float32 rows, so that a 3x3
+// conv reads its input in place (conv_bf16.c) and writes rows the next layer reads without a transpose. Here:
+// GroupNorm's statistics on channels-last rows, and the zero-padded bf16 grid a conv reads, built in one pass
+// from the float32 rows with the norm's affine map, SiLU and the 2x nearest upsample folded in.
+// Compiled with AVX512-BF16 enabled; only entered when the CPU has a bf16 path.
+#include <immintrin.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/error.h"
+#include "ops/bf16.h"
+#include "ops/cpu/fast_exp512.h"
+#include "ops/cpu/mask16.h"
+
+// Rows summed in float32 before the sums move to the float64 totals: short runs keep the float32 error small.
+// The runs are fixed blocks of rows, added in order, so the sums do not depend on the thread count.
+enum { ROWS_PER_RUN = 32 };
+
+// Per-channel float64 sums over all rows of f(x[t, c]) (f = x, or (x - center[c])^2 when center != NULL).
+// runs: scratch of (T / ROWS_PER_RUN rounded up) x C floats.
+static void channel_sums(double *sums, float *runs, const float *x, int T, int C, const float *center) {
+    const int num_runs = (T + ROWS_PER_RUN - 1) / ROWS_PER_RUN;
+    #pragma omp parallel for schedule(static)
+    for (int k = 0; k < num_runs; k++) {
+        float *run = runs + (int64_t)k * C;
+        memset(run, 0, sizeof(float) * (size_t)C);
+        const int t1 = (k + 1) * ROWS_PER_RUN < T ? (k + 1) * ROWS_PER_RUN : T;
+        for (int t = k * ROWS_PER_RUN; t < t1; t++) {
+            const float *row = x + (int64_t)t * C;
+            if (center)
+                for (int c = 0; c < C; c++) {
+                    const float d = row[c] - center[c];
+                    run[c] += d * d;
+                }
+            else
+                for (int c = 0; c < C; c++) run[c] += row[c];
+        }
+    }
+    memset(sums, 0, sizeof(double) * (size_t)C);
+    for (int k = 0; k < num_runs; k++)
+        for (int c = 0; c < C; c++) sums[c] += runs[(int64_t)k * C + c];
+}
+
+dit_status groupnorm_cl_affine(float *scale, float *shift, const float *x, int T, int C, int G, const float *gamma,
+                               const float *beta, float eps) {
+    DIT_CHECK(G > 0 && C % G == 0);
+    const int per_group = C / G;
+    const double count = (double)T * per_group;
+    double *sums = dit_malloc(sizeof(double) * (size_t)C);
+    float *mean = dit_malloc(sizeof(float) * (size_t)C);
+    float *runs = dit_malloc(sizeof(float) * (size_t)((T + ROWS_PER_RUN - 1) / ROWS_PER_RUN) * C);
+    double *group_mean = dit_malloc(sizeof(double) * (size_t)G);
+    if (!sums || !mean || !runs || !group_mean) {
+        free(sums), free(mean), free(runs), free(group_mean);
+        return DIT_ERR;
+    }
+    channel_sums(sums, runs, x, T, C, NULL);
+    for (int g = 0; g < G; g++) {
+        double s = 0;
+        for (int c = g * per_group; c < (g + 1) * per_group; c++) s += sums[c];
+        group_mean[g] = s / count;
+        for (int c = g * per_group; c < (g + 1) * per_group; c++) mean[c] = (float)group_mean[g];
+    }
+    // squares about the (float32-rounded) mean: the biased variance, as PyTorch computes it; the rounding of
+    // the centre moves the variance by (mean - mean_f)^2, far below float32's resolution of it
+    channel_sums(sums, runs, x, T, C, mean);
+    for (int g = 0; g < G; g++) {
+        double s = 0;
+        for (int c = g * per_group; c < (g + 1) * per_group; c++) s += sums[c];
+        const double rstd = 1.0 / sqrt(s / count + (double)eps);
+        for (int c = g * per_group; c < (g + 1) * per_group; c++) {
+            scale[c] = (float)(rstd * gamma[c]);
+            shift[c] = (float)(beta[c] - group_mean[g] * rstd * gamma[c]);
+        }
+    }
+    free(sums), free(mean), free(runs), free(group_mean);
+    return DIT_OK;
+}
+
+int64_t conv3x3_padded_elems(int C, int H, int W) { return ((int64_t)(H + 2) * (W + 2) + 2 * (W + 2) + 40) * C; }
+
+void conv3x3_pad_cl_bf16(uint16_t *padded, const float *x, int C, int H, int W, int upsample, const float *scale,
+                         const float *shift, int silu) {
+    const int Wp = W + 2, sw = upsample ? W / 2 : W, repeat = upsample ? 2 : 1;
+    const int64_t line = (int64_t)Wp * C;
+    // the top line, and the bottom line with the tail the direct conv reads past the grid
+    memset(padded, 0, (size_t)line * sizeof *padded);
+    memset(padded + (int64_t)(H + 1) * line, 0,
+           (size_t)(conv3x3_padded_elems(C, H, W) - (int64_t)(H + 1) * line) * sizeof *padded);
+    #pragma omp parallel for schedule(static)
+    for (int sy = 0; sy < (upsample ? H / 2 : H); sy++) {
+        uint16_t *dst_line = padded + (int64_t)(sy * repeat + 1) * line;
+        memset(dst_line, 0, (size_t)C * sizeof *dst_line);
+        memset(dst_line + (int64_t)(W + 1) * C, 0, (size_t)C * sizeof *dst_line);
+        for (int sx = 0; sx < sw; sx++) {
+            const float *src = x + ((int64_t)sy * sw + sx) * C;
+            uint16_t *dst = dst_line + (int64_t)(sx * repeat + 1) * C;
+            for (int c = 0; c < C; c += 16) {
+                const __mmask16 mask = mask16(C - c);
+                __m512 v = _mm512_maskz_loadu_ps(mask, src + c);
+                if (scale)
+                    v = _mm512_add_ps(_mm512_mul_ps(v, _mm512_maskz_loadu_ps(mask, scale + c)),
+                                      _mm512_maskz_loadu_ps(mask, shift + c));
+                if (silu)   // y / (1 + e^-y)
+                    v = _mm512_div_ps(v, _mm512_add_ps(_mm512_set1_ps(1.0f),
+                                                       fast_exp512(_mm512_sub_ps(_mm512_setzero_ps(), v))));
+                const __m256i h = (__m256i)_mm512_cvtneps_pbh(v);
+                _mm256_mask_storeu_epi16(dst + c, mask, h);
+                if (upsample) _mm256_mask_storeu_epi16(dst + C + c, mask, h);
+            }
+        }
+        if (upsample) memcpy(dst_line + line, dst_line, (size_t)line * sizeof *dst_line);
+    }
+}
