@@ -230,7 +230,22 @@ static void check_conv(const char *path, int Cin, int H, int W, int Cout, int up
     conv3x3_bf16_allow_direct(0);
     DIT_CHECK(conv3x3_bf16(banded, x, &packed, bias, res, upsample, Cin, H, W, Cout) == DIT_OK);
     conv3x3_bf16_allow_direct(1);
-    double worst = 0;
+    // the channels-last form (Cin % 32 == 0): x and the residual as rows, the grid built by conv3x3_pad_cl_bf16,
+    // out as rows (H W, Cout)
+    float *rows_out = NULL;
+    if (Cin % 32 == 0) {
+        float *x_rows = malloc(sizeof(float) * (size_t)Cin * sh * sw);
+        rows_out = malloc(sizeof(float) * (size_t)Cout * H * W);
+        uint16_t *grid = malloc(sizeof(uint16_t) * (size_t)conv3x3_padded_elems(Cin, H, W));
+        for (int ci = 0; ci < Cin; ci++)
+            for (int i = 0; i < sh * sw; i++) x_rows[(int64_t)i * Cin + ci] = x[(int64_t)ci * sh * sw + i];
+        for (int co = 0; co < Cout; co++)
+            for (int i = 0; i < H * W; i++) rows_out[(int64_t)i * Cout + co] = res ? res[(int64_t)co * H * W + i] : 0;
+        conv3x3_pad_cl_bf16(grid, x_rows, Cin, H, W, upsample, NULL, NULL, 0);
+        DIT_CHECK(conv3x3_bf16_padded(rows_out, grid, &packed, bias, res != NULL, 0, Cin, H, W) == DIT_OK);
+        free(x_rows), free(grid);
+    }
+    double worst = 0, worst_rows = 0;
     for (int co = 0; co < Cout; co++)
         for (int y = 0; y < H; y++)
             for (int xx = 0; xx < W; xx++) {
@@ -247,10 +262,19 @@ static void check_conv(const char *path, int Cin, int H, int W, int Cout, int up
                         }
                 const double err = fabs(direct[((int64_t)co * H + y) * W + xx] - sum) / (mag + 1e-30);
                 if (err > worst) worst = err;
+                if (rows_out) {
+                    const double e = fabs(rows_out[((int64_t)y * W + xx) * Cout + co] - sum) / (mag + 1e-30);
+                    if (e > worst_rows) worst_rows = e;
+                }
             }
     CHECK(!memcmp(direct, banded, sizeof(float) * (size_t)Cout * H * W) && worst <= 1e-5,
           "%s conv3x3 Cin %d, %dx%d%s -> %d%s: in place = banded rows bit for bit, vs float64 %.1e of sum |terms| "
           "(bound 1e-5)", path, Cin, H, W, upsample ? " (upsampled)" : "", Cout, res ? ", + residual" : "", worst);
+    if (rows_out)
+        CHECK(worst_rows <= 1e-5, "%s conv3x3 channels-last rows, Cin %d, %dx%d%s -> %d%s: vs float64 %.1e of sum "
+              "|terms| (bound 1e-5)", path, Cin, H, W, upsample ? " (upsampled)" : "", Cout, res ? ", + residual" : "",
+              worst_rows);
+    free(rows_out);
     bf16_packed_free(&packed);
     free(x); free(w); free(bias); free(res); free(direct); free(banded);
 }
@@ -300,9 +324,10 @@ static void check_groupnorm_cl(const char *path, int C, int H, int W, int G) {
 // The autoencoder with its 3x3 convolutions on the bf16 path against its fp32 self (reduced SD widths
 // 32/32/64/64, a 4 x 4 latent / 32 px image to stay quick): decode and encode. Each conv alone matches a
 // float64 sum of the same bf16 inputs to 1e-6, but ~30 convs deep every layer's output is rounded to bf16
-// again, and the error grows to 2.8e-2 (AMX) / 3.3e-2 (AVX512-BF16; the two paths round differently
-// downstream once their float32 sums differ in the last bit). Bound 5e-2 of max |out|: catches a wrong
-// layout or tap (errors of order 1), and is why the autoencoder's AUTO stays fp32.
+// again: over 12 random latents the decode's relative L2 error is 2.0-3.0e-2 and its max error 1.7-3.7e-2 of
+// max |out|, alike for the channel-major decoder and the channels-last one that replaced it. Bounds: L2 4e-2,
+// max 1e-1 (one draw's max is the noisier figure); both catch a wrong layout or tap (errors of order 1), and
+// this error is why the autoencoder's AUTO stays fp32.
 static void check_vae(const char *path) {
     dit_vae_config c;
     dit_vae_config_sd(&c);
@@ -332,8 +357,9 @@ static void check_vae(const char *path) {
     double max_rel, l2_rel, emax, el2;
     test_relative_errors(got, ref, (size_t)3 * S * S, &max_rel, &l2_rel);
     test_relative_errors(mgot, mref, sizeof mref / sizeof mref[0], &emax, &el2);
-    CHECK(max_rel <= 5e-2 && emax <= 5e-2, "%s VAE bf16 vs fp32: decode max error %.2e of max |out| (L2 %.2e), encode "
-          "moments %.2e (L2 %.2e) (bound 5e-2)", path, max_rel, l2_rel, emax, el2);
+    CHECK(l2_rel <= 4e-2 && el2 <= 4e-2 && max_rel <= 1e-1 && emax <= 1e-1, "%s VAE bf16 vs fp32: decode L2 error "
+          "%.2e (max %.2e of max |out|), encode moments L2 %.2e (max %.2e) (bounds: L2 4e-2, max 1e-1)", path, l2_rel,
+          max_rel, el2, emax);
     free(z); free(img); free(ref); free(got);
     dit_vae_free(v);
 }
@@ -512,6 +538,7 @@ void test_bf16(void) {
         check_conv(name, 64, 6, 6, 33, 1, 0);
         check_conv(name, 32, 17, 37, 64, 0, 1);
         check_conv(name, 96, 8, 30, 32, 1, 1);
+        check_conv(name, 96, 3, 70, 32, 0, 1);   // 3 K blocks, whole 32-row blocks inside a line
         check_conv(name, 4, 9, 9, 32, 0, 0);   // Cin not a multiple of 32: the banded form both times
         check_groupnorm_cl(name, 64, 9, 13, 32);
         check_groupnorm_cl(name, 96, 40, 41, 8);

@@ -480,11 +480,16 @@ static dit_status cl_resnet(float *out, const float *x, const vae_resnet *r, int
     float *h = vae_work_get(w, 5, (size_t)r->cout * T), *affine = cl_groupnorm(w, x, r->norm1_w, r->norm1_b, T, r->cin, G);
     if (!h || !affine) return DIT_ERR;
     DIT_TRY(cl_conv3x3(w, h, x, r->conv1_w, r->conv1_b, 0, 0, r->cin, r->cout, H, W, 0, affine, affine + r->cin));
-    // out = the skip (x, or its 1x1 projection), then conv2(silu(norm2(h))) added in the conv's store
-    if (r->shortcut_w) DIT_TRY(cl_linear(w, out, r->cout, x, r->shortcut_w, r->shortcut_b, 0, r->cin, r->cout, T));
-    else memcpy(out, x, sizeof(float) * (size_t)T * r->cout);
-    if (!(affine = cl_groupnorm(w, h, r->norm2_w, r->norm2_b, T, r->cout, G))) return DIT_ERR;
-    return cl_conv3x3(w, out, h, r->conv2_w, r->conv2_b, 1, 0, r->cout, r->cout, H, W, 0, affine, affine + r->cout);
+    // out = the skip (x, or its 1x1 projection) + conv2's bias, then conv2(silu(norm2(h))) added in the conv's
+    // store (a plain accumulation, which the kernel does in place)
+    const int C = r->cout;
+    if (r->shortcut_w) DIT_TRY(cl_linear(w, out, C, x, r->shortcut_w, r->shortcut_b, 0, r->cin, C, T));
+    else memcpy(out, x, sizeof(float) * (size_t)T * C);
+    #pragma omp parallel for schedule(static)
+    for (int t = 0; t < T; t++)
+        for (int c = 0; c < C; c++) out[(int64_t)t * C + c] += r->conv2_b[c];
+    if (!(affine = cl_groupnorm(w, h, r->norm2_w, r->norm2_b, T, C, G))) return DIT_ERR;
+    return cl_conv3x3(w, out, h, r->conv2_w, NULL, 1, 0, C, C, H, W, 0, affine, affine + C);
 }
 
 // Single-head attention over the T positions: q, k, v side by side in one (T, 3C) block, as the bf16 attention

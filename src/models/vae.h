@@ -38,8 +38,9 @@ typedef struct {
     const float *q_w, *q_b, *k_w, *k_b, *v_w, *v_b, *out_w, *out_b;   // (C, C), (C)
 } vae_attention;
 
-// Growable scratch buffers for one sample's activations (reused across layers and calls), and how the 3x3
-// convolutions run: bf16 (implicit GEMM, ops/cpu/conv_bf16.c) with each weight packed on first use.
+// Growable scratch buffers for one sample's activations (reused across layers and calls), and how the
+// convolutions run: bf16 (implicit GEMM, ops/cpu/conv_bf16.c; the decoder channels-last, vae.c) with each
+// weight (3x3, and the decoder's 1x1 and attention linears) packed on first use.
 typedef struct {
     const float *weight;
     bf16_packed packed;

@@ -236,6 +236,13 @@ static inline void store_bf16_run(uint16_t *dst, const a_layout *at, int r, int 
         _mm_mask_storeu_epi16(dst + a_offset(at, r, k + 8), (__mmask8)mask16(count - 8), _mm256_extracti128_si256(v, 1));
 }
 
+// The row of out that product row m goes to: m itself, or with lines (ep->line) its place among the kept
+// rows; -1 for a dropped one.
+static inline int64_t kept_row(const gemm_epilogue *ep, int64_t m) {
+    if (!ep || !ep->line) return m;
+    return m % ep->line < ep->line_keep ? m / ep->line * ep->line_keep + m % ep->line : -1;
+}
+
 // transpose_out: out[n, m] (+ bias, + out with accumulate), 16 x 16 floats of C at a time transposed in registers,
 // so each output column gets a run of 16 rows. With lines (ep->line), the rows past line_keep in each line are
 // dropped and the kept ones are consecutive in out: a compressing store (an expanding load to accumulate).
@@ -296,11 +303,8 @@ static void epilogue_block(float *out, int64_t ldo, const float *C, int m0, int 
         const int gated = ep && ep->gate;
         int gate_row = gated ? m0 / ep->gate_rows : 0, gate_left = gated ? ep->gate_rows - m0 % ep->gate_rows : 0;
         for (int r = 0; r < rows; r++) {
-            int64_t m = m0 + r;
-            if (ep && ep->line) {   // rows past line_keep are dropped, the kept ones numbered consecutively
-                if (m % ep->line >= ep->line_keep) continue;
-                m = m / ep->line * ep->line_keep + m % ep->line;
-            }
+            const int64_t m = kept_row(ep, m0 + r);   // with lines, dropped rows are skipped
+            if (m < 0) continue;
             __m512 v = _mm512_mul_ps(scale, _mm512_load_ps(C + r * 32 + h * 16));
             if (!ep) {
                 _mm512_mask_storeu_ps(out + m * ldo + col, mask, v);
@@ -372,13 +376,13 @@ typedef void (*kernel_fn)(const float *src, int64_t lds, float *dst, int64_t ldd
 // a copy; edge blocks take the same arithmetic through a copy, so a row's result does not depend on which
 // kind of block it fell in (batch invariance).
 static int epilogue_in_kernel(const gemm_epilogue *ep) {
-    return !ep || (!ep->gelu && !ep->gate && !ep->transpose_out && !ep->out16 && !ep->line &&
+    return !ep || (!ep->gelu && !ep->gate && !ep->transpose_out && !ep->out16 &&
                    (ep->alpha == 0.0f || ep->alpha == 1.0f) && !(ep->bias && ep->accumulate));
 }
 
 // Epilogues whose out is written, never read, in the usual layout: a full block's partial sums may wait in out.
 static int out_is_scratch(const gemm_epilogue *ep) {
-    return !ep || (!ep->gate && !ep->accumulate && !ep->transpose_out && !ep->out16 && !ep->line);
+    return !ep || (!ep->gate && !ep->accumulate && !ep->transpose_out && !ep->out16);
 }
 
 // Partial sums of the blocks that cannot wait in out, 32 x 32 floats each, per thread; only grows.
@@ -410,7 +414,9 @@ static dit_status run_blocks(float *out, int64_t ldo, const uint16_t *A16, const
                              int M, int mb0, int mb1, int p0, int p1, kernel_fn kernel, const gemm_epilogue *ep) {
     float C[32 * 32] __attribute__((aligned(64)));
     float bias_block[32] __attribute__((aligned(64)));
-    const int Kp = B->Kp, ksteps_max = block_ksteps(Kp), slab = slab_panels(ksteps_max);
+    // an indirect A (a conv reading its input in place) revisits the same lines tap after tap: its whole K fits
+    // in L1 as one block
+    const int Kp = B->Kp, ksteps_max = at->koff ? Kp / 32 : block_ksteps(Kp), slab = slab_panels(ksteps_max);
     const int in_kernel = epilogue_in_kernel(ep), from_out = in_kernel && ep && ep->accumulate;
     const int one_block = ksteps_max * 32 >= Kp, rows_of_blocks = mb1 - mb0;
     float *sums = NULL;   // partial sums of block (mb, p) at sums + ((mb - mb0) * slab + p - s0) * 1024
@@ -422,14 +428,21 @@ static dit_status run_blocks(float *out, int64_t ldo, const uint16_t *A16, const
             const int first = k0 == 0, last = k0 + ksteps * 32 >= Kp;
             for (int mb = mb0; mb < mb1; mb++) {
                 const int m0 = mb * 32, rows = M - m0 < 32 ? M - m0 : 32;
+                // out's row of row m0; with lines (ep->line), a block is whole only if its 32 rows are all kept
+                int64_t out_row = m0;
+                int whole_rows = rows == 32;
+                if (ep && ep->line) {
+                    out_row = m0 / ep->line * ep->line_keep + m0 % ep->line;
+                    whole_rows &= m0 % ep->line + 32 <= ep->line_keep;
+                }
                 // this K block of the row block: its first step, or (indirect) the offsets from its first step on
                 const uint16_t *a = A16 + mb * at->block + (at->koff ? 0 : k0 / 32 * at->kstep);
                 a_layout from_k0 = *at;
                 if (at->koff) from_k0.koff += k0 / 32;
                 for (int p = s0; p < s1; p++) {
-                    const int n0 = p * 32, cols = B->N - n0 < 32 ? B->N - n0 : 32, full = rows == 32 && cols == 32;
+                    const int n0 = p * 32, cols = B->N - n0 < 32 ? B->N - n0 : 32, full = whole_rows && cols == 32;
                     const uint16_t *panel = B->data + (int64_t)p * 32 * Kp + (int64_t)k0 * 32;
-                    float *block = out ? out + (int64_t)m0 * ldo + n0 : NULL;   // NULL: bf16 output (out16)
+                    float *block = out ? out + out_row * ldo + n0 : NULL;   // NULL: bf16 output (out16)
                     const float *init = NULL;   // the start values of every row when the kernel adds the bias
                     if (first && in_kernel && ep && ep->bias) {
                         init = ep->bias + n0;   // a full panel reads the bias in place; an edge one, padded
@@ -446,7 +459,10 @@ static dit_status run_blocks(float *out, int64_t ldo, const uint16_t *A16, const
                     int64_t lds = ldw;
                     if (first && from_out && !full) {   // an edge block's sums start from out's values
                         memset(C, 0, sizeof C);
-                        for (int r = 0; r < rows; r++) memcpy(C + r * 32, block + (int64_t)r * ldo, cols * 4);
+                        for (int r = 0; r < rows; r++) {
+                            const int64_t o = kept_row(ep, m0 + r);
+                            if (o >= 0) memcpy(C + r * 32, out + o * ldo + n0, cols * 4);
+                        }
                         src = C, lds = 32;
                     } else if (first && from_out) {
                         src = block, lds = ldo;
@@ -454,7 +470,7 @@ static dit_status run_blocks(float *out, int64_t ldo, const uint16_t *A16, const
                     const int accumulate = !first || from_out;
                     if (p + 1 < s1) {   // what the next panel's block will read, asked for while this one runs
                         if (accumulate && wait) prefetch_block(wait + (wait == block ? 32 : 1024), ldw);
-                        if (last && !in_kernel && block && ep && (ep->gate || ep->accumulate) && !ep->line)
+                        if (last && !in_kernel && block && ep && (ep->gate || ep->accumulate))
                             prefetch_block(block + 32, ldo);
                     }
                     if (!last) {
@@ -467,7 +483,10 @@ static dit_status run_blocks(float *out, int64_t ldo, const uint16_t *A16, const
                     }
                     kernel(src, lds, C, 32, a, &from_k0, panel, ksteps, init, accumulate);
                     if (in_kernel)
-                        for (int r = 0; r < rows; r++) memcpy(block + (int64_t)r * ldo, C + r * 32, cols * 4);
+                        for (int r = 0; r < rows; r++) {
+                            const int64_t o = kept_row(ep, m0 + r);
+                            if (o >= 0) memcpy(out + o * ldo + n0, C + r * 32, cols * 4);
+                        }
                     else
                         epilogue_block(out, ldo, C, m0, rows, n0, cols, ep);
                 }
