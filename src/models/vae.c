@@ -424,12 +424,7 @@ static dit_status encode_one(dit_vae *v, const float *x, int H, int W, float *mo
     float *out = next_buffer(&s, (size_t)Z2 * H * W);
     if (!out) return DIT_ERR;
     DIT_TRY(conv3x3(out, normed, v->enc_out_w, v->enc_out_b, NULL, 0, top, Z2, H, W, s.w));
-    DIT_TRY(conv1x1(moments, out, v->quant_w, v->quant_b, NULL, Z2, Z2, H * W));
-    // DiagonalGaussianDistribution clamps logvar to [-30, 20].
-    float *logvar = moments + (int64_t)c->latent_channels * H * W;
-    for (int64_t i = 0; i < (int64_t)c->latent_channels * H * W; i++)
-        logvar[i] = logvar[i] < -30.0f ? -30.0f : logvar[i] > 20.0f ? 20.0f : logvar[i];
-    return DIT_OK;
+    return conv1x1(moments, out, v->quant_w, v->quant_b, NULL, Z2, Z2, H * W);
 }
 
 // ---- the decoder's bf16 path: channels-last ------------------------------------------------------------
@@ -440,7 +435,7 @@ static dit_status encode_one(dit_vae *v, const float *x, int H, int W, float *mo
 // out) meet the channel-major layout. Same layers and order as the float32 path (docs/precision.md).
 
 // Every level's channels a multiple of 32 (the direct conv's K steps): SD's 128/256/512 are.
-static int decoder_channels_last(const dit_vae *v) {
+static int channels_last(const dit_vae *v) {
     if (!v->work.bf16) return 0;
     for (int i = 0; i < v->cfg.num_levels; i++)
         if (v->cfg.block_out[i] % 32) return 0;
@@ -519,6 +514,13 @@ static dit_status cl_run_resnet(stream *s, const vae_resnet *r, int H, int W, in
     return DIT_OK;
 }
 
+// rows (T, C) = x (C, T) transposed.
+static void channels_to_rows(float *rows, const float *x, int C, int T) {
+    #pragma omp parallel for schedule(static)
+    for (int t = 0; t < T; t++)
+        for (int c = 0; c < C; c++) rows[(int64_t)t * C + c] = x[(int64_t)c * T + t];
+}
+
 static dit_status decode_one_channels_last(dit_vae *v, const float *z, int H, int W, float *x) {
     const dit_vae_config *c = &v->cfg;
     const int G = c->norm_groups, L = c->num_levels, top = c->block_out[L - 1], Z = c->latent_channels;
@@ -529,8 +531,7 @@ static dit_status decode_one_channels_last(dit_vae *v, const float *z, int H, in
     if (!post || !h || !rows) return DIT_ERR;
     DIT_TRY(conv1x1(post, z, v->post_quant_w, v->post_quant_b, NULL, Z, Z, H * W));
     DIT_TRY(conv3x3(h, post, v->dec_in_w, v->dec_in_b, NULL, 0, Z, top, H, W, s.w));
-    for (int64_t t = 0; t < (int64_t)H * W; t++)
-        for (int ch = 0; ch < top; ch++) rows[t * top + ch] = h[(int64_t)ch * H * W + t];
+    channels_to_rows(rows, h, top, H * W);
     DIT_TRY(cl_run_resnet(&s, &v->dec_mid[0], H, W, G));
     float *out = next_buffer(&s, (size_t)top * H * W);
     if (!out) return DIT_ERR;
@@ -556,8 +557,48 @@ static dit_status decode_one_channels_last(dit_vae *v, const float *z, int H, in
                       affine + C0);
 }
 
+// The encoder on the same path: the image's conv channel-major, then rows; Downsample2D as a stride-2 conv over
+// a grid padded only right and bottom; the last conv writes the moments channel-major for quant_conv.
+static dit_status encode_one_channels_last(dit_vae *v, const float *x, int H, int W, float *moments) {
+    const dit_vae_config *c = &v->cfg;
+    const int G = c->norm_groups, L = c->num_levels, C0 = c->block_out[0];
+    stream s = {&v->work, 0};
+    float *h = vae_work_get(s.w, 1, (size_t)C0 * H * W), *rows = vae_work_get(s.w, 0, (size_t)C0 * H * W);
+    if (!h || !rows) return DIT_ERR;
+    DIT_TRY(conv3x3(h, x, v->enc_in_w, v->enc_in_b, NULL, 0, c->in_channels, C0, H, W, s.w));
+    channels_to_rows(rows, h, C0, H * W);
+    for (int i = 0; i < L; i++) {
+        for (int j = 0; j < c->layers_per_block; j++) DIT_TRY(cl_run_resnet(&s, &v->down.resnets[i][j], H, W, G));
+        if (i < L - 1) {   // Downsample2D(padding=0): zero pad right and bottom by one, then 3x3 stride 2
+            const int C = c->block_out[i];
+            const bf16_packed *packed = packed_weight(s.w, v->down.sample_w[i], C, C, 9);
+            uint16_t *grid = (uint16_t *)vae_work_get(s.w, 2, (size_t)(conv3x3_padded_elems(C, H, W) + 1) / 2);
+            float *out = next_buffer(&s, (size_t)C * (H / 2) * (W / 2));
+            if (!packed || !grid || !out) return DIT_ERR;
+            conv3x3_pad_cl_bf16_down(grid, current(&s), C, H, W);
+            DIT_TRY(conv3x3_bf16_down(out, grid, packed, v->down.sample_b[i], C, H, W));
+            advance(&s);
+            H /= 2;
+            W /= 2;
+        }
+    }
+    const int top = c->block_out[L - 1], Z2 = 2 * c->latent_channels;
+    DIT_TRY(cl_run_resnet(&s, &v->enc_mid[0], H, W, G));
+    float *out = next_buffer(&s, (size_t)top * H * W);
+    if (!out) return DIT_ERR;
+    DIT_TRY(cl_attention(out, current(&s), &v->enc_attn, H, W, G, s.w));
+    advance(&s);
+    DIT_TRY(cl_run_resnet(&s, &v->enc_mid[1], H, W, G));
+    const float *affine = cl_groupnorm(s.w, current(&s), v->enc_norm_w, v->enc_norm_b, H * W, top, G);
+    float *conv_out = vae_work_get(s.w, 6, (size_t)Z2 * H * W);
+    if (!affine || !conv_out) return DIT_ERR;
+    DIT_TRY(cl_conv3x3(s.w, conv_out, current(&s), v->enc_out_w, v->enc_out_b, 0, 1, top, Z2, H, W, 0, affine,
+                       affine + top));
+    return conv1x1(moments, conv_out, v->quant_w, v->quant_b, NULL, Z2, Z2, H * W);
+}
+
 static dit_status decode_one(dit_vae *v, const float *z, int H, int W, float *x) {
-    if (decoder_channels_last(v)) return decode_one_channels_last(v, z, H, W, x);
+    if (channels_last(v)) return decode_one_channels_last(v, z, H, W, x);
     const dit_vae_config *c = &v->cfg;
     const int G = c->norm_groups, L = c->num_levels, top = c->block_out[L - 1], Z = c->latent_channels;
     stream s = {&v->work, 0};
@@ -593,7 +634,15 @@ dit_status dit_vae_encode_moments(dit_vae *v, const float *x, int B, int H, int 
     if (B < 1 || H < f || W < f || H % f || W % f || H > 65536 || W > 65536)
         return dit_set_error("VAE encode: images of %dx%d (batch %d), expected positive multiples of %d", H, W, B, f);
     const int64_t in = (int64_t)v->cfg.in_channels * H * W, out = (int64_t)2 * v->cfg.latent_channels * (H / f) * (W / f);
-    for (int b = 0; b < B; b++) DIT_TRY(encode_one(v, x + b * in, H, W, moments + b * out));
+    const int64_t latent_plane = (int64_t)v->cfg.latent_channels * (H / f) * (W / f);
+    for (int b = 0; b < B; b++) {
+        DIT_TRY(channels_last(v) ? encode_one_channels_last(v, x + b * in, H, W, moments + b * out)
+                                 : encode_one(v, x + b * in, H, W, moments + b * out));
+        // DiagonalGaussianDistribution clamps logvar to [-30, 20].
+        float *logvar = moments + b * out + latent_plane;
+        for (int64_t i = 0; i < latent_plane; i++)
+            logvar[i] = logvar[i] < -30.0f ? -30.0f : logvar[i] > 20.0f ? 20.0f : logvar[i];
+    }
     return DIT_OK;
 }
 

@@ -120,6 +120,11 @@ int64_t conv3x3_padded_elems(int C, int H, int W);
 // x (H W, C), or (H/2 W/2, C) repeated 2 x 2 with upsample (H, W even).
 void conv3x3_pad_cl_bf16(uint16_t *padded, const float *x, int C, int H, int W, int upsample, const float *scale,
                          const float *shift, int silu);
+// Downsample2D (3x3, stride 2, zero padding only right and bottom, H and W even): the grid of x (H W, C)
+// without the top and left border, rounded to bf16; and the conv over it, out (H/2 W/2, Cout) rows + bias.
+void conv3x3_pad_cl_bf16_down(uint16_t *grid, const float *x, int C, int H, int W);
+dit_status conv3x3_bf16_down(float *out, const uint16_t *grid, const bf16_packed *weights, const float *bias, int Cin,
+                             int H, int W);
 // GroupNorm of channels-last x (T, C) as a per-channel affine map, norm(x)[t, c] = scale[c] x[t, c] + shift[c]:
 // statistics per group over T x C/G values in float64 (float32 within runs of 32 rows, which do not depend on
 // the thread count), biased variance. DIT_ERR when out of memory.

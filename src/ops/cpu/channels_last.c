@@ -78,24 +78,26 @@ dit_status groupnorm_cl_affine(float *scale, float *shift, const float *x, int T
     return DIT_OK;
 }
 
-int64_t conv3x3_padded_elems(int C, int H, int W) { return ((int64_t)(H + 2) * (W + 2) + 2 * (W + 2) + 40) * C; }
+int64_t conv3x3_padded_elems(int C, int H, int W) { return ((int64_t)(H + 2) * (W + 2) + 2 * (W + 2) + 72) * C; }
 
-void conv3x3_pad_cl_bf16(uint16_t *padded, const float *x, int C, int H, int W, int upsample, const float *scale,
-                         const float *shift, int silu) {
-    const int Wp = W + 2, sw = upsample ? W / 2 : W, repeat = upsample ? 2 : 1;
-    const int64_t line = (int64_t)Wp * C;
-    // the top line, and the bottom line with the tail the direct conv reads past the grid
-    memset(padded, 0, (size_t)line * sizeof *padded);
-    memset(padded + (int64_t)(H + 1) * line, 0,
-           (size_t)(conv3x3_padded_elems(C, H, W) - (int64_t)(H + 1) * line) * sizeof *padded);
+// The grid of lines `grid_w` positions wide whose position (origin + y, origin + x) holds the value of input
+// position (y, x) for y < H, x < W (an input of H/2 x W/2 repeated 2 x 2 with upsample), zeros everywhere else up
+// to conv3x3_padded_elems(C, H, W) elements. origin 1: the 1-pixel border of a pad-1 conv (grid_w = W + 2);
+// origin 0: only a right column and bottom line of zeros (grid_w = W + 1), Downsample2D's padding.
+static void fill_grid(uint16_t *grid, const float *x, int C, int H, int W, int origin, int grid_w, int upsample,
+                      const float *scale, const float *shift, int silu) {
+    const int sw = upsample ? W / 2 : W, repeat = upsample ? 2 : 1;
+    const int64_t line = (int64_t)grid_w * C, first = origin * line, last = (int64_t)(origin + H) * line;
+    memset(grid, 0, (size_t)first * sizeof *grid);   // the top border line, if any
+    memset(grid + last, 0, (size_t)(conv3x3_padded_elems(C, H, W) - last) * sizeof *grid);   // bottom and tail
     #pragma omp parallel for schedule(static)
     for (int sy = 0; sy < (upsample ? H / 2 : H); sy++) {
-        uint16_t *dst_line = padded + (int64_t)(sy * repeat + 1) * line;
-        memset(dst_line, 0, (size_t)C * sizeof *dst_line);
-        memset(dst_line + (int64_t)(W + 1) * C, 0, (size_t)C * sizeof *dst_line);
+        uint16_t *dst_line = grid + first + (int64_t)sy * repeat * line;
+        memset(dst_line, 0, (size_t)origin * C * sizeof *dst_line);   // the left border
+        memset(dst_line + (int64_t)(origin + W) * C, 0, (size_t)(grid_w - origin - W) * C * sizeof *dst_line);
         for (int sx = 0; sx < sw; sx++) {
             const float *src = x + ((int64_t)sy * sw + sx) * C;
-            uint16_t *dst = dst_line + (int64_t)(sx * repeat + 1) * C;
+            uint16_t *dst = dst_line + (int64_t)(sx * repeat + origin) * C;
             for (int c = 0; c < C; c += 16) {
                 const __mmask16 mask = mask16(C - c);
                 __m512 v = _mm512_maskz_loadu_ps(mask, src + c);
@@ -112,4 +114,13 @@ void conv3x3_pad_cl_bf16(uint16_t *padded, const float *x, int C, int H, int W, 
         }
         if (upsample) memcpy(dst_line + line, dst_line, (size_t)line * sizeof *dst_line);
     }
+}
+
+void conv3x3_pad_cl_bf16(uint16_t *padded, const float *x, int C, int H, int W, int upsample, const float *scale,
+                         const float *shift, int silu) {
+    fill_grid(padded, x, C, H, W, 1, W + 2, upsample, scale, shift, silu);
+}
+
+void conv3x3_pad_cl_bf16_down(uint16_t *grid, const float *x, int C, int H, int W) {
+    fill_grid(grid, x, C, H, W, 0, W + 1, 0, NULL, NULL, 0);
 }

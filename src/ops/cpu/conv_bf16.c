@@ -100,22 +100,36 @@ static void copy_run(uint16_t *rows, const a_layout *at, int m, int k0, const ui
 // fixed (ky (W + 2) + kx) Cin further on: rows Cin apart, K steps (32 channels of one tap) at the offsets koff.
 // The two positions past each line's end (ox = W, W + 1) are computed and dropped by the epilogue (line,
 // line_keep). Every row meets the same bf16 values in the same K order as a row built by the banded path.
-dit_status conv3x3_bf16_padded(float *out, const uint16_t *padded, const bf16_packed *Wt, const float *bias,
-                               int accumulate, int transpose_out, int Cin, int H, int W) {
-    const int Wp = W + 2, steps_per_tap = Cin / 32, M = H * Wp;
+// Stride 2 on a grid of lines grid_w wide: row m' = oy grid_w + ox starts at 2 m' Cin, rows 2 Cin apart, and
+// only the first OW of each line's grid_w rows are kept (half of the rows are computed and dropped).
+static dit_status direct_conv(float *out, const uint16_t *grid, const bf16_packed *Wt, const float *bias,
+                              int accumulate, int transpose_out, int Cin, int grid_w, int stride, int OH, int OW) {
+    const int steps_per_tap = Cin / 32, M = OH * grid_w;
     DIT_CHECK(Cin % 32 == 0 && Wt->K == 9 * Cin && Wt->Kp == Wt->K);
     int64_t *koff = dit_malloc(sizeof(int64_t) * 9 * (size_t)steps_per_tap);
     if (!koff) return DIT_ERR;
     for (int ky = 0; ky < 3; ky++)
         for (int kx = 0; kx < 3; kx++)
             for (int c = 0; c < steps_per_tap; c++)
-                koff[(ky * 3 + kx) * steps_per_tap + c] = (int64_t)(ky * Wp + kx) * Cin + c * 32;
-    const a_layout at = {.block = 32 * (int64_t)Cin, .half = 16 * (int64_t)Cin, .row = Cin, .kstep = 32, .koff = koff};
-    const gemm_epilogue ep = {.bias = bias, .accumulate = accumulate, .transpose_out = transpose_out, .line = Wp,
-                              .line_keep = W};
-    const dit_status st = gemm_bf16_a16(out, transpose_out ? (int64_t)H * W : Wt->N, padded, &at, Wt, M, &ep);
+                koff[(ky * 3 + kx) * steps_per_tap + c] = (int64_t)(ky * grid_w + kx) * Cin + c * 32;
+    const int64_t row = (int64_t)stride * Cin;
+    const a_layout at = {.block = 32 * row, .half = 16 * row, .row = row, .kstep = 32, .koff = koff};
+    const gemm_epilogue ep = {.bias = bias, .accumulate = accumulate, .transpose_out = transpose_out, .line = grid_w,
+                              .line_keep = OW};
+    const dit_status st = gemm_bf16_a16(out, transpose_out ? (int64_t)OH * OW : Wt->N, grid, &at, Wt, M, &ep);
     free(koff);
     return st;
+}
+
+dit_status conv3x3_bf16_padded(float *out, const uint16_t *padded, const bf16_packed *Wt, const float *bias,
+                               int accumulate, int transpose_out, int Cin, int H, int W) {
+    return direct_conv(out, padded, Wt, bias, accumulate, transpose_out, Cin, W + 2, 1, H, W);
+}
+
+dit_status conv3x3_bf16_down(float *out, const uint16_t *grid, const bf16_packed *Wt, const float *bias, int Cin,
+                             int H, int W) {
+    DIT_CHECK(H % 2 == 0 && W % 2 == 0);
+    return direct_conv(out, grid, Wt, bias, 0, 0, Cin, W + 1, 2, H / 2, W / 2);
 }
 
 // Direct (Cin % 32 == 0) unless turned off; the banded row copies otherwise (for tests and benchmarks).
