@@ -1,9 +1,12 @@
-// The autoencoder's 3x3 stride-1 convolutions on the bf16 path, as an implicit GEMM: out^T (H W, Cout) =
-// rows (H W, 9 Cin) @ W^T, where a row holds the 3 x 3 x Cin neighbourhood of one output position. The input
-// is converted once into a zero-padded channels-last bf16 copy, so each row is three contiguous runs of 3 Cin
-// values; rows are built a band of output lines at a time, straight into the GEMM's tile layout; the weights
-// are packed once, in (ky, kx, ci) order; the output is written back channel-major by the GEMM's transposed
-// epilogue. Compiled with AVX512-BF16 enabled; only entered when the CPU has a bf16 path.
+// The autoencoder's 3x3 convolutions on the bf16 path, as an implicit GEMM: out (H W, Cout) = rows (H W, 9 Cin)
+// @ W^T, where a row holds the 3 x 3 x Cin neighbourhood of one output position, in (ky, kx, ci) order as the
+// weights are packed. The input lives in a zero-padded channels-last bf16 grid, where each row is three
+// contiguous runs of 3 Cin values. With Cin a multiple of 32 the GEMM reads its rows straight from the grid
+// (the direct form below; stride 1, and stride 2 for Downsample2D); otherwise rows are copied a band of output
+// lines at a time into the GEMM's tile layout. conv3x3_bf16 takes and gives channel-major (C, H W) planes (the
+// transposed epilogue writes them); the channels-last decoder and encoder (models/vae.c) build the grid from
+// rows themselves (channels_last.c) and take rows back. Compiled with AVX512-BF16 enabled; only entered when
+// the CPU has a bf16 path.
 #include <immintrin.h>
 #include <stdlib.h>
 #include <string.h>
