@@ -514,6 +514,15 @@ static dit_status cl_run_resnet(stream *s, const vae_resnet *r, int H, int W, in
     return DIT_OK;
 }
 
+static dit_status cl_run_mid(stream *s, const vae_resnet res[2], const vae_attention *a, int H, int W, int G) {
+    DIT_TRY(cl_run_resnet(s, &res[0], H, W, G));
+    float *out = next_buffer(s, (size_t)a->C * H * W);
+    if (!out) return DIT_ERR;
+    DIT_TRY(cl_attention(out, current(s), a, H, W, G, s->w));
+    advance(s);
+    return cl_run_resnet(s, &res[1], H, W, G);
+}
+
 // rows (T, C) = x (C, T) transposed.
 static void channels_to_rows(float *rows, const float *x, int C, int T) {
     #pragma omp parallel for schedule(static)
@@ -532,12 +541,8 @@ static dit_status decode_one_channels_last(dit_vae *v, const float *z, int H, in
     DIT_TRY(conv1x1(post, z, v->post_quant_w, v->post_quant_b, NULL, Z, Z, H * W));
     DIT_TRY(conv3x3(h, post, v->dec_in_w, v->dec_in_b, NULL, 0, Z, top, H, W, s.w));
     channels_to_rows(rows, h, top, H * W);
-    DIT_TRY(cl_run_resnet(&s, &v->dec_mid[0], H, W, G));
-    float *out = next_buffer(&s, (size_t)top * H * W);
-    if (!out) return DIT_ERR;
-    DIT_TRY(cl_attention(out, current(&s), &v->dec_attn, H, W, G, s.w));
-    advance(&s);
-    DIT_TRY(cl_run_resnet(&s, &v->dec_mid[1], H, W, G));
+    DIT_TRY(cl_run_mid(&s, v->dec_mid, &v->dec_attn, H, W, G));
+    float *out;
     for (int i = 0; i < L; i++) {
         for (int j = 0; j < c->layers_per_block + 1; j++) DIT_TRY(cl_run_resnet(&s, &v->up.resnets[i][j], H, W, G));
         if (i < L - 1) {   // Upsample2D: nearest x2 folded into the grid, then the 3x3 conv
@@ -583,12 +588,7 @@ static dit_status encode_one_channels_last(dit_vae *v, const float *x, int H, in
         }
     }
     const int top = c->block_out[L - 1], Z2 = 2 * c->latent_channels;
-    DIT_TRY(cl_run_resnet(&s, &v->enc_mid[0], H, W, G));
-    float *out = next_buffer(&s, (size_t)top * H * W);
-    if (!out) return DIT_ERR;
-    DIT_TRY(cl_attention(out, current(&s), &v->enc_attn, H, W, G, s.w));
-    advance(&s);
-    DIT_TRY(cl_run_resnet(&s, &v->enc_mid[1], H, W, G));
+    DIT_TRY(cl_run_mid(&s, v->enc_mid, &v->enc_attn, H, W, G));
     const float *affine = cl_groupnorm(s.w, current(&s), v->enc_norm_w, v->enc_norm_b, H * W, top, G);
     float *conv_out = vae_work_get(s.w, 6, (size_t)Z2 * H * W);
     if (!affine || !conv_out) return DIT_ERR;
