@@ -126,8 +126,8 @@ void conv3x3_pad_cl_bf16_down(uint16_t *grid, const float *x, int C, int H, int 
 dit_status conv3x3_bf16_down(float *out, const uint16_t *grid, const bf16_packed *weights, const float *bias, int Cin,
                              int H, int W);
 // GroupNorm of channels-last x (T, C) as a per-channel affine map, norm(x)[t, c] = scale[c] x[t, c] + shift[c]:
-// statistics per group over T x C/G values in float64 (float32 within runs of 32 rows, which do not depend on
-// the thread count), biased variance. DIT_ERR when out of memory.
+// statistics per group over T x C/G values in one pass, float64 sums of float32 runs of 32 rows (which do not
+// depend on the thread count) of x - x[0, c] and its square; biased variance. DIT_ERR when out of memory.
 dit_status groupnorm_cl_affine(float *scale, float *shift, const float *x, int T, int C, int G, const float *gamma,
                                const float *beta, float eps);
 // out = conv3x3(the grid padded) + bias (+ out, with accumulate): channels-last (H W, Cout) rows, or (Cout, H W)

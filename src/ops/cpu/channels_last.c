@@ -17,29 +17,32 @@
 // The runs are fixed blocks of rows, added in order, so the sums do not depend on the thread count.
 enum { ROWS_PER_RUN = 32 };
 
-// Per-channel float64 sums over all rows of f(x[t, c]) (f = x, or (x - center[c])^2 when center != NULL).
-// runs: scratch of (T / ROWS_PER_RUN rounded up) x C floats.
-static void channel_sums(double *sums, float *runs, const float *x, int T, int C, const float *center) {
+// Per-channel float64 sums over all rows of d and d^2, d = x[t, c] - x[0, c] (the first row as a shift, so the
+// float32 runs sum values of the size of the spread, not of the mean), in one pass.
+// runs: scratch of 2 x (T / ROWS_PER_RUN rounded up) x C floats.
+static void channel_moments(double *sum_d, double *sum_d2, float *runs, const float *x, int T, int C) {
     const int num_runs = (T + ROWS_PER_RUN - 1) / ROWS_PER_RUN;
     #pragma omp parallel for schedule(static)
     for (int k = 0; k < num_runs; k++) {
-        float *run = runs + (int64_t)k * C;
-        memset(run, 0, sizeof(float) * (size_t)C);
+        float *run = runs + (int64_t)k * 2 * C, *run2 = run + C;
+        memset(run, 0, sizeof(float) * 2 * (size_t)C);
         const int t1 = (k + 1) * ROWS_PER_RUN < T ? (k + 1) * ROWS_PER_RUN : T;
         for (int t = k * ROWS_PER_RUN; t < t1; t++) {
             const float *row = x + (int64_t)t * C;
-            if (center)
-                for (int c = 0; c < C; c++) {
-                    const float d = row[c] - center[c];
-                    run[c] += d * d;
-                }
-            else
-                for (int c = 0; c < C; c++) run[c] += row[c];
+            for (int c = 0; c < C; c++) {
+                const float d = row[c] - x[c];
+                run[c] += d;
+                run2[c] += d * d;
+            }
         }
     }
-    memset(sums, 0, sizeof(double) * (size_t)C);
+    memset(sum_d, 0, sizeof(double) * (size_t)C);
+    memset(sum_d2, 0, sizeof(double) * (size_t)C);
     for (int k = 0; k < num_runs; k++)
-        for (int c = 0; c < C; c++) sums[c] += runs[(int64_t)k * C + c];
+        for (int c = 0; c < C; c++) {
+            sum_d[c] += runs[(int64_t)k * 2 * C + c];
+            sum_d2[c] += runs[(int64_t)k * 2 * C + C + c];
+        }
 }
 
 dit_status groupnorm_cl_affine(float *scale, float *shift, const float *x, int T, int C, int G, const float *gamma,
@@ -47,34 +50,29 @@ dit_status groupnorm_cl_affine(float *scale, float *shift, const float *x, int T
     DIT_CHECK(G > 0 && C % G == 0);
     const int per_group = C / G;
     const double count = (double)T * per_group;
-    double *sums = dit_malloc(sizeof(double) * (size_t)C);
-    float *mean = dit_malloc(sizeof(float) * (size_t)C);
-    float *runs = dit_malloc(sizeof(float) * (size_t)((T + ROWS_PER_RUN - 1) / ROWS_PER_RUN) * C);
-    double *group_mean = dit_malloc(sizeof(double) * (size_t)G);
-    if (!sums || !mean || !runs || !group_mean) {
-        free(sums), free(mean), free(runs), free(group_mean);
+    double *sum_d = dit_malloc(sizeof(double) * 2 * (size_t)C), *sum_d2 = sum_d ? sum_d + C : NULL;
+    float *runs = dit_malloc(sizeof(float) * 2 * (size_t)((T + ROWS_PER_RUN - 1) / ROWS_PER_RUN) * C);
+    if (!sum_d || !runs) {
+        free(sum_d), free(runs);
         return DIT_ERR;
     }
-    channel_sums(sums, runs, x, T, C, NULL);
+    channel_moments(sum_d, sum_d2, runs, x, T, C);
     for (int g = 0; g < G; g++) {
-        double s = 0;
-        for (int c = g * per_group; c < (g + 1) * per_group; c++) s += sums[c];
-        group_mean[g] = s / count;
-        for (int c = g * per_group; c < (g + 1) * per_group; c++) mean[c] = (float)group_mean[g];
-    }
-    // squares about the (float32-rounded) mean: the biased variance, as PyTorch computes it; the rounding of
-    // the centre moves the variance by (mean - mean_f)^2, far below float32's resolution of it
-    channel_sums(sums, runs, x, T, C, mean);
-    for (int g = 0; g < G; g++) {
-        double s = 0;
-        for (int c = g * per_group; c < (g + 1) * per_group; c++) s += sums[c];
-        const double rstd = 1.0 / sqrt(s / count + (double)eps);
+        // the group's sums of x and x^2 from the shifted ones: x = d + s, s = x[0, c]
+        double s1 = 0, s2 = 0;
+        for (int c = g * per_group; c < (g + 1) * per_group; c++) {
+            const double sc = x[c];
+            s1 += sum_d[c] + T * sc;
+            s2 += sum_d2[c] + 2 * sc * sum_d[c] + T * sc * sc;
+        }
+        const double mean = s1 / count, var = s2 / count - mean * mean;   // biased, as PyTorch
+        const double rstd = 1.0 / sqrt((var > 0 ? var : 0) + (double)eps);
         for (int c = g * per_group; c < (g + 1) * per_group; c++) {
             scale[c] = (float)(rstd * gamma[c]);
-            shift[c] = (float)(beta[c] - group_mean[g] * rstd * gamma[c]);
+            shift[c] = (float)(beta[c] - mean * rstd * gamma[c]);
         }
     }
-    free(sums), free(mean), free(runs), free(group_mean);
+    free(sum_d), free(runs);
     return DIT_OK;
 }
 
