@@ -511,9 +511,7 @@ static dit_status run_share(float *out, int64_t ldo, const uint16_t *A16, const 
     dit_status st = DIT_OK;
     for (int c0 = 0; c0 < MB && st == DIT_OK; c0 += chunk_blocks) {
         const int c1 = c0 + chunk_blocks < MB ? c0 + chunk_blocks : MB;
-        // an indirect A (a conv) is split by rows: each thread's rows then meet every panel while they are in
-        // L1, where a split by panels would stream the input grid from memory once per thread
-        if ((panels >= 2 * threads && !at->koff) || c1 - c0 < threads) {
+        if (panels >= 2 * threads || c1 - c0 < threads) {
             const int p0 = (int)((int64_t)panels * thread / threads), p1 = (int)((int64_t)panels * (thread + 1) / threads);
             if (p0 < p1) st = run_blocks(out, ldo, A16, at, B, M, c0, c1, p0, p1, kernel, ep);
         } else {
