@@ -427,12 +427,13 @@ static dit_status encode_one(dit_vae *v, const float *x, int H, int W, float *mo
     return conv1x1(moments, out, v->quant_w, v->quant_b, NULL, Z2, Z2, H * W);
 }
 
-// ---- the decoder's bf16 path: channels-last ------------------------------------------------------------
+// ---- the bf16 path: channels-last (decoder and encoder) ----------------------------------------------------
 // Activations are (T = H W, C) float32 rows in the stream buffers; each 3x3 conv reads a padded bf16 grid of its
 // input (work buffer 2) that conv3x3_pad_cl_bf16 builds with the GroupNorm before it and its SiLU folded in, and
 // writes rows straight into the next activation (a residual added in its store). 1x1 convs and the attention's
-// linears are products over the rows. Only the first conv (latent channels in) and the last (image channels
-// out) meet the channel-major layout. Same layers and order as the float32 path (docs/precision.md).
+// linears are products over the rows; GroupNorm's scale and shift live in work buffer 3. Only the first conv
+// (latent or image channels in) and the last (image or moment channels out) meet the channel-major layout. Same
+// layers and order as the float32 path (docs/precision.md).
 
 // Every level's channels a multiple of 32 (the direct conv's K steps): SD's 128/256/512 are.
 static int channels_last(const dit_vae *v) {
