@@ -399,6 +399,12 @@ static float *sum_workspace(size_t blocks) {
     return sum_buffer;
 }
 
+// A thread's partial-sum scratch could not be allocated. The message goes to the calling thread: the error
+// text is per thread, and the thread that failed may have been another one of the parallel region.
+static dit_status partial_sums_failed(void) {
+    return dit_set_error("out of memory allocating a thread's partial sums of the bf16 GEMM");
+}
+
 // Ask for the 32 rows x 32 floats at p (row stride ld) to be brought to L1: the partial sums or the output
 // rows the next block reads, fetched from L2/L3 while the kernel works on this one (the rows lie a page
 // apart, which the hardware prefetchers do not follow).
@@ -556,7 +562,7 @@ static dit_status gemm_run(float *out, int64_t ldo, const float *A, int64_t stri
             st = DIT_ERR;
         }
     }
-    return st;
+    return st == DIT_OK ? DIT_OK : partial_sums_failed();
 }
 
 dit_status gemm_bf16_a16(float *out, int64_t ldo, const uint16_t *A16, const a_layout *at, const bf16_packed *B, int M,
@@ -573,7 +579,7 @@ dit_status gemm_bf16_a16(float *out, int64_t ldo, const uint16_t *A16, const a_l
             st = DIT_ERR;
         }
     }
-    return st;
+    return st == DIT_OK ? DIT_OK : partial_sums_failed();
 }
 
 dit_status gemm_bf16(float *out, int64_t ldo, const float *A, int64_t stride_m, int64_t stride_k,
