@@ -367,10 +367,21 @@ dit_status vae_attention_forward(float *out, const float *x, const vae_attention
 
 // ---- encoder and decoder -------------------------------------------------------------------------
 
+// The resnet and attention layers of one activation layout: channel-major planes (plane_layers, the float32
+// path) or channels-last rows (row_layers, the bf16 path below).
+typedef struct {
+    dit_status (*resnet)(float *out, const float *x, const vae_resnet *r, int H, int W, int groups, vae_work *w);
+    dit_status (*attention)(float *out, const float *x, const vae_attention *a, int H, int W, int groups,
+                            vae_work *w);
+} vae_layers;
+
+static const vae_layers plane_layers = {vae_resnet_forward, vae_attention_forward};
+
 // Ping-pong between work buffers 0 and 1: *cur holds the activation, the result lands in the other one.
 typedef struct {
     vae_work *w;
     int cur;
+    const vae_layers *layers;
 } stream;
 
 static float *next_buffer(stream *s, size_t floats) { return vae_work_get(s->w, 1 - s->cur, floats); }
@@ -380,7 +391,7 @@ static void advance(stream *s) { s->cur = 1 - s->cur; }
 static dit_status run_resnet(stream *s, const vae_resnet *r, int H, int W, int groups) {
     float *out = next_buffer(s, (size_t)r->cout * H * W);
     if (!out) return DIT_ERR;
-    DIT_TRY(vae_resnet_forward(out, current(s), r, H, W, groups, s->w));
+    DIT_TRY(s->layers->resnet(out, current(s), r, H, W, groups, s->w));
     advance(s);
     return DIT_OK;
 }
@@ -389,7 +400,7 @@ static dit_status run_mid(stream *s, const vae_resnet res[2], const vae_attentio
     DIT_TRY(run_resnet(s, &res[0], H, W, groups));
     float *out = next_buffer(s, (size_t)a->C * H * W);
     if (!out) return DIT_ERR;
-    DIT_TRY(vae_attention_forward(out, current(s), a, H, W, groups, s->w));
+    DIT_TRY(s->layers->attention(out, current(s), a, H, W, groups, s->w));
     advance(s);
     return run_resnet(s, &res[1], H, W, groups);
 }
@@ -397,7 +408,7 @@ static dit_status run_mid(stream *s, const vae_resnet res[2], const vae_attentio
 static dit_status encode_one(dit_vae *v, const float *x, int H, int W, float *moments) {
     const dit_vae_config *c = &v->cfg;
     const int G = c->norm_groups, L = c->num_levels;
-    stream s = {&v->work, 0};
+    stream s = {&v->work, 0, &plane_layers};
     float *h = vae_work_get(s.w, 0, (size_t)c->block_out[0] * H * W);
     if (!h) return DIT_ERR;
     DIT_TRY(conv3x3(h, x, v->enc_in_w, v->enc_in_b, NULL, 0, c->in_channels, c->block_out[0], H, W, s.w));
@@ -507,22 +518,7 @@ static dit_status cl_attention(float *out, const float *x, const vae_attention *
     return cl_linear(w, out, C, attended, a->out_w, a->out_b, 1, C, C, T);
 }
 
-static dit_status cl_run_resnet(stream *s, const vae_resnet *r, int H, int W, int G) {
-    float *out = next_buffer(s, (size_t)r->cout * H * W);
-    if (!out) return DIT_ERR;
-    DIT_TRY(cl_resnet(out, current(s), r, H, W, G, s->w));
-    advance(s);
-    return DIT_OK;
-}
-
-static dit_status cl_run_mid(stream *s, const vae_resnet res[2], const vae_attention *a, int H, int W, int G) {
-    DIT_TRY(cl_run_resnet(s, &res[0], H, W, G));
-    float *out = next_buffer(s, (size_t)a->C * H * W);
-    if (!out) return DIT_ERR;
-    DIT_TRY(cl_attention(out, current(s), a, H, W, G, s->w));
-    advance(s);
-    return cl_run_resnet(s, &res[1], H, W, G);
-}
+static const vae_layers row_layers = {cl_resnet, cl_attention};
 
 // rows (T, C) = x (C, T) transposed.
 static void channels_to_rows(float *rows, const float *x, int C, int T) {
@@ -534,7 +530,7 @@ static void channels_to_rows(float *rows, const float *x, int C, int T) {
 static dit_status decode_one_channels_last(dit_vae *v, const float *z, int H, int W, float *x) {
     const dit_vae_config *c = &v->cfg;
     const int G = c->norm_groups, L = c->num_levels, top = c->block_out[L - 1], Z = c->latent_channels;
-    stream s = {&v->work, 0};
+    stream s = {&v->work, 0, &row_layers};
     // the latent's two convs channel-major, then the activation turned channels-last once
     float *post = vae_work_get(s.w, 4, (size_t)Z * H * W), *h = vae_work_get(s.w, 1, (size_t)top * H * W);
     float *rows = vae_work_get(s.w, 0, (size_t)top * H * W);
@@ -542,10 +538,10 @@ static dit_status decode_one_channels_last(dit_vae *v, const float *z, int H, in
     DIT_TRY(conv1x1(post, z, v->post_quant_w, v->post_quant_b, NULL, Z, Z, H * W));
     DIT_TRY(conv3x3(h, post, v->dec_in_w, v->dec_in_b, NULL, 0, Z, top, H, W, s.w));
     channels_to_rows(rows, h, top, H * W);
-    DIT_TRY(cl_run_mid(&s, v->dec_mid, &v->dec_attn, H, W, G));
+    DIT_TRY(run_mid(&s, v->dec_mid, &v->dec_attn, H, W, G));
     float *out;
     for (int i = 0; i < L; i++) {
-        for (int j = 0; j < c->layers_per_block + 1; j++) DIT_TRY(cl_run_resnet(&s, &v->up.resnets[i][j], H, W, G));
+        for (int j = 0; j < c->layers_per_block + 1; j++) DIT_TRY(run_resnet(&s, &v->up.resnets[i][j], H, W, G));
         if (i < L - 1) {   // Upsample2D: nearest x2 folded into the grid, then the 3x3 conv
             const int C = c->block_out[L - 1 - i];
             H *= 2;
@@ -568,13 +564,13 @@ static dit_status decode_one_channels_last(dit_vae *v, const float *z, int H, in
 static dit_status encode_one_channels_last(dit_vae *v, const float *x, int H, int W, float *moments) {
     const dit_vae_config *c = &v->cfg;
     const int G = c->norm_groups, L = c->num_levels, C0 = c->block_out[0];
-    stream s = {&v->work, 0};
+    stream s = {&v->work, 0, &row_layers};
     float *h = vae_work_get(s.w, 1, (size_t)C0 * H * W), *rows = vae_work_get(s.w, 0, (size_t)C0 * H * W);
     if (!h || !rows) return DIT_ERR;
     DIT_TRY(conv3x3(h, x, v->enc_in_w, v->enc_in_b, NULL, 0, c->in_channels, C0, H, W, s.w));
     channels_to_rows(rows, h, C0, H * W);
     for (int i = 0; i < L; i++) {
-        for (int j = 0; j < c->layers_per_block; j++) DIT_TRY(cl_run_resnet(&s, &v->down.resnets[i][j], H, W, G));
+        for (int j = 0; j < c->layers_per_block; j++) DIT_TRY(run_resnet(&s, &v->down.resnets[i][j], H, W, G));
         if (i < L - 1) {   // Downsample2D(padding=0): zero pad right and bottom by one, then 3x3 stride 2
             const int C = c->block_out[i];
             const bf16_packed *packed = packed_weight(s.w, v->down.sample_w[i], C, C, 9);
@@ -589,7 +585,7 @@ static dit_status encode_one_channels_last(dit_vae *v, const float *x, int H, in
         }
     }
     const int top = c->block_out[L - 1], Z2 = 2 * c->latent_channels;
-    DIT_TRY(cl_run_mid(&s, v->enc_mid, &v->enc_attn, H, W, G));
+    DIT_TRY(run_mid(&s, v->enc_mid, &v->enc_attn, H, W, G));
     const float *affine = cl_groupnorm(s.w, current(&s), v->enc_norm_w, v->enc_norm_b, H * W, top, G);
     float *conv_out = vae_work_get(s.w, 6, (size_t)Z2 * H * W);
     if (!affine || !conv_out) return DIT_ERR;
@@ -602,7 +598,7 @@ static dit_status decode_one(dit_vae *v, const float *z, int H, int W, float *x)
     if (channels_last(v)) return decode_one_channels_last(v, z, H, W, x);
     const dit_vae_config *c = &v->cfg;
     const int G = c->norm_groups, L = c->num_levels, top = c->block_out[L - 1], Z = c->latent_channels;
-    stream s = {&v->work, 0};
+    stream s = {&v->work, 0, &plane_layers};
     float *post = vae_work_get(s.w, 4, (size_t)Z * H * W);
     if (!post) return DIT_ERR;
     DIT_TRY(conv1x1(post, z, v->post_quant_w, v->post_quant_b, NULL, Z, Z, H * W));
