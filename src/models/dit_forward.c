@@ -184,6 +184,8 @@ dit_status dit_model_forward_cfg(dit_model *m, const float *x, const float *t, c
     return dit_model_forward_cfg_interval(m, x, t, y, batch, cfg_scale, guide_all_channels, -INFINITY, INFINITY, out);
 }
 
+static int in_interval(float t, float lo, float hi) { return t >= lo && t <= hi; }
+
 dit_status dit_model_forward_cfg_interval(dit_model *m, const float *x, const float *t, const int *y, int batch,
                                           float cfg_scale, int guide_all_channels, float t_lo, float t_hi,
                                           float *out) {
@@ -194,7 +196,7 @@ dit_status dit_model_forward_cfg_interval(dit_model *m, const float *x, const fl
     if (batch <= 0) return dit_set_error("forward: batch must be positive, got %d", batch);
     if (check_labels(m, y, batch) != DIT_OK) return DIT_ERR;
     int any_guided = 0;
-    for (int b = 0; b < batch; b++) any_guided |= t[b] >= t_lo && t[b] <= t_hi;
+    for (int b = 0; b < batch; b++) any_guided |= in_interval(t[b], t_lo, t_hi);
     if (!any_guided) return dit_model_forward(m, x, t, y, batch, out);   // the unconditional half is not needed
     const int S = c->input_size, C = c->in_channels, OUT = dit_config_out_channels(c), B = batch;
     const int64_t sample_in = (int64_t)C * S * S, sample_out = (int64_t)OUT * S * S, plane = (int64_t)S * S;
@@ -232,7 +234,7 @@ dit_status dit_model_forward_cfg_interval(dit_model *m, const float *x, const fl
         const int guided = guide_all_channels ? C : (OUT < 3 ? OUT : 3);
         memcpy(out, out2, B * sample_out * sizeof(float));
         for (int b = 0; b < B; b++) {
-            if (!(t[b] >= t_lo && t[b] <= t_hi)) continue;   // outside the interval: the conditional output
+            if (!in_interval(t[b], t_lo, t_hi)) continue;   // outside the interval: the conditional output
             for (int ch = 0; ch < guided; ch++) {
                 const float *cond = out2 + b * sample_out + ch * plane;
                 const float *uncond = out2 + (B + b) * sample_out + ch * plane;

@@ -454,13 +454,18 @@ static int channels_last(const dit_vae *v) {
     return 1;
 }
 
+// The bf16 grid a conv of a C x H x W input reads, in work buffer 2.
+static uint16_t *grid_buffer(vae_work *w, int C, int H, int W) {
+    return (uint16_t *)vae_work_get(w, 2, (size_t)(conv3x3_padded_elems(C, H, W) + 1) / 2);
+}
+
 // out = conv3x3 of x's grid (scale/shift: the GroupNorm as an affine map, NULL for none; silu) + bias, + out
 // with accumulate; channels-last rows, or channel-major (C, H W) with transpose_out.
 static dit_status cl_conv3x3(vae_work *w, float *out, const float *x, const float *weight, const float *bias,
                              int accumulate, int transpose_out, int cin, int cout, int H, int W, int upsample,
                              const float *scale, const float *shift) {
     const bf16_packed *packed = packed_weight(w, weight, cout, cin, 9);
-    uint16_t *padded = (uint16_t *)vae_work_get(w, 2, (size_t)(conv3x3_padded_elems(cin, H, W) + 1) / 2);
+    uint16_t *padded = grid_buffer(w, cin, H, W);
     if (!packed || !padded) return DIT_ERR;
     conv3x3_pad_cl_bf16(padded, x, cin, H, W, upsample, scale, shift, scale != NULL);
     return conv3x3_bf16_padded(out, padded, packed, bias, accumulate, transpose_out, cin, H, W);
@@ -574,7 +579,7 @@ static dit_status encode_one_channels_last(dit_vae *v, const float *x, int H, in
         if (i < L - 1) {   // Downsample2D(padding=0): zero pad right and bottom by one, then 3x3 stride 2
             const int C = c->block_out[i];
             const bf16_packed *packed = packed_weight(s.w, v->down.sample_w[i], C, C, 9);
-            uint16_t *grid = (uint16_t *)vae_work_get(s.w, 2, (size_t)(conv3x3_padded_elems(C, H, W) + 1) / 2);
+            uint16_t *grid = grid_buffer(s.w, C, H, W);
             float *out = next_buffer(&s, (size_t)C * (H / 2) * (W / 2));
             if (!packed || !grid || !out) return DIT_ERR;
             conv3x3_pad_cl_bf16_down(grid, current(&s), C, H, W);

@@ -39,8 +39,8 @@ typedef struct {
 } vae_attention;
 
 // Growable scratch buffers for one sample's activations (reused across layers and calls), and how the
-// convolutions run: bf16 (implicit GEMM, ops/cpu/conv_bf16.c; the decoder channels-last, vae.c) with each
-// weight (3x3, and the decoder's 1x1 and attention linears) packed on first use.
+// convolutions run: bf16 (implicit GEMM, ops/cpu/conv_bf16.c; decoder and encoder channels-last, vae.c) with
+// each weight (3x3, and on the channels-last path the 1x1 convs and attention linears) packed on first use.
 typedef struct {
     const float *weight;
     bf16_packed packed;

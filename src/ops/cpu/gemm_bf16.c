@@ -251,16 +251,13 @@ static void epilogue_block_transposed(float *out, int64_t ldo, const float *C, i
     const __m512 scale = _mm512_set1_ps(alpha);
     for (int r0 = 0; r0 < rows; r0 += 16) {
         __mmask16 keep = mask16(rows - r0);
-        int64_t first = m0 + r0;   // where the first kept row goes
-        if (ep->line) {
-            const int line = ep->line, kept = ep->line_keep;
-            int64_t m = m0 + r0, to = -1;
-            for (int i = 0; i < 16; i++, m++)
-                if (m % line >= kept) keep &= (__mmask16)~(1u << i);
-                else if (to < 0 && (keep >> i & 1)) to = m / line * kept + m % line;
-            if (!keep) continue;
-            first = to;
+        int64_t first = -1;   // where the first kept row goes
+        for (int i = 0; i < 16; i++) {
+            const int64_t o = kept_row(ep, m0 + r0 + i);
+            if (o < 0) keep &= (__mmask16)~(1u << i);
+            else if (first < 0 && (keep >> i & 1)) first = o;
         }
+        if (!keep) continue;
         for (int c0 = 0; c0 < cols; c0 += 16) {
             __m512 col[16];
             for (int i = 0; i < 16; i++) col[i] = _mm512_load_ps(C + (r0 + i) * 32 + c0);   // rows past `rows`: dropped
