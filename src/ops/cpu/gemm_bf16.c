@@ -52,45 +52,41 @@ static inline int64_t packed_index(int KB, int n, int k) {
            (k & 1);
 }
 
-// Source rows contiguous along K (an nn.Linear weight): per row n and 32-wide K block, 32 floats become 16
-// bf16 pairs, scattered to their 16 pair rows of the half-block (one dword each, 64 bytes apart).
-static void pack_rows_along_k(uint16_t *d, int KB, const float *src, int N, int K, int64_t stride_n, int n0, int n1) {
-    const __m512i pair_rows = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
-                                                 _mm512_set1_epi32(16));
-    for (int n = n0; n < n1; n++) {
-        const float *row = src + (int64_t)n * stride_n;
-        for (int kb = 0; kb < KB; kb++) {
-            const int k0 = kb * 32;
-            __m512 lo = _mm512_setzero_ps(), hi = _mm512_setzero_ps();
-            if (n < N) {
-                const int left = K - k0;
-                const __mmask16 m_lo = mask16(left);
-                const __mmask16 m_hi = mask16(left - 16);
-                lo = _mm512_maskz_loadu_ps(m_lo, row + k0);
-                hi = _mm512_maskz_loadu_ps(m_hi, row + k0 + 16);
-            }
-            const __m512i pairs = (__m512i)_mm512_cvtne2ps_pbh(hi, lo);   // bf16 k0..k0+31: dword j = pair j
-            int32_t *half = (int32_t *)(d + packed_index(KB, n & ~15, k0));
-            _mm512_i32scatter_epi32(half + (n & 15), pair_rows, pairs, 4);
+// Source rows contiguous along K (an nn.Linear weight): 16 rows n0.. at a time, per 32-wide K block. Each row's
+// 32 floats become 16 bf16 pairs (one dword each); the 16 x 16 dwords are transposed in registers, so vector p
+// holds pair p of all 16 rows: the 64-byte pair row p of the half-block.
+static void pack_rows_along_k(uint16_t *d, int KB, const float *src, int N, int K, int64_t stride_n, int n0) {
+    for (int kb = 0; kb < KB; kb++) {
+        const int k0 = kb * 32, left = K - k0;
+        const __mmask16 m_lo = mask16(left), m_hi = mask16(left - 16);
+        __m512 pairs[16];
+        for (int i = 0; i < 16; i++) {
+            const float *row = src + (int64_t)(n0 + i) * stride_n + k0;
+            const int inside = n0 + i < N;
+            const __m512 lo = inside ? _mm512_maskz_loadu_ps(m_lo, row) : _mm512_setzero_ps();
+            const __m512 hi = inside ? _mm512_maskz_loadu_ps(m_hi, row + 16) : _mm512_setzero_ps();
+            pairs[i] = (__m512)_mm512_cvtne2ps_pbh(hi, lo);   // bf16 k0..k0+31 of row n0 + i: dword j = pair j
         }
+        transpose_16x16(pairs);
+        uint16_t *half = d + packed_index(KB, n0, k0);
+        for (int p = 0; p < 16; p++) _mm512_storeu_si512(half + p * 32, (__m512i)pairs[p]);
     }
 }
 
 // Source rows contiguous along N (a weight used transposed, or V): per K pair, 16 columns of rows k and k + 1
 // are interleaved into one 64-byte pair row.
-static void pack_rows_along_n(uint16_t *d, int KB, int Np, const float *src, int N, int K, int64_t stride_k) {
+static void pack_rows_along_n(uint16_t *d, int KB, int Np, const float *src, int N, int K, int64_t stride_k, int k) {
     const __m512i interleave = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7,
                                                 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
-    for (int k = 0; k < KB * 32; k += 2)
-        for (int n0 = 0; n0 < Np; n0 += 16) {
-            const int left = N - n0;
-            const __mmask16 mask = mask16(left);
-            const __m512 r0 = k < K ? _mm512_maskz_loadu_ps(mask, src + (int64_t)k * stride_k + n0) : _mm512_setzero_ps();
-            const __m512 r1 = k + 1 < K ? _mm512_maskz_loadu_ps(mask, src + (int64_t)(k + 1) * stride_k + n0)
-                                        : _mm512_setzero_ps();
-            const __m512i both = (__m512i)_mm512_cvtne2ps_pbh(r1, r0);   // [r0 as 16 bf16 | r1 as 16 bf16]
-            _mm512_storeu_si512(d + packed_index(KB, n0, k), _mm512_permutexvar_epi16(interleave, both));
-        }
+    for (int n0 = 0; n0 < Np; n0 += 16) {
+        const int left = N - n0;
+        const __mmask16 mask = mask16(left);
+        const __m512 r0 = k < K ? _mm512_maskz_loadu_ps(mask, src + (int64_t)k * stride_k + n0) : _mm512_setzero_ps();
+        const __m512 r1 = k + 1 < K ? _mm512_maskz_loadu_ps(mask, src + (int64_t)(k + 1) * stride_k + n0)
+                                    : _mm512_setzero_ps();
+        const __m512i both = (__m512i)_mm512_cvtne2ps_pbh(r1, r0);   // [r0 as 16 bf16 | r1 as 16 bf16]
+        _mm512_storeu_si512(d + packed_index(KB, n0, k), _mm512_permutexvar_epi16(interleave, both));
+    }
 }
 
 dit_status bf16_pack(bf16_packed *dst, const float *src, int N, int K, int64_t stride_n, int64_t stride_k) {
@@ -103,15 +99,17 @@ dit_status bf16_pack(bf16_packed *dst, const float *src, int N, int K, int64_t s
     }
     dst->N = N, dst->K = K, dst->Np = Np, dst->Kp = Kp;
     uint16_t *d = dst->data;
+    // Weights may be large (XL: 675 M values) and training packs them every step: the work is split over
+    // the threads when called from outside a parallel region.
+    const int big = (int64_t)N * K > (1 << 16);
     if (stride_k == 1) {
-        // Weights are packed once and may be large (XL: 675 M values): split the rows over the threads
-        // when called from outside a parallel region.
-        #pragma omp parallel for schedule(static) if ((int64_t)N * K > (1 << 20))
-        for (int n0 = 0; n0 < Np; n0 += 16) pack_rows_along_k(d, KB, src, N, K, stride_n, n0, n0 + 16);
+        #pragma omp parallel for schedule(static) if (big)
+        for (int n0 = 0; n0 < Np; n0 += 16) pack_rows_along_k(d, KB, src, N, K, stride_n, n0);
         return DIT_OK;
     }
     if (stride_n == 1) {
-        pack_rows_along_n(d, KB, Np, src, N, K, stride_k);
+        #pragma omp parallel for schedule(static) if (big)
+        for (int k = 0; k < Kp; k += 2) pack_rows_along_n(d, KB, Np, src, N, K, stride_k, k);
         return DIT_OK;
     }
     // Any other strides: element by element, 16 x 16 blocks at a time.
@@ -147,27 +145,26 @@ static void pack_a_rows(uint16_t *dst, const a_layout *at, int Kp, const float *
     }
 }
 
-// A transposed source (stride_k != 1) is read 16 x 16 at a time: rows of A are columns of the source.
+// Columns [k0, k0 + 16) of all Mp rows of the bf16 copy of A, when rows of A are columns of the source
+// (stride_m == 1: a gradient read transposed). 16 source rows (k) x 16 columns (m) are loaded, transposed in
+// registers, rounded, and stored as 16 runs of 16 bf16 along k; walking m, the 16 source rows are each read
+// once from start to end (16 sequential streams).
+static void pack_a_cols_transposed(uint16_t *dst, const a_layout *at, const float *A, int64_t stride_k, int M,
+                                   int Mp, int K, int k0) {
+    for (int rb = 0; rb < Mp; rb += 16) {
+        const __mmask16 mask = mask16(M - rb);
+        __m512 r[16];
+        for (int i = 0; i < 16; i++)
+            r[i] = k0 + i < K ? _mm512_maskz_loadu_ps(mask, A + (int64_t)(k0 + i) * stride_k + rb) : _mm512_setzero_ps();
+        transpose_16x16(r);
+        for (int i = 0; i < 16; i++)
+            _mm256_storeu_si256((__m256i *)(dst + a_offset(at, rb + i, k0)), (__m256i)_mm512_cvtneps_pbh(r[i]));
+    }
+}
+
+// A source with neither stride 1 (stride_m == 1 goes through pack_a_cols_transposed), element by element.
 static void pack_a_rows_transposed(uint16_t *dst, const a_layout *at, int Kp, const float *A, int64_t stride_m,
                                    int64_t stride_k, int M, int K, int r0, int r1) {
-    if (stride_m == 1) {
-        // Rows of A are columns of the source (a gradient read transposed): 16 source rows (k) x 16 columns (m)
-        // are loaded, transposed in registers, rounded, and stored as 16 runs of 16 bf16 along k.
-        for (int rb = r0; rb < r1; rb += 16) {
-            const int left = M - rb;
-            const __mmask16 mask = mask16(left);
-            for (int k0 = 0; k0 < Kp; k0 += 16) {
-                __m512 r[16];
-                for (int i = 0; i < 16; i++)
-                    r[i] = k0 + i < K ? _mm512_maskz_loadu_ps(mask, A + (int64_t)(k0 + i) * stride_k + rb)
-                                      : _mm512_setzero_ps();
-                transpose_16x16(r);
-                for (int i = 0; i < 16; i++)
-                    _mm256_storeu_si256((__m256i *)(dst + a_offset(at, rb + i, k0)), (__m256i)_mm512_cvtneps_pbh(r[i]));
-            }
-        }
-        return;
-    }
     for (int rb = r0; rb < r1; rb += 16) {
         const int re = rb + 16 < r1 ? rb + 16 : r1;
         for (int k0 = 0; k0 < Kp; k0 += 16)
@@ -538,9 +535,11 @@ static dit_status gemm_run(float *out, int64_t ldo, const float *A, int64_t stri
     uint16_t *A16 = a_workspace((size_t)Mp * Kp);
     if (!A16) return DIT_ERR;
     const a_layout layout = use_rows ? a_layout_rows(Kp) : a_layout_tiles(Kp), *at = &layout;
-    const int transposed = stride_k != 1;
+    const int transposed = stride_k != 1, by_columns = transposed && stride_m == 1;
     if (!parallel) {
-        if (transposed) pack_a_rows_transposed(A16, at, Kp, A, stride_m, stride_k, M, B->K, 0, Mp);
+        if (by_columns)
+            for (int k0 = 0; k0 < Kp; k0 += 16) pack_a_cols_transposed(A16, at, A, stride_k, M, Mp, B->K, k0);
+        else if (transposed) pack_a_rows_transposed(A16, at, Kp, A, stride_m, stride_k, M, B->K, 0, Mp);
         else pack_a_rows(A16, at, Kp, A, stride_m, stride_k, M, B->K, 0, Mp);
         if (amx) amx_configure();
         return run_share(out, ldo, A16, at, B, M, kernel, ep, 0, 1);
@@ -548,10 +547,15 @@ static dit_status gemm_run(float *out, int64_t ldo, const float *A, int64_t stri
     dit_status st = DIT_OK;
     #pragma omp parallel
     {
-        #pragma omp for schedule(static)
-        for (int rb = 0; rb < MB; rb++) {
-            if (transposed) pack_a_rows_transposed(A16, at, Kp, A, stride_m, stride_k, M, B->K, rb * 32, rb * 32 + 32);
-            else pack_a_rows(A16, at, Kp, A, stride_m, stride_k, M, B->K, rb * 32, rb * 32 + 32);
+        if (by_columns) {
+            #pragma omp for schedule(static)
+            for (int k0 = 0; k0 < Kp; k0 += 16) pack_a_cols_transposed(A16, at, A, stride_k, M, Mp, B->K, k0);
+        } else {
+            #pragma omp for schedule(static)
+            for (int rb = 0; rb < MB; rb++) {
+                if (transposed) pack_a_rows_transposed(A16, at, Kp, A, stride_m, stride_k, M, B->K, rb * 32, rb * 32 + 32);
+                else pack_a_rows(A16, at, Kp, A, stride_m, stride_k, M, B->K, rb * 32, rb * 32 + 32);
+            }
         }
         if (amx) amx_configure();
         if (run_share(out, ldo, A16, at, B, M, kernel, ep, omp_get_thread_num(), omp_get_num_threads()) != DIT_OK) {
