@@ -106,6 +106,19 @@ static void check_epilogues(const char *path) {
     snprintf(what, sizeof what, "%s epilogue accumulate out += alpha v", path);
     CHECK_CLOSE(what, got, want, (size_t)M * N, 2e-6 * K, 1e-5);
 
+    // The backward through a GELU: out = v * gelu_tanh'(x[m, n]), x in out's layout.
+    float *x = test_random_floats(&rng_state, (size_t)M * N, 3.0f);
+    gemm_epilogue slope = {.alpha = (float)alpha, .gelu_grad_of = x};
+    gemm_bf16(got, N, A, K, 1, &P, M, &slope);
+    for (int i = 0; i < M * N; i++) {
+        const double v = x[i], h = 1e-4;   // the exact slope by a central difference of the exact GELU (1e-8 rel)
+        want[i] = (float)(prod[i] * (gelu_ref(v + h) - gelu_ref(v - h)) / (2 * h));
+    }
+    // the slope through the fast exp (1e-6 rel) on top of the product's error; |slope| <= 1.13
+    snprintf(what, sizeof what, "%s epilogue v * gelu_tanh'(x) (the backward through a GELU)", path);
+    CHECK_CLOSE(what, got, want, (size_t)M * N, 3e-6 * K, 1e-5);
+    free(x);
+
     // Row independence: the first 7 rows computed alone equal the same rows of the whole product, bit for bit.
     float *part = malloc((size_t)7 * N * sizeof *part);
     gemm_bf16(got, N, A, K, 1, &P, M, NULL);
@@ -209,6 +222,33 @@ static void check_gradients(const char *path) {
     dit_train_activations_free(a);
     free(x); free(out); free(g32); free(g16);
     dit_model_free(m);
+}
+
+// op_linear_backward_gelu in bf16 (GELU output packed straight from its input, the slope in the product's
+// epilogue) against the fp32 oracle (gelu_tanh_forward, linear_backward, gelu_tanh_backward), awkward sizes:
+// both results within bf16 rounding of the inputs (2^-9 relative per input, averaging out over the sums).
+static void check_linear_backward_gelu(const char *path) {
+    const int M = 45, K = 83, N = 50;   // tokens, fc2's inputs (the GELU's width), fc2's outputs
+    float *w = test_random_floats(&rng_state, (size_t)N * K, 0.3f), *bias = test_random_floats(&rng_state, N, 0.5f);
+    float *pre = test_random_floats(&rng_state, (size_t)M * K, 2.0f), *dout = test_random_floats(&rng_state, (size_t)M * N, 1.0f);
+    float *dpre32 = malloc((size_t)M * K * sizeof *dpre32), *dpre16 = malloc((size_t)M * K * sizeof *dpre16);
+    float *dw32 = calloc((size_t)N * K, sizeof *dw32), *dw16 = calloc((size_t)N * K, sizeof *dw16);
+    float *db32 = calloc(N, sizeof *db32), *db16 = calloc(N, sizeof *db16);
+    float *gelu32 = malloc((size_t)M * K * sizeof *gelu32), *gelu16 = malloc((size_t)M * K * sizeof *gelu16);
+    linear_layer L = {0};
+    linear_layer_init(&L, w, bias, N, K);
+    ops_context fp32 = {.precision = OPS_FP32, .weights_version = 1}, bf16 = {.precision = OPS_BF16, .weights_version = 1};
+    int ok = op_linear_backward_gelu(&fp32, &L, dpre32, dw32, db32, dout, pre, gelu32, M) == DIT_OK;
+    ok &= op_linear_backward_gelu(&bf16, &L, dpre16, dw16, db16, dout, pre, gelu16, M) == DIT_OK;
+    double max_d, l2_d, max_w, l2_w, max_b, l2_b;
+    test_relative_errors(dpre16, dpre32, (size_t)M * K, &max_d, &l2_d);
+    test_relative_errors(dw16, dw32, (size_t)N * K, &max_w, &l2_w);
+    test_relative_errors(db16, db32, N, &max_b, &l2_b);
+    CHECK(ok && l2_d <= 1e-2 && l2_w <= 1e-2 && l2_b == 0.0, "%s op_linear_backward_gelu bf16 vs fp32 (%dx%d -> %d): "
+          "d pre relative L2 %.2e, d weight %.2e (bound 1e-2), d bias identical", path, M, K, N, l2_d, l2_w);
+    linear_layer_free(&L);
+    free(w), free(bias), free(pre), free(dout), free(dpre32), free(dpre16), free(dw32), free(dw16), free(db32);
+    free(db16), free(gelu32), free(gelu16);
 }
 
 // One 3x3 convolution (pad 1, stride 1; upsample: the input repeated 2 x 2 first) on the bf16 path, read in
@@ -595,6 +635,7 @@ void test_bf16(void) {
                                  .num_heads = 3, .mlp_ratio = 4.0f, .num_classes = 7, .class_dropout_prob = 0.1f,
                                  .learn_sigma = 0}, 3);
         check_gradients(name);
+        check_linear_backward_gelu(name);
         check_conv(name, 32, 5, 7, 40, 0, 1);
         check_conv(name, 64, 6, 6, 33, 1, 0);
         check_conv(name, 32, 17, 37, 64, 0, 1);

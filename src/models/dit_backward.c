@@ -207,7 +207,7 @@ static void add_into(float *dst, const float *src, int64_t n) {
 static dit_status block_backward(dit_model *m, dit_train_activations *a, const dit_block_params *bp,
                            const dit_block_params *gp, int l) {
     const int B = a->batch, T = dit_config_tokens(&m->cfg), D = m->cfg.hidden_size, H = m->cfg.num_heads;
-    const int M = m->mlp_hidden, BT = B * T, A = 6 * D;
+    const int BT = B * T, A = 6 * D;
     block_saved s = saved_of(m, a, l);
     const float *shift_msa = s.ada, *scale_msa = s.ada + D, *gate_msa = s.ada + 2 * D;
     const float *shift_mlp = s.ada + 3 * D, *scale_mlp = s.ada + 4 * D, *gate_mlp = s.ada + 5 * D;
@@ -217,9 +217,7 @@ static dit_status block_backward(dit_model *m, dit_train_activations *a, const d
 
     // x_out = x_mid + gate_mlp * (fc2(gelu(fc1(h2))) + b);  h2 = modulate(norm2(x_mid))
     gated_residual_backward(a->d_tmp, gp->fc2_b, d_ada + 5 * D, a->d_res, s.fc2, bp->fc2_b, gate_mlp, A, B, T, D);
-    gelu_tanh_forward(a->gelu, s.fc1, (int64_t)BT * M);
-    DIT_TRY(op_linear_backward(ops, &bl->fc2, a->d_mlp, gp->fc2_w, NULL, a->d_tmp, a->gelu, BT));
-    gelu_tanh_backward(a->d_mlp, a->d_mlp, s.fc1, (int64_t)BT * M);
+    DIT_TRY(op_linear_backward_gelu(ops, &bl->fc2, a->d_mlp, gp->fc2_w, NULL, a->d_tmp, s.fc1, a->gelu, BT));
     op_layernorm_modulate(ops, a->h, NULL, NULL, s.x_mid, shift_mlp, scale_mlp, A, B, T, D);
     DIT_TRY(op_linear_backward(ops, &bl->fc1, a->d_h, gp->fc1_w, gp->fc1_b, a->d_mlp, a->h, BT));
     layernorm_modulate_backward(a->d_res, d_ada + 3 * D, d_ada + 4 * D, a->d_h, s.x_mid, s.mean2, s.rstd2,

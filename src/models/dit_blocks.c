@@ -143,16 +143,14 @@ dit_status dit_ungated_block_forward(const dit_model *m, dit_block_layers *bl, c
 dit_status dit_ungated_block_backward(dit_model *m, dit_train_activations *a, const dit_block_params *bp,
                                       const dit_block_params *gp, int l) {
     const ops_context *ops = &m->ops;
-    const int B = a->batch, T = m->seq_tokens, D = m->cfg.hidden_size, H = m->cfg.num_heads, M = m->mlp_hidden;
+    const int B = a->batch, T = m->seq_tokens, D = m->cfg.hidden_size, H = m->cfg.num_heads;
     const int BT = B * T;
     dit_block_layers *bl = &m->layers.blocks[l];
     const dit_block_slots s = dit_train_block_slots(m, a, l);
     const block_norm norm1 = norm_of(m, bp, gp, 0, s.ada, a->d_ada), norm2 = norm_of(m, bp, gp, 1, s.ada, a->d_ada);
 
     // x_out = x_cross + fc2(gelu(fc1(h2))) + b;  h2 = norm2(x_cross)
-    gelu_tanh_forward(a->gelu, s.fc1, (int64_t)BT * M);
-    DIT_TRY(op_linear_backward(ops, &bl->fc2, a->d_mlp, gp->fc2_w, gp->fc2_b, a->d_res, a->gelu, BT));
-    gelu_tanh_backward(a->d_mlp, a->d_mlp, s.fc1, (int64_t)BT * M);
+    DIT_TRY(op_linear_backward_gelu(ops, &bl->fc2, a->d_mlp, gp->fc2_w, gp->fc2_b, a->d_res, s.fc1, a->gelu, BT));
     norm_forward(a->h, NULL, NULL, s.x_cross, &norm2, B, T, D);
     DIT_TRY(op_linear_backward(ops, &bl->fc1, a->d_h, gp->fc1_w, gp->fc1_b, a->d_mlp, a->h, BT));
     norm_backward(a->d_res, a->d_h, s.x_cross, s.mean2, s.rstd2, &norm2, B, T, D);

@@ -24,11 +24,16 @@ typedef struct {
 // stride_k = 1; a weight used transposed: stride_n = 1, stride_k = N). Grows dst->data as needed; out of
 // memory leaves dst empty and returns DIT_ERR.
 dit_status bf16_pack(bf16_packed *dst, const float *src, int N, int K, int64_t stride_n, int64_t stride_k);
+// bf16_pack of gelu_tanh(src) for a source contiguous along N (stride_n = 1): B[n, k] = gelu_tanh(src[k *
+// stride_k + n]), as the backward of fc2 reads the GELU output it recomputes from fc1's (training).
+dit_status bf16_pack_gelu(bf16_packed *dst, const float *src, int N, int K, int64_t stride_k);
 void bf16_packed_free(bf16_packed *p);
 
 // What happens to each product value v = alpha * (A @ B^T)[m, n] on its way to out[m, n]:
 //   v += bias[n]                         (bias != NULL)
 //   pre_gelu[m, n] = v; v = gelu_tanh(v) (gelu; pre_gelu may be NULL; row stride ldo)
+//   v *= gelu_tanh'(gelu_grad_of[m, n]) (gelu_grad_of != NULL; row stride ldo: the backward through a GELU;
+//                                     not with transpose_out or out16)
 //   out = gate[(m / gate_rows), n] * v + out   (gate != NULL: the adaLN-Zero gated residual)
 //   out = out + v                        (accumulate)
 //   out = v                              (otherwise)
@@ -40,6 +45,7 @@ typedef struct {
     const float *bias;
     int gelu;
     float *pre_gelu;
+    const float *gelu_grad_of;   // the GELU's inputs: out is d(input) of a GELU whose d(output) is the product
     const float *gate;       // rows of stride gate_stride, one row per gate_rows output rows
     int gate_stride, gate_rows;
     int accumulate;

@@ -161,6 +161,28 @@ dit_status op_linear_backward(const ops_context *ctx, linear_layer *L, float *di
     return DIT_OK;
 }
 
+dit_status op_linear_backward_gelu(const ops_context *ctx, linear_layer *L, float *dpre, float *dweight, float *dbias,
+                                   const float *dout, const float *pre, float *gelu_out, int M) {
+    const int N = L->N, K = L->K;
+    if (ctx->precision != OPS_BF16) {
+        gelu_tanh_forward(gelu_out, pre, (int64_t)M * K);
+        linear_backward(dpre, dweight, dbias, dout, gelu_out, L->weight, M, K, N);
+        gelu_tanh_backward(dpre, dpre, pre, (int64_t)M * K);
+        return DIT_OK;
+    }
+    static _Thread_local bf16_packed wt, act;
+    // dpre (M, K) = (dout (M, N) @ W (N, K)) * gelu'(pre): B[k, n] = W[n, k]
+    DIT_TRY(bf16_pack(&wt, L->weight, K, N, 1, K));
+    const gemm_epilogue slope = {.gelu_grad_of = pre};
+    DIT_TRY(gemm_bf16(dpre, K, dout, N, 1, &wt, M, &slope));
+    // dweight (N, K) += dout^T (N, M) @ gelu(pre) (M, K): B[k, m] = gelu(pre[m, k])
+    DIT_TRY(bf16_pack_gelu(&act, pre, K, M, K));
+    const gemm_epilogue acc = {.accumulate = 1};
+    DIT_TRY(gemm_bf16(dweight, K, dout, 1, N, &act, N, &acc));
+    if (dbias) bias_backward(dbias, dout, M, N);
+    return DIT_OK;
+}
+
 void op_layernorm_modulate(const ops_context *ctx, float *y, float *mean, float *rstd, const float *x,
                            const float *shift, const float *scale, int row_stride, int B, int T, int D) {
     if (ctx->precision == OPS_BF16)

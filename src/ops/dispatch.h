@@ -84,6 +84,13 @@ dit_status op_mlp(const ops_context *ctx, linear_layer *fc1, linear_layer *fc2, 
 // dbias += column sums of dout (NULL skips it). In bf16 the products take bf16 inputs (float32 sums).
 dit_status op_linear_backward(const ops_context *ctx, linear_layer *L, float *dinp, float *dweight, float *dbias,
                               const float *dout, const float *inp, int M);
+// The same for a layer whose input is gelu_tanh(pre) (fc2 of an MLP), carried on through the GELU: dpre =
+// (dout @ W) * gelu_tanh'(pre), dweight += dout^T @ gelu_tanh(pre), dbias += column sums of dout. The fp32 path
+// writes gelu_tanh(pre) to gelu_out (M, K) on the way, exactly as gelu_tanh_forward, op_linear_backward and
+// gelu_tanh_backward in turn; the bf16 path packs the GELU output straight from pre and applies the slope in
+// the product's epilogue, leaving gelu_out untouched.
+dit_status op_linear_backward_gelu(const ops_context *ctx, linear_layer *L, float *dpre, float *dweight, float *dbias,
+                                   const float *dout, const float *pre, float *gelu_out, int M);
 
 // Multi-head self-attention (ops.h attention_forward); scratch as attention_scratch_floats (fp32 path only).
 dit_status op_attention(const ops_context *ctx, float *out, const float *qkv, float *scratch, int B, int T, int D,

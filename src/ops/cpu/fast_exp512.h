@@ -31,4 +31,15 @@ static inline __m512 gelu_tanh512(__m512 v) {
     return _mm512_div_ps(v, _mm512_add_ps(_mm512_set1_ps(1.0f), e));
 }
 
+// d gelu_tanh / dv = s + v s (1 - s) 2 sqrt(2/pi) (1 + 3 * 0.044715 v^2), s = sigmoid(2u): the slope
+// elementwise.c's gelu_tanh_backward multiplies by.
+static inline __m512 gelu_tanh_grad512(__m512 v) {
+    const __m512 one = _mm512_set1_ps(1.0f), k = _mm512_set1_ps(2.0f * 0.7978845608028654f);
+    const __m512 v2 = _mm512_mul_ps(v, v);
+    const __m512 two_u = _mm512_mul_ps(k, _mm512_fmadd_ps(_mm512_mul_ps(_mm512_set1_ps(0.044715f), v2), v, v));
+    const __m512 s = _mm512_div_ps(one, _mm512_add_ps(one, fast_exp512(_mm512_sub_ps(_mm512_setzero_ps(), two_u))));
+    const __m512 dtwo_u = _mm512_mul_ps(k, _mm512_fmadd_ps(_mm512_set1_ps(3.0f * 0.044715f), v2, one));
+    return _mm512_fmadd_ps(_mm512_mul_ps(_mm512_mul_ps(v, s), _mm512_sub_ps(one, s)), dtwo_u, s);
+}
+
 #endif

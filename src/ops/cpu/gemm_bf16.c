@@ -74,23 +74,26 @@ static void pack_rows_along_k(uint16_t *d, int KB, const float *src, int N, int 
 }
 
 // Source rows contiguous along N (a weight used transposed, or V): per K pair, 16 columns of rows k and k + 1
-// are interleaved into one 64-byte pair row.
-static void pack_rows_along_n(uint16_t *d, int KB, int Np, const float *src, int N, int K, int64_t stride_k, int k) {
+// are interleaved into one 64-byte pair row; with gelu, of gelu_tanh(source).
+static void pack_rows_along_n(uint16_t *d, int KB, int Np, const float *src, int N, int K, int64_t stride_k, int k,
+                              int gelu) {
     const __m512i interleave = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7,
                                                 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
     for (int n0 = 0; n0 < Np; n0 += 16) {
         const int left = N - n0;
         const __mmask16 mask = mask16(left);
-        const __m512 r0 = k < K ? _mm512_maskz_loadu_ps(mask, src + (int64_t)k * stride_k + n0) : _mm512_setzero_ps();
-        const __m512 r1 = k + 1 < K ? _mm512_maskz_loadu_ps(mask, src + (int64_t)(k + 1) * stride_k + n0)
-                                    : _mm512_setzero_ps();
+        __m512 r0 = k < K ? _mm512_maskz_loadu_ps(mask, src + (int64_t)k * stride_k + n0) : _mm512_setzero_ps();
+        __m512 r1 = k + 1 < K ? _mm512_maskz_loadu_ps(mask, src + (int64_t)(k + 1) * stride_k + n0)
+                              : _mm512_setzero_ps();
+        if (gelu) r0 = gelu_tanh512(r0), r1 = gelu_tanh512(r1);   // gelu(0) = 0: the padding stays zero
         const __m512i both = (__m512i)_mm512_cvtne2ps_pbh(r1, r0);   // [r0 as 16 bf16 | r1 as 16 bf16]
         _mm512_storeu_si512(d + packed_index(KB, n0, k), _mm512_permutexvar_epi16(interleave, both));
     }
 }
 
-dit_status bf16_pack(bf16_packed *dst, const float *src, int N, int K, int64_t stride_n, int64_t stride_k) {
-    const int Np = round_up(N, 32), Kp = round_up(K, 32), KB = Kp / 32;
+// dst sized for B (N, K) (grown if needed).
+static dit_status packed_reserve(bf16_packed *dst, int N, int K) {
+    const int Np = round_up(N, 32), Kp = round_up(K, 32);
     const size_t need = (size_t)Np * Kp;
     if (dst->capacity < need) {
         bf16_packed_free(dst);
@@ -98,6 +101,19 @@ dit_status bf16_pack(bf16_packed *dst, const float *src, int N, int K, int64_t s
         dst->capacity = need;
     }
     dst->N = N, dst->K = K, dst->Np = Np, dst->Kp = Kp;
+    return DIT_OK;
+}
+
+dit_status bf16_pack_gelu(bf16_packed *dst, const float *src, int N, int K, int64_t stride_k) {
+    DIT_TRY(packed_reserve(dst, N, K));
+    #pragma omp parallel for schedule(static) if ((int64_t)N * K > (1 << 16))
+    for (int k = 0; k < dst->Kp; k += 2) pack_rows_along_n(dst->data, dst->Kp / 32, dst->Np, src, N, K, stride_k, k, 1);
+    return DIT_OK;
+}
+
+dit_status bf16_pack(bf16_packed *dst, const float *src, int N, int K, int64_t stride_n, int64_t stride_k) {
+    DIT_TRY(packed_reserve(dst, N, K));
+    const int Np = dst->Np, Kp = dst->Kp, KB = Kp / 32;
     uint16_t *d = dst->data;
     // Weights may be large (XL: 675 M values) and training packs them every step: the work is split over
     // the threads when called from outside a parallel region.
@@ -109,7 +125,7 @@ dit_status bf16_pack(bf16_packed *dst, const float *src, int N, int K, int64_t s
     }
     if (stride_n == 1) {
         #pragma omp parallel for schedule(static) if (big)
-        for (int k = 0; k < Kp; k += 2) pack_rows_along_n(d, KB, Np, src, N, K, stride_k, k);
+        for (int k = 0; k < Kp; k += 2) pack_rows_along_n(d, KB, Np, src, N, K, stride_k, k, 0);
         return DIT_OK;
     }
     // Any other strides: element by element, 16 x 16 blocks at a time.
@@ -309,6 +325,8 @@ static void epilogue_block(float *out, int64_t ldo, const float *C, int m0, int 
                 if (ep->pre_gelu && mask) _mm512_mask_storeu_ps(ep->pre_gelu + m * ldo + col, mask, v);
                 v = gelu_tanh512(v);
             }
+            if (ep->gelu_grad_of)
+                v = _mm512_mul_ps(v, gelu_tanh_grad512(_mm512_maskz_loadu_ps(mask, ep->gelu_grad_of + m * ldo + col)));
             if (out16) {   // bf16 into the next product's A, where it reads it; zeros past cols
                 store_bf16_run(ep->out16, ep->out16_layout, ep->out16_row0 + (int)m, ep->out16_col0 + col,
                                _mm512_cvtneps_pbh(_mm512_maskz_mov_ps(mask, v)), write);
@@ -370,7 +388,7 @@ typedef void (*kernel_fn)(const float *src, int64_t lds, float *dst, int64_t ldd
 // a copy; edge blocks take the same arithmetic through a copy, so a row's result does not depend on which
 // kind of block it fell in (batch invariance).
 static int epilogue_in_kernel(const gemm_epilogue *ep) {
-    return !ep || (!ep->gelu && !ep->gate && !ep->transpose_out && !ep->out16 &&
+    return !ep || (!ep->gelu && !ep->gelu_grad_of && !ep->gate && !ep->transpose_out && !ep->out16 &&
                    (ep->alpha == 0.0f || ep->alpha == 1.0f) && !(ep->bias && ep->accumulate));
 }
 
@@ -472,6 +490,7 @@ static dit_status run_blocks(float *out, int64_t ldo, const uint16_t *A16, const
                         if (accumulate && wait) prefetch_block(wait + (wait == block ? 32 : 1024), ldw);
                         if (last && !in_kernel && block && ep && (ep->gate || ep->accumulate))
                             prefetch_block(block + 32, ldo);
+                        if (last && ep && ep->gelu_grad_of) prefetch_block(ep->gelu_grad_of + out_row * ldo + n0 + 32, ldo);
                     }
                     if (!last) {
                         kernel(src, lds, wait, ldw, a, &from_k0, panel, ksteps, init, accumulate);
