@@ -1,9 +1,9 @@
 // One core's rate on the instructions the kernels are built from, with nothing but registers involved:
 // vfmadd231ps on 256- and 512-bit vectors (the float32 path) and vdpbf16ps on 512-bit vectors (the
-// AVX512-BF16 path). Twelve independent accumulators (all fit in the 16 ymm registers) hide the latency, so the figure is the issue rate.
-// It says what a kernel can reach on this core: whether bf16 dot products beat float32 FMAs here (on AMD
-// Zen 4 they do it about twice; on the Intel Emerald Rapids cores this project was built on they run at
-// half the rate of FMAs). Usage: build/isa_rate   (prints one JSON line per instruction)
+// AVX512-BF16 path). Twelve independent accumulators (all fit in the 16 ymm registers) hide the latency, so
+// the figure is the issue rate. It says what a kernel can reach on this core: whether bf16 dot products beat
+// float32 FMAs here (on AMD Zen 4 they carry about twice the flops; on the Intel Emerald Rapids cores this
+// project was built on, half: they issue at a quarter of the FMAs' rate). Usage: build/isa_rate   (prints one JSON line per instruction)
 #include <immintrin.h>
 #include <stdio.h>
 

@@ -492,6 +492,22 @@ static void check_layernorm(const char *path) {
                      y16.b16 && !y16.f32 && y16.kp == 1184 && operand_holds(y16.b16, 1184, got, B * T, D);
     CHECK(same, "%s layernorm_modulate as a bf16 operand (D %d, padded to 1184) == bf16 of the float32 output, bit for "
           "bit, zeros in the padding", path, D);
+    // The backward, float32 lanes against the double-sum version: dx accumulated onto a start value, dshift and
+    // dscale per sample. Bound 1e-5 of (1 + |value|), as the forward.
+    float *dy = test_random_floats(&rng_state, (size_t)B * T * D, 1.0f);
+    float *dx_want = test_random_floats(&rng_state, (size_t)B * T * D, 1.0f);
+    float *dx_got = malloc((size_t)B * T * D * sizeof *dx_got), *dmod_want = calloc((size_t)B * A, sizeof *dmod_want);
+    float *dmod_got = calloc((size_t)B * A, sizeof *dmod_got);
+    memcpy(dx_got, dx_want, (size_t)B * T * D * sizeof *dx_got);
+    layernorm_modulate_backward(dx_want, dmod_want, dmod_want + D, dy, x, wm, wr, mod + D, A, B, T, D);
+    op_layernorm_modulate_backward(&ctx, dx_got, dmod_got, dmod_got + D, dy, x, wm, wr, mod + D, A, B, T, D);
+    double worst_dx = 0.0, worst_dmod = 0.0;
+    for (int i = 0; i < B * T * D; i++) worst_dx = fmax(worst_dx, fabs(dx_got[i] - dx_want[i]) / (1.0 + fabs(dx_want[i])));
+    for (int i = 0; i < B * A; i++)
+        worst_dmod = fmax(worst_dmod, fabs(dmod_got[i] - dmod_want[i]) / (1.0 + fabs(dmod_want[i])));
+    CHECK(worst_dx <= 1e-5 && worst_dmod <= 1e-5, "%s layernorm_modulate backward (float32 lanes, D %d) vs the "
+          "double-sum version: %.1e of dx, %.1e of dshift/dscale (bound 1e-5)", path, D, worst_dx, worst_dmod);
+    free(dy), free(dx_want), free(dx_got), free(dmod_want), free(dmod_got);
     free(x), free(mod), free(want), free(got);
 }
 

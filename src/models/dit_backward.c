@@ -220,7 +220,7 @@ static dit_status block_backward(dit_model *m, dit_train_activations *a, const d
     DIT_TRY(op_linear_backward_gelu(ops, &bl->fc2, a->d_mlp, gp->fc2_w, NULL, a->d_tmp, s.fc1, a->gelu, BT));
     op_layernorm_modulate(ops, a->h, NULL, NULL, s.x_mid, shift_mlp, scale_mlp, A, B, T, D);
     DIT_TRY(op_linear_backward(ops, &bl->fc1, a->d_h, gp->fc1_w, gp->fc1_b, a->d_mlp, a->h, BT));
-    layernorm_modulate_backward(a->d_res, d_ada + 3 * D, d_ada + 4 * D, a->d_h, s.x_mid, s.mean2, s.rstd2,
+    op_layernorm_modulate_backward(ops, a->d_res, d_ada + 3 * D, d_ada + 4 * D, a->d_h, s.x_mid, s.mean2, s.rstd2,
                                 scale_mlp, A, B, T, D);
 
     // x_mid = x_in + gate_msa * (proj(attention(qkv(h1))) + b);  h1 = modulate(norm1(x_in))
@@ -229,7 +229,8 @@ static dit_status block_backward(dit_model *m, dit_train_activations *a, const d
     DIT_TRY(op_attention_backward(ops, a->d_qkv, a->d_attn, s.qkv, a->scores, B, T, D, H));
     op_layernorm_modulate(ops, a->h, NULL, NULL, s.x_in, shift_msa, scale_msa, A, B, T, D);
     DIT_TRY(op_linear_backward(ops, &bl->qkv, a->d_h, gp->qkv_w, gp->qkv_b, a->d_qkv, a->h, BT));
-    layernorm_modulate_backward(a->d_res, d_ada, d_ada + D, a->d_h, s.x_in, s.mean1, s.rstd1, scale_msa, A, B, T, D);
+    op_layernorm_modulate_backward(ops, a->d_res, d_ada, d_ada + D, a->d_h, s.x_in, s.mean1, s.rstd1, scale_msa, A, B,
+                                   T, D);
 
     // ada = SiLU(c) @ W^T + b
     DIT_TRY(op_linear_backward(ops, &bl->ada, a->d_small, gp->ada_w, gp->ada_b, d_ada, a->cond_act, B));
@@ -261,8 +262,8 @@ dit_status dit_backward(dit_model *m, dit_train_activations *a, const float *dou
     DIT_TRY(op_linear_backward(ops, &Ls->final, a->d_h, g.final_w, g.final_b, a->d_tmp, a->h, (int)BT));
     if (dit_block_adaptive(c)) {
         memset(a->d_res, 0, (size_t)BT * D * sizeof(float));
-        layernorm_modulate_backward(a->d_res, a->d_ada, a->d_ada + D, a->d_h, x_final, mean, rstd, ada + D, 2 * D, B,
-                                    T, D);
+        op_layernorm_modulate_backward(ops, a->d_res, a->d_ada, a->d_ada + D, a->d_h, x_final, mean, rstd, ada + D,
+                                       2 * D, B, T, D);
         DIT_TRY(op_linear_backward(ops, &Ls->final_ada, a->d_cond, g.final_ada_w, g.final_ada_b, a->d_ada,
                                    a->cond_act, B));
     } else {

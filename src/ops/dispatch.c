@@ -190,6 +190,14 @@ void op_layernorm_modulate(const ops_context *ctx, float *y, float *mean, float 
     else layernorm_modulate_forward(y, mean, rstd, x, shift, scale, row_stride, B, T, D);
 }
 
+void op_layernorm_modulate_backward(const ops_context *ctx, float *dx, float *dshift, float *dscale, const float *dy,
+                                    const float *x, const float *mean, const float *rstd, const float *scale,
+                                    int row_stride, int B, int T, int D) {
+    if (ctx->precision == OPS_BF16)
+        layernorm_modulate_backward_avx512(dx, dshift, dscale, dy, x, mean, rstd, scale, row_stride, B, T, D);
+    else layernorm_modulate_backward(dx, dshift, dscale, dy, x, mean, rstd, scale, row_stride, B, T, D);
+}
+
 dit_status op_layernorm_modulate_operand(const ops_context *ctx, op_operand *y_op, float *y, float *mean, float *rstd,
                                          const float *x, const float *shift, const float *scale, int row_stride, int B,
                                          int T, int D) {

@@ -113,6 +113,14 @@ void op_layernorm_modulate(const ops_context *ctx, float *y, float *mean, float 
 dit_status op_layernorm_modulate_operand(const ops_context *ctx, op_operand *y_op, float *y, float *mean, float *rstd,
                                          const float *x, const float *shift, const float *scale, int row_stride, int B,
                                          int T, int D);
+// Its backward (ops.h layernorm_modulate_backward: dx accumulated, dshift and dscale overwritten); on the bf16
+// path with float32 sums across vector lanes, as the forward.
+void op_layernorm_modulate_backward(const ops_context *ctx, float *dx, float *dshift, float *dscale, const float *dy,
+                                    const float *x, const float *mean, const float *rstd, const float *scale,
+                                    int row_stride, int B, int T, int D);
+void layernorm_modulate_backward_avx512(float *dx, float *dshift, float *dscale, const float *dy, const float *x,
+                                        const float *mean, const float *rstd, const float *scale, int row_stride,
+                                        int B, int T, int D);
 // y16 != NULL: write y as bf16 into y16 (a_layout_tiles(kp), zeros in columns D..kp) instead of y.
 void layernorm_modulate_forward_avx512(float *y, uint16_t *y16, int kp, float *mean, float *rstd, const float *x,
                                        const float *shift, const float *scale, int row_stride, int B, int T, int D);

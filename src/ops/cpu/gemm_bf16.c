@@ -490,7 +490,8 @@ static dit_status run_blocks(float *out, int64_t ldo, const uint16_t *A16, const
                         if (accumulate && wait) prefetch_block(wait + (wait == block ? 32 : 1024), ldw);
                         if (last && !in_kernel && block && ep && (ep->gate || ep->accumulate))
                             prefetch_block(block + 32, ldo);
-                        if (last && ep && ep->gelu_grad_of) prefetch_block(ep->gelu_grad_of + out_row * ldo + n0 + 32, ldo);
+                        if (last && ep && ep->gelu_grad_of)
+                            prefetch_block(ep->gelu_grad_of + out_row * ldo + n0 + 32, ldo);
                     }
                     if (!last) {
                         kernel(src, lds, wait, ldw, a, &from_k0, panel, ksteps, init, accumulate);

@@ -1,7 +1,7 @@
-// layernorm_modulate_forward for the bf16 path: the same function as norm.c's (LayerNorm without affine,
-// eps 1e-6, then modulate), with the row statistics summed in float32 across sixteen lanes instead of one
-// double. Its relative error (~1e-7 D^0.5) is far below the bf16 rounding of the product that reads y;
-// the fp32 path keeps norm.c's exact version. Compiled with AVX-512; only called on a bf16 path.
+// layernorm_modulate_forward and _backward for the bf16 path: the same functions as norm.c's (LayerNorm
+// without affine, eps 1e-6, then modulate), with the row sums in float32 across sixteen lanes instead of one
+// double. Their relative error (~1e-7 D^0.5) is far below the bf16 rounding of the products around them;
+// the fp32 path keeps norm.c's exact versions. Compiled with AVX-512; only called on a bf16 path.
 #include <immintrin.h>
 #include <math.h>
 
@@ -46,6 +46,66 @@ void layernorm_modulate_forward_avx512(float *y, uint16_t *y16, int kp, float *m
                     _mm256_storeu_si256((__m256i *)(y16 + a_offset(&tiles, (int)row, d)), _mm256_setzero_si256());
             if (mean) mean[row] = mu;
             if (rstd) rstd[row] = rs;
+        }
+    }
+}
+
+void layernorm_modulate_backward_avx512(float *dx, float *dshift, float *dscale, const float *dy, const float *x,
+                                        const float *mean, const float *rstd, const float *scale, int row_stride,
+                                        int B, int T, int D) {
+    // dx += rstd (g - mean(g) - xhat mean(g xhat)), g = dy (1 + scale), xhat = (x - mean) rstd, per row
+    #pragma omp parallel for collapse(2) schedule(static)
+    for (int b = 0; b < B; b++) {
+        for (int t = 0; t < T; t++) {
+            const int64_t row = (int64_t)b * T + t;
+            const float *xr = x + row * D, *dyr = dy + row * D, *sc = scale + (int64_t)b * row_stride;
+            float *dxr = dx + row * D;
+            const __m512 m = _mm512_set1_ps(mean[row]), r = _mm512_set1_ps(rstd[row]), one = _mm512_set1_ps(1.0f);
+            __m512 sum_g = _mm512_setzero_ps(), sum_gx = _mm512_setzero_ps();
+            for (int d = 0; d < D; d += 16) {
+                const __mmask16 k = mask16(D - d);
+                const __m512 g = _mm512_mul_ps(_mm512_maskz_loadu_ps(k, dyr + d),
+                                               _mm512_add_ps(one, _mm512_maskz_loadu_ps(k, sc + d)));
+                const __m512 xhat = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, xr + d), m), r);
+                sum_g = _mm512_add_ps(sum_g, g);   // masked lanes: g = 0
+                sum_gx = _mm512_fmadd_ps(g, xhat, sum_gx);
+            }
+            const __m512 mean_g = _mm512_set1_ps(_mm512_reduce_add_ps(sum_g) / (float)D);
+            const __m512 mean_gx = _mm512_set1_ps(_mm512_reduce_add_ps(sum_gx) / (float)D);
+            for (int d = 0; d < D; d += 16) {
+                const __mmask16 k = mask16(D - d);
+                const __m512 g = _mm512_mul_ps(_mm512_maskz_loadu_ps(k, dyr + d),
+                                               _mm512_add_ps(one, _mm512_maskz_loadu_ps(k, sc + d)));
+                const __m512 xhat = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, xr + d), m), r);
+                const __m512 centred = _mm512_sub_ps(_mm512_sub_ps(g, mean_g), _mm512_mul_ps(xhat, mean_gx));
+                const __m512 v = _mm512_mul_ps(r, centred);
+                _mm512_mask_storeu_ps(dxr + d, k, _mm512_add_ps(_mm512_maskz_loadu_ps(k, dxr + d), v));
+            }
+        }
+    }
+    // dshift = sum_t dy, dscale = sum_t dy xhat, per sample, columns in blocks over the threads
+    enum { COLS = 64 };
+    const int blocks = (D + COLS - 1) / COLS;
+    #pragma omp parallel for collapse(2) schedule(static)
+    for (int b = 0; b < B; b++) {
+        for (int blk = 0; blk < blocks; blk++) {
+            const int start = blk * COLS, end = start + COLS < D ? start + COLS : D;
+            float *dsh = dshift + (int64_t)b * row_stride, *dsc = dscale + (int64_t)b * row_stride;
+            for (int d = start; d < end; d += 16) {
+                const __mmask16 k = mask16(end - d);
+                __m512 sh = _mm512_setzero_ps(), sc = _mm512_setzero_ps();
+                for (int t = 0; t < T; t++) {
+                    const int64_t row = (int64_t)b * T + t;
+                    const __m512 dyv = _mm512_maskz_loadu_ps(k, dy + row * D + d);
+                    const __m512 xhat = _mm512_mul_ps(
+                        _mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + row * D + d), _mm512_set1_ps(mean[row])),
+                        _mm512_set1_ps(rstd[row]));
+                    sh = _mm512_add_ps(sh, dyv);
+                    sc = _mm512_fmadd_ps(dyv, xhat, sc);
+                }
+                _mm512_mask_storeu_ps(dsh + d, k, sh);
+                _mm512_mask_storeu_ps(dsc + d, k, sc);
+            }
         }
     }
 }
