@@ -88,10 +88,15 @@ static void check_epilogues(const char *path) {
     snprintf(what, sizeof what, "%s epilogue alpha + bias + GELU-tanh", path);
     CHECK_CLOSE(what, got, want, (size_t)M * N, 2e-6 * K, 1e-5);
 
+    float *kept = malloc((size_t)M * N * sizeof *kept);   // the product before the bias, as training keeps it
     gemm_epilogue gated = {.alpha = (float)alpha, .bias = bias, .gate = gate + 1, .gate_stride = gate_stride,
-                           .gate_rows = rows_per_gate};
+                           .gate_rows = rows_per_gate, .product = kept};
     memcpy(got, base, (size_t)M * N * sizeof *got);
     gemm_bf16(got, N, A, K, 1, &P, M, &gated);
+    for (int i = 0; i < M * N; i++) want_pre[i] = (float)prod[i];
+    snprintf(what, sizeof what, "%s epilogue gated residual: the product kept before the bias", path);
+    CHECK_CLOSE(what, kept, want_pre, (size_t)M * N, 2e-6 * K, 1e-5);
+    free(kept);
     for (int m = 0; m < M; m++)
         for (int n = 0; n < N; n++)
             want[m * N + n] = (float)(base[m * N + n] + gate[1 + (m / rows_per_gate) * gate_stride + n] *
@@ -182,6 +187,11 @@ static void check_model(const char *path, const char *name, dit_config cfg, int 
     dit_set_threads(threads);
     CHECK(!memcmp(one, got, out_n * sizeof *one), "%s %s bf16 forward: 1 thread == %d threads, bit for bit", path, name,
           threads);
+    // The training forward (which keeps its activations) runs the same bf16 kernels and epilogues: the same bits.
+    dit_train_activations *a = dit_train_activations_create(m, batch);
+    CHECK(a && dit_forward_train(m, a, x, t, y, one) == DIT_OK && !memcmp(one, got, out_n * sizeof *one),
+          "%s %s bf16 training forward == inference forward, bit for bit", path, name);
+    dit_train_activations_free(a);
     free(x); free(t); free(y); free(ref); free(got); free(one);
     dit_model_free(m);
 }

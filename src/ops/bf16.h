@@ -30,6 +30,7 @@ dit_status bf16_pack_gelu(bf16_packed *dst, const float *src, int N, int K, int6
 void bf16_packed_free(bf16_packed *p);
 
 // What happens to each product value v = alpha * (A @ B^T)[m, n] on its way to out[m, n]:
+//   product[m, n] = v                    (product != NULL; row stride ldo: training keeps it)
 //   v += bias[n]                         (bias != NULL)
 //   pre_gelu[m, n] = v; v = gelu_tanh(v) (gelu; pre_gelu may be NULL; row stride ldo)
 //   v *= gelu_tanh'(gelu_grad_of[m, n]) (gelu_grad_of != NULL; row stride ldo: the backward through a GELU;
@@ -45,6 +46,7 @@ typedef struct {
     const float *bias;
     int gelu;
     float *pre_gelu;
+    float *product;          // not with transpose_out or out16
     const float *gelu_grad_of;   // the GELU's inputs: out is d(input) of a GELU whose d(output) is the product
     const float *gate;       // rows of stride gate_stride, one row per gate_rows output rows
     int gate_stride, gate_rows;

@@ -51,13 +51,8 @@ static dit_status linear_bf16(const ops_context *ctx, linear_layer *L, float *ou
         g.gelu = 1;
         g.pre_gelu = ep->pre;
     } else if (ep->kind == LINEAR_GATED_RESIDUAL) {
-        if (ep->product) {   // training keeps the product: store it, then the same residual op as fp32
-            DIT_TRY(product_bf16(ep->product, A, W, M, NULL));
-            gated_residual_forward(out, ep->product, L->bias, ep->gate, ep->gate_stride, M / ep->gate_rows,
-                                   ep->gate_rows, L->N);
-            return DIT_OK;
-        }
-        g.gate = ep->gate, g.gate_stride = ep->gate_stride, g.gate_rows = ep->gate_rows;
+        // training keeps the product (before the bias), stored by the same epilogue
+        g.gate = ep->gate, g.gate_stride = ep->gate_stride, g.gate_rows = ep->gate_rows, g.product = ep->product;
     }
     return product_bf16(out, A, W, M, &g);
 }

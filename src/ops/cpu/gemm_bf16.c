@@ -316,6 +316,7 @@ static void epilogue_block(float *out, int64_t ldo, const float *C, int m0, int 
             const int64_t m = kept_row(ep, m0 + r);   // with lines, dropped rows are skipped
             if (m < 0) continue;
             __m512 v = _mm512_mul_ps(scale, _mm512_load_ps(C + r * 32 + h * 16));
+            if (ep && ep->product) _mm512_mask_storeu_ps(ep->product + m * ldo + col, mask, v);
             if (!ep) {
                 _mm512_mask_storeu_ps(out + m * ldo + col, mask, v);
                 continue;
@@ -388,7 +389,7 @@ typedef void (*kernel_fn)(const float *src, int64_t lds, float *dst, int64_t ldd
 // a copy; edge blocks take the same arithmetic through a copy, so a row's result does not depend on which
 // kind of block it fell in (batch invariance).
 static int epilogue_in_kernel(const gemm_epilogue *ep) {
-    return !ep || (!ep->gelu && !ep->gelu_grad_of && !ep->gate && !ep->transpose_out && !ep->out16 &&
+    return !ep || (!ep->gelu && !ep->gelu_grad_of && !ep->product && !ep->gate && !ep->transpose_out && !ep->out16 &&
                    (ep->alpha == 0.0f || ep->alpha == 1.0f) && !(ep->bias && ep->accumulate));
 }
 
