@@ -292,10 +292,67 @@ static void epilogue_block_transposed(float *out, int64_t ldo, const float *C, i
     }
 }
 
+// The epilogues of a full 32 x 32 block (no lines, no transposed output) that inference and training spend
+// their time in, both sixteen-column halves of a row at once, with the fields held in locals: bias (+ GELU,
+// keeping the value before it) into a whole bf16 operand whose 32 columns are one contiguous run of a row
+// (fc1 feeding fc2), and the gated residual (keeping the product) into out (proj and fc2). Returns 0 when the
+// block is not one of these; the arithmetic is epilogue_block's, operation for operation.
+static int epilogue_full_block(float *out, int64_t ldo, const float *C, int m0, int n0, const gemm_epilogue *ep,
+                               float alpha) {
+    const int to16 = ep->out16 && !ep->out16_cols && (ep->out16_row0 + m0) % 32 == 0 && ep->out16_col0 % 32 == 0;
+    if (ep->line || ep->transpose_out || ep->gelu_grad_of || ep->accumulate || (!to16 && !ep->gate) ||
+        (to16 && (ep->gate || ep->product)) || (ep->gate && ep->gelu))
+        return 0;
+    const __m512 scale = _mm512_set1_ps(alpha);
+    const __m512 bias0 = ep->bias ? _mm512_loadu_ps(ep->bias + n0) : _mm512_setzero_ps();
+    const __m512 bias1 = ep->bias ? _mm512_loadu_ps(ep->bias + n0 + 16) : _mm512_setzero_ps();
+    if (to16) {
+        const a_layout at = *ep->out16_layout;
+        uint16_t *dst = ep->out16 + a_offset(&at, ep->out16_row0 + m0, ep->out16_col0 + n0);
+        float *pre = ep->gelu && ep->pre_gelu ? ep->pre_gelu + (int64_t)m0 * ldo + n0 : NULL;
+        const int gelu = ep->gelu;
+        for (int r = 0; r < 32; r++) {
+            __m512 lo = _mm512_add_ps(_mm512_mul_ps(scale, _mm512_load_ps(C + r * 32)), bias0);
+            __m512 hi = _mm512_add_ps(_mm512_mul_ps(scale, _mm512_load_ps(C + r * 32 + 16)), bias1);
+            if (gelu) {
+                if (pre) {
+                    _mm512_storeu_ps(pre + r * ldo, lo);
+                    _mm512_storeu_ps(pre + r * ldo + 16, hi);
+                }
+                lo = gelu_tanh512(lo), hi = gelu_tanh512(hi);
+            }
+            // the row's 32 columns: one run of the layout (k a multiple of 32)
+            _mm512_storeu_si512(dst + (r >> 4) * at.half + (r & 15) * at.row, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+        }
+        return 1;
+    }
+    const float *gate = ep->gate + n0;
+    float *product = ep->product ? ep->product + (int64_t)m0 * ldo + n0 : NULL, *o = out + (int64_t)m0 * ldo + n0;
+    const int64_t gate_stride = ep->gate_stride;
+    const int gate_rows = ep->gate_rows;
+    int gate_row = m0 / gate_rows, gate_left = gate_rows - m0 % gate_rows;
+    for (int r = 0; r < 32; r++, o += ldo) {
+        __m512 lo = _mm512_mul_ps(scale, _mm512_load_ps(C + r * 32));
+        __m512 hi = _mm512_mul_ps(scale, _mm512_load_ps(C + r * 32 + 16));
+        if (product) {
+            _mm512_storeu_ps(product + r * ldo, lo);
+            _mm512_storeu_ps(product + r * ldo + 16, hi);
+        }
+        const float *g = gate + gate_row * gate_stride;
+        if (--gate_left == 0) gate_row++, gate_left = gate_rows;
+        lo = _mm512_fmadd_ps(_mm512_loadu_ps(g), _mm512_add_ps(lo, bias0), _mm512_loadu_ps(o));
+        hi = _mm512_fmadd_ps(_mm512_loadu_ps(g + 16), _mm512_add_ps(hi, bias1), _mm512_loadu_ps(o + 16));
+        _mm512_storeu_ps(o, lo);
+        _mm512_storeu_ps(o + 16, hi);
+    }
+    return 1;
+}
+
 // Rows [m0, m0 + rows) and columns [n0, n0 + cols) of out from the 32 x 32 block C, sixteen columns at a time.
 static void epilogue_block(float *out, int64_t ldo, const float *C, int m0, int rows, int n0, int cols,
                            const gemm_epilogue *ep) {
     const float alpha = ep && ep->alpha != 0.0f ? ep->alpha : 1.0f;
+    if (ep && rows == 32 && cols == 32 && epilogue_full_block(out, ldo, C, m0, n0, ep, alpha)) return;
     if (ep && ep->transpose_out) {
         epilogue_block_transposed(out, ldo, C, m0, rows, n0, cols, ep, alpha);
         return;
