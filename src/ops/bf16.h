@@ -47,6 +47,10 @@ typedef struct {
     int gelu;
     float *pre_gelu;
     float *product;          // not with transpose_out or out16
+    // a_row_sums[m] += sum over k of A[m, k] (float32 A as read, before rounding; gemm_bf16 and
+    // gemm_bf16_serial only): the bias gradient of a weight-gradient product dout^T @ inp. The order of the sum
+    // is fixed (16-column chunks, then the chunks in order), whatever the threads.
+    float *a_row_sums;
     const float *gelu_grad_of;   // the GELU's inputs: out is d(input) of a GELU whose d(output) is the product
     const float *gate;       // rows of stride gate_stride, one row per gate_rows output rows
     int gate_stride, gate_rows;

@@ -148,12 +148,11 @@ dit_status op_linear_backward(const ops_context *ctx, linear_layer *L, float *di
         DIT_TRY(bf16_pack(&wt, L->weight, K, N, 1, K));
         DIT_TRY(gemm_bf16(dinp, K, dout, N, 1, &wt, M, NULL));
     }
-    // dweight (N, K) += dout^T (N, M) @ inp (M, K): A[n, m] = dout[m, n], B[k, m] = inp[m, k]
+    // dweight (N, K) += dout^T (N, M) @ inp (M, K): A[n, m] = dout[m, n], B[k, m] = inp[m, k]; dbias (N) += the
+    // row sums of that A, taken while it is converted
     DIT_TRY(bf16_pack(&act, inp, K, M, 1, K));
-    gemm_epilogue acc = {.accumulate = 1};
-    DIT_TRY(gemm_bf16(dweight, K, dout, 1, N, &act, N, &acc));
-    if (dbias) bias_backward(dbias, dout, M, N);
-    return DIT_OK;
+    const gemm_epilogue acc = {.accumulate = 1, .a_row_sums = dbias};
+    return gemm_bf16(dweight, K, dout, 1, N, &act, N, &acc);
 }
 
 dit_status op_linear_backward_gelu(const ops_context *ctx, linear_layer *L, float *dpre, float *dweight, float *dbias,
@@ -172,10 +171,8 @@ dit_status op_linear_backward_gelu(const ops_context *ctx, linear_layer *L, floa
     DIT_TRY(gemm_bf16(dpre, K, dout, N, 1, &wt, M, &slope));
     // dweight (N, K) += dout^T (N, M) @ gelu(pre) (M, K): B[k, m] = gelu(pre[m, k])
     DIT_TRY(bf16_pack_gelu(&act, pre, K, M, K));
-    const gemm_epilogue acc = {.accumulate = 1};
-    DIT_TRY(gemm_bf16(dweight, K, dout, 1, N, &act, N, &acc));
-    if (dbias) bias_backward(dbias, dout, M, N);
-    return DIT_OK;
+    const gemm_epilogue acc = {.accumulate = 1, .a_row_sums = dbias};
+    return gemm_bf16(dweight, K, dout, 1, N, &act, N, &acc);
 }
 
 void op_layernorm_modulate(const ops_context *ctx, float *y, float *mean, float *rstd, const float *x,

@@ -81,7 +81,8 @@ dit_status op_mlp(const ops_context *ctx, linear_layer *fc1, linear_layer *fc2, 
                   const op_operand *inp, int M, int group_rows, float *pre, const linear_epilogue *ep);
 
 // Backward of out = inp @ W^T + b: dinp = dout @ W (overwritten; NULL skips it), dweight += dout^T @ inp,
-// dbias += column sums of dout (NULL skips it). In bf16 the products take bf16 inputs (float32 sums).
+// dbias += column sums of dout (NULL skips it). In bf16 the products take bf16 inputs (float32 sums), and dbias is
+// summed while dout is converted for the weight gradient (float32, in 16-row chunks: not the fp32 path's bits).
 dit_status op_linear_backward(const ops_context *ctx, linear_layer *L, float *dinp, float *dweight, float *dbias,
                               const float *dout, const float *inp, int M);
 // The same for a layer whose input is gelu_tanh(pre) (fc2 of an MLP), carried on through the GELU: dpre =

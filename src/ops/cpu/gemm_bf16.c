@@ -165,13 +165,21 @@ static void pack_a_rows(uint16_t *dst, const a_layout *at, int Kp, const float *
 // (stride_m == 1: a gradient read transposed). 16 source rows (k) x 16 columns (m) are loaded, transposed in
 // registers, rounded, and stored as 16 runs of 16 bf16 along k; walking m, the 16 source rows are each read
 // once from start to end (16 sequential streams).
+// With sums (Mp floats), also the sums over these 16 columns of each row of A, in a fixed order.
 static void pack_a_cols_transposed(uint16_t *dst, const a_layout *at, const float *A, int64_t stride_k, int M,
-                                   int Mp, int K, int k0) {
+                                   int Mp, int K, int k0, float *sums) {
     for (int rb = 0; rb < Mp; rb += 16) {
         const __mmask16 mask = mask16(M - rb);
         __m512 r[16];
         for (int i = 0; i < 16; i++)
             r[i] = k0 + i < K ? _mm512_maskz_loadu_ps(mask, A + (int64_t)(k0 + i) * stride_k + rb) : _mm512_setzero_ps();
+        if (sums) {   // pairwise over the 16 source rows
+            __m512 s[8];
+            for (int i = 0; i < 8; i++) s[i] = _mm512_add_ps(r[i], r[i + 8]);
+            for (int w = 4; w >= 1; w /= 2)
+                for (int i = 0; i < w; i++) s[i] = _mm512_add_ps(s[i], s[i + w]);
+            _mm512_storeu_ps(sums + rb, s[0]);
+        }
         transpose_16x16(r);
         for (int i = 0; i < 16; i++)
             _mm256_storeu_si256((__m256i *)(dst + a_offset(at, rb + i, k0)), (__m256i)_mm512_cvtneps_pbh(r[i]));
@@ -604,6 +612,28 @@ static kernel_fn active_kernel(void) {
     return cpu_path_active() == CPU_PATH_AMX ? amx_kernel_32x32 : avx512_kernel_32x32;
 }
 
+// Per-chunk row sums of A (chunks x Mp floats, chunk-major), per calling thread; only grows.
+static _Thread_local float *row_sum_buffer;
+static _Thread_local size_t row_sum_capacity;
+
+static float *row_sum_workspace(size_t floats) {
+    if (row_sum_capacity < floats) {
+        free(row_sum_buffer);
+        row_sum_capacity = 0;
+        if (!(row_sum_buffer = dit_malloc(floats * sizeof(float)))) return NULL;
+        row_sum_capacity = floats;
+    }
+    return row_sum_buffer;
+}
+
+// sums[m] += the chunks' sums of rows m0 .. m0 + 15 (those below M), chunk after chunk.
+static void add_chunk_sums(float *sums, const float *chunk_sums, int chunks, int Mp, int m0, int M) {
+    __m512 s = _mm512_setzero_ps();
+    for (int c = 0; c < chunks; c++) s = _mm512_add_ps(s, _mm512_loadu_ps(chunk_sums + (int64_t)c * Mp + m0));
+    const __mmask16 mask = mask16(M - m0);
+    _mm512_mask_storeu_ps(sums + m0, mask, _mm512_add_ps(_mm512_maskz_loadu_ps(mask, sums + m0), s));
+}
+
 static dit_status gemm_run(float *out, int64_t ldo, const float *A, int64_t stride_m, int64_t stride_k,
                            const bf16_packed *B, int M, const gemm_epilogue *ep, int parallel) {
     if (M <= 0 || B->N <= 0) return DIT_OK;
@@ -614,11 +644,29 @@ static dit_status gemm_run(float *out, int64_t ldo, const float *A, int64_t stri
     if (!A16) return DIT_ERR;
     const a_layout layout = use_rows ? a_layout_rows(Kp) : a_layout_tiles(Kp), *at = &layout;
     const int transposed = stride_k != 1, by_columns = transposed && stride_m == 1;
+    // Row sums of A (ep->a_row_sums): per 16-column chunk during the conversion when A is read by columns, then
+    // the chunks in order; else plain sums over each row. Either way the order does not depend on the threads.
+    float *chunk_sums = NULL;
+    const int chunks = Kp / 16;
+    if (ep && ep->a_row_sums) {
+        if (!by_columns) {
+            for (int m = 0; m < M; m++) {
+                float s = 0.0f;
+                for (int k = 0; k < B->K; k++) s += A[m * stride_m + k * stride_k];
+                ep->a_row_sums[m] += s;
+            }
+        } else if (!(chunk_sums = row_sum_workspace((size_t)chunks * Mp))) {
+            return DIT_ERR;
+        }
+    }
     if (!parallel) {
         if (by_columns)
-            for (int k0 = 0; k0 < Kp; k0 += 16) pack_a_cols_transposed(A16, at, A, stride_k, M, Mp, B->K, k0);
+            for (int k0 = 0; k0 < Kp; k0 += 16)
+                pack_a_cols_transposed(A16, at, A, stride_k, M, Mp, B->K, k0, chunk_sums ? chunk_sums + k0 / 16 * Mp : NULL);
         else if (transposed) pack_a_rows_transposed(A16, at, Kp, A, stride_m, stride_k, M, B->K, 0, Mp);
         else pack_a_rows(A16, at, Kp, A, stride_m, stride_k, M, B->K, 0, Mp);
+        if (chunk_sums)
+            for (int m0 = 0; m0 < M; m0 += 16) add_chunk_sums(ep->a_row_sums, chunk_sums, chunks, Mp, m0, M);
         if (amx) amx_configure();
         return run_share(out, ldo, A16, at, B, M, kernel, ep, 0, 1);
     }
@@ -627,7 +675,12 @@ static dit_status gemm_run(float *out, int64_t ldo, const float *A, int64_t stri
     {
         if (by_columns) {
             #pragma omp for schedule(static)
-            for (int k0 = 0; k0 < Kp; k0 += 16) pack_a_cols_transposed(A16, at, A, stride_k, M, Mp, B->K, k0);
+            for (int k0 = 0; k0 < Kp; k0 += 16)
+                pack_a_cols_transposed(A16, at, A, stride_k, M, Mp, B->K, k0, chunk_sums ? chunk_sums + k0 / 16 * Mp : NULL);
+            if (chunk_sums) {
+                #pragma omp for schedule(static)
+                for (int m0 = 0; m0 < M; m0 += 16) add_chunk_sums(ep->a_row_sums, chunk_sums, chunks, Mp, m0, M);
+            }
         } else {
             #pragma omp for schedule(static)
             for (int rb = 0; rb < MB; rb++) {
@@ -647,6 +700,8 @@ static dit_status gemm_run(float *out, int64_t ldo, const float *A, int64_t stri
 dit_status gemm_bf16_a16(float *out, int64_t ldo, const uint16_t *A16, const a_layout *at, const bf16_packed *B, int M,
                          const gemm_epilogue *ep) {
     if (M <= 0 || B->N <= 0) return DIT_OK;
+    if (ep && ep->a_row_sums)
+        return dit_set_error("%s:%d: row sums of A need its float32 values (gemm_bf16)", __FILE__, __LINE__);
     const kernel_fn kernel = active_kernel();
     const int amx = kernel == amx_kernel_32x32;
     dit_status st = DIT_OK;
