@@ -303,17 +303,30 @@ static void epilogue_block_transposed(float *out, int64_t ldo, const float *C, i
 // The epilogues of a full 32 x 32 block (no lines, no transposed output) that inference and training spend
 // their time in, both sixteen-column halves of a row at once, with the fields held in locals: bias (+ GELU,
 // keeping the value before it) into a whole bf16 operand whose 32 columns are one contiguous run of a row
-// (fc1 feeding fc2), and the gated residual (keeping the product) into out (proj and fc2). Returns 0 when the
-// block is not one of these; the arithmetic is epilogue_block's, operation for operation.
+// (fc1 feeding fc2), the gated residual (keeping the product) into out (proj and fc2), and the backward
+// through a GELU (training's fc2). Returns 0 when the block is not one of these; the arithmetic is
+// epilogue_block's, operation for operation.
 static int epilogue_full_block(float *out, int64_t ldo, const float *C, int m0, int n0, const gemm_epilogue *ep,
                                float alpha) {
     const int to16 = ep->out16 && !ep->out16_cols && (ep->out16_row0 + m0) % 32 == 0 && ep->out16_col0 % 32 == 0;
-    if (ep->line || ep->transpose_out || ep->gelu_grad_of || ep->accumulate || (!to16 && !ep->gate) ||
-        (to16 && (ep->gate || ep->product)) || (ep->gate && ep->gelu))
+    const int slope = ep->gelu_grad_of && !ep->out16 && !ep->gate && !ep->product && !ep->gelu;
+    if (ep->line || ep->transpose_out || ep->accumulate || (ep->gelu_grad_of && !slope) ||
+        (!to16 && !ep->gate && !slope) || (to16 && (ep->gate || ep->product)) || (ep->gate && ep->gelu))
         return 0;
     const __m512 scale = _mm512_set1_ps(alpha);
     const __m512 bias0 = ep->bias ? _mm512_loadu_ps(ep->bias + n0) : _mm512_setzero_ps();
     const __m512 bias1 = ep->bias ? _mm512_loadu_ps(ep->bias + n0 + 16) : _mm512_setzero_ps();
+    if (slope) {   // out = (alpha C + bias) * gelu_tanh'(x)
+        const float *x = ep->gelu_grad_of + (int64_t)m0 * ldo + n0;
+        float *o = out + (int64_t)m0 * ldo + n0;
+        for (int r = 0; r < 32; r++, x += ldo, o += ldo) {
+            const __m512 lo = _mm512_add_ps(_mm512_mul_ps(scale, _mm512_load_ps(C + r * 32)), bias0);
+            const __m512 hi = _mm512_add_ps(_mm512_mul_ps(scale, _mm512_load_ps(C + r * 32 + 16)), bias1);
+            _mm512_storeu_ps(o, _mm512_mul_ps(lo, gelu_tanh_grad512(_mm512_loadu_ps(x))));
+            _mm512_storeu_ps(o + 16, _mm512_mul_ps(hi, gelu_tanh_grad512(_mm512_loadu_ps(x + 16))));
+        }
+        return 1;
+    }
     if (to16) {
         const a_layout at = *ep->out16_layout;
         uint16_t *dst = ep->out16 + a_offset(&at, ep->out16_row0 + m0, ep->out16_col0 + n0);
