@@ -275,6 +275,35 @@ static void check_linear_backward_gelu(const char *path) {
     free(db16), free(gelu32), free(gelu16);
 }
 
+// op_linear_backward in bf16 rounds dout once into both left operands (bf16_convert_both): the same bits as
+// converting it separately for each product (gemm_bf16 reading it by rows, then transposed), bias gradient
+// included. Awkward sizes, start values in dweight and dbias.
+static void check_linear_backward(const char *path) {
+    const int M = 45, K = 83, N = 50;   // tokens, inputs, outputs
+    float *w = test_random_floats(&rng_state, (size_t)N * K, 0.3f), *inp = test_random_floats(&rng_state, (size_t)M * K, 1.0f);
+    float *dout = test_random_floats(&rng_state, (size_t)M * N, 1.0f);
+    float *dinp1 = malloc((size_t)M * K * sizeof *dinp1), *dinp2 = malloc((size_t)M * K * sizeof *dinp2);
+    float *dw1 = test_random_floats(&rng_state, (size_t)N * K, 1.0f), *dw2 = malloc((size_t)N * K * sizeof *dw2);
+    float *db1 = test_random_floats(&rng_state, N, 1.0f), *db2 = malloc(N * sizeof *db2);
+    memcpy(dw2, dw1, (size_t)N * K * sizeof *dw2), memcpy(db2, db1, N * sizeof *db2);
+    linear_layer L = {0};
+    linear_layer_init(&L, w, NULL, N, K);
+    ops_context bf16 = {.precision = OPS_BF16, .weights_version = 1};
+    int ok = op_linear_backward(&bf16, &L, dinp1, dw1, db1, dout, inp, M) == DIT_OK;
+    bf16_packed wt = {0}, act = {0};
+    ok &= bf16_pack(&wt, w, K, N, 1, K) == DIT_OK && bf16_pack(&act, inp, K, M, 1, K) == DIT_OK;
+    ok &= gemm_bf16(dinp2, K, dout, N, 1, &wt, M, NULL) == DIT_OK;
+    const gemm_epilogue acc = {.accumulate = 1, .a_row_sums = db2};
+    ok &= gemm_bf16(dw2, K, dout, 1, N, &act, N, &acc) == DIT_OK;
+    ok &= !memcmp(dinp1, dinp2, (size_t)M * K * sizeof *dinp1) && !memcmp(dw1, dw2, (size_t)N * K * sizeof *dw1) &&
+          !memcmp(db1, db2, N * sizeof *db1);
+    CHECK(ok, "%s op_linear_backward (dout rounded once for both products, %dx%d -> %d) == a conversion per product, "
+          "bit for bit (d input, d weight, d bias)", path, M, K, N);
+    linear_layer_free(&L);
+    bf16_packed_free(&wt), bf16_packed_free(&act);
+    free(w), free(inp), free(dout), free(dinp1), free(dinp2), free(dw1), free(dw2), free(db1), free(db2);
+}
+
 // One 3x3 convolution (pad 1, stride 1; upsample: the input repeated 2 x 2 first) on the bf16 path, read in
 // place (the direct form, Cin % 32 == 0) and through banded row copies: the same bits, since every output meets
 // the same bf16 products in the same order. Both against a float64 sum of the rounded inputs, to 1e-5 of the sum
@@ -676,6 +705,7 @@ void test_bf16(void) {
                                  .learn_sigma = 0}, 3);
         check_gradients(name);
         check_linear_backward_gelu(name);
+        check_linear_backward(name);
         check_conv(name, 32, 5, 7, 40, 0, 1);
         check_conv(name, 64, 6, 6, 33, 1, 0);
         check_conv(name, 32, 17, 37, 64, 0, 1);

@@ -81,6 +81,14 @@ dit_status gemm_bf16(float *out, int64_t ldo, const float *A, int64_t stride_m, 
 dit_status gemm_bf16_serial(float *out, int64_t ldo, const float *A, int64_t stride_m, int64_t stride_k,
                             const bf16_packed *B, int M, const gemm_epilogue *ep);
 
+// src (M, N) float32 rounded to bf16 once into the two left operands of a linear layer's backward, in
+// a_layout_tiles: *rows16 as dout for dinp = dout @ W (M rows, K = N, padded to 32) and *cols16 as dout^T for
+// dweight += dout^T @ inp (N rows, K = M, padded to 32), zeros in the K padding of both; col_sums (N) += the
+// column sums of src (the bias gradient; NULL skips it), in gemm_epilogue.a_row_sums's order. The buffers are
+// the calling thread's, valid until its next call. Splits the work over the OpenMP threads.
+dit_status bf16_convert_both(const float *src, int M, int N, const uint16_t **rows16, const uint16_t **cols16,
+                             float *col_sums);
+
 // Where a bf16 copy of A keeps element (r, k): at r/32 * block + (r/16 % 2) * half + r%16 * row + k/32 * kstep
 // + k%32 elements. Rows: row = Kp, kstep = 32, half = 16 Kp, block = 32 Kp. Tiles (what gemm_bf16 makes and
 // conv_bf16.c builds): each 16 x 32 tile of A is 1 KB in one piece, and a 32-row block's tiles follow each

@@ -133,26 +133,37 @@ dit_status op_mlp(const ops_context *ctx, linear_layer *fc1, linear_layer *fc2, 
     return linear_bf16(ctx, fc2, out, &(op_operand){.b16 = h16, .kp = W2->Kp}, M, ep ? ep : &plain);
 }
 
+// The two products of a linear layer's backward on the bf16 path, with act (dweight's right operand, inp
+// packed as B[k, m]) ready: dinp (M, K) = epilogue(dout (M, N) @ W (N, K)), B[k, n] = W[n, k] packed into wt;
+// dweight (N, K) += dout^T (N, M) @ inp (M, K); dbias (N) += the column sums of dout. dout is rounded to bf16
+// once for both products (and summed on the way); without dinp, only as dweight's transposed operand.
+static dit_status backward_products(linear_layer *L, float *dinp, float *dweight, float *dbias, const float *dout,
+                                    int M, bf16_packed *wt, const bf16_packed *act, const gemm_epilogue *dinp_ep) {
+    const int N = L->N, K = L->K;
+    const gemm_epilogue acc = {.accumulate = 1};
+    if (!dinp) {
+        const gemm_epilogue acc_sums = {.accumulate = 1, .a_row_sums = dbias};
+        return gemm_bf16(dweight, K, dout, 1, N, act, N, &acc_sums);
+    }
+    const uint16_t *rows16, *cols16;
+    DIT_TRY(bf16_convert_both(dout, M, N, &rows16, &cols16, dbias));
+    DIT_TRY(bf16_pack(wt, L->weight, K, N, 1, K));
+    const a_layout as_rows = a_layout_tiles(wt->Kp), as_cols = a_layout_tiles(act->Kp);
+    DIT_TRY(gemm_bf16_a16(dinp, K, rows16, &as_rows, wt, M, dinp_ep));
+    return gemm_bf16_a16(dweight, K, cols16, &as_cols, act, N, &acc);
+}
+
 dit_status op_linear_backward(const ops_context *ctx, linear_layer *L, float *dinp, float *dweight, float *dbias,
                               const float *dout, const float *inp, int M) {
     if (ctx->precision != OPS_BF16) {
         linear_backward(dinp, dweight, dbias, dout, inp, L->weight, M, L->K, L->N);
         return DIT_OK;
     }
-    const int N = L->N, K = L->K;
     // Per-thread packing buffers for the operands that change every call (the weight used transposed and
     // the activations); they only grow.
     static _Thread_local bf16_packed wt, act;
-    if (dinp) {
-        // dinp (M, K) = dout (M, N) @ W (N, K): B[k, n] = W[n, k]
-        DIT_TRY(bf16_pack(&wt, L->weight, K, N, 1, K));
-        DIT_TRY(gemm_bf16(dinp, K, dout, N, 1, &wt, M, NULL));
-    }
-    // dweight (N, K) += dout^T (N, M) @ inp (M, K): A[n, m] = dout[m, n], B[k, m] = inp[m, k]; dbias (N) += the
-    // row sums of that A, taken while it is converted
-    DIT_TRY(bf16_pack(&act, inp, K, M, 1, K));
-    const gemm_epilogue acc = {.accumulate = 1, .a_row_sums = dbias};
-    return gemm_bf16(dweight, K, dout, 1, N, &act, N, &acc);
+    DIT_TRY(bf16_pack(&act, inp, L->K, M, 1, L->K));   // dweight's B[k, m] = inp[m, k]
+    return backward_products(L, dinp, dweight, dbias, dout, M, &wt, &act, NULL);
 }
 
 dit_status op_linear_backward_gelu(const ops_context *ctx, linear_layer *L, float *dpre, float *dweight, float *dbias,
@@ -165,14 +176,9 @@ dit_status op_linear_backward_gelu(const ops_context *ctx, linear_layer *L, floa
         return DIT_OK;
     }
     static _Thread_local bf16_packed wt, act;
-    // dpre (M, K) = (dout (M, N) @ W (N, K)) * gelu'(pre): B[k, n] = W[n, k]
-    DIT_TRY(bf16_pack(&wt, L->weight, K, N, 1, K));
-    const gemm_epilogue slope = {.gelu_grad_of = pre};
-    DIT_TRY(gemm_bf16(dpre, K, dout, N, 1, &wt, M, &slope));
-    // dweight (N, K) += dout^T (N, M) @ gelu(pre) (M, K): B[k, m] = gelu(pre[m, k])
-    DIT_TRY(bf16_pack_gelu(&act, pre, K, M, K));
-    const gemm_epilogue acc = {.accumulate = 1, .a_row_sums = dbias};
-    return gemm_bf16(dweight, K, dout, 1, N, &act, N, &acc);
+    DIT_TRY(bf16_pack_gelu(&act, pre, K, M, K));   // dweight's B[k, m] = gelu(pre[m, k])
+    const gemm_epilogue slope = {.gelu_grad_of = pre};   // dpre = (dout @ W) * gelu'(pre)
+    return backward_products(L, dpre, dweight, dbias, dout, M, &wt, &act, &slope);
 }
 
 void op_layernorm_modulate(const ops_context *ctx, float *y, float *mean, float *rstd, const float *x,

@@ -647,6 +647,67 @@ static void add_chunk_sums(float *sums, const float *chunk_sums, int chunks, int
     _mm512_mask_storeu_ps(sums + m0, mask, _mm512_add_ps(_mm512_maskz_loadu_ps(mask, sums + m0), s));
 }
 
+// ---- one float32 matrix as both left operands of a backward ------------------------------------------------
+
+static _Thread_local uint16_t *both_rows, *both_cols;
+static _Thread_local size_t both_capacity;
+
+// Tokens m0 .. m0 + 15 of src (M, N): converted into rows16 (rows m, K = columns n) and, transposed in
+// registers, into cols16 (rows n, K = tokens m); the sums over these 16 tokens of each column into sums (if
+// not NULL), pairwise as pack_a_cols_transposed takes them. Columns up to Np (zeros past N).
+static void convert_both_chunk(const float *src, int M, int N, int Np, uint16_t *rows16, const a_layout *at_rows,
+                               uint16_t *cols16, const a_layout *at_cols, int m0, float *sums) {
+    for (int n0 = 0; n0 < Np; n0 += 16) {
+        const __mmask16 mask = mask16(N - n0);
+        __m512 r[16];
+        for (int i = 0; i < 16; i++)
+            r[i] = m0 + i < M ? _mm512_maskz_loadu_ps(mask, src + (int64_t)(m0 + i) * N + n0) : _mm512_setzero_ps();
+        for (int i = 0; i < 16; i++)
+            _mm256_storeu_si256((__m256i *)(rows16 + a_offset(at_rows, m0 + i, n0)), (__m256i)_mm512_cvtneps_pbh(r[i]));
+        if (sums) {
+            __m512 s[8];
+            for (int i = 0; i < 8; i++) s[i] = _mm512_add_ps(r[i], r[i + 8]);
+            for (int w = 4; w >= 1; w /= 2)
+                for (int i = 0; i < w; i++) s[i] = _mm512_add_ps(s[i], s[i + w]);
+            _mm512_storeu_ps(sums + n0, s[0]);
+        }
+        transpose_16x16(r);
+        for (int j = 0; j < 16; j++)
+            _mm256_storeu_si256((__m256i *)(cols16 + a_offset(at_cols, n0 + j, m0)), (__m256i)_mm512_cvtneps_pbh(r[j]));
+    }
+}
+
+dit_status bf16_convert_both(const float *src, int M, int N, const uint16_t **rows16, const uint16_t **cols16,
+                             float *col_sums) {
+    const int Mp = round_up(M, 32), Np = round_up(N, 32), chunks = Mp / 16;
+    const size_t elems = (size_t)Mp * Np;
+    if (both_capacity < elems) {
+        free(both_rows), free(both_cols);
+        both_rows = both_cols = NULL;
+        both_capacity = 0;
+        if (!(both_rows = dit_malloc(elems * sizeof(uint16_t))) || !(both_cols = dit_malloc(elems * sizeof(uint16_t))))
+            return DIT_ERR;
+        both_capacity = elems;
+    }
+    float *chunk_sums = NULL;
+    if (col_sums && !(chunk_sums = row_sum_workspace((size_t)chunks * Np))) return DIT_ERR;
+    const a_layout at_rows = a_layout_tiles(Np), at_cols = a_layout_tiles(Mp);
+    uint16_t *r16 = both_rows, *c16 = both_cols;
+    #pragma omp parallel
+    {
+        #pragma omp for schedule(static)
+        for (int c = 0; c < chunks; c++)
+            convert_both_chunk(src, M, N, Np, r16, &at_rows, c16, &at_cols, c * 16,
+                               chunk_sums ? chunk_sums + (int64_t)c * Np : NULL);
+        if (chunk_sums) {
+            #pragma omp for schedule(static)
+            for (int n0 = 0; n0 < N; n0 += 16) add_chunk_sums(col_sums, chunk_sums, chunks, Np, n0, N);
+        }
+    }
+    *rows16 = r16, *cols16 = c16;
+    return DIT_OK;
+}
+
 static dit_status gemm_run(float *out, int64_t ldo, const float *A, int64_t stride_m, int64_t stride_k,
                            const bf16_packed *B, int M, const gemm_epilogue *ep, int parallel) {
     if (M <= 0 || B->N <= 0) return DIT_OK;
