@@ -215,17 +215,18 @@ static dit_status block_backward(dit_model *m, dit_train_activations *a, const d
     const ops_context *ops = &m->ops;
     dit_block_layers *bl = &m->layers.blocks[l];
 
-    // x_out = x_mid + gate_mlp * (fc2(gelu(fc1(h2))) + b);  h2 = modulate(norm2(x_mid))
-    gated_residual_backward(a->d_tmp, gp->fc2_b, d_ada + 5 * D, a->d_res, s.fc2, bp->fc2_b, gate_mlp, A, B, T, D);
-    DIT_TRY(op_linear_backward_gelu(ops, &bl->fc2, a->d_mlp, gp->fc2_w, NULL, a->d_tmp, s.fc1, a->gelu, BT));
+    // x_out = x_mid + gate_mlp * (fc2(gelu(fc1(h2))) + b);  h2 = modulate(norm2(x_mid)). The bias gradient (the
+    // column sums of d_tmp = gate * d_res) comes with the linear backward (in bf16, as it converts d_tmp).
+    gated_residual_backward(a->d_tmp, NULL, d_ada + 5 * D, a->d_res, s.fc2, bp->fc2_b, gate_mlp, A, B, T, D);
+    DIT_TRY(op_linear_backward_gelu(ops, &bl->fc2, a->d_mlp, gp->fc2_w, gp->fc2_b, a->d_tmp, s.fc1, a->gelu, BT));
     op_layernorm_modulate(ops, a->h, NULL, NULL, s.x_mid, shift_mlp, scale_mlp, A, B, T, D);
     DIT_TRY(op_linear_backward(ops, &bl->fc1, a->d_h, gp->fc1_w, gp->fc1_b, a->d_mlp, a->h, BT));
     op_layernorm_modulate_backward(ops, a->d_res, d_ada + 3 * D, d_ada + 4 * D, a->d_h, s.x_mid, s.mean2, s.rstd2,
                                 scale_mlp, A, B, T, D);
 
     // x_mid = x_in + gate_msa * (proj(attention(qkv(h1))) + b);  h1 = modulate(norm1(x_in))
-    gated_residual_backward(a->d_tmp, gp->proj_b, d_ada + 2 * D, a->d_res, s.proj, bp->proj_b, gate_msa, A, B, T, D);
-    DIT_TRY(op_linear_backward(ops, &bl->proj, a->d_attn, gp->proj_w, NULL, a->d_tmp, s.attn, BT));
+    gated_residual_backward(a->d_tmp, NULL, d_ada + 2 * D, a->d_res, s.proj, bp->proj_b, gate_msa, A, B, T, D);
+    DIT_TRY(op_linear_backward(ops, &bl->proj, a->d_attn, gp->proj_w, gp->proj_b, a->d_tmp, s.attn, BT));
     DIT_TRY(op_attention_backward(ops, a->d_qkv, a->d_attn, s.qkv, a->scores, B, T, D, H));
     op_layernorm_modulate(ops, a->h, NULL, NULL, s.x_in, shift_msa, scale_msa, A, B, T, D);
     DIT_TRY(op_linear_backward(ops, &bl->qkv, a->d_h, gp->qkv_w, gp->qkv_b, a->d_qkv, a->h, BT));
