@@ -120,6 +120,9 @@ static inline int64_t a_offset(const a_layout *at, int r, int k) {
 // DIT_ERR when a thread's scratch for partial sums cannot be allocated.
 dit_status gemm_bf16_a16(float *out, int64_t ldo, const uint16_t *A16, const a_layout *at, const bf16_packed *B,
                          int M, const gemm_epilogue *ep);
+// gemm_bf16_a16 in the calling thread (for use inside a parallel region).
+dit_status gemm_bf16_a16_serial(float *out, int64_t ldo, const uint16_t *A16, const a_layout *at,
+                                const bf16_packed *B, int M, const gemm_epilogue *ep);
 // gemm_bf16 keeps its copy of A in rows instead of tiles: for benchmarks only (bench_gemm's "-rows" figures).
 void gemm_bf16_use_row_layout(int on);
 

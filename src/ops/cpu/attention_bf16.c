@@ -22,6 +22,7 @@ enum { BLOCK_FLOATS = 1 << 16 };
 typedef struct {
     bf16_packed k, v, kt, q, dout;   // packed right-hand operands
     float *scores, *dscores;         // (rows, T) each
+    uint16_t *p16;                   // the forward's probabilities as P V's bf16 left operand: (rows, T) in tiles
     int64_t capacity;
 } head_workspace;
 
@@ -33,14 +34,19 @@ static int query_block_rows(int T) {
     return rows < T ? rows : T;
 }
 
+static int round32(int x) { return (x + 31) / 32 * 32; }
+
+// scores and p16 for T tokens (p16 with rows and T padded to 32); dscores too for the backward.
 static dit_status ensure_scores(int T, int backward) {
-    const int64_t need = (int64_t)query_block_rows(T) * T;
+    const int64_t need = (int64_t)round32(query_block_rows(T)) * round32(T);
     if (ws.capacity < need || (backward && !ws.dscores)) {
         free(ws.scores);
         free(ws.dscores);
-        ws.dscores = NULL;
+        free(ws.p16);
+        ws.dscores = NULL, ws.p16 = NULL;
         ws.capacity = 0;
         if (!(ws.scores = dit_malloc((size_t)need * sizeof(float)))) return DIT_ERR;
+        if (!(ws.p16 = dit_malloc((size_t)need * sizeof(uint16_t)))) return DIT_ERR;
         if (backward && !(ws.dscores = dit_malloc((size_t)need * sizeof(float)))) return DIT_ERR;
         ws.capacity = need;
     }
@@ -94,6 +100,33 @@ static void softmax_backward_row(const float *p, float *dp, int cols) {
     }
 }
 
+// softmax_rows, with the probabilities written rounded to bf16 into p16 (laid out as at, zeros in columns cols
+// .. Kp) instead of back into s: the values a product would round them to, bit for bit.
+static void softmax_rows_to16(float *s, int rows, int cols, uint16_t *p16, const a_layout *at, int Kp) {
+    for (int r = 0; r < rows; r++) {
+        float *row = s + (int64_t)r * cols;
+        __m512 mx = _mm512_set1_ps(-INFINITY);
+        for (int c = 0; c < cols; c += 16) {
+            const __mmask16 mask = mask16(cols - c);
+            mx = _mm512_mask_max_ps(mx, mask, mx, _mm512_maskz_loadu_ps(mask, row + c));
+        }
+        const __m512 row_max = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
+        __m512 sum = _mm512_setzero_ps();
+        for (int c = 0; c < cols; c += 16) {
+            const __mmask16 mask = mask16(cols - c);
+            const __m512 e = fast_exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(mask, row + c), row_max));
+            _mm512_mask_storeu_ps(row + c, mask, e);
+            sum = _mm512_mask_add_ps(sum, mask, sum, e);
+        }
+        const __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(sum));
+        for (int c = 0; c < Kp; c += 16) {
+            const __mmask16 mask = mask16(cols - c);   // zero past cols
+            const __m512 p = _mm512_mul_ps(_mm512_maskz_loadu_ps(mask, row + c), inv);
+            _mm256_storeu_si256((__m256i *)(p16 + a_offset(at, r, c)), (__m256i)_mm512_cvtneps_pbh(p));
+        }
+    }
+}
+
 // scores (rows, T) = softmax(scale q k^T) for `rows` query rows (stride ld) against the packed keys.
 static dit_status block_probs(const float *q, int rows, int T, int ld, float scale) {
     const gemm_epilogue scaled = {.alpha = scale};
@@ -110,14 +143,19 @@ static dit_status attention_forward_head(float *out, uint16_t *out16, const a_la
     const float *q = qkv + (int64_t)b * T * ld + h * hd, *k = q + D, *v = q + 2 * D;
     DIT_TRY(bf16_pack(&ws.k, k, T, hd, ld, 1));   // scores: B[j, d] = k[j, d]
     DIT_TRY(bf16_pack(&ws.v, v, hd, T, 1, ld));   // P v:    B[d, j] = v[j, d]
+    const int Kp = ws.v.Kp;   // T padded to 32
+    const a_layout p_layout = a_layout_tiles(Kp);
+    const gemm_epilogue scaled = {.alpha = scale};
     for (int q0 = 0; q0 < T; q0 += QB) {
         const int rows = T - q0 < QB ? T - q0 : QB;
-        DIT_TRY(block_probs(q + (int64_t)q0 * ld, rows, T, ld, scale));
+        // P (rows, T) = softmax(scale q k^T), straight into P V's bf16 operand
+        DIT_TRY(gemm_bf16_serial(ws.scores, T, q + (int64_t)q0 * ld, ld, 1, &ws.k, rows, &scaled));
+        softmax_rows_to16(ws.scores, rows, T, ws.p16, &p_layout, Kp);
         // out rows (rows, hd) = P (rows, T) @ v (T, hd): floats, or the head's columns of the bf16 operand
         const gemm_epilogue to16 = {.out16 = out16, .out16_layout = at, .out16_row0 = b * T + q0,
                                     .out16_col0 = h * hd, .out16_cols = hd};
-        DIT_TRY(gemm_bf16_serial(out16 ? NULL : out + ((int64_t)b * T + q0) * D + h * hd, D, ws.scores, T, 1,
-                                 &ws.v, rows, out16 ? &to16 : NULL));
+        DIT_TRY(gemm_bf16_a16_serial(out16 ? NULL : out + ((int64_t)b * T + q0) * D + h * hd, D, ws.p16, &p_layout,
+                                     &ws.v, rows, out16 ? &to16 : NULL));
     }
     return DIT_OK;
 }

@@ -790,6 +790,16 @@ dit_status gemm_bf16_a16(float *out, int64_t ldo, const uint16_t *A16, const a_l
     return st == DIT_OK ? DIT_OK : partial_sums_failed();
 }
 
+dit_status gemm_bf16_a16_serial(float *out, int64_t ldo, const uint16_t *A16, const a_layout *at,
+                                const bf16_packed *B, int M, const gemm_epilogue *ep) {
+    if (M <= 0 || B->N <= 0) return DIT_OK;
+    if (ep && ep->a_row_sums)
+        return dit_set_error("%s:%d: row sums of A need its float32 values (gemm_bf16)", __FILE__, __LINE__);
+    const kernel_fn kernel = active_kernel();
+    if (kernel == amx_kernel_32x32) amx_configure();
+    return run_share(out, ldo, A16, at, B, M, kernel, ep, 0, 1) == DIT_OK ? DIT_OK : partial_sums_failed();
+}
+
 dit_status gemm_bf16(float *out, int64_t ldo, const float *A, int64_t stride_m, int64_t stride_k,
                      const bf16_packed *B, int M, const gemm_epilogue *ep) {
     return gemm_run(out, ldo, A, stride_m, stride_k, B, M, ep, 1);
