@@ -68,8 +68,10 @@ double train_grad_norm(const float *g, size_t n) {
     return sqrt(s);
 }
 
-void train_adamw_update(float *params, const float *grads, float *adam_m, float *adam_v, size_t n,
-                        const train_hparams *hp, double lr, int64_t step) {
+// AdamW on n floats; with ema, the EMA of each updated value in the same pass (the same operations as
+// train_ema_update after the step, so the same bits, with one pass over the parameters fewer).
+static void adamw_range(float *params, const float *grads, float *adam_m, float *adam_v, size_t n,
+                        const train_hparams *hp, double lr, int64_t step, float *ema, double ema_decay) {
     // torch 1.13 _single_tensor_adamw, scalars as Python computes them (double), cast to float32 by the kernels
     const float decay = (float)(1.0 - lr * hp->weight_decay);
     const float b1 = (float)hp->beta1, one_minus_b1 = (float)(1.0 - hp->beta1);
@@ -78,6 +80,7 @@ void train_adamw_update(float *params, const float *grads, float *adam_m, float 
     const double bias_correction2 = 1.0 - pow(hp->beta2, (double)step);
     const float neg_step_size = (float)(-(lr / bias_correction1));
     const float bc2_sqrt = (float)sqrt(bias_correction2), eps = (float)hp->eps;
+    const float ema_keep = (float)ema_decay, ema_take = (float)(1.0 - ema_decay);
 #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < n; i++) {
         const float g = grads[i];
@@ -87,17 +90,26 @@ void train_adamw_update(float *params, const float *grads, float *adam_m, float 
         const float denom = sqrtf(v) / bc2_sqrt + eps;          // (exp_avg_sq.sqrt() / bc2_sqrt).add_(eps)
         p = p + neg_step_size * m / denom;                      // param.addcdiv_(exp_avg, denom, value=-step_size)
         params[i] = p, adam_m[i] = m, adam_v[i] = v;
+        if (ema) ema[i] = ema[i] * ema_keep + p * ema_take;     // ema.mul_(decay).add_(param, alpha=1 - decay)
     }
 }
 
-void train_adamw_step(const dit_model *m, float *params, const float *grads, float *adam_m, float *adam_v,
-                      const train_hparams *hp, double lr, int64_t step) {
+void train_adamw_update(float *params, const float *grads, float *adam_m, float *adam_v, size_t n,
+                        const train_hparams *hp, double lr, int64_t step) {
+    adamw_range(params, grads, adam_m, adam_v, n, hp, lr, step, NULL, 0.0);
+}
+
+void train_adamw_ema_step(const dit_model *m, float *params, const float *grads, float *adam_m, float *adam_v,
+                          const train_hparams *hp, double lr, int64_t step, float *ema, double ema_decay) {
     for (int k = 0; k < m->num_params; k++) {
         const param_entry *e = &m->table[k];
-        // pos_embed has requires_grad=False: torch's AdamW skips it (grad None), so weight decay never touches it
-        if (!strcmp(e->name, "pos_embed")) continue;
-        train_adamw_update(params + e->offset, grads + e->offset, adam_m + e->offset, adam_v + e->offset, e->numel,
-                           hp, lr, step);
+        // pos_embed has requires_grad=False: torch's AdamW skips it (grad None), so weight decay never touches
+        // it; update_ema still averages it
+        if (!strcmp(e->name, "pos_embed"))
+            train_ema_update(ema + e->offset, params + e->offset, e->numel, ema_decay);
+        else
+            adamw_range(params + e->offset, grads + e->offset, adam_m + e->offset, adam_v + e->offset, e->numel, hp,
+                        lr, step, ema + e->offset, ema_decay);
     }
 }
 

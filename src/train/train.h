@@ -122,16 +122,17 @@ void train_init_weights(dit_model *m, uint64_t seed);
 // Global L2 norm of a gradient buffer (double accumulation).
 double train_grad_norm(const float *g, size_t n);
 
-// One AdamW step (torch.optim.AdamW semantics, float32 in torch's operation order) on params[lo..hi) for
-// every entry of m's table except pos_embed (fixed, never updated even with weight decay). step = 1 for the
-// first update (bias correction). lr is this step's rate (after warmup).
-void train_adamw_step(const dit_model *m, float *params, const float *grads, float *adam_m, float *adam_v,
-                      const train_hparams *hp, double lr, int64_t step);
-// The same on a plain array (tests): n floats.
+// One AdamW step (torch.optim.AdamW semantics, float32 in torch's operation order) on a plain array of n
+// floats. step = 1 for the first update (bias correction). lr is this step's rate (after warmup).
 void train_adamw_update(float *params, const float *grads, float *adam_m, float *adam_v, size_t n,
                         const train_hparams *hp, double lr, int64_t step);
 // ema = decay * ema + (1 - decay) * params over all n floats (pos_embed included, as update_ema).
 void train_ema_update(float *ema, const float *params, size_t n, double decay);
+// One AdamW step (train_adamw_update) on every entry of m's table except pos_embed (fixed, never updated even
+// with weight decay), then ema = decay * ema + (1 - decay) * params over all of them, pos_embed included (as
+// update_ema), taken in the same pass as the update: the same bits as train_ema_update after it.
+void train_adamw_ema_step(const dit_model *m, float *params, const float *grads, float *adam_m, float *adam_v,
+                          const train_hparams *hp, double lr, int64_t step, float *ema, double ema_decay);
 
 // ---- recipe.c: the schedules of a step ------------------------------------------------------------
 

@@ -177,8 +177,7 @@ dit_status trainer_step(trainer *tr, train_stats *st) {
     }
     const double lr = train_lr_at(&tr->hp, tr->step), ema_decay = train_ema_decay_at(&tr->hp, tr->step);
     tr->step++;
-    train_adamw_step(m, m->params, tr->grads, tr->adam_m, tr->adam_v, &tr->hp, lr, tr->step);
-    train_ema_update(tr->ema, m->params, m->total_floats, ema_decay);
+    train_adamw_ema_step(m, m->params, tr->grads, tr->adam_m, tr->adam_v, &tr->hp, lr, tr->step, tr->ema, ema_decay);
     dit_model_weights_changed(m);   // packed bf16 copies follow the new weights
     tr->position += B;
     if (st) {
