@@ -59,24 +59,29 @@ static dit_status workspace_failed(int T) {
     return dit_set_error("out of memory allocating the bf16 attention workspace (%d tokens)", T);
 }
 
+// row (cols) replaced by exp(row - max(row)), sixteen columns at a time; returns 1 / their sum.
+static __m512 softmax_exps(float *row, int cols) {
+    __m512 mx = _mm512_set1_ps(-INFINITY);
+    for (int c = 0; c < cols; c += 16) {
+        const __mmask16 mask = mask16(cols - c);
+        mx = _mm512_mask_max_ps(mx, mask, mx, _mm512_maskz_loadu_ps(mask, row + c));
+    }
+    const __m512 row_max = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
+    __m512 sum = _mm512_setzero_ps();
+    for (int c = 0; c < cols; c += 16) {
+        const __mmask16 mask = mask16(cols - c);
+        const __m512 e = fast_exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(mask, row + c), row_max));
+        _mm512_mask_storeu_ps(row + c, mask, e);
+        sum = _mm512_mask_add_ps(sum, mask, sum, e);
+    }
+    return _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(sum));
+}
+
 // Each row of s (rows x cols) replaced by its softmax, sixteen columns at a time.
 static void softmax_rows(float *s, int rows, int cols) {
     for (int r = 0; r < rows; r++) {
         float *row = s + (int64_t)r * cols;
-        __m512 mx = _mm512_set1_ps(-INFINITY);
-        for (int c = 0; c < cols; c += 16) {
-            const __mmask16 mask = mask16(cols - c);
-            mx = _mm512_mask_max_ps(mx, mask, mx, _mm512_maskz_loadu_ps(mask, row + c));
-        }
-        const __m512 row_max = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
-        __m512 sum = _mm512_setzero_ps();
-        for (int c = 0; c < cols; c += 16) {
-            const __mmask16 mask = mask16(cols - c);
-            const __m512 e = fast_exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(mask, row + c), row_max));
-            _mm512_mask_storeu_ps(row + c, mask, e);
-            sum = _mm512_mask_add_ps(sum, mask, sum, e);
-        }
-        const __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(sum));
+        const __m512 inv = softmax_exps(row, cols);
         for (int c = 0; c < cols; c += 16) {
             const __mmask16 mask = mask16(cols - c);
             _mm512_mask_storeu_ps(row + c, mask, _mm512_mul_ps(_mm512_maskz_loadu_ps(mask, row + c), inv));
@@ -105,20 +110,7 @@ static void softmax_backward_row(const float *p, float *dp, int cols) {
 static void softmax_rows_to16(float *s, int rows, int cols, uint16_t *p16, const a_layout *at, int Kp) {
     for (int r = 0; r < rows; r++) {
         float *row = s + (int64_t)r * cols;
-        __m512 mx = _mm512_set1_ps(-INFINITY);
-        for (int c = 0; c < cols; c += 16) {
-            const __mmask16 mask = mask16(cols - c);
-            mx = _mm512_mask_max_ps(mx, mask, mx, _mm512_maskz_loadu_ps(mask, row + c));
-        }
-        const __m512 row_max = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
-        __m512 sum = _mm512_setzero_ps();
-        for (int c = 0; c < cols; c += 16) {
-            const __mmask16 mask = mask16(cols - c);
-            const __m512 e = fast_exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(mask, row + c), row_max));
-            _mm512_mask_storeu_ps(row + c, mask, e);
-            sum = _mm512_mask_add_ps(sum, mask, sum, e);
-        }
-        const __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(sum));
+        const __m512 inv = softmax_exps(row, cols);
         for (int c = 0; c < Kp; c += 16) {
             const __mmask16 mask = mask16(cols - c);   // zero past cols
             const __m512 p = _mm512_mul_ps(_mm512_maskz_loadu_ps(mask, row + c), inv);

@@ -426,19 +426,27 @@ static void epilogue_block(float *out, int64_t ldo, const float *C, int m0, int 
 
 // ---- the driver -------------------------------------------------------------------------------------------
 
-// The bf16 copy of A lives in a per-thread buffer that only grows (the sampler's steady state allocates nothing).
-static _Thread_local uint16_t *a_buffer;
-static _Thread_local size_t a_capacity;
+// The driver's work buffers are per thread and only grow (the sampler's steady state allocates nothing).
+typedef struct {
+    void *data;
+    size_t bytes;
+} grow_buffer;
 
-static uint16_t *a_workspace(size_t elems) {
-    if (a_capacity < elems) {
-        free(a_buffer);
-        a_capacity = 0;
-        if (!(a_buffer = dit_malloc(elems * sizeof(uint16_t)))) return NULL;
-        a_capacity = elems;
+// At least `bytes` of b (its old contents not kept); NULL when out of memory.
+static void *grow(grow_buffer *b, size_t bytes) {
+    if (b->bytes < bytes) {
+        free(b->data);
+        b->bytes = 0;
+        if (!(b->data = dit_malloc(bytes))) return NULL;
+        b->bytes = bytes;
     }
-    return a_buffer;
+    return b->data;
 }
+
+// The bf16 copy of A.
+static _Thread_local grow_buffer a_buffer;
+
+static uint16_t *a_workspace(size_t elems) { return grow(&a_buffer, elems * sizeof(uint16_t)); }
 
 // Blocking (measured on the XL and S shapes, docs/precision.md): K is walked in blocks of at most KC_MAX (a
 // 32 x KC block of A, 24 KB, stays in L1 while it meets a slab of up to SLAB_BYTES of packed B, which stays in
@@ -477,18 +485,9 @@ static int out_is_scratch(const gemm_epilogue *ep) {
 }
 
 // Partial sums of the blocks that cannot wait in out, 32 x 32 floats each, per thread; only grows.
-static _Thread_local float *sum_buffer;
-static _Thread_local size_t sum_capacity;
+static _Thread_local grow_buffer sum_buffer;
 
-static float *sum_workspace(size_t blocks) {
-    if (sum_capacity < blocks * 1024) {
-        free(sum_buffer);
-        sum_capacity = 0;
-        if (!(sum_buffer = dit_malloc(blocks * 1024 * sizeof(float)))) return NULL;
-        sum_capacity = blocks * 1024;
-    }
-    return sum_buffer;
-}
+static float *sum_workspace(size_t blocks) { return grow(&sum_buffer, blocks * 1024 * sizeof(float)); }
 
 // A thread's partial-sum scratch could not be allocated. The message goes to the calling thread: the error
 // text is per thread, and the thread that failed may have been another one of the parallel region.
@@ -625,19 +624,10 @@ static kernel_fn active_kernel(void) {
     return cpu_path_active() == CPU_PATH_AMX ? amx_kernel_32x32 : avx512_kernel_32x32;
 }
 
-// Per-chunk row sums of A (chunks x Mp floats, chunk-major), per calling thread; only grows.
-static _Thread_local float *row_sum_buffer;
-static _Thread_local size_t row_sum_capacity;
+// Per-chunk row sums of A (chunks x Mp floats, chunk-major).
+static _Thread_local grow_buffer row_sum_buffer;
 
-static float *row_sum_workspace(size_t floats) {
-    if (row_sum_capacity < floats) {
-        free(row_sum_buffer);
-        row_sum_capacity = 0;
-        if (!(row_sum_buffer = dit_malloc(floats * sizeof(float)))) return NULL;
-        row_sum_capacity = floats;
-    }
-    return row_sum_buffer;
-}
+static float *row_sum_workspace(size_t floats) { return grow(&row_sum_buffer, floats * sizeof(float)); }
 
 // sums[m] += the chunks' sums of rows m0 .. m0 + 15 (those below M), chunk after chunk.
 static void add_chunk_sums(float *sums, const float *chunk_sums, int chunks, int Mp, int m0, int M) {
@@ -649,8 +639,7 @@ static void add_chunk_sums(float *sums, const float *chunk_sums, int chunks, int
 
 // ---- one float32 matrix as both left operands of a backward ------------------------------------------------
 
-static _Thread_local uint16_t *both_rows, *both_cols;
-static _Thread_local size_t both_capacity;
+static _Thread_local grow_buffer both_rows, both_cols;
 
 // Tokens m0 .. m0 + 15 of src (M, N): converted into rows16 (rows m, K = columns n) and, transposed in
 // registers, into cols16 (rows n, K = tokens m); the sums over these 16 tokens of each column into sums (if
@@ -680,19 +669,12 @@ static void convert_both_chunk(const float *src, int M, int N, int Np, uint16_t 
 dit_status bf16_convert_both(const float *src, int M, int N, const uint16_t **rows16, const uint16_t **cols16,
                              float *col_sums) {
     const int Mp = round_up(M, 32), Np = round_up(N, 32), chunks = Mp / 16;
-    const size_t elems = (size_t)Mp * Np;
-    if (both_capacity < elems) {
-        free(both_rows), free(both_cols);
-        both_rows = both_cols = NULL;
-        both_capacity = 0;
-        if (!(both_rows = dit_malloc(elems * sizeof(uint16_t))) || !(both_cols = dit_malloc(elems * sizeof(uint16_t))))
-            return DIT_ERR;
-        both_capacity = elems;
-    }
+    const size_t bytes = (size_t)Mp * Np * sizeof(uint16_t);
+    uint16_t *r16 = grow(&both_rows, bytes), *c16 = grow(&both_cols, bytes);
+    if (!r16 || !c16) return DIT_ERR;
     float *chunk_sums = NULL;
     if (col_sums && !(chunk_sums = row_sum_workspace((size_t)chunks * Np))) return DIT_ERR;
     const a_layout at_rows = a_layout_tiles(Np), at_cols = a_layout_tiles(Mp);
-    uint16_t *r16 = both_rows, *c16 = both_cols;
     #pragma omp parallel
     {
         #pragma omp for schedule(static)
