@@ -165,6 +165,15 @@ static void pack_a_rows(uint16_t *dst, const a_layout *at, int Kp, const float *
 // (stride_m == 1: a gradient read transposed). 16 source rows (k) x 16 columns (m) are loaded, transposed in
 // registers, rounded, and stored as 16 runs of 16 bf16 along k; walking m, the 16 source rows are each read
 // once from start to end (16 sequential streams).
+// r[0] + ... + r[15], pairwise (a fixed order).
+static inline __m512 sum_of_16(const __m512 r[16]) {
+    __m512 s[8];
+    for (int i = 0; i < 8; i++) s[i] = _mm512_add_ps(r[i], r[i + 8]);
+    for (int w = 4; w >= 1; w /= 2)
+        for (int i = 0; i < w; i++) s[i] = _mm512_add_ps(s[i], s[i + w]);
+    return s[0];
+}
+
 // With sums (Mp floats), also the sums over these 16 columns of each row of A, in a fixed order.
 static void pack_a_cols_transposed(uint16_t *dst, const a_layout *at, const float *A, int64_t stride_k, int M,
                                    int Mp, int K, int k0, float *sums) {
@@ -173,13 +182,7 @@ static void pack_a_cols_transposed(uint16_t *dst, const a_layout *at, const floa
         __m512 r[16];
         for (int i = 0; i < 16; i++)
             r[i] = k0 + i < K ? _mm512_maskz_loadu_ps(mask, A + (int64_t)(k0 + i) * stride_k + rb) : _mm512_setzero_ps();
-        if (sums) {   // pairwise over the 16 source rows
-            __m512 s[8];
-            for (int i = 0; i < 8; i++) s[i] = _mm512_add_ps(r[i], r[i + 8]);
-            for (int w = 4; w >= 1; w /= 2)
-                for (int i = 0; i < w; i++) s[i] = _mm512_add_ps(s[i], s[i + w]);
-            _mm512_storeu_ps(sums + rb, s[0]);
-        }
+        if (sums) _mm512_storeu_ps(sums + rb, sum_of_16(r));
         transpose_16x16(r);
         for (int i = 0; i < 16; i++)
             _mm256_storeu_si256((__m256i *)(dst + a_offset(at, rb + i, k0)), (__m256i)_mm512_cvtneps_pbh(r[i]));
@@ -653,13 +656,7 @@ static void convert_both_chunk(const float *src, int M, int N, int Np, uint16_t 
             r[i] = m0 + i < M ? _mm512_maskz_loadu_ps(mask, src + (int64_t)(m0 + i) * N + n0) : _mm512_setzero_ps();
         for (int i = 0; i < 16; i++)
             _mm256_storeu_si256((__m256i *)(rows16 + a_offset(at_rows, m0 + i, n0)), (__m256i)_mm512_cvtneps_pbh(r[i]));
-        if (sums) {
-            __m512 s[8];
-            for (int i = 0; i < 8; i++) s[i] = _mm512_add_ps(r[i], r[i + 8]);
-            for (int w = 4; w >= 1; w /= 2)
-                for (int i = 0; i < w; i++) s[i] = _mm512_add_ps(s[i], s[i + w]);
-            _mm512_storeu_ps(sums + n0, s[0]);
-        }
+        if (sums) _mm512_storeu_ps(sums + n0, sum_of_16(r));
         transpose_16x16(r);
         for (int j = 0; j < 16; j++)
             _mm256_storeu_si256((__m256i *)(cols16 + a_offset(at_cols, n0 + j, m0)), (__m256i)_mm512_cvtneps_pbh(r[j]));
