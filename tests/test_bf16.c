@@ -304,6 +304,33 @@ static void check_linear_backward(const char *path) {
     free(w), free(inp), free(dout), free(dinp1), free(dinp2), free(dw1), free(dw2), free(db1), free(db2);
 }
 
+// op_linear_backward_modulated in bf16 (the LayerNorm rows recomputed from the forward's statistics straight
+// into the weight gradient's operand) == op_layernorm_modulate into rows, then op_linear_backward, bit for bit.
+static void check_linear_backward_modulated(const char *path) {
+    const int B = 3, T = 7, D = 45, N = 50, A = 3 * D, M = B * T;
+    float *x = test_random_floats(&rng_state, (size_t)M * D, 2.0f), *mod = test_random_floats(&rng_state, (size_t)B * A, 1.0f);
+    float *w = test_random_floats(&rng_state, (size_t)N * D, 0.3f), *dout = test_random_floats(&rng_state, (size_t)M * N, 1.0f);
+    float *mean = malloc(M * sizeof *mean), *rstd = malloc(M * sizeof *rstd), *h = malloc((size_t)M * D * sizeof *h);
+    float *dinp1 = malloc((size_t)M * D * sizeof *dinp1), *dinp2 = malloc((size_t)M * D * sizeof *dinp2);
+    float *dw1 = calloc((size_t)N * D, sizeof *dw1), *dw2 = calloc((size_t)N * D, sizeof *dw2);
+    float *db1 = calloc(N, sizeof *db1), *db2 = calloc(N, sizeof *db2);
+    ops_context bf16 = {.precision = OPS_BF16, .weights_version = 1};
+    linear_layer L = {0};
+    linear_layer_init(&L, w, NULL, N, D);
+    op_layernorm_modulate(&bf16, h, mean, rstd, x, mod, mod + D, A, B, T, D);   // the forward, keeping statistics
+    const modulated_rows rows = {.x = x, .mean = mean, .rstd = rstd, .shift = mod, .scale = mod + D, .row_stride = A,
+                                 .B = B, .T = T, .D = D};
+    int ok = op_linear_backward_modulated(&bf16, &L, dinp1, dw1, db1, dout, &rows, NULL) == DIT_OK;
+    ok &= op_linear_backward(&bf16, &L, dinp2, dw2, db2, dout, h, M) == DIT_OK;
+    ok &= !memcmp(dinp1, dinp2, (size_t)M * D * sizeof *dinp1) && !memcmp(dw1, dw2, (size_t)N * D * sizeof *dw1) &&
+          !memcmp(db1, db2, N * sizeof *db1);
+    CHECK(ok, "%s op_linear_backward_modulated (LayerNorm rows packed from x, %d rows of %d -> %d) == LayerNorm rows "
+          "then op_linear_backward, bit for bit", path, M, D, N);
+    linear_layer_free(&L);
+    free(x), free(mod), free(w), free(dout), free(mean), free(rstd), free(h), free(dinp1), free(dinp2), free(dw1);
+    free(dw2), free(db1), free(db2);
+}
+
 // One 3x3 convolution (pad 1, stride 1; upsample: the input repeated 2 x 2 first) on the bf16 path, read in
 // place (the direct form, Cin % 32 == 0) and through banded row copies: the same bits, since every output meets
 // the same bf16 products in the same order. Both against a float64 sum of the rounded inputs, to 1e-5 of the sum
@@ -706,6 +733,7 @@ void test_bf16(void) {
         check_gradients(name);
         check_linear_backward_gelu(name);
         check_linear_backward(name);
+        check_linear_backward_modulated(name);
         check_conv(name, 32, 5, 7, 40, 0, 1);
         check_conv(name, 64, 6, 6, 33, 1, 0);
         check_conv(name, 32, 17, 37, 64, 0, 1);

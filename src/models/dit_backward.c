@@ -219,8 +219,9 @@ static dit_status block_backward(dit_model *m, dit_train_activations *a, const d
     // column sums of d_tmp = gate * d_res) comes with the linear backward (in bf16, as it converts d_tmp).
     gated_residual_backward(a->d_tmp, NULL, d_ada + 5 * D, a->d_res, s.fc2, bp->fc2_b, gate_mlp, A, B, T, D);
     DIT_TRY(op_linear_backward_gelu(ops, &bl->fc2, a->d_mlp, gp->fc2_w, gp->fc2_b, a->d_tmp, s.fc1, a->gelu, BT));
-    op_layernorm_modulate(ops, a->h, NULL, NULL, s.x_mid, shift_mlp, scale_mlp, A, B, T, D);
-    DIT_TRY(op_linear_backward(ops, &bl->fc1, a->d_h, gp->fc1_w, gp->fc1_b, a->d_mlp, a->h, BT));
+    const modulated_rows h2 = {.x = s.x_mid, .mean = s.mean2, .rstd = s.rstd2, .shift = shift_mlp, .scale = scale_mlp,
+                               .row_stride = A, .B = B, .T = T, .D = D};
+    DIT_TRY(op_linear_backward_modulated(ops, &bl->fc1, a->d_h, gp->fc1_w, gp->fc1_b, a->d_mlp, &h2, a->h));
     op_layernorm_modulate_backward(ops, a->d_res, d_ada + 3 * D, d_ada + 4 * D, a->d_h, s.x_mid, s.mean2, s.rstd2,
                                 scale_mlp, A, B, T, D);
 
@@ -228,8 +229,9 @@ static dit_status block_backward(dit_model *m, dit_train_activations *a, const d
     gated_residual_backward(a->d_tmp, NULL, d_ada + 2 * D, a->d_res, s.proj, bp->proj_b, gate_msa, A, B, T, D);
     DIT_TRY(op_linear_backward(ops, &bl->proj, a->d_attn, gp->proj_w, gp->proj_b, a->d_tmp, s.attn, BT));
     DIT_TRY(op_attention_backward(ops, a->d_qkv, a->d_attn, s.qkv, a->scores, B, T, D, H));
-    op_layernorm_modulate(ops, a->h, NULL, NULL, s.x_in, shift_msa, scale_msa, A, B, T, D);
-    DIT_TRY(op_linear_backward(ops, &bl->qkv, a->d_h, gp->qkv_w, gp->qkv_b, a->d_qkv, a->h, BT));
+    const modulated_rows h1 = {.x = s.x_in, .mean = s.mean1, .rstd = s.rstd1, .shift = shift_msa, .scale = scale_msa,
+                               .row_stride = A, .B = B, .T = T, .D = D};
+    DIT_TRY(op_linear_backward_modulated(ops, &bl->qkv, a->d_h, gp->qkv_w, gp->qkv_b, a->d_qkv, &h1, a->h));
     op_layernorm_modulate_backward(ops, a->d_res, d_ada, d_ada + D, a->d_h, s.x_in, s.mean1, s.rstd1, scale_msa, A, B,
                                    T, D);
 

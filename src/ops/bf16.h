@@ -28,6 +28,8 @@ dit_status bf16_pack(bf16_packed *dst, const float *src, int N, int K, int64_t s
 // stride_k + n]), as the backward of fc2 reads the GELU output it recomputes from fc1's (training).
 dit_status bf16_pack_gelu(bf16_packed *dst, const float *src, int N, int K, int64_t stride_k);
 void bf16_packed_free(bf16_packed *p);
+// dst sized for B (N, K): N, K, Np, Kp set, data grown if needed (its contents are the caller's to write).
+dit_status bf16_packed_reserve(bf16_packed *dst, int N, int K);
 
 // What happens to each product value v = alpha * (A @ B^T)[m, n] on its way to out[m, n]:
 //   product[m, n] = v                    (product != NULL; row stride ldo: training keeps it)

@@ -166,6 +166,19 @@ dit_status op_linear_backward(const ops_context *ctx, linear_layer *L, float *di
     return backward_products(L, dinp, dweight, dbias, dout, M, &wt, &act, NULL);
 }
 
+dit_status op_linear_backward_modulated(const ops_context *ctx, linear_layer *L, float *dinp, float *dweight,
+                                        float *dbias, const float *dout, const modulated_rows *in, float *h) {
+    const int M = in->B * in->T;
+    if (ctx->precision != OPS_BF16) {
+        layernorm_modulate_forward(h, NULL, NULL, in->x, in->shift, in->scale, in->row_stride, in->B, in->T, in->D);
+        linear_backward(dinp, dweight, dbias, dout, h, L->weight, M, L->K, L->N);
+        return DIT_OK;
+    }
+    static _Thread_local bf16_packed wt, act;
+    DIT_TRY(layernorm_modulate_pack_avx512(&act, in));   // dweight's B[k, m] = y[m, k]
+    return backward_products(L, dinp, dweight, dbias, dout, M, &wt, &act, NULL);
+}
+
 dit_status op_linear_backward_gelu(const ops_context *ctx, linear_layer *L, float *dpre, float *dweight, float *dbias,
                                    const float *dout, const float *pre, float *gelu_out, int M) {
     const int N = L->N, K = L->K;

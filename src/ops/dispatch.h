@@ -114,6 +114,20 @@ void op_layernorm_modulate(const ops_context *ctx, float *y, float *mean, float 
 dit_status op_layernorm_modulate_operand(const ops_context *ctx, op_operand *y_op, float *y, float *mean, float *rstd,
                                          const float *x, const float *shift, const float *scale, int row_stride, int B,
                                          int T, int D);
+// The rows y = modulate(LN(x)) of op_layernorm_modulate, recomputed from the forward's statistics (mean, rstd
+// as it saved them): x (B, T, D), shift and scale rows of a (B, row_stride) matrix.
+typedef struct {
+    const float *x, *mean, *rstd, *shift, *scale;
+    int row_stride, B, T, D;
+} modulated_rows;
+// op_linear_backward for a layer whose input is such rows (qkv and fc1 after their adaLN LayerNorm, the final
+// layer). fp32: the rows are recomputed into h (M = B T rows of D) by op_layernorm_modulate, statistics and
+// all, then op_linear_backward. bf16: they go from x straight into the weight gradient's packed operand (the
+// same bf16 values), and h is not touched.
+dit_status op_linear_backward_modulated(const ops_context *ctx, linear_layer *L, float *dinp, float *dweight,
+                                        float *dbias, const float *dout, const modulated_rows *in, float *h);
+// bf16_pack of the rows as the weight gradient's B[d, row] (AVX-512).
+dit_status layernorm_modulate_pack_avx512(bf16_packed *dst, const modulated_rows *in);
 // Its backward (ops.h layernorm_modulate_backward: dx accumulated, dshift and dscale overwritten); on the bf16
 // path with float32 sums across vector lanes, as the forward.
 void op_layernorm_modulate_backward(const ops_context *ctx, float *dx, float *dshift, float *dscale, const float *dy,

@@ -17,6 +17,7 @@
 
 #include "base/error.h"
 #include "ops/bf16.h"
+#include "ops/cpu/bf16_pairs.h"
 #include "ops/cpu/cpu_features.h"
 #include "ops/cpu/fast_exp512.h"
 #include "ops/cpu/mask16.h"
@@ -46,12 +47,6 @@ void bf16_packed_free(bf16_packed *p) {
     memset(p, 0, sizeof *p);
 }
 
-// Element (n, k) of B lives at panel n/32, K block k/32, half (n%32)/16, pair (k%32)/2, column n%16, k%2.
-static inline int64_t packed_index(int KB, int n, int k) {
-    return (((int64_t)(n >> 5) * KB + (k >> 5)) * 2 + ((n >> 4) & 1)) * 512 + ((k & 31) >> 1) * 32 + (n & 15) * 2 +
-           (k & 1);
-}
-
 // Source rows contiguous along K (an nn.Linear weight): 16 rows n0.. at a time, per 32-wide K block. Each row's
 // 32 floats become 16 bf16 pairs (one dword each); the 16 x 16 dwords are transposed in registers, so vector p
 // holds pair p of all 16 rows: the 64-byte pair row p of the half-block.
@@ -77,8 +72,6 @@ static void pack_rows_along_k(uint16_t *d, int KB, const float *src, int N, int 
 // are interleaved into one 64-byte pair row; with gelu, of gelu_tanh(source).
 static void pack_rows_along_n(uint16_t *d, int KB, int Np, const float *src, int N, int K, int64_t stride_k, int k,
                               int gelu) {
-    const __m512i interleave = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7,
-                                                22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
     for (int n0 = 0; n0 < Np; n0 += 16) {
         const int left = N - n0;
         const __mmask16 mask = mask16(left);
@@ -86,13 +79,11 @@ static void pack_rows_along_n(uint16_t *d, int KB, int Np, const float *src, int
         __m512 r1 = k + 1 < K ? _mm512_maskz_loadu_ps(mask, src + (int64_t)(k + 1) * stride_k + n0)
                               : _mm512_setzero_ps();
         if (gelu) r0 = gelu_tanh512(r0), r1 = gelu_tanh512(r1);   // gelu(0) = 0: the padding stays zero
-        const __m512i both = (__m512i)_mm512_cvtne2ps_pbh(r1, r0);   // [r0 as 16 bf16 | r1 as 16 bf16]
-        _mm512_storeu_si512(d + packed_index(KB, n0, k), _mm512_permutexvar_epi16(interleave, both));
+        store_pair_row(d, KB, n0, k, r0, r1);
     }
 }
 
-// dst sized for B (N, K) (grown if needed).
-static dit_status packed_reserve(bf16_packed *dst, int N, int K) {
+dit_status bf16_packed_reserve(bf16_packed *dst, int N, int K) {
     const int Np = round_up(N, 32), Kp = round_up(K, 32);
     const size_t need = (size_t)Np * Kp;
     if (dst->capacity < need) {
@@ -105,14 +96,14 @@ static dit_status packed_reserve(bf16_packed *dst, int N, int K) {
 }
 
 dit_status bf16_pack_gelu(bf16_packed *dst, const float *src, int N, int K, int64_t stride_k) {
-    DIT_TRY(packed_reserve(dst, N, K));
+    DIT_TRY(bf16_packed_reserve(dst, N, K));
     #pragma omp parallel for schedule(static) if ((int64_t)N * K > (1 << 16))
     for (int k = 0; k < dst->Kp; k += 2) pack_rows_along_n(dst->data, dst->Kp / 32, dst->Np, src, N, K, stride_k, k, 1);
     return DIT_OK;
 }
 
 dit_status bf16_pack(bf16_packed *dst, const float *src, int N, int K, int64_t stride_n, int64_t stride_k) {
-    DIT_TRY(packed_reserve(dst, N, K));
+    DIT_TRY(bf16_packed_reserve(dst, N, K));
     const int Np = dst->Np, Kp = dst->Kp, KB = Kp / 32;
     uint16_t *d = dst->data;
     // Weights may be large (XL: 675 M values) and training packs them every step: the work is split over

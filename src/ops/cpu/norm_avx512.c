@@ -5,9 +5,37 @@
 #include <immintrin.h>
 #include <math.h>
 
+#include "base/error.h"
 #include "ops/bf16.h"
+#include "ops/cpu/bf16_pairs.h"
 #include "ops/cpu/mask16.h"
 #include "ops/dispatch.h"
+
+// y[row, d0 .. d0 + 15] of layernorm_modulate_forward_avx512 from the row's statistics (zeros past D): the same
+// operations as there, so the same bits.
+static inline __m512 modulated16(const modulated_rows *in, int64_t row, int d0) {
+    const __mmask16 k = mask16(in->D - d0);
+    const int64_t b = row / in->T;
+    const float *sh = in->shift + b * in->row_stride, *sc = in->scale + b * in->row_stride;
+    const __m512 xhat = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, in->x + row * in->D + d0),
+                                                    _mm512_set1_ps(in->mean[row])),
+                                      _mm512_set1_ps(in->rstd[row]));
+    const __m512 gain = _mm512_add_ps(_mm512_set1_ps(1.0f), _mm512_maskz_loadu_ps(k, sc + d0));
+    return _mm512_maskz_mov_ps(k, _mm512_fmadd_ps(xhat, gain, _mm512_maskz_loadu_ps(k, sh + d0)));
+}
+
+dit_status layernorm_modulate_pack_avx512(bf16_packed *dst, const modulated_rows *in) {
+    const int M = in->B * in->T;
+    DIT_TRY(bf16_packed_reserve(dst, in->D, M));
+    const int KB = dst->Kp / 32, Np = dst->Np;
+    uint16_t *d = dst->data;
+    #pragma omp parallel for schedule(static)
+    for (int k = 0; k < dst->Kp; k += 2)   // token rows k and k + 1 (zeros past M)
+        for (int n0 = 0; n0 < Np; n0 += 16)
+            store_pair_row(d, KB, n0, k, k < M ? modulated16(in, k, n0) : _mm512_setzero_ps(),
+                           k + 1 < M ? modulated16(in, k + 1, n0) : _mm512_setzero_ps());
+    return DIT_OK;
+}
 
 void layernorm_modulate_forward_avx512(float *y, uint16_t *y16, int kp, float *mean, float *rstd, const float *x,
                                        const float *shift, const float *scale, int row_stride, int B, int T, int D) {
