@@ -133,12 +133,18 @@ dit_status op_mlp(const ops_context *ctx, linear_layer *fc1, linear_layer *fc2, 
     return linear_bf16(ctx, fc2, out, &(op_operand){.b16 = h16, .kp = W2->Kp}, M, ep ? ep : &plain);
 }
 
+// Per-thread packing buffers of the linear backwards for the operands that change every call (the weight used
+// transposed, the input activations as dweight's right operand); they only grow.
+static _Thread_local bf16_packed backward_wt, backward_act;
+
 // The two products of a linear layer's backward on the bf16 path, with act (dweight's right operand, inp
 // packed as B[k, m]) ready: dinp (M, K) = epilogue(dout (M, N) @ W (N, K)), B[k, n] = W[n, k] packed into wt;
 // dweight (N, K) += dout^T (N, M) @ inp (M, K); dbias (N) += the column sums of dout. dout is rounded to bf16
 // once for both products (and summed on the way); without dinp, only as dweight's transposed operand.
 static dit_status backward_products(linear_layer *L, float *dinp, float *dweight, float *dbias, const float *dout,
-                                    int M, bf16_packed *wt, const bf16_packed *act, const gemm_epilogue *dinp_ep) {
+                                    int M, const gemm_epilogue *dinp_ep) {
+    bf16_packed *wt = &backward_wt;
+    const bf16_packed *act = &backward_act;
     const int N = L->N, K = L->K;
     const gemm_epilogue acc = {.accumulate = 1};
     if (!dinp) {
@@ -159,11 +165,8 @@ dit_status op_linear_backward(const ops_context *ctx, linear_layer *L, float *di
         linear_backward(dinp, dweight, dbias, dout, inp, L->weight, M, L->K, L->N);
         return DIT_OK;
     }
-    // Per-thread packing buffers for the operands that change every call (the weight used transposed and
-    // the activations); they only grow.
-    static _Thread_local bf16_packed wt, act;
-    DIT_TRY(bf16_pack(&act, inp, L->K, M, 1, L->K));   // dweight's B[k, m] = inp[m, k]
-    return backward_products(L, dinp, dweight, dbias, dout, M, &wt, &act, NULL);
+    DIT_TRY(bf16_pack(&backward_act, inp, L->K, M, 1, L->K));   // dweight's B[k, m] = inp[m, k]
+    return backward_products(L, dinp, dweight, dbias, dout, M, NULL);
 }
 
 dit_status op_linear_backward_modulated(const ops_context *ctx, linear_layer *L, float *dinp, float *dweight,
@@ -174,9 +177,8 @@ dit_status op_linear_backward_modulated(const ops_context *ctx, linear_layer *L,
         linear_backward(dinp, dweight, dbias, dout, h, L->weight, M, L->K, L->N);
         return DIT_OK;
     }
-    static _Thread_local bf16_packed wt, act;
-    DIT_TRY(layernorm_modulate_pack_avx512(&act, in));   // dweight's B[k, m] = y[m, k]
-    return backward_products(L, dinp, dweight, dbias, dout, M, &wt, &act, NULL);
+    DIT_TRY(layernorm_modulate_pack_avx512(&backward_act, in));   // dweight's B[k, m] = y[m, k]
+    return backward_products(L, dinp, dweight, dbias, dout, M, NULL);
 }
 
 dit_status op_linear_backward_gelu(const ops_context *ctx, linear_layer *L, float *dpre, float *dweight, float *dbias,
@@ -188,10 +190,9 @@ dit_status op_linear_backward_gelu(const ops_context *ctx, linear_layer *L, floa
         gelu_tanh_backward(dpre, dpre, pre, (int64_t)M * K);
         return DIT_OK;
     }
-    static _Thread_local bf16_packed wt, act;
-    DIT_TRY(bf16_pack_gelu(&act, pre, K, M, K));   // dweight's B[k, m] = gelu(pre[m, k])
-    const gemm_epilogue slope = {.gelu_grad_of = pre};   // dpre = (dout @ W) * gelu'(pre)
-    return backward_products(L, dpre, dweight, dbias, dout, M, &wt, &act, &slope);
+    DIT_TRY(bf16_pack_gelu(&backward_act, pre, K, M, K));   // dweight's B[k, m] = gelu(pre[m, k])
+    const gemm_epilogue slope = {.gelu_grad_of = pre};      // dpre = (dout @ W) * gelu'(pre)
+    return backward_products(L, dpre, dweight, dbias, dout, M, &slope);
 }
 
 void op_layernorm_modulate(const ops_context *ctx, float *y, float *mean, float *rstd, const float *x,
