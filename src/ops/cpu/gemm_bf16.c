@@ -152,10 +152,6 @@ static void pack_a_rows(uint16_t *dst, const a_layout *at, int Kp, const float *
     }
 }
 
-// Columns [k0, k0 + 16) of all Mp rows of the bf16 copy of A, when rows of A are columns of the source
-// (stride_m == 1: a gradient read transposed). 16 source rows (k) x 16 columns (m) are loaded, transposed in
-// registers, rounded, and stored as 16 runs of 16 bf16 along k; walking m, the 16 source rows are each read
-// once from start to end (16 sequential streams).
 // r[0] + ... + r[15], pairwise (a fixed order).
 static inline __m512 sum_of_16(const __m512 r[16]) {
     __m512 s[8];
@@ -165,22 +161,31 @@ static inline __m512 sum_of_16(const __m512 r[16]) {
     return s[0];
 }
 
-// With sums (Mp floats), also the sums over these 16 columns of each row of A, in a fixed order.
-static void pack_a_cols_transposed(uint16_t *dst, const a_layout *at, const float *A, int64_t stride_k, int M,
-                                   int Mp, int K, int k0, float *sums) {
-    for (int rb = 0; rb < Mp; rb += 16) {
-        const __mmask16 mask = mask16(M - rb);
+// Source rows m0 .. m0 + 15 of src (M rows of N floats, `stride` apart), read 16 x 16 at a time along the rows
+// (16 sequential streams): rounded to bf16 into rows16 (rows m, K = columns n; skipped when NULL) and,
+// transposed in registers, into cols16 (rows n, K = source rows m); the sums over these 16 source rows of each
+// column into sums (if not NULL), pairwise. Columns up to Np (zeros past N; zeros for rows past M).
+// cols16 alone is a transposed left operand: a gradient read as A^T (gemm_run's stride_m == 1); both are the
+// two left operands of a linear backward (bf16_convert_both).
+static void convert_chunk(const float *src, int64_t stride, int M, int N, int Np, uint16_t *rows16,
+                          const a_layout *at_rows, uint16_t *cols16, const a_layout *at_cols, int m0, float *sums) {
+    for (int n0 = 0; n0 < Np; n0 += 16) {
+        const __mmask16 mask = mask16(N - n0);
         __m512 r[16];
         for (int i = 0; i < 16; i++)
-            r[i] = k0 + i < K ? _mm512_maskz_loadu_ps(mask, A + (int64_t)(k0 + i) * stride_k + rb) : _mm512_setzero_ps();
-        if (sums) _mm512_storeu_ps(sums + rb, sum_of_16(r));
+            r[i] = m0 + i < M ? _mm512_maskz_loadu_ps(mask, src + (int64_t)(m0 + i) * stride + n0) : _mm512_setzero_ps();
+        if (rows16)
+            for (int i = 0; i < 16; i++)
+                _mm256_storeu_si256((__m256i *)(rows16 + a_offset(at_rows, m0 + i, n0)),
+                                    (__m256i)_mm512_cvtneps_pbh(r[i]));
+        if (sums) _mm512_storeu_ps(sums + n0, sum_of_16(r));
         transpose_16x16(r);
-        for (int i = 0; i < 16; i++)
-            _mm256_storeu_si256((__m256i *)(dst + a_offset(at, rb + i, k0)), (__m256i)_mm512_cvtneps_pbh(r[i]));
+        for (int j = 0; j < 16; j++)
+            _mm256_storeu_si256((__m256i *)(cols16 + a_offset(at_cols, n0 + j, m0)), (__m256i)_mm512_cvtneps_pbh(r[j]));
     }
 }
 
-// A source with neither stride 1 (stride_m == 1 goes through pack_a_cols_transposed), element by element.
+// A source with neither stride 1 (stride_m == 1 goes through convert_chunk), element by element.
 static void pack_a_rows_transposed(uint16_t *dst, const a_layout *at, int Kp, const float *A, int64_t stride_m,
                                    int64_t stride_k, int M, int K, int r0, int r1) {
     for (int rb = r0; rb < r1; rb += 16) {
@@ -635,25 +640,6 @@ static void add_chunk_sums(float *sums, const float *chunk_sums, int chunks, int
 
 static _Thread_local grow_buffer both_rows, both_cols;
 
-// Tokens m0 .. m0 + 15 of src (M, N): converted into rows16 (rows m, K = columns n) and, transposed in
-// registers, into cols16 (rows n, K = tokens m); the sums over these 16 tokens of each column into sums (if
-// not NULL), pairwise as pack_a_cols_transposed takes them. Columns up to Np (zeros past N).
-static void convert_both_chunk(const float *src, int M, int N, int Np, uint16_t *rows16, const a_layout *at_rows,
-                               uint16_t *cols16, const a_layout *at_cols, int m0, float *sums) {
-    for (int n0 = 0; n0 < Np; n0 += 16) {
-        const __mmask16 mask = mask16(N - n0);
-        __m512 r[16];
-        for (int i = 0; i < 16; i++)
-            r[i] = m0 + i < M ? _mm512_maskz_loadu_ps(mask, src + (int64_t)(m0 + i) * N + n0) : _mm512_setzero_ps();
-        for (int i = 0; i < 16; i++)
-            _mm256_storeu_si256((__m256i *)(rows16 + a_offset(at_rows, m0 + i, n0)), (__m256i)_mm512_cvtneps_pbh(r[i]));
-        if (sums) _mm512_storeu_ps(sums + n0, sum_of_16(r));
-        transpose_16x16(r);
-        for (int j = 0; j < 16; j++)
-            _mm256_storeu_si256((__m256i *)(cols16 + a_offset(at_cols, n0 + j, m0)), (__m256i)_mm512_cvtneps_pbh(r[j]));
-    }
-}
-
 dit_status bf16_convert_both(const float *src, int M, int N, const uint16_t **rows16, const uint16_t **cols16,
                              float *col_sums) {
     const int Mp = round_up(M, 32), Np = round_up(N, 32), chunks = Mp / 16;
@@ -667,8 +653,8 @@ dit_status bf16_convert_both(const float *src, int M, int N, const uint16_t **ro
     {
         #pragma omp for schedule(static)
         for (int c = 0; c < chunks; c++)
-            convert_both_chunk(src, M, N, Np, r16, &at_rows, c16, &at_cols, c * 16,
-                               chunk_sums ? chunk_sums + (int64_t)c * Np : NULL);
+            convert_chunk(src, N, M, N, Np, r16, &at_rows, c16, &at_cols, c * 16,
+                          chunk_sums ? chunk_sums + (int64_t)c * Np : NULL);
         if (chunk_sums) {
             #pragma omp for schedule(static)
             for (int n0 = 0; n0 < N; n0 += 16) add_chunk_sums(col_sums, chunk_sums, chunks, Np, n0, N);
@@ -706,7 +692,8 @@ static dit_status gemm_run(float *out, int64_t ldo, const float *A, int64_t stri
     if (!parallel) {
         if (by_columns)
             for (int k0 = 0; k0 < Kp; k0 += 16)
-                pack_a_cols_transposed(A16, at, A, stride_k, M, Mp, B->K, k0, chunk_sums ? chunk_sums + k0 / 16 * Mp : NULL);
+                convert_chunk(A, stride_k, B->K, M, Mp, NULL, NULL, A16, at, k0,
+                              chunk_sums ? chunk_sums + k0 / 16 * Mp : NULL);
         else if (transposed) pack_a_rows_transposed(A16, at, Kp, A, stride_m, stride_k, M, B->K, 0, Mp);
         else pack_a_rows(A16, at, Kp, A, stride_m, stride_k, M, B->K, 0, Mp);
         if (chunk_sums)
@@ -720,7 +707,8 @@ static dit_status gemm_run(float *out, int64_t ldo, const float *A, int64_t stri
         if (by_columns) {
             #pragma omp for schedule(static)
             for (int k0 = 0; k0 < Kp; k0 += 16)
-                pack_a_cols_transposed(A16, at, A, stride_k, M, Mp, B->K, k0, chunk_sums ? chunk_sums + k0 / 16 * Mp : NULL);
+                convert_chunk(A, stride_k, B->K, M, Mp, NULL, NULL, A16, at, k0,
+                              chunk_sums ? chunk_sums + k0 / 16 * Mp : NULL);
             if (chunk_sums) {
                 #pragma omp for schedule(static)
                 for (int m0 = 0; m0 < M; m0 += 16) add_chunk_sums(ep->a_row_sums, chunk_sums, chunks, Mp, m0, M);
@@ -741,11 +729,15 @@ static dit_status gemm_run(float *out, int64_t ldo, const float *A, int64_t stri
     return st == DIT_OK ? DIT_OK : partial_sums_failed();
 }
 
+// The bf16-A entry points cannot sum A's float32 values (gemm_epilogue.a_row_sums).
+static dit_status row_sums_need_floats(void) {
+    return dit_set_error("%s:%d: row sums of A need its float32 values (gemm_bf16)", __FILE__, __LINE__);
+}
+
 dit_status gemm_bf16_a16(float *out, int64_t ldo, const uint16_t *A16, const a_layout *at, const bf16_packed *B, int M,
                          const gemm_epilogue *ep) {
     if (M <= 0 || B->N <= 0) return DIT_OK;
-    if (ep && ep->a_row_sums)
-        return dit_set_error("%s:%d: row sums of A need its float32 values (gemm_bf16)", __FILE__, __LINE__);
+    if (ep && ep->a_row_sums) return row_sums_need_floats();
     const kernel_fn kernel = active_kernel();
     const int amx = kernel == amx_kernel_32x32;
     dit_status st = DIT_OK;
@@ -763,8 +755,7 @@ dit_status gemm_bf16_a16(float *out, int64_t ldo, const uint16_t *A16, const a_l
 dit_status gemm_bf16_a16_serial(float *out, int64_t ldo, const uint16_t *A16, const a_layout *at,
                                 const bf16_packed *B, int M, const gemm_epilogue *ep) {
     if (M <= 0 || B->N <= 0) return DIT_OK;
-    if (ep && ep->a_row_sums)
-        return dit_set_error("%s:%d: row sums of A need its float32 values (gemm_bf16)", __FILE__, __LINE__);
+    if (ep && ep->a_row_sums) return row_sums_need_floats();
     const kernel_fn kernel = active_kernel();
     if (kernel == amx_kernel_32x32) amx_configure();
     return run_share(out, ldo, A16, at, B, M, kernel, ep, 0, 1) == DIT_OK ? DIT_OK : partial_sums_failed();
