@@ -173,7 +173,8 @@ static void convert_chunk(const float *src, int64_t stride, int M, int N, int Np
         const __mmask16 mask = mask16(N - n0);
         __m512 r[16];
         for (int i = 0; i < 16; i++)
-            r[i] = m0 + i < M ? _mm512_maskz_loadu_ps(mask, src + (int64_t)(m0 + i) * stride + n0) : _mm512_setzero_ps();
+            r[i] = m0 + i < M ? _mm512_maskz_loadu_ps(mask, src + (int64_t)(m0 + i) * stride + n0)
+                              : _mm512_setzero_ps();
         if (rows16)
             for (int i = 0; i < 16; i++)
                 _mm256_storeu_si256((__m256i *)(rows16 + a_offset(at_rows, m0 + i, n0)),

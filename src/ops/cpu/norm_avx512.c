@@ -11,17 +11,26 @@
 #include "ops/cpu/mask16.h"
 #include "ops/dispatch.h"
 
+// xhat = (x - mean) rstd for the lanes of k (x at p), the forward's and the backward's normalised values.
+static inline __m512 xhat16(__mmask16 k, const float *p, __m512 mean, __m512 rstd) {
+    return _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, p), mean), rstd);
+}
+
+// y = xhat (1 + scale) + shift for the lanes of k (x, shift, scale at p, sh, sc).
+static inline __m512 modulate16(__mmask16 k, const float *p, const float *sh, const float *sc, __m512 mean,
+                                __m512 rstd) {
+    const __m512 gain = _mm512_add_ps(_mm512_set1_ps(1.0f), _mm512_maskz_loadu_ps(k, sc));
+    return _mm512_fmadd_ps(xhat16(k, p, mean, rstd), gain, _mm512_maskz_loadu_ps(k, sh));
+}
+
 // y[row, d0 .. d0 + 15] of layernorm_modulate_forward_avx512 from the row's statistics (zeros past D): the same
-// operations as there, so the same bits.
+// function of the same values, so the same bits.
 static inline __m512 modulated16(const modulated_rows *in, int64_t row, int d0) {
     const __mmask16 k = mask16(in->D - d0);
     const int64_t b = row / in->T;
-    const float *sh = in->shift + b * in->row_stride, *sc = in->scale + b * in->row_stride;
-    const __m512 xhat = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, in->x + row * in->D + d0),
-                                                    _mm512_set1_ps(in->mean[row])),
-                                      _mm512_set1_ps(in->rstd[row]));
-    const __m512 gain = _mm512_add_ps(_mm512_set1_ps(1.0f), _mm512_maskz_loadu_ps(k, sc + d0));
-    return _mm512_maskz_mov_ps(k, _mm512_fmadd_ps(xhat, gain, _mm512_maskz_loadu_ps(k, sh + d0)));
+    return _mm512_maskz_mov_ps(k, modulate16(k, in->x + row * in->D + d0, in->shift + b * in->row_stride + d0,
+                                             in->scale + b * in->row_stride + d0, _mm512_set1_ps(in->mean[row]),
+                                             _mm512_set1_ps(in->rstd[row])));
 }
 
 dit_status layernorm_modulate_pack_avx512(bf16_packed *dst, const modulated_rows *in) {
@@ -57,12 +66,10 @@ void layernorm_modulate_forward_avx512(float *y, uint16_t *y16, int kp, float *m
                 sq = _mm512_fmadd_ps(c, c, sq);
             }
             const float rs = 1.0f / sqrtf(_mm512_reduce_add_ps(sq) / (float)D + 1e-6f);
-            const __m512 r = _mm512_set1_ps(rs), one = _mm512_set1_ps(1.0f);
+            const __m512 r = _mm512_set1_ps(rs);
             for (int d = 0; d < D; d += 16) {
                 const __mmask16 k = mask16(D - d);
-                const __m512 xhat = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, xr + d), m), r);
-                const __m512 gain = _mm512_add_ps(one, _mm512_maskz_loadu_ps(k, sc + d));
-                const __m512 v = _mm512_fmadd_ps(xhat, gain, _mm512_maskz_loadu_ps(k, sh + d));
+                const __m512 v = modulate16(k, xr + d, sh + d, sc + d, m, r);
                 if (y16)   // the rounding a product applies to y (gemm_bf16.c pack_a_rows), zeros past D
                     _mm256_storeu_si256((__m256i *)(y16 + a_offset(&tiles, (int)row, d)),
                                         (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_mov_ps(k, v)));
@@ -94,7 +101,7 @@ void layernorm_modulate_backward_avx512(float *dx, float *dshift, float *dscale,
                 const __mmask16 k = mask16(D - d);
                 const __m512 g = _mm512_mul_ps(_mm512_maskz_loadu_ps(k, dyr + d),
                                                _mm512_add_ps(one, _mm512_maskz_loadu_ps(k, sc + d)));
-                const __m512 xhat = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, xr + d), m), r);
+                const __m512 xhat = xhat16(k, xr + d, m, r);
                 sum_g = _mm512_add_ps(sum_g, g);   // masked lanes: g = 0
                 sum_gx = _mm512_fmadd_ps(g, xhat, sum_gx);
             }
@@ -104,7 +111,7 @@ void layernorm_modulate_backward_avx512(float *dx, float *dshift, float *dscale,
                 const __mmask16 k = mask16(D - d);
                 const __m512 g = _mm512_mul_ps(_mm512_maskz_loadu_ps(k, dyr + d),
                                                _mm512_add_ps(one, _mm512_maskz_loadu_ps(k, sc + d)));
-                const __m512 xhat = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, xr + d), m), r);
+                const __m512 xhat = xhat16(k, xr + d, m, r);
                 const __m512 centred = _mm512_sub_ps(_mm512_sub_ps(g, mean_g), _mm512_mul_ps(xhat, mean_gx));
                 const __m512 v = _mm512_mul_ps(r, centred);
                 _mm512_mask_storeu_ps(dxr + d, k, _mm512_add_ps(_mm512_maskz_loadu_ps(k, dxr + d), v));
@@ -125,9 +132,8 @@ void layernorm_modulate_backward_avx512(float *dx, float *dshift, float *dscale,
                 for (int t = 0; t < T; t++) {
                     const int64_t row = (int64_t)b * T + t;
                     const __m512 dyv = _mm512_maskz_loadu_ps(k, dy + row * D + d);
-                    const __m512 xhat = _mm512_mul_ps(
-                        _mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + row * D + d), _mm512_set1_ps(mean[row])),
-                        _mm512_set1_ps(rstd[row]));
+                    const __m512 xhat =
+                        xhat16(k, x + row * D + d, _mm512_set1_ps(mean[row]), _mm512_set1_ps(rstd[row]));
                     sh = _mm512_add_ps(sh, dyv);
                     sc = _mm512_fmadd_ps(dyv, xhat, sc);
                 }
