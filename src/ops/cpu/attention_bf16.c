@@ -119,12 +119,10 @@ static void softmax_rows_to16(float *s, int rows, int cols, uint16_t *p16, const
     }
 }
 
-// scores (rows, T) = softmax(scale q k^T) for `rows` query rows (stride ld) against the packed keys.
-static dit_status block_probs(const float *q, int rows, int T, int ld, float scale) {
+// scores (rows, T) = scale q k^T for `rows` query rows (stride ld) against the packed keys.
+static dit_status block_scores(const float *q, int rows, int T, int ld, float scale) {
     const gemm_epilogue scaled = {.alpha = scale};
-    DIT_TRY(gemm_bf16_serial(ws.scores, T, q, ld, 1, &ws.k, rows, &scaled));
-    softmax_rows(ws.scores, rows, T);
-    return DIT_OK;
+    return gemm_bf16_serial(ws.scores, T, q, ld, 1, &ws.k, rows, &scaled);
 }
 
 // One (batch, head) of attention_forward_bf16, in the calling thread's workspace.
@@ -137,11 +135,10 @@ static dit_status attention_forward_head(float *out, uint16_t *out16, const a_la
     DIT_TRY(bf16_pack(&ws.v, v, hd, T, 1, ld));   // P v:    B[d, j] = v[j, d]
     const int Kp = ws.v.Kp;   // T padded to 32
     const a_layout p_layout = a_layout_tiles(Kp);
-    const gemm_epilogue scaled = {.alpha = scale};
     for (int q0 = 0; q0 < T; q0 += QB) {
         const int rows = T - q0 < QB ? T - q0 : QB;
         // P (rows, T) = softmax(scale q k^T), straight into P V's bf16 operand
-        DIT_TRY(gemm_bf16_serial(ws.scores, T, q + (int64_t)q0 * ld, ld, 1, &ws.k, rows, &scaled));
+        DIT_TRY(block_scores(q + (int64_t)q0 * ld, rows, T, ld, scale));
         softmax_rows_to16(ws.scores, rows, T, ws.p16, &p_layout, Kp);
         // out rows (rows, hd) = P (rows, T) @ v (T, hd): floats, or the head's columns of the bf16 operand
         const gemm_epilogue to16 = {.out16 = out16, .out16_layout = at, .out16_row0 = b * T + q0,
@@ -190,7 +187,8 @@ static dit_status attention_backward_head(float *dqkv, const float *dout, const 
     for (int q0 = 0; q0 < T; q0 += QB) {
         const int rows = T - q0 < QB ? T - q0 : QB;
         const float *q_blk = q + (int64_t)q0 * ld, *dout_blk = dout_h + (int64_t)q0 * D;
-        DIT_TRY(block_probs(q_blk, rows, T, ld, scale));
+        DIT_TRY(block_scores(q_blk, rows, T, ld, scale));   // P = softmax(scale q k^T), recomputed
+        softmax_rows(ws.scores, rows, T);
         float *P = ws.scores, *dS = ws.dscores;
         const gemm_epilogue sum_blocks = {.accumulate = q0 > 0}, scaled_sum = {.alpha = scale, .accumulate = q0 > 0};
         // dv (T, hd) (+)= P^T (T, rows) @ dout_blk (rows, hd): A[j, r] = P[r, j], B[d, r] = dout_blk[r, d]
