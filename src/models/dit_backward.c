@@ -256,13 +256,15 @@ dit_status dit_backward(dit_model *m, dit_train_activations *a, const float *dou
     const float *ada = a->ada + (int64_t)L * B * 6 * D, *x_final = a->x_in + L * BTs * D;
     const float *mean = a->ln_mean + 2 * L * BTs, *rstd = a->ln_rstd + 2 * L * BTs;
     unpatchify_backward(a->d_tmp, dout, B, OUT, S, P);
-    if (dit_block_adaptive(c)) {
-        op_layernorm_modulate(ops, a->h, NULL, NULL, x_final, ada, ada + D, 2 * D, B, T, D);
+    if (dit_block_adaptive(c)) {   // its input is the modulated LayerNorm, recomputed (as the blocks' qkv and fc1)
+        const modulated_rows h = {.x = x_final, .mean = mean, .rstd = rstd, .shift = ada, .scale = ada + D,
+                                  .row_stride = 2 * D, .B = B, .T = T, .D = D};
+        DIT_TRY(op_linear_backward_modulated(ops, &Ls->final, a->d_h, g.final_w, g.final_b, a->d_tmp, &h, a->h));
     } else {   // the plain final LayerNorm (dit_blocks.c) recomputed from the saved statistics
         const dit_forward_plan recompute = {.h = a->h};
         dit_plain_final_norm_forward(m, &recompute, x_final, B);
+        DIT_TRY(op_linear_backward(ops, &Ls->final, a->d_h, g.final_w, g.final_b, a->d_tmp, a->h, (int)BT));
     }
-    DIT_TRY(op_linear_backward(ops, &Ls->final, a->d_h, g.final_w, g.final_b, a->d_tmp, a->h, (int)BT));
     if (dit_block_adaptive(c)) {
         memset(a->d_res, 0, (size_t)BT * D * sizeof(float));
         op_layernorm_modulate_backward(ops, a->d_res, a->d_ada, a->d_ada + D, a->d_h, x_final, mean, rstd, ada + D,

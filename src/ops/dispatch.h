@@ -120,8 +120,8 @@ typedef struct {
     const float *x, *mean, *rstd, *shift, *scale;
     int row_stride, B, T, D;
 } modulated_rows;
-// op_linear_backward for a layer whose input is such rows (qkv and fc1 after their adaLN LayerNorm, the final
-// layer). fp32: the rows are recomputed into h (M = B T rows of D) by op_layernorm_modulate, statistics and
+// op_linear_backward for a layer whose input is such rows (qkv and fc1 after their adaLN LayerNorm, and the
+// adaLN final layer). fp32: the rows are recomputed into h (M = B T rows of D) by op_layernorm_modulate, statistics and
 // all, then op_linear_backward. bf16: they go from x straight into the weight gradient's packed operand (the
 // same bf16 values), and h is not touched.
 dit_status op_linear_backward_modulated(const ops_context *ctx, linear_layer *L, float *dinp, float *dweight,
