@@ -72,6 +72,44 @@ static void check_shape(const char *path, int M, int K, int N, int transposed_a,
     bf16_packed_free(&P);
 }
 
+// The split of a GEMM's blocks over threads changes nothing: 3 threads, every unit of work run by a thread other
+// than its owner (gemm_bf16_steal_first) against the usual order, bit for bit; with several chunks of rows and K
+// blocks, a narrow output (split by rows), and the GELU and gated-residual epilogues.
+static void check_stealing(const char *path) {
+    const int shapes[][3] = {{1100, 400, 200}, {600, 100, 40}, {70, 1152, 300}};
+    const int threads = dit_max_threads();
+    dit_set_threads(3);
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        const int M = shapes[s][0], K = shapes[s][1], N = shapes[s][2];
+        float *A = test_random_floats(&rng_state, (size_t)M * K, 1.0f), *B = test_random_floats(&rng_state, (size_t)N * K, 1.0f);
+        float *bias = test_random_floats(&rng_state, N, 1.0f), *gate = test_random_floats(&rng_state, N, 1.0f);
+        float *base = test_random_floats(&rng_state, (size_t)M * N, 1.0f);
+        bf16_packed P = {0};
+        bf16_pack(&P, B, N, K, K, 1);
+        float *got[2][3];
+        for (int order = 0; order < 2; order++) {
+            for (int e = 0; e < 3; e++) got[order][e] = malloc((size_t)M * N * sizeof(float));
+            gemm_bf16_steal_first(order);
+            gemm_bf16(got[order][0], N, A, K, 1, &P, M, NULL);
+            const gemm_epilogue gelu = {.bias = bias, .gelu = 1};
+            gemm_bf16(got[order][1], N, A, K, 1, &P, M, &gelu);
+            const gemm_epilogue gated = {.bias = bias, .gate = gate, .gate_stride = N, .gate_rows = M};
+            memcpy(got[order][2], base, (size_t)M * N * sizeof(float));
+            gemm_bf16(got[order][2], N, A, K, 1, &P, M, &gated);
+        }
+        gemm_bf16_steal_first(0);
+        int same = 1;
+        for (int e = 0; e < 3; e++) same &= !memcmp(got[0][e], got[1][e], (size_t)M * N * sizeof(float));
+        CHECK(same, "%s gemm %dx%d @ (%dx%d)^T on 3 threads: units taken by other threads give the same bits (plain, "
+              "bias + GELU, gated residual)", path, M, K, N, K);
+        for (int order = 0; order < 2; order++)
+            for (int e = 0; e < 3; e++) free(got[order][e]);
+        free(A); free(B); free(bias); free(gate); free(base);
+        bf16_packed_free(&P);
+    }
+    dit_set_threads(threads);
+}
+
 static void check_epilogues(const char *path) {
     const int M = 45, K = 70, N = 50, rows_per_gate = 15, gate_stride = 3 * N;
     float *A = test_random_floats(&rng_state, (size_t)M * K, 1.0f), *B = test_random_floats(&rng_state, (size_t)N * K, 1.0f);
@@ -712,6 +750,7 @@ void test_bf16(void) {
         check_shape(name, 50, 33, 40, 1, 1, 1);
         check_shape(name, 300, 1152, 97, 0, 0, 0);
         check_epilogues(name);
+        check_stealing(name);
         check_mlp(name);
         check_layernorm(name);
         check_attention(name, 45);

@@ -127,6 +127,9 @@ dit_status gemm_bf16_a16_serial(float *out, int64_t ldo, const uint16_t *A16, co
                                 const bf16_packed *B, int M, const gemm_epilogue *ep);
 // gemm_bf16 keeps its copy of A in rows instead of tiles: for benchmarks only (bench_gemm's "-rows" figures).
 void gemm_bf16_use_row_layout(int on);
+// Tests only: every thread of a bf16 GEMM works through the other threads' units (from the back) before its own,
+// so that units run on threads other than their queue's owner (results must not change).
+void gemm_bf16_steal_first(int on);
 
 // ---- the VAE's 3x3 convolutions as an implicit GEMM (ops/cpu/conv_bf16.c) ----
 // Pack a conv weight (Cout, Cin, 3, 3) as B (Cout, 9 Cin) in (ky, kx, ci) order.

@@ -599,23 +599,83 @@ static dit_status run_blocks(float *out, int64_t ldo, const uint16_t *A16, const
 static int use_rows;
 void gemm_bf16_use_row_layout(int on) { use_rows = on; }
 
-// The calling thread's share of the output blocks: rows in chunks of about CHUNK_BLOCKS row blocks (equal
-// sizes), each chunk's panels split into one contiguous range per thread, or its row blocks when there are
-// few panels (a narrow output).
-static dit_status run_share(float *out, int64_t ldo, const uint16_t *A16, const a_layout *at, const bf16_packed *B,
-                            int M, kernel_fn kernel, const gemm_epilogue *ep, int thread, int threads) {
+// The split of the output blocks over the threads. Rows go in chunks of about CHUNK_BLOCKS row blocks (equal
+// sizes); each thread's share of a chunk is a contiguous range of its panels, or of its row blocks when there are
+// few panels (a narrow output), cut into UNITS_PER_THREAD units. A thread's queue is its units, chunk after
+// chunk; it takes them from the front, and a thread whose queue is empty takes the others' units from the back.
+// So when the cores run at the same speed each does its own share, and when one is slower (the cores of a
+// virtual machine or of a hybrid CPU need not run alike: the two this was written on differed up to 3x in AMX
+// rate), a faster one takes over the end of its queue. Each output block is computed whole by one thread, in the
+// same order whichever thread it is, so results do not depend on who took which unit.
+enum { UNITS_PER_THREAD = 4 };
+
+typedef struct {
+    int threads, units;              // units in each thread's queue
+    unsigned long long *claims;      // per thread: (back << 32) | front, the queue's untaken units [front, back)
+} work_queues;
+
+// Take unit `front` of thread t's queue (from_back: unit back - 1 instead); -1 when the queue is empty.
+static int take_unit(work_queues *q, int t, int from_back) {
+    unsigned long long seen = __atomic_load_n(&q->claims[t], __ATOMIC_ACQUIRE);
+    for (;;) {
+        const unsigned front = (unsigned)seen, back = (unsigned)(seen >> 32);
+        if (front >= back) return -1;
+        const unsigned long long next = from_back ? ((unsigned long long)(back - 1) << 32) | front : seen + 1;
+        if (__atomic_compare_exchange_n(&q->claims[t], &seen, next, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+            return (int)(from_back ? back - 1 : front);
+    }
+}
+
+// Unit i of thread t's queue: the output blocks it covers.
+static dit_status run_unit(float *out, int64_t ldo, const uint16_t *A16, const a_layout *at, const bf16_packed *B,
+                           int M, kernel_fn kernel, const gemm_epilogue *ep, int t, int threads, int i) {
     const int MB = round_up(M, 32) / 32, panels = B->Np / 32;
     const int chunks = (MB + CHUNK_BLOCKS - 1) / CHUNK_BLOCKS, chunk_blocks = (MB + chunks - 1) / chunks;
+    const int units = threads == 1 ? 1 : UNITS_PER_THREAD, c0 = i / units * chunk_blocks, u = i % units;
+    const int c1 = c0 + chunk_blocks < MB ? c0 + chunk_blocks : MB;
+    const int by_panels = panels >= 2 * threads || c1 - c0 < threads, extent = by_panels ? panels : c1 - c0;
+    const int s0 = (int)((int64_t)extent * t / threads), s1 = (int)((int64_t)extent * (t + 1) / threads);
+    const int r0 = s0 + (s1 - s0) * u / units, r1 = s0 + (s1 - s0) * (u + 1) / units;
+    if (r0 >= r1) return DIT_OK;
+    if (by_panels) return run_blocks(out, ldo, A16, at, B, M, c0, c1, r0, r1, kernel, ep);
+    return run_blocks(out, ldo, A16, at, B, M, c0 + r0, c0 + r1, 0, panels, kernel, ep);
+}
+
+// Every thread's queue full: chunks x units each. Called by one thread before any takes a unit.
+static void queues_fill(work_queues *q, int threads, int M) {
+    const int MB = round_up(M, 32) / 32, chunks = (MB + CHUNK_BLOCKS - 1) / CHUNK_BLOCKS;
+    q->threads = threads;
+    q->units = chunks * (threads == 1 ? 1 : UNITS_PER_THREAD);
+    for (int t = 0; t < threads; t++) q->claims[t] = (unsigned long long)q->units << 32;
+}
+
+// Room for the queues of a parallel region: `stack` (STACK_QUEUES words) when the threads fit, else allocated.
+enum { STACK_QUEUES = 64 };
+
+static dit_status queues_alloc(work_queues *q, unsigned long long *stack) {
+    const int max_threads = omp_get_max_threads();
+    q->claims = stack;
+    if (max_threads > STACK_QUEUES && !(q->claims = dit_malloc(sizeof *q->claims * (size_t)max_threads)))
+        return DIT_ERR;
+    return DIT_OK;
+}
+
+static void queues_free(work_queues *q, const unsigned long long *stack) {
+    if (q->claims != stack) free(q->claims);
+}
+
+static int others_first;
+void gemm_bf16_steal_first(int on) { others_first = on; }
+
+// The calling thread's part of the work: its own queue, then the others' from the back (with others_first, the
+// others' first, then what is left of its own).
+static dit_status run_share(float *out, int64_t ldo, const uint16_t *A16, const a_layout *at, const bf16_packed *B,
+                            int M, kernel_fn kernel, const gemm_epilogue *ep, work_queues *q, int thread) {
     dit_status st = DIT_OK;
-    for (int c0 = 0; c0 < MB && st == DIT_OK; c0 += chunk_blocks) {
-        const int c1 = c0 + chunk_blocks < MB ? c0 + chunk_blocks : MB;
-        if (panels >= 2 * threads || c1 - c0 < threads) {
-            const int p0 = (int)((int64_t)panels * thread / threads), p1 = (int)((int64_t)panels * (thread + 1) / threads);
-            if (p0 < p1) st = run_blocks(out, ldo, A16, at, B, M, c0, c1, p0, p1, kernel, ep);
-        } else {
-            const int m0 = c0 + (c1 - c0) * thread / threads, m1 = c0 + (c1 - c0) * (thread + 1) / threads;
-            if (m0 < m1) st = run_blocks(out, ldo, A16, at, B, M, m0, m1, 0, panels, kernel, ep);
-        }
+    for (int k = 0; k < q->threads && st == DIT_OK; k++) {
+        const int t = (thread + k + (others_first ? 1 : 0)) % q->threads;
+        for (int i; st == DIT_OK && (i = take_unit(q, t, t != thread)) >= 0;)
+            st = run_unit(out, ldo, A16, at, B, M, kernel, ep, t, q->threads, i);
     }
     return st;
 }
@@ -700,11 +760,19 @@ static dit_status gemm_run(float *out, int64_t ldo, const float *A, int64_t stri
         if (chunk_sums)
             for (int m0 = 0; m0 < M; m0 += 16) add_chunk_sums(ep->a_row_sums, chunk_sums, chunks, Mp, m0, M);
         if (amx) amx_configure();
-        return run_share(out, ldo, A16, at, B, M, kernel, ep, 0, 1);
+        unsigned long long claim;
+        work_queues q = {.claims = &claim};
+        queues_fill(&q, 1, M);
+        return run_share(out, ldo, A16, at, B, M, kernel, ep, &q, 0);
     }
+    unsigned long long stack_claims[STACK_QUEUES];
+    work_queues q;
+    DIT_TRY(queues_alloc(&q, stack_claims));
     dit_status st = DIT_OK;
     #pragma omp parallel
     {
+        #pragma omp single
+        queues_fill(&q, omp_get_num_threads(), M);
         if (by_columns) {
             #pragma omp for schedule(static)
             for (int k0 = 0; k0 < Kp; k0 += 16)
@@ -722,11 +790,12 @@ static dit_status gemm_run(float *out, int64_t ldo, const float *A, int64_t stri
             }
         }
         if (amx) amx_configure();
-        if (run_share(out, ldo, A16, at, B, M, kernel, ep, omp_get_thread_num(), omp_get_num_threads()) != DIT_OK) {
+        if (run_share(out, ldo, A16, at, B, M, kernel, ep, &q, omp_get_thread_num()) != DIT_OK) {
             #pragma omp atomic write
             st = DIT_ERR;
         }
     }
+    queues_free(&q, stack_claims);
     return st == DIT_OK ? DIT_OK : partial_sums_failed();
 }
 
@@ -741,15 +810,21 @@ dit_status gemm_bf16_a16(float *out, int64_t ldo, const uint16_t *A16, const a_l
     if (ep && ep->a_row_sums) return row_sums_need_floats();
     const kernel_fn kernel = active_kernel();
     const int amx = kernel == amx_kernel_32x32;
+    unsigned long long stack_claims[STACK_QUEUES];
+    work_queues q;
+    DIT_TRY(queues_alloc(&q, stack_claims));
     dit_status st = DIT_OK;
     #pragma omp parallel
     {
+        #pragma omp single
+        queues_fill(&q, omp_get_num_threads(), M);
         if (amx) amx_configure();
-        if (run_share(out, ldo, A16, at, B, M, kernel, ep, omp_get_thread_num(), omp_get_num_threads()) != DIT_OK) {
+        if (run_share(out, ldo, A16, at, B, M, kernel, ep, &q, omp_get_thread_num()) != DIT_OK) {
             #pragma omp atomic write
             st = DIT_ERR;
         }
     }
+    queues_free(&q, stack_claims);
     return st == DIT_OK ? DIT_OK : partial_sums_failed();
 }
 
@@ -759,7 +834,10 @@ dit_status gemm_bf16_a16_serial(float *out, int64_t ldo, const uint16_t *A16, co
     if (ep && ep->a_row_sums) return row_sums_need_floats();
     const kernel_fn kernel = active_kernel();
     if (kernel == amx_kernel_32x32) amx_configure();
-    return run_share(out, ldo, A16, at, B, M, kernel, ep, 0, 1) == DIT_OK ? DIT_OK : partial_sums_failed();
+    unsigned long long claim;
+    work_queues q = {.claims = &claim};
+    queues_fill(&q, 1, M);
+    return run_share(out, ldo, A16, at, B, M, kernel, ep, &q, 0) == DIT_OK ? DIT_OK : partial_sums_failed();
 }
 
 dit_status gemm_bf16(float *out, int64_t ldo, const float *A, int64_t stride_m, int64_t stride_k,
