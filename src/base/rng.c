@@ -36,7 +36,7 @@ void rng_normal_fill(float *dst, int64_t n, uint64_t seed, uint32_t sample_id, u
     const uint32_t key[2] = {(uint32_t)seed, (uint32_t)(seed >> 32)};
     const int64_t blocks = (n + 1) / 2;
     const double two_pi = 6.283185307179586476925286766559;
-#pragma omp parallel for schedule(static) if (blocks > 4096)
+#pragma omp parallel for schedule(guided) if (blocks > 4096)
     for (int64_t b = 0; b < blocks; b++) {
         const uint32_t ctr[4] = {(uint32_t)b, step, sample_id, stream};
         uint32_t w[4];

@@ -74,7 +74,7 @@ void diffusion_p_sample(const diffusion *d, const int *index, const float *x, co
                         float *pred_xstart) {
     const int out_channels = model_channels(d, C);
     const int64_t n = (int64_t)C * HW;
-#pragma omp parallel for schedule(static) if ((int64_t)B * n > 65536)
+#pragma omp parallel for schedule(guided) if ((int64_t)B * n > 65536)
     for (int b = 0; b < B; b++) {
         const step_coefficients k = coefficients_at(d, index[b]);
         const int add_noise = index[b] != 0;   // nonzero_mask: no noise at index 0
@@ -96,7 +96,7 @@ void diffusion_ddim_sample(const diffusion *d, const int *index, const float *x,
                            float *x_prev, float *pred_xstart) {
     const int out_channels = model_channels(d, C);
     const int64_t n = (int64_t)C * HW;
-#pragma omp parallel for schedule(static) if ((int64_t)B * n > 65536)
+#pragma omp parallel for schedule(guided) if ((int64_t)B * n > 65536)
     for (int b = 0; b < B; b++) {
         const int i = index[b];
         const step_coefficients k = coefficients_at(d, i);

@@ -86,7 +86,7 @@ static void norm_backward(float *dx, const float *dy, const float *x, const floa
 
 // x_out = x_in + branch, n elements (x_out may be x_in): a residual connection without a gate.
 static void residual_add(float *x_out, const float *x_in, const float *branch, int64_t n) {
-    #pragma omp parallel for schedule(static)
+    #pragma omp parallel for schedule(guided)
     for (int64_t i = 0; i < n; i++) x_out[i] = x_in[i] + branch[i];
 }
 

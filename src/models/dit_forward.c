@@ -118,7 +118,7 @@ dit_status dit_forward_walk(dit_model *m, const dit_forward_plan *plan, const fl
     float *x0 = plan->block(plan, 0).x_in;
     patchify_forward(plan->patches, x, B, C, S, P);
     DIT_TRY(op_linear(ops, &L->patch, x0, plan->patches, B * T, rows, NULL));
-    #pragma omp parallel for collapse(2) schedule(static)
+    #pragma omp parallel for collapse(2) schedule(guided)
     for (int b = 0; b < B; b++)
         for (int tok = 0; tok < T; tok++) {
             float *row = x0 + ((int64_t)b * T + tok) * D;

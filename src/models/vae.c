@@ -497,7 +497,7 @@ static dit_status cl_resnet(float *out, const float *x, const vae_resnet *r, int
     const int C = r->cout;
     if (r->shortcut_w) DIT_TRY(cl_linear(w, out, C, x, r->shortcut_w, r->shortcut_b, 0, r->cin, C, T));
     else memcpy(out, x, sizeof(float) * (size_t)T * C);
-    #pragma omp parallel for schedule(static)
+    #pragma omp parallel for schedule(guided)
     for (int t = 0; t < T; t++)
         for (int c = 0; c < C; c++) out[(int64_t)t * C + c] += r->conv2_b[c];
     if (!(affine = cl_groupnorm(w, h, r->norm2_w, r->norm2_b, T, C, G))) return DIT_ERR;
@@ -512,7 +512,7 @@ static dit_status cl_attention(float *out, const float *x, const vae_attention *
     float *normed = vae_work_get(w, 4, (size_t)C * T), *qkv = vae_work_get(w, 5, (size_t)3 * C * T);
     float *attended = vae_work_get(w, 6, (size_t)C * T), *affine = cl_groupnorm(w, x, a->norm_w, a->norm_b, T, C, G);
     if (!normed || !qkv || !attended || !affine) return DIT_ERR;
-    #pragma omp parallel for schedule(static)
+    #pragma omp parallel for schedule(guided)
     for (int t = 0; t < T; t++)
         for (int c = 0; c < C; c++) normed[(int64_t)t * C + c] = x[(int64_t)t * C + c] * affine[c] + affine[C + c];
     DIT_TRY(cl_linear(w, qkv, 3 * C, normed, a->q_w, a->q_b, 0, C, C, T));
@@ -527,7 +527,7 @@ static const vae_layers row_layers = {cl_resnet, cl_attention};
 
 // rows (T, C) = x (C, T) transposed.
 static void channels_to_rows(float *rows, const float *x, int C, int T) {
-    #pragma omp parallel for schedule(static)
+    #pragma omp parallel for schedule(guided)
     for (int t = 0; t < T; t++)
         for (int c = 0; c < C; c++) rows[(int64_t)t * C + c] = x[(int64_t)c * T + t];
 }

@@ -77,7 +77,7 @@ double train_grad_norm(const float *g, size_t n) {
     const size_t chunks = (n + CHUNK - 1) / CHUNK;
     double *part = chunks > 1 ? malloc(chunks * sizeof *part) : NULL;
     if (!part) return sqrt(sum_of_squares(g, n));
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(guided)
     for (size_t c = 0; c < chunks; c++) part[c] = sum_of_squares(g + c * CHUNK, c + 1 < chunks ? CHUNK : n - c * CHUNK);
     double s = 0;
     for (size_t c = 0; c < chunks; c++) s += part[c];
@@ -98,7 +98,7 @@ static void adamw_range(float *params, const float *grads, float *adam_m, float 
     const float neg_step_size = (float)(-(lr / bias_correction1));
     const float bc2_sqrt = (float)sqrt(bias_correction2), eps = (float)hp->eps;
     const float ema_keep = (float)ema_decay, ema_take = (float)(1.0 - ema_decay);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(guided)
     for (size_t i = 0; i < n; i++) {
         const float g = grads[i];
         float p = params[i] * decay;                            // param.mul_(1 - lr * wd)
@@ -133,6 +133,6 @@ void train_adamw_ema_step(const dit_model *m, float *params, const float *grads,
 void train_ema_update(float *ema, const float *params, size_t n, double decay_d) {
     // update_ema: ema.mul_(decay).add_(param, alpha=1 - decay)
     const float decay = (float)decay_d, one_minus = (float)(1.0 - decay_d);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(guided)
     for (size_t i = 0; i < n; i++) ema[i] = ema[i] * decay + params[i] * one_minus;
 }

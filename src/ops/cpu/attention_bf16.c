@@ -164,7 +164,7 @@ dit_status attention_forward_bf16(float *out, uint16_t *out16, int kp, const flo
                 }
             }
         if (out16 && kp > D) {   // the operand's K padding: zeros in columns D..kp of every row
-            #pragma omp for schedule(static)
+            #pragma omp for schedule(guided)
             for (int r = 0; r < B * T; r++)
                 for (int k = D; k < kp; k++) out16[a_offset(&tiles, r, k)] = 0;
         }

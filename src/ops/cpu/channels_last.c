@@ -22,7 +22,7 @@ enum { ROWS_PER_RUN = 32 };
 // runs: scratch of 2 x (T / ROWS_PER_RUN rounded up) x C floats.
 static void channel_moments(double *sum_d, double *sum_d2, float *runs, const float *x, int T, int C) {
     const int num_runs = (T + ROWS_PER_RUN - 1) / ROWS_PER_RUN;
-    #pragma omp parallel for schedule(static)
+    #pragma omp parallel for schedule(guided)
     for (int k = 0; k < num_runs; k++) {
         float *run = runs + (int64_t)k * 2 * C, *run2 = run + C;
         memset(run, 0, sizeof(float) * 2 * (size_t)C);
@@ -88,7 +88,7 @@ static void fill_grid(uint16_t *grid, const float *x, int C, int H, int W, int o
     const int64_t line = (int64_t)grid_w * C, first = origin * line, last = (int64_t)(origin + H) * line;
     memset(grid, 0, (size_t)first * sizeof *grid);   // the top border line, if any
     memset(grid + last, 0, (size_t)(conv3x3_padded_elems(C, H, W) - last) * sizeof *grid);   // bottom and tail
-    #pragma omp parallel for schedule(static)
+    #pragma omp parallel for schedule(guided)
     for (int sy = 0; sy < (upsample ? H / 2 : H); sy++) {
         uint16_t *dst_line = grid + first + (int64_t)sy * repeat * line;
         memset(dst_line, 0, (size_t)origin * C * sizeof *dst_line);   // the left border

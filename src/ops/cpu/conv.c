@@ -32,7 +32,7 @@ static void im2col_band(float *col, const float *x, int Cin, int H, int W, int K
                         int pad_left, int OW, int oy0, int rows) {
     const int K = Cin * KH * KW;
     const int64_t N = (int64_t)rows * OW;
-    #pragma omp parallel for schedule(static) if (K * N > 32768)
+    #pragma omp parallel for schedule(guided) if (K * N > 32768)
     for (int kk = 0; kk < K; kk++) {
         const int ci = kk / (KH * KW), ky = kk / KW % KH, kx = kk % KW;
         const float *plane = x + (int64_t)ci * H * W;
@@ -92,7 +92,7 @@ typedef struct {
 // with upsample from x (Cin, H/2, W/2) repeated 2x2 (nearest).
 static void pad_interleave(float *padded, const float *x, int upsample, int Cin, int H, int W, int pad_top,
                            int pad_left, int Hp, int Wp) {
-    #pragma omp parallel for schedule(static)
+    #pragma omp parallel for schedule(guided)
     for (int yp = 0; yp < Hp; yp++) {
         const int iy = yp - pad_top;
         for (int ci = 0; ci < Cin; ci++) {
@@ -263,7 +263,7 @@ static dit_status conv2d_run(float *out, const float *x, const float *weight, co
         x = upsampled;
     }
     // out starts as the bias (+ residual); sgemm then accumulates onto it (beta 1).
-    #pragma omp parallel for collapse(2) schedule(static) if ((int64_t)B * Cout * out_plane > 65536)
+    #pragma omp parallel for collapse(2) schedule(guided) if ((int64_t)B * Cout * out_plane > 65536)
     for (int b = 0; b < B; b++)
         for (int co = 0; co < Cout; co++) {
             const int64_t at = ((int64_t)b * Cout + co) * out_plane;
@@ -366,7 +366,7 @@ void groupnorm_forward(float *y, const float *x, const float *gamma, const float
 }
 
 void upsample_nearest2x_forward(float *out, const float *x, int N, int H, int W) {
-    #pragma omp parallel for schedule(static) if ((int64_t)N * H * W > 16384)
+    #pragma omp parallel for schedule(guided) if ((int64_t)N * H * W > 16384)
     for (int n = 0; n < N; n++)
         for (int i = 0; i < H; i++) {
             const float *src = x + ((int64_t)n * H + i) * W;
@@ -467,7 +467,7 @@ dit_status conv2d_backward(float *dx, float *dweight, float *dbias, const float 
         return DIT_OK;
     }
     if (dbias) {
-        #pragma omp parallel for schedule(static)
+        #pragma omp parallel for schedule(guided)
         for (int co = 0; co < Cout; co++) {
             double s = 0;
             for (int b = 0; b < B; b++) {
@@ -516,7 +516,7 @@ dit_status conv2d_backward(float *dx, float *dweight, float *dbias, const float 
                              (size_t)K * N * sizeof(float));
     }
     if (partial) {
-        #pragma omp parallel for schedule(static)
+        #pragma omp parallel for schedule(guided)
         for (int64_t i = 0; i < (int64_t)Cout * K; i++) {
             float s = dweight[i];
             for (int g = 0; g < groups; g++) s += partial[(int64_t)g * Cout * K + i];

@@ -58,7 +58,7 @@ static void pad_channels_last(uint16_t *padded, const float *x, int upsample, in
     const int64_t plane = (int64_t)sh * sw, line_elems = (int64_t)Wp * Cin;
     memset(padded, 0, (size_t)line_elems * sizeof *padded);
     memset(padded + (int64_t)(H + 1) * line_elems, 0, (size_t)line_elems * sizeof *padded);
-    #pragma omp parallel for schedule(static)
+    #pragma omp parallel for schedule(guided)
     for (int sy = 0; sy < sh; sy++) {
         uint16_t *line = padded + (int64_t)(sy * repeat + 1) * line_elems;
         memset(line, 0, (size_t)Cin * sizeof *line);
@@ -161,7 +161,7 @@ dit_status conv3x3_bf16(float *out, const float *x, const bf16_packed *Wt, const
     const a_layout at = a_layout_tiles(Kp);
     for (int y0 = 0; y0 < H; y0 += band) {
         const int lines = H - y0 < band ? H - y0 : band, M = lines * W;
-        #pragma omp parallel for schedule(static)
+        #pragma omp parallel for schedule(guided)
         for (int m = 0; m < round_up(M, 32); m++) {
             if (m >= M) {
                 for (int k = 0; k < Kp; k += 32) memset(rows + a_offset(&at, m, k), 0, 32 * sizeof *rows);

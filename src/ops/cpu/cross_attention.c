@@ -28,7 +28,7 @@ void cross_attention_forward(float *out, const float *q, const float *kv, int B,
     DIT_CHECK(S >= 1 && S <= MAX_KEYS && D % H == 0);
     const int hd = D / H;
     const float scale = 1.0f / sqrtf((float)hd);
-    #pragma omp parallel for collapse(2) schedule(static)
+    #pragma omp parallel for collapse(2) schedule(guided)
     for (int b = 0; b < B; b++) {
         for (int t = 0; t < T; t++) {
             const float *qr = q + ((int64_t)b * T + t) * D, *kvb = kv + (int64_t)b * S * 2 * D;
@@ -54,7 +54,7 @@ void cross_attention_backward(float *dq, float *dkv, const float *dout, const fl
     DIT_CHECK(S >= 1 && S <= MAX_KEYS && D % H == 0);
     const int hd = D / H;
     const float scale = 1.0f / sqrtf((float)hd);
-    #pragma omp parallel for collapse(2) schedule(static)
+    #pragma omp parallel for collapse(2) schedule(guided)
     for (int b = 0; b < B; b++) {
         for (int h = 0; h < H; h++) {
             const float *kvb = kv + (int64_t)b * S * 2 * D;

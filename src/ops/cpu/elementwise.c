@@ -24,7 +24,7 @@ void silu_forward_serial(float *y, const float *x, int64_t n) {
 }
 
 void silu_forward(float *y, const float *x, int64_t n) {
-    #pragma omp parallel for schedule(static) if (n > 4 * CHUNK)
+    #pragma omp parallel for schedule(guided) if (n > 4 * CHUNK)
     for (int64_t start = 0; start < n; start += CHUNK)
         silu_forward_serial(y + start, x + start, n - start < CHUNK ? n - start : CHUNK);
 }
@@ -48,7 +48,7 @@ static void silu_backward_chunk(float *dx, const float *dy, const float *x, int 
 }
 
 void silu_backward(float *dx, const float *dy, const float *x, int64_t n) {
-    #pragma omp parallel for schedule(static) if (n > 4 * CHUNK)
+    #pragma omp parallel for schedule(guided) if (n > 4 * CHUNK)
     for (int64_t start = 0; start < n; start += CHUNK)
         silu_backward_chunk(dx + start, dy + start, x + start, (int)(n - start < CHUNK ? n - start : CHUNK));
 }
@@ -75,7 +75,7 @@ static void gelu_tanh_chunk(float *y, const float *x, int n) {
 }
 
 void gelu_tanh_forward(float *y, const float *x, int64_t n) {
-    #pragma omp parallel for schedule(static) if (n > 4 * CHUNK)
+    #pragma omp parallel for schedule(guided) if (n > 4 * CHUNK)
     for (int64_t start = 0; start < n; start += CHUNK)
         gelu_tanh_chunk(y + start, x + start, (int)(n - start < CHUNK ? n - start : CHUNK));
 }
@@ -107,14 +107,14 @@ static void gelu_tanh_backward_chunk(float *dx, const float *dy, const float *x,
 }
 
 void gelu_tanh_backward(float *dx, const float *dy, const float *x, int64_t n) {
-    #pragma omp parallel for schedule(static) if (n > 4 * CHUNK)
+    #pragma omp parallel for schedule(guided) if (n > 4 * CHUNK)
     for (int64_t start = 0; start < n; start += CHUNK)
         gelu_tanh_backward_chunk(dx + start, dy + start, x + start, (int)(n - start < CHUNK ? n - start : CHUNK));
 }
 
 void gated_residual_forward(float *x, const float *y, const float *bias, const float *gate, int row_stride,
                             int B, int T, int D) {
-    #pragma omp parallel for collapse(2) schedule(static)
+    #pragma omp parallel for collapse(2) schedule(guided)
     for (int b = 0; b < B; b++) {
         for (int t = 0; t < T; t++) {
             float *xr = x + ((int64_t)b * T + t) * D;
@@ -131,7 +131,7 @@ void gated_residual_forward(float *x, const float *y, const float *bias, const f
 // dy = gate * dx over (b, t) rows; dgate and dbias are sums over rows, so threads own column blocks of them.
 void gated_residual_backward(float *dy, float *dbias, float *dgate, const float *dx, const float *y,
                              const float *bias, const float *gate, int row_stride, int B, int T, int D) {
-    #pragma omp parallel for collapse(2) schedule(static)
+    #pragma omp parallel for collapse(2) schedule(guided)
     for (int b = 0; b < B; b++) {
         for (int t = 0; t < T; t++) {
             const float *dxr = dx + ((int64_t)b * T + t) * D;
@@ -142,7 +142,7 @@ void gated_residual_backward(float *dy, float *dbias, float *dgate, const float 
     }
     enum { COLS = 128 };
     const int blocks = (D + COLS - 1) / COLS;
-    #pragma omp parallel for collapse(2) schedule(static)
+    #pragma omp parallel for collapse(2) schedule(guided)
     for (int b = 0; b < B; b++) {
         for (int blk = 0; blk < blocks; blk++) {
             const int start = blk * COLS, end = start + COLS < D ? start + COLS : D;
@@ -158,7 +158,7 @@ void gated_residual_backward(float *dy, float *dbias, float *dgate, const float 
         }
     }
     if (dbias) {
-        #pragma omp parallel for schedule(static)
+        #pragma omp parallel for schedule(guided)
         for (int blk = 0; blk < blocks; blk++) {
             const int start = blk * COLS, end = start + COLS < D ? start + COLS : D;
             for (int64_t row = 0; row < (int64_t)B * T; row++) {

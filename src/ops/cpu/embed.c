@@ -7,7 +7,7 @@
 
 void patchify_forward(float *patches, const float *x, int B, int C, int S, int P) {
     const int G = S / P, T = G * G, K = C * P * P;
-    #pragma omp parallel for collapse(2) schedule(static)
+    #pragma omp parallel for collapse(2) schedule(guided)
     for (int b = 0; b < B; b++) {
         for (int tok = 0; tok < T; tok++) {
             int row = tok / G, col = tok % G;
@@ -23,7 +23,7 @@ void patchify_forward(float *patches, const float *x, int B, int C, int S, int P
 // The forward is a permutation (kernel = stride = P), so its backward is the inverse permutation.
 void patchify_backward(float *dx, const float *dpatches, int B, int C, int S, int P) {
     const int G = S / P, T = G * G, K = C * P * P;
-    #pragma omp parallel for collapse(2) schedule(static)
+    #pragma omp parallel for collapse(2) schedule(guided)
     for (int b = 0; b < B; b++) {
         for (int tok = 0; tok < T; tok++) {
             int row = tok / G, col = tok % G;
@@ -38,7 +38,7 @@ void patchify_backward(float *dx, const float *dpatches, int B, int C, int S, in
 
 void unpatchify_forward(float *img, const float *tokens, int B, int C, int S, int P) {
     const int G = S / P, T = G * G, K = C * P * P;
-    #pragma omp parallel for collapse(2) schedule(static)
+    #pragma omp parallel for collapse(2) schedule(guided)
     for (int b = 0; b < B; b++) {
         for (int tok = 0; tok < T; tok++) {
             int row = tok / G, col = tok % G;
@@ -53,7 +53,7 @@ void unpatchify_forward(float *img, const float *tokens, int B, int C, int S, in
 
 void unpatchify_backward(float *dtokens, const float *dimg, int B, int C, int S, int P) {
     const int G = S / P, T = G * G, K = C * P * P;
-    #pragma omp parallel for collapse(2) schedule(static)
+    #pragma omp parallel for collapse(2) schedule(guided)
     for (int b = 0; b < B; b++) {
         for (int tok = 0; tok < T; tok++) {
             int row = tok / G, col = tok % G;

@@ -97,7 +97,7 @@ dit_status bf16_packed_reserve(bf16_packed *dst, int N, int K) {
 
 dit_status bf16_pack_gelu(bf16_packed *dst, const float *src, int N, int K, int64_t stride_k) {
     DIT_TRY(bf16_packed_reserve(dst, N, K));
-    #pragma omp parallel for schedule(static) if ((int64_t)N * K > (1 << 16))
+    #pragma omp parallel for schedule(guided) if ((int64_t)N * K > (1 << 16))
     for (int k = 0; k < dst->Kp; k += 2) pack_rows_along_n(dst->data, dst->Kp / 32, dst->Np, src, N, K, stride_k, k, 1);
     return DIT_OK;
 }
@@ -110,12 +110,12 @@ dit_status bf16_pack(bf16_packed *dst, const float *src, int N, int K, int64_t s
     // the threads when called from outside a parallel region.
     const int big = (int64_t)N * K > (1 << 16);
     if (stride_k == 1) {
-        #pragma omp parallel for schedule(static) if (big)
+        #pragma omp parallel for schedule(guided) if (big)
         for (int n0 = 0; n0 < Np; n0 += 16) pack_rows_along_k(d, KB, src, N, K, stride_n, n0);
         return DIT_OK;
     }
     if (stride_n == 1) {
-        #pragma omp parallel for schedule(static) if (big)
+        #pragma omp parallel for schedule(guided) if (big)
         for (int k = 0; k < Kp; k += 2) pack_rows_along_n(d, KB, Np, src, N, K, stride_k, k, 0);
         return DIT_OK;
     }
@@ -712,12 +712,12 @@ dit_status bf16_convert_both(const float *src, int M, int N, const uint16_t **ro
     const a_layout at_rows = a_layout_tiles(Np), at_cols = a_layout_tiles(Mp);
     #pragma omp parallel
     {
-        #pragma omp for schedule(static)
+        #pragma omp for schedule(guided)
         for (int c = 0; c < chunks; c++)
             convert_chunk(src, N, M, N, Np, r16, &at_rows, c16, &at_cols, c * 16,
                           chunk_sums ? chunk_sums + (int64_t)c * Np : NULL);
         if (chunk_sums) {
-            #pragma omp for schedule(static)
+            #pragma omp for schedule(guided)
             for (int n0 = 0; n0 < N; n0 += 16) add_chunk_sums(col_sums, chunk_sums, chunks, Np, n0, N);
         }
     }
@@ -774,16 +774,16 @@ static dit_status gemm_run(float *out, int64_t ldo, const float *A, int64_t stri
         #pragma omp single
         queues_fill(&q, omp_get_num_threads(), M);
         if (by_columns) {
-            #pragma omp for schedule(static)
+            #pragma omp for schedule(guided)
             for (int k0 = 0; k0 < Kp; k0 += 16)
                 convert_chunk(A, stride_k, B->K, M, Mp, NULL, NULL, A16, at, k0,
                               chunk_sums ? chunk_sums + k0 / 16 * Mp : NULL);
             if (chunk_sums) {
-                #pragma omp for schedule(static)
+                #pragma omp for schedule(guided)
                 for (int m0 = 0; m0 < M; m0 += 16) add_chunk_sums(ep->a_row_sums, chunk_sums, chunks, Mp, m0, M);
             }
         } else {
-            #pragma omp for schedule(static)
+            #pragma omp for schedule(guided)
             for (int rb = 0; rb < MB; rb++) {
                 if (transposed) pack_a_rows_transposed(A16, at, Kp, A, stride_m, stride_k, M, B->K, rb * 32, rb * 32 + 32);
                 else pack_a_rows(A16, at, Kp, A, stride_m, stride_k, M, B->K, rb * 32, rb * 32 + 32);

@@ -7,7 +7,7 @@ void linear_forward(float *out, const float *inp, const float *weight, const flo
     float beta = 0.0f;
     if (bias) {
         // Start from the bias and let sgemm accumulate onto it: one pass over out instead of two.
-        #pragma omp parallel for schedule(static) if ((int64_t)M * N > 65536)
+        #pragma omp parallel for schedule(guided) if ((int64_t)M * N > 65536)
         for (int m = 0; m < M; m++) {
             float *row = out + (int64_t)m * N;
             for (int n = 0; n < N; n++) row[n] = bias[n];
@@ -30,7 +30,7 @@ void linear_backward(float *dinp, float *dweight, float *dbias, const float *dou
 // dbias (N) += column sums of dout (M, N). Threads split the columns of dbias, so no two write the same element.
 void bias_backward(float *dbias, const float *dout, int M, int N) {
     enum { COLS = 256 };
-    #pragma omp parallel for schedule(static) if ((int64_t)M * N > 65536)
+    #pragma omp parallel for schedule(guided) if ((int64_t)M * N > 65536)
     for (int start = 0; start < N; start += COLS) {
         const int end = start + COLS < N ? start + COLS : N;
         for (int m = 0; m < M; m++) {

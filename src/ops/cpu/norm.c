@@ -7,7 +7,7 @@
 void layernorm_modulate_forward(float *y, float *mean, float *rstd, const float *x, const float *shift,
                                 const float *scale, int row_stride, int B, int T, int D) {
     const double eps = 1e-6;
-    #pragma omp parallel for collapse(2) schedule(static)
+    #pragma omp parallel for collapse(2) schedule(guided)
     for (int b = 0; b < B; b++) {
         for (int t = 0; t < T; t++) {
             const float *xr = x + ((int64_t)b * T + t) * D;
@@ -38,7 +38,7 @@ void layernorm_modulate_forward(float *y, float *mean, float *rstd, const float 
 void layernorm_modulate_backward(float *dx, float *dshift, float *dscale, const float *dy, const float *x,
                                  const float *mean, const float *rstd, const float *scale, int row_stride,
                                  int B, int T, int D) {
-    #pragma omp parallel for collapse(2) schedule(static)
+    #pragma omp parallel for collapse(2) schedule(guided)
     for (int b = 0; b < B; b++) {
         for (int t = 0; t < T; t++) {
             const int64_t row = (int64_t)b * T + t;
@@ -62,7 +62,7 @@ void layernorm_modulate_backward(float *dx, float *dshift, float *dscale, const 
     }
     enum { COLS = 128 };
     const int blocks = (D + COLS - 1) / COLS;
-    #pragma omp parallel for collapse(2) schedule(static)
+    #pragma omp parallel for collapse(2) schedule(guided)
     for (int b = 0; b < B; b++) {
         for (int blk = 0; blk < blocks; blk++) {
             const int start = blk * COLS, end = start + COLS < D ? start + COLS : D;

@@ -8,7 +8,7 @@
 void layernorm_affine_forward(float *y, float *mean, float *rstd, const float *x, const float *weight,
                               const float *bias, int64_t N, int D) {
     const double eps = 1e-6;
-    #pragma omp parallel for schedule(static)
+    #pragma omp parallel for schedule(guided)
     for (int64_t row = 0; row < N; row++) {
         const float *xr = x + row * D;
         float *yr = y + row * D;
@@ -33,7 +33,7 @@ void layernorm_affine_forward(float *y, float *mean, float *rstd, const float *x
 // dx runs over rows; dweight/dbias over blocks of columns, each thread owning its outputs (sums in double).
 void layernorm_affine_backward(float *dx, float *dweight, float *dbias, const float *dy, const float *x,
                                const float *mean, const float *rstd, const float *weight, int64_t N, int D) {
-    #pragma omp parallel for schedule(static)
+    #pragma omp parallel for schedule(guided)
     for (int64_t row = 0; row < N; row++) {
         const float *xr = x + row * D, *dyr = dy + row * D;
         float *dxr = dx + row * D;
@@ -52,7 +52,7 @@ void layernorm_affine_backward(float *dx, float *dweight, float *dbias, const fl
     }
     enum { COLS = 16 };
     const int blocks = (D + COLS - 1) / COLS;
-    #pragma omp parallel for schedule(static)
+    #pragma omp parallel for schedule(guided)
     for (int blk = 0; blk < blocks; blk++) {
         const int start = blk * COLS, end = start + COLS < D ? start + COLS : D;
         double dw[COLS] = {0}, db[COLS] = {0};

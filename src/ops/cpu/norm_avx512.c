@@ -38,7 +38,7 @@ dit_status layernorm_modulate_pack_avx512(bf16_packed *dst, const modulated_rows
     DIT_TRY(bf16_packed_reserve(dst, in->D, M));
     const int KB = dst->Kp / 32, Np = dst->Np;
     uint16_t *d = dst->data;
-    #pragma omp parallel for schedule(static)
+    #pragma omp parallel for schedule(guided)
     for (int k = 0; k < dst->Kp; k += 2)   // token rows k and k + 1 (zeros past M)
         for (int n0 = 0; n0 < Np; n0 += 16)
             store_pair_row(d, KB, n0, k, k < M ? modulated16(in, k, n0) : _mm512_setzero_ps(),
@@ -49,7 +49,7 @@ dit_status layernorm_modulate_pack_avx512(bf16_packed *dst, const modulated_rows
 void layernorm_modulate_forward_avx512(float *y, uint16_t *y16, int kp, float *mean, float *rstd, const float *x,
                                        const float *shift, const float *scale, int row_stride, int B, int T, int D) {
     const a_layout tiles = a_layout_tiles(kp);
-    #pragma omp parallel for collapse(2) schedule(static)
+    #pragma omp parallel for collapse(2) schedule(guided)
     for (int b = 0; b < B; b++) {
         for (int t = 0; t < T; t++) {
             const int64_t row = (int64_t)b * T + t;
@@ -89,7 +89,7 @@ void layernorm_modulate_backward_avx512(float *dx, float *dshift, float *dscale,
                                         const float *mean, const float *rstd, const float *scale, int row_stride,
                                         int B, int T, int D) {
     // dx += rstd (g - mean(g) - xhat mean(g xhat)), g = dy (1 + scale), xhat = (x - mean) rstd, per row
-    #pragma omp parallel for collapse(2) schedule(static)
+    #pragma omp parallel for collapse(2) schedule(guided)
     for (int b = 0; b < B; b++) {
         for (int t = 0; t < T; t++) {
             const int64_t row = (int64_t)b * T + t;
@@ -121,7 +121,7 @@ void layernorm_modulate_backward_avx512(float *dx, float *dshift, float *dscale,
     // dshift = sum_t dy, dscale = sum_t dy xhat, per sample, columns in blocks over the threads
     enum { COLS = 64 };
     const int blocks = (D + COLS - 1) / COLS;
-    #pragma omp parallel for collapse(2) schedule(static)
+    #pragma omp parallel for collapse(2) schedule(guided)
     for (int b = 0; b < B; b++) {
         for (int blk = 0; blk < blocks; blk++) {
             const int start = blk * COLS, end = start + COLS < D ? start + COLS : D;

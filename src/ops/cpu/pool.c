@@ -5,18 +5,18 @@
 #include "ops/conv.h"
 
 void relu_forward(float *y, const float *x, int64_t n) {
-    #pragma omp parallel for schedule(static) if (n > 65536)
+    #pragma omp parallel for schedule(guided) if (n > 65536)
     for (int64_t i = 0; i < n; i++) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
 }
 
 void relu_backward(float *dx, const float *dy, const float *y, int64_t n) {
-    #pragma omp parallel for schedule(static) if (n > 65536)
+    #pragma omp parallel for schedule(guided) if (n > 65536)
     for (int64_t i = 0; i < n; i++) dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
 }
 
 void maxpool2x2_forward(float *out, const float *x, int N, int H, int W) {
     const int OH = H / 2, OW = W / 2;
-    #pragma omp parallel for schedule(static) if ((int64_t)N * H * W > 65536)
+    #pragma omp parallel for schedule(guided) if ((int64_t)N * H * W > 65536)
     for (int n = 0; n < N; n++) {
         const float *plane = x + (int64_t)n * H * W;
         float *o = out + (int64_t)n * OH * OW;
@@ -35,7 +35,7 @@ void maxpool2x2_forward(float *out, const float *x, int N, int H, int W) {
 
 void maxpool2x2_backward(float *dx, const float *dout, const float *x, int N, int H, int W) {
     const int OH = H / 2, OW = W / 2;
-    #pragma omp parallel for schedule(static) if ((int64_t)N * H * W > 65536)
+    #pragma omp parallel for schedule(guided) if ((int64_t)N * H * W > 65536)
     for (int n = 0; n < N; n++) {
         const float *plane = x + (int64_t)n * H * W;
         float *d = dx + (int64_t)n * H * W;
