@@ -495,11 +495,16 @@ static dit_status cl_resnet(float *out, const float *x, const vae_resnet *r, int
     // out = the skip (x, or its 1x1 projection) + conv2's bias, then conv2(silu(norm2(h))) added in the conv's
     // store (a plain accumulation, which the kernel does in place)
     const int C = r->cout;
-    if (r->shortcut_w) DIT_TRY(cl_linear(w, out, C, x, r->shortcut_w, r->shortcut_b, 0, r->cin, C, T));
-    else memcpy(out, x, sizeof(float) * (size_t)T * C);
-    #pragma omp parallel for schedule(guided)
-    for (int t = 0; t < T; t++)
-        for (int c = 0; c < C; c++) out[(int64_t)t * C + c] += r->conv2_b[c];
+    if (r->shortcut_w) {
+        DIT_TRY(cl_linear(w, out, C, x, r->shortcut_w, r->shortcut_b, 0, r->cin, C, T));
+        #pragma omp parallel for schedule(guided)
+        for (int t = 0; t < T; t++)
+            for (int c = 0; c < C; c++) out[(int64_t)t * C + c] += r->conv2_b[c];
+    } else {   // one pass, not a copy and then an addition
+        #pragma omp parallel for schedule(guided)
+        for (int t = 0; t < T; t++)
+            for (int c = 0; c < C; c++) out[(int64_t)t * C + c] = x[(int64_t)t * C + c] + r->conv2_b[c];
+    }
     if (!(affine = cl_groupnorm(w, h, r->norm2_w, r->norm2_b, T, C, G))) return DIT_ERR;
     return cl_conv3x3(w, out, h, r->conv2_w, NULL, 1, 0, C, C, H, W, 0, affine, affine + C);
 }

@@ -29,9 +29,9 @@ static inline __m512 reciprocal512(__m512 d) {
     return _mm512_mul_ps(r, _mm512_fnmadd_ps(d, r, _mm512_set1_ps(2.0f)));
 }
 
-// sigmoid(2u) for 2u = two_u: 1 / (1 + exp(-2u)).
-static inline __m512 sigmoid512(__m512 two_u) {
-    return reciprocal512(_mm512_add_ps(_mm512_set1_ps(1.0f), fast_exp512(_mm512_sub_ps(_mm512_setzero_ps(), two_u))));
+// sigmoid(x) = 1 / (1 + exp(-x)) (GELU-tanh takes it at x = 2u, SiLU at x = its input).
+static inline __m512 sigmoid512(__m512 x) {
+    return reciprocal512(_mm512_add_ps(_mm512_set1_ps(1.0f), fast_exp512(_mm512_sub_ps(_mm512_setzero_ps(), x))));
 }
 
 // gelu_tanh(v) = v * sigmoid(2u), u = sqrt(2/pi) (v + 0.044715 v^3), as elementwise.c computes it (which
