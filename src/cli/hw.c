@@ -6,6 +6,7 @@
 #include "cli/cli.h"
 #include "ops/cpu/cpu_features.h"
 #include "ops/cpu/blas_core.h"
+#include "ops/peak.h"
 
 int cli_print_hw(void) {
     const cpu_features *f = cpu_features_get();
@@ -35,6 +36,22 @@ int cli_print_hw(void) {
         printf("  bf16 %-9s %8.0f\n", cpu_path_name(bf16_paths[i]),
                dit_measure_gemm_gflops(DIT_PRECISION_BF16, 1024, 1024, 1024));
         cpu_path_force(active);
+    }
+    if (active >= CPU_PATH_AVX512_BF16) {   // the cores of a virtual machine or a hybrid CPU need not run alike
+        enum { MAX_CPUS = 256 };
+        int cpus[MAX_CPUS];
+        double rates[MAX_CPUS], lo = 0, hi = 0;
+        const int n = measure_cpu_bf16_gflops(cpus, rates, MAX_CPUS);
+        printf("one core each, bf16 %s, 256 x 256 x 512 in L2 (GFLOP/s):", cpu_path_name(active));
+        for (int i = 0; i < n; i++) {
+            printf("%s cpu%d %.0f", i ? "," : "", cpus[i], rates[i]);
+            if (!i || rates[i] < lo) lo = rates[i];
+            if (!i || rates[i] > hi) hi = rates[i];
+        }
+        printf("\n");
+        if (n > 1 && lo > 0 && hi > 1.3 * lo)
+            printf("  the cores differ %.1fx: a timing moves with the core a thread runs on; dit's threads balance their "
+                   "work\n", hi / lo);
     }
     return 0;
 }
