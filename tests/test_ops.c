@@ -3,7 +3,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <pthread.h>
 
+#include "base/thread_exit.h"
 #include "ops/cpu/blas_core.h"
 #include "ops/cpu/cpu_features.h"
 #include "ops/cpu/fast_exp.h"
@@ -175,7 +177,34 @@ static void test_blas_kernels(void) {
           generic ? " (the generic SSE3 set) on a CPU with AVX2" : "");
 }
 
+// thread_exit hooks: a thread registers two (one of them twice); both run once when it ends, the last
+// registered first.
+static _Thread_local thread_exit_hook hook_a, hook_b;
+static int exit_order[4], exit_count;
+
+static void record_exit(void *arg) { exit_order[exit_count++ % 4] = (int)(intptr_t)arg; }
+
+static void *thread_with_hooks(void *unused) {
+    (void)unused;
+    hook_a = (thread_exit_hook){.run = record_exit, .arg = (void *)1};
+    hook_b = (thread_exit_hook){.run = record_exit, .arg = (void *)2};
+    thread_exit_register(&hook_a);
+    thread_exit_register(&hook_b);
+    thread_exit_register(&hook_a);
+    return NULL;
+}
+
+static void test_thread_exit(void) {
+    pthread_t t;
+    exit_count = 0;
+    const int started = pthread_create(&t, NULL, thread_with_hooks, NULL) == 0;
+    if (started) pthread_join(t, NULL);
+    CHECK(started && exit_count == 2 && exit_order[0] == 2 && exit_order[1] == 1,
+          "thread_exit: a thread's two hooks run once each when it ends, the last registered first (ran %d)", exit_count);
+}
+
 void test_ops(void) {
+    test_thread_exit();
     test_blas_kernels();
     test_fast_exp();
     test_linear();

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "base/error.h"
+#include "base/thread_exit.h"
 #include "ops/cpu/cpu_features.h"
 #include "ops/ops.h"
 
@@ -101,10 +102,31 @@ typedef struct {
 
 static _Thread_local workspace16 hidden16, norm16, attn16;
 
+// Per-thread packing buffers of the linear backwards for the operands that change every call (the weight used
+// transposed, the input activations as dweight's right operand); they only grow.
+static _Thread_local bf16_packed backward_wt, backward_act;
+
+// This file's per-thread buffers are freed when their thread ends.
+static _Thread_local thread_exit_hook scratch_exit;
+
+static void free_scratch(void *unused) {
+    (void)unused;
+    workspace16 *w16[] = {&hidden16, &norm16, &attn16};
+    for (int i = 0; i < 3; i++) free(w16[i]->data), w16[i]->data = NULL, w16[i]->capacity = 0;
+    bf16_packed_free(&backward_wt);
+    bf16_packed_free(&backward_act);
+}
+
+static void own_scratch(void) {
+    scratch_exit.run = free_scratch;
+    thread_exit_register(&scratch_exit);
+}
+
 // rows x kp elements, rows padded to 32 (the products read whole 32-row blocks; the padding rows' values are
 // never used).
 static uint16_t *workspace16_get(workspace16 *w, int rows, int kp) {
     const size_t elems = (size_t)(((int64_t)rows + 31) / 32 * 32) * (size_t)kp;
+    own_scratch();
     if (w->capacity < elems) {
         free(w->data);
         w->capacity = 0;
@@ -133,10 +155,6 @@ dit_status op_mlp(const ops_context *ctx, linear_layer *fc1, linear_layer *fc2, 
     return linear_bf16(ctx, fc2, out, &(op_operand){.b16 = h16, .kp = W2->Kp}, M, ep ? ep : &plain);
 }
 
-// Per-thread packing buffers of the linear backwards for the operands that change every call (the weight used
-// transposed, the input activations as dweight's right operand); they only grow.
-static _Thread_local bf16_packed backward_wt, backward_act;
-
 // The two products of a linear layer's backward on the bf16 path, with act (dweight's right operand, inp
 // packed as B[k, m]) ready: dinp (M, K) = epilogue(dout (M, N) @ W (N, K)), B[k, n] = W[n, k] packed into wt;
 // dweight (N, K) += dout^T (N, M) @ inp (M, K); dbias (N) += the column sums of dout. dout is rounded to bf16
@@ -145,6 +163,7 @@ static dit_status backward_products(linear_layer *L, float *dinp, float *dweight
                                     int M, const gemm_epilogue *dinp_ep) {
     bf16_packed *wt = &backward_wt;
     const bf16_packed *act = &backward_act;
+    own_scratch();
     const int N = L->N, K = L->K;
     const gemm_epilogue acc = {.accumulate = 1};
     if (!dinp) {

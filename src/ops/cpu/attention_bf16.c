@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "base/error.h"
+#include "base/thread_exit.h"
 #include "ops/bf16.h"
 #include "ops/cpu/fast_exp512.h"
 #include "ops/cpu/mask16.h"
@@ -24,9 +25,18 @@ typedef struct {
     float *scores, *dscores;         // (rows, T) each
     uint16_t *p16;                   // the forward's probabilities as P V's bf16 left operand: (rows, T) in tiles
     int64_t capacity;
+    thread_exit_hook on_exit;        // frees all of it when the thread ends
 } head_workspace;
 
 static _Thread_local head_workspace ws;
+
+static void free_head_workspace(void *arg) {
+    head_workspace *w = arg;
+    bf16_packed *packed[] = {&w->k, &w->v, &w->kt, &w->q, &w->dout};
+    for (size_t i = 0; i < sizeof packed / sizeof packed[0]; i++) bf16_packed_free(packed[i]);
+    free(w->scores), free(w->dscores), free(w->p16);
+    w->scores = w->dscores = NULL, w->p16 = NULL, w->capacity = 0;
+}
 
 static int query_block_rows(int T) {
     int rows = BLOCK_FLOATS / T / 32 * 32;
@@ -39,6 +49,8 @@ static int round32(int x) { return (x + 31) / 32 * 32; }
 // scores and p16 for T tokens (p16 with rows and T padded to 32); dscores too for the backward.
 static dit_status ensure_scores(int T, int backward) {
     const int64_t need = (int64_t)round32(query_block_rows(T)) * round32(T);
+    ws.on_exit.run = free_head_workspace, ws.on_exit.arg = &ws;
+    thread_exit_register(&ws.on_exit);
     if (ws.capacity < need || (backward && !ws.dscores)) {
         free(ws.scores);
         free(ws.dscores);

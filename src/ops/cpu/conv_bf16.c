@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "base/error.h"
+#include "base/thread_exit.h"
 #include "ops/bf16.h"
 #include "ops/cpu/mask16.h"
 #include "ops/cpu/transpose16.h"
@@ -35,9 +36,16 @@ typedef struct {
     uint16_t *padded;   // (H + 2, W + 2, Cin) bf16
     uint16_t *rows;     // (band positions, Kp) bf16, in tiles (a_layout in ops/bf16.h)
     size_t padded_cap, rows_cap;
+    thread_exit_hook on_exit;   // frees both when the thread ends
 } conv_workspace;
 
 static _Thread_local conv_workspace ws;
+
+static void free_conv_workspace(void *arg) {
+    conv_workspace *w = arg;
+    free(w->padded), free(w->rows);
+    w->padded = w->rows = NULL, w->padded_cap = w->rows_cap = 0;
+}
 
 static uint16_t *grow(uint16_t **buf, size_t *cap, size_t elems) {
     if (*cap < elems) {
@@ -45,6 +53,8 @@ static uint16_t *grow(uint16_t **buf, size_t *cap, size_t elems) {
         *cap = 0;
         if (!(*buf = dit_malloc(elems * sizeof **buf))) return NULL;
         *cap = elems;
+        ws.on_exit.run = free_conv_workspace, ws.on_exit.arg = &ws;
+        thread_exit_register(&ws.on_exit);
     }
     return *buf;
 }

@@ -16,6 +16,7 @@
 #endif
 
 #include "base/error.h"
+#include "base/thread_exit.h"
 #include "ops/bf16.h"
 #include "ops/cpu/bf16_pairs.h"
 #include "ops/cpu/cpu_features.h"
@@ -426,11 +427,19 @@ static void epilogue_block(float *out, int64_t ldo, const float *C, int m0, int 
 
 // ---- the driver -------------------------------------------------------------------------------------------
 
-// The driver's work buffers are per thread and only grow (the sampler's steady state allocates nothing).
+// The driver's work buffers are per thread and only grow (the sampler's steady state allocates nothing); a
+// buffer is freed when its thread ends.
 typedef struct {
     void *data;
     size_t bytes;
+    thread_exit_hook on_exit;
 } grow_buffer;
+
+static void free_grow_buffer(void *arg) {
+    grow_buffer *b = arg;
+    free(b->data);
+    b->data = NULL, b->bytes = 0;
+}
 
 // At least `bytes` of b (its old contents not kept); NULL when out of memory.
 static void *grow(grow_buffer *b, size_t bytes) {
@@ -439,6 +448,8 @@ static void *grow(grow_buffer *b, size_t bytes) {
         b->bytes = 0;
         if (!(b->data = dit_malloc(bytes))) return NULL;
         b->bytes = bytes;
+        b->on_exit.run = free_grow_buffer, b->on_exit.arg = b;
+        thread_exit_register(&b->on_exit);
     }
     return b->data;
 }
