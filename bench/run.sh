@@ -14,6 +14,7 @@ python=${TORCH_PY:-bench/.venv/bin/python}
 $python -c "import torch" 2>/dev/null || { echo "bench: needs PyTorch 2.x in $python: run scripts/setup.sh --bench" >&2; exit 1; }
 echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2-)   torch $($python -c 'import torch; print(torch.__version__)')"
 echo "load before: $(uptime | sed 's/.*load average: //')"
+echo "cores before: $(sh bench/cores.sh $build/dit)"
 printf "%-9s %5s | %8s %8s | %8s %8s | %8s %8s | %8s %8s | %9s %9s\n" model batch "dit f32" "GFLOP/s" "dit bf16" \
     "GFLOP/s" "torch32" "GFLOP/s" "torch bf" "GFLOP/s" "f32 ratio" "bf16 ratio"
 for spec in "DiT-S/2 8" "DiT-XL/2 2"; do
@@ -34,4 +35,5 @@ print("%-9s %5d | %8.3f %8.0f | %8.3f %8.0f | %8.3f %8.0f | %8.3f %8.0f | %8.2fx
 PY
 done
 echo "load after:  $(uptime | sed 's/.*load average: //')"
+echo "cores after:  $(sh bench/cores.sh $build/dit)"
 echo "ratio = torch seconds / dit seconds in the same precision (f32: both fp32; bf16: dit bf16 vs torch bf16 autocast)."

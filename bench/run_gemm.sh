@@ -10,6 +10,7 @@ python=${TORCH_PY:-bench/.venv/bin/python}
 make -s "$build/bench_gemm" >/dev/null
 echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2-)   threads $threads"
 echo "load before: $(uptime | sed 's/.*load average: //')"
+echo "cores before: $(sh bench/cores.sh $build/dit)"
 for shape in "2048 2048 2048" "256 3456 1152" "256 1152 1152" "256 4608 1152" "256 1152 4608"; do
     OMP_NUM_THREADS=$threads "$build/bench_gemm" $shape 10
     $python bench/ref_gemm.py $shape 10 "$threads"
@@ -27,3 +28,4 @@ for s in shapes:
     print("%-16s" % ("%dx%dx%d" % s) + "".join("%18s" % (got.get(k, "-")) for k in kernels))
 '
 echo "load after:  $(uptime | sed 's/.*load average: //')"
+echo "cores after:  $(sh bench/cores.sh $build/dit)"

@@ -15,6 +15,7 @@ python=${TORCH_PY:-bench/.venv/bin/python}
 $python -c "import torch" 2>/dev/null || { echo "bench: needs PyTorch 2.x in $python: run scripts/setup.sh --bench" >&2; exit 1; }
 echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2-)   torch $($python -c 'import torch; print(torch.__version__)')"
 echo "load before: $(uptime | sed 's/.*load average: //')"
+echo "cores before: $(sh bench/cores.sh $build/dit)"
 printf "%-28s %5s | %9s %8s %8s | %9s %8s %8s | %6s\n" model batch "dit s" "GFLOP/s" "peak MB" "torch s" "GFLOP/s" "peak MB" ratio
 run_pair() {   # label, precision (fp32 | bf16), then the shared arguments
     local label="$1 $2" precision=$2 autocast=none
@@ -42,3 +43,4 @@ for p in fp32 bf16; do
     run_pair "FMNIST 32x32x1 p4 D256" $p --size 32 --channels 1 --patch 4 --hidden 256 --depth 6 --heads 4 --batch 64
 done
 echo "load after:  $(uptime | sed 's/.*load average: //')"
+echo "cores after:  $(sh bench/cores.sh $build/dit)"

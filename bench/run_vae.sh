@@ -18,6 +18,7 @@ if [ -z "$BENCH" ]; then
     BENCH=build/vae_bench
 fi
 echo "load before: $(uptime | sed 's/.*load average: //')"
+echo "cores before: $(sh bench/cores.sh build/dit)"
 MACS=$($PY bench/ref_vae.py --count-macs --latent "$LATENT")
 LOG=$(mktemp)
 trap 'rm -f "$LOG"' EXIT
@@ -30,6 +31,7 @@ while [ "$i" -lt "$ROUNDS" ]; do
     i=$((i + 1))
 done
 echo "load after:  $(uptime | sed 's/.*load average: //')"
+echo "cores after:  $(sh bench/cores.sh build/dit)"
 $PY - "$LOG" "$MACS" <<'EOF'
 import json, statistics, sys
 runs = [json.loads(line) for line in open(sys.argv[1]) if line.startswith("{")]
