@@ -623,6 +623,7 @@ enum { UNITS_PER_THREAD = 4 };
 
 typedef struct {
     int threads, units;              // units in each thread's queue
+    int chunk_blocks, per_chunk;     // row blocks per chunk; units per thread per chunk
     unsigned long long *claims;      // per thread: (back << 32) | front, the queue's untaken units [front, back)
 } work_queues;
 
@@ -640,11 +641,10 @@ static int take_unit(work_queues *q, int t, int from_back) {
 
 // Unit i of thread t's queue: the output blocks it covers.
 static dit_status run_unit(float *out, int64_t ldo, const uint16_t *A16, const a_layout *at, const bf16_packed *B,
-                           int M, kernel_fn kernel, const gemm_epilogue *ep, int t, int threads, int i) {
-    const int MB = round_up(M, 32) / 32, panels = B->Np / 32;
-    const int chunks = (MB + CHUNK_BLOCKS - 1) / CHUNK_BLOCKS, chunk_blocks = (MB + chunks - 1) / chunks;
-    const int units = threads == 1 ? 1 : UNITS_PER_THREAD, c0 = i / units * chunk_blocks, u = i % units;
-    const int c1 = c0 + chunk_blocks < MB ? c0 + chunk_blocks : MB;
+                           int M, kernel_fn kernel, const gemm_epilogue *ep, const work_queues *q, int t, int i) {
+    const int MB = round_up(M, 32) / 32, panels = B->Np / 32, threads = q->threads, units = q->per_chunk;
+    const int c0 = i / units * q->chunk_blocks, u = i % units;
+    const int c1 = c0 + q->chunk_blocks < MB ? c0 + q->chunk_blocks : MB;
     const int by_panels = panels >= 2 * threads || c1 - c0 < threads, extent = by_panels ? panels : c1 - c0;
     const int s0 = (int)((int64_t)extent * t / threads), s1 = (int)((int64_t)extent * (t + 1) / threads);
     const int r0 = s0 + (s1 - s0) * u / units, r1 = s0 + (s1 - s0) * (u + 1) / units;
@@ -657,7 +657,9 @@ static dit_status run_unit(float *out, int64_t ldo, const uint16_t *A16, const a
 static void queues_fill(work_queues *q, int threads, int M) {
     const int MB = round_up(M, 32) / 32, chunks = (MB + CHUNK_BLOCKS - 1) / CHUNK_BLOCKS;
     q->threads = threads;
-    q->units = chunks * (threads == 1 ? 1 : UNITS_PER_THREAD);
+    q->chunk_blocks = (MB + chunks - 1) / chunks;
+    q->per_chunk = threads == 1 ? 1 : UNITS_PER_THREAD;
+    q->units = chunks * q->per_chunk;
     for (int t = 0; t < threads; t++) q->claims[t] = (unsigned long long)q->units << 32;
 }
 
@@ -687,9 +689,18 @@ static dit_status run_share(float *out, int64_t ldo, const uint16_t *A16, const 
     for (int k = 0; k < q->threads && st == DIT_OK; k++) {
         const int t = (thread + k + (others_first ? 1 : 0)) % q->threads;
         for (int i; st == DIT_OK && (i = take_unit(q, t, t != thread)) >= 0;)
-            st = run_unit(out, ldo, A16, at, B, M, kernel, ep, t, q->threads, i);
+            st = run_unit(out, ldo, A16, at, B, M, kernel, ep, q, t, i);
     }
     return st;
+}
+
+// All of the output blocks in the calling thread, one queue.
+static dit_status run_serial(float *out, int64_t ldo, const uint16_t *A16, const a_layout *at, const bf16_packed *B,
+                             int M, kernel_fn kernel, const gemm_epilogue *ep) {
+    unsigned long long claim;
+    work_queues q = {.claims = &claim};
+    queues_fill(&q, 1, M);
+    return run_share(out, ldo, A16, at, B, M, kernel, ep, &q, 0);
 }
 
 static kernel_fn active_kernel(void) {
@@ -772,10 +783,7 @@ static dit_status gemm_run(float *out, int64_t ldo, const float *A, int64_t stri
         if (chunk_sums)
             for (int m0 = 0; m0 < M; m0 += 16) add_chunk_sums(ep->a_row_sums, chunk_sums, chunks, Mp, m0, M);
         if (amx) amx_configure();
-        unsigned long long claim;
-        work_queues q = {.claims = &claim};
-        queues_fill(&q, 1, M);
-        return run_share(out, ldo, A16, at, B, M, kernel, ep, &q, 0);
+        return run_serial(out, ldo, A16, at, B, M, kernel, ep);
     }
     unsigned long long stack_claims[STACK_QUEUES];
     work_queues q;
@@ -846,10 +854,7 @@ dit_status gemm_bf16_a16_serial(float *out, int64_t ldo, const uint16_t *A16, co
     if (ep && ep->a_row_sums) return row_sums_need_floats();
     const kernel_fn kernel = active_kernel();
     if (kernel == amx_kernel_32x32) amx_configure();
-    unsigned long long claim;
-    work_queues q = {.claims = &claim};
-    queues_fill(&q, 1, M);
-    return run_share(out, ldo, A16, at, B, M, kernel, ep, &q, 0) == DIT_OK ? DIT_OK : partial_sums_failed();
+    return run_serial(out, ldo, A16, at, B, M, kernel, ep) == DIT_OK ? DIT_OK : partial_sums_failed();
 }
 
 dit_status gemm_bf16(float *out, int64_t ldo, const float *A, int64_t stride_m, int64_t stride_k,
