@@ -645,6 +645,24 @@ static int npy_matches(const npy_array *a, dit_dtype dt, int ndim, const int64_t
     return 1;
 }
 
+// A Fortran-ordered array with a zero dimension holds nothing, whatever its other dimensions: it loads as an
+// empty array (the reordering once multiplied the other dimensions and overflowed; found by make fuzz).
+static void test_npy_fortran_empty(void) {
+    char bytes[128];
+    const char *dict = "{'descr': '>i4', 'fortran_order': True, 'shape': (8888888888888281, 888281, 3, 0, 8881, 3, 9, 4), }";
+    memset(bytes, ' ', sizeof bytes);
+    memcpy(bytes, "\x93NUMPY\x01\x00", 8);
+    bytes[8] = (char)(sizeof bytes - 10), bytes[9] = 0;
+    memcpy(bytes + 10, dict, strlen(dict));
+    bytes[sizeof bytes - 1] = '\n';
+    npy_array a;
+    const dit_status s = npy_parse((const uint8_t *)bytes, sizeof bytes, "empty.npy", &a);
+    CHECK(s == DIT_OK && a.ndim == 8 && a.shape[3] == 0 && a.nbytes == 0,
+          "npy: a Fortran-ordered (..., 0, ...) array with huge other dimensions loads empty: %s",
+          s ? dit_last_error() : "ok");
+    if (s == DIT_OK) npy_free(&a);
+}
+
 static void test_npy_round_trip(void) {
     int failures = 0, checked = 0;
     for (int i = 0; i < DTYPE_COUNT; i++) {
@@ -1115,6 +1133,7 @@ void test_io(void) {
     test_safetensors_python();
     test_safetensors_hostile();
     test_npy_round_trip();
+    test_npy_fortran_empty();
     test_npy_numpy_files();
     test_npy_hostile();
     test_random_corruption();

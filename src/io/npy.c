@@ -170,6 +170,7 @@ static void byteswap_elements(uint8_t *data, size_t count, size_t item) {
 // read each element from its column-major position.
 static void fortran_to_c_order(uint8_t *dst, const uint8_t *src, const int64_t *shape, int ndim, size_t item,
                                size_t count) {
+    if (count == 0) return;   // a zero dimension: the others may be anything, and their product overflow
     int64_t index[TENSOR_MAX_DIMS] = {0}, fortran_stride[TENSOR_MAX_DIMS];
     int64_t stride = 1;
     for (int d = 0; d < ndim; d++) fortran_stride[d] = stride, stride *= shape[d];
