@@ -167,7 +167,8 @@ dit_status conv3x3_bf16_padded(float *out, const uint16_t *padded, const bf16_pa
 // for other Cin (on = 0); both give the same bits. For tests and benchmarks.
 void conv3x3_bf16_allow_direct(int on);
 
-// Round float32 to bf16 and back (nearest even), as the kernels see their inputs.
+// Round float32 to bf16 and back (nearest even), as the kernels see their inputs. Like bf16_packed_free,
+// bf16_packed_reserve and conv3x3_padded_elems, safe on any CPU (ops/cpu/bf16_portable.c).
 float bf16_round(float x);
 
 // Kernel internals shared by gemm_bf16.c and gemm_amx.c.

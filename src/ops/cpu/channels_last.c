@@ -76,8 +76,6 @@ dit_status groupnorm_cl_affine(float *scale, float *shift, const float *x, int T
     return DIT_OK;
 }
 
-int64_t conv3x3_padded_elems(int C, int H, int W) { return ((int64_t)(H + 2) * (W + 2) + 2 * (W + 2) + 72) * C; }
-
 // The grid of lines `grid_w` positions wide whose position (origin + y, origin + x) holds the value of input
 // position (y, x) for y < H, x < W (an input of H/2 x W/2 repeated 2 x 2 with upsample), zeros everywhere else up
 // to conv3x3_padded_elems(C, H, W) elements. origin 1: the 1-pixel border of a pad-1 conv (grid_w = W + 2);

@@ -33,19 +33,7 @@ static inline uint16_t to_bf16(float f) {
     return (uint16_t)(u >> 16);
 }
 
-float bf16_round(float x) {
-    uint32_t u = (uint32_t)to_bf16(x) << 16;
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
-}
-
 // ---- packing ------------------------------------------------------------------------------------------
-
-void bf16_packed_free(bf16_packed *p) {
-    free(p->data);
-    memset(p, 0, sizeof *p);
-}
 
 // Source rows contiguous along K (an nn.Linear weight): 16 rows n0.. at a time, per 32-wide K block. Each row's
 // 32 floats become 16 bf16 pairs (one dword each); the 16 x 16 dwords are transposed in registers, so vector p
@@ -81,18 +69,6 @@ static void pack_rows_along_n(uint16_t *d, int KB, int Np, const float *src, int
         if (gelu) r0 = gelu_tanh512(r0), r1 = gelu_tanh512(r1);   // gelu(0) = 0: the padding stays zero
         store_pair_row(d, KB, n0, k, r0, r1);
     }
-}
-
-dit_status bf16_packed_reserve(bf16_packed *dst, int N, int K) {
-    const int Np = round_up(N, 32), Kp = round_up(K, 32);
-    const size_t need = (size_t)Np * Kp;
-    if (dst->capacity < need) {
-        bf16_packed_free(dst);
-        if (!(dst->data = dit_malloc(need * sizeof(uint16_t)))) return DIT_ERR;
-        dst->capacity = need;
-    }
-    dst->N = N, dst->K = K, dst->Np = Np, dst->Kp = Kp;
-    return DIT_OK;
 }
 
 dit_status bf16_pack_gelu(bf16_packed *dst, const float *src, int N, int K, int64_t stride_k) {

@@ -1,0 +1,41 @@
+// The parts of the bf16 path that any x86-64 CPU may run: freeing and sizing packed operands, the size of a
+// conv's padded grid, and rounding to bf16 in scalar code. The kernel files (gemm_bf16.c, conv_bf16.c, ...) are
+// compiled for AVX-512, so the compiler may use AVX-512 anywhere in them, even in a memset; model code frees
+// and sizes bf16 buffers whatever the CPU, so those helpers live here, compiled for the x86-64-v3 floor.
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/error.h"
+#include "ops/bf16.h"
+
+static int round_up(int x, int m) { return (x + m - 1) / m * m; }
+
+float bf16_round(float x) {
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u) u |= 0x00400000u;   // NaN stays a (quiet) NaN
+    else u += 0x7fffu + ((u >> 16) & 1);                       // nearest, ties to even
+    u &= 0xffff0000u;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+void bf16_packed_free(bf16_packed *p) {
+    free(p->data);
+    memset(p, 0, sizeof *p);
+}
+
+dit_status bf16_packed_reserve(bf16_packed *dst, int N, int K) {
+    const int Np = round_up(N, 32), Kp = round_up(K, 32);
+    const size_t need = (size_t)Np * Kp;
+    if (dst->capacity < need) {
+        bf16_packed_free(dst);
+        if (!(dst->data = dit_malloc(need * sizeof(uint16_t)))) return DIT_ERR;
+        dst->capacity = need;
+    }
+    dst->N = N, dst->K = K, dst->Np = Np, dst->Kp = Kp;
+    return DIT_OK;
+}
+
+int64_t conv3x3_padded_elems(int C, int H, int W) { return ((int64_t)(H + 2) * (W + 2) + 2 * (W + 2) + 72) * C; }
