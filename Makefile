@@ -125,7 +125,7 @@ $(info dit build: MPI=$(if $(HAVE_MPI),yes ($(shell mpirun --version 2>/dev/null
 endif
 # (src/dist/ sources are listed with the others at the top: rule prerequisites are expanded where they stand)
 
-.PHONY: all setup test check asan bench run demo clean
+.PHONY: all setup test check asan floor bench run demo clean
 all: $(BUILD)/dit $(BUILD)/test_dit
 
 # Installs missing Debian packages (build tools, OpenBLAS, cJSON, libpng, zlib); a no-op when all are there.
@@ -169,6 +169,12 @@ check: $(BUILD)/dit $(BUILD)/test_dit
 asan: setup
 	@$(MAKE) --no-print-directory BUILD=build-asan OPT="-O1 -fno-omit-frame-pointer" \
 	    SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined" check
+
+# The x86-64-v3 floor: on a CPU with AVX-512, part of the suite and a few commands under QEMU's emulated CPU
+# without AVX-512 (scripts/floor_check.sh), so that no AVX-512 instruction leaks onto the fp32 path.
+floor: $(BUILD)/dit $(BUILD)/test_dit
+	@bash scripts/setup.sh --floor
+	bash scripts/floor_check.sh $(BUILD)
 
 # The README's main command: sample the shipped Fashion-MNIST model into out/fmnist-samples.png
 # (scripts/demo.sh; without the model file it shows the paper's configurations and one forward pass).

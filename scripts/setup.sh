@@ -2,13 +2,15 @@
 # Installs the Debian packages dit needs to build and test (Open MPI included), only those missing. Safe to run repeatedly.
 # Usage: scripts/setup.sh [--bench | --fuzz]   (--bench adds Debian's PyTorch, which made the golden
 #        files, and the benchmark peer: PyTorch 2.x from PyPI in bench/.venv, with bf16 autocast on oneDNN;
-#        --fuzz clang, its libFuzzer/sanitizer runtimes and OpenMP for `make fuzz`)
+#        --fuzz clang, its libFuzzer/sanitizer runtimes and OpenMP for `make fuzz`;
+#        --floor qemu-user, whose emulated CPU without AVX-512 runs scripts/floor_check.sh)
 set -euo pipefail
 packages=(build-essential pkg-config libopenblas-openmp-dev libcjson-dev libpng-dev libjpeg62-turbo-dev zlib1g-dev liblapack-dev dataset-fashion-mnist
           openmpi-bin libopenmpi-dev)   # the last two: multi-process runs (mpirun -np N dit train|sample|eval)
 bench=0
 if [[ "${1:-}" == "--bench" ]]; then bench=1; packages+=(python3-torch python3-numpy python3-venv); fi
 if [[ "${1:-}" == "--fuzz" ]]; then packages+=(clang libclang-rt-14-dev libomp-dev); fi
+if [[ "${1:-}" == "--floor" ]]; then packages+=(qemu-user); fi
 
 # The benchmark peer: the PyTorch a user would pick today (2.x from PyPI), in its own virtual environment.
 bench_venv() {
