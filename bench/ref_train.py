@@ -85,7 +85,7 @@ def main():
                       "repeats": args.repeats, "gmacs_forward": g, "gflop_step": 6 * g * B,
                       "gflops_per_second": 6 * g * B / med, "params": dit_ref.param_count(cfg),
                       "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
-                      "loss": float(loss), "torch": torch.__version__}))
+                      "loss": float(loss.detach()), "torch": torch.__version__}))
 
 
 if __name__ == "__main__":

@@ -38,7 +38,12 @@ print("%-28s %5d | %9.3f %8.1f %8.0f | %9.3f %8.1f %8.0f | %5.2fx" % (label, our
       max(r["peak_rss_mb"] for r in ours), b, flops / b, max(r["peak_rss_mb"] for r in refs), b / a))
 PY
 }
-for p in fp32 bf16; do
+precisions="fp32 bf16"
+if ! "$build/dit" info --hw 2>/dev/null | grep -q '^kernel path: *\(amx\|avx512-bf16\)'; then
+    precisions=fp32
+    echo "(no bf16 matrix path on this CPU: dit trains in fp32 only; torch's bf16 autocast would emulate it)"
+fi
+for p in $precisions; do
     run_pair "DiT-S/2 32x32x4" $p --model DiT-S/2 --image-size 256 --batch 8
     run_pair "FMNIST 32x32x1 p4 D256" $p --size 32 --channels 1 --patch 4 --hidden 256 --depth 6 --heads 4 --batch 64
 done

@@ -19,15 +19,19 @@ if [ -z "$BENCH" ]; then
 fi
 echo "load before: $(uptime | sed 's/.*load average: //')"
 echo "cores before: $(sh bench/cores.sh build/dit)"
+# a CPU without a bf16 matrix path has no dit bf16 column, and no torch bf16 one either: autocast there emulates
+# bf16 (on an AVX2-only AMD EPYC one torch bf16 decode ran over 20 minutes, against seconds in fp32)
+BF16=1
+"${BENCH%/*}/dit" info --hw 2>/dev/null | grep -q '^kernel path: *\(amx\|avx512-bf16\)' || BF16=0
 MACS=$($PY bench/ref_vae.py --count-macs --latent "$LATENT")
 LOG=$(mktemp)
 trap 'rm -f "$LOG"' EXIT
 i=0
 while [ "$i" -lt "$ROUNDS" ]; do
     "$BENCH" --latent "$LATENT" --threads "$THREADS" --repeats 3 --warmup 1 | tee -a "$LOG"
-    "$BENCH" --latent "$LATENT" --threads "$THREADS" --repeats 3 --warmup 1 --precision bf16 | tee -a "$LOG"
+    [ "$BF16" = 0 ] || "$BENCH" --latent "$LATENT" --threads "$THREADS" --repeats 3 --warmup 1 --precision bf16 | tee -a "$LOG"
     $PY bench/ref_vae.py --latent "$LATENT" --threads "$THREADS" --repeats 3 --warmup 1 | tee -a "$LOG"
-    $PY bench/ref_vae.py --latent "$LATENT" --threads "$THREADS" --repeats 3 --warmup 1 --autocast bf16 | tee -a "$LOG"
+    [ "$BF16" = 0 ] || $PY bench/ref_vae.py --latent "$LATENT" --threads "$THREADS" --repeats 3 --warmup 1 --autocast bf16 | tee -a "$LOG"
     i=$((i + 1))
 done
 echo "load after:  $(uptime | sed 's/.*load average: //')"
@@ -39,8 +43,10 @@ macs = json.loads(sys.argv[2])
 for phase in ("decode", "encode"):
     key = lambda r: r["impl"] + ("-bf16" if "bf16" in (r.get("autocast"), r.get("precision")) else "")
     kinds = ("dit", "dit-bf16", "torch", "torch-bf16")
-    t = {k: statistics.median(r[phase + "_s"] for r in runs if key(r) == k) for k in kinds}
+    t = {k: statistics.median(r[phase + "_s"] for r in runs if key(r) == k) for k in kinds
+         if any(key(r) == k for r in runs)}
     flops = 2 * macs[phase + "_macs"]
+    bf16 = f"bf16 {t['torch-bf16'] / t['dit-bf16']:.2f}x" if "dit-bf16" in t else "no bf16 matrix path on this CPU"
     print(f"{phase} [{flops / 1e9:.0f} GFLOP]: " + ", ".join(f"{k} {t[k]:.3f} s ({flops / t[k] / 1e9:.0f} GFLOP/s)"
-          for k in kinds) + f"; torch/dit fp32 {t['torch'] / t['dit']:.2f}x, bf16 {t['torch-bf16'] / t['dit-bf16']:.2f}x")
+          for k in kinds if k in t) + f"; torch/dit fp32 {t['torch'] / t['dit']:.2f}x, {bf16}")
 EOF
