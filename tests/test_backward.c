@@ -164,15 +164,20 @@ static double attention_loss(void *p) {
     return test_dot_double(c->R, c->out, (int64_t)c->B * c->T * c->D);
 }
 
+// T = 5: a row shorter than the softmax's 8 lanes; T = 19: two full vectors and a tail of 3.
 static void test_attention_backward(void) {
-    attention_ctx c = {.B = 2, .T = 5, .H = 2, .D = 6};
-    const int n_qkv = c.B * c.T * 3 * c.D, n_out = c.B * c.T * c.D;
-    c.qkv = random_floats(n_qkv, 1.5f), c.out = malloc(n_out * sizeof(float)), c.R = random_floats(n_out, 1);
-    c.scratch = malloc(attention_backward_scratch_floats(c.T, 256) * sizeof(float));   // any thread count <= 256
-    float *dqkv = malloc(n_qkv * sizeof(float));
-    attention_backward(dqkv, c.R, c.qkv, c.scratch, c.B, c.T, c.D, c.H);
-    fd_check("attention_backward dqkv (B2 T5 H2 hd3)", attention_loss, &c, c.qkv, dqkv, n_qkv);
-    free(c.qkv); free(c.out); free(c.R); free(c.scratch); free(dqkv);
+    for (int T = 5; T <= 19; T += 14) {
+        attention_ctx c = {.B = 2, .T = T, .H = 2, .D = 6};
+        const int n_qkv = c.B * c.T * 3 * c.D, n_out = c.B * c.T * c.D;
+        c.qkv = random_floats(n_qkv, 1.5f), c.out = malloc(n_out * sizeof(float)), c.R = random_floats(n_out, 1);
+        c.scratch = malloc(attention_backward_scratch_floats(c.T, 256) * sizeof(float));   // any thread count <= 256
+        float *dqkv = malloc(n_qkv * sizeof(float));
+        attention_backward(dqkv, c.R, c.qkv, c.scratch, c.B, c.T, c.D, c.H);
+        char what[64];
+        snprintf(what, sizeof what, "attention_backward dqkv (B2 T%d H2 hd3)", T);
+        fd_check(what, attention_loss, &c, c.qkv, dqkv, n_qkv);
+        free(c.qkv); free(c.out); free(c.R); free(c.scratch); free(dqkv);
+    }
 }
 
 // patchify and unpatchify are permutations: their backward must be the adjoint, <f(x), r> = <x, f^T(r)>,

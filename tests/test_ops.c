@@ -1,5 +1,6 @@
 // CPU ops against naive loops written straight from the formulas (float64 accumulation), on odd sizes.
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -55,8 +56,9 @@ static void test_layernorm_modulate(void) {
     free(x); free(ada); free(got); free(want);
 }
 
-static void test_attention(void) {
-    const int B = 2, T = 7, H = 3, hd = 5, D = H * hd;
+// T = 7: rows shorter than the softmax's 8 lanes; T = 21: two full vectors and a tail of 5.
+static void test_attention_at(int T) {
+    const int B = 2, H = 3, hd = 5, D = H * hd;
     float *qkv = random_floats(B * T * 3 * D);
     for (int i = 0; i < B * T * 3 * D; i++) qkv[i] *= 2.0f;
     float *got = malloc(B * T * D * sizeof *got), *want = malloc(B * T * D * sizeof *want);
@@ -81,8 +83,15 @@ static void test_attention(void) {
             }
     attention_forward(got, qkv, scratch, B, T, D, H);
     // 1e-5: float32 softmax and two short float32 dot products
-    CHECK_CLOSE("attention_forward B2 T7 H3 hd5 vs naive", got, want, B * T * D, 1e-5, 1e-5);
+    char what[64];
+    snprintf(what, sizeof what, "attention_forward B2 T%d H3 hd5 vs naive", T);
+    CHECK_CLOSE(what, got, want, B * T * D, 1e-5, 1e-5);
     free(qkv); free(got); free(want); free(scratch);
+}
+
+static void test_attention(void) {
+    test_attention_at(7);
+    test_attention_at(21);
 }
 
 static void test_pointwise(void) {
