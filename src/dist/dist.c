@@ -1,6 +1,7 @@
 // The communicator front end: picks the back-end (single process or MPI) from the build and the launcher's
 // environment, times every collective, and holds what all back-ends share: the rank-order reduction of one
 // chunk, bf16 rounding, and the row shares of sampling and evaluation. See dist.h and docs/distributed.md.
+#include "base/bf16_bits.h"
 #include "base/clock.h"
 #include "dist/dist.h"
 
@@ -176,20 +177,9 @@ dit_status dist_gather_rows(dist_comm *c, void *buf, size_t row_bytes, int64_t t
     return dist_gather_rows_to(c, (const char *)buf + (size_t)lo * row_bytes, buf, row_bytes, total, root);
 }
 
-uint16_t dist_f32_to_bf16(float f) {
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);   // NaN stays a (quiet) NaN
-    u += 0x7fffu + ((u >> 16) & 1);                                             // round to nearest, ties to even
-    return (uint16_t)(u >> 16);
-}
+uint16_t dist_f32_to_bf16(float f) { return bf16_bits_from_float(f); }
 
-float dist_bf16_to_f32(uint16_t h) {
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
+float dist_bf16_to_f32(uint16_t h) { return float_from_bf16_bits(h); }
 
 void dist_reduce_parts(void *out, const void *const *parts, int n, size_t count, dist_dtype type, dist_op op) {
     if (type == DIST_F32) {

@@ -5,21 +5,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/bf16_bits.h"
 #include "base/error.h"
 #include "ops/bf16.h"
 
 static int round_up(int x, int m) { return (x + m - 1) / m * m; }
 
-float bf16_round(float x) {
-    uint32_t u;
-    memcpy(&u, &x, sizeof u);
-    if ((u & 0x7fffffffu) > 0x7f800000u) u |= 0x00400000u;   // NaN stays a (quiet) NaN
-    else u += 0x7fffu + ((u >> 16) & 1);                       // nearest, ties to even
-    u &= 0xffff0000u;
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
-}
+float bf16_round(float x) { return float_from_bf16_bits(bf16_bits_from_float(x)); }
 
 void bf16_packed_free(bf16_packed *p) {
     free(p->data);

@@ -14,6 +14,7 @@
 #include <omp.h>
 #endif
 
+#include "base/bf16_bits.h"
 #include "base/error.h"
 #include "base/thread_exit.h"
 #include "ops/bf16.h"
@@ -24,14 +25,6 @@
 #include "ops/cpu/transpose16.h"
 
 static int round_up(int x, int m) { return (x + m - 1) / m * m; }
-
-static inline uint16_t to_bf16(float f) {
-    uint32_t u;
-    memcpy(&u, &f, sizeof u);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);   // NaN stays NaN
-    u += 0x7fffu + ((u >> 16) & 1);
-    return (uint16_t)(u >> 16);
-}
 
 // ---- packing ------------------------------------------------------------------------------------------
 
@@ -100,7 +93,8 @@ dit_status bf16_pack(bf16_packed *dst, const float *src, int N, int K, int64_t s
         for (int k0 = 0; k0 < Kp; k0 += 16)
             for (int n = n0; n < n0 + 16; n++)
                 for (int k = k0; k < k0 + 16; k++)
-                    d[packed_index(KB, n, k)] = (n < N && k < K) ? to_bf16(src[n * stride_n + k * stride_k]) : 0;
+                    d[packed_index(KB, n, k)] =
+                        (n < N && k < K) ? bf16_bits_from_float(src[n * stride_n + k * stride_k]) : 0;
     return DIT_OK;
 }
 
@@ -122,7 +116,7 @@ static void pack_a_rows(uint16_t *dst, const a_layout *at, int Kp, const float *
                                     (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(mask, src + k)));
             }
         } else {
-            for (; k < K; k++) dst[a_offset(at, r, k)] = to_bf16(src[k * stride_k]);
+            for (; k < K; k++) dst[a_offset(at, r, k)] = bf16_bits_from_float(src[k * stride_k]);
         }
         for (; k < Kp; k++) dst[a_offset(at, r, k)] = 0;
     }
@@ -170,7 +164,8 @@ static void pack_a_rows_transposed(uint16_t *dst, const a_layout *at, int Kp, co
         for (int k0 = 0; k0 < Kp; k0 += 16)
             for (int k = k0; k < k0 + 16; k++)
                 for (int r = rb; r < re; r++)
-                    dst[a_offset(at, r, k)] = (r < M && k < K) ? to_bf16(A[r * stride_m + k * stride_k]) : 0;
+                    dst[a_offset(at, r, k)] =
+                        (r < M && k < K) ? bf16_bits_from_float(A[r * stride_m + k * stride_k]) : 0;
     }
 }
 
