@@ -173,7 +173,6 @@ asan: setup
 # The x86-64-v3 floor: on a CPU with AVX-512, part of the suite and a few commands under QEMU's emulated CPU
 # without AVX-512 (scripts/floor_check.sh), so that no AVX-512 instruction leaks onto the fp32 path.
 floor: $(BUILD)/dit $(BUILD)/test_dit
-	@bash scripts/setup.sh --floor
 	bash scripts/floor_check.sh $(BUILD)
 
 # The README's main command: sample the shipped Fashion-MNIST model into out/fmnist-samples.png
