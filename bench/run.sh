@@ -17,13 +17,15 @@ echo "load before: $(uptime | sed 's/.*load average: //')"
 echo "cores before: $(sh bench/cores.sh $build/dit)"
 printf "%-9s %5s | %8s %8s | %8s %8s | %8s %8s | %8s %8s | %9s %9s\n" model batch "dit f32" "GFLOP/s" "dit bf16" \
     "GFLOP/s" "torch32" "GFLOP/s" "torch bf" "GFLOP/s" "f32 ratio" "bf16 ratio"
+bf16=1
+sh bench/has_bf16.sh "$build/dit" || bf16=0
 for spec in "DiT-S/2 8" "DiT-XL/2 2"; do
     set -- $spec
     model=$1 batch=$2
     common=(--model "$model" --image-size 256 --batch "$batch" --threads "$threads" --repeats "$repeats")
     d32=$("$build/bench_forward" "${common[@]}" --precision fp32)
-    # a CPU without a bf16 matrix path (AVX2 only, say) has no dit bf16 column: "-"
-    d16=$("$build/bench_forward" "${common[@]}" --precision bf16 2>/dev/null) || d16=null
+    d16=null   # a CPU without a bf16 matrix path (AVX2 only, say) has no dit bf16 column: "-"
+    if ((bf16)); then d16=$("$build/bench_forward" "${common[@]}" --precision bf16); fi
     t32=$($python bench/ref_forward.py "${common[@]}")
     t16=$($python bench/ref_forward.py "${common[@]}" --autocast bf16)
     $python - "$d32" "$d16" "$t32" "$t16" <<'PY'

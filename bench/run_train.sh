@@ -39,7 +39,7 @@ print("%-28s %5d | %9.3f %8.1f %8.0f | %9.3f %8.1f %8.0f | %5.2fx" % (label, our
 PY
 }
 precisions="fp32 bf16"
-if ! "$build/dit" info --hw 2>/dev/null | grep -q '^kernel path: *\(amx\|avx512-bf16\)'; then
+if ! sh bench/has_bf16.sh "$build/dit"; then
     precisions=fp32
     echo "(no bf16 matrix path on this CPU: dit trains in fp32 only; torch's bf16 autocast would emulate it)"
 fi

@@ -22,7 +22,7 @@ echo "cores before: $(sh bench/cores.sh build/dit)"
 # a CPU without a bf16 matrix path has no dit bf16 column, and no torch bf16 one either: autocast there emulates
 # bf16 (on an AVX2-only AMD EPYC one torch bf16 decode ran over 20 minutes, against seconds in fp32)
 BF16=1
-"${BENCH%/*}/dit" info --hw 2>/dev/null | grep -q '^kernel path: *\(amx\|avx512-bf16\)' || BF16=0
+sh bench/has_bf16.sh build/dit || BF16=0
 MACS=$($PY bench/ref_vae.py --count-macs --latent "$LATENT")
 LOG=$(mktemp)
 trap 'rm -f "$LOG"' EXIT
