@@ -75,7 +75,10 @@ static void im2col_band(float *col, const float *x, int Cin, int H, int W, int K
 // would be a multiple of 4 KB apart and fight over the same cache sets. A register block of DIRECT_CO output
 // channels x DIRECT_V vectors of 16 output positions (24 zmm accumulators) then sums all Cin x KH x KW taps:
 // one load of 16 inputs per vector and one broadcast weight per output channel per tap. Vectors never cross
-// an output row (the last one of a row is masked), so any width works; the taps go ci-innermost over chunks
+// an output row: the last one of a row is stored masked, so any width works. Its loads are not masked (lanes
+// past the row read on into the padded buffer, which has 16 floats of slack at its end, and are never stored):
+// with masked loads GCC spilled the three input vectors to the stack and the kernel ran at half the rate on an
+// Ice Lake Xeon (40 against 75-100 GFLOP/s on one core). The taps go ci-innermost over chunks
 // of DIRECT_CI input channels, whose rows stay in L1 across the KH x KW taps. Chunks of 8/16/64 and groups of
 // 1/4/16 blocks measured within the noise of 32 and 4 (single thread, 133-172 GFLOP/s on the VAE's shapes).
 #define DIRECT_CO 8
@@ -120,7 +123,6 @@ AVX512_TARGET static void direct_block(float *out, const float *padded, const fl
                          int nco, int Cin, int KH, int KW, int Wp, int64_t out_plane, int OW, const direct_slot *slot) {
     const int taps = KH * KW;
     const int64_t K = (int64_t)Cin * taps;
-    const __mmask16 m0 = slot[0].lanes, m1 = slot[1].lanes, m2 = slot[2].lanes;
 #define DIRECT_ZERO(j) __m512 a##j##0 = _mm512_setzero_ps(), a##j##1 = a##j##0, a##j##2 = a##j##0;
     DIRECT_ZERO(0) DIRECT_ZERO(1) DIRECT_ZERO(2) DIRECT_ZERO(3) DIRECT_ZERO(4) DIRECT_ZERO(5) DIRECT_ZERO(6)
     DIRECT_ZERO(7)
@@ -138,8 +140,7 @@ AVX512_TARGET static void direct_block(float *out, const float *padded, const fl
                 const float *w0 = wrow[0] + tap, *w1 = wrow[1] + tap, *w2 = wrow[2] + tap, *w3 = wrow[3] + tap;
                 const float *w4 = wrow[4] + tap, *w5 = wrow[5] + tap, *w6 = wrow[6] + tap, *w7 = wrow[7] + tap;
                 for (int ci = 0; ci < chunk; ci++) {
-                    const __m512 x0 = _mm512_maskz_loadu_ps(m0, s0), x1 = _mm512_maskz_loadu_ps(m1, s1);
-                    const __m512 x2 = _mm512_maskz_loadu_ps(m2, s2);
+                    const __m512 x0 = _mm512_loadu_ps(s0), x1 = _mm512_loadu_ps(s1), x2 = _mm512_loadu_ps(s2);
                     const int at = ci * taps;
 #define DIRECT_FMA(j)                                              \
     {                                                              \
@@ -225,7 +226,7 @@ static int uses_direct(int KH, int KW, int stride, int pad_top, int pad_left, in
 int64_t conv2d_workspace_floats(int Cin, int H, int W, int KH, int KW, int stride, int pad_top, int pad_left,
                                 int pad_bottom, int pad_right) {
     if (uses_direct(KH, KW, stride, pad_top, pad_left, pad_bottom, pad_right))
-        return (int64_t)(H + pad_top + pad_bottom) * Cin * (W + pad_left + pad_right);
+        return (int64_t)(H + pad_top + pad_bottom) * Cin * (W + pad_left + pad_right) + 16;
     if (is_plain_1x1(KH, KW, stride, pad_top, pad_left, pad_bottom, pad_right)) return 0;
     return column_band_rows(H, W, KH, KW, stride, pad_top, pad_left, pad_bottom, pad_right, Cin,
                             CONV_COLUMN_BUDGET_FLOATS) *
