@@ -7,9 +7,11 @@
 #include <pthread.h>
 
 #include "base/thread_exit.h"
+#include "base/threads.h"
 #include "ops/cpu/blas_core.h"
 #include "ops/cpu/cpu_features.h"
 #include "ops/cpu/fast_exp.h"
+#include "ops/cpu/gemm_f32.h"
 #include "ops/ops.h"
 #include "test.h"
 
@@ -30,6 +32,70 @@ static void test_linear(void) {
     // 1e-5: float32 sums of 29 products of values in [-1, 1], reassociated by sgemm
     CHECK_CLOSE("linear_forward 37x29 -> 23 vs naive", got, want, M * N, 1e-5, 1e-5);
     free(x); free(w); free(b); free(got); free(want);
+}
+
+// Our float32 product (AVX-512 only) against float64 sums, with the bound of a sequential float32 sum of K
+// products: |error| <= gamma_K * sum_k |x_k w_k| + |bias| u, gamma_K = K u / (1 - K u), u = 2^-24 (an FMA chain
+// rounds once per step, so this is loose by about 2x). Then what makes it batch-invariant, bit for bit: a row
+// gives the same bits alone, in any sub-batch at any offset, and on 1, 2 or 3 threads.
+static void check_gemm_f32_shape(int M, int K, int N, int with_bias) {
+    float *x = random_floats((size_t)M * K), *w = random_floats((size_t)N * K), *b = with_bias ? random_floats(N) : NULL;
+    float *got = malloc((size_t)M * N * sizeof *got), *part = malloc((size_t)M * N * sizeof *part);
+    float *blas = malloc((size_t)M * N * sizeof *blas);
+    CHECK(gemm_f32_linear(got, x, w, b, M, K, N) == DIT_OK, "gemm_f32_linear %dx%d -> %d runs", M, K, N);
+    const double u = 1.0 / 16777216.0, gamma = K * u / (1.0 - K * u);
+    double worst = 0, worst_blas = 0;   // largest |error| / bound
+    linear_forward(blas, x, w, b, M, K, N);
+    for (int m = 0; m < M; m++)
+        for (int n = 0; n < N; n++) {
+            double s = b ? b[n] : 0.0, a = 0.0;
+            for (int k = 0; k < (int)K; k++) {
+                const double p = (double)x[(size_t)m * K + k] * w[(size_t)n * K + k];
+                s += p;
+                a += fabs(p);
+            }
+            const double bound = gamma * a + (b ? fabs(b[n]) + fabs(s) : 0.0) * u + 1e-30;
+            const double e = fabs(got[(size_t)m * N + n] - s) / bound, eb = fabs(got[(size_t)m * N + n] - blas[(size_t)m * N + n]) / (2 * bound);
+            if (e > worst) worst = e;
+            if (eb > worst_blas) worst_blas = eb;
+        }
+    CHECK(worst <= 1.0, "gemm_f32 %dx%d -> %d%s vs float64: worst error %.3f of the float32 sum bound", M, K, N,
+          b ? " + bias" : "", worst);
+    CHECK(worst_blas <= 1.0, "gemm_f32 %dx%d -> %d vs OpenBLAS sgemm: worst difference %.3f of twice the bound", M, K,
+          N, worst_blas);
+    // sub-batches: [0, 1), [1, 1 + M/3), the rest
+    const int cuts[] = {0, 1, 1 + M / 3, M};
+    for (int c = 0; c < 3; c++)
+        if (cuts[c + 1] > cuts[c])
+            gemm_f32_linear(part + (size_t)cuts[c] * N, x + (size_t)cuts[c] * K, w, b, cuts[c + 1] - cuts[c], K, N);
+    CHECK(memcmp(part, got, (size_t)M * N * sizeof *got) == 0,
+          "gemm_f32 %dx%d -> %d: rows split into sub-batches [0,1), [1,%d), [%d,%d) give the same bits", M, K, N,
+          1 + M / 3, 1 + M / 3, M);
+    const int threads = dit_max_threads();
+    for (int t = 1; t <= 3; t += 2) {
+        dit_set_threads(t);
+        gemm_f32_linear(part, x, w, b, M, K, N);
+        CHECK(memcmp(part, got, (size_t)M * N * sizeof *got) == 0, "gemm_f32 %dx%d -> %d on %d thread(s): the same bits",
+              M, K, N, t);
+    }
+    dit_set_threads(threads);
+    free(x); free(w); free(b); free(got); free(part); free(blas);
+}
+
+static void test_gemm_f32(void) {
+    const cpu_path saved = cpu_path_active();
+    if (cpu_path_force(CPU_PATH_AVX512) != 0) {
+        SKIP("gemm_f32 (the float32 product on AVX-512): this CPU has no AVX-512 path");
+        return;
+    }
+    check_gemm_f32_shape(37, 29, 23, 1);     // nothing a multiple of the 12 x 32 block
+    check_gemm_f32_shape(1, 64, 96, 1);      // one row
+    check_gemm_f32_shape(13, 256, 33, 0);    // no bias; one column past a panel
+    check_gemm_f32_shape(50, 1152, 17, 1);   // a panel with one full vector and one lane of the second
+    check_gemm_f32_shape(25, 7, 5, 1);       // narrower than a vector
+    check_gemm_f32_shape(300, 384, 97, 1);   // rows split into chunks (few panels for the threads)
+    check_gemm_f32_shape(64, 4608, 40, 0);   // long sums
+    cpu_path_force(saved);
 }
 
 static void test_layernorm_modulate(void) {
@@ -217,6 +283,7 @@ void test_ops(void) {
     test_blas_kernels();
     test_fast_exp();
     test_linear();
+    test_gemm_f32();
     test_layernorm_modulate();
     test_attention();
     test_pointwise();

@@ -1,5 +1,6 @@
-// Op dispatch by precision (see dispatch.h). The fp32 branches are exactly the kernel sequences the model
-// ran before dispatch existed; the bf16 branches fuse the epilogue into the product.
+// Op dispatch by precision (see dispatch.h). The fp32 branches are the kernel sequences the model ran before
+// dispatch existed (their products by our AVX-512 kernel where the CPU has it); the bf16 branches fuse the
+// epilogue into the product.
 #include "ops/dispatch.h"
 
 #include <stdlib.h>
@@ -8,6 +9,7 @@
 #include "base/error.h"
 #include "base/thread_exit.h"
 #include "ops/cpu/cpu_features.h"
+#include "ops/cpu/gemm_f32.h"
 #include "ops/ops.h"
 
 void linear_layer_init(linear_layer *L, const float *weight, const float *bias, int N, int K) {
@@ -28,10 +30,16 @@ static const bf16_packed *prepared_bf16(const ops_context *ctx, linear_layer *L)
     return &L->bf16;
 }
 
-static void linear_fp32(linear_layer *L, float *out, const float *inp, const float *bias, int M, int group_rows) {
+// On AVX-512 our own product (ops/cpu/gemm_f32.c) takes the whole batch at once: it sums every output row in
+// one order whatever M. sgemm does not promise that (it picks kernels by shape), so with AVX2 only it runs once
+// per group_rows rows (one image), always at the same shape.
+static dit_status linear_fp32(linear_layer *L, float *out, const float *inp, const float *bias, int M,
+                              int group_rows) {
+    if (cpu_path_active() >= CPU_PATH_AVX512) return gemm_f32_linear(out, inp, L->weight, bias, M, L->K, L->N);
     const int rows = group_rows > 0 ? group_rows : M;
     for (int r = 0; r < M; r += rows)
         linear_forward(out + (int64_t)r * L->N, inp + (int64_t)r * L->K, L->weight, bias, rows, L->K, L->N);
+    return DIT_OK;
 }
 
 static dit_status product_bf16(float *out, const op_operand *A, const bf16_packed *W, int M, const gemm_epilogue *g) {
@@ -73,18 +81,18 @@ dit_status op_linear_from(const ops_context *ctx, linear_layer *L, float *out, c
     DIT_CHECK(inp != NULL);
     switch (ep->kind) {
     case LINEAR_PLAIN:
-        linear_fp32(L, out, inp, L->bias, M, group_rows);
+        DIT_TRY(linear_fp32(L, out, inp, L->bias, M, group_rows));
         break;
     case LINEAR_GELU: {
         float *pre = ep->pre ? ep->pre : out;
-        linear_fp32(L, pre, inp, L->bias, M, group_rows);
+        DIT_TRY(linear_fp32(L, pre, inp, L->bias, M, group_rows));
         gelu_tanh_forward(out, pre, n);
         break;
     }
     case LINEAR_GATED_RESIDUAL: {
         float *product = ep->product ? ep->product : ep->scratch;
         DIT_CHECK(product != NULL);
-        linear_fp32(L, product, inp, NULL, M, group_rows);   // the bias goes in with the residual
+        DIT_TRY(linear_fp32(L, product, inp, NULL, M, group_rows));   // the bias goes in with the residual
         gated_residual_forward(out, product, L->bias, ep->gate, ep->gate_stride, M / ep->gate_rows, ep->gate_rows,
                                L->N);
         break;

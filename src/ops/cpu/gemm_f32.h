@@ -1,0 +1,14 @@
+// Our float32 linear-layer product on AVX-512 (gemm_f32.c): one chain of FMAs per output element, so the
+// result of a row depends neither on the batch around it nor on the thread count.
+#ifndef DIT_OPS_CPU_GEMM_F32_H
+#define DIT_OPS_CPU_GEMM_F32_H
+
+#include "base/error.h"
+
+#define GEMM_F32_NR 32
+
+// out (M, N) = inp (M, K) @ weight^T + bias (NULL: none); weight (N, K) row-major. Only where the active CPU
+// path is AVX-512 or above. DIT_ERR only when the panel buffers cannot be allocated (error set).
+dit_status gemm_f32_linear(float *out, const float *inp, const float *weight, const float *bias, int M, int K, int N);
+
+#endif
