@@ -28,14 +28,19 @@
 #define NR GEMM_F32_NR   // panel width: 32 columns, two AVX-512 vectors
 #define MR512 12         // rows per register block: 12 x 2 accumulators + 2 weight vectors + 1 broadcast
 
-// panel (K, NR) from weight rows [n0, n0 + nn), zero beyond nn.
+// panel (K, NR) from weight rows [n0, n0 + nn), zero beyond nn; in blocks of PACK_K values of k, so that the
+// block being written (PACK_K x NR floats, 8 KB) stays in L1 while 32 weight rows are read into it.
+#define PACK_K 64
 static void pack_panel(float *panel, const float *weight, int K, int n0, int nn) {
-    for (int j = 0; j < NR; j++) {
-        const float *src = weight + (int64_t)(n0 + j) * K;
-        if (j < nn)
-            for (int k = 0; k < K; k++) panel[(int64_t)k * NR + j] = src[k];
-        else
-            for (int k = 0; k < K; k++) panel[(int64_t)k * NR + j] = 0.0f;
+    for (int k0 = 0; k0 < K; k0 += PACK_K) {
+        const int k1 = K - k0 < PACK_K ? K : k0 + PACK_K;
+        for (int j = 0; j < NR; j++) {
+            const float *src = weight + (int64_t)(n0 + j) * K;
+            if (j < nn)
+                for (int k = k0; k < k1; k++) panel[(int64_t)k * NR + j] = src[k];
+            else
+                for (int k = k0; k < k1; k++) panel[(int64_t)k * NR + j] = 0.0f;
+        }
     }
 }
 
