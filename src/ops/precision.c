@@ -53,6 +53,6 @@ const char *dit_compute_path(dit_precision p) {
                       f->amx_refusal ? f->amx_refusal : "");
         return NULL;
     }
-    return path >= CPU_PATH_AVX512 ? "fp32 on AVX-512 (OpenBLAS sgemm)" : "fp32 on AVX2 (OpenBLAS sgemm)";
+    return path >= CPU_PATH_AVX512 ? "fp32 on AVX-512 (linear layers: own kernel; the rest: OpenBLAS sgemm)" : "fp32 on AVX2 (OpenBLAS sgemm)";
 }
 
