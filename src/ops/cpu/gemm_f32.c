@@ -20,6 +20,7 @@
 #endif
 
 #include "base/error.h"
+#include "base/thread_exit.h"
 #include "ops/cpu/cpu_features.h"
 #include "ops/cpu/gemm_f32.h"
 
@@ -76,6 +77,35 @@ AVX512_TARGET static void block512(float *out, int ldo, const float *inp, int K,
     }
 }
 
+// The calling thread's panel buffers (one panel per worker), kept between calls and only grown, so that a
+// sampler's steady state allocates nothing; freed when the thread ends (base/thread_exit.h).
+typedef struct {
+    float *data;
+    size_t floats;
+    thread_exit_hook on_exit;
+} panel_buffers;
+
+static _Thread_local panel_buffers buffers_of_thread;
+
+static void free_panel_buffers(void *arg) {
+    panel_buffers *b = arg;
+    free(b->data);
+    b->data = NULL, b->floats = 0;
+}
+
+static float *panel_buffers_get(size_t floats) {
+    panel_buffers *b = &buffers_of_thread;
+    if (b->floats < floats) {
+        free(b->data);
+        b->floats = 0;
+        if (!(b->data = dit_malloc(floats * sizeof *b->data))) return NULL;
+        b->floats = floats;
+        b->on_exit.run = free_panel_buffers, b->on_exit.arg = b;
+        thread_exit_register(&b->on_exit);
+    }
+    return b->data;
+}
+
 // Rows per work item: the whole of M, or chunks of it (a multiple of both register blocks) when there are too
 // few panels to keep every thread busy. Work splitting changes no sum.
 static int chunk_rows(int M, int panels, int threads) {
@@ -97,7 +127,7 @@ dit_status gemm_f32_linear(float *out, const float *inp, const float *weight, co
     const int chunks = (M + rows - 1) / rows, items = panels * chunks;
     if (threads > items) threads = items;
     DIT_CHECK(cpu_path_active() >= CPU_PATH_AVX512);
-    float *buffers = dit_malloc((size_t)threads * K * NR * sizeof *buffers);
+    float *buffers = panel_buffers_get((size_t)threads * K * NR);
     if (!buffers) return DIT_ERR;
     #pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
     for (int item = 0; item < items; item++) {
@@ -115,6 +145,5 @@ dit_status gemm_f32_linear(float *out, const float *inp, const float *weight, co
             block512(out + (int64_t)m0 * N + n0, N, inp + (int64_t)m0 * K, K, panel, mr, nn, b);
         }
     }
-    free(buffers);
     return DIT_OK;
 }
