@@ -35,7 +35,7 @@ static const bf16_packed *prepared_bf16(const ops_context *ctx, linear_layer *L)
 // per group_rows rows (one image), always at the same shape.
 static dit_status linear_fp32(linear_layer *L, float *out, const float *inp, const float *bias, int M,
                               int group_rows) {
-    if (cpu_path_active() >= CPU_PATH_AVX512) return gemm_f32_linear(out, inp, L->weight, bias, M, L->K, L->N);
+    if (cpu_path_active() >= CPU_PATH_AVX512) return gemm_f32_linear(out, inp, L->weight, bias, M, L->K, L->N, 0);
     const int rows = group_rows > 0 ? group_rows : M;
     for (int r = 0; r < M; r += rows)
         linear_forward(out + (int64_t)r * L->N, inp + (int64_t)r * L->K, L->weight, bias, rows, L->K, L->N);
@@ -84,6 +84,9 @@ dit_status op_linear_from(const ops_context *ctx, linear_layer *L, float *out, c
         DIT_TRY(linear_fp32(L, out, inp, L->bias, M, group_rows));
         break;
     case LINEAR_GELU: {
+        // inference (no pre-activation kept): on AVX-512 the GELU is the product's epilogue, the same bits
+        if (!ep->pre && cpu_path_active() >= CPU_PATH_AVX512)
+            return gemm_f32_linear(out, inp, L->weight, L->bias, M, L->K, L->N, 1);
         float *pre = ep->pre ? ep->pre : out;
         DIT_TRY(linear_fp32(L, pre, inp, L->bias, M, group_rows));
         gelu_tanh_forward(out, pre, n);

@@ -45,9 +45,35 @@ static void pack_panel(float *panel, const float *weight, int K, int n0, int nn)
     }
 }
 
-// out rows [0, mr) (mr <= MR512), columns [0, nn) of one panel. A block short of MR512 rows repeats its last row.
+// gelu_tanh(v) = v / (1 + exp(-2u)), 2u = 2 sqrt(2/pi) (v + 0.044715 v^3), in exactly the operations of
+// elementwise.c's gelu_tanh_forward (its fast_exp8 on 16 lanes: no fused multiply-adds, a division), so the
+// fused epilogue gives the same bits as the product followed by that pass.
+AVX512_TARGET static inline __m512 gelu_tanh_as_elementwise(__m512 v) {
+    const __m512 cubic = _mm512_mul_ps(_mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.044715f), v), v), v);
+    __m512 x = _mm512_sub_ps(_mm512_setzero_ps(),
+                             _mm512_mul_ps(_mm512_set1_ps(2.0f * 0.7978845608028654f), _mm512_add_ps(v, cubic)));
+    x = _mm512_max_ps(_mm512_set1_ps(-87.0f), x);
+    x = _mm512_min_ps(_mm512_set1_ps(88.0f), x);
+    const __m512 magic = _mm512_set1_ps(12582912.0f);
+    const __m512 n = _mm512_sub_ps(_mm512_add_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)), magic), magic);
+    __m512 r = _mm512_sub_ps(x, _mm512_mul_ps(n, _mm512_set1_ps(0.693359375f)));
+    r = _mm512_sub_ps(r, _mm512_mul_ps(n, _mm512_set1_ps(-2.12194440e-4f)));
+    __m512 p = _mm512_set1_ps(1.0f / 720.0f);
+    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.0f / 120.0f));
+    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.0f / 24.0f));
+    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.0f / 6.0f));
+    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(0.5f));
+    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.0f));
+    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.0f));
+    const __m512i bits = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvttps_epi32(n), _mm512_set1_epi32(127)), 23);
+    const __m512 e = _mm512_mul_ps(p, _mm512_castsi512_ps(bits));
+    return _mm512_div_ps(v, _mm512_add_ps(_mm512_set1_ps(1.0f), e));
+}
+
+// out rows [0, mr) (mr <= MR512), columns [0, nn) of one panel, then GELU if asked. A block short of MR512 rows
+// repeats its last row.
 AVX512_TARGET static void block512(float *out, int ldo, const float *inp, int K, const float *panel, int mr, int nn,
-                                   const float *bias) {
+                                   const float *bias, int gelu) {
     __m512 acc[MR512][2];
     const float *row[MR512];
     for (int i = 0; i < MR512; i++) {
@@ -71,6 +97,11 @@ AVX512_TARGET static void block512(float *out, int ldo, const float *inp, int K,
             acc[i][1] = _mm512_add_ps(acc[i][1], b1);
         }
     }
+    if (gelu)
+        for (int i = 0; i < mr; i++) {
+            acc[i][0] = gelu_tanh_as_elementwise(acc[i][0]);
+            acc[i][1] = gelu_tanh_as_elementwise(acc[i][1]);
+        }
     for (int i = 0; i < mr; i++) {
         _mm512_mask_storeu_ps(out + (int64_t)i * ldo, m0, acc[i][0]);
         _mm512_mask_storeu_ps(out + (int64_t)i * ldo + 16, m1, acc[i][1]);
@@ -116,7 +147,8 @@ static int chunk_rows(int M, int panels, int threads) {
     return rows < 96 ? 96 : rows;
 }
 
-dit_status gemm_f32_linear(float *out, const float *inp, const float *weight, const float *bias, int M, int K, int N) {
+dit_status gemm_f32_linear(float *out, const float *inp, const float *weight, const float *bias, int M, int K, int N,
+                           int gelu) {
     DIT_CHECK(M >= 0 && K > 0 && N > 0);
     if (M == 0) return DIT_OK;
     int threads = 1;
@@ -142,7 +174,7 @@ dit_status gemm_f32_linear(float *out, const float *inp, const float *weight, co
         const float *b = bias ? bias + n0 : NULL;
         for (int m0 = m_begin; m0 < m_end; m0 += MR512) {
             const int mr = m_end - m0 < MR512 ? m_end - m0 : MR512;
-            block512(out + (int64_t)m0 * N + n0, N, inp + (int64_t)m0 * K, K, panel, mr, nn, b);
+            block512(out + (int64_t)m0 * N + n0, N, inp + (int64_t)m0 * K, K, panel, mr, nn, b, gelu);
         }
     }
     return DIT_OK;

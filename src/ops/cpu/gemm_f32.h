@@ -7,8 +7,10 @@
 
 #define GEMM_F32_NR 32
 
-// out (M, N) = inp (M, K) @ weight^T + bias (NULL: none); weight (N, K) row-major. Only where the active CPU
-// path is AVX-512 or above. DIT_ERR only when the panel buffers cannot be allocated (error set).
-dit_status gemm_f32_linear(float *out, const float *inp, const float *weight, const float *bias, int M, int K, int N);
+// out (M, N) = inp (M, K) @ weight^T + bias (NULL: none), then with gelu != 0 gelu_tanh of it (the same bits as
+// gelu_tanh_forward applied after); weight (N, K) row-major. Only where the active CPU path is AVX-512 or above.
+// DIT_ERR only when the panel buffers cannot be allocated (error set).
+dit_status gemm_f32_linear(float *out, const float *inp, const float *weight, const float *bias, int M, int K, int N,
+                           int gelu);
 
 #endif
