@@ -42,7 +42,7 @@ static void check_gemm_f32_shape(int M, int K, int N, int with_bias) {
     float *x = random_floats((size_t)M * K), *w = random_floats((size_t)N * K), *b = with_bias ? random_floats(N) : NULL;
     float *got = malloc((size_t)M * N * sizeof *got), *part = malloc((size_t)M * N * sizeof *part);
     float *blas = malloc((size_t)M * N * sizeof *blas);
-    CHECK(gemm_f32_linear(got, x, w, b, M, K, N, 0) == DIT_OK, "gemm_f32_linear %dx%d -> %d runs", M, K, N);
+    CHECK(gemm_f32_linear(got, x, w, b, M, K, N, NULL) == DIT_OK, "gemm_f32_linear %dx%d -> %d runs", M, K, N);
     const double u = 1.0 / 16777216.0, gamma = K * u / (1.0 - K * u);
     double worst = 0, worst_blas = 0;   // largest |error| / bound
     linear_forward(blas, x, w, b, M, K, N);
@@ -67,23 +67,40 @@ static void check_gemm_f32_shape(int M, int K, int N, int with_bias) {
     const int cuts[] = {0, 1, 1 + M / 3, M};
     for (int c = 0; c < 3; c++)
         if (cuts[c + 1] > cuts[c])
-            gemm_f32_linear(part + (size_t)cuts[c] * N, x + (size_t)cuts[c] * K, w, b, cuts[c + 1] - cuts[c], K, N, 0);
+            gemm_f32_linear(part + (size_t)cuts[c] * N, x + (size_t)cuts[c] * K, w, b, cuts[c + 1] - cuts[c], K, N, NULL);
     CHECK(memcmp(part, got, (size_t)M * N * sizeof *got) == 0,
           "gemm_f32 %dx%d -> %d: rows split into sub-batches [0,1), [1,%d), [%d,%d) give the same bits", M, K, N,
           1 + M / 3, 1 + M / 3, M);
     const int threads = dit_max_threads();
     for (int t = 1; t <= 3; t += 2) {
         dit_set_threads(t);
-        gemm_f32_linear(part, x, w, b, M, K, N, 0);
+        gemm_f32_linear(part, x, w, b, M, K, N, NULL);
         CHECK(memcmp(part, got, (size_t)M * N * sizeof *got) == 0, "gemm_f32 %dx%d -> %d on %d thread(s): the same bits",
               M, K, N, t);
     }
     dit_set_threads(threads);
     // the GELU epilogue: the same bits as gelu_tanh_forward after the plain product
     gelu_tanh_forward(blas, got, (int64_t)M * N);
-    gemm_f32_linear(part, x, w, b, M, K, N, 1);
+    gemm_f32_linear(part, x, w, b, M, K, N, &(gemm_f32_epilogue){.gelu = 1});
     CHECK(memcmp(part, blas, (size_t)M * N * sizeof *got) == 0,
           "gemm_f32 %dx%d -> %d with the GELU epilogue = product, then gelu_tanh_forward, bit for bit", M, K, N);
+    // the gated-residual epilogue: the same bits as gated_residual_forward after the product (no bias in it)
+    int gate_rows = M / 3 > 1 ? M / 3 : 1;   // the largest divisor of M up to M / 3: gates change inside blocks
+    while (M % gate_rows) gate_rows--;
+    const int gate_stride = N + 3, groups = M / gate_rows;
+    float *gate = random_floats((size_t)groups * gate_stride), *residual = random_floats((size_t)M * N);
+    {
+        memcpy(blas, residual, (size_t)M * N * sizeof *blas);
+        gemm_f32_linear(got, x, w, NULL, M, K, N, NULL);
+        gated_residual_forward(blas, got, b, gate, gate_stride, M / gate_rows, gate_rows, N);
+        memcpy(part, residual, (size_t)M * N * sizeof *part);
+        gemm_f32_linear(part, x, w, b, M, K, N,
+                        &(gemm_f32_epilogue){.gate = gate, .gate_stride = gate_stride, .gate_rows = gate_rows});
+        CHECK(memcmp(part, blas, (size_t)M * N * sizeof *got) == 0,
+              "gemm_f32 %dx%d -> %d with the gated-residual epilogue (gates every %d rows) = product, then "
+              "gated_residual_forward, bit for bit", M, K, N, gate_rows);
+    }
+    free(gate); free(residual);
     free(x); free(w); free(b); free(got); free(part); free(blas);
 }
 

@@ -35,7 +35,7 @@ static const bf16_packed *prepared_bf16(const ops_context *ctx, linear_layer *L)
 // per group_rows rows (one image), always at the same shape.
 static dit_status linear_fp32(linear_layer *L, float *out, const float *inp, const float *bias, int M,
                               int group_rows) {
-    if (cpu_path_active() >= CPU_PATH_AVX512) return gemm_f32_linear(out, inp, L->weight, bias, M, L->K, L->N, 0);
+    if (cpu_path_active() >= CPU_PATH_AVX512) return gemm_f32_linear(out, inp, L->weight, bias, M, L->K, L->N, NULL);
     const int rows = group_rows > 0 ? group_rows : M;
     for (int r = 0; r < M; r += rows)
         linear_forward(out + (int64_t)r * L->N, inp + (int64_t)r * L->K, L->weight, bias, rows, L->K, L->N);
@@ -86,13 +86,18 @@ dit_status op_linear_from(const ops_context *ctx, linear_layer *L, float *out, c
     case LINEAR_GELU: {
         // inference (no pre-activation kept): on AVX-512 the GELU is the product's epilogue, the same bits
         if (!ep->pre && cpu_path_active() >= CPU_PATH_AVX512)
-            return gemm_f32_linear(out, inp, L->weight, L->bias, M, L->K, L->N, 1);
+            return gemm_f32_linear(out, inp, L->weight, L->bias, M, L->K, L->N, &(gemm_f32_epilogue){.gelu = 1});
         float *pre = ep->pre ? ep->pre : out;
         DIT_TRY(linear_fp32(L, pre, inp, L->bias, M, group_rows));
         gelu_tanh_forward(out, pre, n);
         break;
     }
     case LINEAR_GATED_RESIDUAL: {
+        // inference (the product not kept): on AVX-512 the gated residual is the product's epilogue, the same bits
+        if (!ep->product && cpu_path_active() >= CPU_PATH_AVX512) {
+            const gemm_f32_epilogue gated = {.gate = ep->gate, .gate_stride = ep->gate_stride, .gate_rows = ep->gate_rows};
+            return gemm_f32_linear(out, inp, L->weight, L->bias, M, L->K, L->N, &gated);
+        }
         float *product = ep->product ? ep->product : ep->scratch;
         DIT_CHECK(product != NULL);
         DIT_TRY(linear_fp32(L, product, inp, NULL, M, group_rows));   // the bias goes in with the residual

@@ -70,10 +70,10 @@ AVX512_TARGET static inline __m512 gelu_tanh_as_elementwise(__m512 v) {
     return _mm512_div_ps(v, _mm512_add_ps(_mm512_set1_ps(1.0f), e));
 }
 
-// out rows [0, mr) (mr <= MR512), columns [0, nn) of one panel, then GELU if asked. A block short of MR512 rows
-// repeats its last row.
-AVX512_TARGET static void block512(float *out, int ldo, const float *inp, int K, const float *panel, int mr, int nn,
-                                   const float *bias, int gelu) {
+// out rows [m0, m0 + mr) (mr <= MR512), columns [n0, n0 + nn) (one panel), then the epilogue (NULL: none). A
+// block short of MR512 rows repeats its last row.
+AVX512_TARGET static void block512(float *out, int ldo, const float *inp, int K, const float *panel, int m0, int mr,
+                                   int n0, int nn, const float *bias, const gemm_f32_epilogue *ep) {
     __m512 acc[MR512][2];
     const float *row[MR512];
     for (int i = 0; i < MR512; i++) {
@@ -88,23 +88,30 @@ AVX512_TARGET static void block512(float *out, int ldo, const float *inp, int K,
             acc[i][1] = _mm512_fmadd_ps(a, w1, acc[i][1]);
         }
     }
-    const __mmask16 m0 = nn >= 16 ? 0xffff : (__mmask16)((1u << nn) - 1u);
-    const __mmask16 m1 = nn >= 32 ? 0xffff : nn > 16 ? (__mmask16)((1u << (nn - 16)) - 1u) : 0;
+    const __mmask16 k0 = nn >= 16 ? 0xffff : (__mmask16)((1u << nn) - 1u);
+    const __mmask16 k1 = nn >= 32 ? 0xffff : nn > 16 ? (__mmask16)((1u << (nn - 16)) - 1u) : 0;
     if (bias) {
-        const __m512 b0 = _mm512_maskz_loadu_ps(m0, bias), b1 = _mm512_maskz_loadu_ps(m1, bias + 16);
+        const __m512 b0 = _mm512_maskz_loadu_ps(k0, bias + n0), b1 = _mm512_maskz_loadu_ps(k1, bias + n0 + 16);
         for (int i = 0; i < mr; i++) {
             acc[i][0] = _mm512_add_ps(acc[i][0], b0);
             acc[i][1] = _mm512_add_ps(acc[i][1], b1);
         }
     }
-    if (gelu)
+    if (ep && ep->gelu)
         for (int i = 0; i < mr; i++) {
             acc[i][0] = gelu_tanh_as_elementwise(acc[i][0]);
             acc[i][1] = gelu_tanh_as_elementwise(acc[i][1]);
         }
     for (int i = 0; i < mr; i++) {
-        _mm512_mask_storeu_ps(out + (int64_t)i * ldo, m0, acc[i][0]);
-        _mm512_mask_storeu_ps(out + (int64_t)i * ldo + 16, m1, acc[i][1]);
+        float *o = out + (int64_t)(m0 + i) * ldo + n0;
+        if (ep && ep->gate) {   // o += gate * (sum + bias), a multiply then an add, as gated_residual_forward
+            const float *g = ep->gate + (int64_t)((m0 + i) / ep->gate_rows) * ep->gate_stride + n0;
+            const __m512 g0 = _mm512_maskz_loadu_ps(k0, g), g1 = _mm512_maskz_loadu_ps(k1, g + 16);
+            acc[i][0] = _mm512_add_ps(_mm512_maskz_loadu_ps(k0, o), _mm512_mul_ps(g0, acc[i][0]));
+            acc[i][1] = _mm512_add_ps(_mm512_maskz_loadu_ps(k1, o + 16), _mm512_mul_ps(g1, acc[i][1]));
+        }
+        _mm512_mask_storeu_ps(o, k0, acc[i][0]);
+        _mm512_mask_storeu_ps(o + 16, k1, acc[i][1]);
     }
 }
 
@@ -148,7 +155,7 @@ static int chunk_rows(int M, int panels, int threads) {
 }
 
 dit_status gemm_f32_linear(float *out, const float *inp, const float *weight, const float *bias, int M, int K, int N,
-                           int gelu) {
+                           const gemm_f32_epilogue *ep) {
     DIT_CHECK(M >= 0 && K > 0 && N > 0);
     if (M == 0) return DIT_OK;
     int threads = 1;
@@ -171,10 +178,9 @@ dit_status gemm_f32_linear(float *out, const float *inp, const float *weight, co
         const int p = item / chunks, n0 = p * NR, nn = N - n0 < NR ? N - n0 : NR;
         const int m_begin = item % chunks * rows, m_end = m_begin + rows < M ? m_begin + rows : M;
         pack_panel(panel, weight, K, n0, nn);
-        const float *b = bias ? bias + n0 : NULL;
         for (int m0 = m_begin; m0 < m_end; m0 += MR512) {
             const int mr = m_end - m0 < MR512 ? m_end - m0 : MR512;
-            block512(out + (int64_t)m0 * N + n0, N, inp + (int64_t)m0 * K, K, panel, mr, nn, b, gelu);
+            block512(out, N, inp + (int64_t)m0 * K, K, panel, m0, mr, n0, nn, bias, ep);
         }
     }
     return DIT_OK;
