@@ -38,6 +38,8 @@ static inline float fast_expf(float x) {
 // (float compares may trap) and, allowed to, computes the clamped branch for every lane and blends: that
 // branch underflows to subnormals (v / (1 + e^88) in GELU) and each subnormal costs a microcode assist,
 // which made GELU 10x slower than its arithmetic.
+// gemm_f32.c's GELU epilogue repeats these operations on 16 lanes (AVX-512): change both together; a test
+// (tests/test_ops.c, test_gemm_f32) compares the epilogue with gelu_tanh_forward bit for bit.
 #ifdef __AVX2__
 #include <immintrin.h>
 
