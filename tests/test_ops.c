@@ -120,8 +120,8 @@ static void test_gemm_f32(void) {
     cpu_path_force(saved);
 }
 
-static void test_layernorm_modulate(void) {
-    const int B = 3, T = 5, D = 19, stride = 2 * D + 3;
+static void test_layernorm_modulate_at(int D) {
+    const int B = 3, T = 5, stride = 2 * D + 3;
     float *x = random_floats(B * T * D), *ada = random_floats(B * stride);
     float *got = malloc(B * T * D * sizeof *got), *want = malloc(B * T * D * sizeof *want);
     for (int i = 0; i < B * T * D; i++) x[i] = 3.0f * x[i] + 0.5f;   // offset mean, larger spread
@@ -140,8 +140,17 @@ static void test_layernorm_modulate(void) {
         }
     layernorm_modulate_forward(got, NULL, NULL, x, shift, scale, stride, B, T, D);
     // 1e-5: single float32 rounding of (x - mean) * rstd and the modulation
-    CHECK_CLOSE("layernorm_modulate_forward (3,5,19) vs naive", got, want, B * T * D, 1e-5, 1e-5);
+    char what[96];
+    snprintf(what, sizeof what, "layernorm_modulate_forward (3,5,%d) vs naive", D);
+    CHECK_CLOSE(what, got, want, B * T * D, 1e-5, 1e-5);
     free(x); free(ada); free(got); free(want);
+}
+
+// D = 5 (shorter than the statistics' 8 lanes), 19 (two rounds and a tail), 1157 (XL's width and a tail)
+static void test_layernorm_modulate(void) {
+    test_layernorm_modulate_at(5);
+    test_layernorm_modulate_at(19);
+    test_layernorm_modulate_at(1157);
 }
 
 // T = 7: rows shorter than the softmax's 8 lanes; T = 21: two full vectors and a tail of 5.
