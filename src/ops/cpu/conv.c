@@ -67,9 +67,9 @@ static void im2col_band(float *col, const float *x, int Cin, int H, int W, int K
     }
 }
 
-// The direct kernel is compiled for AVX-512 whatever the build's -march, and used only where CPUID finds it.
-#define AVX512_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma")))
-
+// The direct kernel is compiled for AVX-512 whatever the build's -march (AVX512_TARGET), and used only where
+// CPUID finds it.
+//
 // Direct stride-1 convolution, no column buffer. The input is first copied zero-padded and row-interleaved,
 // (H + pads, Cin, W + pads): the Cin rows a tap reads sit W + pads floats apart, where channel-major planes
 // would be a multiple of 4 KB apart and fight over the same cache sets. A register block of DIRECT_CO output
@@ -81,6 +81,7 @@ static void im2col_band(float *col, const float *x, int Cin, int H, int W, int K
 // Ice Lake Xeon (40 against 75-100 GFLOP/s on one core). The taps go ci-innermost over chunks
 // of DIRECT_CI input channels, whose rows stay in L1 across the KH x KW taps. Chunks of 8/16/64 and groups of
 // 1/4/16 blocks measured within the noise of 32 and 4 (single thread, 133-172 GFLOP/s on the VAE's shapes).
+#define DIRECT_SLACK 16   // floats after the padded copy, for the unmasked loads of a row's last vector
 #define DIRECT_CO 8
 #define DIRECT_V 3
 #define DIRECT_CI 32
@@ -226,7 +227,7 @@ static int uses_direct(int KH, int KW, int stride, int pad_top, int pad_left, in
 int64_t conv2d_workspace_floats(int Cin, int H, int W, int KH, int KW, int stride, int pad_top, int pad_left,
                                 int pad_bottom, int pad_right) {
     if (uses_direct(KH, KW, stride, pad_top, pad_left, pad_bottom, pad_right))
-        return (int64_t)(H + pad_top + pad_bottom) * Cin * (W + pad_left + pad_right) + 16;
+        return (int64_t)(H + pad_top + pad_bottom) * Cin * (W + pad_left + pad_right) + DIRECT_SLACK;
     if (is_plain_1x1(KH, KW, stride, pad_top, pad_left, pad_bottom, pad_right)) return 0;
     return column_band_rows(H, W, KH, KW, stride, pad_top, pad_left, pad_bottom, pad_right, Cin,
                             CONV_COLUMN_BUDGET_FLOATS) *

@@ -20,6 +20,10 @@ typedef struct {
 } cpu_features;
 
 // The features of this CPU (detected on first call; thread-safe after the first call returns).
+// A function built for AVX-512 in a file built for the x86-64-v3 floor; call it only where cpu_path_active() is
+// CPU_PATH_AVX512 or above.
+#define AVX512_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma")))
+
 const cpu_features *cpu_features_get(void);
 // The best path this CPU and OS allow.
 cpu_path cpu_path_best(void);

@@ -10,8 +10,9 @@
 // of sampling (Ice Lake Xeon, perf); at 256 tokens (DiT-S/2, XL/2) an eighth.
 //
 // Here each output element is one chain of fused multiply-adds over k = 0 .. K-1 in order, plus the bias
-// after it, whatever M, the row's place in the batch or the thread count, so the whole batch goes in one call. The weight is packed per call into
-// panels of GEMM_F32_NR columns, (K, NR), one panel per work item, and each panel then serves a chunk of rows.
+// after it, whatever M, the row's place in the batch or the thread count, so the whole batch goes in one
+// call. The weight is packed per call into panels of NR columns, (K, NR), one panel per work item, and each
+// panel then serves a chunk of rows.
 #include <immintrin.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -24,9 +25,7 @@
 #include "ops/cpu/cpu_features.h"
 #include "ops/cpu/gemm_f32.h"
 
-#define AVX512_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma")))
-
-#define NR GEMM_F32_NR   // panel width: 32 columns, two AVX-512 vectors
+#define NR 32            // panel width: two AVX-512 vectors
 #define MR512 12         // rows per register block: 12 x 2 accumulators + 2 weight vectors + 1 broadcast
 
 // panel (K, NR) from weight rows [n0, n0 + nn), zero beyond nn; in blocks of PACK_K values of k, so that the
@@ -144,8 +143,8 @@ static float *panel_buffers_get(size_t floats) {
     return b->data;
 }
 
-// Rows per work item: the whole of M, or chunks of it (a multiple of both register blocks) when there are too
-// few panels to keep every thread busy. Work splitting changes no sum.
+// Rows per work item: the whole of M, or chunks of it (a multiple of MR512) when there are too few panels to
+// keep every thread busy. Work splitting changes no sum.
 static int chunk_rows(int M, int panels, int threads) {
     const int want = 4 * threads;
     if (panels >= want || M <= 96) return M;
@@ -157,6 +156,7 @@ static int chunk_rows(int M, int panels, int threads) {
 dit_status gemm_f32_linear(float *out, const float *inp, const float *weight, const float *bias, int M, int K, int N,
                            const gemm_f32_epilogue *ep) {
     DIT_CHECK(M >= 0 && K > 0 && N > 0);
+    DIT_CHECK(cpu_path_active() >= CPU_PATH_AVX512);
     if (M == 0) return DIT_OK;
     int threads = 1;
 #ifdef _OPENMP
@@ -165,7 +165,6 @@ dit_status gemm_f32_linear(float *out, const float *inp, const float *weight, co
     const int panels = (N + NR - 1) / NR, rows = chunk_rows(M, panels, threads);
     const int chunks = (M + rows - 1) / rows, items = panels * chunks;
     if (threads > items) threads = items;
-    DIT_CHECK(cpu_path_active() >= CPU_PATH_AVX512);
     float *buffers = panel_buffers_get((size_t)threads * K * NR);
     if (!buffers) return DIT_ERR;
     #pragma omp parallel for num_threads(threads) schedule(dynamic, 1)

@@ -5,8 +5,6 @@
 
 #include "base/error.h"
 
-#define GEMM_F32_NR 32
-
 // What the product does with its sums before it stores them (NULL: out = sum + bias):
 // gelu: out = gelu_tanh(sum + bias), the same bits as gelu_tanh_forward applied after;
 // gate: out += gate[row / gate_rows][col] * (sum + bias) (adaLN-Zero's gated residual: out holds the residual
