@@ -668,7 +668,7 @@ static int operand_holds(const uint16_t *b16, int kp, const float *x, int rows, 
 }
 
 // Attention's output as the projection's bf16 operand: heads written into their columns of it (head sizes
-// 40 and 72 start heads off the 16-element runs), bit for bit the rounding of the float32 output, zeros in
+// 40 and 72 start heads off the 16-element runs; 64 keeps every block on whole 32-column runs), bit for bit the rounding of the float32 output, zeros in
 // the padding; a head size that is not a multiple of 8 falls back to the float32 output.
 static void check_attention_operand(const char *path, int T, int D, int H) {
     const int B = 2, n_qkv = B * T * 3 * D, n_out = B * T * D;
@@ -758,6 +758,7 @@ void test_bf16(void) {
         check_attention_operand(name, 45, 120, 3);
         check_attention_operand(name, 37, 144, 2);
         check_attention_operand(name, 45, 60, 3);
+        check_attention_operand(name, 64, 128, 2);   // heads of 64: every block a whole 32-column run
         test_rounding();
         // The width, heads and tokens of DiT-XL/2 at 256 px with 2 blocks; and an odd little one (25 tokens,
         // head dim 32, 7 classes, no learned sigma).

@@ -131,28 +131,59 @@ static inline __m512 sum_of_16(const __m512 r[16]) {
     return s[0];
 }
 
+// Sixteen rows of 16 bf16 values, as pairs: dword j of pairs[p] holds (row 2p, row 2p + 1) of column j. Out:
+// column j's 16 values (rows 0 .. 15) in the 256-bit half j / 4 % 2 of cols[(j / 8) * 4 + j % 4]
+// (cols[c] = columns c, c + 4 | cols[4 + c] = columns 8 + c, 12 + c, c < 4). 24 shuffles instead of the 64 of a
+// float32 16 x 16 transpose.
+static inline void transpose_pairs_8x16(const __m512i pairs[8], __m512i cols[8]) {
+    __m512i x[2][4];
+    for (int g = 0; g < 2; g++) {   // rows 8g .. 8g + 7: per 128-bit lane l, column 4 l + c in x[g][c]
+        const __m512i *w = pairs + 4 * g;
+        const __m512i a0 = _mm512_unpacklo_epi32(w[0], w[1]), a1 = _mm512_unpackhi_epi32(w[0], w[1]);
+        const __m512i a2 = _mm512_unpacklo_epi32(w[2], w[3]), a3 = _mm512_unpackhi_epi32(w[2], w[3]);
+        x[g][0] = _mm512_unpacklo_epi64(a0, a2), x[g][1] = _mm512_unpackhi_epi64(a0, a2);
+        x[g][2] = _mm512_unpacklo_epi64(a1, a3), x[g][3] = _mm512_unpackhi_epi64(a1, a3);
+    }
+    const __m512i lanes01 = _mm512_set_epi64(11, 10, 3, 2, 9, 8, 1, 0), lanes23 = _mm512_set_epi64(15, 14, 7, 6, 13, 12, 5, 4);
+    for (int c = 0; c < 4; c++) {   // rows 0-7 of a column from x[0], rows 8-15 from x[1]
+        cols[c] = _mm512_permutex2var_epi64(x[0][c], lanes01, x[1][c]);
+        cols[4 + c] = _mm512_permutex2var_epi64(x[0][c], lanes23, x[1][c]);
+    }
+}
+
 // Source rows m0 .. m0 + 15 of src (M rows of N floats, `stride` apart), read 16 x 16 at a time along the rows
 // (16 sequential streams): rounded to bf16 into rows16 (rows m, K = columns n; skipped when NULL) and,
-// transposed in registers, into cols16 (rows n, K = source rows m); the sums over these 16 source rows of each
-// column into sums (if not NULL), pairwise. Columns up to Np (zeros past N; zeros for rows past M).
+// transposed in registers as bf16 pairs, into cols16 (rows n, K = source rows m); the sums over these 16 source
+// rows of each column into sums (if not NULL), pairwise. Columns up to Np (zeros past N; zeros for rows past M).
 // cols16 alone is a transposed left operand: a gradient read as A^T (gemm_run's stride_m == 1); both are the
 // two left operands of a linear backward (bf16_convert_both).
 static void convert_chunk(const float *src, int64_t stride, int M, int N, int Np, uint16_t *rows16,
                           const a_layout *at_rows, uint16_t *cols16, const a_layout *at_cols, int m0, float *sums) {
+    const __m512i interleave = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7,
+                                                22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    const int rows = M - m0 < 16 ? M - m0 : 16;
     for (int n0 = 0; n0 < Np; n0 += 16) {
         const __mmask16 mask = mask16(N - n0);
         __m512 r[16];
         for (int i = 0; i < 16; i++)
-            r[i] = m0 + i < M ? _mm512_maskz_loadu_ps(mask, src + (int64_t)(m0 + i) * stride + n0)
-                              : _mm512_setzero_ps();
-        if (rows16)
-            for (int i = 0; i < 16; i++)
-                _mm256_storeu_si256((__m256i *)(rows16 + a_offset(at_rows, m0 + i, n0)),
-                                    (__m256i)_mm512_cvtneps_pbh(r[i]));
+            r[i] = i < rows ? _mm512_maskz_loadu_ps(mask, src + (int64_t)(m0 + i) * stride + n0) : _mm512_setzero_ps();
         if (sums) _mm512_storeu_ps(sums + n0, sum_of_16(r));
-        transpose_16x16(r);
-        for (int j = 0; j < 16; j++)
-            _mm256_storeu_si256((__m256i *)(cols16 + a_offset(at_cols, n0 + j, m0)), (__m256i)_mm512_cvtneps_pbh(r[j]));
+        __m512i pairs[8], cols[8];
+        for (int p = 0; p < 8; p++) {
+            const __m512i both = (__m512i)_mm512_cvtne2ps_pbh(r[2 * p + 1], r[2 * p]);   // [row 2p | row 2p + 1]
+            if (rows16) {
+                _mm256_storeu_si256((__m256i *)(rows16 + a_offset(at_rows, m0 + 2 * p, n0)), _mm512_castsi512_si256(both));
+                _mm256_storeu_si256((__m256i *)(rows16 + a_offset(at_rows, m0 + 2 * p + 1, n0)),
+                                    _mm512_extracti64x4_epi64(both, 1));
+            }
+            pairs[p] = _mm512_permutexvar_epi16(interleave, both);
+        }
+        transpose_pairs_8x16(pairs, cols);
+        for (int c = 0; c < 8; c++) {   // cols[c] holds columns j0 and j0 + 4
+            const int j0 = (c >> 2) * 8 + (c & 3);
+            _mm256_storeu_si256((__m256i *)(cols16 + a_offset(at_cols, n0 + j0, m0)), _mm512_castsi512_si256(cols[c]));
+            _mm256_storeu_si256((__m256i *)(cols16 + a_offset(at_cols, n0 + j0 + 4, m0)), _mm512_extracti64x4_epi64(cols[c], 1));
+        }
     }
 }
 
@@ -205,10 +236,13 @@ static void avx512_kernel_8x32(const float *src, int64_t lds, float *dst, int64_
     }
 }
 
+// Only the groups of 8 rows that hold some of the block's `rows` (1..32) product rows are computed: a product
+// of a few rows (adaLN's modulation at batch 2, say) costs a quarter of a whole block, not all of it. The rows
+// past `rows` in dst are left as they were; nothing reads them.
 static void avx512_kernel_32x32(const float *src, int64_t lds, float *dst, int64_t ldd, const uint16_t *A,
                                 const a_layout *at, const uint16_t *panel, int ksteps, const float *init,
-                                int accumulate) {
-    for (int r = 0; r < 32; r += 8)
+                                int accumulate, int rows) {
+    for (int r = 0; r < rows; r += 8)
         avx512_kernel_8x32(src + r * lds, lds, dst + r * ldd, ldd, A + (r >> 4) * at->half + (r & 15) * at->row,
                            at->row, at->kstep, at->koff, panel, ksteps, init, accumulate);
 }
@@ -279,7 +313,10 @@ static void epilogue_block_transposed(float *out, int64_t ldo, const float *C, i
 // epilogue_block's, operation for operation.
 static int epilogue_full_block(float *out, int64_t ldo, const float *C, int m0, int n0, const gemm_epilogue *ep,
                                float alpha) {
-    const int to16 = ep->out16 && !ep->out16_cols && (ep->out16_row0 + m0) % 32 == 0 && ep->out16_col0 % 32 == 0;
+    // into bf16 when the block's 32 columns are one run of the operand's layout: a whole operand, or a slice (a
+    // head of attention written into the projection's operand) that covers them, 32-aligned
+    const int to16 = ep->out16 && (!ep->out16_cols || n0 + 32 <= ep->out16_cols) && (ep->out16_row0 + m0) % 32 == 0 &&
+                     (ep->out16_col0 + n0) % 32 == 0;
     const int slope = ep->gelu_grad_of && !ep->out16 && !ep->gate && !ep->product && !ep->gelu;
     if (ep->line || ep->transpose_out || ep->accumulate || (ep->gelu_grad_of && !slope) ||
         (!to16 && !ep->gate && !slope) || (to16 && (ep->gate || ep->product)) || (ep->gate && ep->gelu))
@@ -450,8 +487,18 @@ static int slab_panels(int ksteps) {
     return panels < 1 ? 1 : panels;
 }
 
+// A micro-kernel: one 32 x 32 block of which the first `rows` rows are wanted.
 typedef void (*kernel_fn)(const float *src, int64_t lds, float *dst, int64_t ldd, const uint16_t *A,
-                          const a_layout *at, const uint16_t *panel, int ksteps, const float *init, int accumulate);
+                          const a_layout *at, const uint16_t *panel, int ksteps, const float *init, int accumulate,
+                          int rows);
+
+// The AMX kernel computes whole tiles of 16 rows whatever `rows` is.
+static void amx_kernel_block(const float *src, int64_t lds, float *dst, int64_t ldd, const uint16_t *A,
+                             const a_layout *at, const uint16_t *panel, int ksteps, const float *init, int accumulate,
+                             int rows) {
+    (void)rows;
+    amx_kernel_32x32(src, lds, dst, ldd, A, at, panel, ksteps, init, accumulate);
+}
 
 // Epilogues the kernel does itself, by its start values: a plain store, a bias (every row starts from it), or
 // accumulation (the sums start from out). Full 32 x 32 blocks then go straight into out with no pass over
@@ -555,14 +602,14 @@ static dit_status run_blocks(float *out, int64_t ldo, const uint16_t *A16, const
                             prefetch_block(ep->gelu_grad_of + out_row * ldo + n0 + 32, ldo);
                     }
                     if (!last) {
-                        kernel(src, lds, wait, ldw, a, &from_k0, panel, ksteps, init, accumulate);
+                        kernel(src, lds, wait, ldw, a, &from_k0, panel, ksteps, init, accumulate, rows);
                         continue;
                     }
                     if (full && in_kernel) {   // the result straight into out
-                        kernel(src, lds, block, ldo, a, &from_k0, panel, ksteps, init, accumulate);
+                        kernel(src, lds, block, ldo, a, &from_k0, panel, ksteps, init, accumulate, rows);
                         continue;
                     }
-                    kernel(src, lds, C, 32, a, &from_k0, panel, ksteps, init, accumulate);
+                    kernel(src, lds, C, 32, a, &from_k0, panel, ksteps, init, accumulate, rows);
                     if (in_kernel)
                         for (int r = 0; r < rows; r++) {
                             const int64_t o = kept_row(ep, m0 + r);
@@ -675,7 +722,7 @@ static dit_status run_serial(float *out, int64_t ldo, const uint16_t *A16, const
 }
 
 static kernel_fn active_kernel(void) {
-    return cpu_path_active() == CPU_PATH_AMX ? amx_kernel_32x32 : avx512_kernel_32x32;
+    return cpu_path_active() == CPU_PATH_AMX ? amx_kernel_block : avx512_kernel_32x32;
 }
 
 // Per-chunk row sums of A (chunks x Mp floats, chunk-major).
@@ -724,7 +771,7 @@ static dit_status gemm_run(float *out, int64_t ldo, const float *A, int64_t stri
     if (M <= 0 || B->N <= 0) return DIT_OK;
     const int Kp = B->Kp, Mp = round_up(M, 32), MB = Mp / 32;
     const kernel_fn kernel = active_kernel();
-    const int amx = kernel == amx_kernel_32x32;
+    const int amx = kernel == amx_kernel_block;
     uint16_t *A16 = a_workspace((size_t)Mp * Kp);
     if (!A16) return DIT_ERR;
     const a_layout layout = use_rows ? a_layout_rows(Kp) : a_layout_tiles(Kp), *at = &layout;
@@ -800,7 +847,7 @@ dit_status gemm_bf16_a16(float *out, int64_t ldo, const uint16_t *A16, const a_l
     if (M <= 0 || B->N <= 0) return DIT_OK;
     if (ep && ep->a_row_sums) return row_sums_need_floats();
     const kernel_fn kernel = active_kernel();
-    const int amx = kernel == amx_kernel_32x32;
+    const int amx = kernel == amx_kernel_block;
     unsigned long long stack_claims[STACK_QUEUES];
     work_queues q;
     DIT_TRY(queues_alloc(&q, stack_claims));
@@ -824,7 +871,7 @@ dit_status gemm_bf16_a16_serial(float *out, int64_t ldo, const uint16_t *A16, co
     if (M <= 0 || B->N <= 0) return DIT_OK;
     if (ep && ep->a_row_sums) return row_sums_need_floats();
     const kernel_fn kernel = active_kernel();
-    if (kernel == amx_kernel_32x32) amx_configure();
+    if (kernel == amx_kernel_block) amx_configure();
     return run_serial(out, ldo, A16, at, B, M, kernel, ep) == DIT_OK ? DIT_OK : partial_sums_failed();
 }
 
