@@ -6,6 +6,7 @@
 #include "cli/cli.h"
 #include "ops/cpu/cpu_features.h"
 #include "ops/cpu/blas_core.h"
+#include "ops/dispatch.h"
 #include "ops/peak.h"
 
 int cli_print_hw(void) {
@@ -25,7 +26,9 @@ int cli_print_hw(void) {
     printf("OpenBLAS:      %s kernels%s%s%s\n", blas_core_name(), coretype ? " (OPENBLAS_CORETYPE=" : "",
            coretype ? coretype : "", coretype ? ")" : "");
     printf("GEMM 1024 x 1024 x 1024, %d threads (GFLOP/s, 2 flops per multiply-add):\n", cli_threads());
-    printf("  %-14s %8.0f\n", "fp32 sgemm", dit_measure_gemm_gflops(DIT_PRECISION_FP32, 1024, 1024, 1024));
+    // fp32: the product the model's linear layers run (our own on AVX-512, else sgemm)
+    printf("  %-14s %8.0f\n", ops_fp32_linear_is_ours() ? "fp32 own" : "fp32 sgemm",
+           dit_measure_gemm_gflops(DIT_PRECISION_FP32, 1024, 1024, 1024));
     const cpu_path bf16_paths[] = {CPU_PATH_AMX, CPU_PATH_AVX512_BF16};
     for (int i = 0; i < 2; i++) {
         if (bf16_paths[i] > active) {

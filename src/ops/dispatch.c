@@ -34,11 +34,11 @@ static const bf16_packed *prepared_bf16(const ops_context *ctx, linear_layer *L)
 // every output row in one order whatever M, and do GELU and the gated residual in their epilogue at inference.
 // sgemm does not promise that (it picks kernels by shape), so with AVX2 only it runs once per group_rows rows
 // (one image), always at the same shape.
-static int fp32_products_ours(void) { return cpu_path_active() >= CPU_PATH_AVX512; }
+int ops_fp32_linear_is_ours(void) { return cpu_path_active() >= CPU_PATH_AVX512; }
 
 static dit_status linear_fp32(linear_layer *L, float *out, const float *inp, const float *bias, int M,
                               int group_rows) {
-    if (fp32_products_ours()) return gemm_f32_linear(out, inp, L->weight, bias, M, L->K, L->N, NULL);
+    if (ops_fp32_linear_is_ours()) return gemm_f32_linear(out, inp, L->weight, bias, M, L->K, L->N, NULL);
     const int rows = group_rows > 0 ? group_rows : M;
     for (int r = 0; r < M; r += rows)
         linear_forward(out + (int64_t)r * L->N, inp + (int64_t)r * L->K, L->weight, bias, rows, L->K, L->N);
@@ -88,7 +88,7 @@ dit_status op_linear_from(const ops_context *ctx, linear_layer *L, float *out, c
         break;
     case LINEAR_GELU: {
         // inference (no pre-activation kept): on AVX-512 the GELU is the product's epilogue, the same bits
-        if (!ep->pre && fp32_products_ours())
+        if (!ep->pre && ops_fp32_linear_is_ours())
             return gemm_f32_linear(out, inp, L->weight, L->bias, M, L->K, L->N, &(gemm_f32_epilogue){.gelu = 1});
         float *pre = ep->pre ? ep->pre : out;
         DIT_TRY(linear_fp32(L, pre, inp, L->bias, M, group_rows));
@@ -97,7 +97,7 @@ dit_status op_linear_from(const ops_context *ctx, linear_layer *L, float *out, c
     }
     case LINEAR_GATED_RESIDUAL: {
         // inference (the product not kept): on AVX-512 the gated residual is the product's epilogue, the same bits
-        if (!ep->product && fp32_products_ours()) {
+        if (!ep->product && ops_fp32_linear_is_ours()) {
             const gemm_f32_epilogue gated = {.gate = ep->gate, .gate_stride = ep->gate_stride, .gate_rows = ep->gate_rows};
             return gemm_f32_linear(out, inp, L->weight, L->bias, M, L->K, L->N, &gated);
         }

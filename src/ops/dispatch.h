@@ -61,6 +61,9 @@ typedef struct {
 
 static inline op_operand op_floats(const float *x) { return (op_operand){.f32 = x}; }
 
+// 1 when the fp32 linear layers run our own product (gemm_f32.c, AVX-512 paths), 0 when OpenBLAS sgemm (AVX2).
+int ops_fp32_linear_is_ours(void);
+
 // out (M, N) = epilogue(inp (M, K) @ W^T + b). group_rows: the float32 path runs one product per group of
 // rows (per sample: OpenBLAS picks summation orders by shape, and the forward must be batch-invariant);
 // 0 = one product. The bf16 kernels are row-independent by construction.

@@ -9,6 +9,7 @@
 #include "base/error.h"
 #include "dit.h"
 #include "ops/bf16.h"
+#include "ops/cpu/gemm_f32.h"
 #include "ops/dispatch.h"
 #include "ops/ops.h"
 #include "ops/peak.h"
@@ -32,6 +33,11 @@ double dit_measure_gemm_gflops(dit_precision precision, int M, int N, int K) {
         const double t0 = now_seconds();
         if (bf16) {
             if (gemm_bf16(C, N, A, K, 1, &P, M, NULL) != DIT_OK) {
+                best = 0;
+                break;
+            }
+        } else if (ops_fp32_linear_is_ours()) {   // what the model's fp32 linear layers run
+            if (gemm_f32_linear(C, A, B, NULL, M, K, N, NULL) != DIT_OK) {
                 best = 0;
                 break;
             }
