@@ -148,8 +148,10 @@ int64_t conv3x3_padded_elems(int C, int H, int W);
 // x (H W, C), or (H/2 W/2, C) repeated 2 x 2 with upsample (H, W even).
 void conv3x3_pad_cl_bf16(uint16_t *padded, const float *x, int C, int H, int W, int upsample, const float *scale,
                          const float *shift, int silu);
-// Downsample2D (3x3, stride 2, zero padding only right and bottom, H and W even): the grid of x (H W, C)
-// without the top and left border, rounded to bf16; and the conv over it, out (H/2 W/2, Cout) rows + bias.
+// Downsample2D (3x3, stride 2, zero padding only right and bottom, H and W even): x (H W, C) rounded to bf16
+// into four parity planes, plane (a, b) holding input positions (2 i + a, 2 j + b) in OH + 1 lines of OW + 1
+// positions (OH = H/2, OW = W/2; zeros past the input), planes (0,0), (0,1), (1,0), (1,1) one after another
+// (fits in conv3x3_padded_elems(C, H, W)); and the conv over them, out (OH OW, Cout) rows + bias.
 void conv3x3_pad_cl_bf16_down(uint16_t *grid, const float *x, int C, int H, int W);
 dit_status conv3x3_bf16_down(float *out, const uint16_t *grid, const bf16_packed *weights, const float *bias, int Cin,
                              int H, int W);

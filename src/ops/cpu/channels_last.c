@@ -76,13 +76,12 @@ dit_status groupnorm_cl_affine(float *scale, float *shift, const float *x, int T
     return DIT_OK;
 }
 
-// The grid of lines `grid_w` positions wide whose position (origin + y, origin + x) holds the value of input
+// The grid of a pad-1 conv: lines W + 2 positions wide whose position (1 + y, 1 + x) holds the value of input
 // position (y, x) for y < H, x < W (an input of H/2 x W/2 repeated 2 x 2 with upsample), zeros everywhere else up
-// to conv3x3_padded_elems(C, H, W) elements. origin 1: the 1-pixel border of a pad-1 conv (grid_w = W + 2);
-// origin 0: only a right column and bottom line of zeros (grid_w = W + 1), Downsample2D's padding.
-static void fill_grid(uint16_t *grid, const float *x, int C, int H, int W, int origin, int grid_w, int upsample,
-                      const float *scale, const float *shift, int silu) {
-    const int sw = upsample ? W / 2 : W, repeat = upsample ? 2 : 1;
+// to conv3x3_padded_elems(C, H, W) elements.
+static void fill_grid(uint16_t *grid, const float *x, int C, int H, int W, int upsample, const float *scale,
+                      const float *shift, int silu) {
+    const int sw = upsample ? W / 2 : W, repeat = upsample ? 2 : 1, origin = 1, grid_w = W + 2;
     const int64_t line = (int64_t)grid_w * C, first = origin * line, last = (int64_t)(origin + H) * line;
     memset(grid, 0, (size_t)first * sizeof *grid);   // the top border line, if any
     memset(grid + last, 0, (size_t)(conv3x3_padded_elems(C, H, W) - last) * sizeof *grid);   // bottom and tail
@@ -114,9 +113,28 @@ static void fill_grid(uint16_t *grid, const float *x, int C, int H, int W, int o
 
 void conv3x3_pad_cl_bf16(uint16_t *padded, const float *x, int C, int H, int W, int upsample, const float *scale,
                          const float *shift, int silu) {
-    fill_grid(padded, x, C, H, W, 1, W + 2, upsample, scale, shift, silu);
+    fill_grid(padded, x, C, H, W, upsample, scale, shift, silu);
 }
 
+// Downsample2D's grid as four parity planes (see ops/bf16.h): input position (y, x) goes to plane
+// (y % 2, x % 2), line y / 2, position x / 2; line OH and position OW of every plane are the zero padding.
 void conv3x3_pad_cl_bf16_down(uint16_t *grid, const float *x, int C, int H, int W) {
-    fill_grid(grid, x, C, H, W, 0, W + 1, 0, NULL, NULL, 0);
+    const int OH = H / 2, OW = W / 2, R = OW + 1;
+    const int64_t line = (int64_t)R * C, plane = (int64_t)(OH + 1) * line;
+    for (int p = 0; p < 4; p++) memset(grid + p * plane + OH * line, 0, (size_t)line * sizeof *grid);   // line OH
+    memset(grid + 4 * plane, 0, (size_t)(conv3x3_padded_elems(C, H, W) - 4 * plane) * sizeof *grid);    // the tail
+    #pragma omp parallel for schedule(guided)
+    for (int y = 0; y < H; y++) {
+        uint16_t *even = grid + (y % 2 * 2) * plane + (int64_t)(y / 2) * line, *odd = even + plane;
+        memset(even + (int64_t)OW * C, 0, (size_t)C * sizeof *grid);   // position OW: the right padding
+        memset(odd + (int64_t)OW * C, 0, (size_t)C * sizeof *grid);
+        for (int ix = 0; ix < W; ix++) {
+            const float *src = x + ((int64_t)y * W + ix) * C;
+            uint16_t *dst = (ix % 2 ? odd : even) + (int64_t)(ix / 2) * C;
+            for (int c = 0; c < C; c += 16) {
+                const __mmask16 mask = mask16(C - c);
+                _mm256_mask_storeu_epi16(dst + c, mask, (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(mask, src + c)));
+            }
+        }
+    }
 }

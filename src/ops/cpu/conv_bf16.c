@@ -113,20 +113,18 @@ static void copy_run(uint16_t *rows, const a_layout *at, int m, int k0, const ui
 // fixed (ky (W + 2) + kx) Cin further on: rows Cin apart, K steps (32 channels of one tap) at the offsets koff.
 // The two positions past each line's end (ox = W, W + 1) are computed and dropped by the epilogue (line,
 // line_keep). Every row meets the same bf16 values in the same K order as a row built by the banded path.
-// Stride 2 on a grid of lines grid_w wide: row m' = oy grid_w + ox starts at 2 m' Cin, rows 2 Cin apart, and
-// only the first OW of each line's grid_w rows are kept (half of the rows are computed and dropped).
+// In general: rows of lines grid_w positions long, the first OW of each kept, and tap t at tap_pos[t] positions
+// from a row's start.
 static dit_status direct_conv(float *out, const uint16_t *grid, const bf16_packed *Wt, const float *bias,
-                              int accumulate, int transpose_out, int Cin, int grid_w, int stride, int OH, int OW) {
+                              int accumulate, int transpose_out, int Cin, int grid_w, const int64_t tap_pos[9], int OH,
+                              int OW) {
     const int steps_per_tap = Cin / 32, M = OH * grid_w;
     DIT_CHECK(Cin % 32 == 0 && Wt->K == 9 * Cin && Wt->Kp == Wt->K);
     int64_t *koff = dit_malloc(sizeof(int64_t) * 9 * (size_t)steps_per_tap);
     if (!koff) return DIT_ERR;
-    for (int ky = 0; ky < 3; ky++)
-        for (int kx = 0; kx < 3; kx++)
-            for (int c = 0; c < steps_per_tap; c++)
-                koff[(ky * 3 + kx) * steps_per_tap + c] = (int64_t)(ky * grid_w + kx) * Cin + c * 32;
-    const int64_t row = (int64_t)stride * Cin;
-    const a_layout at = {.block = 32 * row, .half = 16 * row, .row = row, .kstep = 32, .koff = koff};
+    for (int tap = 0; tap < 9; tap++)
+        for (int c = 0; c < steps_per_tap; c++) koff[tap * steps_per_tap + c] = tap_pos[tap] * Cin + c * 32;
+    const a_layout at = {.block = 32 * (int64_t)Cin, .half = 16 * (int64_t)Cin, .row = Cin, .kstep = 32, .koff = koff};
     const gemm_epilogue ep = {.bias = bias, .accumulate = accumulate, .transpose_out = transpose_out, .line = grid_w,
                               .line_keep = OW};
     const dit_status st = gemm_bf16_a16(out, transpose_out ? (int64_t)OH * OW : Wt->N, grid, &at, Wt, M, &ep);
@@ -136,13 +134,26 @@ static dit_status direct_conv(float *out, const uint16_t *grid, const bf16_packe
 
 dit_status conv3x3_bf16_padded(float *out, const uint16_t *padded, const bf16_packed *Wt, const float *bias,
                                int accumulate, int transpose_out, int Cin, int H, int W) {
-    return direct_conv(out, padded, Wt, bias, accumulate, transpose_out, Cin, W + 2, 1, H, W);
+    int64_t tap_pos[9];
+    for (int ky = 0; ky < 3; ky++)
+        for (int kx = 0; kx < 3; kx++) tap_pos[ky * 3 + kx] = (int64_t)ky * (W + 2) + kx;
+    return direct_conv(out, padded, Wt, bias, accumulate, transpose_out, Cin, W + 2, tap_pos, H, W);
 }
 
+// Stride 2 over the four parity planes (conv3x3_pad_cl_bf16_down): output (oy, ox) reads input (2 oy + ky,
+// 2 ox + kx), which is plane (ky % 2, kx % 2) at line oy + ky / 2, position ox + kx / 2. So with rows
+// m' = oy R + ox (R = OW + 1, one dropped row a line) every tap lies a fixed distance from a row's start, and
+// rows are Cin apart as in the stride-1 form. (Before: one grid, rows 2 Cin apart, half of them dropped.)
 dit_status conv3x3_bf16_down(float *out, const uint16_t *grid, const bf16_packed *Wt, const float *bias, int Cin,
                              int H, int W) {
     DIT_CHECK(H % 2 == 0 && W % 2 == 0);
-    return direct_conv(out, grid, Wt, bias, 0, 0, Cin, W + 1, 2, H / 2, W / 2);
+    const int OH = H / 2, OW = W / 2, R = OW + 1;
+    const int64_t plane = (int64_t)(OH + 1) * R;
+    int64_t tap_pos[9];
+    for (int ky = 0; ky < 3; ky++)
+        for (int kx = 0; kx < 3; kx++)
+            tap_pos[ky * 3 + kx] = (ky % 2 * 2 + kx % 2) * plane + (int64_t)(ky / 2) * R + kx / 2;
+    return direct_conv(out, grid, Wt, bias, 0, 0, Cin, R, tap_pos, OH, OW);
 }
 
 // Direct (Cin % 32 == 0) unless turned off; the banded row copies otherwise (for tests and benchmarks).
