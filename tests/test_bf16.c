@@ -342,6 +342,38 @@ static void check_linear_backward(const char *path) {
     free(w), free(inp), free(dout), free(dinp1), free(dinp2), free(dw1), free(dw2), free(db1), free(db2);
 }
 
+// The MLP's backward in bf16: fc2's backward makes its d input (through the GELU) directly as fc1's backward's
+// two bf16 operands and column sums (gemm_epilogue.both, then bf16_both_finish for the edge blocks), which fc1's
+// backward takes instead of converting d_mlp: bit for bit what the unfused pair computes, every output. Shapes
+// with edge rows and columns (finish does part of it), and with whole blocks only.
+static void check_mlp_backward_fused(const char *path, int M, int D, int F) {
+    float *x = test_random_floats(&rng_state, (size_t)M * D, 1.0f), *pre = test_random_floats(&rng_state, (size_t)M * F, 2.0f);
+    float *w1 = test_random_floats(&rng_state, (size_t)F * D, 0.3f), *w2 = test_random_floats(&rng_state, (size_t)D * F, 0.3f);
+    float *dres = test_random_floats(&rng_state, (size_t)M * D, 1.0f);
+    float *out[2][7];   // d_mlp, d_x, dW1, db1, dW2, db2, gelu scratch
+    const size_t sizes[7] = {(size_t)M * F, (size_t)M * D, (size_t)F * D, F, (size_t)D * F, D, (size_t)M * F};
+    linear_layer fc1 = {0}, fc2 = {0};
+    linear_layer_init(&fc1, w1, NULL, F, D);
+    linear_layer_init(&fc2, w2, NULL, D, F);
+    ops_context bf16 = {.precision = OPS_BF16, .weights_version = 1};
+    int ok = 1;
+    for (int fused = 0; fused < 2; fused++) {
+        for (int i = 0; i < 7; i++) out[fused][i] = calloc(sizes[i], sizeof(float));
+        ops_fuse_backward_dout(fused);
+        ok &= op_linear_backward_gelu(&bf16, &fc2, out[fused][0], out[fused][4], out[fused][5], dres, pre, out[fused][6],
+                                      M) == DIT_OK;
+        ok &= op_linear_backward(&bf16, &fc1, out[fused][1], out[fused][2], out[fused][3], out[fused][0], x, M) == DIT_OK;
+    }
+    ops_fuse_backward_dout(1);
+    for (int i = 0; i < 6; i++) ok &= !memcmp(out[0][i], out[1][i], sizes[i] * sizeof(float));
+    CHECK(ok, "%s MLP backward (M %d, D %d, hidden %d): d_mlp made as fc1's bf16 operands by fc2's epilogue == converted "
+          "by fc1's backward, bit for bit (d_mlp, d x, d W1, d b1, d W2, d b2)", path, M, D, F);
+    linear_layer_free(&fc1), linear_layer_free(&fc2);
+    for (int f = 0; f < 2; f++)
+        for (int i = 0; i < 7; i++) free(out[f][i]);
+    free(x), free(pre), free(w1), free(w2), free(dres);
+}
+
 // op_linear_backward_modulated in bf16 (the LayerNorm rows recomputed from the forward's statistics straight
 // into the weight gradient's operand) == op_layernorm_modulate into rows, then op_linear_backward, bit for bit.
 static void check_linear_backward_modulated(const char *path) {
@@ -773,6 +805,9 @@ void test_bf16(void) {
         check_gradients(name);
         check_linear_backward_gelu(name);
         check_linear_backward(name);
+        check_mlp_backward_fused(name, 45, 70, 83);    // edge rows and columns
+        check_mlp_backward_fused(name, 64, 64, 96);    // whole blocks only
+        check_mlp_backward_fused(name, 100, 48, 130);  // several row blocks, an edge chunk of 4 rows
         check_linear_backward_modulated(name);
         check_conv(name, 32, 5, 7, 40, 0, 1);
         check_conv(name, 64, 6, 6, 33, 1, 0);

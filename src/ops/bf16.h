@@ -43,6 +43,7 @@ dit_status bf16_packed_reserve(bf16_packed *dst, int N, int K);
 // or, with out16, v rounded to bf16 goes to out16 instead of out (out is not touched and may be NULL): the
 // next product's A, written where that product reads it, so it is not converted a second time.
 typedef struct a_layout a_layout;
+typedef struct bf16_both bf16_both;
 typedef struct {
     float alpha;             // 0 is read as 1
     const float *bias;
@@ -70,6 +71,10 @@ typedef struct {
     uint16_t *out16;
     const a_layout *out16_layout;
     int out16_row0, out16_col0, out16_cols;
+    // With gelu_grad_of only (training: fc2's d input through the GELU is fc1's dout): each whole 32 x 32 block
+    // of out also goes into `both` (bf16_both_reserve'd for this M x N), as bf16_convert_both would make it;
+    // bf16_both_finish then does the edge blocks.
+    bf16_both *both;
 } gemm_epilogue;
 
 // out (M, N), row stride ldo = epilogue(A @ B^T); A (M, K) float32 read as A[m * stride_m + k * stride_k]
@@ -90,6 +95,25 @@ dit_status gemm_bf16_serial(float *out, int64_t ldo, const float *A, int64_t str
 // the calling thread's, valid until its next call. Splits the work over the OpenMP threads.
 dit_status bf16_convert_both(const float *src, int M, int N, const uint16_t **rows16, const uint16_t **cols16,
                              float *col_sums);
+
+// The same two operands and the column sums made while the matrix is produced (gemm_epilogue.both): a linear
+// backward's d input that is the next backward's dout, so that it is not read back and converted.
+struct bf16_both {
+    int M, N, Mp, Np;        // the matrix, and both padded to 32
+    uint16_t *rows16;        // a_layout_tiles(Np), Mp rows
+    uint16_t *cols16;        // a_layout_tiles(Mp), Np rows
+    float *chunk_sums;       // (Mp / 16, Np): column sums of each 16-row chunk, pairwise
+    size_t rows_capacity, sums_capacity;   // elements held; only grow
+};
+// Room for an M x N matrix (bf16_portable.c, any CPU; DIT_ERR when out of memory). bf16_both_free on any CPU.
+dit_status bf16_both_reserve(bf16_both *b, int M, int N);
+void bf16_both_free(bf16_both *b);
+// After the product whose epilogue filled b's whole blocks from src (M x N floats, row stride N): the rest (the
+// last rows when M % 32, the last columns when N % 32, the zero padding). Then b holds exactly what
+// bf16_convert_both(src) makes, bit for bit. Splits the work over the OpenMP threads.
+void bf16_both_finish(bf16_both *b, const float *src);
+// col_sums (N) += b's column sums, in bf16_convert_both's order.
+void bf16_both_add_sums(const bf16_both *b, float *col_sums);
 
 // Where a bf16 copy of A keeps element (r, k): at r/32 * block + (r/16 % 2) * half + r%16 * row + k/32 * kstep
 // + k%32 elements. Rows: row = Kp, kstep = 32, half = 16 Kp, block = 32 Kp. Tiles (what gemm_bf16 makes and

@@ -125,6 +125,14 @@ static _Thread_local workspace16 hidden16, norm16, attn16;
 // transposed, the input activations as dweight's right operand); they only grow.
 static _Thread_local bf16_packed backward_wt, backward_act;
 
+// fc2's d input in training (d of the GELU's input) is fc1's dout: its product's epilogue also makes it as fc1's
+// backward's two bf16 left operands and column sums (gemm_epilogue.both), and the next linear backward takes
+// them if its dout is that matrix (pending_dout_of), instead of reading it back and converting it.
+static _Thread_local bf16_both pending_dout;
+static _Thread_local const float *pending_dout_of;
+static int fuse_dout = 1;
+void ops_fuse_backward_dout(int on) { fuse_dout = on; }
+
 // This file's per-thread buffers are freed when their thread ends.
 static _Thread_local thread_exit_hook scratch_exit;
 
@@ -134,6 +142,8 @@ static void free_scratch(void *unused) {
     for (int i = 0; i < 3; i++) free(w16[i]->data), w16[i]->data = NULL, w16[i]->capacity = 0;
     bf16_packed_free(&backward_wt);
     bf16_packed_free(&backward_act);
+    bf16_both_free(&pending_dout);
+    pending_dout_of = NULL;
 }
 
 static void own_scratch(void) {
@@ -177,23 +187,41 @@ dit_status op_mlp(const ops_context *ctx, linear_layer *fc1, linear_layer *fc2, 
 // The two products of a linear layer's backward on the bf16 path, with act (dweight's right operand, inp
 // packed as B[k, m]) ready: dinp (M, K) = epilogue(dout (M, N) @ W (N, K)), B[k, n] = W[n, k] packed into wt;
 // dweight (N, K) += dout^T (N, M) @ inp (M, K); dbias (N) += the column sums of dout. dout is rounded to bf16
-// once for both products (and summed on the way); without dinp, only as dweight's transposed operand.
+// once for both products (and summed on the way), or was by the backward before (pending_dout); without dinp,
+// only as dweight's transposed operand. With make_pending, dinp is also made as the next backward's operands.
 static dit_status backward_products(linear_layer *L, float *dinp, float *dweight, float *dbias, const float *dout,
-                                    int M, const gemm_epilogue *dinp_ep) {
+                                    int M, const gemm_epilogue *dinp_ep, int make_pending) {
     bf16_packed *wt = &backward_wt;
     const bf16_packed *act = &backward_act;
     own_scratch();
     const int N = L->N, K = L->K;
+    const int take = dinp && !make_pending && pending_dout_of == dout && pending_dout.M == M && pending_dout.N == N;
+    pending_dout_of = NULL;
     const gemm_epilogue acc = {.accumulate = 1};
     if (!dinp) {
         const gemm_epilogue acc_sums = {.accumulate = 1, .a_row_sums = dbias};
         return gemm_bf16(dweight, K, dout, 1, N, act, N, &acc_sums);
     }
     const uint16_t *rows16, *cols16;
-    DIT_TRY(bf16_convert_both(dout, M, N, &rows16, &cols16, dbias));
+    if (take) {
+        rows16 = pending_dout.rows16, cols16 = pending_dout.cols16;
+        if (dbias) bf16_both_add_sums(&pending_dout, dbias);
+    } else {
+        DIT_TRY(bf16_convert_both(dout, M, N, &rows16, &cols16, dbias));
+    }
     DIT_TRY(bf16_pack(wt, L->weight, K, N, 1, K));
     const a_layout as_rows = a_layout_tiles(wt->Kp), as_cols = a_layout_tiles(act->Kp);
-    DIT_TRY(gemm_bf16_a16(dinp, K, rows16, &as_rows, wt, M, dinp_ep));
+    gemm_epilogue ep = dinp_ep ? *dinp_ep : (gemm_epilogue){0};
+    if (make_pending) {   // (rows16 / cols16 are not pending_dout's: it is not taken when it is to be remade)
+        DIT_CHECK(dinp_ep && dinp_ep->gelu_grad_of);
+        DIT_TRY(bf16_both_reserve(&pending_dout, M, K));
+        ep.both = &pending_dout;
+    }
+    DIT_TRY(gemm_bf16_a16(dinp, K, rows16, &as_rows, wt, M, dinp_ep || make_pending ? &ep : NULL));
+    if (make_pending) {
+        bf16_both_finish(&pending_dout, dinp);
+        pending_dout_of = dinp;
+    }
     return gemm_bf16_a16(dweight, K, cols16, &as_cols, act, N, &acc);
 }
 
@@ -204,7 +232,7 @@ dit_status op_linear_backward(const ops_context *ctx, linear_layer *L, float *di
         return DIT_OK;
     }
     DIT_TRY(bf16_pack(&backward_act, inp, L->K, M, 1, L->K));   // dweight's B[k, m] = inp[m, k]
-    return backward_products(L, dinp, dweight, dbias, dout, M, NULL);
+    return backward_products(L, dinp, dweight, dbias, dout, M, NULL, 0);
 }
 
 dit_status op_linear_backward_modulated(const ops_context *ctx, linear_layer *L, float *dinp, float *dweight,
@@ -216,7 +244,7 @@ dit_status op_linear_backward_modulated(const ops_context *ctx, linear_layer *L,
         return DIT_OK;
     }
     DIT_TRY(layernorm_modulate_pack_avx512(&backward_act, in));   // dweight's B[k, m] = y[m, k]
-    return backward_products(L, dinp, dweight, dbias, dout, M, NULL);
+    return backward_products(L, dinp, dweight, dbias, dout, M, NULL, 0);
 }
 
 dit_status op_linear_backward_gelu(const ops_context *ctx, linear_layer *L, float *dpre, float *dweight, float *dbias,
@@ -230,7 +258,7 @@ dit_status op_linear_backward_gelu(const ops_context *ctx, linear_layer *L, floa
     }
     DIT_TRY(bf16_pack_gelu(&backward_act, pre, K, M, K));   // dweight's B[k, m] = gelu(pre[m, k])
     const gemm_epilogue slope = {.gelu_grad_of = pre};      // dpre = (dout @ W) * gelu'(pre)
-    return backward_products(L, dpre, dweight, dbias, dout, M, &slope);
+    return backward_products(L, dpre, dweight, dbias, dout, M, &slope, fuse_dout);
 }
 
 void op_layernorm_modulate(const ops_context *ctx, float *y, float *mean, float *rstd, const float *x,

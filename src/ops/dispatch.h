@@ -61,6 +61,11 @@ typedef struct {
 
 static inline op_operand op_floats(const float *x) { return (op_operand){.f32 = x}; }
 
+// On the bf16 path, a GELU linear backward (fc2's) makes its d input directly as the next linear backward's
+// bf16 operands (on = 1, the default), or leaves that backward to convert it (on = 0); the same bits either
+// way. For tests and benchmarks.
+void ops_fuse_backward_dout(int on);
+
 // 1 when the fp32 linear layers run our own product (gemm_f32.c, AVX-512 paths), 0 when OpenBLAS sgemm (AVX2).
 int ops_fp32_linear_is_ours(void);
 

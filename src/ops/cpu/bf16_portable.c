@@ -30,4 +30,28 @@ dit_status bf16_packed_reserve(bf16_packed *dst, int N, int K) {
     return DIT_OK;
 }
 
+void bf16_both_free(bf16_both *b) {
+    free(b->rows16), free(b->cols16), free(b->chunk_sums);
+    memset(b, 0, sizeof *b);
+}
+
+dit_status bf16_both_reserve(bf16_both *b, int M, int N) {
+    const int Mp = round_up(M, 32), Np = round_up(N, 32);
+    const size_t elems = (size_t)Mp * Np, sums = (size_t)Mp / 16 * Np;
+    if (b->rows_capacity < elems) {
+        free(b->rows16), free(b->cols16);
+        b->rows16 = dit_malloc(elems * sizeof(uint16_t));
+        b->cols16 = dit_malloc(elems * sizeof(uint16_t));
+        b->rows_capacity = b->rows16 && b->cols16 ? elems : 0;
+        if (!b->rows_capacity) return DIT_ERR;
+    }
+    if (b->sums_capacity < sums) {
+        free(b->chunk_sums);
+        if (!(b->chunk_sums = dit_malloc(sums * sizeof(float)))) return b->sums_capacity = 0, DIT_ERR;
+        b->sums_capacity = sums;
+    }
+    b->M = M, b->N = N, b->Mp = Mp, b->Np = Np;
+    return DIT_OK;
+}
+
 int64_t conv3x3_padded_elems(int C, int H, int W) { return ((int64_t)(H + 2) * (W + 2) + 2 * (W + 2) + 72) * C; }

@@ -151,39 +151,47 @@ static inline void transpose_pairs_8x16(const __m512i pairs[8], __m512i cols[8])
     }
 }
 
-// Source rows m0 .. m0 + 15 of src (M rows of N floats, `stride` apart), read 16 x 16 at a time along the rows
-// (16 sequential streams): rounded to bf16 into rows16 (rows m, K = columns n; skipped when NULL) and,
-// transposed in registers as bf16 pairs, into cols16 (rows n, K = source rows m); the sums over these 16 source
-// rows of each column into sums (if not NULL), pairwise. Columns up to Np (zeros past N; zeros for rows past M).
-// cols16 alone is a transposed left operand: a gradient read as A^T (gemm_run's stride_m == 1); both are the
-// two left operands of a linear backward (bf16_convert_both).
-static void convert_chunk(const float *src, int64_t stride, int M, int N, int Np, uint16_t *rows16,
-                          const a_layout *at_rows, uint16_t *cols16, const a_layout *at_cols, int m0, float *sums) {
+// Sixteen rows r[0..15] of sixteen columns (source rows m0.., columns n0..) rounded to bf16 into rows16 (rows m,
+// K = columns n; skipped when NULL) and, transposed in registers as bf16 pairs, into cols16 (rows n, K = source
+// rows m); their sums over the sixteen rows, pairwise, to sums[0..15] (if not NULL).
+static inline void convert_16x16(const __m512 r[16], uint16_t *rows16, const a_layout *at_rows, uint16_t *cols16,
+                                 const a_layout *at_cols, int m0, int n0, float *sums) {
     const __m512i interleave = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7,
                                                 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    if (sums) _mm512_storeu_ps(sums, sum_of_16(r));
+    __m512i pairs[8], cols[8];
+    for (int p = 0; p < 8; p++) {
+        const __m512i both = (__m512i)_mm512_cvtne2ps_pbh(r[2 * p + 1], r[2 * p]);   // [row 2p | row 2p + 1]
+        if (rows16) {
+            _mm256_storeu_si256((__m256i *)(rows16 + a_offset(at_rows, m0 + 2 * p, n0)), _mm512_castsi512_si256(both));
+            _mm256_storeu_si256((__m256i *)(rows16 + a_offset(at_rows, m0 + 2 * p + 1, n0)),
+                                _mm512_extracti64x4_epi64(both, 1));
+        }
+        pairs[p] = _mm512_permutexvar_epi16(interleave, both);
+    }
+    transpose_pairs_8x16(pairs, cols);
+    for (int c = 0; c < 8; c++) {   // cols[c] holds columns j0 and j0 + 4
+        const int j0 = (c >> 2) * 8 + (c & 3);
+        _mm256_storeu_si256((__m256i *)(cols16 + a_offset(at_cols, n0 + j0, m0)), _mm512_castsi512_si256(cols[c]));
+        _mm256_storeu_si256((__m256i *)(cols16 + a_offset(at_cols, n0 + j0 + 4, m0)), _mm512_extracti64x4_epi64(cols[c], 1));
+    }
+}
+
+// Source rows m0 .. m0 + 15 of src (M rows of N floats, `stride` apart), read 16 x 16 at a time along the rows
+// (16 sequential streams), columns n_first .. Np (n_first a multiple of 16; zeros past N; zeros for rows past
+// M): convert_16x16 into rows16 / cols16, the column sums to sums + n0. cols16 alone is a transposed left
+// operand: a gradient read as A^T (gemm_run's stride_m == 1); both are the two left operands of a linear
+// backward (bf16_convert_both).
+static void convert_chunk(const float *src, int64_t stride, int M, int N, int Np, uint16_t *rows16,
+                          const a_layout *at_rows, uint16_t *cols16, const a_layout *at_cols, int m0, float *sums,
+                          int n_first) {
     const int rows = M - m0 < 16 ? M - m0 : 16;
-    for (int n0 = 0; n0 < Np; n0 += 16) {
+    for (int n0 = n_first; n0 < Np; n0 += 16) {
         const __mmask16 mask = mask16(N - n0);
         __m512 r[16];
         for (int i = 0; i < 16; i++)
             r[i] = i < rows ? _mm512_maskz_loadu_ps(mask, src + (int64_t)(m0 + i) * stride + n0) : _mm512_setzero_ps();
-        if (sums) _mm512_storeu_ps(sums + n0, sum_of_16(r));
-        __m512i pairs[8], cols[8];
-        for (int p = 0; p < 8; p++) {
-            const __m512i both = (__m512i)_mm512_cvtne2ps_pbh(r[2 * p + 1], r[2 * p]);   // [row 2p | row 2p + 1]
-            if (rows16) {
-                _mm256_storeu_si256((__m256i *)(rows16 + a_offset(at_rows, m0 + 2 * p, n0)), _mm512_castsi512_si256(both));
-                _mm256_storeu_si256((__m256i *)(rows16 + a_offset(at_rows, m0 + 2 * p + 1, n0)),
-                                    _mm512_extracti64x4_epi64(both, 1));
-            }
-            pairs[p] = _mm512_permutexvar_epi16(interleave, both);
-        }
-        transpose_pairs_8x16(pairs, cols);
-        for (int c = 0; c < 8; c++) {   // cols[c] holds columns j0 and j0 + 4
-            const int j0 = (c >> 2) * 8 + (c & 3);
-            _mm256_storeu_si256((__m256i *)(cols16 + a_offset(at_cols, n0 + j0, m0)), _mm512_castsi512_si256(cols[c]));
-            _mm256_storeu_si256((__m256i *)(cols16 + a_offset(at_cols, n0 + j0 + 4, m0)), _mm512_extracti64x4_epi64(cols[c], 1));
-        }
+        convert_16x16(r, rows16, at_rows, cols16, at_cols, m0, n0, sums ? sums + n0 : NULL);
     }
 }
 
@@ -327,11 +335,25 @@ static int epilogue_full_block(float *out, int64_t ldo, const float *C, int m0, 
     if (slope) {   // out = (alpha C + bias) * gelu_tanh'(x)
         const float *x = ep->gelu_grad_of + (int64_t)m0 * ldo + n0;
         float *o = out + (int64_t)m0 * ldo + n0;
+        __m512 v[32][2];
         for (int r = 0; r < 32; r++, x += ldo, o += ldo) {
             const __m512 lo = _mm512_add_ps(_mm512_mul_ps(scale, _mm512_load_ps(C + r * 32)), bias0);
             const __m512 hi = _mm512_add_ps(_mm512_mul_ps(scale, _mm512_load_ps(C + r * 32 + 16)), bias1);
-            _mm512_storeu_ps(o, _mm512_mul_ps(lo, gelu_tanh_grad512(_mm512_loadu_ps(x))));
-            _mm512_storeu_ps(o + 16, _mm512_mul_ps(hi, gelu_tanh_grad512(_mm512_loadu_ps(x + 16))));
+            v[r][0] = _mm512_mul_ps(lo, gelu_tanh_grad512(_mm512_loadu_ps(x)));
+            v[r][1] = _mm512_mul_ps(hi, gelu_tanh_grad512(_mm512_loadu_ps(x + 16)));
+            _mm512_storeu_ps(o, v[r][0]);
+            _mm512_storeu_ps(o + 16, v[r][1]);
+        }
+        bf16_both *b = ep->both;
+        if (b) {   // this block's part of the next backward's operands, as bf16_both_finish would make it
+            const a_layout at_rows = a_layout_tiles(b->Np), at_cols = a_layout_tiles(b->Mp);
+            for (int h = 0; h < 2; h++)
+                for (int c = 0; c < 2; c++) {
+                    __m512 r[16];
+                    for (int i = 0; i < 16; i++) r[i] = v[h * 16 + i][c];
+                    convert_16x16(r, b->rows16, &at_rows, b->cols16, &at_cols, m0 + h * 16, n0 + c * 16,
+                                  b->chunk_sums + (int64_t)(m0 / 16 + h) * b->Np + n0 + c * 16);
+                }
         }
         return 1;
     }
@@ -756,7 +778,7 @@ dit_status bf16_convert_both(const float *src, int M, int N, const uint16_t **ro
         #pragma omp for schedule(guided)
         for (int c = 0; c < chunks; c++)
             convert_chunk(src, N, M, N, Np, r16, &at_rows, c16, &at_cols, c * 16,
-                          chunk_sums ? chunk_sums + (int64_t)c * Np : NULL);
+                          chunk_sums ? chunk_sums + (int64_t)c * Np : NULL, 0);
         if (chunk_sums) {
             #pragma omp for schedule(guided)
             for (int n0 = 0; n0 < N; n0 += 16) add_chunk_sums(col_sums, chunk_sums, chunks, Np, n0, N);
@@ -764,6 +786,21 @@ dit_status bf16_convert_both(const float *src, int M, int N, const uint16_t **ro
     }
     *rows16 = r16, *cols16 = c16;
     return DIT_OK;
+}
+
+void bf16_both_finish(bf16_both *b, const float *src) {
+    const int M = b->M, N = b->N, Np = b->Np, chunks = b->Mp / 16;
+    const int full_chunks = M / 32 * 2, full_cols = N / 32 * 32;   // what the epilogue's whole blocks made
+    const a_layout at_rows = a_layout_tiles(Np), at_cols = a_layout_tiles(b->Mp);
+    #pragma omp parallel for schedule(guided)
+    for (int c = 0; c < chunks; c++)
+        convert_chunk(src, N, M, N, Np, b->rows16, &at_rows, b->cols16, &at_cols, c * 16,
+                      b->chunk_sums + (int64_t)c * Np, c < full_chunks ? full_cols : 0);
+}
+
+void bf16_both_add_sums(const bf16_both *b, float *col_sums) {
+    #pragma omp parallel for schedule(guided)
+    for (int n0 = 0; n0 < b->N; n0 += 16) add_chunk_sums(col_sums, b->chunk_sums, b->Mp / 16, b->Np, n0, b->N);
 }
 
 static dit_status gemm_run(float *out, int64_t ldo, const float *A, int64_t stride_m, int64_t stride_k,
@@ -795,7 +832,7 @@ static dit_status gemm_run(float *out, int64_t ldo, const float *A, int64_t stri
         if (by_columns)
             for (int k0 = 0; k0 < Kp; k0 += 16)
                 convert_chunk(A, stride_k, B->K, M, Mp, NULL, NULL, A16, at, k0,
-                              chunk_sums ? chunk_sums + k0 / 16 * Mp : NULL);
+                              chunk_sums ? chunk_sums + k0 / 16 * Mp : NULL, 0);
         else if (transposed) pack_a_rows_transposed(A16, at, Kp, A, stride_m, stride_k, M, B->K, 0, Mp);
         else pack_a_rows(A16, at, Kp, A, stride_m, stride_k, M, B->K, 0, Mp);
         if (chunk_sums)
@@ -815,7 +852,7 @@ static dit_status gemm_run(float *out, int64_t ldo, const float *A, int64_t stri
             #pragma omp for schedule(guided)
             for (int k0 = 0; k0 < Kp; k0 += 16)
                 convert_chunk(A, stride_k, B->K, M, Mp, NULL, NULL, A16, at, k0,
-                              chunk_sums ? chunk_sums + k0 / 16 * Mp : NULL);
+                              chunk_sums ? chunk_sums + k0 / 16 * Mp : NULL, 0);
             if (chunk_sums) {
                 #pragma omp for schedule(guided)
                 for (int m0 = 0; m0 < M; m0 += 16) add_chunk_sums(ep->a_row_sums, chunk_sums, chunks, Mp, m0, M);
