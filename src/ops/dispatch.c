@@ -217,7 +217,7 @@ static dit_status backward_products(linear_layer *L, float *dinp, float *dweight
         DIT_TRY(bf16_both_reserve(&pending_dout, M, K));
         ep.both = &pending_dout;
     }
-    DIT_TRY(gemm_bf16_a16(dinp, K, rows16, &as_rows, wt, M, dinp_ep || make_pending ? &ep : NULL));
+    DIT_TRY(gemm_bf16_a16(dinp, K, rows16, &as_rows, wt, M, dinp_ep ? &ep : NULL));   // make_pending implies dinp_ep
     if (make_pending) {
         bf16_both_finish(&pending_dout, dinp);
         pending_dout_of = dinp;

@@ -83,7 +83,7 @@ static void fill_grid(uint16_t *grid, const float *x, int C, int H, int W, int u
                       const float *shift, int silu) {
     const int sw = upsample ? W / 2 : W, repeat = upsample ? 2 : 1, origin = 1, grid_w = W + 2;
     const int64_t line = (int64_t)grid_w * C, first = origin * line, last = (int64_t)(origin + H) * line;
-    memset(grid, 0, (size_t)first * sizeof *grid);   // the top border line, if any
+    memset(grid, 0, (size_t)first * sizeof *grid);   // the top border line
     memset(grid + last, 0, (size_t)(conv3x3_padded_elems(C, H, W) - last) * sizeof *grid);   // bottom and tail
     #pragma omp parallel for schedule(guided)
     for (int sy = 0; sy < (upsample ? H / 2 : H); sy++) {

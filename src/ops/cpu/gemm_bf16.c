@@ -156,18 +156,16 @@ static inline void transpose_pairs_8x16(const __m512i pairs[8], __m512i cols[8])
 // rows m); their sums over the sixteen rows, pairwise, to sums[0..15] (if not NULL).
 static inline void convert_16x16(const __m512 r[16], uint16_t *rows16, const a_layout *at_rows, uint16_t *cols16,
                                  const a_layout *at_cols, int m0, int n0, float *sums) {
-    const __m512i interleave = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7,
-                                                22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
     if (sums) _mm512_storeu_ps(sums, sum_of_16(r));
     __m512i pairs[8], cols[8];
     for (int p = 0; p < 8; p++) {
-        const __m512i both = (__m512i)_mm512_cvtne2ps_pbh(r[2 * p + 1], r[2 * p]);   // [row 2p | row 2p + 1]
         if (rows16) {
+            const __m512i both = (__m512i)_mm512_cvtne2ps_pbh(r[2 * p + 1], r[2 * p]);   // [row 2p | row 2p + 1]
             _mm256_storeu_si256((__m256i *)(rows16 + a_offset(at_rows, m0 + 2 * p, n0)), _mm512_castsi512_si256(both));
             _mm256_storeu_si256((__m256i *)(rows16 + a_offset(at_rows, m0 + 2 * p + 1, n0)),
                                 _mm512_extracti64x4_epi64(both, 1));
         }
-        pairs[p] = _mm512_permutexvar_epi16(interleave, both);
+        pairs[p] = bf16_pairs_of(r[2 * p], r[2 * p + 1]);
     }
     transpose_pairs_8x16(pairs, cols);
     for (int c = 0; c < 8; c++) {   // cols[c] holds columns j0 and j0 + 4
