@@ -150,7 +150,7 @@ $(BUILD)/%.o: %.c
 
 # Kernels for instruction sets above the floor; only entered after cpu_path_active() says the CPU has them.
 BF16_FLAGS := -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512bf16 -mfma
-$(BUILD)/src/ops/cpu/gemm_bf16.o $(BUILD)/src/ops/cpu/attention_bf16.o $(BUILD)/src/ops/cpu/conv_bf16.o $(BUILD)/src/ops/cpu/norm_avx512.o $(BUILD)/src/ops/cpu/channels_last.o: CFLAGS += $(BF16_FLAGS)
+$(BUILD)/src/ops/cpu/gemm_bf16.o $(BUILD)/src/ops/cpu/attention_bf16.o $(BUILD)/src/ops/cpu/conv_bf16.o $(BUILD)/src/ops/cpu/conv_winograd.o $(BUILD)/src/ops/cpu/norm_avx512.o $(BUILD)/src/ops/cpu/channels_last.o: CFLAGS += $(BF16_FLAGS)
 $(BUILD)/src/ops/cpu/gemm_amx.o: CFLAGS += $(BF16_FLAGS) -mamx-tile -mamx-bf16
 # AdamW's loop calls sqrtf: without errno to set it vectorises (same results: sqrt is exact, and -std=c11 does
 # not contract into FMA).

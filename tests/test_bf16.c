@@ -506,6 +506,100 @@ static void check_conv_down(const char *path, int Cin, int H, int W, int Cout) {
     free(x), free(w), free(bias), free(out), free(grid);
 }
 
+// The stride-1 conv by Winograd's F(2x2, 3x3) on channels-last rows (ops/cpu/conv_winograd.c) against a float64
+// conv of the same bf16 grid values and the unrounded weights. Its error comes from rounding the transformed
+// input V = B^T d B and filters U = G g G^T to bf16 (2^-9 relative each) before the products, so for an output y
+// = sum over the transform's terms c_xi sum_ci V U (c = +-1), |error| <= (2^-8 + 2^-18) S with S = sum |c_xi|
+// sum_ci |V| |U| in float64; the float32 sums (at most 2^-24 Cin S) and the bias and residual additions add
+// less than 1% of that: bound 1.01 x 2^-8 S + 1e-6 (|bias| + |residual|). A wrong transform or layout gives
+// errors of order S. Also: the same bits for bands of 32 and 96 tiles and on one thread (each output depends
+// only on its tile). Tile rows of 3 to 35 tiles, so that bands start mid-row and rows straddle 32-row blocks.
+static void check_conv_winograd(const char *path, int Cin, int H, int W, int Cout, int upsample, int with_residual) {
+    const int sh = upsample ? H / 2 : H, sw = upsample ? W / 2 : W, T = H * W;
+    float *x = test_random_floats(&rng_state, (size_t)sh * sw * Cin, 1.0f);   // rows (sh sw, Cin)
+    float *w = test_random_floats(&rng_state, (size_t)Cout * Cin * 9, 0.2f);
+    float *bias = test_random_floats(&rng_state, (size_t)Cout, 0.5f);
+    float *res = with_residual ? test_random_floats(&rng_state, (size_t)T * Cout, 1.0f) : NULL;
+    float *out[3];
+    uint16_t *grid = malloc(sizeof(uint16_t) * (size_t)conv3x3_padded_elems(Cin, H, W));
+    bf16_packed U = {0};
+    DIT_CHECK(conv3x3_winograd_fits(Cin, Cout, H, W) && conv3x3_winograd_pack_bf16(&U, w, Cout, Cin) == DIT_OK);
+    conv3x3_pad_cl_bf16(grid, x, Cin, H, W, upsample, NULL, NULL, 0);
+    const int threads = dit_max_threads(), bands[3] = {32, 96, 32};
+    for (int r = 0; r < 3; r++) {
+        out[r] = malloc(sizeof(float) * (size_t)T * Cout);
+        for (size_t i = 0; i < (size_t)T * Cout; i++) out[r][i] = res ? res[i] : 0.0f;
+        conv3x3_winograd_band(bands[r]);
+        if (r == 2) dit_set_threads(1);
+        DIT_CHECK(conv3x3_winograd_bf16(out[r], grid, &U, bias, res != NULL, upsample, Cin, H, W) == DIT_OK);
+    }
+    dit_set_threads(threads);
+    conv3x3_winograd_band(0);
+    const int same = !memcmp(out[0], out[1], sizeof(float) * (size_t)T * Cout) &&
+                     !memcmp(out[0], out[2], sizeof(float) * (size_t)T * Cout);
+    // float64 U and V of every tile; the reference from the grid's values (d, exact bf16) and w
+    static const double G[4][3] = {{1, 0, 0}, {0.5, 0.5, 0.5}, {0.5, -0.5, 0.5}, {0, 0, 1}};
+    static const double BT[4][4] = {{1, 0, -1, 0}, {0, 1, 1, 0}, {0, -1, 1, 0}, {0, 1, 0, -1}};
+    static const double AT[2][4] = {{1, 1, 1, 0}, {0, 1, -1, -1}};
+    double *u = malloc(sizeof(double) * 16 * (size_t)Cout * Cin), *v = malloc(sizeof(double) * 16 * (size_t)Cin);
+    for (int co = 0; co < Cout; co++)
+        for (int ci = 0; ci < Cin; ci++)
+            for (int i = 0; i < 4; i++)
+                for (int j = 0; j < 4; j++) {
+                    double sum = 0;
+                    for (int a = 0; a < 3; a++)
+                        for (int b = 0; b < 3; b++) sum += G[i][a] * w[((int64_t)co * Cin + ci) * 9 + a * 3 + b] * G[j][b];
+                    u[((int64_t)(i * 4 + j) * Cout + co) * Cin + ci] = sum;
+                }
+    double worst = 0, worst_of_s = 0;
+    int64_t outside = 0;
+    for (int ty = 0; ty < H / 2; ty++)
+        for (int tx = 0; tx < W / 2; tx++) {
+            for (int ci = 0; ci < Cin; ci++) {   // V of this tile, from the bf16 grid values
+                double d[4][4];
+                for (int i = 0; i < 4; i++)
+                    for (int j = 0; j < 4; j++) {
+                        const int iy = 2 * ty + i - 1, ix = 2 * tx + j - 1;
+                        const int inside = iy >= 0 && iy < H && ix >= 0 && ix < W;
+                        const int sy = upsample ? iy / 2 : iy, sx = upsample ? ix / 2 : ix;
+                        d[i][j] = inside ? bf16_round(x[((int64_t)sy * sw + sx) * Cin + ci]) : 0.0;
+                    }
+                for (int i = 0; i < 4; i++)
+                    for (int j = 0; j < 4; j++) {
+                        double sum = 0;
+                        for (int a = 0; a < 4; a++)
+                            for (int b = 0; b < 4; b++) sum += BT[i][a] * d[a][b] * BT[j][b];
+                        v[(i * 4 + j) * Cin + ci] = sum;
+                    }
+            }
+            for (int co = 0; co < Cout; co++)
+                for (int a = 0; a < 2; a++)
+                    for (int b = 0; b < 2; b++) {
+                        const int64_t o = ((int64_t)(2 * ty + a) * W + 2 * tx + b) * Cout + co;
+                        double want = bias[co] + (res ? res[o] : 0), S = 0;
+                        for (int xi = 0; xi < 16; xi++) {
+                            const double c = AT[a][xi / 4] * AT[b][xi % 4];
+                            if (c == 0) continue;
+                            for (int ci = 0; ci < Cin; ci++) {
+                                const double vu = v[xi * Cin + ci] * u[((int64_t)xi * Cout + co) * Cin + ci];
+                                want += c * vu, S += fabs(vu);
+                            }
+                        }
+                        const double err = fabs(out[0][o] - want);
+                        if (err > 1.01 * ldexp(S, -8) + 1e-6 * (fabs(bias[co]) + (res ? fabs(res[o]) : 0))) outside++;
+                        if (err > worst) worst = err;
+                        if (err / (S + 1e-30) > worst_of_s) worst_of_s = err / (S + 1e-30);
+                    }
+        }
+    CHECK(same && outside == 0, "%s conv3x3 Winograd F(2x2,3x3) rows, Cin %d, %dx%d%s -> %d%s: vs float64 worst %.1e "
+          "(%.1e of S = sum |V U|, bound 1.01 x 2^-8 = 3.9e-3 of S), %lld outside; bands of 32 and 96 tiles and 1 "
+          "thread give the same bits: %s", path, Cin, H, W, upsample ? " (upsampled)" : "", Cout,
+          res ? ", + residual" : "", worst, worst_of_s, (long long)outside, same ? "yes" : "no");
+    bf16_packed_free(&U);
+    for (int r = 0; r < 3; r++) free(out[r]);
+    free(x), free(w), free(bias), free(res), free(grid), free(u), free(v);
+}
+
 // GroupNorm on channels-last rows as a per-channel affine map (+ SiLU, folded into the bf16 grid a conv reads)
 // against the float32 path's groupnorm_forward on the channel-major copy: every grid value within one bf16
 // rounding (2^-8 relative) of that result, plus 1e-6 (1 + |offset|) absolute for values near zero (the statistics
@@ -816,6 +910,10 @@ void test_bf16(void) {
         check_conv(name, 96, 3, 70, 32, 0, 1);   // 3 K blocks, whole 32-row blocks inside a line
         check_conv(name, 4, 9, 9, 32, 0, 0);   // Cin not a multiple of 32: the banded form both times
         check_conv_down(name, 32, 10, 14, 40);
+        check_conv_winograd(name, 32, 6, 10, 64, 0, 1);
+        check_conv_winograd(name, 64, 8, 70, 32, 1, 1);   // 35 tiles a row: bands start mid-row
+        check_conv_winograd(name, 96, 2, 2, 32, 0, 0);    // one tile
+        check_conv_winograd(name, 32, 14, 22, 96, 1, 0);
         check_conv_down(name, 64, 6, 70, 33);
         check_groupnorm_cl(name, 64, 9, 13, 32, 0.0f);
         check_groupnorm_cl(name, 96, 40, 41, 8, 0.0f);

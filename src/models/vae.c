@@ -284,11 +284,11 @@ void vae_work_free(vae_work *w) {
     memset(w, 0, sizeof *w);
 }
 
-// The packed bf16 copy of a 3x3 conv weight (taps 9) or of a 1x1 conv / linear one (taps 1), made on first use
-// (VAE weights never change after loading).
+// The packed bf16 copy of a 3x3 conv weight (taps 9; taps 16: its Winograd transform) or of a 1x1 conv / linear
+// one (taps 1), made on first use (VAE weights never change after loading).
 static const bf16_packed *packed_weight(vae_work *w, const float *weight, int cout, int cin, int taps) {
     for (int i = 0; i < w->num_packed; i++)
-        if (w->packed[i].weight == weight) return &w->packed[i].packed;
+        if (w->packed[i].weight == weight && w->packed[i].taps == taps) return &w->packed[i].packed;
     if (w->num_packed == w->cap_packed) {
         vae_packed_conv *grown = dit_realloc(w->packed, (size_t)(w->cap_packed ? 2 * w->cap_packed : 32) * sizeof *grown);
         if (!grown) return NULL;
@@ -297,10 +297,12 @@ static const bf16_packed *packed_weight(vae_work *w, const float *weight, int co
     }
     vae_packed_conv *e = &w->packed[w->num_packed];
     memset(e, 0, sizeof *e);
-    if ((taps == 9 ? conv3x3_pack_bf16(&e->packed, weight, cout, cin)
-                   : bf16_pack(&e->packed, weight, cout, cin, cin, 1)) != DIT_OK)
+    if ((taps == 16  ? conv3x3_winograd_pack_bf16(&e->packed, weight, cout, cin)
+         : taps == 9 ? conv3x3_pack_bf16(&e->packed, weight, cout, cin)
+                     : bf16_pack(&e->packed, weight, cout, cin, cin, 1)) != DIT_OK)
         return NULL;
     e->weight = weight;
+    e->taps = taps;
     w->num_packed++;
     return &e->packed;
 }
@@ -464,10 +466,12 @@ static uint16_t *grid_buffer(vae_work *w, int C, int H, int W) {
 static dit_status cl_conv3x3(vae_work *w, float *out, const float *x, const float *weight, const float *bias,
                              int accumulate, int transpose_out, int cin, int cout, int H, int W, int upsample,
                              const float *scale, const float *shift) {
-    const bf16_packed *packed = packed_weight(w, weight, cout, cin, 9);
+    const int winograd = !transpose_out && conv3x3_winograd_enabled() && conv3x3_winograd_fits(cin, cout, H, W);
+    const bf16_packed *packed = packed_weight(w, weight, cout, cin, winograd ? 16 : 9);
     uint16_t *padded = grid_buffer(w, cin, H, W);
     if (!packed || !padded) return DIT_ERR;
     conv3x3_pad_cl_bf16(padded, x, cin, H, W, upsample, scale, shift, scale != NULL);
+    if (winograd) return conv3x3_winograd_bf16(out, padded, packed, bias, accumulate, upsample, cin, H, W);
     return conv3x3_bf16_padded(out, padded, packed, bias, accumulate, transpose_out, cin, H, W);
 }
 

@@ -40,9 +40,11 @@ typedef struct {
 
 // Growable scratch buffers for one sample's activations (reused across layers and calls), and how the
 // convolutions run: bf16 (implicit GEMM, ops/cpu/conv_bf16.c; decoder and encoder channels-last, vae.c) with
-// each weight (3x3, and on the channels-last path the 1x1 convs and attention linears) packed on first use.
+// each weight (3x3, and on the channels-last path the 1x1 convs and attention linears) packed on first use, in
+// the form its conv reads (taps: 9 for the direct 3x3, 16 for Winograd's, 1 for a 1x1 or linear).
 typedef struct {
     const float *weight;
+    int taps;
     bf16_packed packed;
 } vae_packed_conv;
 

@@ -189,6 +189,23 @@ dit_status groupnorm_cl_affine(float *scale, float *shift, const float *x, int T
 dit_status conv3x3_bf16_padded(float *out, const uint16_t *padded, const bf16_packed *weights, const float *bias,
                                int accumulate, int transpose_out, int Cin, int H, int W);
 
+// The stride-1 conv by Winograd's F(2x2, 3x3) (ops/cpu/conv_winograd.c): 2.25x fewer products than the direct
+// form, rounding two more operands to bf16. For Cin and Cout multiples of 32 and H, W even
+// (conv3x3_winograd_fits). Weights: the sixteen transformed filters packed as one B of 16 Cout rows. out (H W,
+// Cout) rows = conv3x3(the grid padded, as conv3x3_bf16_padded reads it) + bias (may be NULL) (+ out with
+// accumulate).
+int conv3x3_winograd_fits(int Cin, int Cout, int H, int W);
+dit_status conv3x3_winograd_pack_bf16(bf16_packed *dst, const float *w, int Cout, int Cin);
+// upsampled: the grid was built with upsample (then 7 of the 16 products are zero and skipped).
+dit_status conv3x3_winograd_bf16(float *out, const uint16_t *padded, const bf16_packed *U, const float *bias,
+                                 int accumulate, int upsampled, int Cin, int H, int W);
+// Whether the autoencoder uses it (models/vae.c): on unless turned off here or by DIT_WINOGRAD=0 in the
+// environment (read on first use).
+void conv3x3_winograd_enable(int on);
+int conv3x3_winograd_enabled(void);
+// Tiles per band (rounded up to 32; 0: chosen from Cout). For tests and benchmarks: results do not change.
+void conv3x3_winograd_band(int tiles);
+
 // conv3x3_bf16 reads a Cin % 32 == 0 input in place (on = 1, the default), or builds rows of A band by band as
 // for other Cin (on = 0); both give the same bits. For tests and benchmarks.
 void conv3x3_bf16_allow_direct(int on);

@@ -1,0 +1,250 @@
+// The autoencoder's stride-1 3x3 convolutions on the bf16 path by Winograd's minimal filtering F(2x2, 3x3)
+// (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks", 2016): each 2 x 2 block of outputs
+// ("tile") comes from the 4 x 4 input patch around it through
+//     Y = A^T [ (G g G^T) . (B^T d B) ] A      (. elementwise, 16 products per tile and channel pair)
+// so a tile costs 16 multiply-adds per (Cin, Cout) pair where the direct form spends 4 x 9 = 36: 2.25x fewer.
+// The 16 elementwise products, summed over Cin, are 16 independent GEMMs (xi = 0..15):
+//     M_xi (tiles, Cout) = V_xi (tiles, Cin) @ U_xi^T,   V_xi = (B^T d B)[xi],  U_xi = (G g G^T)[xi] (Cout, Cin)
+// run on the bf16 GEMM's kernels (fp32 accumulation). U is made once per weight in float64 and rounded to bf16;
+// V is made in float32 from the bf16 grid the direct form reads and rounded to bf16 once; the output transform
+// and everything after it are float32. What this costs in accuracy against the direct form: V and U are
+// rounded where the direct form's inputs are exact bf16 values already, so the error bound grows from the
+// float32 sum's to 2^-8 of sum |V| |U| (tests/test_bf16.c checks exactly that bound; docs/precision.md has the
+// figures on the SD VAE).
+//
+// An Upsample2D's conv (the grid holds an input repeated 2 x 2) needs only 9 of the 16 products: every patch
+// starts at an odd padded line and position, so its lines 1 and 2 are the same source line (and its columns 1
+// and 2 the same source column), which makes row 2 and column 2 of B^T d B exactly zero. Skipping those seven
+// products changes no bit, and such a conv costs 9 multiply-adds per (Cin, Cout) pair and tile (direct: 36).
+//
+// Work is split in bands of tiles (a run of tiles along the tile rows): a thread transforms a band's input into
+// the sixteen V_xi, runs the sixteen products into a scratch M (band, 16, Cout) and transforms M into the
+// band's output rows, so V and M stay in its caches. Each output depends only on its own tile: the same
+// values whatever the band size or thread count. Compiled with AVX512-BF16 enabled; only entered when the CPU
+// has a bf16 path.
+#include <immintrin.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "base/error.h"
+#include "base/thread_exit.h"
+#include "ops/bf16.h"
+
+enum { XI = 16 };   // the transformed tile: 4 x 4
+
+static int round_up(int x, int m) { return (x + m - 1) / m * m; }
+
+int conv3x3_winograd_fits(int Cin, int Cout, int H, int W) {
+    return Cin % 32 == 0 && Cout % 32 == 0 && H % 2 == 0 && W % 2 == 0 && H > 0 && W > 0;
+}
+
+// U_xi[co][ci] = (G g G^T)[xi] for g = w[co][ci] (3 x 3), G = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2],
+// [0, 0, 1]], in float64 and rounded once (to float32 here, to bf16 by the packing); packed as one B of
+// 16 Cout rows, row xi Cout + co, so U_xi is the run of panels from xi Cout / 32 on. Along K, each 32 channels
+// are in input_transform's order: the 16 even ones, then the 16 odd ones.
+dit_status conv3x3_winograd_pack_bf16(bf16_packed *dst, const float *w, int Cout, int Cin) {
+    DIT_CHECK(Cout % 32 == 0);
+    float *u = dit_malloc((size_t)XI * Cout * Cin * sizeof *u);
+    if (!u) return DIT_ERR;
+    static const double G[4][3] = {{1, 0, 0}, {0.5, 0.5, 0.5}, {0.5, -0.5, 0.5}, {0, 0, 1}};
+    for (int co = 0; co < Cout; co++)
+        for (int ci = 0; ci < Cin; ci++) {
+            const float *g = w + ((int64_t)co * Cin + ci) * 9;
+            const int q = ci % 32, k = ci - q + (q % 2 ? 16 + q / 2 : q / 2);   // even channels, then odd
+            double gg[4][3];   // G g
+            for (int i = 0; i < 4; i++)
+                for (int j = 0; j < 3; j++) gg[i][j] = G[i][0] * g[j] + G[i][1] * g[3 + j] + G[i][2] * g[6 + j];
+            for (int i = 0; i < 4; i++)
+                for (int j = 0; j < 4; j++)
+                    u[((int64_t)(i * 4 + j) * Cout + co) * Cin + k] =
+                        (float)(gg[i][0] * G[j][0] + gg[i][1] * G[j][1] + gg[i][2] * G[j][2]);
+        }
+    const dit_status st = bf16_pack(dst, u, XI * Cout, Cin, Cin, 1);
+    free(u);
+    return st;
+}
+
+// Per-thread scratch, grown as needed and freed when the thread ends.
+typedef struct {
+    uint16_t *v;   // 16 x (band rows padded to 32, Cin) bf16, each V_xi in a_layout_tiles(Cin)
+    float *m;      // (band, 16, Cout)
+    size_t v_cap, m_cap;
+    thread_exit_hook on_exit;
+} wino_workspace;
+
+static _Thread_local wino_workspace ws;
+
+static void free_wino_workspace(void *arg) {
+    wino_workspace *w = arg;
+    free(w->v), free(w->m);
+    w->v = NULL, w->m = NULL, w->v_cap = w->m_cap = 0;
+}
+
+static int reserve(size_t v_elems, size_t m_elems) {
+    ws.on_exit.run = free_wino_workspace, ws.on_exit.arg = &ws;
+    if (ws.v_cap < v_elems) {
+        free(ws.v);
+        ws.v_cap = 0;
+        if (!(ws.v = dit_malloc(v_elems * sizeof *ws.v))) return 0;
+        ws.v_cap = v_elems;
+        thread_exit_register(&ws.on_exit);
+    }
+    if (ws.m_cap < m_elems) {
+        free(ws.m);
+        ws.m_cap = 0;
+        if (!(ws.m = dit_malloc(m_elems * sizeof *ws.m))) return 0;
+        ws.m_cap = m_elems;
+        thread_exit_register(&ws.on_exit);
+    }
+    return 1;
+}
+
+// The even (odd = 0) or odd (odd = 1) channels of the 32 bf16 values at p, as 16 floats: a bf16 value is the
+// top half of its float32, and the pairs sit in 32-bit lanes low (even channel) then high (odd channel).
+static inline __m512 grid_half(const uint16_t *p, int odd) {
+    const __m512i x = _mm512_loadu_si512(p);
+    return _mm512_castsi512_ps(odd ? _mm512_and_si512(x, _mm512_set1_epi32((int)0xffff0000u))
+                                   : _mm512_slli_epi32(x, 16));
+}
+
+// B^T applied down one column of a patch: e = B^T (d0, d1, d2, d3), the column's values at p + i line.
+static inline void column_stage(__m512 e[4], const uint16_t *p, int64_t line, int odd) {
+    const __m512 d0 = grid_half(p, odd), d1 = grid_half(p + line, odd), d2 = grid_half(p + 2 * line, odd);
+    const __m512 d3 = grid_half(p + 3 * line, odd);
+    e[0] = _mm512_sub_ps(d0, d2);
+    e[1] = _mm512_add_ps(d1, d2);
+    e[2] = _mm512_sub_ps(d2, d1);
+    e[3] = _mm512_sub_ps(d1, d3);
+}
+
+// V_xi rows [0, n) for tiles t0 .. t0 + n - 1: d is the 4 x 4 patch of the padded grid at (2 ty, 2 tx),
+// V = B^T d B with B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]. Tiles are walked along
+// each tile row, so the two patch columns a tile shares with the next are transformed once (the column stage,
+// B^T down a column, is carried over). Within each 32-channel K step, V holds the even channels first, then
+// the odd ones (the order conv3x3_winograd_pack_bf16 gives U's K): a 64-byte run of the grid splits into the two
+// float32 halves with one operation each.
+static void input_transform(uint16_t *v, int64_t v_stride, const a_layout *at, const uint16_t *grid, int t0, int n,
+                            int Cin, int W) {
+    const int tiles_x = W / 2;
+    const int64_t line = (int64_t)(W + 2) * Cin;
+    for (int m = 0; m < n;) {
+        const int t = t0 + m, ty = t / tiles_x, tx0 = t % tiles_x;
+        const int run = n - m < tiles_x - tx0 ? n - m : tiles_x - tx0;   // tiles of this tile row in the band
+        for (int c = 0; c < Cin; c += 32)
+            for (int odd = 0; odd < 2; odd++) {
+                const uint16_t *base = grid + 2 * ty * line + ((int64_t)2 * tx0 * Cin + c);
+                __m512 col[4][4];   // col[j]: the column stage of patch column j
+                column_stage(col[0], base, line, odd);
+                column_stage(col[1], base + Cin, line, odd);
+                for (int s = 0; s < run; s++) {
+                    const uint16_t *p = base + (int64_t)(2 * s + 2) * Cin;
+                    column_stage(col[2], p, line, odd);
+                    column_stage(col[3], p + Cin, line, odd);
+                    uint16_t *dst = v + a_offset(at, m + s, c) + 16 * odd;
+                    for (int i = 0; i < 4; i++) {   // (B^T d) B: along row i
+                        const __m512 r[4] = {_mm512_sub_ps(col[0][i], col[2][i]), _mm512_add_ps(col[1][i], col[2][i]),
+                                             _mm512_sub_ps(col[2][i], col[1][i]), _mm512_sub_ps(col[1][i], col[3][i])};
+                        for (int j = 0; j < 4; j++)
+                            _mm256_storeu_si256((__m256i *)(dst + (i * 4 + j) * v_stride),
+                                                (__m256i)_mm512_cvtneps_pbh(r[j]));
+                    }
+                    for (int i = 0; i < 4; i++) col[0][i] = col[2][i], col[1][i] = col[3][i];
+                }
+            }
+        m += run;
+    }
+    for (int m = n; m < round_up(n, 32); m++)   // the last row block's rows past the band: zeros, never read back
+        for (int xi = 0; xi < XI; xi++)
+            for (int c = 0; c < Cin; c += 32) memset(v + xi * v_stride + a_offset(at, m, c), 0, 32 * sizeof *v);
+}
+
+// Output rows of tiles t0 .. t0 + n - 1 from their products M (n, 16, Cout): Y = A^T M A with
+// A^T = [[1, 1, 1, 0], [0, 1, -1, -1]], + bias, + out (accumulate), 16 channels at a time.
+static void output_transform(float *out, const float *m_buf, const float *bias, int accumulate, int upsampled,
+                             int t0, int n, int Cout, int W) {
+    const int tiles_x = W / 2;
+    for (int m = 0; m < n; m++) {
+        const int t = t0 + m, ty = t / tiles_x, tx = t % tiles_x;
+        float *y0 = out + ((int64_t)2 * ty * W + 2 * tx) * Cout, *y1 = y0 + (int64_t)W * Cout;
+        const float *mt = m_buf + (int64_t)m * XI * Cout;
+        for (int c = 0; c < Cout; c += 16) {
+            __m512 p[4][4], s[2][4];
+            for (int i = 0; i < 4; i++)
+                for (int j = 0; j < 4; j++)
+                    p[i][j] = upsampled && (i == 2 || j == 2) ? _mm512_setzero_ps()
+                                                              : _mm512_loadu_ps(mt + (i * 4 + j) * Cout + c);
+            for (int j = 0; j < 4; j++) {   // A^T M
+                s[0][j] = _mm512_add_ps(_mm512_add_ps(p[0][j], p[1][j]), p[2][j]);
+                s[1][j] = _mm512_sub_ps(_mm512_sub_ps(p[1][j], p[2][j]), p[3][j]);
+            }
+            const __m512 b = bias ? _mm512_loadu_ps(bias + c) : _mm512_setzero_ps();
+            float *dst[2][2] = {{y0 + c, y0 + Cout + c}, {y1 + c, y1 + Cout + c}};
+            for (int i = 0; i < 2; i++) {   // (A^T M) A
+                __m512 y[2] = {_mm512_add_ps(_mm512_add_ps(s[i][0], s[i][1]), s[i][2]),
+                               _mm512_sub_ps(_mm512_sub_ps(s[i][1], s[i][2]), s[i][3])};
+                for (int j = 0; j < 2; j++) {
+                    y[j] = _mm512_add_ps(y[j], b);
+                    if (accumulate) y[j] = _mm512_add_ps(_mm512_loadu_ps(dst[i][j]), y[j]);
+                    _mm512_storeu_ps(dst[i][j], y[j]);
+                }
+            }
+        }
+    }
+}
+
+// Tiles per band: M (band, 16, Cout) floats within about 512 KB (half of a 1 MB L2), between 32 and 128
+// tiles, a multiple of 32 (the kernels' row blocks).
+static int band_tiles(int Cout) {
+    int band = (512 << 10) / (XI * Cout * (int)sizeof(float)) / 32 * 32;
+    return band < 32 ? 32 : band > 128 ? 128 : band;
+}
+
+static int enabled = -1;   // -1: not decided yet (DIT_WINOGRAD)
+void conv3x3_winograd_enable(int on) { enabled = on; }
+int conv3x3_winograd_enabled(void) {
+    if (enabled < 0) {
+        const char *env = getenv("DIT_WINOGRAD");
+        enabled = !(env && strcmp(env, "0") == 0);
+    }
+    return enabled;
+}
+
+static int band_override = -1;
+void conv3x3_winograd_band(int tiles) { band_override = tiles > 0 ? round_up(tiles, 32) : 0; }
+
+dit_status conv3x3_winograd_bf16(float *out, const uint16_t *padded, const bf16_packed *U, const float *bias,
+                                 int accumulate, int upsampled, int Cin, int H, int W) {
+    const int Cout = U->N / XI, tiles = H / 2 * (W / 2);
+    DIT_CHECK(U->N % XI == 0 && U->K == Cin && U->Kp == Cin && conv3x3_winograd_fits(Cin, Cout, H, W));
+    if (band_override < 0) band_override = getenv("WB") ? atoi(getenv("WB")) : 0;
+    const int band = band_override ? band_override : band_tiles(Cout), bands = (tiles + band - 1) / band;
+    const int64_t v_stride = (int64_t)band * Cin;   // elements between V_xi and V_xi+1
+    const a_layout at = a_layout_tiles(Cin);
+    int failed = 0;
+    #pragma omp parallel for schedule(dynamic, 1)
+    for (int b = 0; b < bands; b++) {
+        if (failed) continue;
+        const int t0 = b * band, n = tiles - t0 < band ? tiles - t0 : band;
+        if (!reserve((size_t)XI * v_stride, (size_t)band * XI * Cout)) {
+            #pragma omp atomic write
+            failed = 1;
+            continue;
+        }
+        input_transform(ws.v, v_stride, &at, padded, t0, n, Cin, W);
+        for (int xi = 0; xi < XI && !failed; xi++) {
+            if (upsampled && (xi / 4 == 2 || xi % 4 == 2)) continue;   // V_xi = 0
+            const bf16_packed u = {.N = Cout, .K = Cin, .Np = Cout, .Kp = Cin,
+                                   .data = U->data + (int64_t)xi * Cout * Cin};
+            if (gemm_bf16_a16_serial(ws.m + xi * Cout, (int64_t)XI * Cout, ws.v + xi * v_stride, &at, &u, n, NULL) !=
+                DIT_OK) {
+                #pragma omp atomic write
+                failed = 1;
+            }
+        }
+        if (!failed) output_transform(out, ws.m, bias, accumulate, upsampled, t0, n, Cout, W);
+    }
+    return failed ? dit_set_error("out of memory allocating a thread's scratch for a Winograd convolution") : DIT_OK;
+}
