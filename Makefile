@@ -237,6 +237,9 @@ clean-fuzz:
 # bf16 vs fp32 on a whole named DiT (the quality bar for random weights): build/precision_check --model DiT-XL/2.
 $(BUILD)/precision_check: $(BUILD)/bench/precision_check.o $(BUILD)/libdit.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+# bf16 vs fp32 on the SD autoencoder, direct and Winograd convs: build/vae_precision --latent 16 --draws 4.
+$(BUILD)/vae_precision: $(BUILD)/bench/vae_precision.o $(BUILD)/libdit.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 # ---- multi-process benchmarks (issue 12; docs/distributed.md) -----------------------------------------
 # bench/dist_scaling.sh: 2 ranks x 1 thread vs 1 x 1 on training; build/bench_backward: the backward time that

@@ -507,7 +507,7 @@ static void check_conv_down(const char *path, int Cin, int H, int W, int Cout) {
 }
 
 // The stride-1 conv by Winograd's F(2x2, 3x3) on channels-last rows (ops/cpu/conv_winograd.c) against a float64
-// conv of the same bf16 grid values and the unrounded weights. Its error comes from rounding the transformed
+// conv of the unrounded input and weights. Its error comes from rounding the transformed
 // input V = B^T d B and filters U = G g G^T to bf16 (2^-9 relative each) before the products, so for an output y
 // = sum over the transform's terms c_xi sum_ci V U (c = +-1), |error| <= (2^-8 + 2^-18) S with S = sum |c_xi|
 // sum_ci |V| |U| in float64; the float32 sums (at most 2^-24 Cin S) and the bias and residual additions add
@@ -521,10 +521,10 @@ static void check_conv_winograd(const char *path, int Cin, int H, int W, int Cou
     float *bias = test_random_floats(&rng_state, (size_t)Cout, 0.5f);
     float *res = with_residual ? test_random_floats(&rng_state, (size_t)T * Cout, 1.0f) : NULL;
     float *out[3];
-    uint16_t *grid = malloc(sizeof(uint16_t) * (size_t)conv3x3_padded_elems(Cin, H, W));
+    float *grid = malloc(sizeof(float) * (size_t)conv3x3_padded_elems(Cin, H, W));
     bf16_packed U = {0};
     DIT_CHECK(conv3x3_winograd_fits(Cin, Cout, H, W) && conv3x3_winograd_pack_bf16(&U, w, Cout, Cin) == DIT_OK);
-    conv3x3_pad_cl_bf16(grid, x, Cin, H, W, upsample, NULL, NULL, 0);
+    conv3x3_pad_cl_f32(grid, x, Cin, H, W, upsample, NULL, NULL, 0);
     const int threads = dit_max_threads(), bands[3] = {32, 96, 32};
     for (int r = 0; r < 3; r++) {
         out[r] = malloc(sizeof(float) * (size_t)T * Cout);
@@ -555,14 +555,14 @@ static void check_conv_winograd(const char *path, int Cin, int H, int W, int Cou
     int64_t outside = 0;
     for (int ty = 0; ty < H / 2; ty++)
         for (int tx = 0; tx < W / 2; tx++) {
-            for (int ci = 0; ci < Cin; ci++) {   // V of this tile, from the bf16 grid values
+            for (int ci = 0; ci < Cin; ci++) {   // V of this tile
                 double d[4][4];
                 for (int i = 0; i < 4; i++)
                     for (int j = 0; j < 4; j++) {
                         const int iy = 2 * ty + i - 1, ix = 2 * tx + j - 1;
                         const int inside = iy >= 0 && iy < H && ix >= 0 && ix < W;
                         const int sy = upsample ? iy / 2 : iy, sx = upsample ? ix / 2 : ix;
-                        d[i][j] = inside ? bf16_round(x[((int64_t)sy * sw + sx) * Cin + ci]) : 0.0;
+                        d[i][j] = inside ? x[((int64_t)sy * sw + sx) * Cin + ci] : 0.0;
                     }
                 for (int i = 0; i < 4; i++)
                     for (int j = 0; j < 4; j++) {
@@ -666,13 +666,17 @@ static void check_groupnorm_cl(const char *path, int C, int H, int W, int G, flo
 }
 
 // The autoencoder with its 3x3 convolutions on the bf16 path against its fp32 self (reduced SD widths
-// 32/32/64/64, a 4 x 4 latent / 32 px image to stay quick): decode and encode. Each conv alone matches a
-// float64 sum of the same bf16 inputs to 1e-6, but ~30 convs deep every layer's output is rounded to bf16
-// again: over 12 random latents the decode's relative L2 error is 2.0-3.0e-2 and its max error 1.7-3.7e-2 of
-// max |out|, alike for the channel-major decoder and the channels-last one that replaced it. Bounds: L2 4e-2,
-// max 1e-1 (one draw's max is the noisier figure); both catch a wrong layout or tap (errors of order 1), and
-// this error is why the autoencoder's AUTO stays fp32.
-static void check_vae(const char *path) {
+// 32/32/64/64, a 4 x 4 latent / 32 px image to stay quick): decode and encode. Each conv alone is within its
+// bound of a float64 conv (check_conv, check_conv_winograd), but ~30 convs deep every layer's output is rounded
+// to bf16 again: over 12 random latents the decode's relative L2 error is 2.0-2.8e-2 with the direct convs and
+// 3.1-4.1e-2 with Winograd's (the default on this path; the encode's 1.1-1.8e-2 and 1.8-2.7e-2), its max error
+// up to 5e-2 of max |out| (build/vae_precision measures the same at full width). Bounds: L2 6e-2, max 1e-1 (one
+// draw's max is the noisier figure); both catch a wrong layout or tap (errors of order 1), and this error is
+// why the autoencoder's AUTO stays fp32.
+static void check_vae(const char *path, int winograd) {
+    const char *form = winograd ? "Winograd" : "direct";
+    const int was = conv3x3_winograd_enabled();
+    conv3x3_winograd_enable(winograd);
     dit_vae_config c;
     dit_vae_config_sd(&c);
     c.block_out[0] = c.block_out[1] = 32;
@@ -697,16 +701,18 @@ static void check_vae(const char *path) {
               dit_vae_encode_moments(v, img, 1, S, S, m_one) == DIT_OK);
     dit_set_threads(threads);
     CHECK(!memcmp(one_thread, got, (size_t)3 * S * S * sizeof *got) && !memcmp(m_one, mgot, sizeof m_one),
-          "%s VAE bf16 decode and encode: 1 thread = %d threads bit for bit", path, threads);
+          "%s VAE bf16 (%s 3x3 convs) decode and encode: 1 thread = %d threads bit for bit", path, form, threads);
     free(one_thread);
     double max_rel, l2_rel, emax, el2;
     test_relative_errors(got, ref, (size_t)3 * S * S, &max_rel, &l2_rel);
     test_relative_errors(mgot, mref, sizeof mref / sizeof mref[0], &emax, &el2);
-    CHECK(l2_rel <= 4e-2 && el2 <= 4e-2 && max_rel <= 1e-1 && emax <= 1e-1, "%s VAE bf16 vs fp32: decode L2 error "
-          "%.2e (max %.2e of max |out|), encode moments L2 %.2e (max %.2e) (bounds: L2 4e-2, max 1e-1)", path, l2_rel,
+    CHECK(l2_rel <= 6e-2 && el2 <= 6e-2 && max_rel <= 1e-1 && emax <= 1e-1, "%s VAE bf16 (%s 3x3 convs) vs fp32: "
+          "decode L2 error %.2e (max %.2e of max |out|), encode moments L2 %.2e (max %.2e) (bounds: L2 6e-2, max 1e-1)",
+          path, form, l2_rel,
           max_rel, el2, emax);
     free(z); free(img); free(ref); free(got);
     dit_vae_free(v);
+    conv3x3_winograd_enable(was);
 }
 
 // The bf16 path's LayerNorm + modulate (float32 lane sums) against the exact double-sum version: D not a
@@ -918,7 +924,8 @@ void test_bf16(void) {
         check_groupnorm_cl(name, 64, 9, 13, 32, 0.0f);
         check_groupnorm_cl(name, 96, 40, 41, 8, 0.0f);
         check_groupnorm_cl(name, 32, 30, 31, 8, 300.0f);   // a mean ~170 standard deviations from 0
-        check_vae(name);
+        check_vae(name, 1);
+        check_vae(name, 0);
     }
     cpu_path_force(saved);
     if (!ran) SKIP("bf16 gemm: no bf16 path on this CPU");

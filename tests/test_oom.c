@@ -118,6 +118,26 @@ static dit_status vae_roundtrip(void) {
     return st;
 }
 
+// The channels-last autoencoder (widths multiples of 32; in bf16: Winograd's convs, the direct ones for the
+// last conv and Downsample2D), synthetic, encode and decode of a 16 px image.
+static dit_status vae_channels_last(void) {
+    dit_vae_config c;
+    dit_vae_config_sd(&c);
+    c.block_out[0] = c.block_out[1] = c.block_out[2] = c.block_out[3] = 32;
+    c.norm_groups = 8;
+    dit_vae *v = dit_vae_synthetic(&c, 5);
+    if (!v) return DIT_ERR;
+    dit_status st = dit_vae_set_precision(v, precision);
+    enum { H = 16, W = 16, h = 2, w = 2 };
+    static float x[3 * H * W], z[4 * h * w], noise[4 * h * w], back[3 * H * W];
+    for (int i = 0; i < 3 * H * W; i++) x[i] = cosf(0.05f * i);
+    for (int i = 0; i < 4 * h * w; i++) noise[i] = 0.01f * i;
+    if (st == DIT_OK) st = dit_vae_encode(v, x, 1, H, W, noise, z);
+    if (st == DIT_OK) st = dit_vae_decode(v, z, 1, h, w, back);
+    dit_vae_free(v);
+    return st;
+}
+
 static dit_block_kind block;   // the block design train_steps builds
 
 // A v-flow model sampled with the three flow samplers (guided), as dit_sample runs them.
@@ -478,6 +498,7 @@ void test_oom(void) {
         fail_everywhere("dit_sample (ddpm, ddim, dpm++2m; guided), decode, PNG", sample_and_encode);
         fail_everywhere("v-flow model: dit_sample (flow-euler, flow-heun, flow-em; guided)", sample_flow);
         fail_everywhere("VAE load (CompVis .ckpt), encode, decode, tiled decode", vae_roundtrip);
+        fail_everywhere("synthetic VAE of widths 32 (channels-last on the bf16 path), encode, decode", vae_channels_last);
         block = DIT_BLOCK_ADALN_ZERO;
         fail_everywhere("trainer, two training steps, EMA model", train_steps);
         block = DIT_BLOCK_CROSS_ATTENTION;

@@ -462,16 +462,23 @@ static uint16_t *grid_buffer(vae_work *w, int C, int H, int W) {
 }
 
 // out = conv3x3 of x's grid (scale/shift: the GroupNorm as an affine map, NULL for none; silu) + bias, + out
-// with accumulate; channels-last rows, or channel-major (C, H W) with transpose_out.
+// with accumulate; channels-last rows, or channel-major (C, H W) with transpose_out. By Winograd's F(2x2, 3x3)
+// from a float32 grid where it fits (ops/cpu/conv_winograd.c), else the direct form from a bf16 grid.
 static dit_status cl_conv3x3(vae_work *w, float *out, const float *x, const float *weight, const float *bias,
                              int accumulate, int transpose_out, int cin, int cout, int H, int W, int upsample,
                              const float *scale, const float *shift) {
     const int winograd = !transpose_out && conv3x3_winograd_enabled() && conv3x3_winograd_fits(cin, cout, H, W);
     const bf16_packed *packed = packed_weight(w, weight, cout, cin, winograd ? 16 : 9);
+    if (!packed) return DIT_ERR;
+    if (winograd) {
+        float *grid = vae_work_get(w, 2, (size_t)conv3x3_padded_elems(cin, H, W));
+        if (!grid) return DIT_ERR;
+        conv3x3_pad_cl_f32(grid, x, cin, H, W, upsample, scale, shift, scale != NULL);
+        return conv3x3_winograd_bf16(out, grid, packed, bias, accumulate, upsample, cin, H, W);
+    }
     uint16_t *padded = grid_buffer(w, cin, H, W);
-    if (!packed || !padded) return DIT_ERR;
+    if (!padded) return DIT_ERR;
     conv3x3_pad_cl_bf16(padded, x, cin, H, W, upsample, scale, shift, scale != NULL);
-    if (winograd) return conv3x3_winograd_bf16(out, padded, packed, bias, accumulate, upsample, cin, H, W);
     return conv3x3_bf16_padded(out, padded, packed, bias, accumulate, transpose_out, cin, H, W);
 }
 

@@ -172,6 +172,10 @@ int64_t conv3x3_padded_elems(int C, int H, int W);
 // x (H W, C), or (H/2 W/2, C) repeated 2 x 2 with upsample (H, W even).
 void conv3x3_pad_cl_bf16(uint16_t *padded, const float *x, int C, int H, int W, int upsample, const float *scale,
                          const float *shift, int silu);
+// The same grid of float32 values (not rounded), conv3x3_padded_elems(C, H, W) floats: what the Winograd form
+// transforms before rounding.
+void conv3x3_pad_cl_f32(float *padded, const float *x, int C, int H, int W, int upsample, const float *scale,
+                        const float *shift, int silu);
 // Downsample2D (3x3, stride 2, zero padding only right and bottom, H and W even): x (H W, C) rounded to bf16
 // into four parity planes, plane (a, b) holding input positions (2 i + a, 2 j + b) in OH + 1 lines of OW + 1
 // positions (OH = H/2, OW = W/2; zeros past the input), planes (0,0), (0,1), (1,0), (1,1) one after another
@@ -190,14 +194,14 @@ dit_status conv3x3_bf16_padded(float *out, const uint16_t *padded, const bf16_pa
                                int accumulate, int transpose_out, int Cin, int H, int W);
 
 // The stride-1 conv by Winograd's F(2x2, 3x3) (ops/cpu/conv_winograd.c): 2.25x fewer products than the direct
-// form, rounding two more operands to bf16. For Cin and Cout multiples of 32 and H, W even
+// form; its operands are rounded to bf16 after the transforms. For Cin and Cout multiples of 32 and H, W even
 // (conv3x3_winograd_fits). Weights: the sixteen transformed filters packed as one B of 16 Cout rows. out (H W,
-// Cout) rows = conv3x3(the grid padded, as conv3x3_bf16_padded reads it) + bias (may be NULL) (+ out with
+// Cout) rows = conv3x3(the float32 grid padded, from conv3x3_pad_cl_f32) + bias (may be NULL) (+ out with
 // accumulate).
 int conv3x3_winograd_fits(int Cin, int Cout, int H, int W);
 dit_status conv3x3_winograd_pack_bf16(bf16_packed *dst, const float *w, int Cout, int Cin);
 // upsampled: the grid was built with upsample (then 7 of the 16 products are zero and skipped).
-dit_status conv3x3_winograd_bf16(float *out, const uint16_t *padded, const bf16_packed *U, const float *bias,
+dit_status conv3x3_winograd_bf16(float *out, const float *padded, const bf16_packed *U, const float *bias,
                                  int accumulate, int upsampled, int Cin, int H, int W);
 // Whether the autoencoder uses it (models/vae.c): on unless turned off here or by DIT_WINOGRAD=0 in the
 // environment (read on first use).

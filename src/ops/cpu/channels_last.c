@@ -78,21 +78,24 @@ dit_status groupnorm_cl_affine(float *scale, float *shift, const float *x, int T
 
 // The grid of a pad-1 conv: lines W + 2 positions wide whose position (1 + y, 1 + x) holds the value of input
 // position (y, x) for y < H, x < W (an input of H/2 x W/2 repeated 2 x 2 with upsample), zeros everywhere else up
-// to conv3x3_padded_elems(C, H, W) elements.
-static void fill_grid(uint16_t *grid, const float *x, int C, int H, int W, int upsample, const float *scale,
-                      const float *shift, int silu) {
+// to conv3x3_padded_elems(C, H, W) elements: bf16 values in grid, or (grid NULL) float32 ones in grid32.
+static void fill_grid(uint16_t *grid, float *grid32, const float *x, int C, int H, int W, int upsample,
+                      const float *scale, const float *shift, int silu) {
     const int sw = upsample ? W / 2 : W, repeat = upsample ? 2 : 1, origin = 1, grid_w = W + 2;
+    const size_t size = grid ? sizeof *grid : sizeof *grid32;
+    char *bytes = grid ? (char *)grid : (char *)grid32;
     const int64_t line = (int64_t)grid_w * C, first = origin * line, last = (int64_t)(origin + H) * line;
-    memset(grid, 0, (size_t)first * sizeof *grid);   // the top border line
-    memset(grid + last, 0, (size_t)(conv3x3_padded_elems(C, H, W) - last) * sizeof *grid);   // bottom and tail
+    memset(bytes, 0, (size_t)first * size);   // the top border line
+    memset(bytes + last * size, 0, (size_t)(conv3x3_padded_elems(C, H, W) - last) * size);   // bottom and tail
     #pragma omp parallel for schedule(guided)
     for (int sy = 0; sy < (upsample ? H / 2 : H); sy++) {
-        uint16_t *dst_line = grid + first + (int64_t)sy * repeat * line;
-        memset(dst_line, 0, (size_t)origin * C * sizeof *dst_line);   // the left border
-        memset(dst_line + (int64_t)(origin + W) * C, 0, (size_t)(grid_w - origin - W) * C * sizeof *dst_line);
+        const int64_t line_start = first + (int64_t)sy * repeat * line;
+        char *dst_line = bytes + line_start * size;
+        memset(dst_line, 0, (size_t)origin * C * size);   // the left border
+        memset(dst_line + (int64_t)(origin + W) * C * size, 0, (size_t)(grid_w - origin - W) * C * size);
         for (int sx = 0; sx < sw; sx++) {
             const float *src = x + ((int64_t)sy * sw + sx) * C;
-            uint16_t *dst = dst_line + (int64_t)(sx * repeat + origin) * C;
+            const int64_t at = line_start + (int64_t)(sx * repeat + origin) * C;
             for (int c = 0; c < C; c += 16) {
                 const __mmask16 mask = mask16(C - c);
                 __m512 v = _mm512_maskz_loadu_ps(mask, src + c);
@@ -102,18 +105,24 @@ static void fill_grid(uint16_t *grid, const float *x, int C, int H, int W, int u
                 if (silu)   // y / (1 + e^-y)
                     v = _mm512_div_ps(v, _mm512_add_ps(_mm512_set1_ps(1.0f),
                                                        fast_exp512(_mm512_sub_ps(_mm512_setzero_ps(), v))));
-                const __m256i h = (__m256i)_mm512_cvtneps_pbh(v);
-                _mm256_mask_storeu_epi16(dst + c, mask, h);
-                if (upsample) _mm256_mask_storeu_epi16(dst + C + c, mask, h);
+                for (int k = 0; k < repeat; k++) {
+                    if (grid) _mm256_mask_storeu_epi16(grid + at + k * C + c, mask, (__m256i)_mm512_cvtneps_pbh(v));
+                    else _mm512_mask_storeu_ps(grid32 + at + k * C + c, mask, v);
+                }
             }
         }
-        if (upsample) memcpy(dst_line + line, dst_line, (size_t)line * sizeof *dst_line);
+        if (upsample) memcpy(dst_line + line * size, dst_line, (size_t)line * size);
     }
 }
 
 void conv3x3_pad_cl_bf16(uint16_t *padded, const float *x, int C, int H, int W, int upsample, const float *scale,
                          const float *shift, int silu) {
-    fill_grid(padded, x, C, H, W, upsample, scale, shift, silu);
+    fill_grid(padded, NULL, x, C, H, W, upsample, scale, shift, silu);
+}
+
+void conv3x3_pad_cl_f32(float *padded, const float *x, int C, int H, int W, int upsample, const float *scale,
+                        const float *shift, int silu) {
+    fill_grid(NULL, padded, x, C, H, W, upsample, scale, shift, silu);
 }
 
 // Downsample2D's grid as four parity planes (see ops/bf16.h): input position (y, x) goes to plane

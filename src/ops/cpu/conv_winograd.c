@@ -6,11 +6,11 @@
 // The 16 elementwise products, summed over Cin, are 16 independent GEMMs (xi = 0..15):
 //     M_xi (tiles, Cout) = V_xi (tiles, Cin) @ U_xi^T,   V_xi = (B^T d B)[xi],  U_xi = (G g G^T)[xi] (Cout, Cin)
 // run on the bf16 GEMM's kernels (fp32 accumulation). U is made once per weight in float64 and rounded to bf16;
-// V is made in float32 from the bf16 grid the direct form reads and rounded to bf16 once; the output transform
-// and everything after it are float32. What this costs in accuracy against the direct form: V and U are
-// rounded where the direct form's inputs are exact bf16 values already, so the error bound grows from the
-// float32 sum's to 2^-8 of sum |V| |U| (tests/test_bf16.c checks exactly that bound; docs/precision.md has the
-// figures on the SD VAE).
+// V is made in float32 from a float32 grid of the input (conv3x3_pad_cl_f32: the direct form's grid before its
+// rounding) and rounded to bf16 once; the output transform and everything after it are float32. So each
+// product meets two rounded operands, as in the direct form, but rounded after the transforms, whose sums
+// make V and U larger than d and g: the error bound is 2^-8 of sum |V| |U| (tests/test_bf16.c checks it) and
+// on the SD autoencoder the error against fp32 is ~1.3x the direct form's (docs/precision.md).
 //
 // An Upsample2D's conv (the grid holds an input repeated 2 x 2) needs only 9 of the 16 products: every patch
 // starts at an odd padded line and position, so its lines 1 and 2 are the same source line (and its columns 1
@@ -43,8 +43,7 @@ int conv3x3_winograd_fits(int Cin, int Cout, int H, int W) {
 
 // U_xi[co][ci] = (G g G^T)[xi] for g = w[co][ci] (3 x 3), G = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2],
 // [0, 0, 1]], in float64 and rounded once (to float32 here, to bf16 by the packing); packed as one B of
-// 16 Cout rows, row xi Cout + co, so U_xi is the run of panels from xi Cout / 32 on. Along K, each 32 channels
-// are in input_transform's order: the 16 even ones, then the 16 odd ones.
+// 16 Cout rows, row xi Cout + co, so U_xi is the run of panels from xi Cout / 32 on.
 dit_status conv3x3_winograd_pack_bf16(bf16_packed *dst, const float *w, int Cout, int Cin) {
     DIT_CHECK(Cout % 32 == 0);
     float *u = dit_malloc((size_t)XI * Cout * Cin * sizeof *u);
@@ -53,13 +52,12 @@ dit_status conv3x3_winograd_pack_bf16(bf16_packed *dst, const float *w, int Cout
     for (int co = 0; co < Cout; co++)
         for (int ci = 0; ci < Cin; ci++) {
             const float *g = w + ((int64_t)co * Cin + ci) * 9;
-            const int q = ci % 32, k = ci - q + (q % 2 ? 16 + q / 2 : q / 2);   // even channels, then odd
             double gg[4][3];   // G g
             for (int i = 0; i < 4; i++)
                 for (int j = 0; j < 3; j++) gg[i][j] = G[i][0] * g[j] + G[i][1] * g[3 + j] + G[i][2] * g[6 + j];
             for (int i = 0; i < 4; i++)
                 for (int j = 0; j < 4; j++)
-                    u[((int64_t)(i * 4 + j) * Cout + co) * Cin + k] =
+                    u[((int64_t)(i * 4 + j) * Cout + co) * Cin + ci] =
                         (float)(gg[i][0] * G[j][0] + gg[i][1] * G[j][1] + gg[i][2] * G[j][2]);
         }
     const dit_status st = bf16_pack(dst, u, XI * Cout, Cin, Cin, 1);
@@ -102,58 +100,54 @@ static int reserve(size_t v_elems, size_t m_elems) {
     return 1;
 }
 
-// The even (odd = 0) or odd (odd = 1) channels of the 32 bf16 values at p, as 16 floats: a bf16 value is the
-// top half of its float32, and the pairs sit in 32-bit lanes low (even channel) then high (odd channel).
-static inline __m512 grid_half(const uint16_t *p, int odd) {
-    const __m512i x = _mm512_loadu_si512(p);
-    return _mm512_castsi512_ps(odd ? _mm512_and_si512(x, _mm512_set1_epi32((int)0xffff0000u))
-                                   : _mm512_slli_epi32(x, 16));
-}
-
-// B^T applied down one column of a patch: e = B^T (d0, d1, d2, d3), the column's values at p + i line.
-static inline void column_stage(__m512 e[4], const uint16_t *p, int64_t line, int odd) {
-    const __m512 d0 = grid_half(p, odd), d1 = grid_half(p + line, odd), d2 = grid_half(p + 2 * line, odd);
-    const __m512 d3 = grid_half(p + 3 * line, odd);
+// B^T applied down one column of a patch: e = B^T (d0, d1, d2, d3), the column's 16 channels at p + i line.
+static inline void column_stage(__m512 e[4], const float *p, int64_t line) {
+    const __m512 d0 = _mm512_loadu_ps(p), d1 = _mm512_loadu_ps(p + line), d2 = _mm512_loadu_ps(p + 2 * line);
+    const __m512 d3 = _mm512_loadu_ps(p + 3 * line);
     e[0] = _mm512_sub_ps(d0, d2);
     e[1] = _mm512_add_ps(d1, d2);
     e[2] = _mm512_sub_ps(d2, d1);
     e[3] = _mm512_sub_ps(d1, d3);
 }
 
-// V_xi rows [0, n) for tiles t0 .. t0 + n - 1: d is the 4 x 4 patch of the padded grid at (2 ty, 2 tx),
-// V = B^T d B with B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]. Tiles are walked along
-// each tile row, so the two patch columns a tile shares with the next are transformed once (the column stage,
-// B^T down a column, is carried over). Within each 32-channel K step, V holds the even channels first, then
-// the odd ones (the order conv3x3_winograd_pack_bf16 gives U's K): a 64-byte run of the grid splits into the two
-// float32 halves with one operation each.
-static void input_transform(uint16_t *v, int64_t v_stride, const a_layout *at, const uint16_t *grid, int t0, int n,
+// Row i of (B^T d) B from the column stages of the patch's four columns.
+static inline void row_stage(__m512 r[4], __m512 col[4][4], int i) {
+    r[0] = _mm512_sub_ps(col[0][i], col[2][i]);
+    r[1] = _mm512_add_ps(col[1][i], col[2][i]);
+    r[2] = _mm512_sub_ps(col[2][i], col[1][i]);
+    r[3] = _mm512_sub_ps(col[1][i], col[3][i]);
+}
+
+// V_xi rows [0, n) for tiles t0 .. t0 + n - 1: d is the 4 x 4 patch of the padded float32 grid at (2 ty, 2 tx),
+// V = B^T d B with B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], rounded to bf16 once.
+// Tiles are walked along each tile row, so the two patch columns a tile shares with the next are transformed
+// once (the column stage, B^T down a column, is carried over); 32 channels at a time, two halves of 16.
+static void input_transform(uint16_t *v, int64_t v_stride, const a_layout *at, const float *grid, int t0, int n,
                             int Cin, int W) {
     const int tiles_x = W / 2;
     const int64_t line = (int64_t)(W + 2) * Cin;
     for (int m = 0; m < n;) {
         const int t = t0 + m, ty = t / tiles_x, tx0 = t % tiles_x;
         const int run = n - m < tiles_x - tx0 ? n - m : tiles_x - tx0;   // tiles of this tile row in the band
-        for (int c = 0; c < Cin; c += 32)
-            for (int odd = 0; odd < 2; odd++) {
-                const uint16_t *base = grid + 2 * ty * line + ((int64_t)2 * tx0 * Cin + c);
-                __m512 col[4][4];   // col[j]: the column stage of patch column j
-                column_stage(col[0], base, line, odd);
-                column_stage(col[1], base + Cin, line, odd);
-                for (int s = 0; s < run; s++) {
-                    const uint16_t *p = base + (int64_t)(2 * s + 2) * Cin;
-                    column_stage(col[2], p, line, odd);
-                    column_stage(col[3], p + Cin, line, odd);
-                    uint16_t *dst = v + a_offset(at, m + s, c) + 16 * odd;
-                    for (int i = 0; i < 4; i++) {   // (B^T d) B: along row i
-                        const __m512 r[4] = {_mm512_sub_ps(col[0][i], col[2][i]), _mm512_add_ps(col[1][i], col[2][i]),
-                                             _mm512_sub_ps(col[2][i], col[1][i]), _mm512_sub_ps(col[1][i], col[3][i])};
-                        for (int j = 0; j < 4; j++)
-                            _mm256_storeu_si256((__m256i *)(dst + (i * 4 + j) * v_stride),
-                                                (__m256i)_mm512_cvtneps_pbh(r[j]));
-                    }
-                    for (int i = 0; i < 4; i++) col[0][i] = col[2][i], col[1][i] = col[3][i];
+        for (int c = 0; c < Cin; c += 32) {
+            const float *base = grid + 2 * ty * line + ((int64_t)2 * tx0 * Cin + c);
+            __m512 lo[4][4], hi[4][4];   // [j]: the column stage of patch column j, channels c.. and c + 16..
+            column_stage(lo[0], base, line), column_stage(hi[0], base + 16, line);
+            column_stage(lo[1], base + Cin, line), column_stage(hi[1], base + Cin + 16, line);
+            for (int s = 0; s < run; s++) {
+                const float *p = base + (int64_t)(2 * s + 2) * Cin;
+                column_stage(lo[2], p, line), column_stage(hi[2], p + 16, line);
+                column_stage(lo[3], p + Cin, line), column_stage(hi[3], p + Cin + 16, line);
+                uint16_t *dst = v + a_offset(at, m + s, c);
+                for (int i = 0; i < 4; i++) {
+                    __m512 r_lo[4], r_hi[4];
+                    row_stage(r_lo, lo, i), row_stage(r_hi, hi, i);
+                    for (int j = 0; j < 4; j++)
+                        _mm512_storeu_si512(dst + (i * 4 + j) * v_stride, (__m512i)_mm512_cvtne2ps_pbh(r_hi[j], r_lo[j]));
                 }
+                for (int i = 0; i < 4; i++) lo[0][i] = lo[2][i], lo[1][i] = lo[3][i], hi[0][i] = hi[2][i], hi[1][i] = hi[3][i];
             }
+        }
         m += run;
     }
     for (int m = n; m < round_up(n, 32); m++)   // the last row block's rows past the band: zeros, never read back
@@ -212,14 +206,13 @@ int conv3x3_winograd_enabled(void) {
     return enabled;
 }
 
-static int band_override = -1;
+static int band_override;
 void conv3x3_winograd_band(int tiles) { band_override = tiles > 0 ? round_up(tiles, 32) : 0; }
 
-dit_status conv3x3_winograd_bf16(float *out, const uint16_t *padded, const bf16_packed *U, const float *bias,
+dit_status conv3x3_winograd_bf16(float *out, const float *padded, const bf16_packed *U, const float *bias,
                                  int accumulate, int upsampled, int Cin, int H, int W) {
     const int Cout = U->N / XI, tiles = H / 2 * (W / 2);
     DIT_CHECK(U->N % XI == 0 && U->K == Cin && U->Kp == Cin && conv3x3_winograd_fits(Cin, Cout, H, W));
-    if (band_override < 0) band_override = getenv("WB") ? atoi(getenv("WB")) : 0;
     const int band = band_override ? band_override : band_tiles(Cout), bands = (tiles + band - 1) / band;
     const int64_t v_stride = (int64_t)band * Cin;   // elements between V_xi and V_xi+1
     const a_layout at = a_layout_tiles(Cin);
