@@ -67,9 +67,9 @@ dit_status conv3x3_winograd_pack_bf16(bf16_packed *dst, const float *w, int Cout
 
 // Per-thread scratch, grown as needed and freed when the thread ends.
 typedef struct {
-    uint16_t *v;   // 16 x (band rows padded to 32, Cin) bf16, each V_xi in a_layout_tiles(Cin)
-    float *m;      // (band, 16, Cout)
-    size_t v_cap, m_cap;
+    void *v;   // 16 x (band rows padded to 32, Cin) bf16, each V_xi in a_layout_tiles(Cin)
+    void *m;   // (band, 16, Cout) floats
+    size_t v_bytes, m_bytes;
     thread_exit_hook on_exit;
 } wino_workspace;
 
@@ -78,26 +78,23 @@ static _Thread_local wino_workspace ws;
 static void free_wino_workspace(void *arg) {
     wino_workspace *w = arg;
     free(w->v), free(w->m);
-    w->v = NULL, w->m = NULL, w->v_cap = w->m_cap = 0;
+    w->v = NULL, w->m = NULL, w->v_bytes = w->m_bytes = 0;
+}
+
+// *buf holding at least `bytes` (its contents not kept); 0 when out of memory.
+static int grow(void **buf, size_t *have, size_t bytes) {
+    if (*have >= bytes) return 1;
+    free(*buf);
+    *have = 0;
+    if (!(*buf = dit_malloc(bytes))) return 0;
+    *have = bytes;
+    ws.on_exit.run = free_wino_workspace, ws.on_exit.arg = &ws;
+    thread_exit_register(&ws.on_exit);
+    return 1;
 }
 
 static int reserve(size_t v_elems, size_t m_elems) {
-    ws.on_exit.run = free_wino_workspace, ws.on_exit.arg = &ws;
-    if (ws.v_cap < v_elems) {
-        free(ws.v);
-        ws.v_cap = 0;
-        if (!(ws.v = dit_malloc(v_elems * sizeof *ws.v))) return 0;
-        ws.v_cap = v_elems;
-        thread_exit_register(&ws.on_exit);
-    }
-    if (ws.m_cap < m_elems) {
-        free(ws.m);
-        ws.m_cap = 0;
-        if (!(ws.m = dit_malloc(m_elems * sizeof *ws.m))) return 0;
-        ws.m_cap = m_elems;
-        thread_exit_register(&ws.on_exit);
-    }
-    return 1;
+    return grow(&ws.v, &ws.v_bytes, v_elems * sizeof(uint16_t)) && grow(&ws.m, &ws.m_bytes, m_elems * sizeof(float));
 }
 
 // B^T applied down one column of a patch: e = B^T (d0, d1, d2, d3), the column's 16 channels at p + i line.
@@ -219,25 +216,27 @@ dit_status conv3x3_winograd_bf16(float *out, const float *padded, const bf16_pac
     int failed = 0;
     #pragma omp parallel for schedule(dynamic, 1)
     for (int b = 0; b < bands; b++) {
-        if (failed) continue;
+        int stop;
+        #pragma omp atomic read
+        stop = failed;
+        if (stop) continue;
         const int t0 = b * band, n = tiles - t0 < band ? tiles - t0 : band;
-        if (!reserve((size_t)XI * v_stride, (size_t)band * XI * Cout)) {
-            #pragma omp atomic write
-            failed = 1;
-            continue;
-        }
-        input_transform(ws.v, v_stride, &at, padded, t0, n, Cin, W);
-        for (int xi = 0; xi < XI && !failed; xi++) {
+        int ok = reserve((size_t)XI * v_stride, (size_t)band * XI * Cout);
+        uint16_t *v = ws.v;
+        float *m = ws.m;
+        if (ok) input_transform(v, v_stride, &at, padded, t0, n, Cin, W);
+        for (int xi = 0; xi < XI && ok; xi++) {
             if (upsampled && (xi / 4 == 2 || xi % 4 == 2)) continue;   // V_xi = 0
             const bf16_packed u = {.N = Cout, .K = Cin, .Np = Cout, .Kp = Cin,
                                    .data = U->data + (int64_t)xi * Cout * Cin};
-            if (gemm_bf16_a16_serial(ws.m + xi * Cout, (int64_t)XI * Cout, ws.v + xi * v_stride, &at, &u, n, NULL) !=
-                DIT_OK) {
-                #pragma omp atomic write
-                failed = 1;
-            }
+            ok = gemm_bf16_a16_serial(m + xi * Cout, (int64_t)XI * Cout, v + xi * v_stride, &at, &u, n, NULL) == DIT_OK;
         }
-        if (!failed) output_transform(out, ws.m, bias, accumulate, upsampled, t0, n, Cout, W);
+        if (ok) {
+            output_transform(out, m, bias, accumulate, upsampled, t0, n, Cout, W);
+        } else {
+            #pragma omp atomic write
+            failed = 1;
+        }
     }
     return failed ? dit_set_error("out of memory allocating a thread's scratch for a Winograd convolution") : DIT_OK;
 }
