@@ -208,12 +208,33 @@ static void pack_a_rows_transposed(uint16_t *dst, const a_layout *at, int Kp, co
 
 // ---- the AVX512-BF16 micro-kernel ------------------------------------------------------------------------
 
+// One 32-deep K step of an 8-row block: its first `pairs` K pairs (16: all; fewer on the last step of a K that
+// is not a multiple of 32, whose other pairs are zeros in both operands), against the panel's first `halves`
+// 16-column halves (1 when the second lies wholly past N: zeros, nothing to add).
+static inline __attribute__((always_inline)) void avx512_k_step(__m512 acc[8][2], const uint16_t *A, int64_t row,
+                                                                int64_t kk, const uint16_t *blk, int pairs,
+                                                                int halves) {
+    for (int pair = 0; pair < pairs; pair++) {
+        const __m512bh b0 = (__m512bh)_mm512_loadu_si512(blk + pair * 32);
+        const __m512bh b1 = halves == 2 ? (__m512bh)_mm512_loadu_si512(blk + 512 + pair * 32) : b0;
+        for (int r = 0; r < 8; r++) {
+            int32_t two;
+            memcpy(&two, A + r * row + kk + 2 * pair, sizeof two);
+            const __m512bh a = (__m512bh)_mm512_set1_epi32(two);
+            acc[r][0] = _mm512_dpbf16_ps(acc[r][0], a, b0);
+            if (halves == 2) acc[r][1] = _mm512_dpbf16_ps(acc[r][1], a, b1);
+        }
+    }
+}
+
 // dst (8 rows x 32, row stride ldd) = start + 8 rows of A (`row` elements apart, K steps `kstep` apart) x
 // `ksteps` 32-deep blocks of one panel (start as amx_kernel_32x32): per K pair, two B vectors (16 columns of
-// pairs each) meet each row's pair broadcast; 16 accumulators.
-static void avx512_kernel_8x32(const float *src, int64_t lds, float *dst, int64_t ldd, const uint16_t *A,
-                               int64_t row, int64_t kstep, const int64_t *koff, const uint16_t *panel, int ksteps,
-                               const float *init, int accumulate) {
+// pairs each) meet each row's pair broadcast; 16 accumulators. The last step stops after `last_pairs` pairs;
+// with halves == 1 only the first 16 columns are computed (the others of dst hold their start values).
+static inline __attribute__((always_inline)) void avx512_kernel_8x32(
+    const float *src, int64_t lds, float *dst, int64_t ldd, const uint16_t *A, int64_t row, int64_t kstep,
+    const int64_t *koff, const uint16_t *panel, int ksteps, const float *init, int accumulate, int last_pairs,
+    int halves) {
     __m512 acc[8][2];
     const __m512 init0 = init ? _mm512_loadu_ps(init) : _mm512_setzero_ps();
     const __m512 init1 = init ? _mm512_loadu_ps(init + 16) : _mm512_setzero_ps();
@@ -223,18 +244,9 @@ static void avx512_kernel_8x32(const float *src, int64_t lds, float *dst, int64_
     }
     for (int kb = 0; kb < ksteps; kb++) {
         const uint16_t *blk = panel + (int64_t)kb * 1024;
-        for (int pair = 0; pair < 16; pair++) {
-            const __m512bh b0 = (__m512bh)_mm512_loadu_si512(blk + pair * 32);
-            const __m512bh b1 = (__m512bh)_mm512_loadu_si512(blk + 512 + pair * 32);
-            const int64_t kk = (koff ? koff[kb] : kb * kstep) + 2 * pair;
-            for (int r = 0; r < 8; r++) {
-                int32_t two;
-                memcpy(&two, A + r * row + kk, sizeof two);
-                const __m512bh a = (__m512bh)_mm512_set1_epi32(two);
-                acc[r][0] = _mm512_dpbf16_ps(acc[r][0], a, b0);
-                acc[r][1] = _mm512_dpbf16_ps(acc[r][1], a, b1);
-            }
-        }
+        const int64_t kk = koff ? koff[kb] : kb * kstep;
+        if (kb + 1 < ksteps || last_pairs == 16) avx512_k_step(acc, A, row, kk, blk, 16, halves);
+        else avx512_k_step(acc, A, row, kk, blk, last_pairs, halves);
     }
     for (int r = 0; r < 8; r++) {
         _mm512_storeu_ps(dst + r * ldd, acc[r][0]);
@@ -242,15 +254,29 @@ static void avx512_kernel_8x32(const float *src, int64_t lds, float *dst, int64_
     }
 }
 
+static void avx512_kernel_8x32_full(const float *src, int64_t lds, float *dst, int64_t ldd, const uint16_t *A,
+                                    int64_t row, int64_t kstep, const int64_t *koff, const uint16_t *panel, int ksteps,
+                                    const float *init, int accumulate, int last_pairs) {
+    avx512_kernel_8x32(src, lds, dst, ldd, A, row, kstep, koff, panel, ksteps, init, accumulate, last_pairs, 2);
+}
+
+static void avx512_kernel_8x32_half(const float *src, int64_t lds, float *dst, int64_t ldd, const uint16_t *A,
+                                    int64_t row, int64_t kstep, const int64_t *koff, const uint16_t *panel, int ksteps,
+                                    const float *init, int accumulate, int last_pairs) {
+    avx512_kernel_8x32(src, lds, dst, ldd, A, row, kstep, koff, panel, ksteps, init, accumulate, last_pairs, 1);
+}
+
 // Only the groups of 8 rows that hold some of the block's `rows` (1..32) product rows are computed: a product
 // of a few rows (adaLN's modulation at batch 2, say) costs a quarter of a whole block, not all of it. The rows
-// past `rows` in dst are left as they were; nothing reads them.
+// past `rows` in dst are left as they were; nothing reads them. Likewise a panel's second 16 columns when
+// `cols` <= 16 (dst holds its start values there), and the K pairs past the product's K in its last step.
 static void avx512_kernel_32x32(const float *src, int64_t lds, float *dst, int64_t ldd, const uint16_t *A,
                                 const a_layout *at, const uint16_t *panel, int ksteps, const float *init,
-                                int accumulate, int rows) {
+                                int accumulate, int rows, int cols, int last_pairs) {
     for (int r = 0; r < rows; r += 8)
-        avx512_kernel_8x32(src + r * lds, lds, dst + r * ldd, ldd, A + (r >> 4) * at->half + (r & 15) * at->row,
-                           at->row, at->kstep, at->koff, panel, ksteps, init, accumulate);
+        (cols > 16 ? avx512_kernel_8x32_full : avx512_kernel_8x32_half)(
+            src + r * lds, lds, dst + r * ldd, ldd, A + (r >> 4) * at->half + (r & 15) * at->row, at->row, at->kstep,
+            at->koff, panel, ksteps, init, accumulate, last_pairs);
 }
 
 // ---- epilogue -----------------------------------------------------------------------------------------------
@@ -507,16 +533,17 @@ static int slab_panels(int ksteps) {
     return panels < 1 ? 1 : panels;
 }
 
-// A micro-kernel: one 32 x 32 block of which the first `rows` rows are wanted.
+// A micro-kernel: one 32 x 32 block of which the first `rows` rows and `cols` columns are wanted, whose last K
+// step holds `last_pairs` (1..16) K pairs that are not zero padding.
 typedef void (*kernel_fn)(const float *src, int64_t lds, float *dst, int64_t ldd, const uint16_t *A,
                           const a_layout *at, const uint16_t *panel, int ksteps, const float *init, int accumulate,
-                          int rows);
+                          int rows, int cols, int last_pairs);
 
-// The AMX kernel computes whole tiles of 16 rows whatever `rows` is.
+// The AMX kernel computes whole tiles of 16 rows, 16 columns and 32 K whatever the wanted part is.
 static void amx_kernel_block(const float *src, int64_t lds, float *dst, int64_t ldd, const uint16_t *A,
                              const a_layout *at, const uint16_t *panel, int ksteps, const float *init, int accumulate,
-                             int rows) {
-    (void)rows;
+                             int rows, int cols, int last_pairs) {
+    (void)rows, (void)cols, (void)last_pairs;
     amx_kernel_32x32(src, lds, dst, ldd, A, at, panel, ksteps, init, accumulate);
 }
 
@@ -572,6 +599,8 @@ static dit_status run_blocks(float *out, int64_t ldo, const uint16_t *A16, const
         for (int k0 = 0; k0 < Kp; k0 += ksteps_max * 32) {
             const int ksteps = (Kp - k0) / 32 < ksteps_max ? (Kp - k0) / 32 : ksteps_max;
             const int first = k0 == 0, last = k0 + ksteps * 32 >= Kp;
+            // K pairs of the last step that are not zero padding (a K such as a head of 72: 4 of 16)
+            const int last_pairs = last ? (B->K - (Kp - 32) + 1) / 2 : 16;
             for (int mb = mb0; mb < mb1; mb++) {
                 const int m0 = mb * 32, rows = M - m0 < 32 ? M - m0 : 32;
                 // out's row of row m0; with lines (ep->line), a block is whole only if its 32 rows are all kept
@@ -622,14 +651,14 @@ static dit_status run_blocks(float *out, int64_t ldo, const uint16_t *A16, const
                             prefetch_block(ep->gelu_grad_of + out_row * ldo + n0 + 32, ldo);
                     }
                     if (!last) {
-                        kernel(src, lds, wait, ldw, a, &from_k0, panel, ksteps, init, accumulate, rows);
+                        kernel(src, lds, wait, ldw, a, &from_k0, panel, ksteps, init, accumulate, rows, cols, last_pairs);
                         continue;
                     }
                     if (full && in_kernel) {   // the result straight into out
-                        kernel(src, lds, block, ldo, a, &from_k0, panel, ksteps, init, accumulate, rows);
+                        kernel(src, lds, block, ldo, a, &from_k0, panel, ksteps, init, accumulate, rows, cols, last_pairs);
                         continue;
                     }
-                    kernel(src, lds, C, 32, a, &from_k0, panel, ksteps, init, accumulate, rows);
+                    kernel(src, lds, C, 32, a, &from_k0, panel, ksteps, init, accumulate, rows, cols, last_pairs);
                     if (in_kernel)
                         for (int r = 0; r < rows; r++) {
                             const int64_t o = kept_row(ep, m0 + r);
