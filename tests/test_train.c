@@ -504,6 +504,7 @@ static void test_cli(const char *images) {
         {"train --data fashion-mnist --steps 1 --bogus", "unknown option"},
         {"train --resume /nonexistent/run", "resume"},
         {"cache-latents --data x", "required"},
+        {"cache-latents --data x --vae y -o z --precision half", "--precision"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         snprintf(cmd, sizeof cmd, "%s %s", bin, bad[i].args);

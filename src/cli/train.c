@@ -594,6 +594,7 @@ static void on_progress(void *ctx, int done, int total) {
 int cmd_cache_latents(int argc, char **argv) {
     const char *vae_path = NULL, *data_spec = NULL, *out = NULL;
     int image_size = 256, use_mean = 0, seed = 0, threads = 0;
+    dit_precision precision = DIT_PRECISION_FP32;
     for (cli_args a = {.argc = argc, .argv = argv, .i = 1}; a.i < argc; a.i++) {
         const char *arg = argv[a.i];
         if (!strcmp(arg, "-h") || !strcmp(arg, "--help")) {
@@ -605,6 +606,9 @@ int cmd_cache_latents(int argc, char **argv) {
                    "  --mean           store the posterior mean instead of a posterior sample (the default, as\n"
                    "                   train.py's latent_dist.sample(), drawn once per image and flip)\n"
                    "  -s, --seed S     seed of the posterior noise (default 0)\n"
+                   "  --precision P    fp32 (default, also what auto means here) or bf16: the VAE's convolutions as\n"
+                   "                   bf16 products with fp32 sums, ~3x faster on a CPU with a bf16 path, at\n"
+                   "                   about 1.5e-2 relative error (docs/precision.md)\n"
                    "  -t, --threads N\n");
             return 0;
         }
@@ -615,6 +619,7 @@ int cmd_cache_latents(int argc, char **argv) {
         else if (cli_take_int(&a, NULL, "--image-size", 8, 4096, &image_size)) continue;
         else if (cli_take_int(&a, "-s", "--seed", 0, 2147483647, &seed)) continue;
         else if (cli_take_int(&a, "-t", "--threads", 1, 4096, &threads)) continue;
+        else if (cli_take_precision(&a, &precision)) continue;
         else if (a.failed) return 2;
         else return cli_usage_error("cache-latents: unknown option '%s' (see dit cache-latents --help)", arg);
     }
@@ -624,7 +629,8 @@ int cmd_cache_latents(int argc, char **argv) {
     train_data data;
     if (train_data_open_folder(&data, data_spec, image_size)) return cli_fail();
     dit_vae *vae = dit_vae_load(vae_path, NULL);
-    if (!vae) {
+    if (!vae || dit_vae_set_precision(vae, precision) != DIT_OK) {
+        dit_vae_free(vae);
         train_data_free(&data);
         return cli_fail();
     }
