@@ -49,6 +49,7 @@ dit_status conv3x3_winograd_pack_bf16(bf16_packed *dst, const float *w, int Cout
     float *u = dit_malloc((size_t)XI * Cout * Cin * sizeof *u);
     if (!u) return DIT_ERR;
     static const double G[4][3] = {{1, 0, 0}, {0.5, 0.5, 0.5}, {0.5, -0.5, 0.5}, {0, 0, 1}};
+    #pragma omp parallel for schedule(static)
     for (int co = 0; co < Cout; co++)
         for (int ci = 0; ci < Cin; ci++) {
             const float *g = w + ((int64_t)co * Cin + ci) * 9;
