@@ -420,6 +420,12 @@ static void check_conv(const char *path, int Cin, int H, int W, int Cout, int up
     conv3x3_bf16_allow_direct(0);
     DIT_CHECK(conv3x3_bf16(banded, x, &packed, bias, res, upsample, Cin, H, W, Cout) == DIT_OK);
     conv3x3_bf16_allow_direct(1);
+    // channel-major in, rows out (the autoencoder's first conv; no residual or upsample there)
+    float *first_rows = NULL;
+    if (!upsample && !res) {
+        first_rows = malloc(sizeof(float) * (size_t)Cout * H * W);
+        DIT_CHECK(conv3x3_bf16_rows(first_rows, x, &packed, bias, Cin, H, W, Cout) == DIT_OK);
+    }
     // the channels-last form (Cin % 32 == 0): x and the residual as rows, the grid built by conv3x3_pad_cl_bf16,
     // out as rows (H W, Cout)
     float *rows_out = NULL;
@@ -435,7 +441,7 @@ static void check_conv(const char *path, int Cin, int H, int W, int Cout, int up
         DIT_CHECK(conv3x3_bf16_padded(rows_out, grid, &packed, bias, res != NULL, 0, Cin, H, W) == DIT_OK);
         free(x_rows), free(grid);
     }
-    double worst = 0, worst_rows = 0;
+    double worst = 0, worst_rows = 0, worst_first = 0;
     for (int co = 0; co < Cout; co++)
         for (int y = 0; y < H; y++)
             for (int xx = 0; xx < W; xx++) {
@@ -456,6 +462,10 @@ static void check_conv(const char *path, int Cin, int H, int W, int Cout, int up
                     const double e = fabs(rows_out[((int64_t)y * W + xx) * Cout + co] - sum) / (mag + 1e-30);
                     if (e > worst_rows) worst_rows = e;
                 }
+                if (first_rows) {
+                    const double e = fabs(first_rows[((int64_t)y * W + xx) * Cout + co] - sum) / (mag + 1e-30);
+                    if (e > worst_first) worst_first = e;
+                }
             }
     CHECK(!memcmp(direct, banded, sizeof(float) * (size_t)Cout * H * W) && worst <= 1e-5,
           "%s conv3x3 Cin %d, %dx%d%s -> %d%s: in place = banded rows bit for bit, vs float64 %.1e of sum |terms| "
@@ -464,7 +474,10 @@ static void check_conv(const char *path, int Cin, int H, int W, int Cout, int up
         CHECK(worst_rows <= 1e-5, "%s conv3x3 channels-last rows, Cin %d, %dx%d%s -> %d%s: vs float64 %.1e of sum "
               "|terms| (bound 1e-5)", path, Cin, H, W, upsample ? " (upsampled)" : "", Cout, res ? ", + residual" : "",
               worst_rows);
-    free(rows_out);
+    if (first_rows)
+        CHECK(worst_first <= 1e-5, "%s conv3x3 channel-major in, rows out, Cin %d, %dx%d -> %d: vs float64 %.1e of sum "
+              "|terms| (bound 1e-5)", path, Cin, H, W, Cout, worst_first);
+    free(rows_out), free(first_rows);
     bf16_packed_free(&packed);
     free(x); free(w); free(bias); free(res); free(direct); free(banded);
 }
@@ -916,6 +929,8 @@ void test_bf16(void) {
         check_conv(name, 96, 8, 30, 32, 1, 1);
         check_conv(name, 96, 3, 70, 32, 0, 1);   // 3 K blocks, whole 32-row blocks inside a line
         check_conv(name, 4, 9, 9, 32, 0, 0);   // Cin not a multiple of 32: the banded form both times
+        check_conv(name, 3, 10, 12, 40, 0, 0);   // an image's 3 channels: rows out with an edge panel
+        check_conv(name, 32, 7, 9, 36, 0, 0);    // rows out through the direct form
         check_conv_down(name, 32, 10, 14, 40);
         check_conv_winograd(name, 32, 6, 10, 64, 0, 1);
         check_conv_winograd(name, 64, 8, 70, 32, 1, 1);   // 35 tiles a row: bands start mid-row

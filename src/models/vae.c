@@ -541,24 +541,23 @@ static dit_status cl_attention(float *out, const float *x, const vae_attention *
 
 static const vae_layers row_layers = {cl_resnet, cl_attention};
 
-// rows (T, C) = x (C, T) transposed.
-static void channels_to_rows(float *rows, const float *x, int C, int T) {
-    #pragma omp parallel for schedule(guided)
-    for (int t = 0; t < T; t++)
-        for (int c = 0; c < C; c++) rows[(int64_t)t * C + c] = x[(int64_t)c * T + t];
+// The first conv of the decoder or encoder (few input channels, channel-major) into channels-last rows.
+static dit_status first_conv_rows(vae_work *w, float *rows, const float *x, const float *weight, const float *bias,
+                                  int cin, int cout, int H, int W) {
+    const bf16_packed *packed = packed_weight(w, weight, cout, cin, 9);
+    if (!packed) return DIT_ERR;
+    return conv3x3_bf16_rows(rows, x, packed, bias, cin, H, W, cout);
 }
 
 static dit_status decode_one_channels_last(dit_vae *v, const float *z, int H, int W, float *x) {
     const dit_vae_config *c = &v->cfg;
     const int G = c->norm_groups, L = c->num_levels, top = c->block_out[L - 1], Z = c->latent_channels;
     stream s = {&v->work, 0, &row_layers};
-    // the latent's two convs channel-major, then the activation turned channels-last once
-    float *post = vae_work_get(s.w, 4, (size_t)Z * H * W), *h = vae_work_get(s.w, 1, (size_t)top * H * W);
-    float *rows = vae_work_get(s.w, 0, (size_t)top * H * W);
-    if (!post || !h || !rows) return DIT_ERR;
+    // the latent's 1x1 conv channel-major; its 3x3 conv writes rows
+    float *post = vae_work_get(s.w, 4, (size_t)Z * H * W), *rows = vae_work_get(s.w, 0, (size_t)top * H * W);
+    if (!post || !rows) return DIT_ERR;
     DIT_TRY(conv1x1(post, z, v->post_quant_w, v->post_quant_b, NULL, Z, Z, H * W));
-    DIT_TRY(conv3x3(h, post, v->dec_in_w, v->dec_in_b, NULL, 0, Z, top, H, W, s.w));
-    channels_to_rows(rows, h, top, H * W);
+    DIT_TRY(first_conv_rows(s.w, rows, post, v->dec_in_w, v->dec_in_b, Z, top, H, W));
     DIT_TRY(run_mid(&s, v->dec_mid, &v->dec_attn, H, W, G));
     float *out;
     for (int i = 0; i < L; i++) {
@@ -580,16 +579,15 @@ static dit_status decode_one_channels_last(dit_vae *v, const float *z, int H, in
                       affine + C0);
 }
 
-// The encoder on the same path: the image's conv channel-major, then rows; Downsample2D as a stride-2 conv over
-// a grid padded only right and bottom; the last conv writes the moments channel-major for quant_conv.
+// The encoder on the same path: the image's conv reads it channel-major and writes rows; Downsample2D as a stride-2
+// conv over a grid padded only right and bottom; the last conv writes the moments channel-major for quant_conv.
 static dit_status encode_one_channels_last(dit_vae *v, const float *x, int H, int W, float *moments) {
     const dit_vae_config *c = &v->cfg;
     const int G = c->norm_groups, L = c->num_levels, C0 = c->block_out[0];
     stream s = {&v->work, 0, &row_layers};
-    float *h = vae_work_get(s.w, 1, (size_t)C0 * H * W), *rows = vae_work_get(s.w, 0, (size_t)C0 * H * W);
-    if (!h || !rows) return DIT_ERR;
-    DIT_TRY(conv3x3(h, x, v->enc_in_w, v->enc_in_b, NULL, 0, c->in_channels, C0, H, W, s.w));
-    channels_to_rows(rows, h, C0, H * W);
+    float *rows = vae_work_get(s.w, 0, (size_t)C0 * H * W);
+    if (!rows) return DIT_ERR;
+    DIT_TRY(first_conv_rows(s.w, rows, x, v->enc_in_w, v->enc_in_b, c->in_channels, C0, H, W));
     for (int i = 0; i < L; i++) {
         for (int j = 0; j < c->layers_per_block; j++) DIT_TRY(run_resnet(&s, &v->down.resnets[i][j], H, W, G));
         if (i < L - 1) {   // Downsample2D(padding=0): zero pad right and bottom by one, then 3x3 stride 2

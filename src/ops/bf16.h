@@ -162,6 +162,10 @@ dit_status conv3x3_pack_bf16(bf16_packed *dst, const float *w, int Cout, int Cin
 // one sample; x is (Cin, H, W), or (Cin, H/2, W/2) repeated 2x2 with upsample (H, W even).
 dit_status conv3x3_bf16(float *out, const float *x, const bf16_packed *weights, const float *bias,
                         const float *residual, int upsample, int Cin, int H, int W, int Cout);
+// The same from a channel-major input (Cin, H, W) into channels-last rows out (H W, Cout), + bias: the autoencoder's
+// first conv, whose output the channels-last path takes as it is.
+dit_status conv3x3_bf16_rows(float *out, const float *x, const bf16_packed *weights, const float *bias, int Cin, int H,
+                             int W, int Cout);
 
 // The channels-last form (the autoencoder's bf16 path; ops/cpu/channels_last.c and conv_bf16.c). Activations
 // are (T = H W, C) float32 rows. A conv reads a zero-padded bf16 grid of its input: (H + 2) x (W + 2)

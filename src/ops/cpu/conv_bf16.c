@@ -160,8 +160,9 @@ dit_status conv3x3_bf16_down(float *out, const uint16_t *grid, const bf16_packed
 static int direct_allowed = 1;
 void conv3x3_bf16_allow_direct(int on) { direct_allowed = on; }
 
-dit_status conv3x3_bf16(float *out, const float *x, const bf16_packed *Wt, const float *bias,
-                        const float *residual, int upsample, int Cin, int H, int W, int Cout) {
+// conv3x3_bf16, its output channel-major (C, H W) or, with rows_out, channels-last rows (H W, C).
+static dit_status conv3x3_bf16_to(float *out, int rows_out, const float *x, const bf16_packed *Wt, const float *bias,
+                                  const float *residual, int upsample, int Cin, int H, int W, int Cout) {
     const int Wp = W + 2, K = 9 * Cin, Kp = Wt->Kp;
     DIT_CHECK(Wt->K == K && Wt->N == Cout && Kp == round_up(K, 32));
     const int64_t plane = (int64_t)H * W;
@@ -172,13 +173,13 @@ dit_status conv3x3_bf16(float *out, const float *x, const bf16_packed *Wt, const
     pad_channels_last(padded, x, upsample, Cin, H, W);
     memset(padded + grid, 0, (size_t)(elems - grid) * sizeof *padded);   // the tail the direct form reads
     if (residual) memcpy(out, residual, (size_t)Cout * plane * sizeof *out);
-    if (direct) return conv3x3_bf16_padded(out, padded, Wt, bias, residual != NULL, 1, Cin, H, W);
+    if (direct) return conv3x3_bf16_padded(out, padded, Wt, bias, residual != NULL, !rows_out, Cin, H, W);
     // A band of output lines whose rows take ~4 MB: big enough to keep the panels busy, small enough for L2/L3.
     int band = (int)((4 << 20) / ((int64_t)W * Kp * 2));
     band = band < 1 ? 1 : band > H ? H : band;
     uint16_t *rows = grow(&ws.rows, &ws.rows_cap, (size_t)round_up(band * W, 32) * Kp);
     if (!rows) return DIT_ERR;
-    const gemm_epilogue ep = {.bias = bias, .accumulate = residual != NULL, .transpose_out = 1};
+    const gemm_epilogue ep = {.bias = bias, .accumulate = residual != NULL, .transpose_out = !rows_out};
     const a_layout at = a_layout_tiles(Kp);
     for (int y0 = 0; y0 < H; y0 += band) {
         const int lines = H - y0 < band ? H - y0 : band, M = lines * W;
@@ -193,7 +194,18 @@ dit_status conv3x3_bf16(float *out, const float *x, const bf16_packed *Wt, const
                 copy_run(rows, &at, m, ky * 3 * Cin, padded + ((int64_t)(oy + ky) * Wp + ox) * Cin, 3 * Cin);
             for (int k = K; k < Kp; k++) rows[a_offset(&at, m, k)] = 0;
         }
-        DIT_TRY(gemm_bf16_a16(out + (int64_t)y0 * W, plane, rows, &at, Wt, M, &ep));
+        if (rows_out) DIT_TRY(gemm_bf16_a16(out + (int64_t)y0 * W * Cout, Cout, rows, &at, Wt, M, &ep));
+        else DIT_TRY(gemm_bf16_a16(out + (int64_t)y0 * W, plane, rows, &at, Wt, M, &ep));
     }
     return DIT_OK;
+}
+
+dit_status conv3x3_bf16(float *out, const float *x, const bf16_packed *Wt, const float *bias,
+                        const float *residual, int upsample, int Cin, int H, int W, int Cout) {
+    return conv3x3_bf16_to(out, 0, x, Wt, bias, residual, upsample, Cin, H, W, Cout);
+}
+
+dit_status conv3x3_bf16_rows(float *out, const float *x, const bf16_packed *Wt, const float *bias, int Cin, int H,
+                             int W, int Cout) {
+    return conv3x3_bf16_to(out, 1, x, Wt, bias, NULL, 0, Cin, H, W, Cout);
 }
