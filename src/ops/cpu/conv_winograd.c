@@ -119,9 +119,10 @@ static inline void row_stage(__m512 r[4], __m512 col[4][4], int i) {
 // V_xi rows [0, n) for tiles t0 .. t0 + n - 1: d is the 4 x 4 patch of the padded float32 grid at (2 ty, 2 tx),
 // V = B^T d B with B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], rounded to bf16 once.
 // Tiles are walked along each tile row, so the two patch columns a tile shares with the next are transformed
-// once (the column stage, B^T down a column, is carried over); 32 channels at a time, two halves of 16.
+// once (the column stage, B^T down a column, is carried over); 32 channels at a time, two halves of 16. With
+// upsampled, the seven V_xi of row 2 or column 2 (zeros, see above) are neither made nor stored.
 static void input_transform(uint16_t *v, int64_t v_stride, const a_layout *at, const float *grid, int t0, int n,
-                            int Cin, int W) {
+                            int Cin, int W, int upsampled) {
     const int tiles_x = W / 2;
     const int64_t line = (int64_t)(W + 2) * Cin;
     for (int m = 0; m < n;) {
@@ -138,10 +139,13 @@ static void input_transform(uint16_t *v, int64_t v_stride, const a_layout *at, c
                 column_stage(lo[3], p + Cin, line), column_stage(hi[3], p + Cin + 16, line);
                 uint16_t *dst = v + a_offset(at, m + s, c);
                 for (int i = 0; i < 4; i++) {
+                    if (upsampled && i == 2) continue;   // row 2 and column 2 are zeros, never read (below)
                     __m512 r_lo[4], r_hi[4];
                     row_stage(r_lo, lo, i), row_stage(r_hi, hi, i);
                     for (int j = 0; j < 4; j++)
-                        _mm512_storeu_si512(dst + (i * 4 + j) * v_stride, (__m512i)_mm512_cvtne2ps_pbh(r_hi[j], r_lo[j]));
+                        if (!upsampled || j != 2)
+                            _mm512_storeu_si512(dst + (i * 4 + j) * v_stride,
+                                                (__m512i)_mm512_cvtne2ps_pbh(r_hi[j], r_lo[j]));
                 }
                 for (int i = 0; i < 4; i++) lo[0][i] = lo[2][i], lo[1][i] = lo[3][i], hi[0][i] = hi[2][i], hi[1][i] = hi[3][i];
             }
@@ -225,7 +229,7 @@ dit_status conv3x3_winograd_bf16(float *out, const float *padded, const bf16_pac
         int ok = reserve((size_t)XI * v_stride, (size_t)band * XI * Cout);
         uint16_t *v = ws.v;
         float *m = ws.m;
-        if (ok) input_transform(v, v_stride, &at, padded, t0, n, Cin, W);
+        if (ok) input_transform(v, v_stride, &at, padded, t0, n, Cin, W, upsampled);
         for (int xi = 0; xi < XI && ok; xi++) {
             if (upsampled && (xi / 4 == 2 || xi % 4 == 2)) continue;   // V_xi = 0
             const bf16_packed u = {.N = Cout, .K = Cin, .Np = Cout, .Kp = Cin,
