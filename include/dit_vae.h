@@ -30,6 +30,11 @@ void dit_vae_config_sd(dit_vae_config *cfg);
 dit_status dit_vae_config_validate(const dit_vae_config *cfg);
 // The spatial downsampling factor, 2^(num_levels - 1) (8 for SD).
 int dit_vae_config_factor(const dit_vae_config *cfg);
+// Multiply-adds (in units of 1e9) of one decode of an h x w latent, or with encode of one encode of the
+// (f h) x (f w) image, counted as bench/ref_vae.py --count-macs counts them in PyTorch: every conv and linear
+// (output elements x fan-in), plus attention's two T x T x C products (norms, activations, softmax not counted).
+// What the convs cost done directly; dit's bf16 path does fewer (Winograd's algorithm, docs/precision.md).
+double dit_vae_config_gmacs(const dit_vae_config *cfg, int h, int w, int encode);
 
 typedef struct dit_vae dit_vae;
 
@@ -45,9 +50,10 @@ dit_vae *dit_vae_load(const char *path, const dit_vae_load_options *opts);
 // GroupNorm gamma 1 + 0.1 u, beta 0.1 u), for tests and benchmarks.
 dit_vae *dit_vae_synthetic(const dit_vae_config *cfg, uint32_t seed);
 void dit_vae_free(dit_vae *v);
-// How the 3x3 stride-1 convolutions (nearly all of the autoencoder's work) run: dit_precision of dit.h.
-// fp32 by default, and AUTO means fp32 here too: bf16 (an error of a few 1e-2 of max |out| on our test network,
-// docs/precision.md) is an explicit choice. The rest (GroupNorm, attention, 1x1 and stride-2 convs) stays fp32.
+// How the autoencoder's products run: dit_precision of dit.h. fp32 by default, and AUTO means fp32 here too:
+// bf16 (an error of a few 1e-2 of max |out| on our test network, docs/precision.md) is an explicit choice. In
+// bf16 the convolutions, 1x1 convs and attention are bf16 products with fp32 sums, the stride-1 3x3 convs by
+// Winograd's algorithm (DIT_WINOGRAD=0 in the environment: directly); GroupNorm and activations stay fp32.
 dit_status dit_vae_set_precision(dit_vae *v, dit_precision p);
 dit_precision dit_vae_precision(const dit_vae *v);
 const dit_vae_config *dit_vae_get_config(const dit_vae *v);

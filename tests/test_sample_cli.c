@@ -1,5 +1,7 @@
 // `dit sample` end to end on a tiny synthetic pixel-space model: every output kind, determinism across
 // batch sizes and thread counts, --noise, and bad flags.
+#include <cjson/cJSON.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,6 +63,54 @@ static int save_small_vae(const char *path) {
     return ok;
 }
 
+// A number field of the one JSON object a command printed; -1 when missing.
+static double json_number(const char *text, const char *key) {
+    cJSON *j = text ? cJSON_Parse(text) : NULL;
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, key);
+    const double x = cJSON_IsNumber(v) ? v->valuedouble : -1;
+    cJSON_Delete(j);
+    return x;
+}
+
+// `dit bench`: a forward, a training step, the autoencoder's decode and encode (--json), and its usage errors.
+static void test_bench_cli(void) {
+    char *out = NULL;
+    int rc = run("bench --config DiT-S/8 --image-size 64 --batch 2 --repeats 1 -t 1 --json", &out);
+    const double gmacs = dit_config_gmacs(&(dit_config){.input_size = 8, .patch_size = 8, .in_channels = 4,
+                                                        .hidden_size = 384, .depth = 12, .num_heads = 6,
+                                                        .mlp_ratio = 4.0f, .num_classes = 1000, .learn_sigma = 1});
+    CHECK(rc == 0 && json_number(out, "seconds_per_forward") > 0 && fabs(json_number(out, "gmacs") - 2 * gmacs) < 1e-3,
+          "dit bench --config DiT-S/8 --json: seconds_per_forward > 0, gmacs = 2 x one image's (exit %d: %s)", rc,
+          out ? out : "");
+    free(out);
+    rc = run("bench --config DiT-S/8 --image-size 64 --train --repeats 1 -t 1", &out);
+    CHECK(rc == 0 && out && strstr(out, "per training step"), "dit bench --train (exit %d: %s)", rc, out ? out : "");
+    free(out);
+    dit_vae_config sd;
+    dit_vae_config_sd(&sd);
+    for (int encode = 0; encode < 2; encode++) {
+        rc = run(encode ? "bench --vae-encode --image-size 16 --repeats 1 --json"
+                        : "bench --vae-decode --image-size 16 --repeats 1 --json", &out);
+        CHECK(rc == 0 && json_number(out, "seconds_per_forward") > 0 &&
+                  fabs(json_number(out, "gmacs") - dit_vae_config_gmacs(&sd, 2, 2, encode)) < 1e-3,
+              "dit bench --vae-%s --image-size 16 --json: seconds_per_forward > 0, gmacs of the SD autoencoder "
+              "(exit %d: %s)", encode ? "encode" : "decode", rc, out ? out : "");
+        free(out);
+    }
+    static const struct { const char *args, *needle; } bad[] = {
+        {"bench --vae x.safetensors", "--vae-decode or --vae-encode"},
+        {"bench --vae-decode --train", "do not go with"},
+        {"bench --vae-encode --image-size 20", "multiple of"},
+        {"bench --cfg --train", "do not go together"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        rc = run(bad[i].args, &out);
+        CHECK(rc == 2 && out && strstr(out, bad[i].needle), "dit %s: usage error naming '%s' (exit %d)", bad[i].args,
+              bad[i].needle, rc);
+        free(out);
+    }
+}
+
 // A latent-space model (4 channels) sampled and decoded through --vae.
 static void test_sample_with_vae(void) {
     dit_config cfg = {.input_size = 4, .patch_size = 2, .in_channels = 4, .hidden_size = 32, .depth = 1,
@@ -118,6 +168,7 @@ static void test_shipped_model(void) {
 }
 
 void test_sample_cli(void) {
+    test_bench_cli();
     test_shipped_model();
     test_sample_with_vae();
     // Pixel space, 1 channel, 8x8, learned sigma, 3 classes with a null class.

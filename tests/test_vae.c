@@ -548,7 +548,26 @@ static void test_cli(void) {
     dit_vae_free(v);
 }
 
+// The multiply-add count against bench/ref_vae.py --count-macs (PyTorch hooks on every conv and linear, plus
+// attention's two T x T x C products) for the SD autoencoder: exact integers at 32 x 32 and 64 x 64 latents.
+static void test_gmacs(void) {
+    dit_vae_config sd;
+    dit_vae_config_sd(&sd);
+    static const struct { int latent; double decode, encode; } want[] = {
+        {32, 311093641216.0, 136361082880.0},
+        {64, 1257259466752.0, 558329233408.0},
+    };
+    for (int i = 0; i < 2; i++) {
+        const double d = dit_vae_config_gmacs(&sd, want[i].latent, want[i].latent, 0) * 1e9;
+        const double e = dit_vae_config_gmacs(&sd, want[i].latent, want[i].latent, 1) * 1e9;
+        CHECK(fabs(d - want[i].decode) < 1 && fabs(e - want[i].encode) < 1, "SD VAE multiply-adds at latent %d: "
+              "decode %.0f (PyTorch count %.0f), encode %.0f (%.0f)", want[i].latent, d, want[i].decode, e,
+              want[i].encode);
+    }
+}
+
 void test_vae(void) {
+    test_gmacs();
     test_conv();
     test_groupnorm();
     test_upsample();

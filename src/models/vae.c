@@ -50,6 +50,44 @@ dit_status dit_vae_config_validate(const dit_vae_config *c) {
 
 int dit_vae_config_factor(const dit_vae_config *cfg) { return 1 << (cfg->num_levels - 1); }
 
+// Multiply-adds of a resnet (two 3x3 convs, a 1x1 shortcut when the width changes) and of the single-head
+// attention (four C x C linears, two T x T x C products) over T positions.
+static double resnet_macs(double T, double cin, double cout) {
+    return 9 * T * cin * cout + 9 * T * cout * cout + (cin != cout ? T * cin * cout : 0);
+}
+
+static double attention_macs(double T, double C) { return 4 * T * C * C + 2 * T * T * C; }
+
+double dit_vae_config_gmacs(const dit_vae_config *c, int h, int w, int encode) {
+    const int L = c->num_levels, top = c->block_out[L - 1], Z = c->latent_channels;
+    double macs = 0;
+    if (!encode) {
+        double T = (double)h * w;
+        int C = top;
+        macs += T * Z * Z + 9 * T * Z * top;   // post_quant_conv, conv_in
+        macs += 2 * resnet_macs(T, top, top) + attention_macs(T, top);
+        for (int i = 0; i < L; i++) {
+            const int out = c->block_out[L - 1 - i];
+            for (int j = 0; j < c->layers_per_block + 1; j++, C = out) macs += resnet_macs(T, C, out);
+            if (i < L - 1) T *= 4, macs += 9 * T * C * C;   // Upsample2D's conv
+        }
+        macs += 9 * T * C * c->out_channels;
+    } else {
+        const int f = dit_vae_config_factor(c);
+        double T = (double)h * f * w * f;
+        int C = c->block_out[0];
+        macs += 9 * T * c->in_channels * C;
+        for (int i = 0; i < L; i++) {
+            const int out = c->block_out[i];
+            for (int j = 0; j < c->layers_per_block; j++, C = out) macs += resnet_macs(T, C, out);
+            if (i < L - 1) T /= 4, macs += 9 * T * C * C;   // Downsample2D's conv, stride 2
+        }
+        macs += 2 * resnet_macs(T, top, top) + attention_macs(T, top);
+        macs += 9 * T * top * 2 * Z + T * 2 * Z * 2 * Z;   // conv_out, quant_conv
+    }
+    return macs / 1e9;
+}
+
 // ---- parameter table -----------------------------------------------------------------------------
 
 typedef struct {
