@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "base/clock.h"
+#include "base/error.h"
 #include "cli/cli.h"
 #include "dit_vae.h"
 #include "models/dit_model.h"
@@ -59,12 +60,14 @@ static int bench_vae(const char *file, int encode, int image_size, int batch, in
     const int f = dit_vae_config_factor(c);
     if (image_size % f) {
         dit_vae_free(v);
-        return cli_usage_error("bench: --image-size %d is not a multiple of the autoencoder's factor %d", image_size, f);
+        return cli_usage_error("bench: --image-size %d is not a multiple of the autoencoder's factor %d", image_size,
+                               f);
     }
     const int h = image_size / f, S = image_size;
     const size_t nz = (size_t)batch * c->latent_channels * h * h, nx = (size_t)batch * c->in_channels * S * S;
-    float *z = malloc(nz * sizeof *z), *x = malloc(nx * sizeof *x), *moments = malloc(2 * nz * sizeof *moments);
-    double *times = malloc((size_t)(repeats + 1) * sizeof *times);
+    float *z = dit_malloc(nz * sizeof *z), *x = dit_malloc(nx * sizeof *x);
+    float *moments = dit_malloc(2 * nz * sizeof *moments);
+    double *times = dit_malloc((size_t)(repeats + 1) * sizeof *times);
     int status = !z || !x || !moments || !times;
     uint32_t state = 1;
     for (size_t i = 0; i < nz && !status; i++) {
@@ -155,9 +158,15 @@ int cmd_bench(int argc, char **argv) {
     const dit_config *c = dit_model_config(m);
     const int S = c->input_size, C = c->in_channels, OUT = dit_config_out_channels(c);
     const size_t in_n = (size_t)batch * C * S * S, out_n = (size_t)batch * OUT * S * S;
-    float *x = malloc(in_n * sizeof *x), *t = malloc(batch * sizeof *t), *out = malloc(out_n * sizeof *out);
-    int *y = malloc(batch * sizeof *y);
-    double *times = malloc((size_t)(repeats + 1) * sizeof *times);
+    float *x = dit_malloc(in_n * sizeof *x), *t = dit_malloc(batch * sizeof *t);
+    float *out = dit_malloc(out_n * sizeof *out);
+    int *y = dit_malloc(batch * sizeof *y);
+    double *times = dit_malloc((size_t)(repeats + 1) * sizeof *times);
+    if (!x || !t || !out || !y || !times) {
+        free(x), free(t), free(out), free(y), free(times);
+        dit_model_free(m);
+        return cli_fail();
+    }
     uint32_t state = 1;
     for (size_t i = 0; i < in_n; i++) {
         state = state * 1664525u + 1013904223u;

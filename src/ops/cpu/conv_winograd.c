@@ -147,7 +147,10 @@ static void input_transform(uint16_t *v, int64_t v_stride, const a_layout *at, c
                             _mm512_storeu_si512(dst + (i * 4 + j) * v_stride,
                                                 (__m512i)_mm512_cvtne2ps_pbh(r_hi[j], r_lo[j]));
                 }
-                for (int i = 0; i < 4; i++) lo[0][i] = lo[2][i], lo[1][i] = lo[3][i], hi[0][i] = hi[2][i], hi[1][i] = hi[3][i];
+                for (int i = 0; i < 4; i++) {   // patch columns 2 and 3 are the next tile's 0 and 1
+                    lo[0][i] = lo[2][i], lo[1][i] = lo[3][i];
+                    hi[0][i] = hi[2][i], hi[1][i] = hi[3][i];
+                }
             }
         }
         m += run;
