@@ -25,9 +25,6 @@
 #include <immintrin.h>
 #include <stdlib.h>
 #include <string.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 #include "base/error.h"
 #include "base/thread_exit.h"
@@ -42,8 +39,9 @@ int conv3x3_winograd_fits(int Cin, int Cout, int H, int W) {
 }
 
 // U_xi[co][ci] = (G g G^T)[xi] for g = w[co][ci] (3 x 3), G = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2],
-// [0, 0, 1]], in float64 and rounded once (to float32 here, to bf16 by the packing); packed as one B of
-// 16 Cout rows, row xi Cout + co, so U_xi is the run of panels from xi Cout / 32 on.
+// [0, 0, 1]], in float64, then kept as float32 and rounded to bf16 by the packing (the float32 step's 2^-24
+// is far below bf16's 2^-9); packed as one B of 16 Cout rows, row xi Cout + co, so U_xi is the run of panels
+// from xi Cout / 32 on.
 dit_status conv3x3_winograd_pack_bf16(bf16_packed *dst, const float *w, int Cout, int Cin) {
     DIT_CHECK(Cout % 32 == 0);
     float *u = dit_malloc((size_t)XI * Cout * Cin * sizeof *u);
