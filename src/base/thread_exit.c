@@ -2,7 +2,9 @@
 // whose destructor runs them when the thread ends.
 #include <pthread.h>
 #include <stddef.h>
+#include <stdlib.h>
 
+#include "base/error.h"
 #include "base/thread_exit.h"
 
 static pthread_key_t exit_key;
@@ -27,4 +29,22 @@ void thread_exit_register(thread_exit_hook *hook) {
     hook->next = pthread_getspecific(exit_key);   // the thread's list so far
     hook->registered = 1;
     pthread_setspecific(exit_key, hook);   // the new head; the destructor walks the list from it
+}
+
+static void free_grow_buffer(void *arg) {
+    grow_buffer *b = arg;
+    free(b->data);
+    b->data = NULL, b->bytes = 0;
+}
+
+void *grow_buffer_get(grow_buffer *b, size_t bytes) {
+    if (b->bytes < bytes) {
+        free(b->data);
+        b->bytes = 0;
+        if (!(b->data = dit_malloc(bytes))) return NULL;
+        b->bytes = bytes;
+        b->on_exit.run = free_grow_buffer, b->on_exit.arg = b;
+        thread_exit_register(&b->on_exit);
+    }
+    return b->data;
 }

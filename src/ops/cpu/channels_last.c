@@ -105,8 +105,9 @@ static void fill_grid(uint16_t *grid, float *grid32, const float *x, int C, int 
                 if (silu)   // y / (1 + e^-y)
                     v = _mm512_div_ps(v, _mm512_add_ps(_mm512_set1_ps(1.0f),
                                                        fast_exp512(_mm512_sub_ps(_mm512_setzero_ps(), v))));
+                const __m256i h = grid ? (__m256i)_mm512_cvtneps_pbh(v) : _mm256_setzero_si256();
                 for (int k = 0; k < repeat; k++) {
-                    if (grid) _mm256_mask_storeu_epi16(grid + at + k * C + c, mask, (__m256i)_mm512_cvtneps_pbh(v));
+                    if (grid) _mm256_mask_storeu_epi16(grid + at + k * C + c, mask, h);
                     else _mm512_mask_storeu_ps(grid32 + at + k * C + c, mask, v);
                 }
             }

@@ -32,32 +32,9 @@ dit_status conv3x3_pack_bf16(bf16_packed *dst, const float *w, int Cout, int Cin
     return st;
 }
 
-typedef struct {
-    uint16_t *padded;   // (H + 2, W + 2, Cin) bf16
-    uint16_t *rows;     // (band positions, Kp) bf16, in tiles (a_layout in ops/bf16.h)
-    size_t padded_cap, rows_cap;
-    thread_exit_hook on_exit;   // frees both when the thread ends
-} conv_workspace;
-
-static _Thread_local conv_workspace ws;
-
-static void free_conv_workspace(void *arg) {
-    conv_workspace *w = arg;
-    free(w->padded), free(w->rows);
-    w->padded = w->rows = NULL, w->padded_cap = w->rows_cap = 0;
-}
-
-static uint16_t *grow(uint16_t **buf, size_t *cap, size_t elems) {
-    if (*cap < elems) {
-        free(*buf);
-        *cap = 0;
-        if (!(*buf = dit_malloc(elems * sizeof **buf))) return NULL;
-        *cap = elems;
-        ws.on_exit.run = free_conv_workspace, ws.on_exit.arg = &ws;
-        thread_exit_register(&ws.on_exit);
-    }
-    return *buf;
-}
+// Per-thread scratch (base/thread_exit.h): the padded input, (H + 2, W + 2, Cin) bf16, and a band's rows of A,
+// (band positions, Kp) bf16 in tiles (a_layout in ops/bf16.h).
+static _Thread_local grow_buffer padded_buffer, rows_buffer;
 
 // padded[y + 1][x + 1][ci] = bf16(x[ci][y][x]) (or of x[ci][y/2][x/2] with upsample); the border is zero.
 // 16 channels x 16 pixels at a time: sixteen runs along the channel planes' lines, transposed in registers,
@@ -168,7 +145,7 @@ static dit_status conv3x3_bf16_to(float *out, int rows_out, const float *x, cons
     const int64_t plane = (int64_t)H * W;
     const int direct = direct_allowed && Cin % 32 == 0;
     const int64_t grid = (int64_t)(H + 2) * Wp * Cin, elems = conv3x3_padded_elems(Cin, H, W);
-    uint16_t *padded = grow(&ws.padded, &ws.padded_cap, (size_t)elems);
+    uint16_t *padded = grow_buffer_get(&padded_buffer, (size_t)elems * sizeof *padded);
     if (!padded) return DIT_ERR;
     pad_channels_last(padded, x, upsample, Cin, H, W);
     memset(padded + grid, 0, (size_t)(elems - grid) * sizeof *padded);   // the tail the direct form reads
@@ -177,7 +154,7 @@ static dit_status conv3x3_bf16_to(float *out, int rows_out, const float *x, cons
     // A band of output lines whose rows take ~4 MB: big enough to keep the panels busy, small enough for L2/L3.
     int band = (int)((4 << 20) / ((int64_t)W * Kp * 2));
     band = band < 1 ? 1 : band > H ? H : band;
-    uint16_t *rows = grow(&ws.rows, &ws.rows_cap, (size_t)round_up(band * W, 32) * Kp);
+    uint16_t *rows = grow_buffer_get(&rows_buffer, (size_t)round_up(band * W, 32) * Kp * sizeof *rows);
     if (!rows) return DIT_ERR;
     const gemm_epilogue ep = {.bias = bias, .accumulate = residual != NULL, .transpose_out = !rows_out};
     const a_layout at = a_layout_tiles(Kp);

@@ -64,37 +64,9 @@ dit_status conv3x3_winograd_pack_bf16(bf16_packed *dst, const float *w, int Cout
     return st;
 }
 
-// Per-thread scratch, grown as needed and freed when the thread ends.
-typedef struct {
-    void *v;   // 16 x (band rows padded to 32, Cin) bf16, each V_xi in a_layout_tiles(Cin)
-    void *m;   // (band, 16, Cout) floats
-    size_t v_bytes, m_bytes;
-    thread_exit_hook on_exit;
-} wino_workspace;
-
-static _Thread_local wino_workspace ws;
-
-static void free_wino_workspace(void *arg) {
-    wino_workspace *w = arg;
-    free(w->v), free(w->m);
-    w->v = NULL, w->m = NULL, w->v_bytes = w->m_bytes = 0;
-}
-
-// *buf holding at least `bytes` (its contents not kept); 0 when out of memory.
-static int grow(void **buf, size_t *have, size_t bytes) {
-    if (*have >= bytes) return 1;
-    free(*buf);
-    *have = 0;
-    if (!(*buf = dit_malloc(bytes))) return 0;
-    *have = bytes;
-    ws.on_exit.run = free_wino_workspace, ws.on_exit.arg = &ws;
-    thread_exit_register(&ws.on_exit);
-    return 1;
-}
-
-static int reserve(size_t v_elems, size_t m_elems) {
-    return grow(&ws.v, &ws.v_bytes, v_elems * sizeof(uint16_t)) && grow(&ws.m, &ws.m_bytes, m_elems * sizeof(float));
-}
+// Per-thread scratch: V, 16 x (band rows padded to 32, Cin) bf16 (each V_xi in a_layout_tiles(Cin)), and the
+// products M, (band, 16, Cout) floats.
+static _Thread_local grow_buffer v_buffer, m_buffer;
 
 // B^T applied down one column of a patch: e = B^T (d0, d1, d2, d3), the column's 16 channels at p + i line.
 static inline void column_stage(__m512 e[4], const float *p, int64_t line) {
@@ -105,6 +77,9 @@ static inline void column_stage(__m512 e[4], const float *p, int64_t line) {
     e[2] = _mm512_sub_ps(d2, d1);
     e[3] = _mm512_sub_ps(d1, d3);
 }
+
+// Whether V_xi, xi = 4 i + j, is zero for an upsampled input (row 2 or column 2; see the top of this file).
+static inline int zero_when_upsampled(int i, int j) { return i == 2 || j == 2; }
 
 // Row i of (B^T d) B from the column stages of the patch's four columns.
 static inline void row_stage(__m512 r[4], __m512 col[4][4], int i) {
@@ -137,11 +112,11 @@ static void input_transform(uint16_t *v, int64_t v_stride, const a_layout *at, c
                 column_stage(lo[3], p + Cin, line), column_stage(hi[3], p + Cin + 16, line);
                 uint16_t *dst = v + a_offset(at, m + s, c);
                 for (int i = 0; i < 4; i++) {
-                    if (upsampled && i == 2) continue;   // row 2 and column 2 are zeros, never read (below)
+                    if (upsampled && zero_when_upsampled(i, 0)) continue;   // zeros, never read (below)
                     __m512 r_lo[4], r_hi[4];
                     row_stage(r_lo, lo, i), row_stage(r_hi, hi, i);
                     for (int j = 0; j < 4; j++)
-                        if (!upsampled || j != 2)
+                        if (!upsampled || !zero_when_upsampled(i, j))
                             _mm512_storeu_si512(dst + (i * 4 + j) * v_stride,
                                                 (__m512i)_mm512_cvtne2ps_pbh(r_hi[j], r_lo[j]));
                 }
@@ -171,8 +146,8 @@ static void output_transform(float *out, const float *m_buf, const float *bias, 
             __m512 p[4][4], s[2][4];
             for (int i = 0; i < 4; i++)
                 for (int j = 0; j < 4; j++)
-                    p[i][j] = upsampled && (i == 2 || j == 2) ? _mm512_setzero_ps()
-                                                              : _mm512_loadu_ps(mt + (i * 4 + j) * Cout + c);
+                    p[i][j] = upsampled && zero_when_upsampled(i, j) ? _mm512_setzero_ps()
+                                                                     : _mm512_loadu_ps(mt + (i * 4 + j) * Cout + c);
             for (int j = 0; j < 4; j++) {   // A^T M
                 s[0][j] = _mm512_add_ps(_mm512_add_ps(p[0][j], p[1][j]), p[2][j]);
                 s[1][j] = _mm512_sub_ps(_mm512_sub_ps(p[1][j], p[2][j]), p[3][j]);
@@ -227,12 +202,12 @@ dit_status conv3x3_winograd_bf16(float *out, const float *padded, const bf16_pac
         stop = failed;
         if (stop) continue;
         const int t0 = b * band, n = tiles - t0 < band ? tiles - t0 : band;
-        int ok = reserve((size_t)XI * v_stride, (size_t)band * XI * Cout);
-        uint16_t *v = ws.v;
-        float *m = ws.m;
+        uint16_t *v = grow_buffer_get(&v_buffer, (size_t)XI * v_stride * sizeof *v);
+        float *m = grow_buffer_get(&m_buffer, (size_t)band * XI * Cout * sizeof *m);
+        int ok = v && m;
         if (ok) input_transform(v, v_stride, &at, padded, t0, n, Cin, W, upsampled);
         for (int xi = 0; xi < XI && ok; xi++) {
-            if (upsampled && (xi / 4 == 2 || xi % 4 == 2)) continue;   // V_xi = 0
+            if (upsampled && zero_when_upsampled(xi / 4, xi % 4)) continue;   // V_xi = 0
             const bf16_packed u = {.N = Cout, .K = Cin, .Np = Cout, .Kp = Cin,
                                    .data = U->data + (int64_t)xi * Cout * Cin};
             ok = gemm_bf16_a16_serial(m + xi * Cout, (int64_t)XI * Cout, v + xi * v_stride, &at, &u, n, NULL) == DIT_OK;

@@ -481,36 +481,12 @@ static void epilogue_block(float *out, int64_t ldo, const float *C, int m0, int 
 // ---- the driver -------------------------------------------------------------------------------------------
 
 // The driver's work buffers are per thread and only grow (the sampler's steady state allocates nothing); a
-// buffer is freed when its thread ends.
-typedef struct {
-    void *data;
-    size_t bytes;
-    thread_exit_hook on_exit;
-} grow_buffer;
-
-static void free_grow_buffer(void *arg) {
-    grow_buffer *b = arg;
-    free(b->data);
-    b->data = NULL, b->bytes = 0;
-}
-
-// At least `bytes` of b (its old contents not kept); NULL when out of memory.
-static void *grow(grow_buffer *b, size_t bytes) {
-    if (b->bytes < bytes) {
-        free(b->data);
-        b->bytes = 0;
-        if (!(b->data = dit_malloc(bytes))) return NULL;
-        b->bytes = bytes;
-        b->on_exit.run = free_grow_buffer, b->on_exit.arg = b;
-        thread_exit_register(&b->on_exit);
-    }
-    return b->data;
-}
+// buffer is freed when its thread ends (grow_buffer, base/thread_exit.h).
 
 // The bf16 copy of A.
 static _Thread_local grow_buffer a_buffer;
 
-static uint16_t *a_workspace(size_t elems) { return grow(&a_buffer, elems * sizeof(uint16_t)); }
+static uint16_t *a_workspace(size_t elems) { return grow_buffer_get(&a_buffer, elems * sizeof(uint16_t)); }
 
 // Blocking (measured on the XL, S and Fashion-MNIST shapes, forward and weight gradients, docs/precision.md):
 // K is walked in blocks of at most KC_MAX (a 32 x KC block of A, up to 72 KB, meets a slab of up to SLAB_BYTES
@@ -564,7 +540,7 @@ static int out_is_scratch(const gemm_epilogue *ep) {
 // Partial sums of the blocks that cannot wait in out, 32 x 32 floats each, per thread; only grows.
 static _Thread_local grow_buffer sum_buffer;
 
-static float *sum_workspace(size_t blocks) { return grow(&sum_buffer, blocks * 1024 * sizeof(float)); }
+static float *sum_workspace(size_t blocks) { return grow_buffer_get(&sum_buffer, blocks * 1024 * sizeof(float)); }
 
 // A thread's partial-sum scratch could not be allocated. The message goes to the calling thread: the error
 // text is per thread, and the thread that failed may have been another one of the parallel region.
@@ -777,7 +753,7 @@ static kernel_fn active_kernel(void) {
 // Per-chunk row sums of A (chunks x Mp floats, chunk-major).
 static _Thread_local grow_buffer row_sum_buffer;
 
-static float *row_sum_workspace(size_t floats) { return grow(&row_sum_buffer, floats * sizeof(float)); }
+static float *row_sum_workspace(size_t floats) { return grow_buffer_get(&row_sum_buffer, floats * sizeof(float)); }
 
 // sums[m] += the chunks' sums of rows m0 .. m0 + 15 (those below M), chunk after chunk.
 static void add_chunk_sums(float *sums, const float *chunk_sums, int chunks, int Mp, int m0, int M) {
@@ -795,7 +771,7 @@ dit_status bf16_convert_both(const float *src, int M, int N, const uint16_t **ro
                              float *col_sums) {
     const int Mp = round_up(M, 32), Np = round_up(N, 32), chunks = Mp / 16;
     const size_t bytes = (size_t)Mp * Np * sizeof(uint16_t);
-    uint16_t *r16 = grow(&both_rows, bytes), *c16 = grow(&both_cols, bytes);
+    uint16_t *r16 = grow_buffer_get(&both_rows, bytes), *c16 = grow_buffer_get(&both_cols, bytes);
     if (!r16 || !c16) return DIT_ERR;
     float *chunk_sums = NULL;
     if (col_sums && !(chunk_sums = row_sum_workspace((size_t)chunks * Np))) return DIT_ERR;
