@@ -1,6 +1,6 @@
 // The autoencoder's stride-1 3x3 convolutions on the bf16 path by Winograd's minimal filtering F(2x2, 3x3)
-// (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks", 2016): each 2 x 2 block of outputs
-// ("tile") comes from the 4 x 4 input patch around it through
+// (docs/precision.md, "The autoencoder on the bf16 path"): each 2 x 2 block of outputs ("tile") comes from the
+// 4 x 4 input patch around it through
 //     Y = A^T [ (G g G^T) . (B^T d B) ] A      (. elementwise, 16 products per tile and channel pair)
 // so a tile costs 16 multiply-adds per (Cin, Cout) pair where the direct form spends 4 x 9 = 36: 2.25x fewer.
 // The 16 elementwise products, summed over Cin, are 16 independent GEMMs (xi = 0..15):
