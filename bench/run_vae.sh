@@ -4,9 +4,10 @@
 # Prints every run, then the median over rounds of each side's per-run median, the torch/dit ratio
 # (> 1: dit faster) and GFLOP/s = 2 x conv MACs / s (MACs from ref_vae.py --count-macs: every conv and
 # linear, plus attention's two T x T x C products; norms, activations, softmax and adds are not counted).
-# dit's bf16 stride-1 3x3 convs run as Winograd F(2x2,3x3) (src/ops/cpu/conv_winograd.c), which does 2.25x
-# fewer multiply-adds (4x fewer for an Upsample2D's conv), so its figure is effective GFLOP/s: the direct
-# convolution's flops per second, which may exceed the machine's peak (DIT_WINOGRAD=0 times the direct form).
+# On AVX512-BF16 dit's bf16 stride-1 3x3 convs run as Winograd F(2x2,3x3) (src/ops/cpu/conv_winograd.c), which
+# does 2.25x fewer multiply-adds (4x fewer for an Upsample2D's conv), so its figure is effective GFLOP/s: the
+# direct convolution's flops per second, which may exceed the machine's peak. On AMX they run direct.
+# DIT_WINOGRAD=0|1 forces either form.
 # Usage: bench/run_vae.sh [rounds 5] [threads 2] [latent 32]   (builds build/vae_bench first)
 #        VAE_BENCH=/path/to/old/vae_bench bench/run_vae.sh   (times another build of the dit side instead)
 set -eu

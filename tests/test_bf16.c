@@ -688,7 +688,6 @@ static void check_groupnorm_cl(const char *path, int C, int H, int W, int G, flo
 // why the autoencoder's AUTO stays fp32.
 static void check_vae(const char *path, int winograd) {
     const char *form = winograd ? "Winograd" : "direct";
-    const int was = conv3x3_winograd_enabled();
     conv3x3_winograd_enable(winograd);
     dit_vae_config c;
     dit_vae_config_sd(&c);
@@ -725,7 +724,7 @@ static void check_vae(const char *path, int winograd) {
           max_rel, el2, emax);
     free(z); free(img); free(ref); free(got);
     dit_vae_free(v);
-    conv3x3_winograd_enable(was);
+    conv3x3_winograd_enable(-1);   // back to the default (DIT_WINOGRAD, or by path)
 }
 
 // The bf16 path's LayerNorm + modulate (float32 lane sums) against the exact double-sum version: D not a

@@ -207,8 +207,9 @@ dit_status conv3x3_winograd_pack_bf16(bf16_packed *dst, const float *w, int Cout
 // upsampled: the grid was built with upsample (then 7 of the 16 products are zero and skipped).
 dit_status conv3x3_winograd_bf16(float *out, const float *padded, const bf16_packed *U, const float *bias,
                                  int accumulate, int upsampled, int Cin, int H, int W);
-// Whether the autoencoder uses it (models/vae.c): on unless turned off here or by DIT_WINOGRAD=0 in the
-// environment (read on first use).
+// Whether the autoencoder uses it (models/vae.c): DIT_WINOGRAD=0|1 in the environment (read on first use) or
+// conv3x3_winograd_enable(0|1) decide; otherwise (or after conv3x3_winograd_enable(-1)) it is on where the
+// bf16 path is AVX512-BF16 and off on AMX tiles, where the direct form is as fast and more accurate.
 void conv3x3_winograd_enable(int on);
 int conv3x3_winograd_enabled(void);
 // Tiles per band (rounded up to 32; 0: chosen from Cout). For tests and benchmarks: results do not change.

@@ -29,6 +29,7 @@
 #include "base/error.h"
 #include "base/thread_exit.h"
 #include "ops/bf16.h"
+#include "ops/cpu/cpu_features.h"
 
 enum { XI = 16 };   // the transformed tile: 4 x 4
 
@@ -174,14 +175,18 @@ static int band_tiles(int Cout) {
     return band < 32 ? 32 : band > 128 ? 128 : band;
 }
 
-static int enabled = -1;   // -1: not decided yet (DIT_WINOGRAD)
-void conv3x3_winograd_enable(int on) { enabled = on; }
+// -1: not decided yet; 0 or 1: off or on (DIT_WINOGRAD=0|1 or conv3x3_winograd_enable); 2: by the path.
+// On AMX tiles the direct form already runs near the tiles' rate and Winograd's transforms cost what its
+// fewer products save (twelfth sitting, docs/precision.md), so there it stays direct, which is also the
+// more accurate form; on AVX512-BF16 Winograd is 1.5-1.8x faster.
+static int enabled = -1;
+void conv3x3_winograd_enable(int on) { enabled = on < 0 ? -1 : on != 0; }
 int conv3x3_winograd_enabled(void) {
     if (enabled < 0) {
         const char *env = getenv("DIT_WINOGRAD");
-        enabled = !(env && strcmp(env, "0") == 0);
+        enabled = env && strcmp(env, "0") == 0 ? 0 : env && strcmp(env, "1") == 0 ? 1 : 2;
     }
-    return enabled;
+    return enabled == 2 ? cpu_path_active() != CPU_PATH_AMX : enabled;
 }
 
 static int band_override;
