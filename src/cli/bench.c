@@ -90,7 +90,7 @@ static int bench_vae(const char *file, int encode, int image_size, int batch, in
     } else {
         const double median = median_of(times + 1, repeats), gmacs = dit_vae_config_gmacs(c, h, h, encode) * batch;
         const char *what = encode ? "encode" : "decode", *path = dit_compute_path(dit_vae_precision(v));
-        // the bf16 path's stride-1 3x3 convs: Winograd F(2x2, 3x3) or direct, as conv3x3_winograd_enabled says (ops/bf16.h)
+        // the bf16 path's stride-1 3x3 convs: Winograd F(2x2, 3x3) or direct (conv3x3_winograd_enabled, ops/bf16.h)
         const char *convs = dit_vae_precision(v) == DIT_PRECISION_BF16 && conv3x3_winograd_enabled() ? "winograd"
                                                                                                          : "direct";
         if (json)

@@ -175,18 +175,21 @@ static int band_tiles(int Cout) {
     return band < 32 ? 32 : band > 128 ? 128 : band;
 }
 
-// -1: not decided yet; 0 or 1: off or on (DIT_WINOGRAD=0|1 or conv3x3_winograd_enable); 2: by the path.
 // On AMX tiles the direct form already runs near the tiles' rate and Winograd's transforms cost what its
 // fewer products save (twelfth sitting, docs/precision.md), so there it stays direct, which is also the
 // more accurate form; on AVX512-BF16 Winograd is 1.5-1.8x faster.
-static int enabled = -1;
-void conv3x3_winograd_enable(int on) { enabled = on < 0 ? -1 : on != 0; }
+enum { WINOGRAD_UNDECIDED = -1, WINOGRAD_OFF = 0, WINOGRAD_ON = 1, WINOGRAD_BY_PATH = 2 };
+static int enabled = WINOGRAD_UNDECIDED;   // set by DIT_WINOGRAD=0|1 (read on first use) or by the call below
+void conv3x3_winograd_enable(int on) { enabled = on < 0 ? WINOGRAD_UNDECIDED : on ? WINOGRAD_ON : WINOGRAD_OFF; }
 int conv3x3_winograd_enabled(void) {
-    if (enabled < 0) {
+    if (enabled == WINOGRAD_UNDECIDED) {
         const char *env = getenv("DIT_WINOGRAD");
-        enabled = env && strcmp(env, "0") == 0 ? 0 : env && strcmp(env, "1") == 0 ? 1 : 2;
+        enabled = !env                  ? WINOGRAD_BY_PATH
+                  : !strcmp(env, "0") ? WINOGRAD_OFF
+                  : !strcmp(env, "1") ? WINOGRAD_ON
+                                      : WINOGRAD_BY_PATH;
     }
-    return enabled == 2 ? cpu_path_active() != CPU_PATH_AMX : enabled;
+    return enabled == WINOGRAD_BY_PATH ? cpu_path_active() != CPU_PATH_AMX : enabled == WINOGRAD_ON;
 }
 
 static int band_override;
