@@ -96,6 +96,12 @@ dit_status gemm_bf16_serial(float *out, int64_t ldo, const float *A, int64_t str
 dit_status bf16_convert_both(const float *src, int M, int N, const uint16_t **rows16, const uint16_t **cols16,
                              float *col_sums);
 
+// src (M, N) float32, rows `stride` apart, rounded to bf16 in the calling thread into rows16 (at_rows: rows
+// [0, Mp), K = N padded to Np) and/or cols16 (at_cols: rows [0, Np), K = M padded to Mp); either may be NULL.
+// Zeros past M and N; Mp and Np multiples of 16.
+void bf16_convert_serial(const float *src, int64_t stride, int M, int N, int Mp, int Np, uint16_t *rows16,
+                         const a_layout *at_rows, uint16_t *cols16, const a_layout *at_cols);
+
 // The same two operands and the column sums made while the matrix is produced (gemm_epilogue.both): a linear
 // backward's d input that is the next backward's dout, so that it is not read back and converted.
 struct bf16_both {

@@ -1,7 +1,8 @@
 // Multi-head self-attention with its products on the bf16 path (AMX or AVX512-BF16, float32 sums): per
-// (batch, head) one thread packs K and V once as the right-hand operands, then walks blocks of query rows:
-// scores of the block against all T keys, an exact float32 softmax of each row (a block sees every key, so
-// no running rescale is needed), and P V. No T x T buffer: a block holds at most 64 K floats (T <= 256: the
+// (batch, head) one thread rounds q (and in the backward dout) to bf16 once and packs K and V once as the
+// right-hand operands, then walks blocks of query rows: scores of the block against all T keys, an exact
+// float32 softmax of each row (a block sees every key, so no running rescale is needed; the 1/sqrt(head)
+// scale applied inside it), and P V. No T x T buffer: a block holds at most 64 K floats (T <= 256: the
 // whole head at once; T = 1024, a 512 px DiT/2: 64 rows).
 // Compiled with AVX512-BF16 enabled; only entered when the CPU has a bf16 path.
 #include <math.h>
@@ -15,16 +16,21 @@
 #include "ops/cpu/mask16.h"
 #include "ops/dispatch.h"
 
-// Per thread: the packed right-hand operands of one (batch, head) and the scores of one block of query rows
-// (rows x T floats, rows chosen so that a block holds at most BLOCK_FLOATS: the whole T x T for T <= 256,
-// 64 query rows at T = 1024), so memory stays bounded whatever the number of tokens.
-enum { BLOCK_FLOATS = 1 << 16 };
+// Per thread: the operands of one (batch, head) and the scores of one block of query rows (rows x T floats,
+// rows chosen so that a block holds at most BLOCK_FLOATS: the whole T x T for T <= 256, 64 query rows at
+// T = 1024), so memory stays bounded whatever the number of tokens. The forward walks its block in pieces of
+// FORWARD_ROWS query rows, whose scores (32 x 256 floats at T = 256) stay in L1 from the product through the
+// softmax to P's bf16 copy.
+enum { BLOCK_FLOATS = 1 << 16, FORWARD_ROWS = 32 };
 
 typedef struct {
     bf16_packed k, v, kt, q, dout;   // packed right-hand operands
     float *scores, *dscores;         // (rows, T) each
-    uint16_t *p16;                   // the forward's probabilities as P V's bf16 left operand: (rows, T) in tiles
-    int64_t capacity;
+    uint16_t *q16, *dout16;          // q and dout of the head, (T, head) in tiles: the left operands of S and dP
+    uint16_t *p16;                   // forward: P (rows, K = T); backward: P^T (T rows, K = rows); in tiles
+    uint16_t *ds16, *dst16;          // backward: scale dS (rows, K = T) and its transpose (T rows, K = rows)
+    float *grads;                    // backward: dq, dk, dv of the head, (T, 3 hd): [dq | dk | dv] per row
+    int64_t capacity, head_capacity;
     thread_exit_hook on_exit;        // frees all of it when the thread ends
 } head_workspace;
 
@@ -34,8 +40,10 @@ static void free_head_workspace(void *arg) {
     head_workspace *w = arg;
     bf16_packed *packed[] = {&w->k, &w->v, &w->kt, &w->q, &w->dout};
     for (size_t i = 0; i < sizeof packed / sizeof packed[0]; i++) bf16_packed_free(packed[i]);
-    free(w->scores), free(w->dscores), free(w->p16);
-    w->scores = w->dscores = NULL, w->p16 = NULL, w->capacity = 0;
+    free(w->scores), free(w->dscores), free(w->p16), free(w->ds16), free(w->dst16), free(w->q16), free(w->dout16);
+    free(w->grads);
+    w->scores = w->dscores = w->grads = NULL, w->p16 = w->ds16 = w->dst16 = w->q16 = w->dout16 = NULL;
+    w->capacity = w->head_capacity = 0;
 }
 
 static int query_block_rows(int T) {
@@ -46,21 +54,24 @@ static int query_block_rows(int T) {
 
 static int round32(int x) { return (x + 31) / 32 * 32; }
 
-// scores and p16 for T tokens (p16 with rows and T padded to 32); dscores too for the backward.
-static dit_status ensure_scores(int T, int backward) {
-    const int64_t need = (int64_t)round32(query_block_rows(T)) * round32(T);
+// The workspace for T tokens of head size hd: scores and p16 (a block of query rows against T keys, both padded
+// to 32), q16; for the backward also dscores, ds16, dst16, dout16 and grads.
+static dit_status ensure_workspace(int T, int hd, int backward) {
+    const int64_t need = (int64_t)round32(query_block_rows(T)) * round32(T), head = (int64_t)round32(T) * round32(hd);
     ws.on_exit.run = free_head_workspace, ws.on_exit.arg = &ws;
     thread_exit_register(&ws.on_exit);
-    if (ws.capacity < need || (backward && !ws.dscores)) {
-        free(ws.scores);
-        free(ws.dscores);
-        free(ws.p16);
-        ws.dscores = NULL, ws.p16 = NULL;
-        ws.capacity = 0;
+    if (ws.capacity < need || ws.head_capacity < head || (backward && !ws.dscores)) {
+        free_head_workspace(&ws);
         if (!(ws.scores = dit_malloc((size_t)need * sizeof(float)))) return DIT_ERR;
         if (!(ws.p16 = dit_malloc((size_t)need * sizeof(uint16_t)))) return DIT_ERR;
-        if (backward && !(ws.dscores = dit_malloc((size_t)need * sizeof(float)))) return DIT_ERR;
-        ws.capacity = need;
+        if (!(ws.q16 = dit_malloc((size_t)head * sizeof(uint16_t)))) return DIT_ERR;
+        if (backward && (!(ws.dscores = dit_malloc((size_t)need * sizeof(float))) ||
+                         !(ws.ds16 = dit_malloc((size_t)need * sizeof(uint16_t))) ||
+                         !(ws.dst16 = dit_malloc((size_t)need * sizeof(uint16_t))) ||
+                         !(ws.dout16 = dit_malloc((size_t)head * sizeof(uint16_t))) ||
+                         !(ws.grads = dit_malloc((size_t)head * 3 * sizeof(float)))))
+            return DIT_ERR;
+        ws.capacity = need, ws.head_capacity = head;
     }
     return DIT_OK;
 }
@@ -71,29 +82,30 @@ static dit_status workspace_failed(int T) {
     return dit_set_error("out of memory allocating the bf16 attention workspace (%d tokens)", T);
 }
 
-// row (cols) replaced by exp(row - max(row)), sixteen columns at a time; returns 1 / their sum.
-static __m512 softmax_exps(float *row, int cols) {
+// row (cols) replaced by exp(scale (row - max(row))), sixteen columns at a time; returns 1 / their sum: the
+// softmax of scale * row, the scale of the scores applied here instead of to every product value.
+static __m512 softmax_exps(float *row, int cols, float scale) {
     __m512 mx = _mm512_set1_ps(-INFINITY);
     for (int c = 0; c < cols; c += 16) {
         const __mmask16 mask = mask16(cols - c);
         mx = _mm512_mask_max_ps(mx, mask, mx, _mm512_maskz_loadu_ps(mask, row + c));
     }
-    const __m512 row_max = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
+    const __m512 row_max = _mm512_set1_ps(_mm512_reduce_max_ps(mx)), by = _mm512_set1_ps(scale);
     __m512 sum = _mm512_setzero_ps();
     for (int c = 0; c < cols; c += 16) {
         const __mmask16 mask = mask16(cols - c);
-        const __m512 e = fast_exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(mask, row + c), row_max));
+        const __m512 e = fast_exp512(_mm512_mul_ps(by, _mm512_sub_ps(_mm512_maskz_loadu_ps(mask, row + c), row_max)));
         _mm512_mask_storeu_ps(row + c, mask, e);
         sum = _mm512_mask_add_ps(sum, mask, sum, e);
     }
     return _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(sum));
 }
 
-// Each row of s (rows x cols) replaced by its softmax, sixteen columns at a time.
-static void softmax_rows(float *s, int rows, int cols) {
+// Each row of s (rows x cols) replaced by the softmax of scale * row, sixteen columns at a time.
+static void softmax_rows(float *s, int rows, int cols, float scale) {
     for (int r = 0; r < rows; r++) {
         float *row = s + (int64_t)r * cols;
-        const __m512 inv = softmax_exps(row, cols);
+        const __m512 inv = softmax_exps(row, cols, scale);
         for (int c = 0; c < cols; c += 16) {
             const __mmask16 mask = mask16(cols - c);
             _mm512_mask_storeu_ps(row + c, mask, _mm512_mul_ps(_mm512_maskz_loadu_ps(mask, row + c), inv));
@@ -101,28 +113,28 @@ static void softmax_rows(float *s, int rows, int cols) {
     }
 }
 
-// dp (cols) = p * (dp - sum_j p_j dp_j): a softmax row's backward, sixteen columns at a time (the sum in sixteen
-// lanes, then across them).
-static void softmax_backward_row(const float *p, float *dp, int cols) {
+// dp (cols) = scale p * (dp - sum_j p_j dp_j): a softmax row's backward with the scores' scale (the gradient of
+// the unscaled q k^T), sixteen columns at a time (the sum in sixteen lanes, then across them).
+static void softmax_backward_row(const float *p, float *dp, int cols, float scale) {
     __m512 dot = _mm512_setzero_ps();
     for (int c = 0; c < cols; c += 16) {
         const __mmask16 mask = mask16(cols - c);
         dot = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mask, p + c), _mm512_maskz_loadu_ps(mask, dp + c), dot);
     }
-    const __m512 sum = _mm512_set1_ps(_mm512_reduce_add_ps(dot));
+    const __m512 sum = _mm512_set1_ps(_mm512_reduce_add_ps(dot)), by = _mm512_set1_ps(scale);
     for (int c = 0; c < cols; c += 16) {
         const __mmask16 mask = mask16(cols - c);
-        const __m512 pv = _mm512_maskz_loadu_ps(mask, p + c);
+        const __m512 pv = _mm512_mul_ps(by, _mm512_maskz_loadu_ps(mask, p + c));
         _mm512_mask_storeu_ps(dp + c, mask, _mm512_mul_ps(pv, _mm512_sub_ps(_mm512_maskz_loadu_ps(mask, dp + c), sum)));
     }
 }
 
 // softmax_rows, with the probabilities written rounded to bf16 into p16 (laid out as at, zeros in columns cols
 // .. Kp) instead of back into s: the values a product would round them to, bit for bit.
-static void softmax_rows_to16(float *s, int rows, int cols, uint16_t *p16, const a_layout *at, int Kp) {
+static void softmax_rows_to16(float *s, int rows, int cols, float scale, uint16_t *p16, const a_layout *at, int Kp) {
     for (int r = 0; r < rows; r++) {
         float *row = s + (int64_t)r * cols;
-        const __m512 inv = softmax_exps(row, cols);
+        const __m512 inv = softmax_exps(row, cols, scale);
         for (int c = 0; c < Kp; c += 16) {
             const __mmask16 mask = mask16(cols - c);   // zero past cols
             const __m512 p = _mm512_mul_ps(_mm512_maskz_loadu_ps(mask, row + c), inv);
@@ -131,27 +143,30 @@ static void softmax_rows_to16(float *s, int rows, int cols, uint16_t *p16, const
     }
 }
 
-// scores (rows, T) = scale q k^T for `rows` query rows (stride ld) against the packed keys.
-static dit_status block_scores(const float *q, int rows, int T, int ld, float scale) {
-    const gemm_epilogue scaled = {.alpha = scale};
-    return gemm_bf16_serial(ws.scores, T, q, ld, 1, &ws.k, rows, &scaled);
+// The T rows of one head's columns (hd of them, rows ld apart) rounded to bf16 into dst: (T, hd) in tiles, K
+// padded to 32, rows to 32 (zeros).
+static void head_to16(uint16_t *dst, const float *src, int T, int hd, int ld) {
+    const a_layout at = a_layout_tiles(round32(hd));
+    bf16_convert_serial(src, ld, T, hd, round32(T), round32(hd), dst, &at, NULL, NULL);
 }
 
-// One (batch, head) of attention_forward_bf16, in the calling thread's workspace.
+// One (batch, head) of attention_forward_bf16, in the calling thread's workspace: per FORWARD_ROWS query rows,
+// S = q k^T into the scores, P = softmax(scale S) into bf16, out = P v.
 static dit_status attention_forward_head(float *out, uint16_t *out16, const a_layout *at, const float *qkv, int b,
                                          int h, int T, int D, int H, float scale) {
-    const int hd = D / H, ld = 3 * D, QB = query_block_rows(T);
-    DIT_TRY(ensure_scores(T, 0));
+    const int hd = D / H, ld = 3 * D;
+    DIT_TRY(ensure_workspace(T, hd, 0));
     const float *q = qkv + (int64_t)b * T * ld + h * hd, *k = q + D, *v = q + 2 * D;
+    head_to16(ws.q16, q, T, hd, ld);
     DIT_TRY(bf16_pack(&ws.k, k, T, hd, ld, 1));   // scores: B[j, d] = k[j, d]
     DIT_TRY(bf16_pack(&ws.v, v, hd, T, 1, ld));   // P v:    B[d, j] = v[j, d]
     const int Kp = ws.v.Kp;   // T padded to 32
-    const a_layout p_layout = a_layout_tiles(Kp);
-    for (int q0 = 0; q0 < T; q0 += QB) {
-        const int rows = T - q0 < QB ? T - q0 : QB;
+    const a_layout p_layout = a_layout_tiles(Kp), q_layout = a_layout_tiles(ws.k.Kp);
+    for (int q0 = 0; q0 < T; q0 += FORWARD_ROWS) {
+        const int rows = T - q0 < FORWARD_ROWS ? T - q0 : FORWARD_ROWS;
         // P (rows, T) = softmax(scale q k^T), straight into P V's bf16 operand
-        DIT_TRY(block_scores(q + (int64_t)q0 * ld, rows, T, ld, scale));
-        softmax_rows_to16(ws.scores, rows, T, ws.p16, &p_layout, Kp);
+        DIT_TRY(gemm_bf16_a16_serial(ws.scores, T, ws.q16 + a_offset(&q_layout, q0, 0), &q_layout, &ws.k, rows, NULL));
+        softmax_rows_to16(ws.scores, rows, T, scale, ws.p16, &p_layout, Kp);
         // out rows (rows, hd) = P (rows, T) @ v (T, hd): floats, or the head's columns of the bf16 operand
         const gemm_epilogue to16 = {.out16 = out16, .out16_layout = at, .out16_row0 = b * T + q0,
                                     .out16_col0 = h * hd, .out16_cols = hd};
@@ -184,38 +199,66 @@ dit_status attention_forward_bf16(float *out, uint16_t *out16, int kp, const flo
     return failed ? workspace_failed(T) : DIT_OK;
 }
 
+// n floats from src to dst, sixteen at a time. dst is a head's columns in rows of dqkv that no cache holds (the
+// backward writes them once and the qkv linear's backward reads them after every head is done): where a run
+// starts a cache line, stores that bypass the caches (no line is read first: 4x faster on the AMX machines
+// here than plain stores, which were themselves faster than the tile stores of the products).
+static void store_row(float *dst, const float *src, int n) {
+    int c = 0;
+    if (((uintptr_t)dst & 63) == 0)
+        for (; c + 16 <= n; c += 16) _mm512_stream_ps(dst + c, _mm512_loadu_ps(src + c));
+    for (; c < n; c += 16) {
+        const __mmask16 mask = mask16(n - c);
+        _mm512_mask_storeu_ps(dst + c, mask, _mm512_maskz_loadu_ps(mask, src + c));
+    }
+}
+
 // One (batch, head) of attention_backward_bf16, block of query rows by block (dk and dv sum the blocks' parts
-// in block order).
+// in block order). Per block: S = q k^T, P = softmax(scale S), dP = dout v^T, dS = scale P * (dP - rowsum(P *
+// dP)) in float32; P^T, dS and dS^T rounded to bf16 once each as the left operands of dv (+)= P^T dout,
+// dq = dS k and dk (+)= dS^T q.
 static dit_status attention_backward_head(float *dqkv, const float *dout, const float *qkv, int b, int h, int T,
                                           int D, int H, float scale) {
     const int hd = D / H, ld = 3 * D, QB = query_block_rows(T);
-    DIT_TRY(ensure_scores(T, 1));
+    DIT_TRY(ensure_workspace(T, hd, 1));
     const float *q = qkv + (int64_t)b * T * ld + h * hd, *k = q + D, *v = q + 2 * D;
     const float *dout_h = dout + (int64_t)b * T * D + h * hd;
-    float *dq = dqkv + (int64_t)b * T * ld + h * hd, *dk = dq + D, *dv = dq + 2 * D;
+    // the products write the head's gradients into ws.grads, which stays in cache; they go to dqkv at the end
+    float *dq = ws.grads, *dk = dq + hd, *dv = dq + 2 * hd;
+    const int lg = 3 * hd;
+    head_to16(ws.q16, q, T, hd, ld);
+    head_to16(ws.dout16, dout_h, T, hd, D);
     DIT_TRY(bf16_pack(&ws.k, k, T, hd, ld, 1));    // scores: B[j, d] = k[j, d]
     DIT_TRY(bf16_pack(&ws.v, v, T, hd, ld, 1));    // dP:     B[j, d] = v[j, d]
     DIT_TRY(bf16_pack(&ws.kt, k, hd, T, 1, ld));   // dq:     B[d, j] = k[j, d]
+    const int Tp = round32(T);
+    const a_layout head_layout = a_layout_tiles(round32(hd)), rows_layout = a_layout_tiles(Tp);
     for (int q0 = 0; q0 < T; q0 += QB) {
-        const int rows = T - q0 < QB ? T - q0 : QB;
-        const float *q_blk = q + (int64_t)q0 * ld, *dout_blk = dout_h + (int64_t)q0 * D;
-        DIT_TRY(block_scores(q_blk, rows, T, ld, scale));   // P = softmax(scale q k^T), recomputed
-        softmax_rows(ws.scores, rows, T);
+        const int rows = T - q0 < QB ? T - q0 : QB, rows_p = round32(rows);
+        const a_layout cols_layout = a_layout_tiles(rows_p);   // P^T and dS^T: T rows, K = the block's rows
         float *P = ws.scores, *dS = ws.dscores;
-        const gemm_epilogue sum_blocks = {.accumulate = q0 > 0}, scaled_sum = {.alpha = scale, .accumulate = q0 > 0};
-        // dv (T, hd) (+)= P^T (T, rows) @ dout_blk (rows, hd): A[j, r] = P[r, j], B[d, r] = dout_blk[r, d]
-        DIT_TRY(bf16_pack(&ws.dout, dout_blk, hd, rows, 1, D));
-        DIT_TRY(gemm_bf16_serial(dv, ld, P, 1, T, &ws.dout, T, &sum_blocks));
-        // dP (rows, T) = dout_blk (rows, hd) @ v^T
-        DIT_TRY(gemm_bf16_serial(dS, T, dout_blk, D, 1, &ws.v, rows, NULL));
-        for (int i = 0; i < rows; i++) softmax_backward_row(P + (int64_t)i * T, dS + (int64_t)i * T, T);
-        // dq rows (rows, hd) = scale dS (rows, T) @ k (T, hd)
-        const gemm_epilogue scaled = {.alpha = scale};
-        DIT_TRY(gemm_bf16_serial(dq + (int64_t)q0 * ld, ld, dS, T, 1, &ws.kt, rows, &scaled));
-        // dk (T, hd) (+)= scale dS^T (T, rows) @ q_blk (rows, hd): A[j, r] = dS[r, j], B[d, r] = q_blk[r, d]
-        DIT_TRY(bf16_pack(&ws.q, q_blk, hd, rows, 1, ld));
-        DIT_TRY(gemm_bf16_serial(dk, ld, dS, 1, T, &ws.q, T, &scaled_sum));
+        // P = softmax(scale q k^T), recomputed
+        DIT_TRY(gemm_bf16_a16_serial(P, T, ws.q16 + a_offset(&head_layout, q0, 0), &head_layout, &ws.k, rows, NULL));
+        softmax_rows(P, rows, T, scale);
+        // dP (rows, T) = dout_blk (rows, hd) @ v^T, then dS = scale P * (dP - rowsum(P * dP))
+        DIT_TRY(gemm_bf16_a16_serial(dS, T, ws.dout16 + a_offset(&head_layout, q0, 0), &head_layout, &ws.v, rows, NULL));
+        for (int i = 0; i < rows; i++) softmax_backward_row(P + (int64_t)i * T, dS + (int64_t)i * T, T, scale);
+        bf16_convert_serial(P, T, rows, T, rows_p, Tp, NULL, NULL, ws.p16, &cols_layout);
+        bf16_convert_serial(dS, T, rows, T, rows_p, Tp, ws.ds16, &rows_layout, ws.dst16, &cols_layout);
+        const gemm_epilogue sum_blocks = {.accumulate = q0 > 0};
+        // dv (T, hd) (+)= P^T (T, rows) @ dout_blk (rows, hd): B[d, r] = dout_blk[r, d]
+        DIT_TRY(bf16_pack(&ws.dout, dout_h + (int64_t)q0 * D, hd, rows, 1, D));
+        DIT_TRY(gemm_bf16_a16_serial(dv, lg, ws.p16, &cols_layout, &ws.dout, T, &sum_blocks));
+        // dq rows (rows, hd) = dS (rows, T) @ k (T, hd)
+        DIT_TRY(gemm_bf16_a16_serial(dq + (int64_t)q0 * lg, lg, ws.ds16, &rows_layout, &ws.kt, rows, NULL));
+        // dk (T, hd) (+)= dS^T (T, rows) @ q_blk (rows, hd): B[d, r] = q_blk[r, d]
+        DIT_TRY(bf16_pack(&ws.q, q + (int64_t)q0 * ld, hd, rows, 1, ld));
+        DIT_TRY(gemm_bf16_a16_serial(dk, lg, ws.dst16, &cols_layout, &ws.q, T, &sum_blocks));
     }
+    float *out = dqkv + (int64_t)b * T * ld + h * hd;
+    for (int r = 0; r < T; r++)
+        for (int part = 0; part < 3; part++) store_row(out + (int64_t)r * ld + part * D, ws.grads + (int64_t)r * lg + part * hd, hd);
+    _mm_sfence();   // the streamed stores ordered before whatever the thread writes next
     return DIT_OK;
 }
 

@@ -19,9 +19,20 @@ static const tile_config all_tiles_16x64 = {
     .rows = {16, 16, 16, 16, 16, 16, 16, 16},
 };
 
-void amx_configure(void) { _tile_loadconfig(&all_tiles_16x64); }
+// Loading the configuration costs about as much as a small product (attention runs a few per head), and it
+// stays in force in the thread until released: each thread loads it once.
+static _Thread_local int configured;
 
-void amx_release(void) { _tile_release(); }
+void amx_configure(void) {
+    if (configured) return;
+    _tile_loadconfig(&all_tiles_16x64);
+    configured = 1;
+}
+
+void amx_release(void) {
+    _tile_release();
+    configured = 0;
+}
 
 void amx_kernel_32x32(const float *src, int64_t lds, float *dst, int64_t ldd, const uint16_t *A, const a_layout *at,
                       const uint16_t *panel, int ksteps, const float *init, int accumulate) {

@@ -152,8 +152,8 @@ static inline void transpose_pairs_8x16(const __m512i pairs[8], __m512i cols[8])
 }
 
 // Sixteen rows r[0..15] of sixteen columns (source rows m0.., columns n0..) rounded to bf16 into rows16 (rows m,
-// K = columns n; skipped when NULL) and, transposed in registers as bf16 pairs, into cols16 (rows n, K = source
-// rows m); their sums over the sixteen rows, pairwise, to sums[0..15] (if not NULL).
+// K = columns n) and, transposed in registers as bf16 pairs, into cols16 (rows n, K = source rows m), each
+// skipped when NULL; their sums over the sixteen rows, pairwise, to sums[0..15] (if not NULL).
 static inline void convert_16x16(const __m512 r[16], uint16_t *rows16, const a_layout *at_rows, uint16_t *cols16,
                                  const a_layout *at_cols, int m0, int n0, float *sums) {
     if (sums) _mm512_storeu_ps(sums, sum_of_16(r));
@@ -165,8 +165,9 @@ static inline void convert_16x16(const __m512 r[16], uint16_t *rows16, const a_l
             _mm256_storeu_si256((__m256i *)(rows16 + a_offset(at_rows, m0 + 2 * p + 1, n0)),
                                 _mm512_extracti64x4_epi64(both, 1));
         }
-        pairs[p] = bf16_pairs_of(r[2 * p], r[2 * p + 1]);
+        if (cols16) pairs[p] = bf16_pairs_of(r[2 * p], r[2 * p + 1]);
     }
+    if (!cols16) return;
     transpose_pairs_8x16(pairs, cols);
     for (int c = 0; c < 8; c++) {   // cols[c] holds columns j0 and j0 + 4
         const int j0 = (c >> 2) * 8 + (c & 3);
@@ -191,6 +192,12 @@ static void convert_chunk(const float *src, int64_t stride, int M, int N, int Np
             r[i] = i < rows ? _mm512_maskz_loadu_ps(mask, src + (int64_t)(m0 + i) * stride + n0) : _mm512_setzero_ps();
         convert_16x16(r, rows16, at_rows, cols16, at_cols, m0, n0, sums ? sums + n0 : NULL);
     }
+}
+
+void bf16_convert_serial(const float *src, int64_t stride, int M, int N, int Mp, int Np, uint16_t *rows16,
+                         const a_layout *at_rows, uint16_t *cols16, const a_layout *at_cols) {
+    for (int m0 = 0; m0 < Mp; m0 += 16)
+        convert_chunk(src, stride, M, N, Np, rows16, at_rows, cols16, at_cols, m0, NULL, 0);
 }
 
 // A source with neither stride 1 (stride_m == 1 goes through convert_chunk), element by element.
