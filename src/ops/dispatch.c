@@ -125,9 +125,9 @@ static _Thread_local workspace16 hidden16, norm16, attn16;
 // transposed, the input activations as dweight's right operand); they only grow.
 static _Thread_local bf16_packed backward_wt, backward_act;
 
-// fc2's d input in training (d of the GELU's input) is fc1's dout: its product's epilogue also makes it as fc1's
-// backward's two bf16 left operands and column sums (gemm_epilogue.both), and the next linear backward takes
-// them if its dout is that matrix (pending_dout_of), instead of reading it back and converting it.
+// fc2's d input in training (d of the GELU's input) is fc1's dout: its product's epilogue makes it as fc1's
+// backward's two bf16 left operands and column sums (gemm_epilogue.both) instead of in float32 (only the edge
+// blocks are written), and the next linear backward, whose dout is that matrix (pending_dout_of), takes them.
 static _Thread_local bf16_both pending_dout;
 static _Thread_local const float *pending_dout_of;
 static int fuse_dout = 1;
@@ -195,9 +195,16 @@ static dit_status backward_products(linear_layer *L, float *dinp, float *dweight
     const bf16_packed *act = &backward_act;
     own_scratch();
     const int N = L->N, K = L->K;
-    const int take = dinp && !make_pending && pending_dout_of == dout && pending_dout.M == M && pending_dout.N == N;
+    // dout made by the backward before as pending_dout is not all written in float32: it must be taken
+    const int take = !make_pending && pending_dout_of == dout;
+    DIT_CHECK(!take || (pending_dout.M == M && pending_dout.N == N));
     pending_dout_of = NULL;
     const gemm_epilogue acc = {.accumulate = 1};
+    if (!dinp && take) {
+        if (dbias) bf16_both_add_sums(&pending_dout, dbias);
+        const a_layout as_cols = a_layout_tiles(act->Kp);
+        return gemm_bf16_a16(dweight, K, pending_dout.cols16, &as_cols, act, N, &acc);
+    }
     if (!dinp) {
         const gemm_epilogue acc_sums = {.accumulate = 1, .a_row_sums = dbias};
         return gemm_bf16(dweight, K, dout, 1, N, act, N, &acc_sums);

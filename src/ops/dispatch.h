@@ -62,8 +62,9 @@ typedef struct {
 static inline op_operand op_floats(const float *x) { return (op_operand){.f32 = x}; }
 
 // On the bf16 path, a GELU linear backward (fc2's) makes its d input directly as the next linear backward's
-// bf16 operands (on = 1, the default), or leaves that backward to convert it (on = 0); the same bits either
-// way. For tests and benchmarks.
+// bf16 operands (on = 1, the default; its float32 d input then holds only the edge blocks), or writes it in
+// float32 and leaves that backward to convert it (on = 0); the same gradients either way. For tests and
+// benchmarks.
 void ops_fuse_backward_dout(int on);
 
 // 1 when the fp32 linear layers run our own product (gemm_f32.c, AVX-512 paths), 0 when OpenBLAS sgemm (AVX2).
@@ -97,7 +98,9 @@ dit_status op_linear_backward(const ops_context *ctx, linear_layer *L, float *di
 // (dout @ W) * gelu_tanh'(pre), dweight += dout^T @ gelu_tanh(pre), dbias += column sums of dout. The fp32 path
 // writes gelu_tanh(pre) to gelu_out (M, K) on the way, exactly as gelu_tanh_forward, op_linear_backward and
 // gelu_tanh_backward in turn; the bf16 path packs the GELU output straight from pre and applies the slope in
-// the product's epilogue, leaving gelu_out untouched.
+// the product's epilogue, leaving gelu_out untouched. With the fused dout (ops_fuse_backward_dout, on unless
+// turned off) the bf16 path makes dpre as the two bf16 operands of the next linear backward on this thread,
+// whose dout must be dpre, and writes only dpre's edge blocks (rows and columns past the last multiple of 32).
 dit_status op_linear_backward_gelu(const ops_context *ctx, linear_layer *L, float *dpre, float *dweight, float *dbias,
                                    const float *dout, const float *pre, float *gelu_out, int M);
 

@@ -366,16 +366,18 @@ static int epilogue_full_block(float *out, int64_t ldo, const float *C, int m0, 
     if (slope) {   // out = (alpha C + bias) * gelu_tanh'(x)
         const float *x = ep->gelu_grad_of + (int64_t)m0 * ldo + n0;
         float *o = out + (int64_t)m0 * ldo + n0;
+        bf16_both *b = ep->both;
         __m512 v[32][2];
         for (int r = 0; r < 32; r++, x += ldo, o += ldo) {
             const __m512 lo = _mm512_add_ps(_mm512_mul_ps(scale, _mm512_load_ps(C + r * 32)), bias0);
             const __m512 hi = _mm512_add_ps(_mm512_mul_ps(scale, _mm512_load_ps(C + r * 32 + 16)), bias1);
             v[r][0] = _mm512_mul_ps(lo, gelu_tanh_grad512(_mm512_loadu_ps(x)));
             v[r][1] = _mm512_mul_ps(hi, gelu_tanh_grad512(_mm512_loadu_ps(x + 16)));
-            _mm512_storeu_ps(o, v[r][0]);
-            _mm512_storeu_ps(o + 16, v[r][1]);
+            if (!b) {   // with both, the block goes only there (gemm_epilogue.both)
+                _mm512_storeu_ps(o, v[r][0]);
+                _mm512_storeu_ps(o + 16, v[r][1]);
+            }
         }
-        bf16_both *b = ep->both;
         if (b) {   // this block's part of the next backward's operands, as bf16_both_finish would make it
             const a_layout at_rows = a_layout_tiles(b->Np), at_cols = a_layout_tiles(b->Mp);
             for (int h = 0; h < 2; h++)
