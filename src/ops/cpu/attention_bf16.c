@@ -11,6 +11,7 @@
 
 #include "base/error.h"
 #include "base/thread_exit.h"
+#include "base/threads.h"
 #include "ops/bf16.h"
 #include "ops/cpu/fast_exp512.h"
 #include "ops/cpu/mask16.h"
@@ -29,7 +30,8 @@ typedef struct {
     uint16_t *q16, *dout16;          // q and dout of the head, (T, head) in tiles: the left operands of S and dP
     uint16_t *p16;                   // forward: P (rows, K = T); backward: P^T (T rows, K = rows); in tiles
     uint16_t *ds16, *dst16;          // backward: scale dS (rows, K = T) and its transpose (T rows, K = rows)
-    float *grads;                    // backward: dq, dk, dv of the head, (T, 3 hd): [dq | dk | dv] per row
+    float *grads;                    // backward: dq, dk, dv of the head, (T, 3 hd): [dq | dk | dv] per row;
+                                     // forward: a block's float32 output (rows, hd)
     int64_t capacity, head_capacity;
     thread_exit_hook on_exit;        // frees all of it when the thread ends
 } head_workspace;
@@ -55,7 +57,7 @@ static int query_block_rows(int T) {
 static int round32(int x) { return (x + 31) / 32 * 32; }
 
 // The workspace for T tokens of head size hd: scores and p16 (a block of query rows against T keys, both padded
-// to 32), q16; for the backward also dscores, ds16, dst16, dout16 and grads.
+// to 32), q16, grads; for the backward also dscores, ds16, dst16 and dout16.
 static dit_status ensure_workspace(int T, int hd, int backward) {
     const int64_t need = (int64_t)round32(query_block_rows(T)) * round32(T), head = (int64_t)round32(T) * round32(hd);
     ws.on_exit.run = free_head_workspace, ws.on_exit.arg = &ws;
@@ -65,11 +67,11 @@ static dit_status ensure_workspace(int T, int hd, int backward) {
         if (!(ws.scores = dit_malloc((size_t)need * sizeof(float)))) return DIT_ERR;
         if (!(ws.p16 = dit_malloc((size_t)need * sizeof(uint16_t)))) return DIT_ERR;
         if (!(ws.q16 = dit_malloc((size_t)head * sizeof(uint16_t)))) return DIT_ERR;
+        if (!(ws.grads = dit_malloc((size_t)head * 3 * sizeof(float)))) return DIT_ERR;
         if (backward && (!(ws.dscores = dit_malloc((size_t)need * sizeof(float))) ||
                          !(ws.ds16 = dit_malloc((size_t)need * sizeof(uint16_t))) ||
                          !(ws.dst16 = dit_malloc((size_t)need * sizeof(uint16_t))) ||
-                         !(ws.dout16 = dit_malloc((size_t)head * sizeof(uint16_t))) ||
-                         !(ws.grads = dit_malloc((size_t)head * 3 * sizeof(float)))))
+                         !(ws.dout16 = dit_malloc((size_t)head * sizeof(uint16_t)))))
             return DIT_ERR;
         ws.capacity = need, ws.head_capacity = head;
     }
@@ -150,59 +152,11 @@ static void head_to16(uint16_t *dst, const float *src, int T, int hd, int ld) {
     bf16_convert_serial(src, ld, T, hd, round32(T), round32(hd), dst, &at, NULL, NULL);
 }
 
-// One (batch, head) of attention_forward_bf16, in the calling thread's workspace: per FORWARD_ROWS query rows,
-// S = q k^T into the scores, P = softmax(scale S) into bf16, out = P v.
-static dit_status attention_forward_head(float *out, uint16_t *out16, const a_layout *at, const float *qkv, int b,
-                                         int h, int T, int D, int H, float scale) {
-    const int hd = D / H, ld = 3 * D;
-    DIT_TRY(ensure_workspace(T, hd, 0));
-    const float *q = qkv + (int64_t)b * T * ld + h * hd, *k = q + D, *v = q + 2 * D;
-    head_to16(ws.q16, q, T, hd, ld);
-    DIT_TRY(bf16_pack(&ws.k, k, T, hd, ld, 1));   // scores: B[j, d] = k[j, d]
-    DIT_TRY(bf16_pack(&ws.v, v, hd, T, 1, ld));   // P v:    B[d, j] = v[j, d]
-    const int Kp = ws.v.Kp;   // T padded to 32
-    const a_layout p_layout = a_layout_tiles(Kp), q_layout = a_layout_tiles(ws.k.Kp);
-    for (int q0 = 0; q0 < T; q0 += FORWARD_ROWS) {
-        const int rows = T - q0 < FORWARD_ROWS ? T - q0 : FORWARD_ROWS;
-        // P (rows, T) = softmax(scale q k^T), straight into P V's bf16 operand
-        DIT_TRY(gemm_bf16_a16_serial(ws.scores, T, ws.q16 + a_offset(&q_layout, q0, 0), &q_layout, &ws.k, rows, NULL));
-        softmax_rows_to16(ws.scores, rows, T, scale, ws.p16, &p_layout, Kp);
-        // out rows (rows, hd) = P (rows, T) @ v (T, hd): floats, or the head's columns of the bf16 operand
-        const gemm_epilogue to16 = {.out16 = out16, .out16_layout = at, .out16_row0 = b * T + q0,
-                                    .out16_col0 = h * hd, .out16_cols = hd};
-        DIT_TRY(gemm_bf16_a16_serial(out16 ? NULL : out + ((int64_t)b * T + q0) * D + h * hd, D, ws.p16, &p_layout,
-                                     &ws.v, rows, out16 ? &to16 : NULL));
-    }
-    return DIT_OK;
-}
-
-dit_status attention_forward_bf16(float *out, uint16_t *out16, int kp, const float *qkv, int B, int T, int D, int H) {
-    const float scale = 1.0f / sqrtf((float)(D / H));
-    const a_layout tiles = a_layout_tiles(kp);
-    int failed = 0;
-    #pragma omp parallel
-    {
-        #pragma omp for collapse(2) schedule(dynamic, 1)
-        for (int b = 0; b < B; b++)
-            for (int h = 0; h < H; h++) {
-                if (attention_forward_head(out, out16, &tiles, qkv, b, h, T, D, H, scale)) {
-                    #pragma omp atomic write
-                    failed = 1;
-                }
-            }
-        if (out16 && kp > D) {   // the operand's K padding: zeros in columns D..kp of every row
-            #pragma omp for schedule(guided)
-            for (int r = 0; r < B * T; r++)
-                for (int k = D; k < kp; k++) out16[a_offset(&tiles, r, k)] = 0;
-        }
-    }
-    return failed ? workspace_failed(T) : DIT_OK;
-}
-
-// n floats from src to dst, sixteen at a time. dst is a head's columns in rows of dqkv that no cache holds (the
-// backward writes them once and the qkv linear's backward reads them after every head is done): where a run
-// starts a cache line, stores that bypass the caches (no line is read first: 4x faster on the AMX machines
-// here than plain stores, which were themselves faster than the tile stores of the products).
+// n floats from src to dst, sixteen at a time. dst is a head's columns in rows of a matrix that no cache holds
+// (the output, or dqkv: written once here, read by the next op after every head is done): where a run starts a
+// cache line, stores that bypass the caches (no line is read first). On the AMX guest, a head's dq, dk, dv
+// written this way from a scratch in cache took a quarter of the time of plain stores from it, and the
+// products' tile stores straight into dqkv took longer than either.
 static void store_row(float *dst, const float *src, int n) {
     int c = 0;
     if (((uintptr_t)dst & 63) == 0)
@@ -213,12 +167,96 @@ static void store_row(float *dst, const float *src, int n) {
     }
 }
 
+// Heads go to the threads in runs of consecutive heads, so that a thread knows the head it takes next and asks
+// for that head's rows of qkv (and dout) while it works on this one: rows a head's width apart in a matrix no
+// cache holds, which the hardware prefetchers do not follow (11-19% of the attention's time on the AMX guest
+// at DiT-S/2 x 8). Runs of up to 8 heads (8 measured faster than 2 and 4), shorter when there are fewer than
+// two runs a thread.
+static int head_run(int heads) {
+    const int run = heads / (2 * dit_max_threads());
+    return run < 1 ? 1 : run > 8 ? 8 : run;
+}
+
+// Ask for `cols` floats of each of T rows (ld apart) from src into L2.
+static void prefetch_rows(const float *src, int64_t ld, int T, int cols) {
+    for (int r = 0; r < T; r++)
+        for (int c = 0; c < cols; c += 16) _mm_prefetch((const char *)(src + (int64_t)r * ld + c), _MM_HINT_T1);
+}
+
+// The head after head i = b * H + h, when the same thread takes it (runs of `run` heads): its rows of qkv and of
+// dout (unless NULL).
+static void prefetch_next_head(const float *qkv, const float *dout, int i, int run, int B, int T, int D, int H) {
+    const int next = i + 1, hd = D / H;
+    if (next % run == 0 || next >= B * H) return;
+    const int b = next / H, h = next % H;
+    const float *q = qkv + (int64_t)b * T * 3 * D + h * hd;
+    for (int part = 0; part < 3; part++) prefetch_rows(q + part * D, 3 * D, T, hd);
+    if (dout) prefetch_rows(dout + (int64_t)b * T * D + h * hd, D, T, hd);
+}
+
+// One (batch, head) of attention_forward_bf16, in the calling thread's workspace: per FORWARD_ROWS query rows,
+// S = q k^T into the scores, P = softmax(scale S) into bf16, out = P v.
+static dit_status attention_forward_head(float *out, uint16_t *out16, const a_layout *at, const float *qkv, int i,
+                                         int run, int B, int T, int D, int H, float scale) {
+    const int b = i / H, h = i % H;
+    const int hd = D / H, ld = 3 * D;
+    DIT_TRY(ensure_workspace(T, hd, 0));
+    const float *q = qkv + (int64_t)b * T * ld + h * hd, *k = q + D, *v = q + 2 * D;
+    head_to16(ws.q16, q, T, hd, ld);
+    DIT_TRY(bf16_pack(&ws.k, k, T, hd, ld, 1));   // scores: B[j, d] = k[j, d]
+    DIT_TRY(bf16_pack(&ws.v, v, hd, T, 1, ld));   // P v:    B[d, j] = v[j, d]
+    prefetch_next_head(qkv, NULL, i, run, B, T, D, H);
+    const int Kp = ws.v.Kp;   // T padded to 32
+    const a_layout p_layout = a_layout_tiles(Kp), q_layout = a_layout_tiles(ws.k.Kp);
+    for (int q0 = 0; q0 < T; q0 += FORWARD_ROWS) {
+        const int rows = T - q0 < FORWARD_ROWS ? T - q0 : FORWARD_ROWS;
+        // P (rows, T) = softmax(scale q k^T), straight into P V's bf16 operand
+        DIT_TRY(gemm_bf16_a16_serial(ws.scores, T, ws.q16 + a_offset(&q_layout, q0, 0), &q_layout, &ws.k, rows, NULL));
+        softmax_rows_to16(ws.scores, rows, T, scale, ws.p16, &p_layout, Kp);
+        // out rows (rows, hd) = P (rows, T) @ v (T, hd): floats, or the head's columns of the bf16 operand
+        const gemm_epilogue to16 = {.out16 = out16, .out16_layout = at, .out16_row0 = b * T + q0,
+                                    .out16_col0 = h * hd, .out16_cols = hd};
+        if (out16) {
+            DIT_TRY(gemm_bf16_a16_serial(NULL, D, ws.p16, &p_layout, &ws.v, rows, &to16));
+            continue;
+        }
+        // floats: through ws.grads (in cache), then streamed to out's rows (store_row)
+        DIT_TRY(gemm_bf16_a16_serial(ws.grads, hd, ws.p16, &p_layout, &ws.v, rows, NULL));
+        for (int r = 0; r < rows; r++) store_row(out + ((int64_t)b * T + q0 + r) * D + h * hd, ws.grads + r * hd, hd);
+    }
+    if (!out16) _mm_sfence();
+    return DIT_OK;
+}
+
+dit_status attention_forward_bf16(float *out, uint16_t *out16, int kp, const float *qkv, int B, int T, int D, int H) {
+    const float scale = 1.0f / sqrtf((float)(D / H));
+    const a_layout tiles = a_layout_tiles(kp);
+    const int run = head_run(B * H);
+    int failed = 0;
+    #pragma omp parallel
+    {
+        #pragma omp for schedule(dynamic, run)
+        for (int i = 0; i < B * H; i++)
+            if (attention_forward_head(out, out16, &tiles, qkv, i, run, B, T, D, H, scale)) {
+                #pragma omp atomic write
+                failed = 1;
+            }
+        if (out16 && kp > D) {   // the operand's K padding: zeros in columns D..kp of every row
+            #pragma omp for schedule(guided)
+            for (int r = 0; r < B * T; r++)
+                for (int k = D; k < kp; k++) out16[a_offset(&tiles, r, k)] = 0;
+        }
+    }
+    return failed ? workspace_failed(T) : DIT_OK;
+}
+
 // One (batch, head) of attention_backward_bf16, block of query rows by block (dk and dv sum the blocks' parts
 // in block order). Per block: S = q k^T, P = softmax(scale S), dP = dout v^T, dS = scale P * (dP - rowsum(P *
 // dP)) in float32; P^T, dS and dS^T rounded to bf16 once each as the left operands of dv (+)= P^T dout,
 // dq = dS k and dk (+)= dS^T q.
-static dit_status attention_backward_head(float *dqkv, const float *dout, const float *qkv, int b, int h, int T,
-                                          int D, int H, float scale) {
+static dit_status attention_backward_head(float *dqkv, const float *dout, const float *qkv, int i, int run, int B,
+                                          int T, int D, int H, float scale) {
+    const int b = i / H, h = i % H;
     const int hd = D / H, ld = 3 * D, QB = query_block_rows(T);
     DIT_TRY(ensure_workspace(T, hd, 1));
     const float *q = qkv + (int64_t)b * T * ld + h * hd, *k = q + D, *v = q + 2 * D;
@@ -231,6 +269,7 @@ static dit_status attention_backward_head(float *dqkv, const float *dout, const 
     DIT_TRY(bf16_pack(&ws.k, k, T, hd, ld, 1));    // scores: B[j, d] = k[j, d]
     DIT_TRY(bf16_pack(&ws.v, v, T, hd, ld, 1));    // dP:     B[j, d] = v[j, d]
     DIT_TRY(bf16_pack(&ws.kt, k, hd, T, 1, ld));   // dq:     B[d, j] = k[j, d]
+    prefetch_next_head(qkv, dout, i, run, B, T, D, H);
     const int Tp = round32(T);
     const a_layout head_layout = a_layout_tiles(round32(hd)), rows_layout = a_layout_tiles(Tp);
     for (int q0 = 0; q0 < T; q0 += QB) {
@@ -267,13 +306,12 @@ static dit_status attention_backward_head(float *dqkv, const float *dout, const 
 dit_status attention_backward_bf16(float *dqkv, const float *dout, const float *qkv, int B, int T, int D, int H) {
     const float scale = 1.0f / sqrtf((float)(D / H));
     int failed = 0;
-    #pragma omp parallel for collapse(2) schedule(dynamic, 1)
-    for (int b = 0; b < B; b++)
-        for (int h = 0; h < H; h++) {
-            if (attention_backward_head(dqkv, dout, qkv, b, h, T, D, H, scale)) {
-                #pragma omp atomic write
-                failed = 1;
-            }
+    const int run = head_run(B * H);
+    #pragma omp parallel for schedule(dynamic, run)
+    for (int i = 0; i < B * H; i++)
+        if (attention_backward_head(dqkv, dout, qkv, i, run, B, T, D, H, scale)) {
+            #pragma omp atomic write
+            failed = 1;
         }
     return failed ? workspace_failed(T) : DIT_OK;
 }
