@@ -42,6 +42,8 @@ dit_status bf16_packed_reserve(bf16_packed *dst, int N, int K);
 //   out = v                              (otherwise)
 // or, with out16, v rounded to bf16 goes to out16 instead of out (out is not touched and may be NULL): the
 // next product's A, written where that product reads it, so it is not converted a second time.
+// product and pre_gelu are what the training forward keeps for its backward: where their rows start cache
+// lines they are written with stores that bypass the caches.
 typedef struct a_layout a_layout;
 typedef struct bf16_both bf16_both;
 typedef struct {
