@@ -85,10 +85,18 @@ double train_grad_norm(const float *g, size_t n) {
     return sqrt(s);
 }
 
+// The gradient's squares are summed in chunks of NORM_CHUNK floats (the same chunks whatever the threads).
+enum { NORM_CHUNK = 1 << 16 };
+
+static size_t norm_chunks(size_t n) { return (n + NORM_CHUNK - 1) / NORM_CHUNK; }
+
 // AdamW on n floats; with ema, the EMA of each updated value in the same pass (the same operations as
-// train_ema_update after the step, so the same bits, with one pass over the parameters fewer).
+// train_ema_update after the step, so the same bits, with one pass over the parameters fewer); with squares,
+// the sum of the squares of each NORM_CHUNK of the gradient into squares[chunk] on the way (a pass over the
+// gradient fewer than train_grad_norm before the step).
 static void adamw_range(float *params, const float *grads, float *adam_m, float *adam_v, size_t n,
-                        const train_hparams *hp, double lr, int64_t step, float *ema, double ema_decay) {
+                        const train_hparams *hp, double lr, int64_t step, float *ema, double ema_decay,
+                        double *squares) {
     // torch 1.13 _single_tensor_adamw, scalars as Python computes them (double), cast to float32 by the kernels
     const float decay = (float)(1.0 - lr * hp->weight_decay);
     const float b1 = (float)hp->beta1, one_minus_b1 = (float)(1.0 - hp->beta1);
@@ -98,36 +106,57 @@ static void adamw_range(float *params, const float *grads, float *adam_m, float 
     const float neg_step_size = (float)(-(lr / bias_correction1));
     const float bc2_sqrt = (float)sqrt(bias_correction2), eps = (float)hp->eps;
     const float ema_keep = (float)ema_decay, ema_take = (float)(1.0 - ema_decay);
+    const size_t chunks = norm_chunks(n);
 #pragma omp parallel for schedule(guided)
-    for (size_t i = 0; i < n; i++) {
-        const float g = grads[i];
-        float p = params[i] * decay;                            // param.mul_(1 - lr * wd)
-        const float m = adam_m[i] * b1 + g * one_minus_b1;      // exp_avg.mul_(b1).add_(g, alpha=1-b1)
-        const float v = adam_v[i] * b2 + one_minus_b2 * g * g;  // exp_avg_sq.mul_(b2).addcmul_(g, g, value=1-b2)
-        const float denom = sqrtf(v) / bc2_sqrt + eps;          // (exp_avg_sq.sqrt() / bc2_sqrt).add_(eps)
-        p = p + neg_step_size * m / denom;                      // param.addcdiv_(exp_avg, denom, value=-step_size)
-        params[i] = p, adam_m[i] = m, adam_v[i] = v;
-        if (ema) ema[i] = ema[i] * ema_keep + p * ema_take;     // ema.mul_(decay).add_(param, alpha=1 - decay)
+    for (size_t c = 0; c < chunks; c++) {
+        const size_t lo = c * NORM_CHUNK, hi = n - lo < NORM_CHUNK ? n : lo + NORM_CHUNK;
+        double sq = 0;
+#pragma omp simd reduction(+ : sq)
+        for (size_t i = lo; i < hi; i++) {
+            const float g = grads[i];
+            float p = params[i] * decay;                            // param.mul_(1 - lr * wd)
+            const float m = adam_m[i] * b1 + g * one_minus_b1;      // exp_avg.mul_(b1).add_(g, alpha=1-b1)
+            const float v = adam_v[i] * b2 + one_minus_b2 * g * g;  // exp_avg_sq.mul_(b2).addcmul_(g, g, value=1-b2)
+            const float denom = sqrtf(v) / bc2_sqrt + eps;          // (exp_avg_sq.sqrt() / bc2_sqrt).add_(eps)
+            p = p + neg_step_size * m / denom;                      // param.addcdiv_(exp_avg, denom, value=-step_size)
+            params[i] = p, adam_m[i] = m, adam_v[i] = v;
+            if (ema) ema[i] = ema[i] * ema_keep + p * ema_take;     // ema.mul_(decay).add_(param, alpha=1 - decay)
+            sq += (double)g * g;
+        }
+        if (squares) squares[c] = sq;
     }
 }
 
 void train_adamw_update(float *params, const float *grads, float *adam_m, float *adam_v, size_t n,
                         const train_hparams *hp, double lr, int64_t step) {
-    adamw_range(params, grads, adam_m, adam_v, n, hp, lr, step, NULL, 0.0);
+    adamw_range(params, grads, adam_m, adam_v, n, hp, lr, step, NULL, 0.0, NULL);
 }
 
-void train_adamw_ema_step(const dit_model *m, float *params, const float *grads, float *adam_m, float *adam_v,
-                          const train_hparams *hp, double lr, int64_t step, float *ema, double ema_decay) {
+double train_adamw_ema_step(const dit_model *m, float *params, const float *grads, float *adam_m, float *adam_v,
+                            const train_hparams *hp, double lr, int64_t step, float *ema, double ema_decay) {
+    size_t chunks = 0;
+    for (int k = 0; k < m->num_params; k++) chunks += norm_chunks(m->table[k].numel);
+    double *squares = malloc((chunks ? chunks : 1) * sizeof *squares);
+    size_t at = 0;
     for (int k = 0; k < m->num_params; k++) {
         const param_entry *e = &m->table[k];
+        double *mine = squares ? squares + at : NULL;
+        at += norm_chunks(e->numel);
         // pos_embed has requires_grad=False: torch's AdamW skips it (grad None), so weight decay never touches
-        // it; update_ema still averages it
-        if (!strcmp(e->name, "pos_embed"))
+        // it; update_ema still averages it (its gradient, never written, is zeros: no part of the norm)
+        if (!strcmp(e->name, "pos_embed")) {
             train_ema_update(ema + e->offset, params + e->offset, e->numel, ema_decay);
-        else
+            for (size_t c = 0; mine && c < norm_chunks(e->numel); c++) mine[c] = 0.0;
+        } else {
             adamw_range(params + e->offset, grads + e->offset, adam_m + e->offset, adam_v + e->offset, e->numel, hp,
-                        lr, step, ema + e->offset, ema_decay);
+                        lr, step, ema + e->offset, ema_decay, mine);
+        }
     }
+    if (!squares) return -1.0;
+    double sum = 0;   // the chunks in order: the same bits whatever the thread count
+    for (size_t c = 0; c < chunks; c++) sum += squares[c];
+    free(squares);
+    return sqrt(sum);
 }
 
 void train_ema_update(float *ema, const float *params, size_t n, double decay_d) {

@@ -130,9 +130,11 @@ void train_adamw_update(float *params, const float *grads, float *adam_m, float 
 void train_ema_update(float *ema, const float *params, size_t n, double decay);
 // One AdamW step (train_adamw_update) on every entry of m's table except pos_embed (fixed, never updated even
 // with weight decay), then ema = decay * ema + (1 - decay) * params over all of them, pos_embed included (as
-// update_ema), taken in the same pass as the update: the same bits as train_ema_update after it.
-void train_adamw_ema_step(const dit_model *m, float *params, const float *grads, float *adam_m, float *adam_v,
-                          const train_hparams *hp, double lr, int64_t step, float *ema, double ema_decay);
+// update_ema), taken in the same pass as the update: the same bits as train_ema_update after it. Returns the
+// global L2 norm of grads, summed on the way (in fixed chunks per tensor: the same bits whatever the thread
+// count, not train_grad_norm's), or -1 when out of memory for the chunk sums.
+double train_adamw_ema_step(const dit_model *m, float *params, const float *grads, float *adam_m, float *adam_v,
+                            const train_hparams *hp, double lr, int64_t step, float *ema, double ema_decay);
 
 // ---- recipe.c: the schedules of a step ------------------------------------------------------------
 

@@ -166,7 +166,8 @@ dit_status trainer_step(trainer *tr, train_stats *st) {
     double loss = 0;   // mean_b (mse_b + vb_b) over the whole batch, in slot order
     for (int b = 0; b < B; b++) loss += (double)tr->mse[b] + (double)tr->vb[b];
     loss /= B;
-    const double norm = train_grad_norm(tr->grads, m->total_floats);
+    // the norm before the step only when it clips the gradient; otherwise (for the log) from the update's pass
+    double norm = tr->hp.grad_clip > 0 ? train_grad_norm(tr->grads, m->total_floats) : 0.0;
     if (tr->hp.grad_clip > 0) {
         // clip_grad_norm_: coef = max_norm / (norm + 1e-6), clamped to 1, multiplied in float32
         const double coef = tr->hp.grad_clip / (norm + 1e-6);
@@ -177,7 +178,12 @@ dit_status trainer_step(trainer *tr, train_stats *st) {
     }
     const double lr = train_lr_at(&tr->hp, tr->step), ema_decay = train_ema_decay_at(&tr->hp, tr->step);
     tr->step++;
-    train_adamw_ema_step(m, m->params, tr->grads, tr->adam_m, tr->adam_v, &tr->hp, lr, tr->step, tr->ema, ema_decay);
+    const double summed = train_adamw_ema_step(m, m->params, tr->grads, tr->adam_m, tr->adam_v, &tr->hp, lr, tr->step,
+                                               tr->ema, ema_decay);
+    if (tr->hp.grad_clip <= 0) {
+        if (summed < 0) return dit_set_error("out of memory for the gradient norm's partial sums");
+        norm = summed;
+    }
     dit_model_weights_changed(m);   // packed bf16 copies follow the new weights
     tr->position += B;
     if (st) {
