@@ -185,6 +185,51 @@ static void check_epilogues(const char *path) {
     bf16_packed_free(&P);
 }
 
+// Stores past the caches (out with stream_out; the kept product and pre-GELU values wherever their rows start
+// cache lines) write the same bits as plain stores: each epilogue run into 64-byte aligned buffers (streamed)
+// and into buffers one float off (plain), on a shape with whole blocks and edge rows (70 = 2 x 32 + 6).
+static void check_streamed_stores(const char *path) {
+    const int M = 70, K = 70, N = 96;
+    const size_t n = (size_t)M * N, bytes = (n + 16) * sizeof(float);
+    float *A = test_random_floats(&rng_state, (size_t)M * K, 1.0f), *B = test_random_floats(&rng_state, (size_t)N * K, 1.0f);
+    float *bias = test_random_floats(&rng_state, N, 1.0f), *gate = test_random_floats(&rng_state, 3 * N, 1.0f);
+    float *base = test_random_floats(&rng_state, n, 1.0f);
+    bf16_packed P = {0};
+    bf16_pack(&P, B, N, K, K, 1);
+    float *buf[4];   // out and kept, aligned (streamed); out and kept, one float off (plain)
+    for (int i = 0; i < 4; i++) buf[i] = aligned_alloc(64, (bytes + 63) / 64 * 64);
+    float *out_s = buf[0], *kept_s = buf[1], *out_p = buf[2] + 1, *kept_p = buf[3] + 1;
+    int ok = 1;
+    const gemm_epilogue plain_s = {.bias = bias, .stream_out = 1}, plain_p = {.bias = bias};
+    ok &= gemm_bf16(out_s, N, A, K, 1, &P, M, &plain_s) == DIT_OK && gemm_bf16(out_p, N, A, K, 1, &P, M, &plain_p) == DIT_OK;
+    ok &= !memcmp(out_s, out_p, n * sizeof(float));
+    const gemm_epilogue gelu_s = {.bias = bias, .gelu = 1, .pre_gelu = kept_s}, gelu_p = {.bias = bias, .gelu = 1, .pre_gelu = kept_p};
+    ok &= gemm_bf16(out_s, N, A, K, 1, &P, M, &gelu_s) == DIT_OK && gemm_bf16(out_p, N, A, K, 1, &P, M, &gelu_p) == DIT_OK;
+    ok &= !memcmp(out_s, out_p, n * sizeof(float)) && !memcmp(kept_s, kept_p, n * sizeof(float));
+    const gemm_epilogue gated_s = {.bias = bias, .gate = gate, .gate_stride = N, .gate_rows = 32, .product = kept_s};
+    const gemm_epilogue gated_p = {.bias = bias, .gate = gate, .gate_stride = N, .gate_rows = 32, .product = kept_p};
+    memcpy(out_s, base, n * sizeof(float)), memcpy(out_p, base, n * sizeof(float));
+    ok &= gemm_bf16(out_s, N, A, K, 1, &P, M, &gated_s) == DIT_OK && gemm_bf16(out_p, N, A, K, 1, &P, M, &gated_p) == DIT_OK;
+    ok &= !memcmp(out_s, out_p, n * sizeof(float)) && !memcmp(kept_s, kept_p, n * sizeof(float));
+    // the pre-GELU values kept by op_mlp's fc1, whose GELU output goes to fc2's bf16 operand (the streamed form)
+    linear_layer fc1 = {0}, fc2 = {0};
+    float *w2 = test_random_floats(&rng_state, (size_t)64 * N, 0.3f);
+    linear_layer_init(&fc1, B, bias, N, K);
+    linear_layer_init(&fc2, w2, NULL, 64, N);
+    ops_context ctx = {.precision = OPS_BF16, .weights_version = 1};
+    const op_operand in = {.f32 = A};
+    ok &= op_mlp(&ctx, &fc1, &fc2, out_s, NULL, &in, M, 0, kept_s, NULL) == DIT_OK;
+    ok &= op_mlp(&ctx, &fc1, &fc2, out_p, NULL, &in, M, 0, kept_p, NULL) == DIT_OK;
+    ok &= !memcmp(out_s, out_p, (size_t)M * 64 * sizeof(float)) && !memcmp(kept_s, kept_p, n * sizeof(float));
+    linear_layer_free(&fc1), linear_layer_free(&fc2);
+    free(w2);
+    CHECK(ok, "%s streamed stores (out with stream_out, the kept product, op_mlp's kept pre-GELU) == plain stores, bit "
+          "for bit (%dx%d -> %d: whole blocks and edge rows)", path, M, K, N);
+    for (int i = 0; i < 4; i++) free(buf[i]);
+    free(A), free(B), free(bias), free(gate), free(base);
+    bf16_packed_free(&P);
+}
+
 static void test_rounding(void) {
     // Round to nearest even at the 16-bit boundary, NaN kept, infinities kept.
     const float in[] = {1.0f, 1.00390625f, 1.005859375f, -3.99609375f, 65504.0f, INFINITY, -INFINITY};
@@ -906,6 +951,7 @@ void test_bf16(void) {
         check_shape(name, 300, 1152, 97, 0, 0, 0);
         check_shape(name, 45, 1301, 16, 0, 0, 0);   // two K blocks, the last step's 11 pairs, one odd; 16 columns
         check_epilogues(name);
+        check_streamed_stores(name);
         check_stealing(name);
         check_mlp(name);
         check_layernorm(name);

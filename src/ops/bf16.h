@@ -43,7 +43,8 @@ dit_status bf16_packed_reserve(bf16_packed *dst, int N, int K);
 // or, with out16, v rounded to bf16 goes to out16 instead of out (out is not touched and may be NULL): the
 // next product's A, written where that product reads it, so it is not converted a second time.
 // product and pre_gelu are what the training forward keeps for its backward: where their rows start cache
-// lines they are written with stores that bypass the caches.
+// lines they are written with stores that bypass the caches; with stream_out, so is out (plain, bias or
+// accumulate epilogues done by the kernel): its whole blocks go through the L1 block first.
 typedef struct a_layout a_layout;
 typedef struct bf16_both bf16_both;
 typedef struct {
@@ -79,6 +80,7 @@ typedef struct {
     // stores to lines no cache holds cost 3% of a DiT-S/2 training step); out gets the edge blocks only, from
     // which bf16_both_finish then makes the rest.
     bf16_both *both;
+    int stream_out;
 } gemm_epilogue;
 
 // out (M, N), row stride ldo = epilogue(A @ B^T); A (M, K) float32 read as A[m * stride_m + k * stride_k]

@@ -65,6 +65,8 @@ static dit_status linear_bf16(const ops_context *ctx, linear_layer *L, float *ou
     } else if (ep->kind == LINEAR_GATED_RESIDUAL) {
         // training keeps the product (before the bias), stored by the same epilogue
         g.gate = ep->gate, g.gate_stride = ep->gate_stride, g.gate_rows = ep->gate_rows, g.product = ep->product;
+    } else {
+        g.stream_out = ep->stream;
     }
     return product_bf16(out, A, W, M, &g);
 }

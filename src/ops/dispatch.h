@@ -48,6 +48,8 @@ typedef struct {
     int gate_stride, gate_rows;
     float *product;          // LINEAR_GATED_RESIDUAL: keep inp @ W^T (no bias) here (training; may be NULL)
     float *scratch;          // LINEAR_GATED_RESIDUAL in fp32 without product: (M, N) floats
+    int stream;              // LINEAR_PLAIN, bf16: out is read by a later pass over more data than the caches
+                             // hold (training's kept qkv): stored past the caches (gemm_epilogue.stream_out)
 } linear_epilogue;
 
 // The left operand of a product as the op before it left it: float32 rows (M, K), or on the bf16 path a bf16

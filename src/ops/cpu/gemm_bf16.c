@@ -588,6 +588,7 @@ static dit_status run_blocks(float *out, int64_t ldo, const uint16_t *A16, const
     const int Kp = B->Kp, ksteps_max = at->koff ? Kp / 32 : block_ksteps(Kp), slab = slab_panels(ksteps_max);
     const int in_kernel = epilogue_in_kernel(ep), from_out = in_kernel && ep && ep->accumulate;
     const int one_block = ksteps_max * 32 >= Kp, rows_of_blocks = mb1 - mb0;
+    const int stream = ep && ep->stream_out && out && ((uintptr_t)out & 63) == 0 && ldo % 16 == 0;
     float *sums = NULL;   // partial sums of block (mb, p) at sums + ((mb - mb0) * slab + p - s0) * 1024
     if (!one_block && !(sums = sum_workspace((size_t)rows_of_blocks * slab))) return DIT_ERR;
     for (int s0 = p0; s0 < p1; s0 += slab) {
@@ -650,6 +651,12 @@ static dit_status run_blocks(float *out, int64_t ldo, const uint16_t *A16, const
                         kernel(src, lds, wait, ldw, a, &from_k0, panel, ksteps, init, accumulate, rows, cols, last_pairs);
                         continue;
                     }
+                    if (full && in_kernel && stream) {   // through C, then past the caches into out
+                        kernel(src, lds, C, 32, a, &from_k0, panel, ksteps, init, accumulate, rows, cols, last_pairs);
+                        for (int r = 0; r < 32; r++) store_kept_row(block + r * ldo, _mm512_load_ps(C + r * 32),
+                                                                    _mm512_load_ps(C + r * 32 + 16), 1);
+                        continue;
+                    }
                     if (full && in_kernel) {   // the result straight into out
                         kernel(src, lds, block, ldo, a, &from_k0, panel, ksteps, init, accumulate, rows, cols, last_pairs);
                         continue;
@@ -666,7 +673,7 @@ static dit_status run_blocks(float *out, int64_t ldo, const uint16_t *A16, const
             }
         }
     }
-    if (ep && (ep->pre_gelu || ep->product)) _mm_sfence();   // the streamed rows ordered before what follows
+    if (ep && (ep->pre_gelu || ep->product || stream)) _mm_sfence();   // the streamed rows ordered before what follows
     return DIT_OK;
 }
 
