@@ -650,8 +650,47 @@ done:
     trainer_free(all);
 }
 
+// dit_backward_fresh (the trainer's: grads overwritten, the adaLN-Zero linears' weight gradients written by their
+// products with nothing zeroed or read back) == dit_backward added onto zeros: every entry equal (+0 and -0
+// alike), starting from a buffer of garbage (1234.5 everywhere, so an entry the backward skips shows). adaLN-Zero
+// (the listed path) and in-context (all zeroed, then added to), fp32 and, where the CPU has it, bf16.
+static void test_backward_fresh(void) {
+    const dit_block_kind designs[] = {DIT_BLOCK_ADALN_ZERO, DIT_BLOCK_IN_CONTEXT};
+    for (int d = 0; d < 2; d++)
+        for (int bf16 = 0; bf16 < 2; bf16++) {
+            const dit_precision precision = bf16 ? DIT_PRECISION_BF16 : DIT_PRECISION_FP32;
+            if (bf16 && !dit_compute_path(precision)) {
+                SKIP("dit_backward_fresh in bf16: %s", dit_last_error());
+                continue;
+            }
+            dit_config c = tiny;
+            c.block = designs[d];
+            dit_model *m = dit_model_synthetic(&c, 3);
+            const int B = 3, n_in = B * 4 * 8 * 8, n_out = B * 8 * 8 * 8;
+            float x[3 * 4 * 8 * 8], t[3] = {3, 500, 998}, out[3 * 8 * 8 * 8], dout[3 * 8 * 8 * 8];
+            int y[3] = {1, 7, 1};
+            for (int i = 0; i < n_in; i++) x[i] = (float)((i * 37) % 101) / 50.0f - 1.0f;
+            for (int i = 0; i < n_out; i++) dout[i] = (float)((i * 53) % 97) / 97.0f - 0.5f;
+            dit_train_activations *a = m ? dit_train_activations_create(m, B) : NULL;
+            float *added = calloc(m ? m->total_floats : 1, sizeof(float)), *fresh = malloc((m ? m->total_floats : 1) * sizeof(float));
+            int ok = a && added && fresh && dit_model_set_precision(m, precision) == DIT_OK;
+            ok = ok && dit_forward_train(m, a, x, t, y, out) == DIT_OK && dit_backward(m, a, dout, added) == DIT_OK;
+            for (size_t i = 0; ok && i < m->total_floats; i++) fresh[i] = 1234.5f;
+            ok = ok && dit_forward_train(m, a, x, t, y, out) == DIT_OK && dit_backward_fresh(m, a, dout, fresh) == DIT_OK;
+            size_t differ = 0;
+            for (size_t i = 0; ok && i < m->total_floats; i++) differ += !(fresh[i] == added[i]);
+            CHECK(ok && differ == 0 && !m->ops.fresh_weight_grads, "dit_backward_fresh (%s, %s) into garbage == "
+                  "dit_backward onto zeros: %zu of %zu entries differ", d ? "in-context" : "adaLN-Zero",
+                  bf16 ? "bf16" : "fp32", differ, m ? m->total_floats : 0);
+            free(added), free(fresh);
+            dit_train_activations_free(a);
+            dit_model_free(m);
+        }
+}
+
 void test_train(void) {
     test_loss_golden();
+    test_backward_fresh();
     test_vb_float64();
     test_adamw();
     test_idx_hostile();

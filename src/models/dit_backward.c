@@ -294,6 +294,39 @@ dit_status dit_backward(dit_model *m, dit_train_activations *a, const float *dou
     return op_linear_backward(ops, &Ls->t_mlp0, NULL, g.t_mlp0_w, g.t_mlp0_b, a->d_small, a->temb, B);
 }
 
+// The offsets in the parameter buffer of the weights the adaLN-Zero backward writes with op_linear_backward*
+// (count: 5 + 5 per block); the other designs are not listed.
+static int fresh_weight_offsets(const dit_model *m, int64_t *offsets) {
+    const dit_params *p = &m->p;
+    const float *w[] = {p->final_w, p->final_ada_w, p->patch_w, p->t_mlp0_w, p->t_mlp2_w};
+    int n = 0;
+    for (size_t i = 0; i < sizeof w / sizeof w[0]; i++) offsets[n++] = w[i] - m->params;
+    for (int l = 0; l < m->cfg.depth; l++) {
+        const dit_block_params *b = &p->blocks[l];
+        const float *bw[] = {b->qkv_w, b->proj_w, b->fc1_w, b->fc2_w, b->ada_w};
+        for (size_t i = 0; i < sizeof bw / sizeof bw[0]; i++) offsets[n++] = bw[i] - m->params;
+    }
+    return n;
+}
+
+dit_status dit_backward_fresh(dit_model *m, dit_train_activations *a, const float *dout, float *grads) {
+    const int listed = m->cfg.block == DIT_BLOCK_ADALN_ZERO;
+    int64_t *offsets = listed ? dit_malloc((size_t)(5 + 5 * m->cfg.depth) * sizeof *offsets) : NULL;
+    if (listed && !offsets) return DIT_ERR;
+    const int n = listed ? fresh_weight_offsets(m, offsets) : 0;
+    for (int k = 0; k < m->num_params; k++) {   // zeros where the backward adds (all of it unless listed)
+        const param_entry *e = &m->table[k];
+        int written = 0;
+        for (int i = 0; i < n && !written; i++) written = offsets[i] == (int64_t)e->offset;
+        if (!written) memset(grads + e->offset, 0, e->numel * sizeof(float));
+    }
+    free(offsets);
+    m->ops.fresh_weight_grads = listed;
+    const dit_status st = dit_backward(m, a, dout, grads);
+    m->ops.fresh_weight_grads = 0;
+    return st;
+}
+
 // ---- benchmark hook -----------------------------------------------------------------------------
 
 double dit_train_step_seconds(dit_model *m, int batch, int iters) {

@@ -214,6 +214,11 @@ dit_status dit_forward_train(dit_model *m, dit_train_activations *a, const float
 // gradients are ACCUMULATED (+=) into grads, m->total_floats floats in the parameter buffer's layout
 // (same offsets as m->params); zero it first for a plain gradient. pos_embed (fixed) gets nothing.
 dit_status dit_backward(dit_model *m, dit_train_activations *a, const float *dout, float *grads);
+// The same into a buffer whose contents do not matter: grads is OVERWRITTEN (pos_embed's entries zeroed). In the
+// adaLN-Zero design the linear layers' weight gradients are written by their products, with nothing to zero
+// first or read back (ops_context.fresh_weight_grads; 3-4% of a DiT-S/2 bf16 step); every other entry, and
+// every entry of the other designs, is zeroed and then added to as dit_backward does.
+dit_status dit_backward_fresh(dit_model *m, dit_train_activations *a, const float *dout, float *grads);
 // Benchmark hook: one warm-up, then `iters` timed forward + backward steps (seeded inputs, L = 0.5 |out|^2);
 // returns the fastest step in seconds (< 0 on error).
 double dit_train_step_seconds(dit_model *m, int batch, int iters);

@@ -191,8 +191,9 @@ dit_status op_mlp(const ops_context *ctx, linear_layer *fc1, linear_layer *fc2, 
 // dweight (N, K) += dout^T (N, M) @ inp (M, K); dbias (N) += the column sums of dout. dout is rounded to bf16
 // once for both products (and summed on the way), or was by the backward before (pending_dout); without dinp,
 // only as dweight's transposed operand. With make_pending, dinp is also made as the next backward's operands.
-static dit_status backward_products(linear_layer *L, float *dinp, float *dweight, float *dbias, const float *dout,
-                                    int M, const gemm_epilogue *dinp_ep, int make_pending) {
+static dit_status backward_products(const ops_context *ctx, linear_layer *L, float *dinp, float *dweight,
+                                    float *dbias, const float *dout, int M, const gemm_epilogue *dinp_ep,
+                                    int make_pending) {
     bf16_packed *wt = &backward_wt;
     const bf16_packed *act = &backward_act;
     own_scratch();
@@ -201,14 +202,14 @@ static dit_status backward_products(linear_layer *L, float *dinp, float *dweight
     const int take = !make_pending && pending_dout_of == dout;
     DIT_CHECK(!take || (pending_dout.M == M && pending_dout.N == N));
     pending_dout_of = NULL;
-    const gemm_epilogue acc = {.accumulate = 1};
+    const gemm_epilogue acc = {.accumulate = !ctx->fresh_weight_grads};
     if (!dinp && take) {
         if (dbias) bf16_both_add_sums(&pending_dout, dbias);
         const a_layout as_cols = a_layout_tiles(act->Kp);
         return gemm_bf16_a16(dweight, K, pending_dout.cols16, &as_cols, act, N, &acc);
     }
     if (!dinp) {
-        const gemm_epilogue acc_sums = {.accumulate = 1, .a_row_sums = dbias};
+        const gemm_epilogue acc_sums = {.accumulate = !ctx->fresh_weight_grads, .a_row_sums = dbias};
         return gemm_bf16(dweight, K, dout, 1, N, act, N, &acc_sums);
     }
     const uint16_t *rows16, *cols16;
@@ -234,14 +235,20 @@ static dit_status backward_products(linear_layer *L, float *dinp, float *dweight
     return gemm_bf16_a16(dweight, K, cols16, &as_cols, act, N, &acc);
 }
 
+// The fp32 backward adds into dweight: with fresh weight gradients, zeros first.
+static void fresh_fp32(const ops_context *ctx, float *dweight, const linear_layer *L) {
+    if (ctx->fresh_weight_grads) memset(dweight, 0, (size_t)L->N * L->K * sizeof(float));
+}
+
 dit_status op_linear_backward(const ops_context *ctx, linear_layer *L, float *dinp, float *dweight, float *dbias,
                               const float *dout, const float *inp, int M) {
     if (ctx->precision != OPS_BF16) {
+        fresh_fp32(ctx, dweight, L);
         linear_backward(dinp, dweight, dbias, dout, inp, L->weight, M, L->K, L->N);
         return DIT_OK;
     }
     DIT_TRY(bf16_pack(&backward_act, inp, L->K, M, 1, L->K));   // dweight's B[k, m] = inp[m, k]
-    return backward_products(L, dinp, dweight, dbias, dout, M, NULL, 0);
+    return backward_products(ctx, L, dinp, dweight, dbias, dout, M, NULL, 0);
 }
 
 dit_status op_linear_backward_modulated(const ops_context *ctx, linear_layer *L, float *dinp, float *dweight,
@@ -249,11 +256,12 @@ dit_status op_linear_backward_modulated(const ops_context *ctx, linear_layer *L,
     const int M = in->B * in->T;
     if (ctx->precision != OPS_BF16) {
         layernorm_modulate_forward(h, NULL, NULL, in->x, in->shift, in->scale, in->row_stride, in->B, in->T, in->D);
+        fresh_fp32(ctx, dweight, L);
         linear_backward(dinp, dweight, dbias, dout, h, L->weight, M, L->K, L->N);
         return DIT_OK;
     }
     DIT_TRY(layernorm_modulate_pack_avx512(&backward_act, in));   // dweight's B[k, m] = y[m, k]
-    return backward_products(L, dinp, dweight, dbias, dout, M, NULL, 0);
+    return backward_products(ctx, L, dinp, dweight, dbias, dout, M, NULL, 0);
 }
 
 dit_status op_linear_backward_gelu(const ops_context *ctx, linear_layer *L, float *dpre, float *dweight, float *dbias,
@@ -261,13 +269,14 @@ dit_status op_linear_backward_gelu(const ops_context *ctx, linear_layer *L, floa
     const int N = L->N, K = L->K;
     if (ctx->precision != OPS_BF16) {
         gelu_tanh_forward(gelu_out, pre, (int64_t)M * K);
+        fresh_fp32(ctx, dweight, L);
         linear_backward(dpre, dweight, dbias, dout, gelu_out, L->weight, M, K, N);
         gelu_tanh_backward(dpre, dpre, pre, (int64_t)M * K);
         return DIT_OK;
     }
     DIT_TRY(bf16_pack_gelu(&backward_act, pre, K, M, K));   // dweight's B[k, m] = gelu(pre[m, k])
     const gemm_epilogue slope = {.gelu_grad_of = pre};      // dpre = (dout @ W) * gelu'(pre)
-    return backward_products(L, dpre, dweight, dbias, dout, M, &slope, fuse_dout);
+    return backward_products(ctx, L, dpre, dweight, dbias, dout, M, &slope, fuse_dout);
 }
 
 void op_layernorm_modulate(const ops_context *ctx, float *y, float *mean, float *rstd, const float *x,

@@ -20,6 +20,9 @@ dit_precision dit_precision_resolve(dit_precision p);
 typedef struct {
     ops_precision precision;
     uint64_t weights_version;   // bumped whenever the float32 weights change; prepared copies follow it
+    // The linear backwards write dweight instead of adding to it (dbias is still added to): a training step
+    // whose weight gradients hold nothing yet need not zero them, and the products read nothing.
+    int fresh_weight_grads;
 } ops_context;
 
 // A dense layer (PyTorch nn.Linear): views of the float32 master weights and the back-end's prepared copy.
@@ -91,7 +94,8 @@ dit_status op_linear_from(const ops_context *ctx, linear_layer *L, float *out, c
 dit_status op_mlp(const ops_context *ctx, linear_layer *fc1, linear_layer *fc2, float *out, float *hidden,
                   const op_operand *inp, int M, int group_rows, float *pre, const linear_epilogue *ep);
 
-// Backward of out = inp @ W^T + b: dinp = dout @ W (overwritten; NULL skips it), dweight += dout^T @ inp,
+// Backward of out = inp @ W^T + b: dinp = dout @ W (overwritten; NULL skips it), dweight += dout^T @ inp (= with
+// ctx->fresh_weight_grads),
 // dbias += column sums of dout (NULL skips it). In bf16 the products take bf16 inputs (float32 sums), and dbias is
 // summed while dout is converted for the weight gradient (float32, in 16-row chunks: not the fp32 path's bits).
 dit_status op_linear_backward(const ops_context *ctx, linear_layer *L, float *dinp, float *dweight, float *dbias,

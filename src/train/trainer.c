@@ -157,8 +157,7 @@ dit_status trainer_step(trainer *tr, train_stats *st) {
         if (!isfinite(loss)) return dit_set_error("step %lld: the loss is %g (diverged; lower --lr or set --grad-clip)",
                                                   (long long)tr->step + 1, loss);
         float *g = sharded && s > tr->shard_lo ? tr->shard_grads : tr->grads;
-        memset(g, 0, m->total_floats * sizeof(float));
-        if (dit_backward(m, tr->acts, tr->dout, g)) return DIT_ERR;
+        if (dit_backward_fresh(m, tr->acts, tr->dout, g)) return DIT_ERR;
         if (g != tr->grads)
             for (size_t k = 0; k < m->total_floats; k++) tr->grads[k] += g[k];
     }
