@@ -430,6 +430,39 @@ static void check_mlp_backward_fused(const char *path, int M, int D, int F) {
     free(x), free(pre), free(w1), free(w2), free(dres);
 }
 
+// The attention's backward in bf16 makes d qkv directly as the qkv linear backward's two bf16 operands and
+// column sums (attention_backward_fills_both: heads of 32, tokens a multiple of 16), which that backward takes
+// instead of converting d qkv: bit for bit what the unfused pair computes (d x, d W, d b), and d qkv itself is
+// not written (it keeps the 7.0 it started with).
+static void check_attention_backward_fused(const char *path) {
+    const int B = 2, T = 48, D = 64, H = 2, BT = B * T, N = 3 * D;
+    float *qkv = test_random_floats(&rng_state, (size_t)BT * N, 1.0f), *dout = test_random_floats(&rng_state, (size_t)BT * D, 1.0f);
+    float *w = test_random_floats(&rng_state, (size_t)N * D, 0.3f), *x = test_random_floats(&rng_state, (size_t)BT * D, 1.0f);
+    float *out[2][4];   // d qkv, d x, d W, d b
+    const size_t sizes[4] = {(size_t)BT * N, (size_t)BT * D, (size_t)N * D, N};
+    linear_layer L = {0};
+    linear_layer_init(&L, w, NULL, N, D);
+    ops_context bf16 = {.precision = OPS_BF16, .weights_version = 1};
+    int ok = attention_backward_fills_both(B, T, D, H);
+    for (int fused = 0; fused < 2; fused++) {
+        for (int i = 0; i < 4; i++) out[fused][i] = calloc(sizes[i], sizeof(float));
+        for (size_t i = 0; i < sizes[0]; i++) out[fused][0][i] = 7.0f;
+        ops_fuse_backward_dout(fused);
+        ok &= op_attention_backward(&bf16, out[fused][0], dout, qkv, NULL, B, T, D, H) == DIT_OK;
+        ok &= op_linear_backward(&bf16, &L, out[fused][1], out[fused][2], out[fused][3], out[fused][0], x, BT) == DIT_OK;
+    }
+    ops_fuse_backward_dout(1);
+    for (int i = 1; i < 4; i++) ok &= !memcmp(out[0][i], out[1][i], sizes[i] * sizeof(float));
+    int untouched = 1;
+    for (size_t i = 0; i < sizes[0]; i++) untouched &= out[1][0][i] == 7.0f;
+    CHECK(ok && untouched, "%s attention backward (B %d, T %d, %d heads of %d): d qkv made as the qkv linear's bf16 "
+          "operands == converted by its backward, bit for bit (d x, d W, d b); d qkv not written", path, B, T, H, D / H);
+    linear_layer_free(&L);
+    for (int f = 0; f < 2; f++)
+        for (int i = 0; i < 4; i++) free(out[f][i]);
+    free(qkv), free(dout), free(w), free(x);
+}
+
 // op_linear_backward_modulated in bf16 (the LayerNorm rows recomputed from the forward's statistics straight
 // into the weight gradient's operand) == op_layernorm_modulate into rows, then op_linear_backward, bit for bit.
 static void check_linear_backward_modulated(const char *path) {
@@ -844,7 +877,7 @@ static void check_attention(const char *path, int T) {
     attention_forward(want, qkv, scratch, B, T, D, H);
     attention_forward_bf16(got, NULL, 0, qkv, B, T, D, H);
     attention_backward(dwant, dout, qkv, scratch, B, T, D, H);
-    attention_backward_bf16(dgot, dout, qkv, B, T, D, H);
+    attention_backward_bf16(dgot, NULL, dout, qkv, B, T, D, H);
     double max_rel, l2_rel, dmax_rel, dl2_rel;
     test_relative_errors(got, want, n_out, &max_rel, &l2_rel);
     test_relative_errors(dgot, dwant, n_qkv, &dmax_rel, &dl2_rel);
@@ -975,6 +1008,7 @@ void test_bf16(void) {
         check_gradients(name);
         check_linear_backward_gelu(name);
         check_linear_backward(name);
+        check_attention_backward_fused(name);
         check_mlp_backward_fused(name, 45, 70, 83);    // edge rows and columns
         check_mlp_backward_fused(name, 64, 64, 96);    // whole blocks only
         check_mlp_backward_fused(name, 100, 48, 130);  // several row blocks, an edge chunk of 4 rows

@@ -130,6 +130,7 @@ static _Thread_local bf16_packed backward_wt, backward_act;
 // fc2's d input in training (d of the GELU's input) is fc1's dout: its product's epilogue makes it as fc1's
 // backward's two bf16 left operands and column sums (gemm_epilogue.both) instead of in float32 (only the edge
 // blocks are written), and the next linear backward, whose dout is that matrix (pending_dout_of), takes them.
+// The attention's backward does the same for d qkv, the qkv linear's dout, where its shape allows.
 static _Thread_local bf16_both pending_dout;
 static _Thread_local const float *pending_dout_of;
 static int fuse_dout = 1;
@@ -331,7 +332,16 @@ dit_status op_attention_operand(const ops_context *ctx, op_operand *out_op, floa
 
 dit_status op_attention_backward(const ops_context *ctx, float *dqkv, const float *dout, const float *qkv,
                                  float *scratch, int B, int T, int D, int H) {
-    if (ctx->precision == OPS_BF16) return attention_backward_bf16(dqkv, dout, qkv, B, T, D, H);
+    if (ctx->precision == OPS_BF16 && fuse_dout && attention_backward_fills_both(B, T, D, H)) {
+        // d qkv made directly as the qkv linear backward's operands (pending_dout), not in float32
+        own_scratch();
+        pending_dout_of = NULL;
+        DIT_TRY(bf16_both_reserve(&pending_dout, B * T, 3 * D));
+        DIT_TRY(attention_backward_bf16(dqkv, &pending_dout, dout, qkv, B, T, D, H));
+        pending_dout_of = dqkv;
+        return DIT_OK;
+    }
+    if (ctx->precision == OPS_BF16) return attention_backward_bf16(dqkv, NULL, dout, qkv, B, T, D, H);
     attention_backward(dqkv, dout, qkv, scratch, B, T, D, H);
     return DIT_OK;
 }

@@ -118,6 +118,9 @@ dit_status op_attention(const ops_context *ctx, float *out, const float *qkv, fl
 // thread, with out untouched (where the head size is a multiple of 8; else out, written).
 dit_status op_attention_operand(const ops_context *ctx, op_operand *out_op, float *out, const float *qkv,
                                 float *scratch, int B, int T, int D, int H);
+// The backward (dqkv overwritten). With the fused dout (ops_fuse_backward_dout) on the bf16 path, where
+// attention_backward_fills_both, dqkv is made as the next linear backward's bf16 operands instead (that backward,
+// on this thread, must be the one whose dout is dqkv) and not written in float32.
 dit_status op_attention_backward(const ops_context *ctx, float *dqkv, const float *dout, const float *qkv,
                                  float *scratch, int B, int T, int D, int H);
 
@@ -170,6 +173,11 @@ void op_cross_attention_backward(const ops_context *ctx, float *dq, float *dkv, 
 // out16 != NULL: the output goes to out16 as a bf16 operand (a_layout_tiles(kp), zeros in columns D..kp)
 // instead of out; needs a head size that is a multiple of 8.
 dit_status attention_forward_bf16(float *out, uint16_t *out16, int kp, const float *qkv, int B, int T, int D, int H);
-dit_status attention_backward_bf16(float *dqkv, const float *dout, const float *qkv, int B, int T, int D, int H);
+// With both (bf16_both_reserve'd for B T x 3D), dqkv is not written: its values go straight into both, as
+// bf16_convert_both(dqkv) would make them (the qkv linear backward's operands and column sums); only when
+// attention_backward_fills_both (every 16 x 16 block of dqkv lies in one head, and no padding).
+dit_status attention_backward_bf16(float *dqkv, bf16_both *both, const float *dout, const float *qkv, int B, int T,
+                                   int D, int H);
+int attention_backward_fills_both(int B, int T, int D, int H);
 
 #endif

@@ -13,6 +13,7 @@
 #include "base/thread_exit.h"
 #include "base/threads.h"
 #include "ops/bf16.h"
+#include "ops/cpu/convert16.h"
 #include "ops/cpu/fast_exp512.h"
 #include "ops/cpu/mask16.h"
 #include "ops/dispatch.h"
@@ -254,8 +255,8 @@ dit_status attention_forward_bf16(float *out, uint16_t *out16, int kp, const flo
 // in block order). Per block: S = q k^T, P = softmax(scale S), dP = dout v^T, dS = scale P * (dP - rowsum(P *
 // dP)) in float32; P^T, dS and dS^T rounded to bf16 once each as the left operands of dv (+)= P^T dout,
 // dq = dS k and dk (+)= dS^T q.
-static dit_status attention_backward_head(float *dqkv, const float *dout, const float *qkv, int i, int run, int B,
-                                          int T, int D, int H, float scale) {
+static dit_status attention_backward_head(float *dqkv, bf16_both *both, const float *dout, const float *qkv, int i,
+                                          int run, int B, int T, int D, int H, float scale) {
     const int b = i / H, h = i % H;
     const int hd = D / H, ld = 3 * D, QB = query_block_rows(T);
     DIT_TRY(ensure_workspace(T, hd, 1));
@@ -294,6 +295,19 @@ static dit_status attention_backward_head(float *dqkv, const float *dout, const 
         DIT_TRY(bf16_pack(&ws.q, q + (int64_t)q0 * ld, hd, rows, 1, ld));
         DIT_TRY(gemm_bf16_a16_serial(dk, lg, ws.dst16, &cols_layout, &ws.q, T, &sum_blocks));
     }
+    if (both) {   // 16 x 16 blocks of the head's columns, as bf16_convert_both(dqkv) makes them
+        const a_layout at_rows = a_layout_tiles(both->Np), at_cols = a_layout_tiles(both->Mp);
+        for (int t0 = 0; t0 < T; t0 += 16)
+            for (int part = 0; part < 3; part++)
+                for (int j0 = 0; j0 < hd; j0 += 16) {
+                    __m512 r[16];
+                    for (int k = 0; k < 16; k++) r[k] = _mm512_loadu_ps(ws.grads + (int64_t)(t0 + k) * lg + part * hd + j0);
+                    const int m0 = b * T + t0, n0 = part * D + h * hd + j0;
+                    convert_16x16(r, both->rows16, &at_rows, both->cols16, &at_cols, m0, n0,
+                                  both->chunk_sums + (int64_t)(m0 / 16) * both->Np + n0);
+                }
+        return DIT_OK;
+    }
     float *out = dqkv + (int64_t)b * T * ld + h * hd;
     for (int r = 0; r < T; r++)
         for (int part = 0; part < 3; part++) store_row(out + (int64_t)r * ld + part * D, ws.grads + (int64_t)r * lg + part * hd, hd);
@@ -301,15 +315,21 @@ static dit_status attention_backward_head(float *dqkv, const float *dout, const 
     return DIT_OK;
 }
 
+int attention_backward_fills_both(int B, int T, int D, int H) {
+    return (int64_t)B * T % 32 == 0 && 3 * D % 32 == 0 && T % 16 == 0 && D % H == 0 && D / H % 16 == 0;
+}
+
 // As attention_backward (ops/cpu/attention.c): dv = P^T dout, dP = dout v^T, dS = P * (dP - rowsum(P * dP)),
 // dq = scale dS k, dk = scale dS^T q; the five products on the bf16 path.
-dit_status attention_backward_bf16(float *dqkv, const float *dout, const float *qkv, int B, int T, int D, int H) {
+dit_status attention_backward_bf16(float *dqkv, bf16_both *both, const float *dout, const float *qkv, int B, int T,
+                                   int D, int H) {
+    DIT_CHECK(!both || (attention_backward_fills_both(B, T, D, H) && both->M == B * T && both->N == 3 * D));
     const float scale = 1.0f / sqrtf((float)(D / H));
     int failed = 0;
     const int run = head_run(B * H);
     #pragma omp parallel for schedule(dynamic, run)
     for (int i = 0; i < B * H; i++)
-        if (attention_backward_head(dqkv, dout, qkv, i, run, B, T, D, H, scale)) {
+        if (attention_backward_head(dqkv, both, dout, qkv, i, run, B, T, D, H, scale)) {
             #pragma omp atomic write
             failed = 1;
         }
