@@ -858,6 +858,21 @@ static void check_layernorm(const char *path) {
         worst_dmod = fmax(worst_dmod, fabs(dmod_got[i] - dmod_want[i]) / (1.0 + fabs(dmod_want[i])));
     CHECK(worst_dx <= 1e-5 && worst_dmod <= 1e-5, "%s layernorm_modulate backward (float32 lanes, D %d) vs the "
           "double-sum version: %.1e of dx, %.1e of dshift/dscale (bound 1e-5)", path, D, worst_dx, worst_dmod);
+    // With a sample per thread (B >= threads) and with the rows and columns split (more threads than samples):
+    // the same bits.
+    float *dx_one = malloc((size_t)B * T * D * sizeof *dx_one), *dmod_one = calloc((size_t)B * A, sizeof *dmod_one);
+    memcpy(dx_one, dx_want, (size_t)B * T * D * sizeof *dx_one);   // any start value: both add onto the same
+    memcpy(dx_got, dx_want, (size_t)B * T * D * sizeof *dx_got);
+    const int threads = dit_max_threads();
+    dit_set_threads(1);
+    op_layernorm_modulate_backward(&ctx, dx_one, dmod_one, dmod_one + D, dy, x, wm, wr, mod + D, A, B, T, D);
+    dit_set_threads(B + 1);
+    op_layernorm_modulate_backward(&ctx, dx_got, dmod_got, dmod_got + D, dy, x, wm, wr, mod + D, A, B, T, D);
+    dit_set_threads(threads);
+    CHECK(!memcmp(dx_one, dx_got, (size_t)B * T * D * sizeof *dx_got) && !memcmp(dmod_one, dmod_got, (size_t)B * A * sizeof *dmod_got),
+          "%s layernorm_modulate backward by sample (1 thread) == by rows and columns (%d threads), bit for bit",
+          path, B + 1);
+    free(dx_one), free(dmod_one);
     free(dy), free(dx_want), free(dx_got), free(dmod_want), free(dmod_got);
     free(x), free(mod), free(want), free(got);
 }
