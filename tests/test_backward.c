@@ -9,6 +9,7 @@
 
 #include "dit.h"
 #include "base/error.h"
+#include "base/threads.h"
 #include "io/tensors.h"
 #include "models/dit_model.h"
 #include "ops/ops.h"
@@ -151,6 +152,20 @@ static void test_gated_residual_backward(void) {
     fd_check("gated_residual_backward dbias", gated_loss, &c, c.bias, dbias, c.D);
     fd_check("gated_residual_backward dgate (row stride 11, offset 4)", gated_loss, &c, c.gate, dgate,
              c.B * c.stride);
+    // A sample per thread (1 thread) and the split over rows and column blocks (more threads than samples): the
+    // same bits.
+    float *dy2 = malloc(n * sizeof(float)), *dbias2 = calloc(c.D, sizeof(float)), *dgate2 = calloc(c.B * c.stride, sizeof(float));
+    memset(dbias, 0, c.D * sizeof(float));
+    const int threads = dit_max_threads();
+    dit_set_threads(1);
+    gated_residual_backward(dy, dbias, dgate + 4, c.R, c.y, c.bias, c.gate + 4, c.stride, c.B, c.T, c.D);
+    dit_set_threads(c.B + 1);
+    gated_residual_backward(dy2, dbias2, dgate2 + 4, c.R, c.y, c.bias, c.gate + 4, c.stride, c.B, c.T, c.D);
+    dit_set_threads(threads);
+    CHECK(!memcmp(dy, dy2, n * sizeof(float)) && !memcmp(dbias, dbias2, c.D * sizeof(float)) &&
+          !memcmp(dgate + 4, dgate2 + 4, (c.B * c.stride - 4) * sizeof(float)),
+          "gated_residual_backward by sample (1 thread) == split over rows and columns (%d threads), bit for bit", c.B + 1);
+    free(dy2), free(dbias2), free(dgate2);
     free(c.x0); free(c.x); free(c.y); free(c.bias); free(c.gate); free(c.R); free(dy); free(dbias); free(dgate);
 }
 
