@@ -33,7 +33,7 @@ typedef struct {
     uint16_t *ds16, *dst16;          // backward: scale dS (rows, K = T) and its transpose (T rows, K = rows)
     float *grads;                    // backward: dq, dk, dv of the head, (T, 3 hd): [dq | dk | dv] per row;
                                      // forward: a block's float32 output (rows, hd)
-    int64_t capacity, head_capacity;
+    int64_t capacity, head_capacity, grads_capacity;
     thread_exit_hook on_exit;        // frees all of it when the thread ends
 } head_workspace;
 
@@ -46,7 +46,7 @@ static void free_head_workspace(void *arg) {
     free(w->scores), free(w->dscores), free(w->p16), free(w->ds16), free(w->dst16), free(w->q16), free(w->dout16);
     free(w->grads);
     w->scores = w->dscores = w->grads = NULL, w->p16 = w->ds16 = w->dst16 = w->q16 = w->dout16 = NULL;
-    w->capacity = w->head_capacity = 0;
+    w->capacity = w->head_capacity = w->grads_capacity = 0;
 }
 
 static int query_block_rows(int T) {
@@ -63,18 +63,20 @@ static dit_status ensure_workspace(int T, int hd, int backward) {
     const int64_t need = (int64_t)round32(query_block_rows(T)) * round32(T), head = (int64_t)round32(T) * round32(hd);
     ws.on_exit.run = free_head_workspace, ws.on_exit.arg = &ws;
     thread_exit_register(&ws.on_exit);
-    if (ws.capacity < need || ws.head_capacity < head || (backward && !ws.dscores)) {
+    // grads: the backward's three gradients of the head, or a forward block's output
+    const int64_t grads = backward ? head * 3 : (int64_t)FORWARD_ROWS * round32(hd);
+    if (ws.capacity < need || ws.head_capacity < head || ws.grads_capacity < grads || (backward && !ws.dscores)) {
         free_head_workspace(&ws);
         if (!(ws.scores = dit_malloc((size_t)need * sizeof(float)))) return DIT_ERR;
         if (!(ws.p16 = dit_malloc((size_t)need * sizeof(uint16_t)))) return DIT_ERR;
         if (!(ws.q16 = dit_malloc((size_t)head * sizeof(uint16_t)))) return DIT_ERR;
-        if (!(ws.grads = dit_malloc((size_t)head * 3 * sizeof(float)))) return DIT_ERR;
+        if (!(ws.grads = dit_malloc((size_t)grads * sizeof(float)))) return DIT_ERR;
         if (backward && (!(ws.dscores = dit_malloc((size_t)need * sizeof(float))) ||
                          !(ws.ds16 = dit_malloc((size_t)need * sizeof(uint16_t))) ||
                          !(ws.dst16 = dit_malloc((size_t)need * sizeof(uint16_t))) ||
                          !(ws.dout16 = dit_malloc((size_t)head * sizeof(uint16_t)))))
             return DIT_ERR;
-        ws.capacity = need, ws.head_capacity = head;
+        ws.capacity = need, ws.head_capacity = head, ws.grads_capacity = grads;
     }
     return DIT_OK;
 }
