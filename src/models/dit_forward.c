@@ -83,16 +83,14 @@ static dit_status block_forward(const dit_model *m, dit_block_layers *bl, const 
     op_operand attn = op_floats(s.attn);   // (BT, D): training keeps s.attn; inference may hold only a bf16 copy
     if (plan->keeps_activations) DIT_TRY(op_attention(ops, s.attn, s.qkv, plan->scores, B, T, D, H));
     else DIT_TRY(op_attention_operand(ops, &attn, s.attn, s.qkv, plan->scores, B, T, D, H));
-    if (s.x_mid != s.x_in) memcpy(s.x_mid, s.x_in, (size_t)BT * D * sizeof(float));
     const linear_epilogue msa = {.kind = LINEAR_GATED_RESIDUAL, .gate = gate_msa, .gate_stride = A, .gate_rows = T,
-                                 .product = s.proj, .scratch = plan->scratch};
-    DIT_TRY(op_linear_from(ops, &bl->proj, s.x_mid, &attn, BT, rows, &msa));     // x_mid += gate_msa * proj(attn)
+                                 .residual = s.x_in, .product = s.proj, .scratch = plan->scratch};
+    DIT_TRY(op_linear_from(ops, &bl->proj, s.x_mid, &attn, BT, rows, &msa));     // x_mid = x_in + gate_msa * proj(attn)
 
     DIT_TRY(op_layernorm_modulate_operand(ops, &h, plan->h, s.mean2, s.rstd2, s.x_mid, shift_mlp, scale_mlp, A, B, T, D));
-    if (s.x_out != s.x_mid) memcpy(s.x_out, s.x_mid, (size_t)BT * D * sizeof(float));
     const linear_epilogue mlp = {.kind = LINEAR_GATED_RESIDUAL, .gate = gate_mlp, .gate_stride = A, .gate_rows = T,
-                                 .product = s.fc2, .scratch = plan->scratch};
-    // x_out += gate_mlp * fc2(gelu(fc1(h))); s.mlp (BT, M) holds the GELU output where the precision needs it
+                                 .residual = s.x_mid, .product = s.fc2, .scratch = plan->scratch};
+    // x_out = x_mid + gate_mlp * fc2(gelu(fc1(h))); s.mlp (BT, M) holds the GELU output where the precision needs it
     return op_mlp(ops, &bl->fc1, &bl->fc2, s.x_out, s.mlp, &h, BT, rows, s.fc1, &mlp);
 }
 

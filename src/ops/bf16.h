@@ -37,7 +37,8 @@ dit_status bf16_packed_reserve(bf16_packed *dst, int N, int K);
 //   pre_gelu[m, n] = v; v = gelu_tanh(v) (gelu; pre_gelu may be NULL; row stride ldo)
 //   v *= gelu_tanh'(gelu_grad_of[m, n]) (gelu_grad_of != NULL; row stride ldo: the backward through a GELU;
 //                                     not with transpose_out or out16)
-//   out = gate[(m / gate_rows), n] * v + out   (gate != NULL: the adaLN-Zero gated residual)
+//   out = gate[(m / gate_rows), n] * v + r     (gate != NULL: the adaLN-Zero gated residual; r = residual[m, n]
+//                                        (row stride ldo) when residual != NULL, else out's own value)
 //   out = out + v                        (accumulate)
 //   out = v                              (otherwise)
 // or, with out16, v rounded to bf16 goes to out16 instead of out (out is not touched and may be NULL): the
@@ -60,6 +61,7 @@ typedef struct {
     const float *gelu_grad_of;   // the GELU's inputs: out is d(input) of a GELU whose d(output) is the product
     const float *gate;       // rows of stride gate_stride, one row per gate_rows output rows
     int gate_stride, gate_rows;
+    const float *residual;   // with gate: the stream the gated product is added to (NULL: out, updated in place)
     int accumulate;
     int transpose_out;       // write out[n * ldo + m] (bias and accumulate only): a conv's (C, H*W) output
     // line > 0: rows come in lines of `line` rows of which only the first line_keep are output, numbered

@@ -65,6 +65,7 @@ static dit_status linear_bf16(const ops_context *ctx, linear_layer *L, float *ou
     } else if (ep->kind == LINEAR_GATED_RESIDUAL) {
         // training keeps the product (before the bias), stored by the same epilogue
         g.gate = ep->gate, g.gate_stride = ep->gate_stride, g.gate_rows = ep->gate_rows, g.product = ep->product;
+        g.residual = ep->residual;
     } else {
         g.stream_out = ep->stream;
     }
@@ -98,6 +99,8 @@ dit_status op_linear_from(const ops_context *ctx, linear_layer *L, float *out, c
         break;
     }
     case LINEAR_GATED_RESIDUAL: {
+        // the fp32 path adds in place: the stream copied into out first
+        if (ep->residual && ep->residual != out) memcpy(out, ep->residual, (size_t)n * sizeof(float));
         // inference (the product not kept): on AVX-512 the gated residual is the product's epilogue, the same bits
         if (!ep->product && ops_fp32_linear_is_ours()) {
             const gemm_f32_epilogue gated = {.gate = ep->gate, .gate_stride = ep->gate_stride, .gate_rows = ep->gate_rows};

@@ -41,7 +41,8 @@ void linear_layer_free(linear_layer *L);
 typedef enum {
     LINEAR_PLAIN,            // out = inp @ W^T + b
     LINEAR_GELU,             // pre = inp @ W^T + b (if pre != NULL); out = gelu_tanh(inp @ W^T + b)
-    LINEAR_GATED_RESIDUAL,   // out += gate[row / gate_rows] * (inp @ W^T + b)   (adaLN-Zero)
+    LINEAR_GATED_RESIDUAL,   // out = residual + gate[row / gate_rows] * (inp @ W^T + b)   (adaLN-Zero;
+                             // residual NULL: out += ...)
 } linear_epilogue_kind;
 
 typedef struct {
@@ -49,6 +50,7 @@ typedef struct {
     float *pre;              // LINEAR_GELU: keep the value before GELU here (training); may be NULL
     const float *gate;       // LINEAR_GATED_RESIDUAL: (M / gate_rows, gate_stride) rows
     int gate_stride, gate_rows;
+    const float *residual;   // LINEAR_GATED_RESIDUAL: (M, N), the stream added to; NULL: out itself
     float *product;          // LINEAR_GATED_RESIDUAL: keep inp @ W^T (no bias) here (training; may be NULL)
     float *scratch;          // LINEAR_GATED_RESIDUAL in fp32 without product: (M, N) floats
     int stream;              // LINEAR_PLAIN, bf16: out is read by a later pass over more data than the caches

@@ -373,6 +373,7 @@ static int epilogue_full_block(float *out, int64_t ldo, const float *C, int m0, 
     }
     const float *gate = ep->gate + n0;
     float *product = ep->product ? ep->product + (int64_t)m0 * ldo + n0 : NULL, *o = out + (int64_t)m0 * ldo + n0;
+    const float *res = ep->residual ? ep->residual + (int64_t)m0 * ldo + n0 : o;
     const int64_t gate_stride = ep->gate_stride;
     const int gate_rows = ep->gate_rows;
     int gate_row = m0 / gate_rows, gate_left = gate_rows - m0 % gate_rows;
@@ -382,8 +383,8 @@ static int epilogue_full_block(float *out, int64_t ldo, const float *C, int m0, 
         if (product) store_kept_row(product + r * ldo, lo, hi, stream);
         const float *g = gate + gate_row * gate_stride;
         if (--gate_left == 0) gate_row++, gate_left = gate_rows;
-        lo = _mm512_fmadd_ps(_mm512_loadu_ps(g), _mm512_add_ps(lo, bias0), _mm512_loadu_ps(o));
-        hi = _mm512_fmadd_ps(_mm512_loadu_ps(g + 16), _mm512_add_ps(hi, bias1), _mm512_loadu_ps(o + 16));
+        lo = _mm512_fmadd_ps(_mm512_loadu_ps(g), _mm512_add_ps(lo, bias0), _mm512_loadu_ps(res + r * ldo));
+        hi = _mm512_fmadd_ps(_mm512_loadu_ps(g + 16), _mm512_add_ps(hi, bias1), _mm512_loadu_ps(res + r * ldo + 16));
         _mm512_storeu_ps(o, lo);
         _mm512_storeu_ps(o + 16, hi);
     }
@@ -436,7 +437,8 @@ static void epilogue_block(float *out, int64_t ldo, const float *C, int m0, int 
             if (ep->gate) {
                 const float *g = ep->gate + (int64_t)gate_row * ep->gate_stride + col;
                 if (--gate_left == 0) gate_row++, gate_left = ep->gate_rows;
-                v = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mask, g), v, _mm512_maskz_loadu_ps(mask, o));
+                const float *res = ep->residual ? ep->residual + m * ldo + col : o;
+                v = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mask, g), v, _mm512_maskz_loadu_ps(mask, res));
             } else if (ep->accumulate) {
                 v = _mm512_add_ps(_mm512_maskz_loadu_ps(mask, o), v);
             }
@@ -590,7 +592,8 @@ static dit_status run_blocks(float *out, int64_t ldo, const uint16_t *A16, const
                     if (p + 1 < s1) {   // what the next panel's block will read, asked for while this one runs
                         if (accumulate && wait) prefetch_block(wait + (wait == block ? 32 : 1024), ldw);
                         if (last && !in_kernel && block && ep && (ep->gate || ep->accumulate))
-                            prefetch_block(block + 32, ldo);
+                            prefetch_block(ep->gate && ep->residual ? ep->residual + out_row * ldo + n0 + 32 : block + 32,
+                                           ldo);
                         if (last && ep && ep->gelu_grad_of)
                             prefetch_block(ep->gelu_grad_of + out_row * ldo + n0 + 32, ldo);
                     }
