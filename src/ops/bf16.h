@@ -82,6 +82,10 @@ typedef struct {
     // stores to lines no cache holds cost 3% of a DiT-S/2 training step); out gets the edge blocks only, from
     // which bf16_both_finish then makes the rest.
     bf16_both *both;
+    // With gelu_grad_of, M and N multiples of 32 (whole blocks only): gelu_tanh(gelu_grad_of[m, n]) also goes into
+    // gelu_act (bf16_packed_reserve'd for N rows, K = M), packed as B[n, m] (fc2's weight-gradient operand), as
+    // bf16_pack_gelu makes it, while the block's inputs are in L1.
+    bf16_packed *gelu_act;
     int stream_out;
 } gemm_epilogue;
 

@@ -278,8 +278,11 @@ dit_status op_linear_backward_gelu(const ops_context *ctx, linear_layer *L, floa
         gelu_tanh_backward(dpre, dpre, pre, (int64_t)M * K);
         return DIT_OK;
     }
-    DIT_TRY(bf16_pack_gelu(&backward_act, pre, K, M, K));   // dweight's B[k, m] = gelu(pre[m, k])
-    const gemm_epilogue slope = {.gelu_grad_of = pre};      // dpre = (dout @ W) * gelu'(pre)
+    // dweight's B[k, m] = gelu(pre[m, k]): made by the slope epilogue as it reads pre, when every block is whole
+    const int in_epilogue = fuse_dout && M % 32 == 0 && K % 32 == 0;
+    if (in_epilogue) DIT_TRY(bf16_packed_reserve(&backward_act, K, M));
+    else DIT_TRY(bf16_pack_gelu(&backward_act, pre, K, M, K));
+    const gemm_epilogue slope = {.gelu_grad_of = pre, .gelu_act = in_epilogue ? &backward_act : NULL};   // dpre = (dout @ W) * gelu'(pre)
     return backward_products(ctx, L, dpre, dweight, dbias, dout, M, &slope, fuse_dout);
 }
 

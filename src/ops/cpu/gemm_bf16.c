@@ -352,6 +352,14 @@ static int epilogue_full_block(float *out, int64_t ldo, const float *C, int m0, 
                                   b->chunk_sums + (int64_t)(m0 / 16 + h) * b->Np + n0 + c * 16);
                 }
         }
+        if (ep->gelu_act) {   // gelu_tanh(x) of the block (its rows in L1 now) into the packed B[n, m]
+            const bf16_packed *act = ep->gelu_act;
+            const float *xb = ep->gelu_grad_of + (int64_t)m0 * ldo + n0;
+            for (int r = 0; r < 32; r += 2)
+                for (int c = 0; c < 32; c += 16)
+                    store_pair_row(act->data, act->Kp / 32, n0 + c, m0 + r, gelu_tanh512(_mm512_loadu_ps(xb + r * ldo + c)),
+                                   gelu_tanh512(_mm512_loadu_ps(xb + (r + 1) * ldo + c)));
+        }
         return 1;
     }
     if (to16) {
