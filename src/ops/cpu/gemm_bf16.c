@@ -466,13 +466,16 @@ static _Thread_local grow_buffer a_buffer;
 static uint16_t *a_workspace(size_t elems) { return grow_buffer_get(&a_buffer, elems * sizeof(uint16_t)); }
 
 // Blocking (measured on the XL, S and Fashion-MNIST shapes, forward and weight gradients, docs/precision.md):
-// K is walked in blocks of at most KC_MAX (a 32 x KC block of A, up to 72 KB, meets a slab of up to SLAB_BYTES
+// K is walked in blocks of at most KC_MAX (a 32 x KC block of A, up to 128 KB, meets a slab of up to SLAB_BYTES
 // of packed B, which stays in L2 while it meets every row block of a chunk of CHUNK_BLOCKS). Partial sums wait
 // between K blocks in out itself or in a per-thread scratch, stored and reloaded exactly, so the sum is
 // bit-identical to an unblocked one and the K blocks depend only on K (batch invariance). Whole K blocks up to
 // 1152 (all of K for the XL and S products but fc2) were 2-22% faster than blocks of 384 with 16-row-block
-// chunks and 768 KB slabs: the partial sums of a chunk and slab (2 MB) no longer travel to L3 and back.
-enum { KC_MAX = 1152, SLAB_BYTES = 512 << 10, CHUNK_BLOCKS = 8 };
+// chunks and 768 KB slabs: the partial sums of a chunk and slab (2 MB) no longer travel to L3 and back. Blocks
+// of up to 2048 (thirteenth sitting, AMX guest: the training's weight gradients, K = 2048 tokens, in one block;
+// S fc2 in one, XL fc2 in three of 1536) were 1-22% faster again than 1152 (2048^3 1,744 -> 2,007 GFLOP/s,
+// XL fc2 1,792 -> 1,908, the S/2 weight gradients 1,548 -> 1,767-1,895); 3072 and 4608 were slower on XL fc2.
+enum { KC_MAX = 2048, SLAB_BYTES = 512 << 10, CHUNK_BLOCKS = 8 };
 
 // K steps (32 deep) per K block: Kp split into equal blocks of at most KC_MAX.
 static int block_ksteps(int Kp) {
