@@ -86,44 +86,31 @@ void layernorm_modulate_forward_avx512(float *y, uint16_t *y16, int kp, float *m
     }
 }
 
-// layernorm_modulate_backward_avx512 with the samples split over the threads: each row's dx as there, and its
-// dy and xhat, still in L1, added at once to the sample's dshift and dscale (in row order: the same sums, bit
-// for bit, as the pass over columns), so x and dy are read from memory once instead of twice.
-static void layernorm_modulate_backward_by_sample(float *dx, float *dshift, float *dscale, const float *dy,
-                                                  const float *x, const float *mean, const float *rstd,
-                                                  const float *scale, int row_stride, int B, int T, int D) {
-    #pragma omp parallel for schedule(dynamic, 1)
-    for (int b = 0; b < B; b++) {
-        const float *sc = scale + (int64_t)b * row_stride;
-        float *dsh = dshift + (int64_t)b * row_stride, *dsc = dscale + (int64_t)b * row_stride;
-        for (int d = 0; d < D; d++) dsh[d] = 0.0f, dsc[d] = 0.0f;
-        for (int t = 0; t < T; t++) {
-            const int64_t row = (int64_t)b * T + t;
-            const float *xr = x + row * D, *dyr = dy + row * D;
-            float *dxr = dx + row * D;
-            const __m512 m = _mm512_set1_ps(mean[row]), r = _mm512_set1_ps(rstd[row]), one = _mm512_set1_ps(1.0f);
-            __m512 sum_g = _mm512_setzero_ps(), sum_gx = _mm512_setzero_ps();
-            for (int d = 0; d < D; d += 16) {
-                const __mmask16 k = mask16(D - d);
-                const __m512 g = _mm512_mul_ps(_mm512_maskz_loadu_ps(k, dyr + d),
-                                               _mm512_add_ps(one, _mm512_maskz_loadu_ps(k, sc + d)));
-                const __m512 xhat = xhat16(k, xr + d, m, r);
-                sum_g = _mm512_add_ps(sum_g, g);   // masked lanes: g = 0
-                sum_gx = _mm512_fmadd_ps(g, xhat, sum_gx);
-            }
-            const __m512 mean_g = _mm512_set1_ps(_mm512_reduce_add_ps(sum_g) / (float)D);
-            const __m512 mean_gx = _mm512_set1_ps(_mm512_reduce_add_ps(sum_gx) / (float)D);
-            for (int d = 0; d < D; d += 16) {
-                const __mmask16 k = mask16(D - d);
-                const __m512 dyv = _mm512_maskz_loadu_ps(k, dyr + d);
-                const __m512 g = _mm512_mul_ps(dyv, _mm512_add_ps(one, _mm512_maskz_loadu_ps(k, sc + d)));
-                const __m512 xhat = xhat16(k, xr + d, m, r);
-                const __m512 centred = _mm512_sub_ps(_mm512_sub_ps(g, mean_g), _mm512_mul_ps(xhat, mean_gx));
-                const __m512 v = _mm512_mul_ps(r, centred);
-                _mm512_mask_storeu_ps(dxr + d, k, _mm512_add_ps(_mm512_maskz_loadu_ps(k, dxr + d), v));
-                _mm512_mask_storeu_ps(dsh + d, k, _mm512_add_ps(_mm512_maskz_loadu_ps(k, dsh + d), dyv));
-                _mm512_mask_storeu_ps(dsc + d, k, _mm512_fmadd_ps(dyv, xhat, _mm512_maskz_loadu_ps(k, dsc + d)));
-            }
+// One row of the backward: dxr += rstd (g - mean(g) - xhat mean(g xhat)), g = dy (1 + scale), xhat = (x - mean)
+// rstd; with dsh, dsc (not NULL) the row's dy and dy xhat also added to them, while the row is in L1.
+static inline void row_backward(float *dxr, float *dsh, float *dsc, const float *dyr, const float *xr, const float *sc,
+                                float mean, float rstd, int D) {
+    const __m512 m = _mm512_set1_ps(mean), r = _mm512_set1_ps(rstd), one = _mm512_set1_ps(1.0f);
+    __m512 sum_g = _mm512_setzero_ps(), sum_gx = _mm512_setzero_ps();
+    for (int d = 0; d < D; d += 16) {
+        const __mmask16 k = mask16(D - d);
+        const __m512 g = _mm512_mul_ps(_mm512_maskz_loadu_ps(k, dyr + d), _mm512_add_ps(one, _mm512_maskz_loadu_ps(k, sc + d)));
+        const __m512 xhat = xhat16(k, xr + d, m, r);
+        sum_g = _mm512_add_ps(sum_g, g);   // masked lanes: g = 0
+        sum_gx = _mm512_fmadd_ps(g, xhat, sum_gx);
+    }
+    const __m512 mean_g = _mm512_set1_ps(_mm512_reduce_add_ps(sum_g) / (float)D);
+    const __m512 mean_gx = _mm512_set1_ps(_mm512_reduce_add_ps(sum_gx) / (float)D);
+    for (int d = 0; d < D; d += 16) {
+        const __mmask16 k = mask16(D - d);
+        const __m512 dyv = _mm512_maskz_loadu_ps(k, dyr + d);
+        const __m512 g = _mm512_mul_ps(dyv, _mm512_add_ps(one, _mm512_maskz_loadu_ps(k, sc + d)));
+        const __m512 xhat = xhat16(k, xr + d, m, r);
+        const __m512 centred = _mm512_sub_ps(_mm512_sub_ps(g, mean_g), _mm512_mul_ps(xhat, mean_gx));
+        _mm512_mask_storeu_ps(dxr + d, k, _mm512_add_ps(_mm512_maskz_loadu_ps(k, dxr + d), _mm512_mul_ps(r, centred)));
+        if (dsh) {
+            _mm512_mask_storeu_ps(dsh + d, k, _mm512_add_ps(_mm512_maskz_loadu_ps(k, dsh + d), dyv));
+            _mm512_mask_storeu_ps(dsc + d, k, _mm512_fmadd_ps(dyv, xhat, _mm512_maskz_loadu_ps(k, dsc + d)));
         }
     }
 }
@@ -131,40 +118,26 @@ static void layernorm_modulate_backward_by_sample(float *dx, float *dshift, floa
 void layernorm_modulate_backward_avx512(float *dx, float *dshift, float *dscale, const float *dy, const float *x,
                                         const float *mean, const float *rstd, const float *scale, int row_stride,
                                         int B, int T, int D) {
-    // dx += rstd (g - mean(g) - xhat mean(g xhat)), g = dy (1 + scale), xhat = (x - mean) rstd, per row
-    if (B >= dit_max_threads()) {   // a sample per thread: one pass over its rows for both parts
-        layernorm_modulate_backward_by_sample(dx, dshift, dscale, dy, x, mean, rstd, scale, row_stride, B, T, D);
+    if (B >= dit_max_threads()) {
+        // a sample per thread: dshift and dscale summed from each row while it is in L1 (in row order: the same
+        // sums, bit for bit, as the pass over columns below), so x and dy are read from memory once, not twice
+        #pragma omp parallel for schedule(dynamic, 1)
+        for (int b = 0; b < B; b++) {
+            float *dsh = dshift + (int64_t)b * row_stride, *dsc = dscale + (int64_t)b * row_stride;
+            for (int d = 0; d < D; d++) dsh[d] = 0.0f, dsc[d] = 0.0f;
+            for (int64_t row = (int64_t)b * T; row < (int64_t)(b + 1) * T; row++)
+                row_backward(dx + row * D, dsh, dsc, dy + row * D, x + row * D, scale + (int64_t)b * row_stride,
+                             mean[row], rstd[row], D);
+        }
         return;
     }
     #pragma omp parallel for collapse(2) schedule(guided)
-    for (int b = 0; b < B; b++) {
+    for (int b = 0; b < B; b++)
         for (int t = 0; t < T; t++) {
             const int64_t row = (int64_t)b * T + t;
-            const float *xr = x + row * D, *dyr = dy + row * D, *sc = scale + (int64_t)b * row_stride;
-            float *dxr = dx + row * D;
-            const __m512 m = _mm512_set1_ps(mean[row]), r = _mm512_set1_ps(rstd[row]), one = _mm512_set1_ps(1.0f);
-            __m512 sum_g = _mm512_setzero_ps(), sum_gx = _mm512_setzero_ps();
-            for (int d = 0; d < D; d += 16) {
-                const __mmask16 k = mask16(D - d);
-                const __m512 g = _mm512_mul_ps(_mm512_maskz_loadu_ps(k, dyr + d),
-                                               _mm512_add_ps(one, _mm512_maskz_loadu_ps(k, sc + d)));
-                const __m512 xhat = xhat16(k, xr + d, m, r);
-                sum_g = _mm512_add_ps(sum_g, g);   // masked lanes: g = 0
-                sum_gx = _mm512_fmadd_ps(g, xhat, sum_gx);
-            }
-            const __m512 mean_g = _mm512_set1_ps(_mm512_reduce_add_ps(sum_g) / (float)D);
-            const __m512 mean_gx = _mm512_set1_ps(_mm512_reduce_add_ps(sum_gx) / (float)D);
-            for (int d = 0; d < D; d += 16) {
-                const __mmask16 k = mask16(D - d);
-                const __m512 g = _mm512_mul_ps(_mm512_maskz_loadu_ps(k, dyr + d),
-                                               _mm512_add_ps(one, _mm512_maskz_loadu_ps(k, sc + d)));
-                const __m512 xhat = xhat16(k, xr + d, m, r);
-                const __m512 centred = _mm512_sub_ps(_mm512_sub_ps(g, mean_g), _mm512_mul_ps(xhat, mean_gx));
-                const __m512 v = _mm512_mul_ps(r, centred);
-                _mm512_mask_storeu_ps(dxr + d, k, _mm512_add_ps(_mm512_maskz_loadu_ps(k, dxr + d), v));
-            }
+            row_backward(dx + row * D, NULL, NULL, dy + row * D, x + row * D, scale + (int64_t)b * row_stride,
+                         mean[row], rstd[row], D);
         }
-    }
     // dshift = sum_t dy, dscale = sum_t dy xhat, per sample, columns in blocks over the threads
     enum { COLS = 64 };
     const int blocks = (D + COLS - 1) / COLS;
