@@ -282,7 +282,8 @@ dit_status op_linear_backward_gelu(const ops_context *ctx, linear_layer *L, floa
     const int in_epilogue = fuse_dout && M % 32 == 0 && K % 32 == 0;
     if (in_epilogue) DIT_TRY(bf16_packed_reserve(&backward_act, K, M));
     else DIT_TRY(bf16_pack_gelu(&backward_act, pre, K, M, K));
-    const gemm_epilogue slope = {.gelu_grad_of = pre, .gelu_act = in_epilogue ? &backward_act : NULL};   // dpre = (dout @ W) * gelu'(pre)
+    // dpre = (dout @ W) * gelu'(pre)
+    const gemm_epilogue slope = {.gelu_grad_of = pre, .gelu_act = in_epilogue ? &backward_act : NULL};
     return backward_products(ctx, L, dpre, dweight, dbias, dout, M, &slope, fuse_dout);
 }
 

@@ -61,6 +61,11 @@ void train_init_weights(dit_model *m, uint64_t seed) {
     }
 }
 
+// Gradient norms sum the squares in chunks of NORM_CHUNK floats (the same chunks whatever the threads).
+enum { NORM_CHUNK = 1 << 16 };
+
+static size_t norm_chunks(size_t n) { return (n + NORM_CHUNK - 1) / NORM_CHUNK; }
+
 // Squares of g[0..n) summed in double, in vector lanes.
 static double sum_of_squares(const float *g, size_t n) {
     double s = 0;
@@ -73,22 +78,17 @@ double train_grad_norm(const float *g, size_t n) {
     // Fixed chunks summed in parallel, then the chunks in order: the same bits whatever the thread count (the
     // clipping coefficient comes from this). Without memory for the chunk sums, one chunk: slower, the same
     // kind of order.
-    enum { CHUNK = 1 << 16 };
-    const size_t chunks = (n + CHUNK - 1) / CHUNK;
+    const size_t chunks = norm_chunks(n);
     double *part = chunks > 1 ? malloc(chunks * sizeof *part) : NULL;
     if (!part) return sqrt(sum_of_squares(g, n));
 #pragma omp parallel for schedule(guided)
-    for (size_t c = 0; c < chunks; c++) part[c] = sum_of_squares(g + c * CHUNK, c + 1 < chunks ? CHUNK : n - c * CHUNK);
+    for (size_t c = 0; c < chunks; c++)
+        part[c] = sum_of_squares(g + c * NORM_CHUNK, c + 1 < chunks ? NORM_CHUNK : n - c * NORM_CHUNK);
     double s = 0;
     for (size_t c = 0; c < chunks; c++) s += part[c];
     free(part);
     return sqrt(s);
 }
-
-// The gradient's squares are summed in chunks of NORM_CHUNK floats (the same chunks whatever the threads).
-enum { NORM_CHUNK = 1 << 16 };
-
-static size_t norm_chunks(size_t n) { return (n + NORM_CHUNK - 1) / NORM_CHUNK; }
 
 // AdamW on n floats; with ema, the EMA of each updated value in the same pass (the same operations as
 // train_ema_update after the step, so the same bits, with one pass over the parameters fewer); with squares,

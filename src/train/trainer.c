@@ -179,10 +179,8 @@ dit_status trainer_step(trainer *tr, train_stats *st) {
     tr->step++;
     const double summed = train_adamw_ema_step(m, m->params, tr->grads, tr->adam_m, tr->adam_v, &tr->hp, lr, tr->step,
                                                tr->ema, ema_decay);
-    if (tr->hp.grad_clip <= 0) {
-        if (summed < 0) return dit_set_error("out of memory for the gradient norm's partial sums");
-        norm = summed;
-    }
+    // (the update leaves the gradient as it was: without memory for the pass's chunk sums, a pass of its own)
+    if (tr->hp.grad_clip <= 0) norm = summed >= 0 ? summed : train_grad_norm(tr->grads, m->total_floats);
     dit_model_weights_changed(m);   // packed bf16 copies follow the new weights
     tr->position += B;
     if (st) {

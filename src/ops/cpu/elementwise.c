@@ -130,6 +130,14 @@ void gated_residual_forward(float *x, const float *y, const float *bias, const f
 }
 
 // dy = gate * dx over (b, t) rows; dgate and dbias are sums over rows, so threads own column blocks of them.
+// dg[start..end) += dxr * (yr + bias) (bias NULL: dxr * yr): one row's part of the gate's gradient.
+static void add_gate_row(float *dg, const float *dxr, const float *yr, const float *bias, int start, int end) {
+    if (bias)
+        for (int d = start; d < end; d++) dg[d] += dxr[d] * (yr[d] + bias[d]);
+    else
+        for (int d = start; d < end; d++) dg[d] += dxr[d] * yr[d];
+}
+
 // gated_residual_backward's dy and dgate with a sample per thread: dgate summed from each row while it is in
 // cache (in row order: the same sums, bit for bit, as the pass over columns), dx read once instead of twice.
 static void gated_residual_backward_by_sample(float *dy, float *dgate, const float *dx, const float *y,
@@ -144,10 +152,7 @@ static void gated_residual_backward_by_sample(float *dy, float *dgate, const flo
             const float *dxr = dx + ((int64_t)b * T + t) * D, *yr = y + ((int64_t)b * T + t) * D;
             float *dyr = dy + ((int64_t)b * T + t) * D;
             for (int d = 0; d < D; d++) dyr[d] = g[d] * dxr[d];
-            if (bias)
-                for (int d = 0; d < D; d++) dg[d] += dxr[d] * (yr[d] + bias[d]);
-            else
-                for (int d = 0; d < D; d++) dg[d] += dxr[d] * yr[d];
+            add_gate_row(dg, dxr, yr, bias, 0, D);
         }
     }
 }
@@ -173,11 +178,7 @@ static void gated_residual_backward_split(float *dy, float *dgate, const float *
             float *dg = dgate + (int64_t)b * row_stride;
             for (int d = start; d < end; d++) dg[d] = 0.0f;
             for (int t = 0; t < T; t++) {
-                const float *dxr = dx + ((int64_t)b * T + t) * D, *yr = y + ((int64_t)b * T + t) * D;
-                if (bias)
-                    for (int d = start; d < end; d++) dg[d] += dxr[d] * (yr[d] + bias[d]);
-                else
-                    for (int d = start; d < end; d++) dg[d] += dxr[d] * yr[d];
+                add_gate_row(dg, dx + ((int64_t)b * T + t) * D, y + ((int64_t)b * T + t) * D, bias, start, end);
             }
         }
     }
