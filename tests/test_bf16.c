@@ -8,6 +8,7 @@
 
 #include "dit.h"
 #include "dit_vae.h"
+#include "base/bf16_bits.h"
 #include "base/threads.h"
 #include "base/error.h"
 #include "models/dit_model.h"
@@ -266,6 +267,12 @@ static void check_model(const char *path, const char *name, dit_config cfg, int 
     test_relative_errors(got, ref, out_n, &max_rel, &l2_rel);
     CHECK(max_rel <= 2e-2, "%s %s forward bf16 vs fp32: max error %.2e of max |out|, relative L2 %.2e (bound 2e-2)",
           path, name, max_rel, l2_rel);
+    // qkv kept in bf16 between its linear and the attention (op_qkv) == kept in float32, bit for bit
+    ops_qkv_bf16(0);
+    dit_model_forward(m, x, t, y, batch, one);
+    ops_qkv_bf16(1);
+    CHECK(ops_qkv_is_bf16(&m->ops, cfg.hidden_size) && !memcmp(one, got, out_n * sizeof *one),
+          "%s %s bf16 forward with qkv in bf16 == with qkv in float32, bit for bit", path, name);
     // Batch invariance within bf16: each sample alone gives the bits it had in the batch.
     int same = 1;
     const size_t in_one = (size_t)C * S * S, out_one = (size_t)OUT * S * S;
@@ -306,12 +313,18 @@ static void check_gradients(const char *path) {
     int y[3] = {0, 4, 5};
     float *out = malloc((size_t)B * OUT * S * S * sizeof *out);
     float *g32 = calloc(m->total_floats, sizeof *g32), *g16 = calloc(m->total_floats, sizeof *g16);
+    float *g16_f32_qkv = calloc(m->total_floats, sizeof *g16_f32_qkv), *out16 = malloc((size_t)B * OUT * S * S * sizeof *out);
     dit_train_activations *a = dit_train_activations_create(m, B);
-    for (int pass = 0; pass < 2; pass++) {
+    for (int pass = 0; pass < 3; pass++) {   // fp32; bf16; bf16 with qkv kept in float32
         dit_model_set_precision(m, pass ? DIT_PRECISION_BF16 : DIT_PRECISION_FP32);
-        DIT_CHECK(dit_forward_train(m, a, x, t, y, out) == DIT_OK);
-        dit_backward(m, a, out, pass ? g16 : g32);
+        ops_qkv_bf16(pass != 2);
+        DIT_CHECK(dit_forward_train(m, a, x, t, y, pass == 1 ? out16 : out) == DIT_OK);
+        dit_backward(m, a, pass == 1 ? out16 : out, pass == 0 ? g32 : pass == 1 ? g16 : g16_f32_qkv);
     }
+    ops_qkv_bf16(1);
+    CHECK(ops_qkv_is_bf16(&m->ops, cfg.hidden_size) && !memcmp(out, out16, (size_t)B * OUT * S * S * sizeof *out) &&
+          !memcmp(g16, g16_f32_qkv, m->total_floats * sizeof *g16),
+          "%s bf16 training forward and gradients with qkv kept in bf16 == kept in float32, bit for bit", path);
     double max_rel, l2_rel, worst_l2 = 0;
     const char *worst = "";
     test_relative_errors(g16, g32, m->total_floats, &max_rel, &l2_rel);
@@ -325,7 +338,7 @@ static void check_gradients(const char *path) {
     CHECK(l2_rel <= 3e-2 && worst_l2 <= 3e-2, "%s bf16 gradients vs fp32: relative L2 %.2e over all parameters, worst "
           "tensor %s %.2e (bound 3e-2)", path, l2_rel, worst, worst_l2);
     dit_train_activations_free(a);
-    free(x); free(out); free(g32); free(g16);
+    free(x); free(out); free(out16); free(g32); free(g16); free(g16_f32_qkv);
     dit_model_free(m);
 }
 
@@ -443,12 +456,14 @@ static void check_attention_backward_fused(const char *path) {
     linear_layer L = {0};
     linear_layer_init(&L, w, NULL, N, D);
     ops_context bf16 = {.precision = OPS_BF16, .weights_version = 1};
+    float *stored = malloc((size_t)BT * N * sizeof *stored);   // qkv as op_qkv leaves it
+    ops_qkv_store(&bf16, stored, qkv, BT, D);
     int ok = attention_backward_fills_both(B, T, D, H);
     for (int fused = 0; fused < 2; fused++) {
         for (int i = 0; i < 4; i++) out[fused][i] = calloc(sizes[i], sizeof(float));
         for (size_t i = 0; i < sizes[0]; i++) out[fused][0][i] = 7.0f;
         ops_fuse_backward_dout(fused);
-        ok &= op_attention_backward(&bf16, out[fused][0], dout, qkv, NULL, B, T, D, H) == DIT_OK;
+        ok &= op_attention_backward(&bf16, out[fused][0], dout, stored, NULL, B, T, D, H) == DIT_OK;
         ok &= op_linear_backward(&bf16, &L, out[fused][1], out[fused][2], out[fused][3], out[fused][0], x, BT) == DIT_OK;
     }
     ops_fuse_backward_dout(1);
@@ -460,7 +475,7 @@ static void check_attention_backward_fused(const char *path) {
     linear_layer_free(&L);
     for (int f = 0; f < 2; f++)
         for (int i = 0; i < 4; i++) free(out[f][i]);
-    free(qkv), free(dout), free(w), free(x);
+    free(qkv), free(stored), free(dout), free(w), free(x);
 }
 
 // op_linear_backward_modulated in bf16 (the LayerNorm rows recomputed from the forward's statistics straight
@@ -890,14 +905,24 @@ static void check_attention(const char *path, int T) {
     for (int i = 0; i < n_qkv; i++) qkv[i] = (float)(((int64_t)i * 7919) % 1001) / 250.0f - 2.0f;
     for (int i = 0; i < n_out; i++) dout[i] = (float)(((int64_t)i * 104729) % 999) / 500.0f - 1.0f;
     attention_forward(want, qkv, scratch, B, T, D, H);
-    attention_forward_bf16(got, NULL, 0, qkv, B, T, D, H);
+    attention_forward_bf16(got, NULL, 0, (qkv_rows){.f32 = qkv}, B, T, D, H);
     attention_backward(dwant, dout, qkv, scratch, B, T, D, H);
-    attention_backward_bf16(dgot, NULL, dout, qkv, B, T, D, H);
+    attention_backward_bf16(dgot, NULL, dout, (qkv_rows){.f32 = qkv}, B, T, D, H);
     double max_rel, l2_rel, dmax_rel, dl2_rel;
     test_relative_errors(got, want, n_out, &max_rel, &l2_rel);
     test_relative_errors(dgot, dwant, n_qkv, &dmax_rel, &dl2_rel);
     CHECK(max_rel <= 2e-2 && dmax_rel <= 2e-2, "%s attention T %d (blocks of %d query rows) vs fp32: forward %.2e, "
           "backward %.2e of max |ref| (bound 2e-2)", path, T, T <= 218 ? T : 192, max_rel, dmax_rel);
+    // from qkv already in bf16 (op_qkv's form): the same bits, forward and backward
+    uint16_t *qkv16 = malloc(n_qkv * sizeof *qkv16);
+    float *got16 = malloc(n_out * sizeof *got16), *dgot16 = malloc(n_qkv * sizeof *dgot16);
+    for (int i = 0; i < n_qkv; i++) qkv16[i] = bf16_bits_from_float(qkv[i]);
+    const int st = attention_forward_bf16(got16, NULL, 0, (qkv_rows){.b16 = qkv16}, B, T, D, H) |
+                   attention_backward_bf16(dgot16, NULL, dout, (qkv_rows){.b16 = qkv16}, B, T, D, H);
+    CHECK(st == DIT_OK && !memcmp(got16, got, n_out * sizeof *got) && !memcmp(dgot16, dgot, n_qkv * sizeof *dgot),
+          "%s attention T %d, head size %d, from bf16 qkv == from float32 qkv, bit for bit (forward, backward)", path, T,
+          D / H);
+    free(qkv16), free(got16), free(dgot16);
     free(qkv), free(dout), free(want), free(got), free(dwant), free(dgot), free(scratch);
 }
 
@@ -922,10 +947,13 @@ static void check_attention_operand(const char *path, int T, int D, int H) {
     const int B = 2, n_qkv = B * T * 3 * D, n_out = B * T * D;
     float *qkv = malloc(n_qkv * sizeof *qkv), *want = malloc(n_out * sizeof *want), *got = calloc(n_out, sizeof *got);
     for (int i = 0; i < n_qkv; i++) qkv[i] = (float)(((int64_t)i * 7919) % 1001) / 250.0f - 2.0f;
-    attention_forward_bf16(want, NULL, 0, qkv, B, T, D, H);
+    attention_forward_bf16(want, NULL, 0, (qkv_rows){.f32 = qkv}, B, T, D, H);
     ops_context ctx = {.precision = OPS_BF16};
     op_operand op = {0};
-    const int st = op_attention_operand(&ctx, &op, got, qkv, NULL, B, T, D, H);
+    float *stored = malloc(n_qkv * sizeof *stored);   // qkv as op_qkv leaves it
+    ops_qkv_store(&ctx, stored, qkv, B * T, D);
+    const int st = op_attention_operand(&ctx, &op, got, stored, NULL, B, T, D, H);
+    free(stored);
     const int kp = (D + 31) / 32 * 32;
     if ((D / H) % 8 == 0)
         CHECK(st == DIT_OK && op.b16 && !op.f32 && op.kp == kp && operand_holds(op.b16, kp, want, B * T, D),

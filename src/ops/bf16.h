@@ -24,6 +24,9 @@ typedef struct {
 // stride_k = 1; a weight used transposed: stride_n = 1, stride_k = N). Grows dst->data as needed; out of
 // memory leaves dst empty and returns DIT_ERR.
 dit_status bf16_pack(bf16_packed *dst, const float *src, int N, int K, int64_t stride_n, int64_t stride_k);
+// bf16_pack of a source already in bf16 (the same bits as bf16_pack of its values widened to float32), with
+// stride_k == 1 or stride_n == 1; serial (for operands one thread packs, attention's heads).
+dit_status bf16_pack16(bf16_packed *dst, const uint16_t *src, int N, int K, int64_t stride_n, int64_t stride_k);
 // bf16_pack of gelu_tanh(src) for a source contiguous along N (stride_n = 1): B[n, k] = gelu_tanh(src[k *
 // stride_k + n]), as the backward of fc2 reads the GELU output it recomputes from fc1's (training).
 dit_status bf16_pack_gelu(bf16_packed *dst, const float *src, int N, int K, int64_t stride_k);
@@ -45,7 +48,8 @@ dit_status bf16_packed_reserve(bf16_packed *dst, int N, int K);
 // next product's A, written where that product reads it, so it is not converted a second time.
 // product and pre_gelu are what the training forward keeps for its backward: where their rows start cache
 // lines they are written with stores that bypass the caches; with stream_out, so is out (plain, bias or
-// accumulate epilogues done by the kernel): its whole blocks go through the L1 block first.
+// accumulate epilogues done by the kernel): its whole blocks go through the L1 block first; or out16, where
+// a whole block's rows are runs that start cache lines.
 typedef struct a_layout a_layout;
 typedef struct bf16_both bf16_both;
 typedef struct {

@@ -112,7 +112,22 @@ dit_status op_linear_backward(const ops_context *ctx, linear_layer *L, float *di
 dit_status op_linear_backward_gelu(const ops_context *ctx, linear_layer *L, float *dpre, float *dweight, float *dbias,
                                    const float *dout, const float *pre, float *gelu_out, int M);
 
-// Multi-head self-attention (ops.h attention_forward); scratch as attention_scratch_floats (fp32 path only).
+// The attention's input: qkv (M, 3D) = inp @ W^T + b (L (3D, D)), written into the qkv buffer (M x 3D floats)
+// in the form the attention ops below read it: float32, or on the bf16 path, where ops_qkv_is_bf16, its values
+// rounded to bf16 (the only form in which the attention's products read them: the same results, bit for bit),
+// row-major, 3D a row, in the first half of the buffer. keep: training keeps it for the backward (stored past
+// the caches).
+dit_status op_qkv(const ops_context *ctx, linear_layer *L, float *qkv, const op_operand *inp, int M, int group_rows,
+                  int keep);
+// 1 when op_qkv leaves qkv in bf16: the bf16 path, 3D a multiple of 32, and not turned off (ops_qkv_bf16(0),
+// for tests and benchmarks; on by default).
+int ops_qkv_is_bf16(const ops_context *ctx, int D);
+void ops_qkv_bf16(int on);
+// values (M, 3D floats) stored into qkv in op_qkv's form (tests and benchmarks).
+void ops_qkv_store(const ops_context *ctx, float *qkv, const float *values, int M, int D);
+
+// Multi-head self-attention (ops.h attention_forward) of qkv as op_qkv left it; scratch as
+// attention_scratch_floats (fp32 path only).
 dit_status op_attention(const ops_context *ctx, float *out, const float *qkv, float *scratch, int B, int T, int D,
                         int H);
 // op_attention for what only a product reads (inference): *out_op is out (written) on the fp32 path, or on
@@ -174,11 +189,18 @@ void op_cross_attention_backward(const ops_context *ctx, float *dq, float *dkv, 
 // bf16 path, softmax in float32. Only call when the CPU has a bf16 path.
 // out16 != NULL: the output goes to out16 as a bf16 operand (a_layout_tiles(kp), zeros in columns D..kp)
 // instead of out; needs a head size that is a multiple of 8.
-dit_status attention_forward_bf16(float *out, uint16_t *out16, int kp, const float *qkv, int B, int T, int D, int H);
+// qkv: the (B T, 3D) rows [q | k | v], in float32 (f32) or already rounded to bf16 (b16, the same row length:
+// what op_qkv leaves on the bf16 path); the products read the same bf16 values either way, so the results are
+// the same bits.
+typedef struct {
+    const float *f32;
+    const uint16_t *b16;
+} qkv_rows;
+dit_status attention_forward_bf16(float *out, uint16_t *out16, int kp, qkv_rows qkv, int B, int T, int D, int H);
 // With both (bf16_both_reserve'd for B T x 3D), dqkv is not written: its values go straight into both, as
 // bf16_convert_both(dqkv) would make them (the qkv linear backward's operands and column sums); only when
 // attention_backward_fills_both (every 16 x 16 block of dqkv lies in one head, and no padding).
-dit_status attention_backward_bf16(float *dqkv, bf16_both *both, const float *dout, const float *qkv, int B, int T,
+dit_status attention_backward_bf16(float *dqkv, bf16_both *both, const float *dout, qkv_rows qkv, int B, int T,
                                    int D, int H);
 int attention_backward_fills_both(int B, int T, int D, int H);
 

@@ -148,11 +148,41 @@ static void softmax_rows_to16(float *s, int rows, int cols, float scale, uint16_
     }
 }
 
-// The T rows of one head's columns (hd of them, rows ld apart) rounded to bf16 into dst: (T, hd) in tiles, K
-// padded to 32, rows to 32 (zeros).
-static void head_to16(uint16_t *dst, const float *src, int T, int hd, int ld) {
-    const a_layout at = a_layout_tiles(round32(hd));
-    bf16_convert_serial(src, ld, T, hd, round32(T), round32(hd), dst, &at, NULL, NULL);
+// One head's columns of q, k or v: element (t, d) at [t * ld + d] of f32 or of b16 (the other NULL).
+typedef struct {
+    const float *f32;
+    const uint16_t *b16;
+    int64_t ld;
+} head_part;
+
+// Part `part` (0 q, 1 k, 2 v) of head h of batch b, from the first row `row0`.
+static head_part part_of(qkv_rows qkv, int b, int h, int part, int row0, int T, int D, int H) {
+    const int64_t ld = 3 * (int64_t)D, at = ((int64_t)b * T + row0) * ld + part * D + h * (D / H);
+    return (head_part){.f32 = qkv.f32 ? qkv.f32 + at : NULL, .b16 = qkv.b16 ? qkv.b16 + at : NULL, .ld = ld};
+}
+
+// The T rows of one head's columns (hd of them) rounded to bf16 into dst: (T, hd) in tiles, K padded to 32,
+// rows to 32 (zeros). From bf16, copied.
+static void head_to16(uint16_t *dst, head_part src, int T, int hd) {
+    const int Kp = round32(hd), Tp = round32(T);
+    const a_layout at = a_layout_tiles(Kp);
+    if (src.f32) {
+        bf16_convert_serial(src.f32, src.ld, T, hd, Tp, Kp, dst, &at, NULL, NULL);
+        return;
+    }
+    for (int r = 0; r < Tp; r++)
+        for (int k = 0; k < Kp; k += 16) {
+            const __mmask16 mask = r < T ? mask16(hd - k) : 0;
+            _mm256_storeu_si256((__m256i *)(dst + a_offset(&at, r, k)),
+                                _mm256_maskz_loadu_epi16(mask, src.b16 + (int64_t)r * src.ld + k));
+        }
+}
+
+// bf16_pack of B (N, K) from a head's part: B[n, k] = part[n, k] (n_is_row: N walks its rows, as keys for the
+// scores) or part[k, n] (N walks its columns, as values for P V).
+static dit_status pack_part(bf16_packed *dst, head_part src, int N, int K, int n_is_row) {
+    const int64_t sn = n_is_row ? src.ld : 1, sk = n_is_row ? 1 : src.ld;
+    return src.f32 ? bf16_pack(dst, src.f32, N, K, sn, sk) : bf16_pack16(dst, src.b16, N, K, sn, sk);
 }
 
 // n floats from src to dst, sixteen at a time. dst is a head's columns in rows of a matrix that no cache holds
@@ -180,34 +210,36 @@ static int head_run(int heads) {
     return run < 1 ? 1 : run > 8 ? 8 : run;
 }
 
-// Ask for `cols` floats of each of T rows (ld apart) from src into L2.
-static void prefetch_rows(const float *src, int64_t ld, int T, int cols) {
+// Ask for `bytes` bytes of each of T rows (ld_bytes apart) from src into L2.
+static void prefetch_rows(const void *src, int64_t ld_bytes, int T, int bytes) {
     for (int r = 0; r < T; r++)
-        for (int c = 0; c < cols; c += 16) _mm_prefetch((const char *)(src + (int64_t)r * ld + c), _MM_HINT_T1);
+        for (int c = 0; c < bytes; c += 64) _mm_prefetch((const char *)src + r * ld_bytes + c, _MM_HINT_T1);
 }
 
 // The head after head i = b * H + h, when the same thread takes it (runs of `run` heads): its rows of qkv and of
 // dout (unless NULL).
-static void prefetch_next_head(const float *qkv, const float *dout, int i, int run, int B, int T, int D, int H) {
+static void prefetch_next_head(qkv_rows qkv, const float *dout, int i, int run, int B, int T, int D, int H) {
     const int next = i + 1, hd = D / H;
     if (next % run == 0 || next >= B * H) return;
     const int b = next / H, h = next % H;
-    const float *q = qkv + (int64_t)b * T * 3 * D + h * hd;
-    for (int part = 0; part < 3; part++) prefetch_rows(q + part * D, 3 * D, T, hd);
-    if (dout) prefetch_rows(dout + (int64_t)b * T * D + h * hd, D, T, hd);
+    for (int part = 0; part < 3; part++) {
+        const head_part p = part_of(qkv, b, h, part, 0, T, D, H);
+        if (p.f32) prefetch_rows(p.f32, p.ld * 4, T, hd * 4);
+        else prefetch_rows(p.b16, p.ld * 2, T, hd * 2);
+    }
+    if (dout) prefetch_rows(dout + (int64_t)b * T * D + h * hd, (int64_t)D * 4, T, hd * 4);
 }
 
 // One (batch, head) of attention_forward_bf16, in the calling thread's workspace: per FORWARD_ROWS query rows,
 // S = q k^T into the scores, P = softmax(scale S) into bf16, out = P v.
-static dit_status attention_forward_head(float *out, uint16_t *out16, const a_layout *at, const float *qkv, int i,
+static dit_status attention_forward_head(float *out, uint16_t *out16, const a_layout *at, qkv_rows qkv, int i,
                                          int run, int B, int T, int D, int H, float scale) {
     const int b = i / H, h = i % H;
-    const int hd = D / H, ld = 3 * D;
+    const int hd = D / H;
     DIT_TRY(ensure_workspace(T, hd, 0));
-    const float *q = qkv + (int64_t)b * T * ld + h * hd, *k = q + D, *v = q + 2 * D;
-    head_to16(ws.q16, q, T, hd, ld);
-    DIT_TRY(bf16_pack(&ws.k, k, T, hd, ld, 1));   // scores: B[j, d] = k[j, d]
-    DIT_TRY(bf16_pack(&ws.v, v, hd, T, 1, ld));   // P v:    B[d, j] = v[j, d]
+    head_to16(ws.q16, part_of(qkv, b, h, 0, 0, T, D, H), T, hd);
+    DIT_TRY(pack_part(&ws.k, part_of(qkv, b, h, 1, 0, T, D, H), T, hd, 1));    // scores: B[j, d] = k[j, d]
+    DIT_TRY(pack_part(&ws.v, part_of(qkv, b, h, 2, 0, T, D, H), hd, T, 0));    // P v:    B[d, j] = v[j, d]
     prefetch_next_head(qkv, NULL, i, run, B, T, D, H);
     const int Kp = ws.v.Kp;   // T padded to 32
     const a_layout p_layout = a_layout_tiles(Kp), q_layout = a_layout_tiles(ws.k.Kp);
@@ -231,7 +263,8 @@ static dit_status attention_forward_head(float *out, uint16_t *out16, const a_la
     return DIT_OK;
 }
 
-dit_status attention_forward_bf16(float *out, uint16_t *out16, int kp, const float *qkv, int B, int T, int D, int H) {
+dit_status attention_forward_bf16(float *out, uint16_t *out16, int kp, qkv_rows qkv, int B, int T, int D, int H) {
+    DIT_CHECK(!qkv.f32 != !qkv.b16);
     const float scale = 1.0f / sqrtf((float)(D / H));
     const a_layout tiles = a_layout_tiles(kp);
     const int run = head_run(B * H);
@@ -257,21 +290,21 @@ dit_status attention_forward_bf16(float *out, uint16_t *out16, int kp, const flo
 // in block order). Per block: S = q k^T, P = softmax(scale S), dP = dout v^T, dS = scale P * (dP - rowsum(P *
 // dP)) in float32; P^T, dS and dS^T rounded to bf16 once each as the left operands of dv (+)= P^T dout,
 // dq = dS k and dk (+)= dS^T q.
-static dit_status attention_backward_head(float *dqkv, bf16_both *both, const float *dout, const float *qkv, int i,
+static dit_status attention_backward_head(float *dqkv, bf16_both *both, const float *dout, qkv_rows qkv, int i,
                                           int run, int B, int T, int D, int H, float scale) {
     const int b = i / H, h = i % H;
     const int hd = D / H, ld = 3 * D, QB = query_block_rows(T);
     DIT_TRY(ensure_workspace(T, hd, 1));
-    const float *q = qkv + (int64_t)b * T * ld + h * hd, *k = q + D, *v = q + 2 * D;
+    const head_part k = part_of(qkv, b, h, 1, 0, T, D, H), v = part_of(qkv, b, h, 2, 0, T, D, H);
     const float *dout_h = dout + (int64_t)b * T * D + h * hd;
     // the products write the head's gradients into ws.grads, which stays in cache; they go to dqkv at the end
     float *dq = ws.grads, *dk = dq + hd, *dv = dq + 2 * hd;
     const int lg = 3 * hd;
-    head_to16(ws.q16, q, T, hd, ld);
-    head_to16(ws.dout16, dout_h, T, hd, D);
-    DIT_TRY(bf16_pack(&ws.k, k, T, hd, ld, 1));    // scores: B[j, d] = k[j, d]
-    DIT_TRY(bf16_pack(&ws.v, v, T, hd, ld, 1));    // dP:     B[j, d] = v[j, d]
-    DIT_TRY(bf16_pack(&ws.kt, k, hd, T, 1, ld));   // dq:     B[d, j] = k[j, d]
+    head_to16(ws.q16, part_of(qkv, b, h, 0, 0, T, D, H), T, hd);
+    head_to16(ws.dout16, (head_part){.f32 = dout_h, .ld = D}, T, hd);
+    DIT_TRY(pack_part(&ws.k, k, T, hd, 1));    // scores: B[j, d] = k[j, d]
+    DIT_TRY(pack_part(&ws.v, v, T, hd, 1));    // dP:     B[j, d] = v[j, d]
+    DIT_TRY(pack_part(&ws.kt, k, hd, T, 0));   // dq:     B[d, j] = k[j, d]
     prefetch_next_head(qkv, dout, i, run, B, T, D, H);
     const int Tp = round32(T);
     const a_layout head_layout = a_layout_tiles(round32(hd)), rows_layout = a_layout_tiles(Tp);
@@ -294,7 +327,7 @@ static dit_status attention_backward_head(float *dqkv, bf16_both *both, const fl
         // dq rows (rows, hd) = dS (rows, T) @ k (T, hd)
         DIT_TRY(gemm_bf16_a16_serial(dq + (int64_t)q0 * lg, lg, ws.ds16, &rows_layout, &ws.kt, rows, NULL));
         // dk (T, hd) (+)= dS^T (T, rows) @ q_blk (rows, hd): B[d, r] = q_blk[r, d]
-        DIT_TRY(bf16_pack(&ws.q, q + (int64_t)q0 * ld, hd, rows, 1, ld));
+        DIT_TRY(pack_part(&ws.q, part_of(qkv, b, h, 0, q0, T, D, H), hd, rows, 0));
         DIT_TRY(gemm_bf16_a16_serial(dk, lg, ws.dst16, &cols_layout, &ws.q, T, &sum_blocks));
     }
     if (both) {   // 16 x 16 blocks of the head's columns, as bf16_convert_both(dqkv) makes them
@@ -323,8 +356,9 @@ int attention_backward_fills_both(int B, int T, int D, int H) {
 
 // As attention_backward (ops/cpu/attention.c): dv = P^T dout, dP = dout v^T, dS = P * (dP - rowsum(P * dP)),
 // dq = scale dS k, dk = scale dS^T q; the five products on the bf16 path.
-dit_status attention_backward_bf16(float *dqkv, bf16_both *both, const float *dout, const float *qkv, int B, int T,
+dit_status attention_backward_bf16(float *dqkv, bf16_both *both, const float *dout, qkv_rows qkv, int B, int T,
                                    int D, int H) {
+    DIT_CHECK(!qkv.f32 != !qkv.b16);
     DIT_CHECK(!both || (attention_backward_fills_both(B, T, D, H) && both->M == B * T && both->N == 3 * D));
     const float scale = 1.0f / sqrtf((float)(D / H));
     int failed = 0;

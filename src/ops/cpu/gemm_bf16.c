@@ -99,6 +99,55 @@ dit_status bf16_pack(bf16_packed *dst, const float *src, int N, int K, int64_t s
     return DIT_OK;
 }
 
+// ---- packing from bf16 -------------------------------------------------------------------------------
+
+// The lane mask of a 32-element bf16 step with `left` elements to go.
+static inline __mmask32 mask32(int left) {
+    return left >= 32 ? (__mmask32)0xffffffffu : left > 0 ? (__mmask32)((1u << left) - 1) : (__mmask32)0;
+}
+
+// pack_rows_along_k for a bf16 source: a row's 32 bf16 of a K block are already its 16 pairs.
+static void pack16_rows_along_k(uint16_t *d, int KB, const uint16_t *src, int N, int K, int64_t stride_n, int n0) {
+    for (int kb = 0; kb < KB; kb++) {
+        const int k0 = kb * 32;
+        const __mmask32 m = mask32(K - k0);
+        __m512 pairs[16];
+        for (int i = 0; i < 16; i++)
+            pairs[i] = n0 + i < N ? (__m512)_mm512_maskz_loadu_epi16(m, src + (int64_t)(n0 + i) * stride_n + k0)
+                                  : _mm512_setzero_ps();
+        transpose_16x16(pairs);
+        uint16_t *half = d + packed_index(KB, n0, k0);
+        for (int p = 0; p < 16; p++) _mm512_storeu_si512(half + p * 32, (__m512i)pairs[p]);
+    }
+}
+
+// pack_rows_along_n for a bf16 source: 16 columns of rows k and k + 1 interleaved into their pair row.
+static void pack16_rows_along_n(uint16_t *d, int KB, int Np, const uint16_t *src, int N, int K, int64_t stride_k,
+                                int k) {
+    const __m512i interleave = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7,
+                                                22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    for (int n0 = 0; n0 < Np; n0 += 16) {
+        const __mmask16 mask = mask16(N - n0);
+        const __m256i r0 = k < K ? _mm256_maskz_loadu_epi16(mask, src + (int64_t)k * stride_k + n0) : _mm256_setzero_si256();
+        const __m256i r1 = k + 1 < K ? _mm256_maskz_loadu_epi16(mask, src + (int64_t)(k + 1) * stride_k + n0)
+                                     : _mm256_setzero_si256();
+        const __m512i both = _mm512_inserti64x4(_mm512_castsi256_si512(r0), r1, 1);
+        _mm512_storeu_si512(d + packed_index(KB, n0, k), _mm512_permutexvar_epi16(interleave, both));
+    }
+}
+
+// Serial: its callers (attention's heads) pack one small operand per thread.
+dit_status bf16_pack16(bf16_packed *dst, const uint16_t *src, int N, int K, int64_t stride_n, int64_t stride_k) {
+    DIT_CHECK(stride_k == 1 || stride_n == 1);
+    DIT_TRY(bf16_packed_reserve(dst, N, K));
+    const int Np = dst->Np, Kp = dst->Kp, KB = Kp / 32;
+    if (stride_k == 1)
+        for (int n0 = 0; n0 < Np; n0 += 16) pack16_rows_along_k(dst->data, KB, src, N, K, stride_n, n0);
+    else
+        for (int k = 0; k < Kp; k += 2) pack16_rows_along_n(dst->data, KB, Np, src, N, K, stride_k, k);
+    return DIT_OK;
+}
+
 // Rows [r0, r1) of the bf16 copy of A: Kp columns, zero beyond K and for rows >= M. Runs of 16 along K are
 // contiguous in every layout.
 static void pack_a_rows(uint16_t *dst, const a_layout *at, int Kp, const float *A, int64_t stride_m,
@@ -325,8 +374,9 @@ static int epilogue_full_block(float *out, int64_t ldo, const float *C, int m0, 
         (!to16 && !ep->gate && !slope) || (to16 && (ep->gate || ep->product)) || (ep->gate && ep->gelu))
         return 0;
     const __m512 scale = _mm512_set1_ps(alpha);
-    const __m512 bias0 = ep->bias ? _mm512_loadu_ps(ep->bias + n0) : _mm512_setzero_ps();
-    const __m512 bias1 = ep->bias ? _mm512_loadu_ps(ep->bias + n0 + 16) : _mm512_setzero_ps();
+    // no bias: -0, which leaves every value as it is (+0 would turn -0 into +0)
+    const __m512 bias0 = ep->bias ? _mm512_loadu_ps(ep->bias + n0) : _mm512_set1_ps(-0.0f);
+    const __m512 bias1 = ep->bias ? _mm512_loadu_ps(ep->bias + n0 + 16) : _mm512_set1_ps(-0.0f);
     if (slope) {   // out = (alpha C + bias) * gelu_tanh'(x)
         const float *x = ep->gelu_grad_of + (int64_t)m0 * ldo + n0;
         float *o = out + (int64_t)m0 * ldo + n0;
@@ -367,6 +417,8 @@ static int epilogue_full_block(float *out, int64_t ldo, const float *C, int m0, 
         uint16_t *dst = ep->out16 + a_offset(&at, ep->out16_row0 + m0, ep->out16_col0 + n0);
         float *pre = ep->gelu && ep->pre_gelu ? ep->pre_gelu + (int64_t)m0 * ldo + n0 : NULL;
         const int gelu = ep->gelu;
+        // streamed (training's kept qkv) when every row's run starts a cache line
+        const int stream16 = ep->stream_out && ((uintptr_t)dst & 63) == 0 && at.row % 32 == 0 && at.half % 32 == 0;
         for (int r = 0; r < 32; r++) {
             __m512 lo = _mm512_add_ps(_mm512_mul_ps(scale, _mm512_load_ps(C + r * 32)), bias0);
             __m512 hi = _mm512_add_ps(_mm512_mul_ps(scale, _mm512_load_ps(C + r * 32 + 16)), bias1);
@@ -375,7 +427,9 @@ static int epilogue_full_block(float *out, int64_t ldo, const float *C, int m0, 
                 lo = gelu_tanh512(lo), hi = gelu_tanh512(hi);
             }
             // the row's 32 columns: one run of the layout (k a multiple of 32)
-            _mm512_storeu_si512(dst + (r >> 4) * at.half + (r & 15) * at.row, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+            const __m512i run = (__m512i)_mm512_cvtne2ps_pbh(hi, lo);
+            if (stream16) _mm512_stream_si512((__m512i *)(dst + (r >> 4) * at.half + (r & 15) * at.row), run);
+            else _mm512_storeu_si512(dst + (r >> 4) * at.half + (r & 15) * at.row, run);
         }
         return 1;
     }
@@ -416,7 +470,7 @@ static void epilogue_block(float *out, int64_t ldo, const float *C, int m0, int 
     for (int h = 0; h < 2 && n0 + h * 16 < limit; h++) {
         const int left = cols - h * 16, col = n0 + h * 16, write = limit - col < 16 ? limit - col : 16;
         const __mmask16 mask = mask16(left);
-        const __m512 bias = ep && ep->bias ? _mm512_maskz_loadu_ps(mask, ep->bias + col) : _mm512_setzero_ps();
+        const __m512 bias = ep && ep->bias ? _mm512_maskz_loadu_ps(mask, ep->bias + col) : _mm512_set1_ps(-0.0f);
         // The gate row of output row m is m / gate_rows, stepped along instead of divided per row.
         const int gated = ep && ep->gate;
         int gate_row = gated ? m0 / ep->gate_rows : 0, gate_left = gated ? ep->gate_rows - m0 % ep->gate_rows : 0;
@@ -547,6 +601,15 @@ static dit_status run_blocks(float *out, int64_t ldo, const uint16_t *A16, const
     // in L1 as one block
     const int Kp = B->Kp, ksteps_max = at->koff ? Kp / 32 : block_ksteps(Kp), slab = slab_panels(ksteps_max);
     const int in_kernel = epilogue_in_kernel(ep), from_out = in_kernel && ep && ep->accumulate;
+    // The bias is where the sums start (the kernel's init) when the kernel does the epilogue, and for a plain
+    // bf16 output (op_qkv), so that its values are those of the float32 output rounded, bit for bit; the
+    // epilogue then adds none.
+    const int bias_init = ep && ep->bias &&
+                          (in_kernel || (ep->out16 && !ep->gelu && !ep->gelu_grad_of && !ep->gate && !ep->product &&
+                                         (ep->alpha == 0.0f || ep->alpha == 1.0f)));
+    const float *bias = bias_init ? ep->bias : NULL;
+    gemm_epilogue rest;   // the epilogue after the kernel
+    if (bias_init && !in_kernel) rest = *ep, rest.bias = NULL, ep = &rest;
     const int one_block = ksteps_max * 32 >= Kp, rows_of_blocks = mb1 - mb0;
     const int stream = ep && ep->stream_out && out && ((uintptr_t)out & 63) == 0 && ldo % 16 == 0;
     float *sums = NULL;   // partial sums of block (mb, p) at sums + ((mb - mb0) * slab + p - s0) * 1024
@@ -576,10 +639,10 @@ static dit_status run_blocks(float *out, int64_t ldo, const uint16_t *A16, const
                     const uint16_t *panel = B->data + (int64_t)p * 32 * Kp + (int64_t)k0 * 32;
                     float *block = out ? out + out_row * ldo + n0 : NULL;   // NULL: bf16 output (out16)
                     const float *init = NULL;   // the start values of every row when the kernel adds the bias
-                    if (first && in_kernel && ep && ep->bias) {
-                        init = ep->bias + n0;   // a full panel reads the bias in place; an edge one, padded
+                    if (first && bias_init) {
+                        init = bias + n0;   // a full panel reads the bias in place; an edge one, padded
                         if (cols < 32) {
-                            for (int j = 0; j < 32; j++) bias_block[j] = j < cols ? ep->bias[n0 + j] : 0.0f;
+                            for (int j = 0; j < 32; j++) bias_block[j] = j < cols ? bias[n0 + j] : 0.0f;
                             init = bias_block;
                         }
                     }
@@ -634,7 +697,7 @@ static dit_status run_blocks(float *out, int64_t ldo, const uint16_t *A16, const
             }
         }
     }
-    if (ep && (ep->pre_gelu || ep->product || stream)) _mm_sfence();   // the streamed rows ordered before what follows
+    if (ep && (ep->pre_gelu || ep->product || stream || ep->stream_out)) _mm_sfence();   // the streamed rows ordered before what follows
     return DIT_OK;
 }
 
