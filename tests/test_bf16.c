@@ -444,11 +444,12 @@ static void check_mlp_backward_fused(const char *path, int M, int D, int F) {
 }
 
 // The attention's backward in bf16 makes d qkv directly as the qkv linear backward's two bf16 operands and
-// column sums (attention_backward_fills_both: heads of 32, tokens a multiple of 16), which that backward takes
+// column sums (attention_backward_fills_both: heads of 32, tokens a multiple of 16; with tokens a multiple of 32,
+// in whole 32 x 32 blocks stored past the caches), which that backward takes
 // instead of converting d qkv: bit for bit what the unfused pair computes (d x, d W, d b), and d qkv itself is
 // not written (it keeps the 7.0 it started with).
-static void check_attention_backward_fused(const char *path) {
-    const int B = 2, T = 48, D = 64, H = 2, BT = B * T, N = 3 * D;
+static void check_attention_backward_fused(const char *path, int T) {
+    const int B = 2, D = 64, H = 2, BT = B * T, N = 3 * D;
     float *qkv = test_random_floats(&rng_state, (size_t)BT * N, 1.0f), *dout = test_random_floats(&rng_state, (size_t)BT * D, 1.0f);
     float *w = test_random_floats(&rng_state, (size_t)N * D, 0.3f), *x = test_random_floats(&rng_state, (size_t)BT * D, 1.0f);
     float *out[2][4];   // d qkv, d x, d W, d b
@@ -1051,7 +1052,8 @@ void test_bf16(void) {
         check_gradients(name);
         check_linear_backward_gelu(name);
         check_linear_backward(name);
-        check_attention_backward_fused(name);
+        check_attention_backward_fused(name, 48);   // 16 x 16 blocks
+        check_attention_backward_fused(name, 64);   // whole 32 x 32 blocks, streamed
         check_mlp_backward_fused(name, 45, 70, 83);    // edge rows and columns
         check_mlp_backward_fused(name, 64, 64, 96);    // whole blocks only
         check_mlp_backward_fused(name, 100, 48, 130);  // several row blocks, an edge chunk of 4 rows

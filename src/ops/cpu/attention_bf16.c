@@ -330,6 +330,21 @@ static dit_status attention_backward_head(float *dqkv, bf16_both *both, const fl
         DIT_TRY(pack_part(&ws.q, part_of(qkv, b, h, 0, q0, T, D, H), hd, rows, 0));
         DIT_TRY(gemm_bf16_a16_serial(dk, lg, ws.dst16, &cols_layout, &ws.q, T, &sum_blocks));
     }
+    if (both && T % 32 == 0 && hd % 32 == 0) {   // whole 32 x 32 blocks, streamed (convert_32x32_streamed)
+        const a_layout at_rows = a_layout_tiles(both->Np), at_cols = a_layout_tiles(both->Mp);
+        for (int t0 = 0; t0 < T; t0 += 32)
+            for (int part = 0; part < 3; part++)
+                for (int j0 = 0; j0 < hd; j0 += 32) {
+                    __m512 v[32][2];
+                    for (int k = 0; k < 32; k++)
+                        for (int c = 0; c < 2; c++) v[k][c] = _mm512_loadu_ps(ws.grads + (int64_t)(t0 + k) * lg + part * hd + j0 + 16 * c);
+                    const int m0 = b * T + t0, n0 = part * D + h * hd + j0;
+                    float *sums = both->chunk_sums + (int64_t)(m0 / 16) * both->Np + n0;
+                    convert_32x32_streamed(v, both->rows16, &at_rows, both->cols16, &at_cols, m0, n0, sums, sums + both->Np);
+                }
+        _mm_sfence();
+        return DIT_OK;
+    }
     if (both) {   // 16 x 16 blocks of the head's columns, as bf16_convert_both(dqkv) makes them
         const a_layout at_rows = a_layout_tiles(both->Np), at_cols = a_layout_tiles(both->Mp);
         for (int t0 = 0; t0 < T; t0 += 16)

@@ -64,4 +64,29 @@ static inline void convert_16x16(const __m512 r[16], uint16_t *rows16, const a_l
     }
 }
 
+// A 32 x 32 block (rows m0.., columns n0.., both multiples of 32: v[r][h] = columns n0 + 16 h .. of row m0 + r)
+// converted as convert_16x16 does its four quarters, with the column sums of each 16-row half to
+// sums_top[0..31] and sums_bottom[0..31]; but rows16 and cols16 (both a_layout_tiles, 64-byte aligned) are
+// written through a 4 KB staging copy in L1, each as one 2 KB run of whole cache lines stored past the caches
+// (the operands are written once here and read by a later product, after more data than the caches hold).
+// The caller issues _mm_sfence() before the operands are read.
+static inline void convert_32x32_streamed(const __m512 v[32][2], uint16_t *rows16, const a_layout *at_rows,
+                                          uint16_t *cols16, const a_layout *at_cols, int m0, int n0, float *sums_top,
+                                          float *sums_bottom) {
+    uint16_t stage_rows[1024] __attribute__((aligned(64))), stage_cols[1024] __attribute__((aligned(64)));
+    const a_layout local = a_layout_tiles(32);   // a 32 x 32 block: two 16-row tiles, 2 KB in a row
+    for (int h = 0; h < 2; h++)
+        for (int c = 0; c < 2; c++) {
+            __m512 r[16];
+            for (int i = 0; i < 16; i++) r[i] = v[h * 16 + i][c];
+            convert_16x16(r, stage_rows, &local, stage_cols, &local, h * 16, c * 16,
+                          (h ? sums_bottom : sums_top) + c * 16);
+        }
+    __m512i *rows_out = (__m512i *)(rows16 + a_offset(at_rows, m0, n0)), *cols_out = (__m512i *)(cols16 + a_offset(at_cols, n0, m0));
+    for (int i = 0; i < 32; i++) {
+        _mm512_stream_si512(rows_out + i, _mm512_load_si512(stage_rows + 32 * i));
+        _mm512_stream_si512(cols_out + i, _mm512_load_si512(stage_cols + 32 * i));
+    }
+}
+
 #endif

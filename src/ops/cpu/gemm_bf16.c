@@ -394,13 +394,8 @@ static int epilogue_full_block(float *out, int64_t ldo, const float *C, int m0, 
         }
         if (b) {   // this block's part of the next backward's operands, as bf16_both_finish would make it
             const a_layout at_rows = a_layout_tiles(b->Np), at_cols = a_layout_tiles(b->Mp);
-            for (int h = 0; h < 2; h++)
-                for (int c = 0; c < 2; c++) {
-                    __m512 r[16];
-                    for (int i = 0; i < 16; i++) r[i] = v[h * 16 + i][c];
-                    convert_16x16(r, b->rows16, &at_rows, b->cols16, &at_cols, m0 + h * 16, n0 + c * 16,
-                                  b->chunk_sums + (int64_t)(m0 / 16 + h) * b->Np + n0 + c * 16);
-                }
+            float *sums = b->chunk_sums + (int64_t)(m0 / 16) * b->Np + n0;
+            convert_32x32_streamed(v, b->rows16, &at_rows, b->cols16, &at_cols, m0, n0, sums, sums + b->Np);
         }
         if (ep->gelu_act) {   // gelu_tanh(x) of the block (its rows in L1 now) into the packed B[n, m]
             const bf16_packed *act = ep->gelu_act;
@@ -697,7 +692,7 @@ static dit_status run_blocks(float *out, int64_t ldo, const uint16_t *A16, const
             }
         }
     }
-    if (ep && (ep->pre_gelu || ep->product || stream || ep->stream_out)) _mm_sfence();   // the streamed rows ordered before what follows
+    if (ep && (ep->pre_gelu || ep->product || stream || ep->stream_out || ep->both)) _mm_sfence();   // the streamed rows ordered before what follows
     return DIT_OK;
 }
 
