@@ -39,14 +39,14 @@ static double run(const ops_context *ops, block *b, int fused) {
     if (fused) {
         op_operand h, attn;
         st |= op_layernorm_modulate_operand(ops, &h, b->h, NULL, NULL, b->x, b->ada, b->ada + D, A, B, b->T, D);
-        st |= op_qkv(ops, &b->qkv, b->qkv_out, &h, M, 0, 0);
+        st |= op_qkv(ops, &b->qkv, b->qkv_out, &h, B, b->T, b->H, 0, 0);
         st |= op_attention_operand(ops, &attn, b->attn, b->qkv_out, NULL, B, b->T, D, b->H);
         st |= op_linear_from(ops, &b->proj, b->x, &attn, M, 0, &msa);
         st |= op_layernorm_modulate_operand(ops, &h, b->h, NULL, NULL, b->x, b->ada + 3 * D, b->ada + 4 * D, A, B, b->T, D);
         st |= op_mlp(ops, &b->fc1, &b->fc2, b->x, b->mlp, &h, M, 0, NULL, &mlp);
     } else {
         op_layernorm_modulate(ops, b->h, NULL, NULL, b->x, b->ada, b->ada + D, A, B, b->T, D);
-        st |= op_qkv(ops, &b->qkv, b->qkv_out, &(op_operand){.f32 = b->h}, M, 0, 0);
+        st |= op_qkv(ops, &b->qkv, b->qkv_out, &(op_operand){.f32 = b->h}, B, b->T, b->H, 0, 0);
         st |= op_attention(ops, b->attn, b->qkv_out, NULL, B, b->T, D, b->H);
         st |= op_linear(ops, &b->proj, b->x, b->attn, M, 0, &msa);
         op_layernorm_modulate(ops, b->h, NULL, NULL, b->x, b->ada + 3 * D, b->ada + 4 * D, A, B, b->T, D);

@@ -268,11 +268,13 @@ static void check_model(const char *path, const char *name, dit_config cfg, int 
     CHECK(max_rel <= 2e-2, "%s %s forward bf16 vs fp32: max error %.2e of max |out|, relative L2 %.2e (bound 2e-2)",
           path, name, max_rel, l2_rel);
     // qkv kept in bf16 between its linear and the attention (op_qkv) == kept in float32, bit for bit
+    const qkv_form form = ops_qkv_form(&m->ops, dit_config_tokens(&cfg), cfg.hidden_size, cfg.num_heads);
     ops_qkv_bf16(0);
     dit_model_forward(m, x, t, y, batch, one);
     ops_qkv_bf16(1);
-    CHECK(ops_qkv_is_bf16(&m->ops, cfg.hidden_size) && !memcmp(one, got, out_n * sizeof *one),
-          "%s %s bf16 forward with qkv in bf16 == with qkv in float32, bit for bit", path, name);
+    CHECK(form != QKV_F32 && !memcmp(one, got, out_n * sizeof *one),
+          "%s %s bf16 forward with qkv in bf16 (%s) == with qkv in float32, bit for bit", path, name,
+          form == QKV_BF16_HEADS ? "head by head" : "row-major");
     // Batch invariance within bf16: each sample alone gives the bits it had in the batch.
     int same = 1;
     const size_t in_one = (size_t)C * S * S, out_one = (size_t)OUT * S * S;
@@ -302,8 +304,8 @@ static void check_model(const char *path, const char *name, dit_config cfg, int 
 // whole-model gradient vector compared in relative L2, and the worst tensor. bf16 rounding of every product
 // input (2^-9 relative) through the backward's chains: the bound 3e-2 is loose enough for the worst tensor
 // (small gradients of early layers) and tight enough to catch a wrong operand or layout (errors of order 1).
-static void check_gradients(const char *path) {
-    const dit_config cfg = {.input_size = 8, .patch_size = 2, .in_channels = 3, .hidden_size = 64, .depth = 2,
+static void check_gradients(const char *path, int input_size) {
+    const dit_config cfg = {.input_size = input_size, .patch_size = 2, .in_channels = 3, .hidden_size = 64, .depth = 2,
                             .num_heads = 2, .mlp_ratio = 4.0f, .num_classes = 5, .class_dropout_prob = 0.1f,
                             .learn_sigma = 1};
     const int B = 3, S = cfg.input_size, C = cfg.in_channels, OUT = dit_config_out_channels(&cfg);
@@ -322,9 +324,12 @@ static void check_gradients(const char *path) {
         dit_backward(m, a, pass == 1 ? out16 : out, pass == 0 ? g32 : pass == 1 ? g16 : g16_f32_qkv);
     }
     ops_qkv_bf16(1);
-    CHECK(ops_qkv_is_bf16(&m->ops, cfg.hidden_size) && !memcmp(out, out16, (size_t)B * OUT * S * S * sizeof *out) &&
+    const int T = dit_config_tokens(&cfg);
+    const qkv_form form = ops_qkv_form(&m->ops, T, cfg.hidden_size, cfg.num_heads);
+    CHECK(form != QKV_F32 && !memcmp(out, out16, (size_t)B * OUT * S * S * sizeof *out) &&
           !memcmp(g16, g16_f32_qkv, m->total_floats * sizeof *g16),
-          "%s bf16 training forward and gradients with qkv kept in bf16 == kept in float32, bit for bit", path);
+          "%s bf16 training forward and gradients (T %d) with qkv kept in bf16 (%s) == kept in float32, bit for bit",
+          path, T, form == QKV_BF16_HEADS ? "head by head" : "row-major");
     double max_rel, l2_rel, worst_l2 = 0;
     const char *worst = "";
     test_relative_errors(g16, g32, m->total_floats, &max_rel, &l2_rel);
@@ -335,8 +340,8 @@ static void check_gradients(const char *path) {
         test_relative_errors(g16 + e->offset, g32 + e->offset, e->numel, &mr, &lr);
         if (lr > worst_l2) worst_l2 = lr, worst = e->name;
     }
-    CHECK(l2_rel <= 3e-2 && worst_l2 <= 3e-2, "%s bf16 gradients vs fp32: relative L2 %.2e over all parameters, worst "
-          "tensor %s %.2e (bound 3e-2)", path, l2_rel, worst, worst_l2);
+    CHECK(l2_rel <= 3e-2 && worst_l2 <= 3e-2, "%s bf16 gradients (T %d) vs fp32: relative L2 %.2e over all parameters, "
+          "worst tensor %s %.2e (bound 3e-2)", path, T, l2_rel, worst, worst_l2);
     dit_train_activations_free(a);
     free(x); free(out); free(out16); free(g32); free(g16); free(g16_f32_qkv);
     dit_model_free(m);
@@ -458,7 +463,7 @@ static void check_attention_backward_fused(const char *path, int T) {
     linear_layer_init(&L, w, NULL, N, D);
     ops_context bf16 = {.precision = OPS_BF16, .weights_version = 1};
     float *stored = malloc((size_t)BT * N * sizeof *stored);   // qkv as op_qkv leaves it
-    ops_qkv_store(&bf16, stored, qkv, BT, D);
+    ops_qkv_store(&bf16, stored, qkv, B, T, D, H);
     int ok = attention_backward_fills_both(B, T, D, H);
     for (int fused = 0; fused < 2; fused++) {
         for (int i = 0; i < 4; i++) out[fused][i] = calloc(sizes[i], sizeof(float));
@@ -927,6 +932,32 @@ static void check_attention(const char *path, int T) {
     free(qkv), free(dout), free(want), free(got), free(dwant), free(dgot), free(scratch);
 }
 
+// qkv stored head by head in bf16 (op_qkv's form where T and the head size are multiples of 32): attention
+// forward (float32 output and bf16 operand) and backward the same bits as from the float32 qkv.
+static void check_attention_head_major(const char *path, int T, int D, int H) {
+    const int B = 2, n_qkv = B * T * 3 * D, n_out = B * T * D;
+    ops_context ctx = {.precision = OPS_BF16};
+    float *qkv = test_random_floats(&rng_state, n_qkv, 2.0f), *dout = test_random_floats(&rng_state, n_out, 1.0f);
+    float *stored = malloc(n_qkv * sizeof *stored), *out[2], *dqkv[2];
+    ops_qkv_store(&ctx, stored, qkv, B, T, D, H);
+    const qkv_rows from[2] = {{.f32 = qkv}, {.b16 = (const uint16_t *)(const void *)stored, .head_major = 1}};
+    int st = ops_qkv_form(&ctx, T, D, H) == QKV_BF16_HEADS ? DIT_OK : DIT_ERR;
+    for (int i = 0; i < 2; i++) {
+        out[i] = malloc(n_out * sizeof(float)), dqkv[i] = malloc(n_qkv * sizeof(float));
+        st |= attention_forward_bf16(out[i], NULL, 0, from[i], B, T, D, H);
+        st |= attention_backward_bf16(dqkv[i], NULL, dout, from[i], B, T, D, H);
+    }
+    op_operand op = {0};
+    float *unused = malloc(n_out * sizeof *unused);
+    st |= op_attention_operand(&ctx, &op, unused, stored, NULL, B, T, D, H);
+    CHECK(st == DIT_OK && !memcmp(out[0], out[1], n_out * sizeof(float)) &&
+          !memcmp(dqkv[0], dqkv[1], n_qkv * sizeof(float)) && op.b16 && operand_holds(op.b16, op.kp, out[0], B * T, D),
+          "%s attention (T %d, %d heads of %d) from qkv in bf16 head by head == from float32, bit for bit (forward, "
+          "its bf16 operand, backward)", path, T, H, D / H);
+    for (int i = 0; i < 2; i++) free(out[i]), free(dqkv[i]);
+    free(qkv), free(dout), free(stored), free(unused);
+}
+
 // 1 if b16 (a_layout_tiles(kp)) holds bf16(x (rows, D)) bit for bit, and zeros in columns D..kp.
 static int operand_holds(const uint16_t *b16, int kp, const float *x, int rows, int D) {
     const a_layout tiles = a_layout_tiles(kp);
@@ -952,7 +983,7 @@ static void check_attention_operand(const char *path, int T, int D, int H) {
     ops_context ctx = {.precision = OPS_BF16};
     op_operand op = {0};
     float *stored = malloc(n_qkv * sizeof *stored);   // qkv as op_qkv leaves it
-    ops_qkv_store(&ctx, stored, qkv, B * T, D);
+    ops_qkv_store(&ctx, stored, qkv, B, T, D, H);
     const int st = op_attention_operand(&ctx, &op, got, stored, NULL, B, T, D, H);
     free(stored);
     const int kp = (D + 31) / 32 * 32;
@@ -1038,6 +1069,8 @@ void test_bf16(void) {
         check_attention_operand(name, 37, 144, 2);
         check_attention_operand(name, 45, 60, 3);
         check_attention_operand(name, 64, 128, 2);   // heads of 64: every block a whole 32-column run
+        check_attention_head_major(name, 64, 64, 2);
+        check_attention_head_major(name, 96, 384, 6);
         test_rounding();
         // The width, heads and tokens of DiT-XL/2 at 256 px with 2 blocks; and an odd little one (25 tokens,
         // head dim 32, 7 classes, no learned sigma).
@@ -1045,11 +1078,16 @@ void test_bf16(void) {
                     (dit_config){.input_size = 32, .patch_size = 2, .in_channels = 4, .hidden_size = 1152, .depth = 2,
                                  .num_heads = 16, .mlp_ratio = 4.0f, .num_classes = 1000, .class_dropout_prob = 0.1f,
                                  .learn_sigma = 1}, 2);
+        check_model(name, "heads of 64 (D 128, 2 heads, T 64, depth 2)",
+                    (dit_config){.input_size = 16, .patch_size = 2, .in_channels = 4, .hidden_size = 128, .depth = 2,
+                                 .num_heads = 2, .mlp_ratio = 4.0f, .num_classes = 10, .class_dropout_prob = 0.1f,
+                                 .learn_sigma = 1}, 2);
         check_model(name, "odd (D 96, 3 heads, T 25, depth 3)",
                     (dit_config){.input_size = 10, .patch_size = 2, .in_channels = 3, .hidden_size = 96, .depth = 3,
                                  .num_heads = 3, .mlp_ratio = 4.0f, .num_classes = 7, .class_dropout_prob = 0.1f,
                                  .learn_sigma = 0}, 3);
-        check_gradients(name);
+        check_gradients(name, 8);    // 16 tokens: qkv in bf16 row-major
+        check_gradients(name, 16);   // 64 tokens, heads of 32: qkv in bf16 head by head
         check_linear_backward_gelu(name);
         check_linear_backward(name);
         check_attention_backward_fused(name, 48);   // 16 x 16 blocks

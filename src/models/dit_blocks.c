@@ -119,7 +119,7 @@ dit_status dit_ungated_block_forward(const dit_model *m, dit_block_layers *bl, c
 
     norm_forward(plan->h, s.mean1, s.rstd1, s.x_in, &norm1, B, T, D);
     const op_operand h = op_floats(plan->h);
-    DIT_TRY(op_qkv(ops, &bl->qkv, s.qkv, &h, BT, rows, plan->keeps_activations));             // (BT, 3D)
+    DIT_TRY(op_qkv(ops, &bl->qkv, s.qkv, &h, B, T, H, rows, plan->keeps_activations));         // (BT, 3D)
     DIT_TRY(op_attention(ops, s.attn, s.qkv, plan->scores, B, T, D, H));                        // (BT, D)
     DIT_TRY(residual_linear(ops, &bl->proj, s.x_mid, s.x_in, s.attn, BT, rows, plan->scratch));
 

@@ -78,7 +78,7 @@ static dit_status block_forward(const dit_model *m, dit_block_layers *bl, const 
     op_operand h;   // modulate(norm1(x_in)): plan->h, or its bf16 copy on the bf16 path
     DIT_TRY(op_layernorm_modulate_operand(ops, &h, plan->h, s.mean1, s.rstd1, s.x_in, shift_msa, scale_msa, A, B, T, D));
     // (BT, 3D), in the form the attention reads (bf16 on the bf16 path); training keeps it for the backward
-    DIT_TRY(op_qkv(ops, &bl->qkv, s.qkv, &h, BT, rows, plan->keeps_activations));
+    DIT_TRY(op_qkv(ops, &bl->qkv, s.qkv, &h, B, T, H, rows, plan->keeps_activations));
     op_operand attn = op_floats(s.attn);   // (BT, D): training keeps s.attn; inference may hold only a bf16 copy
     if (plan->keeps_activations) DIT_TRY(op_attention(ops, s.attn, s.qkv, plan->scores, B, T, D, H));
     else DIT_TRY(op_attention_operand(ops, &attn, s.attn, s.qkv, plan->scores, B, T, D, H));

@@ -80,6 +80,10 @@ typedef struct {
     uint16_t *out16;
     const a_layout *out16_layout;
     int out16_row0, out16_col0, out16_cols;
+    // head_major_hd > 0: out16 instead in head-major order (op_qkv): element (m, n) at ((m / T * groups + n / hd)
+    // * T + m % T) * hd + n % hd, T = head_major_T, hd = head_major_hd (both multiples of 32, so that every block
+    // is whole and lies in one head), groups = head_major_groups = N / hd; out16_layout, row0, col0 unused.
+    int head_major_T, head_major_hd, head_major_groups;
     // With gelu_grad_of only (training: fc2's d input through the GELU is fc1's dout): each whole 32 x 32 block
     // of out goes into `both` (bf16_both_reserve'd for this M x N) instead, as bf16_convert_both would make it,
     // and is not written to out (a matrix the size of the MLP's hidden layer that nothing else reads: its

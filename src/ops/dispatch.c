@@ -324,44 +324,57 @@ dit_status op_layernorm_modulate_operand(const ops_context *ctx, op_operand *y_o
 static int qkv16_on = 1;
 void ops_qkv_bf16(int on) { qkv16_on = on; }
 
-// qkv in bf16 (row-major, 3D a row, in the first half of the buffer): where its rows are whole runs of the
-// product's bf16 output (3D a multiple of 32).
-int ops_qkv_is_bf16(const ops_context *ctx, int D) {
-    return ctx->precision == OPS_BF16 && qkv16_on && 3 * D % 32 == 0;
+qkv_form ops_qkv_form(const ops_context *ctx, int T, int D, int H) {
+    if (ctx->precision != OPS_BF16 || !qkv16_on) return QKV_F32;
+    // head by head: every 32 x 32 block of the product is 32 rows of one head's part, 64 bytes each
+    if (T % 32 == 0 && D % H == 0 && (D / H) % 32 == 0) return QKV_BF16_HEADS;
+    // row-major: every block's rows are whole 32-column runs of the operand
+    return 3 * D % 32 == 0 ? QKV_BF16_ROWS : QKV_F32;
 }
 
-static qkv_rows qkv_as_written(const ops_context *ctx, const float *qkv, int D) {
-    if (ops_qkv_is_bf16(ctx, D)) return (qkv_rows){.b16 = (const uint16_t *)(const void *)qkv};
-    return (qkv_rows){.f32 = qkv};
+static qkv_rows qkv_as_written(const ops_context *ctx, const float *qkv, int T, int D, int H) {
+    const qkv_form form = ops_qkv_form(ctx, T, D, H);
+    if (form == QKV_F32) return (qkv_rows){.f32 = qkv};
+    return (qkv_rows){.b16 = (const uint16_t *)(const void *)qkv, .head_major = form == QKV_BF16_HEADS};
 }
 
-dit_status op_qkv(const ops_context *ctx, linear_layer *L, float *qkv, const op_operand *inp, int M, int group_rows,
-                  int keep) {
+dit_status op_qkv(const ops_context *ctx, linear_layer *L, float *qkv, const op_operand *inp, int B, int T, int H,
+                  int group_rows, int keep) {
     DIT_CHECK(L->N % 3 == 0);
-    if (!ops_qkv_is_bf16(ctx, L->N / 3)) {
+    const int D = L->N / 3;
+    const qkv_form form = ops_qkv_form(ctx, T, D, H);
+    if (form == QKV_F32) {
         const linear_epilogue kept = {.kind = LINEAR_PLAIN, .stream = keep};
-        return op_linear_from(ctx, L, qkv, inp, M, group_rows, &kept);
+        return op_linear_from(ctx, L, qkv, inp, B * T, group_rows, &kept);
     }
     const bf16_packed *W = prepared_bf16(ctx, L);
     if (!W) return DIT_ERR;
     const a_layout rows = a_layout_rows(L->N);
-    const gemm_epilogue g = {.bias = L->bias, .out16 = (uint16_t *)(void *)qkv, .out16_layout = &rows, .stream_out = keep};
-    return product_bf16(NULL, inp, W, M, &g);
+    gemm_epilogue g = {.bias = L->bias, .out16 = (uint16_t *)(void *)qkv, .out16_layout = &rows, .stream_out = keep};
+    if (form == QKV_BF16_HEADS) g.head_major_T = T, g.head_major_hd = D / H, g.head_major_groups = 3 * H;
+    return product_bf16(NULL, inp, W, B * T, &g);
 }
 
-void ops_qkv_store(const ops_context *ctx, float *qkv, const float *values, int M, int D) {
-    const int64_t n = (int64_t)M * 3 * D;
-    if (!ops_qkv_is_bf16(ctx, D)) {
+void ops_qkv_store(const ops_context *ctx, float *qkv, const float *values, int B, int T, int D, int H) {
+    const int64_t n = (int64_t)B * T * 3 * D;
+    const qkv_form form = ops_qkv_form(ctx, T, D, H);
+    if (form == QKV_F32) {
         memcpy(qkv, values, (size_t)n * sizeof(float));
         return;
     }
     uint16_t *b16 = (uint16_t *)(void *)qkv;
-    for (int64_t i = 0; i < n; i++) b16[i] = bf16_bits_from_float(values[i]);
+    const int hd = D / H;
+    for (int64_t i = 0; i < n; i++) {
+        const int64_t m = i / (3 * D);
+        const int col = (int)(i % (3 * D)), b = (int)(m / T), t = (int)(m % T);
+        const int64_t at = form == QKV_BF16_ROWS ? i : (((int64_t)b * 3 * H + col / hd) * T + t) * hd + col % hd;
+        b16[at] = bf16_bits_from_float(values[i]);
+    }
 }
 
 dit_status op_attention(const ops_context *ctx, float *out, const float *qkv, float *scratch, int B, int T, int D,
                         int H) {
-    if (ctx->precision == OPS_BF16) return attention_forward_bf16(out, NULL, 0, qkv_as_written(ctx, qkv, D), B, T, D, H);
+    if (ctx->precision == OPS_BF16) return attention_forward_bf16(out, NULL, 0, qkv_as_written(ctx, qkv, T, D, H), B, T, D, H);
     attention_forward(out, qkv, scratch, B, T, D, H);
     return DIT_OK;
 }
@@ -373,7 +386,7 @@ dit_status op_attention_operand(const ops_context *ctx, op_operand *out_op, floa
     const int kp = (D + 31) / 32 * 32;
     uint16_t *out16 = workspace16_get(&attn16, B * T, kp);
     if (!out16) return DIT_ERR;
-    DIT_TRY(attention_forward_bf16(NULL, out16, kp, qkv_as_written(ctx, qkv, D), B, T, D, H));
+    DIT_TRY(attention_forward_bf16(NULL, out16, kp, qkv_as_written(ctx, qkv, T, D, H), B, T, D, H));
     *out_op = (op_operand){.b16 = out16, .kp = kp};
     return DIT_OK;
 }
@@ -385,12 +398,12 @@ dit_status op_attention_backward(const ops_context *ctx, float *dqkv, const floa
         own_scratch();
         pending_dout_of = NULL;
         DIT_TRY(bf16_both_reserve(&pending_dout, B * T, 3 * D));
-        DIT_TRY(attention_backward_bf16(dqkv, &pending_dout, dout, qkv_as_written(ctx, qkv, D), B, T, D, H));
+        DIT_TRY(attention_backward_bf16(dqkv, &pending_dout, dout, qkv_as_written(ctx, qkv, T, D, H), B, T, D, H));
         pending_dout_of = dqkv;
         return DIT_OK;
     }
     if (ctx->precision == OPS_BF16)
-        return attention_backward_bf16(dqkv, NULL, dout, qkv_as_written(ctx, qkv, D), B, T, D, H);
+        return attention_backward_bf16(dqkv, NULL, dout, qkv_as_written(ctx, qkv, T, D, H), B, T, D, H);
     attention_backward(dqkv, dout, qkv, scratch, B, T, D, H);
     return DIT_OK;
 }

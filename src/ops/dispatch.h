@@ -112,19 +112,20 @@ dit_status op_linear_backward(const ops_context *ctx, linear_layer *L, float *di
 dit_status op_linear_backward_gelu(const ops_context *ctx, linear_layer *L, float *dpre, float *dweight, float *dbias,
                                    const float *dout, const float *pre, float *gelu_out, int M);
 
-// The attention's input: qkv (M, 3D) = inp @ W^T + b (L (3D, D)), written into the qkv buffer (M x 3D floats)
-// in the form the attention ops below read it: float32, or on the bf16 path, where ops_qkv_is_bf16, its values
+// The attention's input: qkv (B T, 3D) = inp @ W^T + b (L (3D, D)), written into the qkv buffer (B T x 3D
+// floats) in the form the attention ops below read it (ops_qkv_form): float32, or on the bf16 path its values
 // rounded to bf16 (the only form in which the attention's products read them: the same results, bit for bit),
-// row-major, 3D a row, in the first half of the buffer. keep: training keeps it for the backward (stored past
-// the caches).
-dit_status op_qkv(const ops_context *ctx, linear_layer *L, float *qkv, const op_operand *inp, int M, int group_rows,
-                  int keep);
-// 1 when op_qkv leaves qkv in bf16: the bf16 path, 3D a multiple of 32, and not turned off (ops_qkv_bf16(0),
-// for tests and benchmarks; on by default).
-int ops_qkv_is_bf16(const ops_context *ctx, int D);
+// in the first half of the buffer, head by head (qkv_rows.head_major) where T and the head size are multiples
+// of 32, else row-major (3D a row) where 3D is. keep: training keeps it for the backward (stored past the
+// caches).
+dit_status op_qkv(const ops_context *ctx, linear_layer *L, float *qkv, const op_operand *inp, int B, int T, int H,
+                  int group_rows, int keep);
+typedef enum { QKV_F32, QKV_BF16_ROWS, QKV_BF16_HEADS } qkv_form;
+qkv_form ops_qkv_form(const ops_context *ctx, int T, int D, int H);
+// The bf16 forms turned off (0: float32 always) or on (1, the default): for tests and benchmarks.
 void ops_qkv_bf16(int on);
-// values (M, 3D floats) stored into qkv in op_qkv's form (tests and benchmarks).
-void ops_qkv_store(const ops_context *ctx, float *qkv, const float *values, int M, int D);
+// values (B T, 3D floats) stored into qkv in op_qkv's form (tests and benchmarks).
+void ops_qkv_store(const ops_context *ctx, float *qkv, const float *values, int B, int T, int D, int H);
 
 // Multi-head self-attention (ops.h attention_forward) of qkv as op_qkv left it; scratch as
 // attention_scratch_floats (fp32 path only).
@@ -192,9 +193,12 @@ void op_cross_attention_backward(const ops_context *ctx, float *dq, float *dkv, 
 // qkv: the (B T, 3D) rows [q | k | v], in float32 (f32) or already rounded to bf16 (b16, the same row length:
 // what op_qkv leaves on the bf16 path); the products read the same bf16 values either way, so the results are
 // the same bits.
+// With head_major, b16 holds them head by head instead: the T x hd rows of part p (q, k, v) of head h of sample
+// b at ((b * 3 + p) * H + h) * T * hd, rows hd apart (a head's rows contiguous).
 typedef struct {
     const float *f32;
     const uint16_t *b16;
+    int head_major;
 } qkv_rows;
 dit_status attention_forward_bf16(float *out, uint16_t *out16, int kp, qkv_rows qkv, int B, int T, int D, int H);
 // With both (bf16_both_reserve'd for B T x 3D), dqkv is not written: its values go straight into both, as

@@ -157,7 +157,9 @@ typedef struct {
 
 // Part `part` (0 q, 1 k, 2 v) of head h of batch b, from the first row `row0`.
 static head_part part_of(qkv_rows qkv, int b, int h, int part, int row0, int T, int D, int H) {
-    const int64_t ld = 3 * (int64_t)D, at = ((int64_t)b * T + row0) * ld + part * D + h * (D / H);
+    const int hd = D / H;
+    if (qkv.head_major) return (head_part){.b16 = qkv.b16 + ((((int64_t)b * 3 + part) * H + h) * T + row0) * hd, .ld = hd};
+    const int64_t ld = 3 * (int64_t)D, at = ((int64_t)b * T + row0) * ld + part * D + h * hd;
     return (head_part){.f32 = qkv.f32 ? qkv.f32 + at : NULL, .b16 = qkv.b16 ? qkv.b16 + at : NULL, .ld = ld};
 }
 

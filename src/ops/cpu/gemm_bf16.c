@@ -408,8 +408,13 @@ static int epilogue_full_block(float *out, int64_t ldo, const float *C, int m0, 
         return 1;
     }
     if (to16) {
-        const a_layout at = *ep->out16_layout;
+        a_layout at = *ep->out16_layout;
         uint16_t *dst = ep->out16 + a_offset(&at, ep->out16_row0 + m0, ep->out16_col0 + n0);
+        if (ep->head_major_hd) {   // the block's 32 rows: rows t0.. of one head's part, hd apart
+            const int T = ep->head_major_T, hd = ep->head_major_hd;
+            dst = ep->out16 + (((int64_t)(m0 / T) * ep->head_major_groups + n0 / hd) * T + m0 % T) * hd + n0 % hd;
+            at = (a_layout){.row = hd, .half = 16 * (int64_t)hd};
+        }
         float *pre = ep->gelu && ep->pre_gelu ? ep->pre_gelu + (int64_t)m0 * ldo + n0 : NULL;
         const int gelu = ep->gelu;
         // streamed (training's kept qkv) when every row's run starts a cache line
@@ -486,6 +491,7 @@ static void epilogue_block(float *out, int64_t ldo, const float *C, int m0, int 
             if (ep->gelu_grad_of)
                 v = _mm512_mul_ps(v, gelu_tanh_grad512(_mm512_maskz_loadu_ps(mask, ep->gelu_grad_of + m * ldo + col)));
             if (out16) {   // bf16 into the next product's A, where it reads it; zeros past cols
+                DIT_CHECK(!ep->head_major_hd);   // whole blocks only (epilogue_full_block)
                 store_bf16_run(ep->out16, ep->out16_layout, ep->out16_row0 + (int)m, ep->out16_col0 + col,
                                _mm512_cvtneps_pbh(_mm512_maskz_mov_ps(mask, v)), write);
                 continue;
