@@ -464,12 +464,14 @@ static void check_attention_backward_fused(const char *path, int T) {
     ops_context bf16 = {.precision = OPS_BF16, .weights_version = 1};
     float *stored = malloc((size_t)BT * N * sizeof *stored);   // qkv as op_qkv leaves it
     ops_qkv_store(&bf16, stored, qkv, B, T, D, H);
+    float *dout_stored = malloc((size_t)BT * D * sizeof *dout_stored);   // dout as the projection's backward leaves it
+    ops_attention_dout_store(&bf16, dout_stored, dout, B, T, D, H);
     int ok = attention_backward_fills_both(B, T, D, H);
     for (int fused = 0; fused < 2; fused++) {
         for (int i = 0; i < 4; i++) out[fused][i] = calloc(sizes[i], sizeof(float));
         for (size_t i = 0; i < sizes[0]; i++) out[fused][0][i] = 7.0f;
         ops_fuse_backward_dout(fused);
-        ok &= op_attention_backward(&bf16, out[fused][0], dout, stored, NULL, B, T, D, H) == DIT_OK;
+        ok &= op_attention_backward(&bf16, out[fused][0], dout_stored, stored, NULL, B, T, D, H) == DIT_OK;
         ok &= op_linear_backward(&bf16, &L, out[fused][1], out[fused][2], out[fused][3], out[fused][0], x, BT) == DIT_OK;
     }
     ops_fuse_backward_dout(1);
@@ -481,7 +483,7 @@ static void check_attention_backward_fused(const char *path, int T) {
     linear_layer_free(&L);
     for (int f = 0; f < 2; f++)
         for (int i = 0; i < 4; i++) free(out[f][i]);
-    free(qkv), free(stored), free(dout), free(w), free(x);
+    free(qkv), free(stored), free(dout), free(dout_stored), free(w), free(x);
 }
 
 // op_linear_backward_modulated in bf16 (the LayerNorm rows recomputed from the forward's statistics straight
@@ -913,7 +915,7 @@ static void check_attention(const char *path, int T) {
     attention_forward(want, qkv, scratch, B, T, D, H);
     attention_forward_bf16(got, NULL, 0, (qkv_rows){.f32 = qkv}, B, T, D, H);
     attention_backward(dwant, dout, qkv, scratch, B, T, D, H);
-    attention_backward_bf16(dgot, NULL, dout, (qkv_rows){.f32 = qkv}, B, T, D, H);
+    attention_backward_bf16(dgot, NULL, (attn_dout){.f32 = dout}, (qkv_rows){.f32 = qkv}, B, T, D, H);
     double max_rel, l2_rel, dmax_rel, dl2_rel;
     test_relative_errors(got, want, n_out, &max_rel, &l2_rel);
     test_relative_errors(dgot, dwant, n_qkv, &dmax_rel, &dl2_rel);
@@ -924,7 +926,7 @@ static void check_attention(const char *path, int T) {
     float *got16 = malloc(n_out * sizeof *got16), *dgot16 = malloc(n_qkv * sizeof *dgot16);
     for (int i = 0; i < n_qkv; i++) qkv16[i] = bf16_bits_from_float(qkv[i]);
     const int st = attention_forward_bf16(got16, NULL, 0, (qkv_rows){.b16 = qkv16}, B, T, D, H) |
-                   attention_backward_bf16(dgot16, NULL, dout, (qkv_rows){.b16 = qkv16}, B, T, D, H);
+                   attention_backward_bf16(dgot16, NULL, (attn_dout){.f32 = dout}, (qkv_rows){.b16 = qkv16}, B, T, D, H);
     CHECK(st == DIT_OK && !memcmp(got16, got, n_out * sizeof *got) && !memcmp(dgot16, dgot, n_qkv * sizeof *dgot),
           "%s attention T %d, head size %d, from bf16 qkv == from float32 qkv, bit for bit (forward, backward)", path, T,
           D / H);
@@ -941,21 +943,24 @@ static void check_attention_head_major(const char *path, int T, int D, int H) {
     float *stored = malloc(n_qkv * sizeof *stored), *out[2], *dqkv[2];
     ops_qkv_store(&ctx, stored, qkv, B, T, D, H);
     const qkv_rows from[2] = {{.f32 = qkv}, {.b16 = (const uint16_t *)(const void *)stored, .head_major = 1}};
+    float *dout_stored = malloc(n_out * sizeof *dout_stored);   // dout head by head too, as the model makes it
+    ops_attention_dout_store(&ctx, dout_stored, dout, B, T, D, H);
+    const attn_dout dout_from[2] = {{.f32 = dout}, {.b16 = (const uint16_t *)(const void *)dout_stored}};
     int st = ops_qkv_form(&ctx, T, D, H) == QKV_BF16_HEADS ? DIT_OK : DIT_ERR;
     for (int i = 0; i < 2; i++) {
         out[i] = malloc(n_out * sizeof(float)), dqkv[i] = malloc(n_qkv * sizeof(float));
         st |= attention_forward_bf16(out[i], NULL, 0, from[i], B, T, D, H);
-        st |= attention_backward_bf16(dqkv[i], NULL, dout, from[i], B, T, D, H);
+        st |= attention_backward_bf16(dqkv[i], NULL, dout_from[i], from[i], B, T, D, H);
     }
     op_operand op = {0};
     float *unused = malloc(n_out * sizeof *unused);
     st |= op_attention_operand(&ctx, &op, unused, stored, NULL, B, T, D, H);
     CHECK(st == DIT_OK && !memcmp(out[0], out[1], n_out * sizeof(float)) &&
           !memcmp(dqkv[0], dqkv[1], n_qkv * sizeof(float)) && op.b16 && operand_holds(op.b16, op.kp, out[0], B * T, D),
-          "%s attention (T %d, %d heads of %d) from qkv in bf16 head by head == from float32, bit for bit (forward, "
-          "its bf16 operand, backward)", path, T, H, D / H);
+          "%s attention (T %d, %d heads of %d) from qkv (and dout) in bf16 head by head == from float32, bit for bit "
+          "(forward, its bf16 operand, backward)", path, T, H, D / H);
     for (int i = 0; i < 2; i++) free(out[i]), free(dqkv[i]);
-    free(qkv), free(dout), free(stored), free(unused);
+    free(qkv), free(dout), free(stored), free(dout_stored), free(unused);
 }
 
 // 1 if b16 (a_layout_tiles(kp)) holds bf16(x (rows, D)) bit for bit, and zeros in columns D..kp.

@@ -227,7 +227,7 @@ static dit_status block_backward(dit_model *m, dit_train_activations *a, const d
 
     // x_mid = x_in + gate_msa * (proj(attention(qkv(h1))) + b);  h1 = modulate(norm1(x_in))
     gated_residual_backward(a->d_tmp, NULL, d_ada + 2 * D, a->d_res, s.proj, bp->proj_b, gate_msa, A, B, T, D);
-    DIT_TRY(op_linear_backward(ops, &bl->proj, a->d_attn, gp->proj_w, gp->proj_b, a->d_tmp, s.attn, BT));
+    DIT_TRY(op_attention_out_backward(ops, &bl->proj, a->d_attn, gp->proj_w, gp->proj_b, a->d_tmp, s.attn, B, T, H));
     DIT_TRY(op_attention_backward(ops, a->d_qkv, a->d_attn, s.qkv, a->scores, B, T, D, H));
     const modulated_rows h1 = {.x = s.x_in, .mean = s.mean1, .rstd = s.rstd1, .shift = shift_msa, .scale = scale_msa,
                                .row_stride = A, .B = B, .T = T, .D = D};

@@ -173,7 +173,7 @@ dit_status dit_ungated_block_backward(dit_model *m, dit_train_activations *a, co
     }
 
     // x_mid = x_in + proj(attention(qkv(h1))) + b;  h1 = norm1(x_in)
-    DIT_TRY(op_linear_backward(ops, &bl->proj, a->d_attn, gp->proj_w, gp->proj_b, a->d_res, s.attn, BT));
+    DIT_TRY(op_attention_out_backward(ops, &bl->proj, a->d_attn, gp->proj_w, gp->proj_b, a->d_res, s.attn, B, T, H));
     DIT_TRY(op_attention_backward(ops, a->d_qkv, a->d_attn, s.qkv, a->scores, B, T, D, H));
     norm_forward(a->h, NULL, NULL, s.x_in, &norm1, B, T, D);
     DIT_TRY(op_linear_backward(ops, &bl->qkv, a->d_h, gp->qkv_w, gp->qkv_b, a->d_qkv, a->h, BT));

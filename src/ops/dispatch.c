@@ -232,7 +232,8 @@ static dit_status backward_products(const ops_context *ctx, linear_layer *L, flo
         DIT_TRY(bf16_both_reserve(&pending_dout, M, K));
         ep.both = &pending_dout;
     }
-    DIT_TRY(gemm_bf16_a16(dinp, K, rows16, &as_rows, wt, M, dinp_ep ? &ep : NULL));   // make_pending implies dinp_ep
+    // make_pending implies dinp_ep; with out16 (d attn head by head) the float32 dinp is not written
+    DIT_TRY(gemm_bf16_a16(ep.out16 ? NULL : dinp, K, rows16, &as_rows, wt, M, dinp_ep ? &ep : NULL));
     if (make_pending) {
         bf16_both_finish(&pending_dout, dinp);
         pending_dout_of = dinp;
@@ -372,6 +373,38 @@ void ops_qkv_store(const ops_context *ctx, float *qkv, const float *values, int 
     }
 }
 
+// d attn head by head: where qkv is (both need whole 32 x 32 blocks inside one head)
+static attn_dout dout_as_written(const ops_context *ctx, const float *d_attn, int T, int D, int H) {
+    if (ops_qkv_form(ctx, T, D, H) == QKV_BF16_HEADS) return (attn_dout){.b16 = (const uint16_t *)(const void *)d_attn};
+    return (attn_dout){.f32 = d_attn};
+}
+
+dit_status op_attention_out_backward(const ops_context *ctx, linear_layer *L, float *d_attn, float *dweight,
+                                     float *dbias, const float *dout, const float *attn, int B, int T, int H) {
+    const int D = L->K;
+    if (!dout_as_written(ctx, d_attn, T, D, H).b16) return op_linear_backward(ctx, L, d_attn, dweight, dbias, dout, attn, B * T);
+    DIT_TRY(bf16_pack(&backward_act, attn, D, B * T, 1, D));   // dweight's B[k, m] = attn[m, k]
+    const a_layout unused = a_layout_rows(D);
+    const gemm_epilogue heads = {.out16 = (uint16_t *)(void *)d_attn, .out16_layout = &unused, .head_major_T = T,
+                                 .head_major_hd = D / H, .head_major_groups = H};
+    return backward_products(ctx, L, d_attn, dweight, dbias, dout, B * T, &heads, 0);
+}
+
+void ops_attention_dout_store(const ops_context *ctx, float *d_attn, const float *values, int B, int T, int D, int H) {
+    const int64_t n = (int64_t)B * T * D;
+    if (!dout_as_written(ctx, d_attn, T, D, H).b16) {
+        memcpy(d_attn, values, (size_t)n * sizeof(float));
+        return;
+    }
+    uint16_t *b16 = (uint16_t *)(void *)d_attn;
+    const int hd = D / H;
+    for (int64_t i = 0; i < n; i++) {
+        const int64_t m = i / D;
+        const int col = (int)(i % D), b = (int)(m / T), t = (int)(m % T);
+        b16[(((int64_t)b * H + col / hd) * T + t) * hd + col % hd] = bf16_bits_from_float(values[i]);
+    }
+}
+
 dit_status op_attention(const ops_context *ctx, float *out, const float *qkv, float *scratch, int B, int T, int D,
                         int H) {
     if (ctx->precision == OPS_BF16) return attention_forward_bf16(out, NULL, 0, qkv_as_written(ctx, qkv, T, D, H), B, T, D, H);
@@ -398,12 +431,14 @@ dit_status op_attention_backward(const ops_context *ctx, float *dqkv, const floa
         own_scratch();
         pending_dout_of = NULL;
         DIT_TRY(bf16_both_reserve(&pending_dout, B * T, 3 * D));
-        DIT_TRY(attention_backward_bf16(dqkv, &pending_dout, dout, qkv_as_written(ctx, qkv, T, D, H), B, T, D, H));
+        DIT_TRY(attention_backward_bf16(dqkv, &pending_dout, dout_as_written(ctx, dout, T, D, H),
+                                        qkv_as_written(ctx, qkv, T, D, H), B, T, D, H));
         pending_dout_of = dqkv;
         return DIT_OK;
     }
     if (ctx->precision == OPS_BF16)
-        return attention_backward_bf16(dqkv, NULL, dout, qkv_as_written(ctx, qkv, T, D, H), B, T, D, H);
+        return attention_backward_bf16(dqkv, NULL, dout_as_written(ctx, dout, T, D, H), qkv_as_written(ctx, qkv, T, D, H),
+                                       B, T, D, H);
     attention_backward(dqkv, dout, qkv, scratch, B, T, D, H);
     return DIT_OK;
 }

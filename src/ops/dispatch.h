@@ -127,6 +127,15 @@ void ops_qkv_bf16(int on);
 // values (B T, 3D floats) stored into qkv in op_qkv's form (tests and benchmarks).
 void ops_qkv_store(const ops_context *ctx, float *qkv, const float *values, int B, int T, int D, int H);
 
+// The backward of the attention's output projection (op_linear_backward of L, (D, D), input attn (B T, D)),
+// with d attn written in the form op_attention_backward reads its dout: float32, or on the bf16 path where qkv
+// is head by head (QKV_BF16_HEADS), in bf16 head by head in the first half of the buffer (the attention
+// backward reads it only rounded to bf16: the same results, bit for bit).
+dit_status op_attention_out_backward(const ops_context *ctx, linear_layer *L, float *d_attn, float *dweight,
+                                     float *dbias, const float *dout, const float *attn, int B, int T, int H);
+// d_attn (B T, D floats) stored in op_attention_out_backward's form (tests).
+void ops_attention_dout_store(const ops_context *ctx, float *d_attn, const float *values, int B, int T, int D, int H);
+
 // Multi-head self-attention (ops.h attention_forward) of qkv as op_qkv left it; scratch as
 // attention_scratch_floats (fp32 path only).
 dit_status op_attention(const ops_context *ctx, float *out, const float *qkv, float *scratch, int B, int T, int D,
@@ -136,7 +145,8 @@ dit_status op_attention(const ops_context *ctx, float *out, const float *qkv, fl
 // thread, with out untouched (where the head size is a multiple of 8; else out, written).
 dit_status op_attention_operand(const ops_context *ctx, op_operand *out_op, float *out, const float *qkv,
                                 float *scratch, int B, int T, int D, int H);
-// The backward (dqkv overwritten). With the fused dout (ops_fuse_backward_dout) on the bf16 path, where
+// The backward (dqkv overwritten), of qkv as op_qkv left it and dout as op_attention_out_backward did. With the
+// fused dout (ops_fuse_backward_dout) on the bf16 path, where
 // attention_backward_fills_both, dqkv is made as the next linear backward's bf16 operands instead (that backward,
 // on this thread, must be the one whose dout is dqkv) and not written in float32.
 dit_status op_attention_backward(const ops_context *ctx, float *dqkv, const float *dout, const float *qkv,
@@ -204,8 +214,14 @@ dit_status attention_forward_bf16(float *out, uint16_t *out16, int kp, qkv_rows 
 // With both (bf16_both_reserve'd for B T x 3D), dqkv is not written: its values go straight into both, as
 // bf16_convert_both(dqkv) would make them (the qkv linear backward's operands and column sums); only when
 // attention_backward_fills_both (every 16 x 16 block of dqkv lies in one head, and no padding).
-dit_status attention_backward_bf16(float *dqkv, bf16_both *both, const float *dout, qkv_rows qkv, int B, int T,
-                                   int D, int H);
+// dout: the gradient of the output, (B T, D) row-major in float32 (f32), or in bf16 head by head (b16: head h
+// of sample b at (b H + h) T hd, rows hd apart), as op_attention_out_backward makes it; only read rounded to bf16.
+typedef struct {
+    const float *f32;
+    const uint16_t *b16;
+} attn_dout;
+dit_status attention_backward_bf16(float *dqkv, bf16_both *both, attn_dout dout, qkv_rows qkv, int B, int T, int D,
+                                   int H);
 int attention_backward_fills_both(int B, int T, int D, int H);
 
 #endif

@@ -292,22 +292,24 @@ dit_status attention_forward_bf16(float *out, uint16_t *out16, int kp, qkv_rows 
 // in block order). Per block: S = q k^T, P = softmax(scale S), dP = dout v^T, dS = scale P * (dP - rowsum(P *
 // dP)) in float32; P^T, dS and dS^T rounded to bf16 once each as the left operands of dv (+)= P^T dout,
 // dq = dS k and dk (+)= dS^T q.
-static dit_status attention_backward_head(float *dqkv, bf16_both *both, const float *dout, qkv_rows qkv, int i,
+static dit_status attention_backward_head(float *dqkv, bf16_both *both, attn_dout dout, qkv_rows qkv, int i,
                                           int run, int B, int T, int D, int H, float scale) {
     const int b = i / H, h = i % H;
     const int hd = D / H, ld = 3 * D, QB = query_block_rows(T);
     DIT_TRY(ensure_workspace(T, hd, 1));
     const head_part k = part_of(qkv, b, h, 1, 0, T, D, H), v = part_of(qkv, b, h, 2, 0, T, D, H);
-    const float *dout_h = dout + (int64_t)b * T * D + h * hd;
+    // the head's dout: rows D apart in float32, or its own hd-wide rows in bf16
+    const head_part dout_h = dout.f32 ? (head_part){.f32 = dout.f32 + (int64_t)b * T * D + h * hd, .ld = D}
+                                      : (head_part){.b16 = dout.b16 + ((int64_t)b * H + h) * T * hd, .ld = hd};
     // the products write the head's gradients into ws.grads, which stays in cache; they go to dqkv at the end
     float *dq = ws.grads, *dk = dq + hd, *dv = dq + 2 * hd;
     const int lg = 3 * hd;
     head_to16(ws.q16, part_of(qkv, b, h, 0, 0, T, D, H), T, hd);
-    head_to16(ws.dout16, (head_part){.f32 = dout_h, .ld = D}, T, hd);
+    head_to16(ws.dout16, dout_h, T, hd);
     DIT_TRY(pack_part(&ws.k, k, T, hd, 1));    // scores: B[j, d] = k[j, d]
     DIT_TRY(pack_part(&ws.v, v, T, hd, 1));    // dP:     B[j, d] = v[j, d]
     DIT_TRY(pack_part(&ws.kt, k, hd, T, 0));   // dq:     B[d, j] = k[j, d]
-    prefetch_next_head(qkv, dout, i, run, B, T, D, H);
+    prefetch_next_head(qkv, dout.f32, i, run, B, T, D, H);
     const int Tp = round32(T);
     const a_layout head_layout = a_layout_tiles(round32(hd)), rows_layout = a_layout_tiles(Tp);
     for (int q0 = 0; q0 < T; q0 += QB) {
@@ -324,7 +326,10 @@ static dit_status attention_backward_head(float *dqkv, bf16_both *both, const fl
         bf16_convert_serial(dS, T, rows, T, rows_p, Tp, ws.ds16, &rows_layout, ws.dst16, &cols_layout);
         const gemm_epilogue sum_blocks = {.accumulate = q0 > 0};
         // dv (T, hd) (+)= P^T (T, rows) @ dout_blk (rows, hd): B[d, r] = dout_blk[r, d]
-        DIT_TRY(bf16_pack(&ws.dout, dout_h + (int64_t)q0 * D, hd, rows, 1, D));
+        head_part dout_blk = dout_h;
+        if (dout_blk.f32) dout_blk.f32 += (int64_t)q0 * dout_blk.ld;
+        else dout_blk.b16 += (int64_t)q0 * dout_blk.ld;
+        DIT_TRY(pack_part(&ws.dout, dout_blk, hd, rows, 0));
         DIT_TRY(gemm_bf16_a16_serial(dv, lg, ws.p16, &cols_layout, &ws.dout, T, &sum_blocks));
         // dq rows (rows, hd) = dS (rows, T) @ k (T, hd)
         DIT_TRY(gemm_bf16_a16_serial(dq + (int64_t)q0 * lg, lg, ws.ds16, &rows_layout, &ws.kt, rows, NULL));
@@ -373,9 +378,9 @@ int attention_backward_fills_both(int B, int T, int D, int H) {
 
 // As attention_backward (ops/cpu/attention.c): dv = P^T dout, dP = dout v^T, dS = P * (dP - rowsum(P * dP)),
 // dq = scale dS k, dk = scale dS^T q; the five products on the bf16 path.
-dit_status attention_backward_bf16(float *dqkv, bf16_both *both, const float *dout, qkv_rows qkv, int B, int T,
-                                   int D, int H) {
-    DIT_CHECK(!qkv.f32 != !qkv.b16);
+dit_status attention_backward_bf16(float *dqkv, bf16_both *both, attn_dout dout, qkv_rows qkv, int B, int T, int D,
+                                   int H) {
+    DIT_CHECK(!qkv.f32 != !qkv.b16 && !dout.f32 != !dout.b16);
     DIT_CHECK(!both || (attention_backward_fills_both(B, T, D, H) && both->M == B * T && both->N == 3 * D));
     const float scale = 1.0f / sqrtf((float)(D / H));
     int failed = 0;
