@@ -34,24 +34,31 @@ static inline __m512 sigmoid512(__m512 x) {
     return reciprocal512(_mm512_add_ps(_mm512_set1_ps(1.0f), fast_exp512(_mm512_sub_ps(_mm512_setzero_ps(), x))));
 }
 
-// gelu_tanh(v) = v * sigmoid(2u), u = sqrt(2/pi) (v + 0.044715 v^3), as elementwise.c computes it (which
-// divides where this multiplies by a reciprocal: a lane may differ in the last bit or two).
-static inline __m512 gelu_tanh512(__m512 v) {
+// 2u = 2 sqrt(2/pi) (v + 0.044715 v^3): GELU-tanh's sigmoid argument, one way for the value and the slope.
+static inline __m512 gelu_two_u512(__m512 v) {
     const __m512 v3 = _mm512_mul_ps(_mm512_mul_ps(v, v), v);
-    const __m512 two_u = _mm512_mul_ps(_mm512_set1_ps(2.0f * 0.7978845608028654f),
-                                       _mm512_fmadd_ps(_mm512_set1_ps(0.044715f), v3, v));
-    return _mm512_mul_ps(v, sigmoid512(two_u));
+    return _mm512_mul_ps(_mm512_set1_ps(2.0f * 0.7978845608028654f), _mm512_fmadd_ps(_mm512_set1_ps(0.044715f), v3, v));
 }
 
-// d gelu_tanh / dv = s + v s (1 - s) 2 sqrt(2/pi) (1 + 3 * 0.044715 v^2), s = sigmoid(2u): the slope
+// gelu_tanh(v) = v * sigmoid(2u), as elementwise.c computes it (which divides where this multiplies by a
+// reciprocal: a lane may differ in the last bit or two).
+static inline __m512 gelu_tanh512(__m512 v) { return _mm512_mul_ps(v, sigmoid512(gelu_two_u512(v))); }
+
+// d gelu_tanh / dv = s + v s (1 - s) 2 sqrt(2/pi) (1 + 3 * 0.044715 v^2), given s = sigmoid(2u): the slope
 // elementwise.c's gelu_tanh_backward multiplies by.
-static inline __m512 gelu_tanh_grad512(__m512 v) {
+static inline __m512 gelu_tanh_slope512(__m512 v, __m512 s) {
     const __m512 one = _mm512_set1_ps(1.0f), k = _mm512_set1_ps(2.0f * 0.7978845608028654f);
-    const __m512 v2 = _mm512_mul_ps(v, v);
-    const __m512 two_u = _mm512_mul_ps(k, _mm512_fmadd_ps(_mm512_mul_ps(_mm512_set1_ps(0.044715f), v2), v, v));
-    const __m512 s = sigmoid512(two_u);
-    const __m512 dtwo_u = _mm512_mul_ps(k, _mm512_fmadd_ps(_mm512_set1_ps(3.0f * 0.044715f), v2, one));
+    const __m512 dtwo_u = _mm512_mul_ps(k, _mm512_fmadd_ps(_mm512_set1_ps(3.0f * 0.044715f), _mm512_mul_ps(v, v), one));
     return _mm512_fmadd_ps(_mm512_mul_ps(_mm512_mul_ps(v, s), _mm512_sub_ps(one, s)), dtwo_u, s);
+}
+
+static inline __m512 gelu_tanh_grad512(__m512 v) { return gelu_tanh_slope512(v, sigmoid512(gelu_two_u512(v))); }
+
+// Both from one sigmoid: returns gelu_tanh_grad512(v), *value = gelu_tanh512(v), the same bits as each alone.
+static inline __m512 gelu_tanh_grad_value512(__m512 v, __m512 *value) {
+    const __m512 s = sigmoid512(gelu_two_u512(v));
+    *value = _mm512_mul_ps(v, s);
+    return gelu_tanh_slope512(v, s);
 }
 
 #endif

@@ -381,12 +381,17 @@ static int epilogue_full_block(float *out, int64_t ldo, const float *C, int m0, 
         const float *x = ep->gelu_grad_of + (int64_t)m0 * ldo + n0;
         float *o = out + (int64_t)m0 * ldo + n0;
         bf16_both *b = ep->both;
-        __m512 v[32][2];
+        __m512 v[32][2], act[32][2];   // act: gelu_tanh(x), from the slope's sigmoid (gelu_act)
         for (int r = 0; r < 32; r++, x += ldo, o += ldo) {
             const __m512 lo = _mm512_add_ps(_mm512_mul_ps(scale, _mm512_load_ps(C + r * 32)), bias0);
             const __m512 hi = _mm512_add_ps(_mm512_mul_ps(scale, _mm512_load_ps(C + r * 32 + 16)), bias1);
-            v[r][0] = _mm512_mul_ps(lo, gelu_tanh_grad512(_mm512_loadu_ps(x)));
-            v[r][1] = _mm512_mul_ps(hi, gelu_tanh_grad512(_mm512_loadu_ps(x + 16)));
+            if (ep->gelu_act) {
+                v[r][0] = _mm512_mul_ps(lo, gelu_tanh_grad_value512(_mm512_loadu_ps(x), &act[r][0]));
+                v[r][1] = _mm512_mul_ps(hi, gelu_tanh_grad_value512(_mm512_loadu_ps(x + 16), &act[r][1]));
+            } else {
+                v[r][0] = _mm512_mul_ps(lo, gelu_tanh_grad512(_mm512_loadu_ps(x)));
+                v[r][1] = _mm512_mul_ps(hi, gelu_tanh_grad512(_mm512_loadu_ps(x + 16)));
+            }
             if (!b) {   // with both, the block goes only there (gemm_epilogue.both)
                 _mm512_storeu_ps(o, v[r][0]);
                 _mm512_storeu_ps(o + 16, v[r][1]);
@@ -397,13 +402,11 @@ static int epilogue_full_block(float *out, int64_t ldo, const float *C, int m0, 
             float *sums = b->chunk_sums + (int64_t)(m0 / 16) * b->Np + n0;
             convert_32x32_streamed(v, b->rows16, &at_rows, b->cols16, &at_cols, m0, n0, sums, sums + b->Np);
         }
-        if (ep->gelu_act) {   // gelu_tanh(x) of the block (its rows in L1 now) into the packed B[n, m]
-            const bf16_packed *act = ep->gelu_act;
-            const float *xb = ep->gelu_grad_of + (int64_t)m0 * ldo + n0;
+        if (ep->gelu_act) {   // gelu_tanh(x) of the block into the packed B[n, m]
+            const bf16_packed *packed = ep->gelu_act;
             for (int r = 0; r < 32; r += 2)
-                for (int c = 0; c < 32; c += 16)
-                    store_pair_row(act->data, act->Kp / 32, n0 + c, m0 + r, gelu_tanh512(_mm512_loadu_ps(xb + r * ldo + c)),
-                                   gelu_tanh512(_mm512_loadu_ps(xb + (r + 1) * ldo + c)));
+                for (int c = 0; c < 2; c++)
+                    store_pair_row(packed->data, packed->Kp / 32, n0 + 16 * c, m0 + r, act[r][c], act[r + 1][c]);
         }
         return 1;
     }
