@@ -316,14 +316,21 @@ static void check_gradients(const char *path, int input_size) {
     float *out = malloc((size_t)B * OUT * S * S * sizeof *out);
     float *g32 = calloc(m->total_floats, sizeof *g32), *g16 = calloc(m->total_floats, sizeof *g16);
     float *g16_f32_qkv = calloc(m->total_floats, sizeof *g16_f32_qkv), *out16 = malloc((size_t)B * OUT * S * S * sizeof *out);
+    float *g16_repacked = calloc(m->total_floats, sizeof *g16_repacked);
     dit_train_activations *a = dit_train_activations_create(m, B);
-    for (int pass = 0; pass < 3; pass++) {   // fp32; bf16; bf16 with qkv kept in float32
+    // fp32; bf16; bf16 with qkv kept in float32; bf16 with the forward's W^T packs dropped (the weights' version
+    // bumped between forward and backward, so the backward packs W^T itself, from float32)
+    for (int pass = 0; pass < 4; pass++) {
         dit_model_set_precision(m, pass ? DIT_PRECISION_BF16 : DIT_PRECISION_FP32);
         ops_qkv_bf16(pass != 2);
         DIT_CHECK(dit_forward_train(m, a, x, t, y, pass == 1 ? out16 : out) == DIT_OK);
-        dit_backward(m, a, pass == 1 ? out16 : out, pass == 0 ? g32 : pass == 1 ? g16 : g16_f32_qkv);
+        if (pass == 3) dit_model_weights_changed(m);
+        float *grads[] = {g32, g16, g16_f32_qkv, g16_repacked};
+        dit_backward(m, a, pass == 1 ? out16 : out, grads[pass]);
     }
     ops_qkv_bf16(1);
+    CHECK(!memcmp(g16, g16_repacked, m->total_floats * sizeof *g16), "%s bf16 gradients with W^T packed by the "
+          "forward (one read of each weight) == packed by the backward, bit for bit", path);
     const int T = dit_config_tokens(&cfg);
     const qkv_form form = ops_qkv_form(&m->ops, T, cfg.hidden_size, cfg.num_heads);
     CHECK(form != QKV_F32 && !memcmp(out, out16, (size_t)B * OUT * S * S * sizeof *out) &&
@@ -343,7 +350,7 @@ static void check_gradients(const char *path, int input_size) {
     CHECK(l2_rel <= 3e-2 && worst_l2 <= 3e-2, "%s bf16 gradients (T %d) vs fp32: relative L2 %.2e over all parameters, "
           "worst tensor %s %.2e (bound 3e-2)", path, T, l2_rel, worst, worst_l2);
     dit_train_activations_free(a);
-    free(x); free(out); free(out16); free(g32); free(g16); free(g16_f32_qkv);
+    free(x); free(out); free(out16); free(g32); free(g16); free(g16_f32_qkv); free(g16_repacked);
     dit_model_free(m);
 }
 
@@ -934,6 +941,20 @@ static void check_attention(const char *path, int T) {
     free(qkv), free(dout), free(want), free(got), free(dwant), free(dgot), free(scratch);
 }
 
+// bf16_pack_both == bf16_pack of W and of W^T, bit for bit, awkward shapes (rows and columns past the tiles).
+static void check_pack_both(const char *path, int N, int K) {
+    float *w = test_random_floats(&rng_state, (size_t)N * K, 1.0f);
+    bf16_packed a = {0}, at = {0}, b = {0}, bt = {0};
+    int ok = bf16_pack_both(&a, &at, w, N, K) == DIT_OK && bf16_pack(&b, w, N, K, K, 1) == DIT_OK &&
+             bf16_pack(&bt, w, K, N, 1, K) == DIT_OK;
+    ok = ok && a.Np == b.Np && a.Kp == b.Kp && at.Np == bt.Np && at.Kp == bt.Kp &&
+         !memcmp(a.data, b.data, (size_t)a.Np * a.Kp * sizeof(uint16_t)) &&
+         !memcmp(at.data, bt.data, (size_t)at.Np * at.Kp * sizeof(uint16_t));
+    CHECK(ok, "%s bf16_pack_both (%d x %d) == bf16_pack of W and of W^T, bit for bit", path, N, K);
+    bf16_packed_free(&a), bf16_packed_free(&at), bf16_packed_free(&b), bf16_packed_free(&bt);
+    free(w);
+}
+
 // qkv stored head by head in bf16 (op_qkv's form where T and the head size are multiples of 32): attention
 // forward (float32 output and bf16 operand) and backward the same bits as from the float32 qkv.
 static void check_attention_head_major(const char *path, int T, int D, int H) {
@@ -1074,6 +1095,9 @@ void test_bf16(void) {
         check_attention_operand(name, 37, 144, 2);
         check_attention_operand(name, 45, 60, 3);
         check_attention_operand(name, 64, 128, 2);   // heads of 64: every block a whole 32-column run
+        check_pack_both(name, 45, 83);
+        check_pack_both(name, 1, 33);
+        check_pack_both(name, 384, 1152);
         check_attention_head_major(name, 64, 64, 2);
         check_attention_head_major(name, 96, 384, 6);
         test_rounding();

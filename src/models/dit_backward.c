@@ -165,7 +165,10 @@ dit_status dit_forward_train(dit_model *m, dit_train_activations *a, const float
         .final_mean = a->ln_mean + 2 * L * BT, .final_rstd = a->ln_rstd + 2 * L * BT, .final_tokens = a->d_tmp,
         .context = a->context,
     };
-    return dit_forward_walk(m, &plan, x, t, y, B, out);
+    m->ops.pack_transposed = 1;   // the backward's W^T packs made with the forward's W packs
+    const dit_status st = dit_forward_walk(m, &plan, x, t, y, B, out);
+    m->ops.pack_transposed = 0;
+    return st;
 }
 
 // ---- backward -----------------------------------------------------------------------------------

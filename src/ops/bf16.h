@@ -24,6 +24,9 @@ typedef struct {
 // stride_k = 1; a weight used transposed: stride_n = 1, stride_k = N). Grows dst->data as needed; out of
 // memory leaves dst empty and returns DIT_ERR.
 dit_status bf16_pack(bf16_packed *dst, const float *src, int N, int K, int64_t stride_n, int64_t stride_k);
+// bf16_pack(w, W, N, K, K, 1) and bf16_pack(wt, W, K, N, 1, K) (a weight and its transpose: a linear layer's
+// forward and backward operands) from one read of W; the same bits as the two calls.
+dit_status bf16_pack_both(bf16_packed *w, bf16_packed *wt, const float *W, int N, int K);
 // bf16_pack of a source already in bf16 (the same bits as bf16_pack of its values widened to float32), with
 // stride_k == 1 or stride_n == 1; serial (for operands one thread packs, attention's heads).
 dit_status bf16_pack16(bf16_packed *dst, const uint16_t *src, int N, int K, int64_t stride_n, int64_t stride_k);

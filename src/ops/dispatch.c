@@ -20,12 +20,18 @@ void linear_layer_init(linear_layer *L, const float *weight, const float *bias, 
 
 void linear_layer_free(linear_layer *L) {
     bf16_packed_free(&L->bf16);
+    bf16_packed_free(&L->bf16_t);
     memset(L, 0, sizeof *L);
 }
 
 static const bf16_packed *prepared_bf16(const ops_context *ctx, linear_layer *L) {
     if (L->bf16_version != ctx->weights_version || !L->bf16.data) {
-        if (bf16_pack(&L->bf16, L->weight, L->N, L->K, L->K, 1) != DIT_OK) return NULL;
+        if (ctx->pack_transposed) {
+            if (bf16_pack_both(&L->bf16, &L->bf16_t, L->weight, L->N, L->K) != DIT_OK) return NULL;
+            L->bf16_t_version = ctx->weights_version;
+        } else if (bf16_pack(&L->bf16, L->weight, L->N, L->K, L->K, 1) != DIT_OK) {
+            return NULL;
+        }
         L->bf16_version = ctx->weights_version;
     }
     return &L->bf16;
@@ -224,7 +230,8 @@ static dit_status backward_products(const ops_context *ctx, linear_layer *L, flo
     } else {
         DIT_TRY(bf16_convert_both(dout, M, N, &rows16, &cols16, dbias));
     }
-    DIT_TRY(bf16_pack(wt, L->weight, K, N, 1, K));
+    if (L->bf16_t.data && L->bf16_t_version == ctx->weights_version) wt = &L->bf16_t;   // made by the forward
+    else DIT_TRY(bf16_pack(wt, L->weight, K, N, 1, K));
     const a_layout as_rows = a_layout_tiles(wt->Kp), as_cols = a_layout_tiles(act->Kp);
     gemm_epilogue ep = dinp_ep ? *dinp_ep : (gemm_epilogue){0};
     if (make_pending) {   // (rows16 / cols16 are not pending_dout's: it is not taken when it is to be remade)

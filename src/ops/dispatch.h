@@ -23,6 +23,9 @@ typedef struct {
     // The linear backwards write dweight instead of adding to it (dbias is still added to): a training step
     // whose weight gradients hold nothing yet need not zero them, and the products read nothing.
     int fresh_weight_grads;
+    // Training's forward: the bf16 path packs each weight's transpose too (linear_layer.bf16_t), from the same
+    // read of the weight, for the backward that follows.
+    int pack_transposed;
 } ops_context;
 
 // A dense layer (PyTorch nn.Linear): views of the float32 master weights and the back-end's prepared copy.
@@ -31,6 +34,8 @@ typedef struct {
     int N, K;
     bf16_packed bf16;             // packed bf16 weight, valid when bf16_version == the context's version
     uint64_t bf16_version;
+    bf16_packed bf16_t;           // packed bf16 W^T (the backward's dinp operand), valid when bf16_t_version is
+    uint64_t bf16_t_version;
 } linear_layer;
 
 void linear_layer_init(linear_layer *L, const float *weight, const float *bias, int N, int K);

@@ -50,6 +50,40 @@ static void pack_rows_along_k(uint16_t *d, int KB, const float *src, int N, int 
     }
 }
 
+// pack_rows_along_k of rows n0 .. n0 + 15 of W (N, K) into w, and the same values into wt as the pack of W^T
+// (B'[k, n] = W[n, k]: K' = N, pairs of W's rows interleaved), from one read of W.
+static void pack_rows_both(uint16_t *w, uint16_t *wt, int KB, int KBt, const float *src, int N, int K, int n0) {
+    for (int kb = 0; kb < KB; kb++) {
+        const int k0 = kb * 32, left = K - k0;
+        const __mmask16 m_lo = mask16(left), m_hi = mask16(left - 16);
+        __m512 lo[16], hi[16], pairs[16];
+        for (int i = 0; i < 16; i++) {
+            const float *row = src + (int64_t)(n0 + i) * K + k0;
+            const int inside = n0 + i < N;
+            lo[i] = inside ? _mm512_maskz_loadu_ps(m_lo, row) : _mm512_setzero_ps();
+            hi[i] = inside ? _mm512_maskz_loadu_ps(m_hi, row + 16) : _mm512_setzero_ps();
+            pairs[i] = (__m512)_mm512_cvtne2ps_pbh(hi[i], lo[i]);
+        }
+        for (int j = 0; j < 16; j += 2) {   // W^T: rows n0 + j, n0 + j + 1 are K' pair (n0 + j) of columns k0..
+            store_pair_row(wt, KBt, k0, n0 + j, lo[j], lo[j + 1]);
+            store_pair_row(wt, KBt, k0 + 16, n0 + j, hi[j], hi[j + 1]);
+        }
+        transpose_16x16(pairs);
+        uint16_t *half = w + packed_index(KB, n0, k0);
+        for (int p = 0; p < 16; p++) _mm512_storeu_si512(half + p * 32, (__m512i)pairs[p]);
+    }
+}
+
+dit_status bf16_pack_both(bf16_packed *w, bf16_packed *wt, const float *W, int N, int K) {
+    DIT_TRY(bf16_packed_reserve(w, N, K));
+    DIT_TRY(bf16_packed_reserve(wt, K, N));
+    DIT_CHECK(w->Np == wt->Kp && w->Kp == wt->Np);
+    const int big = (int64_t)N * K > (1 << 16);
+    #pragma omp parallel for schedule(guided) if (big)
+    for (int n0 = 0; n0 < w->Np; n0 += 16) pack_rows_both(w->data, wt->data, w->Kp / 32, wt->Kp / 32, W, N, K, n0);
+    return DIT_OK;
+}
+
 // Source rows contiguous along N (a weight used transposed, or V): per K pair, 16 columns of rows k and k + 1
 // are interleaved into one 64-byte pair row; with gelu, of gelu_tanh(source).
 static void pack_rows_along_n(uint16_t *d, int KB, int Np, const float *src, int N, int K, int64_t stride_k, int k,
