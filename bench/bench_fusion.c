@@ -47,7 +47,7 @@ static double run(const ops_context *ops, block *b, int fused) {
     } else {
         op_layernorm_modulate(ops, b->h, NULL, NULL, b->x, b->ada, b->ada + D, A, B, b->T, D);
         st |= op_qkv(ops, &b->qkv, b->qkv_out, &(op_operand){.f32 = b->h}, B, b->T, b->H, 0, 0);
-        st |= op_attention(ops, b->attn, b->qkv_out, NULL, B, b->T, D, b->H);
+        st |= op_attention(ops, b->attn, b->qkv_out, NULL, NULL, B, b->T, D, b->H);
         st |= op_linear(ops, &b->proj, b->x, b->attn, M, 0, &msa);
         op_layernorm_modulate(ops, b->h, NULL, NULL, b->x, b->ada + 3 * D, b->ada + 4 * D, A, B, b->T, D);
         st |= op_linear(ops, &b->fc1, b->mlp, b->h, M, 0, &gelu);

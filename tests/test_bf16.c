@@ -478,7 +478,7 @@ static void check_attention_backward_fused(const char *path, int T) {
         for (int i = 0; i < 4; i++) out[fused][i] = calloc(sizes[i], sizeof(float));
         for (size_t i = 0; i < sizes[0]; i++) out[fused][0][i] = 7.0f;
         ops_fuse_backward_dout(fused);
-        ok &= op_attention_backward(&bf16, out[fused][0], dout_stored, stored, NULL, B, T, D, H) == DIT_OK;
+        ok &= op_attention_backward(&bf16, out[fused][0], dout_stored, stored, NULL, NULL, B, T, D, H) == DIT_OK;
         ok &= op_linear_backward(&bf16, &L, out[fused][1], out[fused][2], out[fused][3], out[fused][0], x, BT) == DIT_OK;
     }
     ops_fuse_backward_dout(1);
@@ -920,9 +920,10 @@ static void check_attention(const char *path, int T) {
     for (int i = 0; i < n_qkv; i++) qkv[i] = (float)(((int64_t)i * 7919) % 1001) / 250.0f - 2.0f;
     for (int i = 0; i < n_out; i++) dout[i] = (float)(((int64_t)i * 104729) % 999) / 500.0f - 1.0f;
     attention_forward(want, qkv, scratch, B, T, D, H);
-    attention_forward_bf16(got, NULL, 0, (qkv_rows){.f32 = qkv}, B, T, D, H);
+    float *stats = malloc((size_t)B * H * T * 2 * sizeof *stats);   // the softmax rows' max and 1 / sum
+    attention_forward_bf16(got, NULL, 0, (qkv_rows){.f32 = qkv}, stats, B, T, D, H);
     attention_backward(dwant, dout, qkv, scratch, B, T, D, H);
-    attention_backward_bf16(dgot, NULL, (attn_dout){.f32 = dout}, (qkv_rows){.f32 = qkv}, B, T, D, H);
+    attention_backward_bf16(dgot, NULL, (attn_dout){.f32 = dout}, (qkv_rows){.f32 = qkv}, NULL, B, T, D, H);
     double max_rel, l2_rel, dmax_rel, dl2_rel;
     test_relative_errors(got, want, n_out, &max_rel, &l2_rel);
     test_relative_errors(dgot, dwant, n_qkv, &dmax_rel, &dl2_rel);
@@ -932,11 +933,16 @@ static void check_attention(const char *path, int T) {
     uint16_t *qkv16 = malloc(n_qkv * sizeof *qkv16);
     float *got16 = malloc(n_out * sizeof *got16), *dgot16 = malloc(n_qkv * sizeof *dgot16);
     for (int i = 0; i < n_qkv; i++) qkv16[i] = bf16_bits_from_float(qkv[i]);
-    const int st = attention_forward_bf16(got16, NULL, 0, (qkv_rows){.b16 = qkv16}, B, T, D, H) |
-                   attention_backward_bf16(dgot16, NULL, (attn_dout){.f32 = dout}, (qkv_rows){.b16 = qkv16}, B, T, D, H);
+    const int st = attention_forward_bf16(got16, NULL, 0, (qkv_rows){.b16 = qkv16}, NULL, B, T, D, H) |
+                   attention_backward_bf16(dgot16, NULL, (attn_dout){.f32 = dout}, (qkv_rows){.b16 = qkv16}, NULL, B, T, D, H);
     CHECK(st == DIT_OK && !memcmp(got16, got, n_out * sizeof *got) && !memcmp(dgot16, dgot, n_qkv * sizeof *dgot),
           "%s attention T %d, head size %d, from bf16 qkv == from float32 qkv, bit for bit (forward, backward)", path, T,
           D / H);
+    // the backward's P from the forward's softmax statistics == recomputed from scratch, bit for bit
+    const int st2 = attention_backward_bf16(dgot16, NULL, (attn_dout){.f32 = dout}, (qkv_rows){.f32 = qkv}, stats, B, T, D, H);
+    CHECK(st2 == DIT_OK && !memcmp(dgot16, dgot, n_qkv * sizeof *dgot), "%s attention T %d backward from the forward's "
+          "softmax statistics == recomputing them, bit for bit", path, T);
+    free(stats);
     free(qkv16), free(got16), free(dgot16);
     free(qkv), free(dout), free(want), free(got), free(dwant), free(dgot), free(scratch);
 }
@@ -970,8 +976,8 @@ static void check_attention_head_major(const char *path, int T, int D, int H) {
     int st = ops_qkv_form(&ctx, T, D, H) == QKV_BF16_HEADS ? DIT_OK : DIT_ERR;
     for (int i = 0; i < 2; i++) {
         out[i] = malloc(n_out * sizeof(float)), dqkv[i] = malloc(n_qkv * sizeof(float));
-        st |= attention_forward_bf16(out[i], NULL, 0, from[i], B, T, D, H);
-        st |= attention_backward_bf16(dqkv[i], NULL, dout_from[i], from[i], B, T, D, H);
+        st |= attention_forward_bf16(out[i], NULL, 0, from[i], NULL, B, T, D, H);
+        st |= attention_backward_bf16(dqkv[i], NULL, dout_from[i], from[i], NULL, B, T, D, H);
     }
     op_operand op = {0};
     float *unused = malloc(n_out * sizeof *unused);
@@ -1005,7 +1011,7 @@ static void check_attention_operand(const char *path, int T, int D, int H) {
     const int B = 2, n_qkv = B * T * 3 * D, n_out = B * T * D;
     float *qkv = malloc(n_qkv * sizeof *qkv), *want = malloc(n_out * sizeof *want), *got = calloc(n_out, sizeof *got);
     for (int i = 0; i < n_qkv; i++) qkv[i] = (float)(((int64_t)i * 7919) % 1001) / 250.0f - 2.0f;
-    attention_forward_bf16(want, NULL, 0, (qkv_rows){.f32 = qkv}, B, T, D, H);
+    attention_forward_bf16(want, NULL, 0, (qkv_rows){.f32 = qkv}, NULL, B, T, D, H);
     ops_context ctx = {.precision = OPS_BF16};
     op_operand op = {0};
     float *stored = malloc(n_qkv * sizeof *stored);   // qkv as op_qkv leaves it

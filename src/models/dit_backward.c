@@ -30,6 +30,7 @@ dit_train_activations *dit_train_activations_create(const dit_model *m, int batc
     a->x_mid = floats(L * BT * D);
     a->qkv = floats(L * BT * 3 * D);
     a->attn = floats(L * BT * D);
+    a->attn_stats = floats(L * B * c->num_heads * T * 2);
     a->proj = floats(gated * L * BT * D);
     a->fc1 = floats(L * BT * M);
     a->fc2 = floats(gated * L * BT * D);
@@ -54,7 +55,7 @@ dit_train_activations *dit_train_activations_create(const dit_model *m, int batc
     a->d_cond = floats(B * D);
     a->d_small = floats(B * D);
     a->grad_blocks = dit_calloc(L ? L : 1, sizeof *a->grad_blocks);
-    float *bufs[] = {a->patches, a->x_in, a->x_mid, a->qkv, a->attn, a->proj, a->fc1, a->fc2, a->ln_mean,
+    float *bufs[] = {a->patches, a->x_in, a->x_mid, a->qkv, a->attn, a->attn_stats, a->proj, a->fc1, a->fc2, a->ln_mean,
                      a->ln_rstd, a->ada, a->temb, a->t_hidden, a->t_act, a->cond, a->cond_act, a->h, a->gelu,
                      a->d_res, a->d_h, a->d_tmp, a->d_attn, a->d_qkv, a->d_mlp, a->d_ada, a->d_cond, a->d_small};
     int missing = !a->labels || !a->grad_blocks;
@@ -68,7 +69,7 @@ dit_train_activations *dit_train_activations_create(const dit_model *m, int batc
 
 void dit_train_activations_free(dit_train_activations *a) {
     if (!a) return;
-    float *bufs[] = {a->patches, a->x_in, a->x_mid, a->qkv, a->attn, a->proj, a->fc1, a->fc2, a->ln_mean,
+    float *bufs[] = {a->patches, a->x_in, a->x_mid, a->qkv, a->attn, a->attn_stats, a->proj, a->fc1, a->fc2, a->ln_mean,
                      a->ln_rstd, a->ada, a->temb, a->t_hidden, a->t_act, a->cond, a->cond_act, a->h, a->gelu,
                      a->d_res, a->d_h, a->d_tmp, a->d_attn, a->d_qkv, a->d_mlp, a->d_ada, a->d_cond,
                      a->d_small, a->scores};
@@ -98,7 +99,7 @@ typedef struct {
 
 // The saved tensors of block l, as slices of the per-layer arrays.
 typedef struct {
-    float *x_in, *x_mid, *x_out, *qkv, *attn, *proj, *fc1, *fc2, *ada;
+    float *x_in, *x_mid, *x_out, *qkv, *attn, *attn_stats, *proj, *fc1, *fc2, *ada;
     float *mean1, *rstd1, *mean2, *rstd2;
 } block_saved;
 
@@ -107,7 +108,8 @@ static block_saved saved_of(const dit_model *m, const dit_train_activations *a, 
     const int64_t BT = B * T;
     return (block_saved){
         .x_in = a->x_in + l * BT * D, .x_mid = a->x_mid + l * BT * D, .x_out = a->x_in + (l + 1) * BT * D,
-        .qkv = a->qkv + l * BT * 3 * D, .attn = a->attn + l * BT * D, .proj = a->proj + l * BT * D,
+        .qkv = a->qkv + l * BT * 3 * D, .attn = a->attn + l * BT * D,
+        .attn_stats = a->attn_stats + l * BT * m->cfg.num_heads * 2, .proj = a->proj + l * BT * D,
         .fc1 = a->fc1 + l * BT * M, .fc2 = a->fc2 + l * BT * D, .ada = a->ada + l * B * 6 * D,
         .mean1 = a->ln_mean + 2 * l * BT, .rstd1 = a->ln_rstd + 2 * l * BT,
         .mean2 = a->ln_mean + (2 * l + 1) * BT, .rstd2 = a->ln_rstd + (2 * l + 1) * BT,
@@ -126,6 +128,7 @@ dit_block_slots dit_train_block_slots(const dit_model *m, dit_train_activations 
     }
     block_saved s = saved_of(m, a, l);
     dit_block_slots slots = {.x_in = s.x_in, .x_mid = s.x_mid, .x_out = s.x_out, .qkv = s.qkv, .attn = s.attn,
+                             .attn_stats = s.attn_stats,
                              .proj = s.proj, .fc2 = s.fc2, .fc1 = s.fc1, .mlp = a->gelu, .ada = s.ada,
                              .mean1 = s.mean1, .rstd1 = s.rstd1, .mean2 = s.mean2, .rstd2 = s.rstd2,
                              .x_cross = s.x_mid};
@@ -231,7 +234,7 @@ static dit_status block_backward(dit_model *m, dit_train_activations *a, const d
     // x_mid = x_in + gate_msa * (proj(attention(qkv(h1))) + b);  h1 = modulate(norm1(x_in))
     gated_residual_backward(a->d_tmp, NULL, d_ada + 2 * D, a->d_res, s.proj, bp->proj_b, gate_msa, A, B, T, D);
     DIT_TRY(op_attention_out_backward(ops, &bl->proj, a->d_attn, gp->proj_w, gp->proj_b, a->d_tmp, s.attn, B, T, H));
-    DIT_TRY(op_attention_backward(ops, a->d_qkv, a->d_attn, s.qkv, a->scores, B, T, D, H));
+    DIT_TRY(op_attention_backward(ops, a->d_qkv, a->d_attn, s.qkv, s.attn_stats, a->scores, B, T, D, H));
     const modulated_rows h1 = {.x = s.x_in, .mean = s.mean1, .rstd = s.rstd1, .shift = shift_msa, .scale = scale_msa,
                                .row_stride = A, .B = B, .T = T, .D = D};
     DIT_TRY(op_linear_backward_modulated(ops, &bl->qkv, a->d_h, gp->qkv_w, gp->qkv_b, a->d_qkv, &h1, a->h));

@@ -120,7 +120,7 @@ dit_status dit_ungated_block_forward(const dit_model *m, dit_block_layers *bl, c
     norm_forward(plan->h, s.mean1, s.rstd1, s.x_in, &norm1, B, T, D);
     const op_operand h = op_floats(plan->h);
     DIT_TRY(op_qkv(ops, &bl->qkv, s.qkv, &h, B, T, H, rows, plan->keeps_activations));         // (BT, 3D)
-    DIT_TRY(op_attention(ops, s.attn, s.qkv, plan->scores, B, T, D, H));                        // (BT, D)
+    DIT_TRY(op_attention(ops, s.attn, s.qkv, s.attn_stats, plan->scores, B, T, D, H));           // (BT, D)
     DIT_TRY(residual_linear(ops, &bl->proj, s.x_mid, s.x_in, s.attn, BT, rows, plan->scratch));
 
     if (m->cfg.block == DIT_BLOCK_CROSS_ATTENTION) {
@@ -174,7 +174,7 @@ dit_status dit_ungated_block_backward(dit_model *m, dit_train_activations *a, co
 
     // x_mid = x_in + proj(attention(qkv(h1))) + b;  h1 = norm1(x_in)
     DIT_TRY(op_attention_out_backward(ops, &bl->proj, a->d_attn, gp->proj_w, gp->proj_b, a->d_res, s.attn, B, T, H));
-    DIT_TRY(op_attention_backward(ops, a->d_qkv, a->d_attn, s.qkv, a->scores, B, T, D, H));
+    DIT_TRY(op_attention_backward(ops, a->d_qkv, a->d_attn, s.qkv, s.attn_stats, a->scores, B, T, D, H));
     norm_forward(a->h, NULL, NULL, s.x_in, &norm1, B, T, D);
     DIT_TRY(op_linear_backward(ops, &bl->qkv, a->d_h, gp->qkv_w, gp->qkv_b, a->d_qkv, a->h, BT));
     norm_backward(a->d_res, a->d_h, s.x_in, s.mean1, s.rstd1, &norm1, B, T, D);

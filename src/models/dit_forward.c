@@ -80,7 +80,7 @@ static dit_status block_forward(const dit_model *m, dit_block_layers *bl, const 
     // (BT, 3D), in the form the attention reads (bf16 on the bf16 path); training keeps it for the backward
     DIT_TRY(op_qkv(ops, &bl->qkv, s.qkv, &h, B, T, H, rows, plan->keeps_activations));
     op_operand attn = op_floats(s.attn);   // (BT, D): training keeps s.attn; inference may hold only a bf16 copy
-    if (plan->keeps_activations) DIT_TRY(op_attention(ops, s.attn, s.qkv, plan->scores, B, T, D, H));
+    if (plan->keeps_activations) DIT_TRY(op_attention(ops, s.attn, s.qkv, s.attn_stats, plan->scores, B, T, D, H));
     else DIT_TRY(op_attention_operand(ops, &attn, s.attn, s.qkv, plan->scores, B, T, D, H));
     const linear_epilogue msa = {.kind = LINEAR_GATED_RESIDUAL, .gate = gate_msa, .gate_stride = A, .gate_rows = T,
                                  .residual = s.x_in, .product = s.proj, .scratch = plan->scratch};

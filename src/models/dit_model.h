@@ -102,6 +102,7 @@ struct dit_model {
 typedef struct {
     float *x_in, *x_mid, *x_out;   // (B, T, D) block input, after the attention half, after the MLP half
     float *qkv, *attn;             // (B, T, 3D), (B, T, D)
+    float *attn_stats;             // (B, H, T, 2) the attention's softmax statistics (training), or NULL
     float *proj, *fc2;             // (B, T, D) products before their gated residual (no bias), or NULL
     float *fc1;                    // (B, T, M) before GELU, or NULL
     float *mlp;                    // (B, T, M) after GELU
@@ -164,6 +165,7 @@ typedef struct dit_train_activations {
     float *x_mid;       // (depth, B, T, D)
     float *qkv;         // (depth, B, T, 3D)
     float *attn;        // (depth, B, T, D)
+    float *attn_stats;  // (depth, B, H, T, 2) softmax row max and 1 / sum (bf16 path; the backward's P from them)
     float *proj;        // (depth, B, T, D)  attn.proj output without bias
     float *fc1;         // (depth, B, T, M)  before GELU
     float *fc2;         // (depth, B, T, D)  mlp.fc2 output without bias

@@ -572,7 +572,7 @@ static dit_status cl_attention(float *out, const float *x, const vae_attention *
     DIT_TRY(cl_linear(w, qkv, 3 * C, normed, a->q_w, a->q_b, 0, C, C, T));
     DIT_TRY(cl_linear(w, qkv + C, 3 * C, normed, a->k_w, a->k_b, 0, C, C, T));
     DIT_TRY(cl_linear(w, qkv + 2 * C, 3 * C, normed, a->v_w, a->v_b, 0, C, C, T));
-    DIT_TRY(attention_forward_bf16(attended, NULL, 0, (qkv_rows){.f32 = qkv}, 1, T, C, 1));
+    DIT_TRY(attention_forward_bf16(attended, NULL, 0, (qkv_rows){.f32 = qkv}, NULL, 1, T, C, 1));
     memcpy(out, x, sizeof(float) * (size_t)T * C);
     return cl_linear(w, out, C, attended, a->out_w, a->out_b, 1, C, C, T);
 }

@@ -412,9 +412,10 @@ void ops_attention_dout_store(const ops_context *ctx, float *d_attn, const float
     }
 }
 
-dit_status op_attention(const ops_context *ctx, float *out, const float *qkv, float *scratch, int B, int T, int D,
-                        int H) {
-    if (ctx->precision == OPS_BF16) return attention_forward_bf16(out, NULL, 0, qkv_as_written(ctx, qkv, T, D, H), B, T, D, H);
+dit_status op_attention(const ops_context *ctx, float *out, const float *qkv, float *stats, float *scratch, int B,
+                        int T, int D, int H) {
+    if (ctx->precision == OPS_BF16)
+        return attention_forward_bf16(out, NULL, 0, qkv_as_written(ctx, qkv, T, D, H), stats, B, T, D, H);
     attention_forward(out, qkv, scratch, B, T, D, H);
     return DIT_OK;
 }
@@ -422,30 +423,30 @@ dit_status op_attention(const ops_context *ctx, float *out, const float *qkv, fl
 dit_status op_attention_operand(const ops_context *ctx, op_operand *out_op, float *out, const float *qkv,
                                 float *scratch, int B, int T, int D, int H) {
     *out_op = op_floats(out);
-    if (ctx->precision != OPS_BF16 || (D / H) % 8 != 0) return op_attention(ctx, out, qkv, scratch, B, T, D, H);
+    if (ctx->precision != OPS_BF16 || (D / H) % 8 != 0) return op_attention(ctx, out, qkv, NULL, scratch, B, T, D, H);
     const int kp = (D + 31) / 32 * 32;
     uint16_t *out16 = workspace16_get(&attn16, B * T, kp);
     if (!out16) return DIT_ERR;
-    DIT_TRY(attention_forward_bf16(NULL, out16, kp, qkv_as_written(ctx, qkv, T, D, H), B, T, D, H));
+    DIT_TRY(attention_forward_bf16(NULL, out16, kp, qkv_as_written(ctx, qkv, T, D, H), NULL, B, T, D, H));
     *out_op = (op_operand){.b16 = out16, .kp = kp};
     return DIT_OK;
 }
 
 dit_status op_attention_backward(const ops_context *ctx, float *dqkv, const float *dout, const float *qkv,
-                                 float *scratch, int B, int T, int D, int H) {
+                                 const float *stats, float *scratch, int B, int T, int D, int H) {
     if (ctx->precision == OPS_BF16 && fuse_dout && attention_backward_fills_both(B, T, D, H)) {
         // d qkv made directly as the qkv linear backward's operands (pending_dout), not in float32
         own_scratch();
         pending_dout_of = NULL;
         DIT_TRY(bf16_both_reserve(&pending_dout, B * T, 3 * D));
         DIT_TRY(attention_backward_bf16(dqkv, &pending_dout, dout_as_written(ctx, dout, T, D, H),
-                                        qkv_as_written(ctx, qkv, T, D, H), B, T, D, H));
+                                        qkv_as_written(ctx, qkv, T, D, H), stats, B, T, D, H));
         pending_dout_of = dqkv;
         return DIT_OK;
     }
     if (ctx->precision == OPS_BF16)
         return attention_backward_bf16(dqkv, NULL, dout_as_written(ctx, dout, T, D, H), qkv_as_written(ctx, qkv, T, D, H),
-                                       B, T, D, H);
+                                       stats, B, T, D, H);
     attention_backward(dqkv, dout, qkv, scratch, B, T, D, H);
     return DIT_OK;
 }

@@ -142,9 +142,10 @@ dit_status op_attention_out_backward(const ops_context *ctx, linear_layer *L, fl
 void ops_attention_dout_store(const ops_context *ctx, float *d_attn, const float *values, int B, int T, int D, int H);
 
 // Multi-head self-attention (ops.h attention_forward) of qkv as op_qkv left it; scratch as
-// attention_scratch_floats (fp32 path only).
-dit_status op_attention(const ops_context *ctx, float *out, const float *qkv, float *scratch, int B, int T, int D,
-                        int H);
+// attention_scratch_floats (fp32 path only). stats (B H T x 2 floats, training) or NULL: on the bf16 path the
+// softmax rows' statistics, which op_attention_backward then reads (the fp32 path leaves them untouched).
+dit_status op_attention(const ops_context *ctx, float *out, const float *qkv, float *stats, float *scratch, int B,
+                        int T, int D, int H);
 // op_attention for what only a product reads (inference): *out_op is out (written) on the fp32 path, or on
 // the bf16 path the bf16 copy a product would make of it, in a workspace valid until the next call in this
 // thread, with out untouched (where the head size is a multiple of 8; else out, written).
@@ -155,7 +156,7 @@ dit_status op_attention_operand(const ops_context *ctx, op_operand *out_op, floa
 // attention_backward_fills_both, dqkv is made as the next linear backward's bf16 operands instead (that backward,
 // on this thread, must be the one whose dout is dqkv) and not written in float32.
 dit_status op_attention_backward(const ops_context *ctx, float *dqkv, const float *dout, const float *qkv,
-                                 float *scratch, int B, int T, int D, int H);
+                                 const float *stats, float *scratch, int B, int T, int D, int H);
 
 // LayerNorm + modulate (ops.h layernorm_modulate_forward). On the bf16 path its statistics are float32 sums
 // across vector lanes (ops/cpu/norm_avx512.c); fp32 is the exact double-sum version.
@@ -215,7 +216,9 @@ typedef struct {
     const uint16_t *b16;
     int head_major;
 } qkv_rows;
-dit_status attention_forward_bf16(float *out, uint16_t *out16, int kp, qkv_rows qkv, int B, int T, int D, int H);
+// stats (B H T x 2 floats) or NULL: each softmax row's max and 1 / sum, kept for attention_backward_bf16.
+dit_status attention_forward_bf16(float *out, uint16_t *out16, int kp, qkv_rows qkv, float *stats, int B, int T, int D,
+                                  int H);
 // With both (bf16_both_reserve'd for B T x 3D), dqkv is not written: its values go straight into both, as
 // bf16_convert_both(dqkv) would make them (the qkv linear backward's operands and column sums); only when
 // attention_backward_fills_both (every 16 x 16 block of dqkv lies in one head, and no padding).
@@ -225,8 +228,9 @@ typedef struct {
     const float *f32;
     const uint16_t *b16;
 } attn_dout;
-dit_status attention_backward_bf16(float *dqkv, bf16_both *both, attn_dout dout, qkv_rows qkv, int B, int T, int D,
-                                   int H);
+// stats: the forward's (the same qkv), from which the backward recomputes P in one pass; NULL: from scratch.
+dit_status attention_backward_bf16(float *dqkv, bf16_both *both, attn_dout dout, qkv_rows qkv, const float *stats,
+                                   int B, int T, int D, int H);
 int attention_backward_fills_both(int B, int T, int D, int H);
 
 #endif

@@ -88,8 +88,9 @@ static dit_status workspace_failed(int T) {
 }
 
 // row (cols) replaced by exp(scale (row - max(row))), sixteen columns at a time; returns 1 / their sum: the
-// softmax of scale * row, the scale of the scores applied here instead of to every product value.
-static __m512 softmax_exps(float *row, int cols, float scale) {
+// softmax of scale * row, the scale of the scores applied here instead of to every product value. With stats,
+// the row's max and 1 / sum go to stats[0], stats[1] (the backward recomputes P from them).
+static __m512 softmax_exps(float *row, int cols, float scale, float *stats) {
     __m512 mx = _mm512_set1_ps(-INFINITY);
     for (int c = 0; c < cols; c += 16) {
         const __mmask16 mask = mask16(cols - c);
@@ -103,14 +104,16 @@ static __m512 softmax_exps(float *row, int cols, float scale) {
         _mm512_mask_storeu_ps(row + c, mask, e);
         sum = _mm512_mask_add_ps(sum, mask, sum, e);
     }
-    return _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(sum));
+    const float inv = 1.0f / _mm512_reduce_add_ps(sum);
+    if (stats) stats[0] = _mm512_cvtss_f32(row_max), stats[1] = inv;
+    return _mm512_set1_ps(inv);
 }
 
 // Each row of s (rows x cols) replaced by the softmax of scale * row, sixteen columns at a time.
 static void softmax_rows(float *s, int rows, int cols, float scale) {
     for (int r = 0; r < rows; r++) {
         float *row = s + (int64_t)r * cols;
-        const __m512 inv = softmax_exps(row, cols, scale);
+        const __m512 inv = softmax_exps(row, cols, scale, NULL);
         for (int c = 0; c < cols; c += 16) {
             const __mmask16 mask = mask16(cols - c);
             _mm512_mask_storeu_ps(row + c, mask, _mm512_mul_ps(_mm512_maskz_loadu_ps(mask, row + c), inv));
@@ -134,12 +137,35 @@ static void softmax_backward_row(const float *p, float *dp, int cols, float scal
     }
 }
 
+// softmax_rows followed by softmax_backward_row for one row, from the forward's max and 1 / sum of the row
+// (stats): P = exp(scale (s - max)) / sum written over s and its products with dp summed in one pass, then dp
+// replaced by dS; the same operations in the same order as the three passes of softmax_rows and the two of
+// softmax_backward_row, so the same bits.
+static void softmax_backward_row_from(float *s, float *dp, int cols, float scale, const float *stats) {
+    const __m512 row_max = _mm512_set1_ps(stats[0]), inv = _mm512_set1_ps(stats[1]), by = _mm512_set1_ps(scale);
+    __m512 dot = _mm512_setzero_ps();
+    for (int c = 0; c < cols; c += 16) {
+        const __mmask16 mask = mask16(cols - c);
+        const __m512 e = fast_exp512(_mm512_mul_ps(by, _mm512_sub_ps(_mm512_maskz_loadu_ps(mask, s + c), row_max)));
+        const __m512 p = _mm512_maskz_mul_ps(mask, e, inv);
+        _mm512_mask_storeu_ps(s + c, mask, p);
+        dot = _mm512_fmadd_ps(p, _mm512_maskz_loadu_ps(mask, dp + c), dot);
+    }
+    const __m512 sum = _mm512_set1_ps(_mm512_reduce_add_ps(dot));
+    for (int c = 0; c < cols; c += 16) {
+        const __mmask16 mask = mask16(cols - c);
+        const __m512 pv = _mm512_mul_ps(by, _mm512_maskz_loadu_ps(mask, s + c));
+        _mm512_mask_storeu_ps(dp + c, mask, _mm512_mul_ps(pv, _mm512_sub_ps(_mm512_maskz_loadu_ps(mask, dp + c), sum)));
+    }
+}
+
 // softmax_rows, with the probabilities written rounded to bf16 into p16 (laid out as at, zeros in columns cols
 // .. Kp) instead of back into s: the values a product would round them to, bit for bit.
-static void softmax_rows_to16(float *s, int rows, int cols, float scale, uint16_t *p16, const a_layout *at, int Kp) {
+static void softmax_rows_to16(float *s, int rows, int cols, float scale, uint16_t *p16, const a_layout *at, int Kp,
+                              float *stats) {
     for (int r = 0; r < rows; r++) {
         float *row = s + (int64_t)r * cols;
-        const __m512 inv = softmax_exps(row, cols, scale);
+        const __m512 inv = softmax_exps(row, cols, scale, stats ? stats + 2 * r : NULL);
         for (int c = 0; c < Kp; c += 16) {
             const __mmask16 mask = mask16(cols - c);   // zero past cols
             const __m512 p = _mm512_mul_ps(_mm512_maskz_loadu_ps(mask, row + c), inv);
@@ -234,8 +260,8 @@ static void prefetch_next_head(qkv_rows qkv, const float *dout, int i, int run, 
 
 // One (batch, head) of attention_forward_bf16, in the calling thread's workspace: per FORWARD_ROWS query rows,
 // S = q k^T into the scores, P = softmax(scale S) into bf16, out = P v.
-static dit_status attention_forward_head(float *out, uint16_t *out16, const a_layout *at, qkv_rows qkv, int i,
-                                         int run, int B, int T, int D, int H, float scale) {
+static dit_status attention_forward_head(float *out, uint16_t *out16, const a_layout *at, qkv_rows qkv, float *stats,
+                                         int i, int run, int B, int T, int D, int H, float scale) {
     const int b = i / H, h = i % H;
     const int hd = D / H;
     DIT_TRY(ensure_workspace(T, hd, 0));
@@ -249,7 +275,7 @@ static dit_status attention_forward_head(float *out, uint16_t *out16, const a_la
         const int rows = T - q0 < FORWARD_ROWS ? T - q0 : FORWARD_ROWS;
         // P (rows, T) = softmax(scale q k^T), straight into P V's bf16 operand
         DIT_TRY(gemm_bf16_a16_serial(ws.scores, T, ws.q16 + a_offset(&q_layout, q0, 0), &q_layout, &ws.k, rows, NULL));
-        softmax_rows_to16(ws.scores, rows, T, scale, ws.p16, &p_layout, Kp);
+        softmax_rows_to16(ws.scores, rows, T, scale, ws.p16, &p_layout, Kp, stats ? stats + ((int64_t)i * T + q0) * 2 : NULL);
         // out rows (rows, hd) = P (rows, T) @ v (T, hd): floats, or the head's columns of the bf16 operand
         const gemm_epilogue to16 = {.out16 = out16, .out16_layout = at, .out16_row0 = b * T + q0,
                                     .out16_col0 = h * hd, .out16_cols = hd};
@@ -265,7 +291,8 @@ static dit_status attention_forward_head(float *out, uint16_t *out16, const a_la
     return DIT_OK;
 }
 
-dit_status attention_forward_bf16(float *out, uint16_t *out16, int kp, qkv_rows qkv, int B, int T, int D, int H) {
+dit_status attention_forward_bf16(float *out, uint16_t *out16, int kp, qkv_rows qkv, float *stats, int B, int T, int D,
+                                  int H) {
     DIT_CHECK(!qkv.f32 != !qkv.b16);
     const float scale = 1.0f / sqrtf((float)(D / H));
     const a_layout tiles = a_layout_tiles(kp);
@@ -275,7 +302,7 @@ dit_status attention_forward_bf16(float *out, uint16_t *out16, int kp, qkv_rows 
     {
         #pragma omp for schedule(dynamic, run)
         for (int i = 0; i < B * H; i++)
-            if (attention_forward_head(out, out16, &tiles, qkv, i, run, B, T, D, H, scale)) {
+            if (attention_forward_head(out, out16, &tiles, qkv, stats, i, run, B, T, D, H, scale)) {
                 #pragma omp atomic write
                 failed = 1;
             }
@@ -292,8 +319,8 @@ dit_status attention_forward_bf16(float *out, uint16_t *out16, int kp, qkv_rows 
 // in block order). Per block: S = q k^T, P = softmax(scale S), dP = dout v^T, dS = scale P * (dP - rowsum(P *
 // dP)) in float32; P^T, dS and dS^T rounded to bf16 once each as the left operands of dv (+)= P^T dout,
 // dq = dS k and dk (+)= dS^T q.
-static dit_status attention_backward_head(float *dqkv, bf16_both *both, attn_dout dout, qkv_rows qkv, int i,
-                                          int run, int B, int T, int D, int H, float scale) {
+static dit_status attention_backward_head(float *dqkv, bf16_both *both, attn_dout dout, qkv_rows qkv,
+                                          const float *stats, int i, int run, int B, int T, int D, int H, float scale) {
     const int b = i / H, h = i % H;
     const int hd = D / H, ld = 3 * D, QB = query_block_rows(T);
     DIT_TRY(ensure_workspace(T, hd, 1));
@@ -318,10 +345,16 @@ static dit_status attention_backward_head(float *dqkv, bf16_both *both, attn_dou
         float *P = ws.scores, *dS = ws.dscores;
         // P = softmax(scale q k^T), recomputed
         DIT_TRY(gemm_bf16_a16_serial(P, T, ws.q16 + a_offset(&head_layout, q0, 0), &head_layout, &ws.k, rows, NULL));
-        softmax_rows(P, rows, T, scale);
+        if (!stats) softmax_rows(P, rows, T, scale);
         // dP (rows, T) = dout_blk (rows, hd) @ v^T, then dS = scale P * (dP - rowsum(P * dP))
         DIT_TRY(gemm_bf16_a16_serial(dS, T, ws.dout16 + a_offset(&head_layout, q0, 0), &head_layout, &ws.v, rows, NULL));
-        for (int i = 0; i < rows; i++) softmax_backward_row(P + (int64_t)i * T, dS + (int64_t)i * T, T, scale);
+        for (int r = 0; r < rows; r++) {
+            if (stats)   // P from the forward's statistics of the row, in the same pass as the sum of P dP
+                softmax_backward_row_from(P + (int64_t)r * T, dS + (int64_t)r * T, T, scale,
+                                          stats + ((int64_t)i * T + q0 + r) * 2);
+            else
+                softmax_backward_row(P + (int64_t)r * T, dS + (int64_t)r * T, T, scale);
+        }
         bf16_convert_serial(P, T, rows, T, rows_p, Tp, NULL, NULL, ws.p16, &cols_layout);
         bf16_convert_serial(dS, T, rows, T, rows_p, Tp, ws.ds16, &rows_layout, ws.dst16, &cols_layout);
         const gemm_epilogue sum_blocks = {.accumulate = q0 > 0};
@@ -378,8 +411,8 @@ int attention_backward_fills_both(int B, int T, int D, int H) {
 
 // As attention_backward (ops/cpu/attention.c): dv = P^T dout, dP = dout v^T, dS = P * (dP - rowsum(P * dP)),
 // dq = scale dS k, dk = scale dS^T q; the five products on the bf16 path.
-dit_status attention_backward_bf16(float *dqkv, bf16_both *both, attn_dout dout, qkv_rows qkv, int B, int T, int D,
-                                   int H) {
+dit_status attention_backward_bf16(float *dqkv, bf16_both *both, attn_dout dout, qkv_rows qkv, const float *stats,
+                                   int B, int T, int D, int H) {
     DIT_CHECK(!qkv.f32 != !qkv.b16 && !dout.f32 != !dout.b16);
     DIT_CHECK(!both || (attention_backward_fills_both(B, T, D, H) && both->M == B * T && both->N == 3 * D));
     const float scale = 1.0f / sqrtf((float)(D / H));
@@ -387,7 +420,7 @@ dit_status attention_backward_bf16(float *dqkv, bf16_both *both, attn_dout dout,
     const int run = head_run(B * H);
     #pragma omp parallel for schedule(dynamic, run)
     for (int i = 0; i < B * H; i++)
-        if (attention_backward_head(dqkv, both, dout, qkv, i, run, B, T, D, H, scale)) {
+        if (attention_backward_head(dqkv, both, dout, qkv, stats, i, run, B, T, D, H, scale)) {
             #pragma omp atomic write
             failed = 1;
         }
