@@ -358,58 +358,52 @@ dit_status op_qkv(const ops_context *ctx, linear_layer *L, float *qkv, const op_
     const bf16_packed *W = prepared_bf16(ctx, L);
     if (!W) return DIT_ERR;
     const a_layout rows = a_layout_rows(L->N);
-    gemm_epilogue g = {.bias = L->bias, .out16 = (uint16_t *)(void *)qkv, .out16_layout = &rows, .stream_out = keep};
+    gemm_epilogue g = {.bias = L->bias, .out16 = (uint16_t *)(void *)qkv, .stream_out = keep};
     if (form == QKV_BF16_HEADS) g.head_major_T = T, g.head_major_hd = D / H, g.head_major_groups = 3 * H;
+    else g.out16_layout = &rows;
     return product_bf16(NULL, inp, W, B * T, &g);
 }
 
-void ops_qkv_store(const ops_context *ctx, float *qkv, const float *values, int B, int T, int D, int H) {
-    const int64_t n = (int64_t)B * T * 3 * D;
-    const qkv_form form = ops_qkv_form(ctx, T, D, H);
-    if (form == QKV_F32) {
-        memcpy(qkv, values, (size_t)n * sizeof(float));
-        return;
-    }
-    uint16_t *b16 = (uint16_t *)(void *)qkv;
-    const int hd = D / H;
-    for (int64_t i = 0; i < n; i++) {
-        const int64_t m = i / (3 * D);
-        const int col = (int)(i % (3 * D)), b = (int)(m / T), t = (int)(m % T);
-        const int64_t at = form == QKV_BF16_ROWS ? i : (((int64_t)b * 3 * H + col / hd) * T + t) * hd + col % hd;
+// values (rows, cols) rounded to bf16 into b16: row-major (hd = 0), or head by head as the head-major epilogue
+// writes them (hd-wide column groups of T-row samples: group g of sample b at (b * cols / hd + g) * T * hd).
+static void store_rounded(uint16_t *b16, const float *values, int64_t rows, int cols, int T, int hd) {
+    for (int64_t i = 0; i < rows * cols; i++) {
+        const int64_t m = i / cols;
+        const int col = (int)(i % cols);
+        const int64_t at = hd ? ((m / T * (cols / hd) + col / hd) * T + m % T) * hd + col % hd : i;
         b16[at] = bf16_bits_from_float(values[i]);
     }
 }
 
-// d attn head by head: where qkv is (both need whole 32 x 32 blocks inside one head)
+void ops_qkv_store(const ops_context *ctx, float *qkv, const float *values, int B, int T, int D, int H) {
+    const qkv_form form = ops_qkv_form(ctx, T, D, H);
+    if (form == QKV_F32) memcpy(qkv, values, (size_t)B * T * 3 * D * sizeof(float));
+    else store_rounded((uint16_t *)(void *)qkv, values, (int64_t)B * T, 3 * D, T, form == QKV_BF16_HEADS ? D / H : 0);
+}
+
+// d attn in bf16 head by head where qkv is (both need whole 32 x 32 blocks inside one head), else float32
+static int dout_in_heads(const ops_context *ctx, int T, int D, int H) {
+    return ops_qkv_form(ctx, T, D, H) == QKV_BF16_HEADS;
+}
+
 static attn_dout dout_as_written(const ops_context *ctx, const float *d_attn, int T, int D, int H) {
-    if (ops_qkv_form(ctx, T, D, H) == QKV_BF16_HEADS) return (attn_dout){.b16 = (const uint16_t *)(const void *)d_attn};
+    if (dout_in_heads(ctx, T, D, H)) return (attn_dout){.b16 = (const uint16_t *)(const void *)d_attn};
     return (attn_dout){.f32 = d_attn};
 }
 
 dit_status op_attention_out_backward(const ops_context *ctx, linear_layer *L, float *d_attn, float *dweight,
                                      float *dbias, const float *dout, const float *attn, int B, int T, int H) {
     const int D = L->K;
-    if (!dout_as_written(ctx, d_attn, T, D, H).b16) return op_linear_backward(ctx, L, d_attn, dweight, dbias, dout, attn, B * T);
+    if (!dout_in_heads(ctx, T, D, H)) return op_linear_backward(ctx, L, d_attn, dweight, dbias, dout, attn, B * T);
     DIT_TRY(bf16_pack(&backward_act, attn, D, B * T, 1, D));   // dweight's B[k, m] = attn[m, k]
-    const a_layout unused = a_layout_rows(D);
-    const gemm_epilogue heads = {.out16 = (uint16_t *)(void *)d_attn, .out16_layout = &unused, .head_major_T = T,
-                                 .head_major_hd = D / H, .head_major_groups = H};
+    const gemm_epilogue heads = {.out16 = (uint16_t *)(void *)d_attn, .head_major_T = T, .head_major_hd = D / H,
+                                 .head_major_groups = H};
     return backward_products(ctx, L, d_attn, dweight, dbias, dout, B * T, &heads, 0);
 }
 
 void ops_attention_dout_store(const ops_context *ctx, float *d_attn, const float *values, int B, int T, int D, int H) {
-    const int64_t n = (int64_t)B * T * D;
-    if (!dout_as_written(ctx, d_attn, T, D, H).b16) {
-        memcpy(d_attn, values, (size_t)n * sizeof(float));
-        return;
-    }
-    uint16_t *b16 = (uint16_t *)(void *)d_attn;
-    const int hd = D / H;
-    for (int64_t i = 0; i < n; i++) {
-        const int64_t m = i / D;
-        const int col = (int)(i % D), b = (int)(m / T), t = (int)(m % T);
-        b16[(((int64_t)b * H + col / hd) * T + t) * hd + col % hd] = bf16_bits_from_float(values[i]);
-    }
+    if (!dout_in_heads(ctx, T, D, H)) memcpy(d_attn, values, (size_t)B * T * D * sizeof(float));
+    else store_rounded((uint16_t *)(void *)d_attn, values, (int64_t)B * T, D, T, D / H);
 }
 
 dit_status op_attention(const ops_context *ctx, float *out, const float *qkv, float *stats, float *scratch, int B,

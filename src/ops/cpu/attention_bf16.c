@@ -181,6 +181,13 @@ typedef struct {
     int64_t ld;
 } head_part;
 
+// p from its row `row0` on.
+static head_part from_row(head_part p, int row0) {
+    if (p.f32) p.f32 += (int64_t)row0 * p.ld;
+    else p.b16 += (int64_t)row0 * p.ld;
+    return p;
+}
+
 // Part `part` (0 q, 1 k, 2 v) of head h of batch b, from the first row `row0`.
 static head_part part_of(qkv_rows qkv, int b, int h, int part, int row0, int T, int D, int H) {
     const int hd = D / H;
@@ -359,10 +366,7 @@ static dit_status attention_backward_head(float *dqkv, bf16_both *both, attn_dou
         bf16_convert_serial(dS, T, rows, T, rows_p, Tp, ws.ds16, &rows_layout, ws.dst16, &cols_layout);
         const gemm_epilogue sum_blocks = {.accumulate = q0 > 0};
         // dv (T, hd) (+)= P^T (T, rows) @ dout_blk (rows, hd): B[d, r] = dout_blk[r, d]
-        head_part dout_blk = dout_h;
-        if (dout_blk.f32) dout_blk.f32 += (int64_t)q0 * dout_blk.ld;
-        else dout_blk.b16 += (int64_t)q0 * dout_blk.ld;
-        DIT_TRY(pack_part(&ws.dout, dout_blk, hd, rows, 0));
+        DIT_TRY(pack_part(&ws.dout, from_row(dout_h, q0), hd, rows, 0));
         DIT_TRY(gemm_bf16_a16_serial(dv, lg, ws.p16, &cols_layout, &ws.dout, T, &sum_blocks));
         // dq rows (rows, hd) = dS (rows, T) @ k (T, hd)
         DIT_TRY(gemm_bf16_a16_serial(dq + (int64_t)q0 * lg, lg, ws.ds16, &rows_layout, &ws.kt, rows, NULL));

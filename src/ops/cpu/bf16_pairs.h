@@ -13,12 +13,16 @@ static inline int64_t packed_index(int KB, int n, int k) {
            (k & 1);
 }
 
-// r0 and r1 rounded to bf16 as pairs: dword j = (r0[j], r1[j]).
-static inline __m512i bf16_pairs_of(__m512 r0, __m512 r1) {
+// Two runs of 16 bf16, [a | b], interleaved as pairs: dword j = (a[j], b[j]).
+static inline __m512i bf16_interleave(__m512i both) {
     const __m512i interleave = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7,
                                                 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
-    const __m512i both = (__m512i)_mm512_cvtne2ps_pbh(r1, r0);   // [r0 as 16 bf16 | r1 as 16 bf16]
     return _mm512_permutexvar_epi16(interleave, both);
+}
+
+// r0 and r1 rounded to bf16 as pairs: dword j = (r0[j], r1[j]).
+static inline __m512i bf16_pairs_of(__m512 r0, __m512 r1) {
+    return bf16_interleave((__m512i)_mm512_cvtne2ps_pbh(r1, r0));   // [r0 as 16 bf16 | r1 as 16 bf16]
 }
 
 // Columns n0 .. n0 + 15 (n0 a multiple of 16) of B's rows k and k + 1 (k even), given as r0 = B[n0.., k] and

@@ -31,45 +31,30 @@ static int round_up(int x, int m) { return (x + m - 1) / m * m; }
 
 // Source rows contiguous along K (an nn.Linear weight): 16 rows n0.. at a time, per 32-wide K block. Each row's
 // 32 floats become 16 bf16 pairs (one dword each); the 16 x 16 dwords are transposed in registers, so vector p
-// holds pair p of all 16 rows: the 64-byte pair row p of the half-block.
-static void pack_rows_along_k(uint16_t *d, int KB, const float *src, int N, int K, int64_t stride_n, int n0) {
+// holds pair p of all 16 rows: the 64-byte pair row p of the half-block. With wt (KBt K blocks), the same values
+// also go into the pack of the transpose (B'[k, n] = src[n, k]: each two rows are a K' pair), from the same read.
+static void pack_rows_along_k(uint16_t *d, int KB, const float *src, int N, int K, int64_t stride_n, int n0,
+                              uint16_t *wt, int KBt) {
     for (int kb = 0; kb < KB; kb++) {
         const int k0 = kb * 32, left = K - k0;
         const __mmask16 m_lo = mask16(left), m_hi = mask16(left - 16);
         __m512 pairs[16];
-        for (int i = 0; i < 16; i++) {
-            const float *row = src + (int64_t)(n0 + i) * stride_n + k0;
-            const int inside = n0 + i < N;
-            const __m512 lo = inside ? _mm512_maskz_loadu_ps(m_lo, row) : _mm512_setzero_ps();
-            const __m512 hi = inside ? _mm512_maskz_loadu_ps(m_hi, row + 16) : _mm512_setzero_ps();
-            pairs[i] = (__m512)_mm512_cvtne2ps_pbh(hi, lo);   // bf16 k0..k0+31 of row n0 + i: dword j = pair j
+        for (int i = 0; i < 16; i += 2) {
+            __m512 lo[2], hi[2];
+            for (int j = 0; j < 2; j++) {
+                const float *row = src + (int64_t)(n0 + i + j) * stride_n + k0;
+                const int inside = n0 + i + j < N;
+                lo[j] = inside ? _mm512_maskz_loadu_ps(m_lo, row) : _mm512_setzero_ps();
+                hi[j] = inside ? _mm512_maskz_loadu_ps(m_hi, row + 16) : _mm512_setzero_ps();
+                pairs[i + j] = (__m512)_mm512_cvtne2ps_pbh(hi[j], lo[j]);   // bf16 k0..k0+31 of the row: dword = pair
+            }
+            if (wt) {   // rows n0 + i, n0 + i + 1: K' pair n0 + i of the transpose's columns k0 ..
+                store_pair_row(wt, KBt, k0, n0 + i, lo[0], lo[1]);
+                store_pair_row(wt, KBt, k0 + 16, n0 + i, hi[0], hi[1]);
+            }
         }
         transpose_16x16(pairs);
         uint16_t *half = d + packed_index(KB, n0, k0);
-        for (int p = 0; p < 16; p++) _mm512_storeu_si512(half + p * 32, (__m512i)pairs[p]);
-    }
-}
-
-// pack_rows_along_k of rows n0 .. n0 + 15 of W (N, K) into w, and the same values into wt as the pack of W^T
-// (B'[k, n] = W[n, k]: K' = N, pairs of W's rows interleaved), from one read of W.
-static void pack_rows_both(uint16_t *w, uint16_t *wt, int KB, int KBt, const float *src, int N, int K, int n0) {
-    for (int kb = 0; kb < KB; kb++) {
-        const int k0 = kb * 32, left = K - k0;
-        const __mmask16 m_lo = mask16(left), m_hi = mask16(left - 16);
-        __m512 lo[16], hi[16], pairs[16];
-        for (int i = 0; i < 16; i++) {
-            const float *row = src + (int64_t)(n0 + i) * K + k0;
-            const int inside = n0 + i < N;
-            lo[i] = inside ? _mm512_maskz_loadu_ps(m_lo, row) : _mm512_setzero_ps();
-            hi[i] = inside ? _mm512_maskz_loadu_ps(m_hi, row + 16) : _mm512_setzero_ps();
-            pairs[i] = (__m512)_mm512_cvtne2ps_pbh(hi[i], lo[i]);
-        }
-        for (int j = 0; j < 16; j += 2) {   // W^T: rows n0 + j, n0 + j + 1 are K' pair (n0 + j) of columns k0..
-            store_pair_row(wt, KBt, k0, n0 + j, lo[j], lo[j + 1]);
-            store_pair_row(wt, KBt, k0 + 16, n0 + j, hi[j], hi[j + 1]);
-        }
-        transpose_16x16(pairs);
-        uint16_t *half = w + packed_index(KB, n0, k0);
         for (int p = 0; p < 16; p++) _mm512_storeu_si512(half + p * 32, (__m512i)pairs[p]);
     }
 }
@@ -80,7 +65,7 @@ dit_status bf16_pack_both(bf16_packed *w, bf16_packed *wt, const float *W, int N
     DIT_CHECK(w->Np == wt->Kp && w->Kp == wt->Np);
     const int big = (int64_t)N * K > (1 << 16);
     #pragma omp parallel for schedule(guided) if (big)
-    for (int n0 = 0; n0 < w->Np; n0 += 16) pack_rows_both(w->data, wt->data, w->Kp / 32, wt->Kp / 32, W, N, K, n0);
+    for (int n0 = 0; n0 < w->Np; n0 += 16) pack_rows_along_k(w->data, w->Kp / 32, W, N, K, K, n0, wt->data, wt->Kp / 32);
     return DIT_OK;
 }
 
@@ -115,7 +100,7 @@ dit_status bf16_pack(bf16_packed *dst, const float *src, int N, int K, int64_t s
     const int big = (int64_t)N * K > (1 << 16);
     if (stride_k == 1) {
         #pragma omp parallel for schedule(guided) if (big)
-        for (int n0 = 0; n0 < Np; n0 += 16) pack_rows_along_k(d, KB, src, N, K, stride_n, n0);
+        for (int n0 = 0; n0 < Np; n0 += 16) pack_rows_along_k(d, KB, src, N, K, stride_n, n0, NULL, 0);
         return DIT_OK;
     }
     if (stride_n == 1) {
@@ -158,15 +143,13 @@ static void pack16_rows_along_k(uint16_t *d, int KB, const uint16_t *src, int N,
 // pack_rows_along_n for a bf16 source: 16 columns of rows k and k + 1 interleaved into their pair row.
 static void pack16_rows_along_n(uint16_t *d, int KB, int Np, const uint16_t *src, int N, int K, int64_t stride_k,
                                 int k) {
-    const __m512i interleave = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7,
-                                                22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
     for (int n0 = 0; n0 < Np; n0 += 16) {
         const __mmask16 mask = mask16(N - n0);
         const __m256i r0 = k < K ? _mm256_maskz_loadu_epi16(mask, src + (int64_t)k * stride_k + n0) : _mm256_setzero_si256();
         const __m256i r1 = k + 1 < K ? _mm256_maskz_loadu_epi16(mask, src + (int64_t)(k + 1) * stride_k + n0)
                                      : _mm256_setzero_si256();
         const __m512i both = _mm512_inserti64x4(_mm512_castsi256_si512(r0), r1, 1);
-        _mm512_storeu_si512(d + packed_index(KB, n0, k), _mm512_permutexvar_epi16(interleave, both));
+        _mm512_storeu_si512(d + packed_index(KB, n0, k), bf16_interleave(both));
     }
 }
 
@@ -445,12 +428,15 @@ static int epilogue_full_block(float *out, int64_t ldo, const float *C, int m0, 
         return 1;
     }
     if (to16) {
-        a_layout at = *ep->out16_layout;
-        uint16_t *dst = ep->out16 + a_offset(&at, ep->out16_row0 + m0, ep->out16_col0 + n0);
+        a_layout at;
+        uint16_t *dst;
         if (ep->head_major_hd) {   // the block's 32 rows: rows t0.. of one head's part, hd apart
             const int T = ep->head_major_T, hd = ep->head_major_hd;
             dst = ep->out16 + (((int64_t)(m0 / T) * ep->head_major_groups + n0 / hd) * T + m0 % T) * hd + n0 % hd;
             at = (a_layout){.row = hd, .half = 16 * (int64_t)hd};
+        } else {
+            at = *ep->out16_layout;
+            dst = ep->out16 + a_offset(&at, ep->out16_row0 + m0, ep->out16_col0 + n0);
         }
         float *pre = ep->gelu && ep->pre_gelu ? ep->pre_gelu + (int64_t)m0 * ldo + n0 : NULL;
         const int gelu = ep->gelu;
@@ -735,7 +721,7 @@ static dit_status run_blocks(float *out, int64_t ldo, const uint16_t *A16, const
             }
         }
     }
-    if (ep && (ep->pre_gelu || ep->product || stream || ep->stream_out || ep->both)) _mm_sfence();   // the streamed rows ordered before what follows
+    if (ep && (ep->pre_gelu || ep->product || ep->stream_out || ep->both)) _mm_sfence();   // streamed rows ordered first
     return DIT_OK;
 }
 
