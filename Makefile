@@ -184,8 +184,9 @@ demo: $(BUILD)/dit
 
 # dit vs PyTorch 2.x on the same work (scripts/setup.sh --bench makes bench/.venv): GEMM kernels, the DiT
 # forward, the SD VAE decode/encode, one training step; fp32 and bf16 on both sides.
-bench: $(BUILD)/dit $(BUILD)/bench_forward $(BUILD)/vae_bench $(BUILD)/bench_train $(BUILD)/bench_gemm $(BUILD)/bench_fusion $(BUILD)/isa_rate
+bench: $(BUILD)/dit $(BUILD)/bench_forward $(BUILD)/vae_bench $(BUILD)/bench_train $(BUILD)/bench_gemm $(BUILD)/bench_fusion $(BUILD)/isa_rate $(BUILD)/amx_rate
 	$(BUILD)/isa_rate
+	$(BUILD)/amx_rate
 	bash bench/run_gemm.sh $(BUILD)
 	bash bench/run.sh $(BUILD)
 	bash bench/run_vae.sh 3
@@ -210,6 +211,9 @@ $(BUILD)/bench_gemm: $(BUILD)/bench/bench_gemm.o $(BUILD)/libdit.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 # One core's FMA and bf16 dot-product issue rates (what the float32 and AVX512-BF16 kernels can reach).
 $(BUILD)/isa_rate: $(BUILD)/bench/isa_rate.o $(BUILD)/libdit.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+# One core's AMX tile-multiply rate, and dit's AMX micro-kernel by where its operands lie.
+$(BUILD)/amx_rate: $(BUILD)/bench/amx_rate.o $(BUILD)/libdit.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 # One DiT block's bf16 products fed by float32 activations vs by bf16 operands: build/bench_fusion.
 $(BUILD)/bench_fusion: $(BUILD)/bench/bench_fusion.o $(BUILD)/libdit.a

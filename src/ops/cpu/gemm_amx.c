@@ -34,6 +34,19 @@ void amx_release(void) {
     configured = 0;
 }
 
+// One float32 multiply-add on the vector unit per K step, its result unused (kept by an empty asm): measured on the
+// AMX guest this was tuned on (Intel Xeon, CPUID model 167), the kernel with both operands streaming from L2 ran
+// 1.36-1.56 TFLOP/s a core without it and 1.65-1.98 with it (build/amx_rate, "kernel A L2, B L2"), the
+// DiT-XL/2 x 2 forward 0.338-0.348 -> 0.315-0.321 s and the DiT-S/2 training step 0.369-0.381 -> 0.349-0.372 s,
+// with operands in L1 no change. Any floating-point multiply-add of 128, 256 or 512 bits gave it; integer vector
+// adds, scalar work and nops did not: the vector unit's floating-point side kept busy seems to keep the tile
+// loads fed (why is not documented that we found). docs/precision.md, fifteenth sitting.
+static inline void keep_vector_unit_busy(void) {
+    __m128 z = _mm_set1_ps(1.0f);
+    z = _mm_fmadd_ps(z, z, z);
+    __asm__ volatile("" : : "x"(z));
+}
+
 void amx_kernel_32x32(const float *src, int64_t lds, float *dst, int64_t ldd, const uint16_t *A, const a_layout *at,
                       const uint16_t *panel, int ksteps, const float *init, int accumulate) {
     const int64_t stride = at->row * 2, kstep = at->kstep;   // bytes between a tile's rows; elements between K steps
@@ -70,6 +83,7 @@ void amx_kernel_32x32(const float *src, int64_t lds, float *dst, int64_t ldd, co
         _tile_dpbf16ps(1, 4, 7);
         _tile_dpbf16ps(2, 5, 6);
         _tile_dpbf16ps(3, 5, 7);
+        keep_vector_unit_busy();
     }
     float *dst1 = dst + 16 * ldd;
     _tile_stored(0, dst, ldd * 4);
