@@ -69,7 +69,7 @@ static void kernel_case(const char *name, int ksteps, int rows, int panels) {
             for (int r = 0; r < rows; r++)
                 for (int p = 0; p < panels; p++)
                     amx_kernel_32x32(NULL, 0, C, 32, A + (size_t)r * ksteps * 1024, &at, B + (size_t)p * ksteps * 1024,
-                                     ksteps, NULL, 0);
+                                     ksteps, NULL, 0, NULL);
         const double t = now_seconds() - t0;
         if (t < best) best = t;
     }

@@ -253,11 +253,19 @@ void conv3x3_bf16_allow_direct(int on);
 float bf16_round(float x);
 
 // Kernel internals shared by gemm_bf16.c and gemm_amx.c.
+// Vector work the AMX kernel does a row at a time between its K steps, while the tile unit multiplies: the
+// epilogue of the block before (gemm_bf16.c). run(job, r) for r = next .. rows - 1, each once, in order.
+typedef struct row_job row_job;
+struct row_job {
+    void (*run)(row_job *job, int r);
+    int rows, next;
+};
 // dst (32 x 32 floats, row stride ldd) = start + 32 rows of A (bf16, laid out as `at` says, from the block's
 // first K step) x `ksteps` 32-deep blocks of one packed panel, where start is src (row stride lds;
-// accumulate), else the 32 values `init` in every row (a bias), else 0. src may be dst.
+// accumulate), else the 32 values `init` in every row (a bias), else 0. src may be dst. With job (may be
+// NULL), the job's rows left are all done before it returns; they must not touch dst or src.
 void amx_kernel_32x32(const float *src, int64_t lds, float *dst, int64_t ldd, const uint16_t *A, const a_layout *at,
-                      const uint16_t *panel, int ksteps, const float *init, int accumulate);
+                      const uint16_t *panel, int ksteps, const float *init, int accumulate, row_job *job);
 void amx_configure(void);
 void amx_release(void);
 

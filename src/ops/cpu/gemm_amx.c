@@ -48,7 +48,7 @@ static inline void keep_vector_unit_busy(void) {
 }
 
 void amx_kernel_32x32(const float *src, int64_t lds, float *dst, int64_t ldd, const uint16_t *A, const a_layout *at,
-                      const uint16_t *panel, int ksteps, const float *init, int accumulate) {
+                      const uint16_t *panel, int ksteps, const float *init, int accumulate, row_job *job) {
     const int64_t stride = at->row * 2, kstep = at->kstep;   // bytes between a tile's rows; elements between K steps
     const uint16_t *A1 = A + at->half;
     if (accumulate) {
@@ -84,7 +84,11 @@ void amx_kernel_32x32(const float *src, int64_t lds, float *dst, int64_t ldd, co
         _tile_dpbf16ps(2, 5, 6);
         _tile_dpbf16ps(3, 5, 7);
         keep_vector_unit_busy();
+        // a row of the job while the four products run (one K step: 64 cycles of the tile unit or more)
+        if (job && job->next < job->rows) job->run(job, job->next++);
     }
+    if (job)
+        while (job->next < job->rows) job->run(job, job->next++);
     float *dst1 = dst + 16 * ldd;
     _tile_stored(0, dst, ldd * 4);
     _tile_stored(1, dst + 16, ldd * 4);

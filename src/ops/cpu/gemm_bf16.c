@@ -292,7 +292,8 @@ static void avx512_kernel_8x32_half(const float *src, int64_t lds, float *dst, i
 // `cols` <= 16 (dst holds its start values there), and the K pairs past the product's K in its last step.
 static void avx512_kernel_32x32(const float *src, int64_t lds, float *dst, int64_t ldd, const uint16_t *A,
                                 const a_layout *at, const uint16_t *panel, int ksteps, const float *init,
-                                int accumulate, int rows, int cols, int last_pairs) {
+                                int accumulate, int rows, int cols, int last_pairs, row_job *job) {
+    DIT_CHECK(!job);   // run_blocks makes row jobs for the AMX kernel only
     for (int r = 0; r < rows; r += 8)
         (cols > 16 ? avx512_kernel_8x32_full : avx512_kernel_8x32_half)(
             src + r * lds, lds, dst + r * ldd, ldd, A + (r >> 4) * at->half + (r & 15) * at->row, at->row, at->kstep,
@@ -374,14 +375,18 @@ static inline void store_kept_row(float *dst, __m512 lo, __m512 hi, int stream) 
 // The epilogues of a full 32 x 32 block (no lines, no transposed output) that inference and training spend
 // their time in, both sixteen-column halves of a row at once, with the fields held in locals: bias (+ GELU,
 // keeping the value before it) into a whole bf16 operand whose 32 columns are one contiguous run of a row
-// (fc1 feeding fc2), the gated residual (keeping the product) into out (proj and fc2), and the backward
-// through a GELU (training's fc2). Returns 0 when the block is not one of these; the arithmetic is
-// epilogue_block's, operation for operation.
-static int epilogue_full_block(float *out, int64_t ldo, const float *C, int m0, int n0, const gemm_epilogue *ep,
-                               float alpha) {
-    // pre_gelu and product rows streamed when they start cache lines (store_kept_row)
-    const int stream = ldo % 16 == 0 && (!ep->pre_gelu || ((uintptr_t)ep->pre_gelu & 63) == 0) &&
-                       (!ep->product || ((uintptr_t)ep->product & 63) == 0);
+// (fc1 feeding fc2; FULL_TO16), the gated residual (keeping the product) into out (proj and fc2; FULL_GATE),
+// and the backward through a GELU (training's fc2; FULL_SLOPE). The arithmetic is epilogue_block's,
+// operation for operation.
+typedef enum { FULL_NONE, FULL_SLOPE, FULL_TO16, FULL_GATE } full_block_kind;
+
+// Whether the pre_gelu and product rows may be streamed: they start cache lines (store_kept_row).
+static int kept_rows_stream(int64_t ldo, const gemm_epilogue *ep) {
+    return ldo % 16 == 0 && (!ep->pre_gelu || ((uintptr_t)ep->pre_gelu & 63) == 0) &&
+           (!ep->product || ((uintptr_t)ep->product & 63) == 0);
+}
+
+static full_block_kind full_block_kind_of(const gemm_epilogue *ep, int m0, int n0) {
     // into bf16 when the block's 32 columns are one run of the operand's layout: a whole operand, or a slice (a
     // head of attention written into the projection's operand) that covers them, 32-aligned
     const int to16 = ep->out16 && (!ep->out16_cols || n0 + 32 <= ep->out16_cols) && (ep->out16_row0 + m0) % 32 == 0 &&
@@ -389,89 +394,142 @@ static int epilogue_full_block(float *out, int64_t ldo, const float *C, int m0, 
     const int slope = ep->gelu_grad_of && !ep->out16 && !ep->gate && !ep->product && !ep->gelu;
     if (ep->line || ep->transpose_out || ep->accumulate || (ep->gelu_grad_of && !slope) ||
         (!to16 && !ep->gate && !slope) || (to16 && (ep->gate || ep->product)) || (ep->gate && ep->gelu))
-        return 0;
-    const __m512 scale = _mm512_set1_ps(alpha);
-    // no bias: -0, which leaves every value as it is (+0 would turn -0 into +0)
-    const __m512 bias0 = ep->bias ? _mm512_loadu_ps(ep->bias + n0) : _mm512_set1_ps(-0.0f);
-    const __m512 bias1 = ep->bias ? _mm512_loadu_ps(ep->bias + n0 + 16) : _mm512_set1_ps(-0.0f);
-    if (slope) {   // out = (alpha C + bias) * gelu_tanh'(x)
-        const float *x = ep->gelu_grad_of + (int64_t)m0 * ldo + n0;
-        float *o = out + (int64_t)m0 * ldo + n0;
-        bf16_both *b = ep->both;
-        __m512 v[32][2], act[32][2];   // act: gelu_tanh(x), from the slope's sigmoid (gelu_act)
-        for (int r = 0; r < 32; r++, x += ldo, o += ldo) {
-            const __m512 lo = _mm512_add_ps(_mm512_mul_ps(scale, _mm512_load_ps(C + r * 32)), bias0);
-            const __m512 hi = _mm512_add_ps(_mm512_mul_ps(scale, _mm512_load_ps(C + r * 32 + 16)), bias1);
-            if (ep->gelu_act) {
-                v[r][0] = _mm512_mul_ps(lo, gelu_tanh_grad_value512(_mm512_loadu_ps(x), &act[r][0]));
-                v[r][1] = _mm512_mul_ps(hi, gelu_tanh_grad_value512(_mm512_loadu_ps(x + 16), &act[r][1]));
-            } else {
-                v[r][0] = _mm512_mul_ps(lo, gelu_tanh_grad512(_mm512_loadu_ps(x)));
-                v[r][1] = _mm512_mul_ps(hi, gelu_tanh_grad512(_mm512_loadu_ps(x + 16)));
-            }
-            if (!b) {   // with both, the block goes only there (gemm_epilogue.both)
-                _mm512_storeu_ps(o, v[r][0]);
-                _mm512_storeu_ps(o + 16, v[r][1]);
-            }
-        }
-        if (b) {   // this block's part of the next backward's operands, as bf16_both_finish would make it
-            const a_layout at_rows = a_layout_tiles(b->Np), at_cols = a_layout_tiles(b->Mp);
-            float *sums = b->chunk_sums + (int64_t)(m0 / 16) * b->Np + n0;
-            convert_32x32_streamed(v, b->rows16, &at_rows, b->cols16, &at_cols, m0, n0, sums, sums + b->Np);
-        }
-        if (ep->gelu_act) {   // gelu_tanh(x) of the block into the packed B[n, m]
-            const bf16_packed *packed = ep->gelu_act;
-            for (int r = 0; r < 32; r += 2)
-                for (int c = 0; c < 2; c++)
-                    store_pair_row(packed->data, packed->Kp / 32, n0 + 16 * c, m0 + r, act[r][c], act[r + 1][c]);
-        }
-        return 1;
+        return FULL_NONE;
+    return slope ? FULL_SLOPE : to16 ? FULL_TO16 : FULL_GATE;
+}
+
+// A FULL_TO16 or FULL_GATE block's epilogue, set up once and then done a row at a time: by the AMX kernel of
+// the next block between its K steps (run_blocks), or all at once (epilogue_full_block).
+typedef struct {
+    row_job job;   // first: the kernel sees only this
+    const float *C;
+    __m512 scale, bias0, bias1;
+    int64_t ldo;
+    int stream;   // kept rows (pre_gelu, product) streamed
+    // FULL_TO16
+    uint16_t *dst;
+    int64_t half, row;   // the bf16 operand's layout steps for rows r >> 4 and r & 15
+    float *pre;
+    int gelu, stream16;
+    // FULL_GATE
+    const float *gate, *res;
+    float *product, *o;
+    int64_t gate_stride;
+    int gate_rows, m0;
+} block_rows;
+
+static void to16_row(row_job *job, int r) {
+    const block_rows *b = (const block_rows *)job;
+    __m512 lo = _mm512_add_ps(_mm512_mul_ps(b->scale, _mm512_load_ps(b->C + r * 32)), b->bias0);
+    __m512 hi = _mm512_add_ps(_mm512_mul_ps(b->scale, _mm512_load_ps(b->C + r * 32 + 16)), b->bias1);
+    if (b->gelu) {
+        if (b->pre) store_kept_row(b->pre + r * b->ldo, lo, hi, b->stream);
+        lo = gelu_tanh512(lo), hi = gelu_tanh512(hi);
     }
-    if (to16) {
-        a_layout at;
-        uint16_t *dst;
+    // the row's 32 columns: one run of the layout (k a multiple of 32)
+    const __m512i run = (__m512i)_mm512_cvtne2ps_pbh(hi, lo);
+    uint16_t *d = b->dst + (r >> 4) * b->half + (r & 15) * b->row;
+    if (b->stream16) _mm512_stream_si512((__m512i *)d, run);
+    else _mm512_storeu_si512(d, run);
+}
+
+static void gate_row(row_job *job, int r) {
+    const block_rows *b = (const block_rows *)job;
+    __m512 lo = _mm512_mul_ps(b->scale, _mm512_load_ps(b->C + r * 32));
+    __m512 hi = _mm512_mul_ps(b->scale, _mm512_load_ps(b->C + r * 32 + 16));
+    if (b->product) store_kept_row(b->product + r * b->ldo, lo, hi, b->stream);
+    const float *g = b->gate + (int64_t)((b->m0 + r) / b->gate_rows) * b->gate_stride, *res = b->res + r * b->ldo;
+    lo = _mm512_fmadd_ps(_mm512_loadu_ps(g), _mm512_add_ps(lo, b->bias0), _mm512_loadu_ps(res));
+    hi = _mm512_fmadd_ps(_mm512_loadu_ps(g + 16), _mm512_add_ps(hi, b->bias1), _mm512_loadu_ps(res + 16));
+    float *o = b->o + r * b->ldo;
+    _mm512_storeu_ps(o, lo);
+    _mm512_storeu_ps(o + 16, hi);
+}
+
+// The bias of the block's columns; none: -0, which leaves every value as it is (+0 would turn -0 into +0).
+static __m512 bias_half(const gemm_epilogue *ep, int n) {
+    return ep->bias ? _mm512_loadu_ps(ep->bias + n) : _mm512_set1_ps(-0.0f);
+}
+
+// b: the row job of block (m0, n0)'s epilogue from its sums C, of kind FULL_TO16 or FULL_GATE.
+static void block_rows_setup(block_rows *b, full_block_kind kind, float *out, int64_t ldo, const float *C, int m0,
+                             int n0, const gemm_epilogue *ep, float alpha) {
+    *b = (block_rows){.job = {.run = kind == FULL_TO16 ? to16_row : gate_row, .rows = 32},
+                      .C = C,
+                      .scale = _mm512_set1_ps(alpha),
+                      .bias0 = bias_half(ep, n0),
+                      .bias1 = bias_half(ep, n0 + 16),
+                      .ldo = ldo,
+                      .stream = kept_rows_stream(ldo, ep)};
+    if (kind == FULL_TO16) {
         if (ep->head_major_hd) {   // the block's 32 rows: rows t0.. of one head's part, hd apart
             const int T = ep->head_major_T, hd = ep->head_major_hd;
-            dst = ep->out16 + (((int64_t)(m0 / T) * ep->head_major_groups + n0 / hd) * T + m0 % T) * hd + n0 % hd;
-            at = (a_layout){.row = hd, .half = 16 * (int64_t)hd};
+            b->dst = ep->out16 + (((int64_t)(m0 / T) * ep->head_major_groups + n0 / hd) * T + m0 % T) * hd + n0 % hd;
+            b->row = hd, b->half = 16 * (int64_t)hd;
         } else {
-            at = *ep->out16_layout;
-            dst = ep->out16 + a_offset(&at, ep->out16_row0 + m0, ep->out16_col0 + n0);
+            const a_layout *at = ep->out16_layout;
+            b->dst = ep->out16 + a_offset(at, ep->out16_row0 + m0, ep->out16_col0 + n0);
+            b->row = at->row, b->half = at->half;
         }
-        float *pre = ep->gelu && ep->pre_gelu ? ep->pre_gelu + (int64_t)m0 * ldo + n0 : NULL;
-        const int gelu = ep->gelu;
+        b->gelu = ep->gelu;
+        b->pre = ep->gelu && ep->pre_gelu ? ep->pre_gelu + (int64_t)m0 * ldo + n0 : NULL;
         // streamed (training's kept qkv) when every row's run starts a cache line
-        const int stream16 = ep->stream_out && ((uintptr_t)dst & 63) == 0 && at.row % 32 == 0 && at.half % 32 == 0;
-        for (int r = 0; r < 32; r++) {
-            __m512 lo = _mm512_add_ps(_mm512_mul_ps(scale, _mm512_load_ps(C + r * 32)), bias0);
-            __m512 hi = _mm512_add_ps(_mm512_mul_ps(scale, _mm512_load_ps(C + r * 32 + 16)), bias1);
-            if (gelu) {
-                if (pre) store_kept_row(pre + r * ldo, lo, hi, stream);
-                lo = gelu_tanh512(lo), hi = gelu_tanh512(hi);
-            }
-            // the row's 32 columns: one run of the layout (k a multiple of 32)
-            const __m512i run = (__m512i)_mm512_cvtne2ps_pbh(hi, lo);
-            if (stream16) _mm512_stream_si512((__m512i *)(dst + (r >> 4) * at.half + (r & 15) * at.row), run);
-            else _mm512_storeu_si512(dst + (r >> 4) * at.half + (r & 15) * at.row, run);
-        }
+        b->stream16 = ep->stream_out && ((uintptr_t)b->dst & 63) == 0 && b->row % 32 == 0 && b->half % 32 == 0;
+        return;
+    }
+    b->o = out + (int64_t)m0 * ldo + n0;
+    b->product = ep->product ? ep->product + (int64_t)m0 * ldo + n0 : NULL;
+    b->res = ep->residual ? ep->residual + (int64_t)m0 * ldo + n0 : b->o;
+    b->gate = ep->gate + n0, b->gate_stride = ep->gate_stride, b->gate_rows = ep->gate_rows, b->m0 = m0;
+}
+
+// The rows of a job not yet done.
+static void row_job_finish(row_job *job) {
+    while (job->next < job->rows) job->run(job, job->next++);
+}
+
+// A full block's epilogue when it is one of the kinds above; 0 when not.
+static int epilogue_full_block(float *out, int64_t ldo, const float *C, int m0, int n0, const gemm_epilogue *ep,
+                               float alpha) {
+    const full_block_kind kind = full_block_kind_of(ep, m0, n0);
+    if (kind == FULL_NONE) return 0;
+    if (kind != FULL_SLOPE) {
+        block_rows b;
+        block_rows_setup(&b, kind, out, ldo, C, m0, n0, ep, alpha);
+        row_job_finish(&b.job);
         return 1;
     }
-    const float *gate = ep->gate + n0;
-    float *product = ep->product ? ep->product + (int64_t)m0 * ldo + n0 : NULL, *o = out + (int64_t)m0 * ldo + n0;
-    const float *res = ep->residual ? ep->residual + (int64_t)m0 * ldo + n0 : o;
-    const int64_t gate_stride = ep->gate_stride;
-    const int gate_rows = ep->gate_rows;
-    int gate_row = m0 / gate_rows, gate_left = gate_rows - m0 % gate_rows;
-    for (int r = 0; r < 32; r++, o += ldo) {
-        __m512 lo = _mm512_mul_ps(scale, _mm512_load_ps(C + r * 32));
-        __m512 hi = _mm512_mul_ps(scale, _mm512_load_ps(C + r * 32 + 16));
-        if (product) store_kept_row(product + r * ldo, lo, hi, stream);
-        const float *g = gate + gate_row * gate_stride;
-        if (--gate_left == 0) gate_row++, gate_left = gate_rows;
-        lo = _mm512_fmadd_ps(_mm512_loadu_ps(g), _mm512_add_ps(lo, bias0), _mm512_loadu_ps(res + r * ldo));
-        hi = _mm512_fmadd_ps(_mm512_loadu_ps(g + 16), _mm512_add_ps(hi, bias1), _mm512_loadu_ps(res + r * ldo + 16));
-        _mm512_storeu_ps(o, lo);
-        _mm512_storeu_ps(o + 16, hi);
+    const __m512 scale = _mm512_set1_ps(alpha), bias0 = bias_half(ep, n0), bias1 = bias_half(ep, n0 + 16);
+    // FULL_SLOPE: out = (alpha C + bias) * gelu_tanh'(x)
+    const float *x = ep->gelu_grad_of + (int64_t)m0 * ldo + n0;
+    float *o = out + (int64_t)m0 * ldo + n0;
+    bf16_both *b = ep->both;
+    __m512 v[32][2], act[32][2];   // act: gelu_tanh(x), from the slope's sigmoid (gelu_act)
+    for (int r = 0; r < 32; r++, x += ldo, o += ldo) {
+        const __m512 lo = _mm512_add_ps(_mm512_mul_ps(scale, _mm512_load_ps(C + r * 32)), bias0);
+        const __m512 hi = _mm512_add_ps(_mm512_mul_ps(scale, _mm512_load_ps(C + r * 32 + 16)), bias1);
+        if (ep->gelu_act) {
+            v[r][0] = _mm512_mul_ps(lo, gelu_tanh_grad_value512(_mm512_loadu_ps(x), &act[r][0]));
+            v[r][1] = _mm512_mul_ps(hi, gelu_tanh_grad_value512(_mm512_loadu_ps(x + 16), &act[r][1]));
+        } else {
+            v[r][0] = _mm512_mul_ps(lo, gelu_tanh_grad512(_mm512_loadu_ps(x)));
+            v[r][1] = _mm512_mul_ps(hi, gelu_tanh_grad512(_mm512_loadu_ps(x + 16)));
+        }
+        if (!b) {   // with both, the block goes only there (gemm_epilogue.both)
+            _mm512_storeu_ps(o, v[r][0]);
+            _mm512_storeu_ps(o + 16, v[r][1]);
+        }
+    }
+    if (b) {   // this block's part of the next backward's operands, as bf16_both_finish would make it
+        const a_layout at_rows = a_layout_tiles(b->Np), at_cols = a_layout_tiles(b->Mp);
+        float *sums = b->chunk_sums + (int64_t)(m0 / 16) * b->Np + n0;
+        convert_32x32_streamed(v, b->rows16, &at_rows, b->cols16, &at_cols, m0, n0, sums, sums + b->Np);
+    }
+    if (ep->gelu_act) {   // gelu_tanh(x) of the block into the packed B[n, m]
+        const bf16_packed *packed = ep->gelu_act;
+        for (int r = 0; r < 32; r += 2)
+            for (int c = 0; c < 2; c++)
+                store_pair_row(packed->data, packed->Kp / 32, n0 + 16 * c, m0 + r, act[r][c], act[r + 1][c]);
     }
     return 1;
 }
@@ -569,16 +627,17 @@ static int slab_panels(int ksteps) {
 
 // A micro-kernel: one 32 x 32 block of which the first `rows` rows and `cols` columns are wanted, whose last K
 // step holds `last_pairs` (1..16) K pairs that are not zero padding.
+// With job (the AMX kernel only; NULL for the other), the job's rows left are done too (amx_kernel_32x32).
 typedef void (*kernel_fn)(const float *src, int64_t lds, float *dst, int64_t ldd, const uint16_t *A,
                           const a_layout *at, const uint16_t *panel, int ksteps, const float *init, int accumulate,
-                          int rows, int cols, int last_pairs);
+                          int rows, int cols, int last_pairs, row_job *job);
 
 // The AMX kernel computes whole tiles of 16 rows, 16 columns and 32 K whatever the wanted part is.
 static void amx_kernel_block(const float *src, int64_t lds, float *dst, int64_t ldd, const uint16_t *A,
                              const a_layout *at, const uint16_t *panel, int ksteps, const float *init, int accumulate,
-                             int rows, int cols, int last_pairs) {
+                             int rows, int cols, int last_pairs, row_job *job) {
     (void)rows, (void)cols, (void)last_pairs;
-    amx_kernel_32x32(src, lds, dst, ldd, A, at, panel, ksteps, init, accumulate);
+    amx_kernel_32x32(src, lds, dst, ldd, A, at, panel, ksteps, init, accumulate, job);
 }
 
 // Epilogues the kernel does itself, by its start values: a plain store, a bias (every row starts from it), or
@@ -619,7 +678,14 @@ static inline void prefetch_block(const float *p, int64_t ld) {
 // Output blocks [mb0, mb1) x panels [p0, p1): slabs of panels, K blocks, row blocks, panels.
 static dit_status run_blocks(float *out, int64_t ldo, const uint16_t *A16, const a_layout *at, const bf16_packed *B,
                              int M, int mb0, int mb1, int p0, int p1, kernel_fn kernel, const gemm_epilogue *ep) {
-    float C[32 * 32] __attribute__((aligned(64)));
+    // The AMX kernel does the previous block's epilogue rows between its K steps (a row job, when the block is a
+    // full one of a row-by-row kind), so the block sums alternate between two buffers: the kernel writes one
+    // while the job reads the other.
+    float Cb[2][32 * 32] __attribute__((aligned(64)));
+    block_rows jobs[2];
+    row_job *pending = NULL;   // the previous block's epilogue, not started yet
+    int cur = 0;
+    const int interleave = kernel == amx_kernel_block;
     float bias_block[32] __attribute__((aligned(64)));
     // an indirect A (a conv reading its input in place) revisits the same lines tap after tap: its whole K fits
     // in L1 as one block
@@ -660,6 +726,9 @@ static dit_status run_blocks(float *out, int64_t ldo, const uint16_t *A16, const
                 if (at->koff) from_k0.koff += k0 / 32;
                 for (int p = s0; p < s1; p++) {
                     const int n0 = p * 32, cols = B->N - n0 < 32 ? B->N - n0 : 32, full = whole_rows && cols == 32;
+                    float *C = Cb[cur];
+                    row_job *job = pending;   // done within this block's kernel, whichever call below it is
+                    pending = NULL;
                     const uint16_t *panel = B->data + (int64_t)p * 32 * Kp + (int64_t)k0 * 32;
                     float *block = out ? out + out_row * ldo + n0 : NULL;   // NULL: bf16 output (out16)
                     const float *init = NULL;   // the start values of every row when the kernel adds the bias
@@ -677,7 +746,7 @@ static dit_status run_blocks(float *out, int64_t ldo, const uint16_t *A16, const
                     const float *src = wait;
                     int64_t lds = ldw;
                     if (first && from_out && !full) {   // an edge block's sums start from out's values
-                        memset(C, 0, sizeof C);
+                        memset(C, 0, sizeof Cb[0]);
                         for (int r = 0; r < rows; r++) {
                             const int64_t o = kept_row(ep, m0 + r);
                             if (o >= 0) memcpy(C + r * 32, out + o * ldo + n0, cols * 4);
@@ -696,31 +765,38 @@ static dit_status run_blocks(float *out, int64_t ldo, const uint16_t *A16, const
                             prefetch_block(ep->gelu_grad_of + out_row * ldo + n0 + 32, ldo);
                     }
                     if (!last) {
-                        kernel(src, lds, wait, ldw, a, &from_k0, panel, ksteps, init, accumulate, rows, cols, last_pairs);
+                        kernel(src, lds, wait, ldw, a, &from_k0, panel, ksteps, init, accumulate, rows, cols, last_pairs, job);
                         continue;
                     }
                     if (full && in_kernel && stream) {   // through C, then past the caches into out
-                        kernel(src, lds, C, 32, a, &from_k0, panel, ksteps, init, accumulate, rows, cols, last_pairs);
+                        kernel(src, lds, C, 32, a, &from_k0, panel, ksteps, init, accumulate, rows, cols, last_pairs, job);
                         for (int r = 0; r < 32; r++) store_kept_row(block + r * ldo, _mm512_load_ps(C + r * 32),
                                                                     _mm512_load_ps(C + r * 32 + 16), 1);
                         continue;
                     }
                     if (full && in_kernel) {   // the result straight into out
-                        kernel(src, lds, block, ldo, a, &from_k0, panel, ksteps, init, accumulate, rows, cols, last_pairs);
+                        kernel(src, lds, block, ldo, a, &from_k0, panel, ksteps, init, accumulate, rows, cols, last_pairs, job);
                         continue;
                     }
-                    kernel(src, lds, C, 32, a, &from_k0, panel, ksteps, init, accumulate, rows, cols, last_pairs);
-                    if (in_kernel)
+                    kernel(src, lds, C, 32, a, &from_k0, panel, ksteps, init, accumulate, rows, cols, last_pairs, job);
+                    full_block_kind kind;
+                    if (in_kernel) {
                         for (int r = 0; r < rows; r++) {
                             const int64_t o = kept_row(ep, m0 + r);
                             if (o >= 0) memcpy(out + o * ldo + n0, C + r * 32, cols * 4);
                         }
-                    else
+                    } else if (interleave && full && (kind = full_block_kind_of(ep, m0, n0)) >= FULL_TO16) {
+                        block_rows_setup(&jobs[cur], kind, out, ldo, C, m0, n0, ep, ep->alpha != 0.0f ? ep->alpha : 1.0f);
+                        pending = &jobs[cur].job;   // done by the next block's kernel, or below
+                        cur ^= 1;
+                    } else {
                         epilogue_block(out, ldo, C, m0, rows, n0, cols, ep);
+                    }
                 }
             }
         }
     }
+    if (pending) row_job_finish(pending);
     if (ep && (ep->pre_gelu || ep->product || ep->stream_out || ep->both)) _mm_sfence();   // streamed rows ordered first
     return DIT_OK;
 }
