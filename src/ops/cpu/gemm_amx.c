@@ -36,7 +36,7 @@ void amx_release(void) {
 
 // One float32 multiply-add on the vector unit per K step, its result unused (kept by an empty asm): measured on the
 // AMX guest this was tuned on (Intel Xeon, CPUID model 167), the kernel with both operands streaming from L2 ran
-// 1.36-1.56 TFLOP/s a core without it and 1.65-1.98 with it (build/amx_rate, "kernel A L2, B L2"), the
+// 1.36-1.64 TFLOP/s a core without it and 1.53-1.98 with it (build/amx_rate, "kernel A L2, B L2"), the
 // DiT-XL/2 x 2 forward 0.338-0.348 -> 0.315-0.321 s and the DiT-S/2 training step 0.369-0.381 -> 0.349-0.372 s,
 // with operands in L1 no change. Any floating-point multiply-add of 128, 256 or 512 bits gave it; integer vector
 // adds, scalar work and nops did not: the vector unit's floating-point side kept busy seems to keep the tile
