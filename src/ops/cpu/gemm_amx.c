@@ -43,6 +43,7 @@ void amx_release(void) {
 // loads fed (why is not documented that we found). docs/precision.md, fifteenth sitting.
 static inline void keep_vector_unit_busy(void) {
     __m128 z = _mm_set1_ps(1.0f);
+    __asm__ volatile("" : "+x"(z));   // z unknown to the compiler: the multiply-add cannot be folded or hoisted
     z = _mm_fmadd_ps(z, z, z);
     __asm__ volatile("" : : "x"(z));
 }
