@@ -304,9 +304,9 @@ static void check_model(const char *path, const char *name, dit_config cfg, int 
 // whole-model gradient vector compared in relative L2, and the worst tensor. bf16 rounding of every product
 // input (2^-9 relative) through the backward's chains: the bound 3e-2 is loose enough for the worst tensor
 // (small gradients of early layers) and tight enough to catch a wrong operand or layout (errors of order 1).
-static void check_gradients(const char *path, int input_size) {
-    const dit_config cfg = {.input_size = input_size, .patch_size = 2, .in_channels = 3, .hidden_size = 64, .depth = 2,
-                            .num_heads = 2, .mlp_ratio = 4.0f, .num_classes = 5, .class_dropout_prob = 0.1f,
+static void check_gradients(const char *path, int input_size, int hidden, int heads) {
+    const dit_config cfg = {.input_size = input_size, .patch_size = 2, .in_channels = 3, .hidden_size = hidden, .depth = 2,
+                            .num_heads = heads, .mlp_ratio = 4.0f, .num_classes = 5, .class_dropout_prob = 0.1f,
                             .learn_sigma = 1};
     const int B = 3, S = cfg.input_size, C = cfg.in_channels, OUT = dit_config_out_channels(&cfg);
     dit_model *m = dit_model_synthetic(&cfg, 9);
@@ -335,8 +335,8 @@ static void check_gradients(const char *path, int input_size) {
     const qkv_form form = ops_qkv_form(&m->ops, T, cfg.hidden_size, cfg.num_heads);
     CHECK(form != QKV_F32 && !memcmp(out, out16, (size_t)B * OUT * S * S * sizeof *out) &&
           !memcmp(g16, g16_f32_qkv, m->total_floats * sizeof *g16),
-          "%s bf16 training forward and gradients (T %d) with qkv kept in bf16 (%s) == kept in float32, bit for bit",
-          path, T, form == QKV_BF16_HEADS ? "head by head" : "row-major");
+          "%s bf16 training forward and gradients (T %d, heads of %d) with qkv kept in bf16 (%s) == kept in float32, "
+          "bit for bit", path, T, hidden / heads, form == QKV_BF16_HEADS ? "head by head" : "row-major");
     double max_rel, l2_rel, worst_l2 = 0;
     const char *worst = "";
     test_relative_errors(g16, g32, m->total_floats, &max_rel, &l2_rel);
@@ -961,7 +961,7 @@ static void check_pack_both(const char *path, int N, int K) {
     free(w);
 }
 
-// qkv stored head by head in bf16 (op_qkv's form where T and the head size are multiples of 32): attention
+// qkv stored head by head in bf16 (op_qkv's form where T and D are multiples of 32, heads at least 32 wide): attention
 // forward (float32 output and bf16 operand) and backward the same bits as from the float32 qkv.
 static void check_attention_head_major(const char *path, int T, int D, int H) {
     const int B = 2, n_qkv = B * T * 3 * D, n_out = B * T * D;
@@ -1106,6 +1106,7 @@ void test_bf16(void) {
         check_pack_both(name, 384, 1152);
         check_attention_head_major(name, 64, 64, 2);
         check_attention_head_major(name, 96, 384, 6);
+        check_attention_head_major(name, 64, 288, 4);   // heads of 72, as XL's: rows 144 bytes apart
         test_rounding();
         // The width, heads and tokens of DiT-XL/2 at 256 px with 2 blocks; and an odd little one (25 tokens,
         // head dim 32, 7 classes, no learned sigma).
@@ -1121,8 +1122,9 @@ void test_bf16(void) {
                     (dit_config){.input_size = 10, .patch_size = 2, .in_channels = 3, .hidden_size = 96, .depth = 3,
                                  .num_heads = 3, .mlp_ratio = 4.0f, .num_classes = 7, .class_dropout_prob = 0.1f,
                                  .learn_sigma = 0}, 3);
-        check_gradients(name, 8);    // 16 tokens: qkv in bf16 row-major
-        check_gradients(name, 16);   // 64 tokens, heads of 32: qkv in bf16 head by head
+        check_gradients(name, 8, 64, 2);    // 16 tokens: qkv in bf16 row-major
+        check_gradients(name, 16, 64, 2);   // 64 tokens, heads of 32: qkv in bf16 head by head
+        check_gradients(name, 16, 96, 2);   // heads of 48: blocks split between two heads' parts
         check_linear_backward_gelu(name);
         check_linear_backward(name);
         check_attention_backward_fused(name, 48);   // 16 x 16 blocks

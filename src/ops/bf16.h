@@ -84,8 +84,9 @@ typedef struct {
     const a_layout *out16_layout;
     int out16_row0, out16_col0, out16_cols;
     // head_major_hd > 0: out16 instead in head-major order (op_qkv): element (m, n) at ((m / T * groups + n / hd)
-    // * T + m % T) * hd + n % hd, T = head_major_T, hd = head_major_hd (both multiples of 32, so that every block
-    // is whole and lies in one head), groups = head_major_groups = N / hd; out16_layout, row0, col0 unused.
+    // * T + m % T) * hd + n % hd, T = head_major_T, hd = head_major_hd, groups = head_major_groups = N / hd; T and
+    // N multiples of 32 (every block whole, its rows in one sample) and hd >= 32 (a block's columns in one head's
+    // part, or in two: XL's heads of 72); out16_layout, row0, col0 unused.
     int head_major_T, head_major_hd, head_major_groups;
     // With gelu_grad_of only (training: fc2's d input through the GELU is fc1's dout): each whole 32 x 32 block
     // of out goes into `both` (bf16_both_reserve'd for this M x N) instead, as bf16_convert_both would make it,

@@ -334,8 +334,9 @@ void ops_qkv_bf16(int on) { qkv16_on = on; }
 
 qkv_form ops_qkv_form(const ops_context *ctx, int T, int D, int H) {
     if (ctx->precision != OPS_BF16 || !qkv16_on) return QKV_F32;
-    // head by head: every 32 x 32 block of the product is 32 rows of one head's part, 64 bytes each
-    if (T % 32 == 0 && D % H == 0 && (D / H) % 32 == 0) return QKV_BF16_HEADS;
+    // head by head: every 32 x 32 block of the product is 32 rows of one sample in one head's part, or split
+    // between two (heads of 72: gemm_epilogue.head_major_hd)
+    if (T % 32 == 0 && D % 32 == 0 && D % H == 0 && D / H >= 32) return QKV_BF16_HEADS;
     // row-major: every block's rows are whole 32-column runs of the operand
     return 3 * D % 32 == 0 ? QKV_BF16_ROWS : QKV_F32;
 }
@@ -381,7 +382,7 @@ void ops_qkv_store(const ops_context *ctx, float *qkv, const float *values, int 
     else store_rounded((uint16_t *)(void *)qkv, values, (int64_t)B * T, 3 * D, T, form == QKV_BF16_HEADS ? D / H : 0);
 }
 
-// d attn in bf16 head by head where qkv is (both need whole 32 x 32 blocks inside one head), else float32
+// d attn in bf16 head by head where qkv is (both need whole 32 x 32 blocks, each in at most two heads), else float32
 static int dout_in_heads(const ops_context *ctx, int T, int D, int H) {
     return ops_qkv_form(ctx, T, D, H) == QKV_BF16_HEADS;
 }

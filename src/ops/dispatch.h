@@ -120,8 +120,8 @@ dit_status op_linear_backward_gelu(const ops_context *ctx, linear_layer *L, floa
 // The attention's input: qkv (B T, 3D) = inp @ W^T + b (L (3D, D)), written into the qkv buffer (B T x 3D
 // floats) in the form the attention ops below read it (ops_qkv_form): float32, or on the bf16 path its values
 // rounded to bf16 (the only form in which the attention's products read them: the same results, bit for bit),
-// in the first half of the buffer, head by head (qkv_rows.head_major) where T and the head size are multiples
-// of 32, else row-major (3D a row) where 3D is. keep: training keeps it for the backward (stored past the
+// in the first half of the buffer, head by head (qkv_rows.head_major) where T and D are multiples of 32 and
+// heads at least 32 wide, else row-major (3D a row) where 3D is. keep: training keeps it for the backward (stored past the
 // caches).
 dit_status op_qkv(const ops_context *ctx, linear_layer *L, float *qkv, const op_operand *inp, int B, int T, int H,
                   int group_rows, int keep);

@@ -409,6 +409,10 @@ typedef struct {
     // FULL_TO16
     uint16_t *dst;
     int64_t half, row;   // the bf16 operand's layout steps for rows r >> 4 and r & 15
+    // head-major with the block's columns in two heads' parts: the first `split` of them in dst, the rest from
+    // the start of the next part's rows, dst_next (row stride `row` too)
+    uint16_t *dst_next;
+    int split;
     float *pre;
     int gelu, stream16;
     // FULL_GATE
@@ -429,8 +433,15 @@ static void to16_row(row_job *job, int r) {
     // the row's 32 columns: one run of the layout (k a multiple of 32)
     const __m512i run = (__m512i)_mm512_cvtne2ps_pbh(hi, lo);
     uint16_t *d = b->dst + (r >> 4) * b->half + (r & 15) * b->row;
-    if (b->stream16) _mm512_stream_si512((__m512i *)d, run);
-    else _mm512_storeu_si512(d, run);
+    if (b->split < 32) {   // lane i < split to d + i, lane i >= split to the next part's row + i - split
+        const __mmask32 first = (__mmask32)((1u << b->split) - 1);
+        _mm512_mask_storeu_epi16(d, first, run);
+        _mm512_mask_storeu_epi16(b->dst_next + r * b->row - b->split, (__mmask32)~first, run);
+    } else if (b->stream16) {
+        _mm512_stream_si512((__m512i *)d, run);
+    } else {
+        _mm512_storeu_si512(d, run);
+    }
 }
 
 static void gate_row(row_job *job, int r) {
@@ -462,10 +473,13 @@ static void block_rows_setup(block_rows *b, full_block_kind kind, float *out, in
                       .ldo = ldo,
                       .stream = kept_rows_stream(ldo, ep)};
     if (kind == FULL_TO16) {
-        if (ep->head_major_hd) {   // the block's 32 rows: rows t0.. of one head's part, hd apart
+        b->split = 32;
+        if (ep->head_major_hd) {   // the block's 32 rows: rows t0.. of one head's part (or two), hd apart
             const int T = ep->head_major_T, hd = ep->head_major_hd;
-            b->dst = ep->out16 + (((int64_t)(m0 / T) * ep->head_major_groups + n0 / hd) * T + m0 % T) * hd + n0 % hd;
+            const int64_t part = (int64_t)(m0 / T) * ep->head_major_groups + n0 / hd;
+            b->dst = ep->out16 + (part * T + m0 % T) * hd + n0 % hd;
             b->row = hd, b->half = 16 * (int64_t)hd;
+            if (n0 % hd + 32 > hd) b->split = hd - n0 % hd, b->dst_next = ep->out16 + ((part + 1) * T + m0 % T) * hd;
         } else {
             const a_layout *at = ep->out16_layout;
             b->dst = ep->out16 + a_offset(at, ep->out16_row0 + m0, ep->out16_col0 + n0);
