@@ -373,7 +373,7 @@ static inline void store_kept_row(float *dst, __m512 lo, __m512 hi, int stream) 
 }
 
 // The epilogues of a full 32 x 32 block (no lines, no transposed output) that inference and training spend
-// their time in, both sixteen-column halves of a row at once, with the fields held in locals: bias (+ GELU,
+// their time in, both sixteen-column halves of a row at once: bias (+ GELU,
 // keeping the value before it) into a whole bf16 operand whose 32 columns are one contiguous run of a row
 // (fc1 feeding fc2; FULL_TO16), the gated residual (keeping the product) into out (proj and fc2; FULL_GATE),
 // and the backward through a GELU (training's fc2; FULL_SLOPE). The arithmetic is epilogue_block's,
@@ -548,10 +548,13 @@ static int epilogue_full_block(float *out, int64_t ldo, const float *C, int m0, 
     return 1;
 }
 
+// The epilogue's scale of the sums: alpha, where 0 (unset) means 1.
+static float epilogue_alpha(const gemm_epilogue *ep) { return ep && ep->alpha != 0.0f ? ep->alpha : 1.0f; }
+
 // Rows [m0, m0 + rows) and columns [n0, n0 + cols) of out from the 32 x 32 block C, sixteen columns at a time.
 static void epilogue_block(float *out, int64_t ldo, const float *C, int m0, int rows, int n0, int cols,
                            const gemm_epilogue *ep) {
-    const float alpha = ep && ep->alpha != 0.0f ? ep->alpha : 1.0f;
+    const float alpha = epilogue_alpha(ep);
     if (ep && rows == 32 && cols == 32 && epilogue_full_block(out, ldo, C, m0, n0, ep, alpha)) return;
     if (ep && ep->transpose_out) {
         epilogue_block_transposed(out, ldo, C, m0, rows, n0, cols, ep, alpha);
@@ -800,7 +803,7 @@ static dit_status run_blocks(float *out, int64_t ldo, const uint16_t *A16, const
                             if (o >= 0) memcpy(out + o * ldo + n0, C + r * 32, cols * 4);
                         }
                     } else if (interleave && full && (kind = full_block_kind_of(ep, m0, n0)) >= FULL_TO16) {
-                        block_rows_setup(&jobs[cur], kind, out, ldo, C, m0, n0, ep, ep->alpha != 0.0f ? ep->alpha : 1.0f);
+                        block_rows_setup(&jobs[cur], kind, out, ldo, C, m0, n0, ep, epilogue_alpha(ep));
                         pending = &jobs[cur].job;   // done by the next block's kernel, or below
                         cur ^= 1;
                     } else {
