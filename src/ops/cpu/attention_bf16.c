@@ -160,18 +160,52 @@ static void softmax_backward_row_from(float *s, float *dp, int cols, float scale
 }
 
 // softmax_rows, with the probabilities written rounded to bf16 into p16 (laid out as at, zeros in columns cols
-// .. Kp) instead of back into s: the values a product would round them to, bit for bit.
-static void softmax_rows_to16(float *s, int rows, int cols, float scale, uint16_t *p16, const a_layout *at, int Kp,
-                              float *stats) {
-    for (int r = 0; r < rows; r++) {
-        float *row = s + (int64_t)r * cols;
-        const __m512 inv = softmax_exps(row, cols, scale, stats ? stats + 2 * r : NULL);
-        for (int c = 0; c < Kp; c += 16) {
-            const __mmask16 mask = mask16(cols - c);   // zero past cols
-            const __m512 p = _mm512_mul_ps(_mm512_maskz_loadu_ps(mask, row + c), inv);
-            _mm256_storeu_si256((__m256i *)(p16 + a_offset(at, r, c)), (__m256i)_mm512_cvtneps_pbh(p));
+// .. Kp) instead of back into s: the values a product would round them to, bit for bit. SOFTMAX_ROWS rows at a
+// time, pass by pass: each pass of a row is a chain of dependent vector operations (the max, the sum), and
+// the rows' chains run side by side; every row's operations are those of softmax_exps in the same order, so
+// the same bits. Measured on the AMX guest (CPUID model 167), the attention of DiT-XL/2 x 2 (32 heads of 72,
+// T = 256): 1.20 ms -> 0.91-0.97 ms alone, 46 -> 41 ms of a forward's 28; 8 rows a little faster than 4.
+enum { SOFTMAX_ROWS = 8 };
+
+static void softmax_group_to16(float *s, int r0, int n, int cols, float scale, uint16_t *p16, const a_layout *at,
+                               int Kp, float *stats) {
+    __m512 mx[SOFTMAX_ROWS], sum[SOFTMAX_ROWS], row_max[SOFTMAX_ROWS], inv[SOFTMAX_ROWS];
+    const __m512 by = _mm512_set1_ps(scale);
+    for (int i = 0; i < n; i++) mx[i] = _mm512_set1_ps(-INFINITY), sum[i] = _mm512_setzero_ps();
+    for (int c = 0; c < cols; c += 16) {
+        const __mmask16 mask = mask16(cols - c);
+        for (int i = 0; i < n; i++)
+            mx[i] = _mm512_mask_max_ps(mx[i], mask, mx[i], _mm512_maskz_loadu_ps(mask, s + (int64_t)(r0 + i) * cols + c));
+    }
+    for (int i = 0; i < n; i++) row_max[i] = _mm512_set1_ps(_mm512_reduce_max_ps(mx[i]));
+    for (int c = 0; c < cols; c += 16) {
+        const __mmask16 mask = mask16(cols - c);
+        for (int i = 0; i < n; i++) {
+            float *row = s + (int64_t)(r0 + i) * cols;
+            const __m512 e = fast_exp512(_mm512_mul_ps(by, _mm512_sub_ps(_mm512_maskz_loadu_ps(mask, row + c), row_max[i])));
+            _mm512_mask_storeu_ps(row + c, mask, e);
+            sum[i] = _mm512_mask_add_ps(sum[i], mask, sum[i], e);
         }
     }
+    for (int i = 0; i < n; i++) {
+        const float one_over = 1.0f / _mm512_reduce_add_ps(sum[i]);
+        if (stats) stats[2 * (r0 + i)] = _mm512_cvtss_f32(row_max[i]), stats[2 * (r0 + i) + 1] = one_over;
+        inv[i] = _mm512_set1_ps(one_over);
+    }
+    for (int c = 0; c < Kp; c += 16) {
+        const __mmask16 mask = mask16(cols - c);   // zero past cols
+        for (int i = 0; i < n; i++) {
+            const __m512 p = _mm512_mul_ps(_mm512_maskz_loadu_ps(mask, s + (int64_t)(r0 + i) * cols + c), inv[i]);
+            _mm256_storeu_si256((__m256i *)(p16 + a_offset(at, r0 + i, c)), (__m256i)_mm512_cvtneps_pbh(p));
+        }
+    }
+}
+
+static void softmax_rows_to16(float *s, int rows, int cols, float scale, uint16_t *p16, const a_layout *at, int Kp,
+                              float *stats) {
+    int r = 0;
+    for (; r + SOFTMAX_ROWS <= rows; r += SOFTMAX_ROWS) softmax_group_to16(s, r, SOFTMAX_ROWS, cols, scale, p16, at, Kp, stats);
+    for (; r < rows; r++) softmax_group_to16(s, r, 1, cols, scale, p16, at, Kp, stats);
 }
 
 // One head's columns of q, k or v: element (t, d) at [t * ld + d] of f32 or of b16 (the other NULL).
