@@ -186,6 +186,60 @@ static void check_epilogues(const char *path) {
     bf16_packed_free(&P);
 }
 
+// GELU-tanh and its slope in double without 1 + tanh(u)'s cancellation (exact far below zero, where gelu_ref
+// rounds to 0): 0.5 (1 + tanh u) = sigmoid(2u).
+static double gelu_sigmoid(double v) {
+    return 1.0 / (1.0 + exp(-2.0 * 0.7978845608028654 * (v + 0.044715 * v * v * v)));
+}
+static double gelu_exact(double v) { return v * gelu_sigmoid(v); }
+static double gelu_slope_exact(double v) {
+    const double s = gelu_sigmoid(v);
+    return s + v * s * (1.0 - s) * 2.0 * 0.7978845608028654 * (1.0 + 3 * 0.044715 * v * v);
+}
+
+// GELU far below zero (pre-activations -5 .. -200, where 2u reaches the exp's clamp): the epilogue (edge and
+// whole blocks, into floats and into a bf16 operand) and the backward's slope against the exact values, which
+// are tiny: relative 1e-5 (the fast exp), 4e-3 in bf16, and where the exact value is below the sigmoid's floor
+// (its argument clamped at -80 in fast_exp512.h, so that no subnormal arises on the way) absolute 1e-30 (1e-25
+// for the slope, which grows as v^3 there). A clamp of the wrong sign would give -v.
+static void check_gelu_far_negative(const char *path) {
+    const int M = 40, K = 32, N = 64;
+    float *A = calloc((size_t)M * K, sizeof *A), *B = test_random_floats(&rng_state, (size_t)N * K, 1.0f);
+    float *bias = malloc(N * sizeof *bias), *x = malloc((size_t)M * N * sizeof *x);
+    for (int n = 0; n < N; n++) bias[n] = -5.0f - 195.0f * n / (N - 1);   // A = 0: every value is its bias
+    for (int i = 0; i < M * N; i++) x[i] = bias[i % N];
+    bf16_packed P = {0};
+    bf16_pack(&P, B, N, K, K, 1);
+    float *got = malloc((size_t)M * N * sizeof *got), *want = malloc((size_t)M * N * sizeof *want);
+    for (int i = 0; i < M * N; i++) want[i] = (float)gelu_exact(x[i]);
+    char what[160];
+    const gemm_epilogue gelu = {.bias = bias, .gelu = 1};
+    gemm_bf16(got, N, A, K, 1, &P, M, &gelu);
+    snprintf(what, sizeof what, "%s GELU epilogue at -5 .. -200", path);
+    CHECK_CLOSE(what, got, want, (size_t)M * N, 1e-30, 1e-5);
+
+    const a_layout layout = a_layout_tiles(P.Np);
+    uint16_t *out16 = calloc((size_t)64 * P.Np, sizeof *out16);   // rows padded to 32
+    const gemm_epilogue to16 = {.bias = bias, .gelu = 1, .out16 = out16, .out16_layout = &layout};
+    gemm_bf16(NULL, N, A, K, 1, &P, M, &to16);
+    for (int m = 0; m < M; m++)
+        for (int n = 0; n < N; n++) got[m * N + n] = float_from_bf16_bits(out16[a_offset(&layout, m, n)]);
+    snprintf(what, sizeof what, "%s GELU epilogue into bf16 at -5 .. -200", path);
+    CHECK_CLOSE(what, got, want, (size_t)M * N, 1e-30, 4e-3);
+
+    // the slope: out = v * gelu_tanh'(x) with v = 1 exactly (rows of ones against rows of 1/32)
+    for (int i = 0; i < M * K; i++) A[i] = 1.0f;
+    for (int i = 0; i < N * K; i++) B[i] = 1.0f / 32;
+    bf16_pack(&P, B, N, K, K, 1);
+    const gemm_epilogue slope = {.gelu_grad_of = x};
+    gemm_bf16(got, N, A, K, 1, &P, M, &slope);
+    for (int i = 0; i < M * N; i++) want[i] = (float)gelu_slope_exact(x[i]);
+    snprintf(what, sizeof what, "%s GELU slope epilogue at -5 .. -200", path);
+    CHECK_CLOSE(what, got, want, (size_t)M * N, 1e-25, 1e-5);
+    free(A), free(B), free(bias), free(x), free(got), free(want), free(out16);
+    bf16_packed_free(&P);
+}
+
 // Stores past the caches (out with stream_out; the kept product and pre-GELU values wherever their rows start
 // cache lines) write the same bits as plain stores: each epilogue run into 64-byte aligned buffers (streamed)
 // and into buffers one float off (plain), on a shape with whole blocks and edge rows (70 = 2 x 32 + 6).
@@ -1091,6 +1145,7 @@ void test_bf16(void) {
         check_shape(name, 300, 1152, 97, 0, 0, 0);
         check_shape(name, 45, 1301, 16, 0, 0, 0);   // two K blocks, the last step's 11 pairs, one odd; 16 columns
         check_epilogues(name);
+        check_gelu_far_negative(name);
         check_streamed_stores(name);
         check_stealing(name);
         check_mlp(name);
