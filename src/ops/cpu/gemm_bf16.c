@@ -682,9 +682,9 @@ static dit_status partial_sums_failed(void) {
     return dit_set_error("out of memory allocating a thread's partial sums of the bf16 GEMM");
 }
 
-// Ask for the 32 rows x 32 floats at p (row stride ld) to be brought to L1: the partial sums or the output
-// rows the next block reads, fetched from L2/L3 while the kernel works on this one (the rows lie a page
-// apart, which the hardware prefetchers do not follow).
+// Ask for the 32 rows x 32 floats at p (row stride ld) to be brought to L1: rows the next block reads, fetched
+// from L2/L3 while the kernel works on this one (the rows lie a page apart, which the hardware prefetchers do
+// not follow).
 static inline void prefetch_block(const float *p, int64_t ld) {
     for (int r = 0; r < 32; r++) {
         _mm_prefetch((const char *)(p + r * ld), _MM_HINT_T0);
@@ -773,14 +773,12 @@ static dit_status run_blocks(float *out, int64_t ldo, const uint16_t *A16, const
                         src = block, lds = ldo;
                     }
                     const int accumulate = !first || from_out;
-                    if (p + 1 < s1) {   // what the next panel's block will read, asked for while this one runs
-                        if (accumulate && wait) prefetch_block(wait + (wait == block ? 32 : 1024), ldw);
-                        if (last && !in_kernel && block && ep && (ep->gate || ep->accumulate))
-                            prefetch_block(ep->gate && ep->residual ? ep->residual + out_row * ldo + n0 + 32 : block + 32,
-                                           ldo);
-                        if (last && ep && ep->gelu_grad_of)
-                            prefetch_block(ep->gelu_grad_of + out_row * ldo + n0 + 32, ldo);
-                    }
+                    // The next panel's block's GELU inputs (the backward's slope), asked for while this one runs.
+                    // The partial sums and the gated rows are not: since their epilogues became row jobs, asking
+                    // for them was 1-2% slower on the XL forward (4 of 4 interleaved runs; S/2 forward and step,
+                    // VAE: no difference), where an earlier build had been 3-8% faster with it.
+                    if (p + 1 < s1 && last && ep && ep->gelu_grad_of)
+                        prefetch_block(ep->gelu_grad_of + out_row * ldo + n0 + 32, ldo);
                     if (!last) {
                         kernel(src, lds, wait, ldw, a, &from_k0, panel, ksteps, init, accumulate, rows, cols, last_pairs, job);
                         continue;
