@@ -87,26 +87,11 @@ static dit_status workspace_failed(int T) {
     return dit_set_error("out of memory allocating the bf16 attention workspace (%d tokens)", T);
 }
 
-// exp(x) for the softmax's x = scale (s - max) <= 0: fast_exp512's range reduction with a polynomial of degree 5
-// instead of 6 (relative error 2.4e-6 instead of 1.2e-7: 40 float ulps, far below the 4e-3 of the bf16 P the
-// products read, and the same function in the forward, its statistics and the backward, so P is recomputed
-// bit for bit) and no upper clamp (x <= 0). The lower clamp stays: below -87 exp(x) would be subnormal, and
-// multiplies on subnormals take microcode assists. Measured on the AMX guest, the attention of DiT-XL/2 x 2
-// with its operands cold: 1.08-1.25 -> 0.97-1.01 ms; the XL/2 x 2 forward 0.288-0.296 -> 0.280-0.291 s (4 runs).
-static inline __m512 softmax_exp512(__m512 x) {
-    x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
-    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-    __m512 p = _mm512_set1_ps(1.0f / 120.0f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    return _mm512_scalef_ps(p, n);   // p * 2^n
-}
+// The softmax's exponential: fast_exp512_nonpositive (degree 5, 2.4e-6 relative instead of fast_exp512's 1.2e-7;
+// its argument scale (s - max) is never positive), the same function in the forward, the statistics it keeps and
+// the backward, so P is recomputed bit for bit. Measured on the AMX guest, the attention of DiT-XL/2 x 2 with its
+// operands cold: 1.08-1.25 -> 0.97-1.01 ms; the XL/2 x 2 forward 0.288-0.296 -> 0.280-0.291 s (4 runs).
+static inline __m512 softmax_exp512(__m512 x) { return fast_exp512_nonpositive(x); }
 
 // row (cols) replaced by exp(scale (row - max(row))), sixteen columns at a time; returns 1 / their sum: the
 // softmax of scale * row, the scale of the scores applied here instead of to every product value. With stats,
