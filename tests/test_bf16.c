@@ -21,7 +21,9 @@
 
 static uint32_t rng_state = 777;
 
-static double gelu_ref(double v) { return 0.5 * v * (1.0 + tanh(0.7978845608028654 * (v + 0.044715 * v * v * v))); }
+// GELU-tanh's u = sqrt(2/pi) (v + 0.044715 v^3): gelu(v) = 0.5 v (1 + tanh u).
+static double gelu_u(double v) { return 0.7978845608028654 * (v + 0.044715 * v * v * v); }
+static double gelu_ref(double v) { return 0.5 * v * (1.0 + tanh(gelu_u(v))); }
 
 // want[m, n] = alpha * sum_k bf16(A[m, k]) bf16(B[n, k]) in float64, A (M, K) and B (N, K) row-major.
 static void reference(double *want, const float *A, const float *B, int M, int K, int N, double alpha) {
@@ -188,9 +190,7 @@ static void check_epilogues(const char *path) {
 
 // GELU-tanh and its slope in double without 1 + tanh(u)'s cancellation (exact far below zero, where gelu_ref
 // rounds to 0): 0.5 (1 + tanh u) = sigmoid(2u).
-static double gelu_sigmoid(double v) {
-    return 1.0 / (1.0 + exp(-2.0 * 0.7978845608028654 * (v + 0.044715 * v * v * v)));
-}
+static double gelu_sigmoid(double v) { return 1.0 / (1.0 + exp(-2.0 * gelu_u(v))); }
 static double gelu_exact(double v) { return v * gelu_sigmoid(v); }
 static double gelu_slope_exact(double v) {
     const double s = gelu_sigmoid(v);

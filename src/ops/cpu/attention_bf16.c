@@ -93,36 +93,55 @@ static dit_status workspace_failed(int T) {
 // operands cold: 1.08-1.25 -> 0.97-1.01 ms; the XL/2 x 2 forward 0.288-0.296 -> 0.280-0.291 s (4 runs).
 static inline __m512 softmax_exp512(__m512 x) { return fast_exp512_nonpositive(x); }
 
-// row (cols) replaced by exp(scale (row - max(row))), sixteen columns at a time; returns 1 / their sum: the
-// softmax of scale * row, the scale of the scores applied here instead of to every product value. With stats,
-// the row's max and 1 / sum go to stats[0], stats[1] (the backward recomputes P from them).
-static __m512 softmax_exps(float *row, int cols, float scale, float *stats) {
-    __m512 mx = _mm512_set1_ps(-INFINITY);
+// Softmax rows go SOFTMAX_ROWS at a time, pass by pass: each pass of a row is a chain of dependent vector
+// operations (the max, the sum), and the rows' chains run side by side; every row's operations are those of
+// the row alone in the same order, so the same bits. Measured on the AMX guest (CPUID model 167), the attention
+// of DiT-XL/2 x 2 (32 heads of 72, T = 256): 1.20 ms -> 0.91-0.97 ms alone, 46 -> 41 ms of a forward's 28;
+// 8 rows a little faster than 4.
+enum { SOFTMAX_ROWS = 8 };
+
+// Rows r0 .. r0 + n - 1 (n <= SOFTMAX_ROWS) of s (row stride cols) replaced by exp(scale (row - max(row))),
+// sixteen columns at a time; inv[i] = 1 / their sum: the softmax of scale * row, the scale of the scores
+// applied here instead of to every product value. With stats, each row's max and 1 / sum go to stats[2 row],
+// stats[2 row + 1] (the backward recomputes P from them).
+static void softmax_exps(float *s, int r0, int n, int cols, float scale, float *stats, __m512 inv[SOFTMAX_ROWS]) {
+    __m512 mx[SOFTMAX_ROWS], sum[SOFTMAX_ROWS], row_max[SOFTMAX_ROWS];
+    const __m512 by = _mm512_set1_ps(scale);
+    for (int i = 0; i < n; i++) mx[i] = _mm512_set1_ps(-INFINITY), sum[i] = _mm512_setzero_ps();
     for (int c = 0; c < cols; c += 16) {
         const __mmask16 mask = mask16(cols - c);
-        mx = _mm512_mask_max_ps(mx, mask, mx, _mm512_maskz_loadu_ps(mask, row + c));
+        for (int i = 0; i < n; i++)
+            mx[i] = _mm512_mask_max_ps(mx[i], mask, mx[i], _mm512_maskz_loadu_ps(mask, s + (int64_t)(r0 + i) * cols + c));
     }
-    const __m512 row_max = _mm512_set1_ps(_mm512_reduce_max_ps(mx)), by = _mm512_set1_ps(scale);
-    __m512 sum = _mm512_setzero_ps();
+    for (int i = 0; i < n; i++) row_max[i] = _mm512_set1_ps(_mm512_reduce_max_ps(mx[i]));
     for (int c = 0; c < cols; c += 16) {
         const __mmask16 mask = mask16(cols - c);
-        const __m512 e = softmax_exp512(_mm512_mul_ps(by, _mm512_sub_ps(_mm512_maskz_loadu_ps(mask, row + c), row_max)));
-        _mm512_mask_storeu_ps(row + c, mask, e);
-        sum = _mm512_mask_add_ps(sum, mask, sum, e);
+        for (int i = 0; i < n; i++) {
+            float *row = s + (int64_t)(r0 + i) * cols;
+            const __m512 e = softmax_exp512(_mm512_mul_ps(by, _mm512_sub_ps(_mm512_maskz_loadu_ps(mask, row + c), row_max[i])));
+            _mm512_mask_storeu_ps(row + c, mask, e);
+            sum[i] = _mm512_mask_add_ps(sum[i], mask, sum[i], e);
+        }
     }
-    const float inv = 1.0f / _mm512_reduce_add_ps(sum);
-    if (stats) stats[0] = _mm512_cvtss_f32(row_max), stats[1] = inv;
-    return _mm512_set1_ps(inv);
+    for (int i = 0; i < n; i++) {
+        const float one_over = 1.0f / _mm512_reduce_add_ps(sum[i]);
+        if (stats) stats[2 * (r0 + i)] = _mm512_cvtss_f32(row_max[i]), stats[2 * (r0 + i) + 1] = one_over;
+        inv[i] = _mm512_set1_ps(one_over);
+    }
 }
 
 // Each row of s (rows x cols) replaced by the softmax of scale * row, sixteen columns at a time.
 static void softmax_rows(float *s, int rows, int cols, float scale) {
-    for (int r = 0; r < rows; r++) {
-        float *row = s + (int64_t)r * cols;
-        const __m512 inv = softmax_exps(row, cols, scale, NULL);
+    for (int r0 = 0; r0 < rows; r0 += SOFTMAX_ROWS) {
+        const int n = rows - r0 < SOFTMAX_ROWS ? rows - r0 : SOFTMAX_ROWS;
+        __m512 inv[SOFTMAX_ROWS];
+        softmax_exps(s, r0, n, cols, scale, NULL, inv);
         for (int c = 0; c < cols; c += 16) {
             const __mmask16 mask = mask16(cols - c);
-            _mm512_mask_storeu_ps(row + c, mask, _mm512_mul_ps(_mm512_maskz_loadu_ps(mask, row + c), inv));
+            for (int i = 0; i < n; i++) {
+                float *row = s + (int64_t)(r0 + i) * cols;
+                _mm512_mask_storeu_ps(row + c, mask, _mm512_mul_ps(_mm512_maskz_loadu_ps(mask, row + c), inv[i]));
+            }
         }
     }
 }
@@ -166,52 +185,21 @@ static void softmax_backward_row_from(float *s, float *dp, int cols, float scale
 }
 
 // softmax_rows, with the probabilities written rounded to bf16 into p16 (laid out as at, zeros in columns cols
-// .. Kp) instead of back into s: the values a product would round them to, bit for bit. SOFTMAX_ROWS rows at a
-// time, pass by pass: each pass of a row is a chain of dependent vector operations (the max, the sum), and
-// the rows' chains run side by side; every row's operations are those of softmax_exps in the same order, so
-// the same bits. Measured on the AMX guest (CPUID model 167), the attention of DiT-XL/2 x 2 (32 heads of 72,
-// T = 256): 1.20 ms -> 0.91-0.97 ms alone, 46 -> 41 ms of a forward's 28; 8 rows a little faster than 4.
-enum { SOFTMAX_ROWS = 8 };
-
-static void softmax_group_to16(float *s, int r0, int n, int cols, float scale, uint16_t *p16, const a_layout *at,
-                               int Kp, float *stats) {
-    __m512 mx[SOFTMAX_ROWS], sum[SOFTMAX_ROWS], row_max[SOFTMAX_ROWS], inv[SOFTMAX_ROWS];
-    const __m512 by = _mm512_set1_ps(scale);
-    for (int i = 0; i < n; i++) mx[i] = _mm512_set1_ps(-INFINITY), sum[i] = _mm512_setzero_ps();
-    for (int c = 0; c < cols; c += 16) {
-        const __mmask16 mask = mask16(cols - c);
-        for (int i = 0; i < n; i++)
-            mx[i] = _mm512_mask_max_ps(mx[i], mask, mx[i], _mm512_maskz_loadu_ps(mask, s + (int64_t)(r0 + i) * cols + c));
-    }
-    for (int i = 0; i < n; i++) row_max[i] = _mm512_set1_ps(_mm512_reduce_max_ps(mx[i]));
-    for (int c = 0; c < cols; c += 16) {
-        const __mmask16 mask = mask16(cols - c);
-        for (int i = 0; i < n; i++) {
-            float *row = s + (int64_t)(r0 + i) * cols;
-            const __m512 e = softmax_exp512(_mm512_mul_ps(by, _mm512_sub_ps(_mm512_maskz_loadu_ps(mask, row + c), row_max[i])));
-            _mm512_mask_storeu_ps(row + c, mask, e);
-            sum[i] = _mm512_mask_add_ps(sum[i], mask, sum[i], e);
-        }
-    }
-    for (int i = 0; i < n; i++) {
-        const float one_over = 1.0f / _mm512_reduce_add_ps(sum[i]);
-        if (stats) stats[2 * (r0 + i)] = _mm512_cvtss_f32(row_max[i]), stats[2 * (r0 + i) + 1] = one_over;
-        inv[i] = _mm512_set1_ps(one_over);
-    }
-    for (int c = 0; c < Kp; c += 16) {
-        const __mmask16 mask = mask16(cols - c);   // zero past cols
-        for (int i = 0; i < n; i++) {
-            const __m512 p = _mm512_mul_ps(_mm512_maskz_loadu_ps(mask, s + (int64_t)(r0 + i) * cols + c), inv[i]);
-            _mm256_storeu_si256((__m256i *)(p16 + a_offset(at, r0 + i, c)), (__m256i)_mm512_cvtneps_pbh(p));
-        }
-    }
-}
-
+// .. Kp) instead of back into s: the values a product would round them to, bit for bit.
 static void softmax_rows_to16(float *s, int rows, int cols, float scale, uint16_t *p16, const a_layout *at, int Kp,
                               float *stats) {
-    int r = 0;
-    for (; r + SOFTMAX_ROWS <= rows; r += SOFTMAX_ROWS) softmax_group_to16(s, r, SOFTMAX_ROWS, cols, scale, p16, at, Kp, stats);
-    for (; r < rows; r++) softmax_group_to16(s, r, 1, cols, scale, p16, at, Kp, stats);
+    for (int r0 = 0; r0 < rows; r0 += SOFTMAX_ROWS) {
+        const int n = rows - r0 < SOFTMAX_ROWS ? rows - r0 : SOFTMAX_ROWS;
+        __m512 inv[SOFTMAX_ROWS];
+        softmax_exps(s, r0, n, cols, scale, stats, inv);
+        for (int c = 0; c < Kp; c += 16) {
+            const __mmask16 mask = mask16(cols - c);   // zero past cols
+            for (int i = 0; i < n; i++) {
+                const __m512 p = _mm512_mul_ps(_mm512_maskz_loadu_ps(mask, s + (int64_t)(r0 + i) * cols + c), inv[i]);
+                _mm256_storeu_si256((__m256i *)(p16 + a_offset(at, r0 + i, c)), (__m256i)_mm512_cvtneps_pbh(p));
+            }
+        }
+    }
 }
 
 // One head's columns of q, k or v: element (t, d) at [t * ld + d] of f32 or of b16 (the other NULL).
