@@ -103,8 +103,9 @@ enum { SOFTMAX_ROWS = 8 };
 // Rows r0 .. r0 + n - 1 (n <= SOFTMAX_ROWS) of s (row stride cols) replaced by exp(scale (row - max(row))),
 // sixteen columns at a time; inv[i] = 1 / their sum: the softmax of scale * row, the scale of the scores
 // applied here instead of to every product value. With stats, each row's max and 1 / sum go to stats[2 row],
-// stats[2 row + 1] (the backward recomputes P from them).
-static void softmax_exps(float *s, int r0, int n, int cols, float scale, float *stats, __m512 inv[SOFTMAX_ROWS]) {
+// stats[2 row + 1] (the backward recomputes P from them). Always inlined, so that where n is the constant
+// SOFTMAX_ROWS (softmax_group) the loops over the rows unroll and the rows' vectors stay in registers.
+static inline __attribute__((always_inline)) void softmax_exps(float *s, int r0, int n, int cols, float scale, float *stats, __m512 inv[SOFTMAX_ROWS]) {
     __m512 mx[SOFTMAX_ROWS], sum[SOFTMAX_ROWS], row_max[SOFTMAX_ROWS];
     const __m512 by = _mm512_set1_ps(scale);
     for (int i = 0; i < n; i++) mx[i] = _mm512_set1_ps(-INFINITY), sum[i] = _mm512_setzero_ps();
@@ -130,20 +131,24 @@ static void softmax_exps(float *s, int r0, int n, int cols, float scale, float *
     }
 }
 
-// Each row of s (rows x cols) replaced by the softmax of scale * row, sixteen columns at a time.
-static void softmax_rows(float *s, int rows, int cols, float scale) {
-    for (int r0 = 0; r0 < rows; r0 += SOFTMAX_ROWS) {
-        const int n = rows - r0 < SOFTMAX_ROWS ? rows - r0 : SOFTMAX_ROWS;
-        __m512 inv[SOFTMAX_ROWS];
-        softmax_exps(s, r0, n, cols, scale, NULL, inv);
-        for (int c = 0; c < cols; c += 16) {
-            const __mmask16 mask = mask16(cols - c);
-            for (int i = 0; i < n; i++) {
-                float *row = s + (int64_t)(r0 + i) * cols;
-                _mm512_mask_storeu_ps(row + c, mask, _mm512_mul_ps(_mm512_maskz_loadu_ps(mask, row + c), inv[i]));
-            }
+// Rows r0 .. r0 + n - 1 of softmax_rows.
+static inline __attribute__((always_inline)) void softmax_group(float *s, int r0, int n, int cols, float scale) {
+    __m512 inv[SOFTMAX_ROWS];
+    softmax_exps(s, r0, n, cols, scale, NULL, inv);
+    for (int c = 0; c < cols; c += 16) {
+        const __mmask16 mask = mask16(cols - c);
+        for (int i = 0; i < n; i++) {
+            float *row = s + (int64_t)(r0 + i) * cols;
+            _mm512_mask_storeu_ps(row + c, mask, _mm512_mul_ps(_mm512_maskz_loadu_ps(mask, row + c), inv[i]));
         }
     }
+}
+
+// Each row of s (rows x cols) replaced by the softmax of scale * row, sixteen columns at a time.
+static void softmax_rows(float *s, int rows, int cols, float scale) {
+    int r0 = 0;
+    for (; r0 + SOFTMAX_ROWS <= rows; r0 += SOFTMAX_ROWS) softmax_group(s, r0, SOFTMAX_ROWS, cols, scale);
+    if (r0 < rows) softmax_group(s, r0, rows - r0, cols, scale);
 }
 
 // dp (cols) = scale p * (dp - sum_j p_j dp_j): a softmax row's backward with the scores' scale (the gradient of
@@ -186,20 +191,27 @@ static void softmax_backward_row_from(float *s, float *dp, int cols, float scale
 
 // softmax_rows, with the probabilities written rounded to bf16 into p16 (laid out as at, zeros in columns cols
 // .. Kp) instead of back into s: the values a product would round them to, bit for bit.
-static void softmax_rows_to16(float *s, int rows, int cols, float scale, uint16_t *p16, const a_layout *at, int Kp,
-                              float *stats) {
-    for (int r0 = 0; r0 < rows; r0 += SOFTMAX_ROWS) {
-        const int n = rows - r0 < SOFTMAX_ROWS ? rows - r0 : SOFTMAX_ROWS;
-        __m512 inv[SOFTMAX_ROWS];
-        softmax_exps(s, r0, n, cols, scale, stats, inv);
-        for (int c = 0; c < Kp; c += 16) {
-            const __mmask16 mask = mask16(cols - c);   // zero past cols
-            for (int i = 0; i < n; i++) {
-                const __m512 p = _mm512_mul_ps(_mm512_maskz_loadu_ps(mask, s + (int64_t)(r0 + i) * cols + c), inv[i]);
-                _mm256_storeu_si256((__m256i *)(p16 + a_offset(at, r0 + i, c)), (__m256i)_mm512_cvtneps_pbh(p));
-            }
+// Rows r0 .. r0 + n - 1 of softmax_rows_to16.
+static inline __attribute__((always_inline)) void softmax_group_to16(float *s, int r0, int n, int cols, float scale,
+                                                                     uint16_t *p16, const a_layout *at, int Kp,
+                                                                     float *stats) {
+    __m512 inv[SOFTMAX_ROWS];
+    softmax_exps(s, r0, n, cols, scale, stats, inv);
+    for (int c = 0; c < Kp; c += 16) {
+        const __mmask16 mask = mask16(cols - c);   // zero past cols
+        for (int i = 0; i < n; i++) {
+            const __m512 p = _mm512_mul_ps(_mm512_maskz_loadu_ps(mask, s + (int64_t)(r0 + i) * cols + c), inv[i]);
+            _mm256_storeu_si256((__m256i *)(p16 + a_offset(at, r0 + i, c)), (__m256i)_mm512_cvtneps_pbh(p));
         }
     }
+}
+
+static void softmax_rows_to16(float *s, int rows, int cols, float scale, uint16_t *p16, const a_layout *at, int Kp,
+                              float *stats) {
+    int r0 = 0;
+    for (; r0 + SOFTMAX_ROWS <= rows; r0 += SOFTMAX_ROWS)
+        softmax_group_to16(s, r0, SOFTMAX_ROWS, cols, scale, p16, at, Kp, stats);
+    if (r0 < rows) softmax_group_to16(s, r0, rows - r0, cols, scale, p16, at, Kp, stats);
 }
 
 // One head's columns of q, k or v: element (t, d) at [t * ld + d] of f32 or of b16 (the other NULL).
