@@ -79,7 +79,8 @@ static void check_shape(const char *path, int M, int K, int N, int transposed_a,
 // than its owner (gemm_bf16_steal_first) against the usual order, bit for bit; with several chunks of rows and K
 // blocks, a narrow output (split by rows), and the GELU and gated-residual epilogues.
 static void check_stealing(const char *path) {
-    const int shapes[][3] = {{1100, 400, 200}, {600, 100, 40}, {70, 1152, 300}};
+    // the last: a B of more than 4 MB whole along K (slabs of two panels)
+    const int shapes[][3] = {{1100, 400, 200}, {600, 100, 40}, {70, 1152, 300}, {200, 1100, 1950}};
     const int threads = dit_max_threads();
     dit_set_threads(3);
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
@@ -1144,6 +1145,7 @@ void test_bf16(void) {
         check_shape(name, 50, 33, 40, 1, 1, 1);
         check_shape(name, 300, 1152, 97, 0, 0, 0);
         check_shape(name, 45, 1301, 16, 0, 0, 0);   // two K blocks, the last step's 11 pairs, one odd; 16 columns
+        check_shape(name, 70, 1100, 1950, 0, 0, 0);  // a B of more than 4 MB in one K block: slabs of two panels
         check_epilogues(name);
         check_gelu_far_negative(name);
         check_streamed_stores(name);
