@@ -278,11 +278,14 @@ static void store_row(float *dst, const float *src, int n) {
 // Heads go to the threads in runs of consecutive heads, so that a thread knows the head it takes next and asks
 // for that head's rows of qkv (and dout) while it works on this one: rows a head's width apart in a matrix no
 // cache holds, which the hardware prefetchers do not follow (11-19% of the attention's time on the AMX guest
-// at DiT-S/2 x 8). Runs of up to 8 heads (8 measured faster than 2 and 4), shorter when there are fewer than
-// two runs a thread.
+// at DiT-S/2 x 8). Runs of up to 4 heads, shorter when there are fewer than two runs a thread: 8 had measured
+// faster than 2 and 4 (thirteenth sitting), but with the forward run alternately both ways in one process
+// (seventeenth sitting) 4 was faster: XL/2 x 2 0.990 of the time (17 of 24 rounds, twice), DiT-S/2 x 8 0.994
+// (26 of 40), the S/2 training step 0.2-1.5% (3 of 3 pairs): shorter runs leave less for one thread to finish
+// alone at the end.
 static int head_run(int heads) {
     const int run = heads / (2 * dit_max_threads());
-    return run < 1 ? 1 : run > 8 ? 8 : run;
+    return run < 1 ? 1 : run > 4 ? 4 : run;
 }
 
 // Ask for `bytes` bytes of each of T rows (ld_bytes apart) from src into L2.
