@@ -267,6 +267,9 @@ struct row_job {
 // NULL), the job's rows left are all done before it returns; they must not touch dst or src.
 void amx_kernel_32x32(const float *src, int64_t lds, float *dst, int64_t ldd, const uint16_t *A, const a_layout *at,
                       const uint16_t *panel, int ksteps, const float *init, int accumulate, row_job *job);
+// The same for the first 16 rows of the block only (dst's rows 16..31 untouched), the same bits for those rows.
+void amx_kernel_16x32(const float *src, int64_t lds, float *dst, int64_t ldd, const uint16_t *A, const a_layout *at,
+                      const uint16_t *panel, int ksteps, const float *init, int accumulate, row_job *job);
 void amx_configure(void);
 void amx_release(void);
 

@@ -97,3 +97,36 @@ void amx_kernel_32x32(const float *src, int64_t lds, float *dst, int64_t ldd, co
     _tile_stored(2, dst1, ldd * 4);
     _tile_stored(3, dst1 + 16, ldd * 4);
 }
+
+// amx_kernel_32x32 for the first 16 rows only (rows 16..31 of dst are not written): two accumulator tiles, one A
+// tile and the two B tiles per K step. Each row's sums are those of the 32-row kernel bit for bit (a tile
+// product's rows do not depend on each other), at half the tile products and A loads.
+void amx_kernel_16x32(const float *src, int64_t lds, float *dst, int64_t ldd, const uint16_t *A, const a_layout *at,
+                      const uint16_t *panel, int ksteps, const float *init, int accumulate, row_job *job) {
+    const int64_t stride = at->row * 2, kstep = at->kstep;
+    if (accumulate) {
+        _tile_loadd(0, src, lds * 4);
+        _tile_loadd(1, src + 16, lds * 4);
+    } else if (init) {
+        _tile_loadd(0, init, 0);
+        _tile_loadd(1, init + 16, 0);
+    } else {
+        _tile_zero(0);
+        _tile_zero(1);
+    }
+    for (int kb = 0; kb < ksteps; kb++) {
+        const uint16_t *b = panel + (int64_t)kb * 1024;
+        const int64_t k_at = at->koff ? at->koff[kb] : kb * kstep;
+        _tile_loadd(4, A + k_at, stride);
+        _tile_loadd(6, b, 64);
+        _tile_loadd(7, b + 512, 64);
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_dpbf16ps(1, 4, 7);
+        keep_vector_unit_busy();
+        if (job && job->next < job->rows) job->run(job, job->next++);
+    }
+    if (job)
+        while (job->next < job->rows) job->run(job, job->next++);
+    _tile_stored(0, dst, ldd * 4);
+    _tile_stored(1, dst + 16, ldd * 4);
+}
