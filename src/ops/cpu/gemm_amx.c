@@ -53,26 +53,40 @@ static inline void keep_vector_unit_busy(void) {
 // profile of the DiT-XL/2 x 2 forward put 14% of the kernel's samples on those prefetches, and without them the
 // forward ran 3-4% faster (12 of 12 interleaved forwards, three times; DiT-B/2 x 4 2.6%, DiT-S/4 1.7%, DiT-S/2
 // forward and training step within noise). Measured on the AMX guest, seventeenth sitting (docs/precision.md).
-void amx_kernel_32x32(const float *src, int64_t lds, float *dst, int64_t ldd, const uint16_t *A, const a_layout *at,
-                      const uint16_t *panel, int ksteps, const float *init, int accumulate, row_job *job) {
+//
+// One body for both block heights, rows (16 or 32) a constant once inlined: the accumulator tiles are tmm0 (rows
+// 0-15, columns 0-15), tmm1 (0-15, 16-31), tmm2 (16-31, 0-15) and tmm3 (16-31, 16-31), of which a 16-row block
+// uses the first two; the A tiles tmm4 (rows 0-15) and tmm5 (16-31), the B tiles tmm6 (columns 0-15) and tmm7
+// (16-31). A tile product's rows do not depend on each other, so a 16-row block's rows are those of the 32-row
+// one bit for bit.
+static inline __attribute__((always_inline)) void amx_kernel_body(const float *src, int64_t lds, float *dst,
+                                                                  int64_t ldd, const uint16_t *A, const a_layout *at,
+                                                                  const uint16_t *panel, int ksteps, const float *init,
+                                                                  int accumulate, row_job *job, const int rows) {
     const int64_t stride = at->row * 2, kstep = at->kstep;   // bytes between a tile's rows; elements between K steps
     const uint16_t *A1 = A + at->half;
     if (accumulate) {
-        const float *src1 = src + 16 * lds;
         _tile_loadd(0, src, lds * 4);
         _tile_loadd(1, src + 16, lds * 4);
-        _tile_loadd(2, src1, lds * 4);
-        _tile_loadd(3, src1 + 16, lds * 4);
+        if (rows == 32) {
+            const float *src1 = src + 16 * lds;
+            _tile_loadd(2, src1, lds * 4);
+            _tile_loadd(3, src1 + 16, lds * 4);
+        }
     } else if (init) {   // every row starts from the same 32 values: a stride-0 load repeats one row
         _tile_loadd(0, init, 0);
         _tile_loadd(1, init + 16, 0);
-        _tile_loadd(2, init, 0);
-        _tile_loadd(3, init + 16, 0);
+        if (rows == 32) {
+            _tile_loadd(2, init, 0);
+            _tile_loadd(3, init + 16, 0);
+        }
     } else {
         _tile_zero(0);
         _tile_zero(1);
-        _tile_zero(2);
-        _tile_zero(3);
+        if (rows == 32) {
+            _tile_zero(2);
+            _tile_zero(3);
+        }
     }
     for (int kb = 0; kb < ksteps; kb++) {
         const uint16_t *b = panel + (int64_t)kb * 1024;   // the (32 K x 32 N) block: two 512-element halves
@@ -80,53 +94,37 @@ void amx_kernel_32x32(const float *src, int64_t lds, float *dst, int64_t ldd, co
         _tile_loadd(4, A + k_at, stride);
         _tile_loadd(6, b, 64);
         _tile_loadd(7, b + 512, 64);
-        _tile_loadd(5, A1 + k_at, stride);
+        if (rows == 32) _tile_loadd(5, A1 + k_at, stride);
         _tile_dpbf16ps(0, 4, 6);
         _tile_dpbf16ps(1, 4, 7);
-        _tile_dpbf16ps(2, 5, 6);
-        _tile_dpbf16ps(3, 5, 7);
+        if (rows == 32) {
+            _tile_dpbf16ps(2, 5, 6);
+            _tile_dpbf16ps(3, 5, 7);
+        }
         keep_vector_unit_busy();
-        // a row of the job while the four products run (one K step: 64 cycles of the tile unit or more)
+        // a row of the job while the products run (one K step: 64 cycles of the tile unit or more)
         if (job && job->next < job->rows) job->run(job, job->next++);
     }
     if (job)
         while (job->next < job->rows) job->run(job, job->next++);
-    float *dst1 = dst + 16 * ldd;
     _tile_stored(0, dst, ldd * 4);
     _tile_stored(1, dst + 16, ldd * 4);
-    _tile_stored(2, dst1, ldd * 4);
-    _tile_stored(3, dst1 + 16, ldd * 4);
+    if (rows == 32) {
+        float *dst1 = dst + 16 * ldd;
+        _tile_stored(2, dst1, ldd * 4);
+        _tile_stored(3, dst1 + 16, ldd * 4);
+    }
 }
 
-// amx_kernel_32x32 for the first 16 rows only (rows 16..31 of dst are not written): two accumulator tiles, one A
-// tile and the two B tiles per K step. Each row's sums are those of the 32-row kernel bit for bit (a tile
-// product's rows do not depend on each other), at half the tile products and A loads.
+void amx_kernel_32x32(const float *src, int64_t lds, float *dst, int64_t ldd, const uint16_t *A, const a_layout *at,
+                      const uint16_t *panel, int ksteps, const float *init, int accumulate, row_job *job) {
+    amx_kernel_body(src, lds, dst, ldd, A, at, panel, ksteps, init, accumulate, job, 32);
+}
+
+// The first 16 rows only (dst's rows 16..31 untouched): two accumulator tiles, one A tile and the two B tiles a K
+// step, half the tile products and A loads (gemm_bf16.c's amx_kernel_block takes it for blocks of at most 16
+// wanted rows).
 void amx_kernel_16x32(const float *src, int64_t lds, float *dst, int64_t ldd, const uint16_t *A, const a_layout *at,
                       const uint16_t *panel, int ksteps, const float *init, int accumulate, row_job *job) {
-    const int64_t stride = at->row * 2, kstep = at->kstep;
-    if (accumulate) {
-        _tile_loadd(0, src, lds * 4);
-        _tile_loadd(1, src + 16, lds * 4);
-    } else if (init) {
-        _tile_loadd(0, init, 0);
-        _tile_loadd(1, init + 16, 0);
-    } else {
-        _tile_zero(0);
-        _tile_zero(1);
-    }
-    for (int kb = 0; kb < ksteps; kb++) {
-        const uint16_t *b = panel + (int64_t)kb * 1024;
-        const int64_t k_at = at->koff ? at->koff[kb] : kb * kstep;
-        _tile_loadd(4, A + k_at, stride);
-        _tile_loadd(6, b, 64);
-        _tile_loadd(7, b + 512, 64);
-        _tile_dpbf16ps(0, 4, 6);
-        _tile_dpbf16ps(1, 4, 7);
-        keep_vector_unit_busy();
-        if (job && job->next < job->rows) job->run(job, job->next++);
-    }
-    if (job)
-        while (job->next < job->rows) job->run(job, job->next++);
-    _tile_stored(0, dst, ldd * 4);
-    _tile_stored(1, dst + 16, ldd * 4);
+    amx_kernel_body(src, lds, dst, ldd, A, at, panel, ksteps, init, accumulate, job, 16);
 }
