@@ -189,8 +189,6 @@ static void softmax_backward_row_from(float *s, float *dp, int cols, float scale
     }
 }
 
-// softmax_rows, with the probabilities written rounded to bf16 into p16 (laid out as at, zeros in columns cols
-// .. Kp) instead of back into s: the values a product would round them to, bit for bit.
 // Rows r0 .. r0 + n - 1 of softmax_rows_to16.
 static inline __attribute__((always_inline)) void softmax_group_to16(float *s, int r0, int n, int cols, float scale,
                                                                      uint16_t *p16, const a_layout *at, int Kp,
@@ -206,6 +204,8 @@ static inline __attribute__((always_inline)) void softmax_group_to16(float *s, i
     }
 }
 
+// softmax_rows, with the probabilities written rounded to bf16 into p16 (laid out as at, zeros in columns cols
+// .. Kp) instead of back into s: the values a product would round them to, bit for bit.
 static void softmax_rows_to16(float *s, int rows, int cols, float scale, uint16_t *p16, const a_layout *at, int Kp,
                               float *stats) {
     int r0 = 0;

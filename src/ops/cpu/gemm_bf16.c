@@ -636,16 +636,19 @@ static int block_ksteps(int Kp) {
     return (steps + blocks - 1) / blocks;
 }
 
-// Panels per slab of B for K blocks of `ksteps` steps (all of K when whole_k). A B of more than BIG_B_BYTES
-// (the weights of a large model, which come from memory) taken whole along K goes in slabs of BIG_B_PANELS
-// panels: its first row block then waits for 144 KB from memory at a time instead of 504 KB. Measured on the
+// A B larger than the caches keep: the weights of a large model, read from memory every forward.
+static int b_from_memory(const bf16_packed *B) { return (int64_t)B->Np * B->Kp * 2 > BIG_B_BYTES; }
+
+// Panels per slab of B for K blocks of `ksteps` steps. A B from memory (b_from_memory) taken whole along K (one
+// K block) goes in slabs of BIG_B_PANELS panels: its first row block then waits for 144 KB from memory at a time
+// instead of 504 KB. Measured on the
 // AMX guest (seventeenth sitting, interleaved forwards): DiT-XL/2 x 2 2.0-2.5% faster (qkv, fc1 and adaLN; 10-12
 // of 12 in four runs), DiT-B/2 x 4 1%; one panel alike on XL; for every product, fc2 (K in three blocks: its A,
 // 4.7 MB, read again for every slab) included, 6% slower; for the S/2 products (B in cache) 1% slower.
 enum { BIG_B_PANELS = 2 };
 
-static int slab_panels(int ksteps, int whole_k, const bf16_packed *B) {
-    if (whole_k && (int64_t)B->Np * B->Kp * 2 > BIG_B_BYTES) return BIG_B_PANELS;
+static int slab_panels(int ksteps, const bf16_packed *B) {
+    if (ksteps * 32 >= B->Kp && b_from_memory(B)) return BIG_B_PANELS;
     const int panels = SLAB_BYTES / (ksteps * 32 * 32 * 2);
     return panels < 1 ? 1 : panels;
 }
@@ -720,7 +723,7 @@ static dit_status run_blocks(float *out, int64_t ldo, const uint16_t *A16, const
     // an indirect A (a conv reading its input in place) revisits the same lines tap after tap: its whole K fits
     // in L1 as one block
     const int Kp = B->Kp, ksteps_max = at->koff ? Kp / 32 : block_ksteps(Kp);
-    const int slab = slab_panels(ksteps_max, ksteps_max * 32 >= Kp, B);
+    const int slab = slab_panels(ksteps_max, B);
     const int in_kernel = epilogue_in_kernel(ep), from_out = in_kernel && ep && ep->accumulate;
     // The bias is where the sums start (the kernel's init) when the kernel does the epilogue, and for a plain
     // bf16 output (op_qkv), so that its values are those of the float32 output rounded, bit for bit; the
@@ -882,7 +885,7 @@ static dit_status run_unit(float *out, int64_t ldo, const uint16_t *A16, const a
 // as often (DiT-XL/2 x 2, 512 rows: 0.357 -> 0.327-0.340 s a forward), while the S/2 training products, whose
 // operands stay in cache, are faster with the shorter chunks (a step 0.377 -> 0.394 s with 16 blocks for all).
 static int chunk_blocks_for(const bf16_packed *B) {
-    return (int64_t)B->Np * B->Kp * 2 > BIG_B_BYTES ? 2 * CHUNK_BLOCKS : CHUNK_BLOCKS;
+    return b_from_memory(B) ? 2 * CHUNK_BLOCKS : CHUNK_BLOCKS;
 }
 
 // Every thread's queue full: chunks x units each. Called by one thread before any takes a unit.
