@@ -4,6 +4,8 @@
 //   kernel A L1, B L1        a 32-row block of A and B panels that all fit in L1 (K = 256, two panels)
 //   kernel A L1, B L2        A (K = 256, 16 KB) stays in L1, 32 panels of B (512 KB) stream from L2
 //   kernel A L2, B L2        K = 1152 (A 72 KB, more than L1): both operands stream from L2 (dit's XL blocks)
+//   ... streamed loads       the same with the tiles loaded by tileloaddt1 (amx_kernel_32x32_stream), as dit
+//                            loads blocks of 12 or more K steps
 //   kernel A L1, B 64 MB     A in L1, 4,096 panels of B stream from beyond L2 (L3 or memory)
 // The kernel figures are its best case (results to one L1 block, start from zero, no epilogue); the gap
 // between "registers" and the kernel rows is the cost of delivering the operands, which is what bounds the
@@ -48,7 +50,7 @@ static void report(const char *name, double flops, double seconds) {
 
 // `rows` 32-row blocks of A (K = ksteps * 32, tile layout) against `panels` panels of B, every pair once per
 // sweep, repeated for about 1.5e10 flops; the best of five runs.
-static void kernel_case(const char *name, int ksteps, int rows, int panels) {
+static void kernel_case(const char *name, int ksteps, int rows, int panels, int stream) {
     const size_t a_elems = (size_t)rows * ksteps * 1024, b_elems = (size_t)panels * ksteps * 1024;
     uint16_t *A = aligned_alloc(64, a_elems * 2), *B = aligned_alloc(64, b_elems * 2);
     float *C = aligned_alloc(64, 32 * 32 * sizeof(float));
@@ -68,8 +70,9 @@ static void kernel_case(const char *name, int ksteps, int rows, int panels) {
         for (long s = 0; s < sweeps; s++)
             for (int r = 0; r < rows; r++)
                 for (int p = 0; p < panels; p++)
-                    amx_kernel_32x32(NULL, 0, C, 32, A + (size_t)r * ksteps * 1024, &at, B + (size_t)p * ksteps * 1024,
-                                     ksteps, NULL, 0, NULL);
+                    (stream ? amx_kernel_32x32_stream : amx_kernel_32x32)(NULL, 0, C, 32, A + (size_t)r * ksteps * 1024,
+                                                                          &at, B + (size_t)p * ksteps * 1024, ksteps,
+                                                                          NULL, 0, NULL);
         const double t = now_seconds() - t0;
         if (t < best) best = t;
     }
@@ -92,10 +95,11 @@ int main(void) {
         if (t < best) best = t;
     }
     report("tdpbf16ps registers", 6.0 * iterations * 16 * 16 * 32 * 2, best);
-    kernel_case("kernel A L1, B L1", 8, 1, 2);
-    kernel_case("kernel A L1, B L2", 8, 1, 32);
-    kernel_case("kernel A L2, B L2", 36, 1, 16);
-    kernel_case("kernel A L1, B 64 MB", 8, 1, 4096);
+    kernel_case("kernel A L1, B L1", 8, 1, 2, 0);
+    kernel_case("kernel A L1, B L2", 8, 1, 32, 0);
+    kernel_case("kernel A L2, B L2", 36, 1, 16, 0);
+    kernel_case("kernel A L2, B L2, streamed loads", 36, 1, 16, 1);
+    kernel_case("kernel A L1, B 64 MB", 8, 1, 4096, 0);
     amx_release();
     return 0;
 }

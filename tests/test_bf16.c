@@ -140,6 +140,33 @@ static void check_rows_invariance(const char *path) {
     bf16_packed_free(&P);
 }
 
+// The AMX kernels that load their tiles with the hint of no reuse (amx_kernel_*_stream: gemm_bf16.c takes them
+// for blocks of 12 or more K steps) give the plain kernels' bits, from zero and accumulating, 32 and 16 rows.
+static void check_stream_kernels(void) {
+    enum { KSTEPS = 13 };
+    uint16_t *A = aligned_alloc(64, 32 * KSTEPS * 32 * sizeof *A), *B = aligned_alloc(64, KSTEPS * 1024 * sizeof *B);
+    float *start = test_random_floats(&rng_state, 32 * 32, 1.0f);
+    float plain[32 * 32] __attribute__((aligned(64))), streamed[32 * 32] __attribute__((aligned(64)));
+    for (int i = 0; i < 32 * KSTEPS * 32; i++) A[i] = bf16_bits_from_float((float)(i % 61) / 30.0f - 1.0f);
+    for (int i = 0; i < KSTEPS * 1024; i++) B[i] = bf16_bits_from_float((float)(i % 53) / 26.0f - 1.0f);
+    const a_layout at = a_layout_tiles(KSTEPS * 32);
+    amx_configure();
+    int same = 1;
+    for (int rows = 16; rows <= 32; rows += 16)
+        for (int accumulate = 0; accumulate < 2; accumulate++) {
+            memcpy(plain, start, sizeof plain);
+            memcpy(streamed, start, sizeof streamed);
+            (rows == 32 ? amx_kernel_32x32 : amx_kernel_16x32)(plain, 32, plain, 32, A, &at, B, KSTEPS, NULL, accumulate,
+                                                              NULL);
+            (rows == 32 ? amx_kernel_32x32_stream : amx_kernel_16x32_stream)(streamed, 32, streamed, 32, A, &at, B,
+                                                                            KSTEPS, NULL, accumulate, NULL);
+            same &= !memcmp(plain, streamed, sizeof plain);
+        }
+    CHECK(same, "amx kernels with streamed tile loads == plain ones, bit for bit (32 and 16 rows, %d K steps, from "
+          "zero and accumulating)", KSTEPS);
+    free(A), free(B), free(start);
+}
+
 static void check_epilogues(const char *path) {
     const int M = 45, K = 70, N = 50, rows_per_gate = 15, gate_stride = 3 * N;
     float *A = test_random_floats(&rng_state, (size_t)M * K, 1.0f), *B = test_random_floats(&rng_state, (size_t)N * K, 1.0f);
@@ -1173,6 +1200,7 @@ void test_bf16(void) {
         check_shape(name, 45, 1301, 16, 0, 0, 0);   // two K blocks, the last step's 11 pairs, one odd; 16 columns
         check_shape(name, 70, 1100, 1950, 0, 0, 0);  // a B of more than 4 MB in one K block: slabs of two panels
         check_rows_invariance(name);
+        if (paths[i] == CPU_PATH_AMX) check_stream_kernels();
         check_epilogues(name);
         check_gelu_far_negative(name);
         check_streamed_stores(name);

@@ -270,6 +270,14 @@ void amx_kernel_32x32(const float *src, int64_t lds, float *dst, int64_t ldd, co
 // The same for the first 16 rows of the block only (dst's rows 16..31 untouched), the same bits for those rows.
 void amx_kernel_16x32(const float *src, int64_t lds, float *dst, int64_t ldd, const uint16_t *A, const a_layout *at,
                       const uint16_t *panel, int ksteps, const float *init, int accumulate, row_job *job);
+// The same two with the operands' tiles loaded with the hint that they will not be used again soon
+// (tileloaddt1): for blocks whose A rows and B panel do not fit L1 together (gemm_bf16.c). The same bits.
+void amx_kernel_32x32_stream(const float *src, int64_t lds, float *dst, int64_t ldd, const uint16_t *A,
+                             const a_layout *at, const uint16_t *panel, int ksteps, const float *init, int accumulate,
+                             row_job *job);
+void amx_kernel_16x32_stream(const float *src, int64_t lds, float *dst, int64_t ldd, const uint16_t *A,
+                             const a_layout *at, const uint16_t *panel, int ksteps, const float *init, int accumulate,
+                             row_job *job);
 void amx_configure(void);
 void amx_release(void);
 

@@ -665,12 +665,31 @@ typedef void (*kernel_fn)(const float *src, int64_t lds, float *dst, int64_t ldd
 // whose rows are the 32-row kernel's bit for bit at half its tile products and A loads. XL/2 x 2 (its adaLN
 // products, M = 2, stream 446 MB of weights a forward) 0.98-0.99 of the time (10-12 of 16 rounds, twice);
 // S/2 x 8 unchanged. Seventeenth sitting.
+//
+// Blocks of at least STREAM_MIN_KSTEPS K steps load their tiles with the hint that the data will not be used
+// again soon (tileloaddt1, the _stream kernels): from 12 steps on, the block's 32 rows of A and its B panel (4 KB
+// a step) no longer fit the 48 KB L1 together, so they would only push out of it what the row jobs and the
+// next blocks use. Measured on the AMX guest (eighteenth sitting), each workload run alternately with and
+// without in one process: DiT-XL/2 x 2 forward 0.964-1.008 of the time, median 0.984 over five runs of 16
+// rounds (new faster in 16, 6, 9, 16 and 13 of them; the gain is least in the guest's fast phases), DiT-B/2 x 4
+// 0.978 (11 of 16), DiT-S/2 x 8 0.994, the DiT-S/2 training step 0.978 (13 of 15), the VAE unchanged; the
+// Fashion-MNIST model's forward 1.006 (17 of 40 faster: noise) and training step 1.010. With the hint on every
+// block (attention's small products too) XL and the S/2 step alike, the Fashion-MNIST forward 1.018 and step
+// 1.02-1.024 slower; with it only from 13 steps (S/2's K = 384 products without it) the S/2 forward 2.5-3%
+// slower. The bits are the same either way.
+enum { STREAM_MIN_KSTEPS = 12 };
+
 static void amx_kernel_block(const float *src, int64_t lds, float *dst, int64_t ldd, const uint16_t *A,
                              const a_layout *at, const uint16_t *panel, int ksteps, const float *init, int accumulate,
                              int rows, int cols, int last_pairs, row_job *job) {
     (void)cols, (void)last_pairs;
-    if (rows <= 16) amx_kernel_16x32(src, lds, dst, ldd, A, at, panel, ksteps, init, accumulate, job);
-    else amx_kernel_32x32(src, lds, dst, ldd, A, at, panel, ksteps, init, accumulate, job);
+    const int stream = ksteps >= STREAM_MIN_KSTEPS;
+    if (rows <= 16)
+        (stream ? amx_kernel_16x32_stream : amx_kernel_16x32)(src, lds, dst, ldd, A, at, panel, ksteps, init,
+                                                              accumulate, job);
+    else
+        (stream ? amx_kernel_32x32_stream : amx_kernel_32x32)(src, lds, dst, ldd, A, at, panel, ksteps, init,
+                                                              accumulate, job);
 }
 
 // Epilogues the kernel does itself, by its start values: a plain store, a bias (every row starts from it), or
