@@ -4,7 +4,7 @@
 //   kernel A L1, B L1        a 32-row block of A and B panels that all fit in L1 (K = 256, two panels)
 //   kernel A L1, B L2        A (K = 256, 16 KB) stays in L1, 32 panels of B (512 KB) stream from L2
 //   kernel A L2, B L2        K = 1152 (A 72 KB, more than L1): both operands stream from L2 (dit's XL blocks)
-//   ... streamed loads       the same with the tiles loaded by tileloaddt1 (amx_kernel_32x32_stream), as dit
+//   ... streamed loads       the same with the tiles loaded by tileloaddt1 (AMX_LOADS_STREAM_BOTH), as dit
 //                            loads blocks of 12 or more K steps
 //   kernel A L1, B 64 MB     A in L1, 4,096 panels of B stream from beyond L2 (L3 or memory)
 // The kernel figures are its best case (results to one L1 block, start from zero, no epilogue); the gap
@@ -70,9 +70,8 @@ static void kernel_case(const char *name, int ksteps, int rows, int panels, int 
         for (long s = 0; s < sweeps; s++)
             for (int r = 0; r < rows; r++)
                 for (int p = 0; p < panels; p++)
-                    (stream ? amx_kernel_32x32_stream : amx_kernel_32x32)(NULL, 0, C, 32, A + (size_t)r * ksteps * 1024,
-                                                                          &at, B + (size_t)p * ksteps * 1024, ksteps,
-                                                                          NULL, 0, NULL);
+                    amx_kernel_32x32(NULL, 0, C, 32, A + (size_t)r * ksteps * 1024, &at, B + (size_t)p * ksteps * 1024,
+                                     ksteps, NULL, 0, NULL, stream ? AMX_LOADS_STREAM_BOTH : AMX_LOADS_CACHED);
         const double t = now_seconds() - t0;
         if (t < best) best = t;
     }

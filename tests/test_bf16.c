@@ -140,8 +140,8 @@ static void check_rows_invariance(const char *path) {
     bf16_packed_free(&P);
 }
 
-// The AMX kernels that load their tiles with the hint of no reuse (amx_kernel_*_stream: gemm_bf16.c takes them
-// for blocks of 12 or more K steps) give the plain kernels' bits, from zero and accumulating, 32 and 16 rows.
+// The AMX kernels loading B's tiles, or both operands', with the hint of no reuse (amx_loads: gemm_bf16.c takes
+// them for blocks of 12 or more K steps) give the bits of plain loads, from zero and accumulating, 32 and 16 rows.
 static void check_stream_kernels(void) {
     enum { KSTEPS = 13 };
     uint16_t *A = aligned_alloc(64, 32 * KSTEPS * 32 * sizeof *A), *B = aligned_alloc(64, KSTEPS * 1024 * sizeof *B);
@@ -153,17 +153,18 @@ static void check_stream_kernels(void) {
     amx_configure();
     int same = 1;
     for (int rows = 16; rows <= 32; rows += 16)
-        for (int accumulate = 0; accumulate < 2; accumulate++) {
-            memcpy(plain, start, sizeof plain);
-            memcpy(streamed, start, sizeof streamed);
-            (rows == 32 ? amx_kernel_32x32 : amx_kernel_16x32)(plain, 32, plain, 32, A, &at, B, KSTEPS, NULL, accumulate,
-                                                              NULL);
-            (rows == 32 ? amx_kernel_32x32_stream : amx_kernel_16x32_stream)(streamed, 32, streamed, 32, A, &at, B,
-                                                                            KSTEPS, NULL, accumulate, NULL);
-            same &= !memcmp(plain, streamed, sizeof plain);
-        }
-    CHECK(same, "amx kernels with streamed tile loads == plain ones, bit for bit (32 and 16 rows, %d K steps, from "
-          "zero and accumulating)", KSTEPS);
+        for (int accumulate = 0; accumulate < 2; accumulate++)
+            for (int loads = AMX_LOADS_STREAM_B; loads <= AMX_LOADS_STREAM_BOTH; loads++) {
+                memcpy(plain, start, sizeof plain);
+                memcpy(streamed, start, sizeof streamed);
+                (rows == 32 ? amx_kernel_32x32 : amx_kernel_16x32)(plain, 32, plain, 32, A, &at, B, KSTEPS, NULL,
+                                                                  accumulate, NULL, AMX_LOADS_CACHED);
+                (rows == 32 ? amx_kernel_32x32 : amx_kernel_16x32)(streamed, 32, streamed, 32, A, &at, B, KSTEPS, NULL,
+                                                                  accumulate, NULL, (amx_loads)loads);
+                same &= !memcmp(plain, streamed, sizeof plain);
+            }
+    CHECK(same, "amx kernels with B's or both operands' tiles loaded streamed == plain loads, bit for bit (32 and 16 "
+          "rows, %d K steps, from zero and accumulating)", KSTEPS);
     free(A), free(B), free(start);
 }
 

@@ -261,23 +261,21 @@ struct row_job {
     void (*run)(row_job *job, int r);
     int rows, next;
 };
+// How the kernel loads its operand tiles: all with tileloadd, or B's (or both operands') with tileloaddt1, the
+// hint that their lines will not be used again soon (gemm_bf16.c's amx_kernel_block chooses). The same bits.
+typedef enum { AMX_LOADS_CACHED, AMX_LOADS_STREAM_B, AMX_LOADS_STREAM_BOTH } amx_loads;
 // dst (32 x 32 floats, row stride ldd) = start + 32 rows of A (bf16, laid out as `at` says, from the block's
 // first K step) x `ksteps` 32-deep blocks of one packed panel, where start is src (row stride lds;
 // accumulate), else the 32 values `init` in every row (a bias), else 0. src may be dst. With job (may be
-// NULL), the job's rows left are all done before it returns; they must not touch dst or src.
+// NULL), the job's rows left are all done before it returns; they must not touch dst or src. Tiles loaded as
+// `loads` says.
 void amx_kernel_32x32(const float *src, int64_t lds, float *dst, int64_t ldd, const uint16_t *A, const a_layout *at,
-                      const uint16_t *panel, int ksteps, const float *init, int accumulate, row_job *job);
+                      const uint16_t *panel, int ksteps, const float *init, int accumulate, row_job *job,
+                      amx_loads loads);
 // The same for the first 16 rows of the block only (dst's rows 16..31 untouched), the same bits for those rows.
 void amx_kernel_16x32(const float *src, int64_t lds, float *dst, int64_t ldd, const uint16_t *A, const a_layout *at,
-                      const uint16_t *panel, int ksteps, const float *init, int accumulate, row_job *job);
-// The same two with the operands' tiles loaded with the hint that they will not be used again soon
-// (tileloaddt1): for blocks whose A rows and B panel do not fit L1 together (gemm_bf16.c). The same bits.
-void amx_kernel_32x32_stream(const float *src, int64_t lds, float *dst, int64_t ldd, const uint16_t *A,
-                             const a_layout *at, const uint16_t *panel, int ksteps, const float *init, int accumulate,
-                             row_job *job);
-void amx_kernel_16x32_stream(const float *src, int64_t lds, float *dst, int64_t ldd, const uint16_t *A,
-                             const a_layout *at, const uint16_t *panel, int ksteps, const float *init, int accumulate,
-                             row_job *job);
+                      const uint16_t *panel, int ksteps, const float *init, int accumulate, row_job *job,
+                      amx_loads loads);
 void amx_configure(void);
 void amx_release(void);
 

@@ -58,13 +58,14 @@ static inline void keep_vector_unit_busy(void) {
 // 0-15, columns 0-15), tmm1 (0-15, 16-31), tmm2 (16-31, 0-15) and tmm3 (16-31, 16-31), of which a 16-row block
 // uses the first two; the A tiles tmm4 (rows 0-15) and tmm5 (16-31), the B tiles tmm6 (columns 0-15) and tmm7
 // (16-31). A tile product's rows do not depend on each other, so a 16-row block's rows are those of the 32-row
-// one bit for bit. stream (a constant too): the operand tiles loaded with tileloaddt1, the hint that their lines
-// will not be used again soon (gemm_bf16.c's amx_kernel_block says when); the same values, the same bits.
+// one bit for bit. loads (a constant too): which operands' tiles are loaded with tileloaddt1, the hint that their
+// lines will not be used again soon (gemm_bf16.c's amx_kernel_block says when); the same values, the same bits.
 static inline __attribute__((always_inline)) void amx_kernel_body(const float *src, int64_t lds, float *dst,
                                                                   int64_t ldd, const uint16_t *A, const a_layout *at,
                                                                   const uint16_t *panel, int ksteps, const float *init,
                                                                   int accumulate, row_job *job, const int rows,
-                                                                  const int stream) {
+                                                                  const amx_loads loads) {
+    const int stream_a = loads == AMX_LOADS_STREAM_BOTH, stream_b = loads != AMX_LOADS_CACHED;
     const int64_t stride = at->row * 2, kstep = at->kstep;   // bytes between a tile's rows; elements between K steps
     const uint16_t *A1 = A + at->half;
     if (accumulate) {
@@ -93,17 +94,17 @@ static inline __attribute__((always_inline)) void amx_kernel_body(const float *s
     for (int kb = 0; kb < ksteps; kb++) {
         const uint16_t *b = panel + (int64_t)kb * 1024;   // the (32 K x 32 N) block: two 512-element halves
         const int64_t k_at = at->koff ? at->koff[kb] : kb * kstep;   // the K step's offset in every row
-        if (stream) {
-            _tile_stream_loadd(4, A + k_at, stride);
+        if (stream_a) _tile_stream_loadd(4, A + k_at, stride);
+        else _tile_loadd(4, A + k_at, stride);
+        if (stream_b) {
             _tile_stream_loadd(6, b, 64);
             _tile_stream_loadd(7, b + 512, 64);
-            if (rows == 32) _tile_stream_loadd(5, A1 + k_at, stride);
         } else {
-            _tile_loadd(4, A + k_at, stride);
             _tile_loadd(6, b, 64);
             _tile_loadd(7, b + 512, 64);
-            if (rows == 32) _tile_loadd(5, A1 + k_at, stride);
         }
+        if (rows == 32 && stream_a) _tile_stream_loadd(5, A1 + k_at, stride);
+        else if (rows == 32) _tile_loadd(5, A1 + k_at, stride);
         _tile_dpbf16ps(0, 4, 6);
         _tile_dpbf16ps(1, 4, 7);
         if (rows == 32) {
@@ -126,26 +127,26 @@ static inline __attribute__((always_inline)) void amx_kernel_body(const float *s
 }
 
 void amx_kernel_32x32(const float *src, int64_t lds, float *dst, int64_t ldd, const uint16_t *A, const a_layout *at,
-                      const uint16_t *panel, int ksteps, const float *init, int accumulate, row_job *job) {
-    amx_kernel_body(src, lds, dst, ldd, A, at, panel, ksteps, init, accumulate, job, 32, 0);
-}
-
-void amx_kernel_32x32_stream(const float *src, int64_t lds, float *dst, int64_t ldd, const uint16_t *A,
-                             const a_layout *at, const uint16_t *panel, int ksteps, const float *init, int accumulate,
-                             row_job *job) {
-    amx_kernel_body(src, lds, dst, ldd, A, at, panel, ksteps, init, accumulate, job, 32, 1);
+                      const uint16_t *panel, int ksteps, const float *init, int accumulate, row_job *job,
+                      amx_loads loads) {
+    if (loads == AMX_LOADS_STREAM_BOTH)
+        amx_kernel_body(src, lds, dst, ldd, A, at, panel, ksteps, init, accumulate, job, 32, AMX_LOADS_STREAM_BOTH);
+    else if (loads == AMX_LOADS_STREAM_B)
+        amx_kernel_body(src, lds, dst, ldd, A, at, panel, ksteps, init, accumulate, job, 32, AMX_LOADS_STREAM_B);
+    else
+        amx_kernel_body(src, lds, dst, ldd, A, at, panel, ksteps, init, accumulate, job, 32, AMX_LOADS_CACHED);
 }
 
 // The first 16 rows only (dst's rows 16..31 untouched): two accumulator tiles, one A tile and the two B tiles a K
 // step, half the tile products and A loads (gemm_bf16.c's amx_kernel_block takes it for blocks of at most 16
 // wanted rows).
 void amx_kernel_16x32(const float *src, int64_t lds, float *dst, int64_t ldd, const uint16_t *A, const a_layout *at,
-                      const uint16_t *panel, int ksteps, const float *init, int accumulate, row_job *job) {
-    amx_kernel_body(src, lds, dst, ldd, A, at, panel, ksteps, init, accumulate, job, 16, 0);
-}
-
-void amx_kernel_16x32_stream(const float *src, int64_t lds, float *dst, int64_t ldd, const uint16_t *A,
-                             const a_layout *at, const uint16_t *panel, int ksteps, const float *init, int accumulate,
-                             row_job *job) {
-    amx_kernel_body(src, lds, dst, ldd, A, at, panel, ksteps, init, accumulate, job, 16, 1);
+                      const uint16_t *panel, int ksteps, const float *init, int accumulate, row_job *job,
+                      amx_loads loads) {
+    if (loads == AMX_LOADS_STREAM_BOTH)
+        amx_kernel_body(src, lds, dst, ldd, A, at, panel, ksteps, init, accumulate, job, 16, AMX_LOADS_STREAM_BOTH);
+    else if (loads == AMX_LOADS_STREAM_B)
+        amx_kernel_body(src, lds, dst, ldd, A, at, panel, ksteps, init, accumulate, job, 16, AMX_LOADS_STREAM_B);
+    else
+        amx_kernel_body(src, lds, dst, ldd, A, at, panel, ksteps, init, accumulate, job, 16, AMX_LOADS_CACHED);
 }

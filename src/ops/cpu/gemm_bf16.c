@@ -667,9 +667,11 @@ typedef void (*kernel_fn)(const float *src, int64_t lds, float *dst, int64_t ldd
 // S/2 x 8 unchanged. Seventeenth sitting.
 //
 // Blocks of at least STREAM_MIN_KSTEPS K steps load their tiles with the hint that the data will not be used
-// again soon (tileloaddt1, the _stream kernels): from 12 steps on, the block's 32 rows of A and its B panel (4 KB
-// a step) no longer fit the 48 KB L1 together, so they would only push out of it what the row jobs and the
-// next blocks use. Measured on the AMX guest (eighteenth sitting), each workload run alternately with and
+// again soon (tileloaddt1, amx_loads): from 12 steps on, the block's 32 rows of A and its B panel (4 KB a step)
+// no longer fit the 48 KB L1 together, so they would only push out of it what the row jobs and the next blocks
+// use. B's tiles always; A's unless A is indirect (at->koff: a conv reading its input in place, whose lines the
+// next taps read again): with A's too the VAE's bf16 decode and encode were 8% slower (9 of 9 rounds), with B's
+// alone 2-3% faster than with neither (8 of 9). Measured on the AMX guest (eighteenth sitting), each workload run alternately with and
 // without in one process: DiT-XL/2 x 2 forward 0.964-1.008 of the time, median 0.984 over five runs of 16
 // rounds (new faster in 16, 6, 9, 16 and 13 of them; the gain is least in the guest's fast phases), DiT-B/2 x 4
 // 0.978 (11 of 16), DiT-S/2 x 8 0.994, the DiT-S/2 training step 0.978 (13 of 15), the VAE unchanged; the
@@ -683,13 +685,11 @@ static void amx_kernel_block(const float *src, int64_t lds, float *dst, int64_t 
                              const a_layout *at, const uint16_t *panel, int ksteps, const float *init, int accumulate,
                              int rows, int cols, int last_pairs, row_job *job) {
     (void)cols, (void)last_pairs;
-    const int stream = ksteps >= STREAM_MIN_KSTEPS;
-    if (rows <= 16)
-        (stream ? amx_kernel_16x32_stream : amx_kernel_16x32)(src, lds, dst, ldd, A, at, panel, ksteps, init,
-                                                              accumulate, job);
-    else
-        (stream ? amx_kernel_32x32_stream : amx_kernel_32x32)(src, lds, dst, ldd, A, at, panel, ksteps, init,
-                                                              accumulate, job);
+    const amx_loads loads = ksteps < STREAM_MIN_KSTEPS ? AMX_LOADS_CACHED
+                            : at->koff                 ? AMX_LOADS_STREAM_B
+                                                       : AMX_LOADS_STREAM_BOTH;
+    if (rows <= 16) amx_kernel_16x32(src, lds, dst, ldd, A, at, panel, ksteps, init, accumulate, job, loads);
+    else amx_kernel_32x32(src, lds, dst, ldd, A, at, panel, ksteps, init, accumulate, job, loads);
 }
 
 // Epilogues the kernel does itself, by its start values: a plain store, a bias (every row starts from it), or
