@@ -671,10 +671,10 @@ typedef void (*kernel_fn)(const float *src, int64_t lds, float *dst, int64_t ldd
 // no longer fit the 48 KB L1 together, so they would only push out of it what the row jobs and the next blocks
 // use. B's tiles always; A's unless A is indirect (at->koff: a conv reading its input in place, whose lines the
 // next taps read again): with A's too the VAE's bf16 decode and encode were 8% slower (9 of 9 rounds), with B's
-// alone 2-3% faster than with neither (8 of 9). Measured on the AMX guest (eighteenth sitting), each workload run alternately with and
-// without in one process: DiT-XL/2 x 2 forward 0.964-1.008 of the time, median 0.984 over five runs of 16
-// rounds (new faster in 16, 6, 9, 16 and 13 of them; the gain is least in the guest's fast phases), DiT-B/2 x 4
-// 0.978 (11 of 16), DiT-S/2 x 8 0.994, the DiT-S/2 training step 0.978 (13 of 15), the VAE unchanged; the
+// alone 2-3% faster than with neither (8 of 9). Measured on the AMX guest (eighteenth sitting), each workload
+// run alternately with and without in one process: DiT-XL/2 x 2 forward 0.964-1.008 of the time, median 0.984
+// over five runs of 16 rounds (new faster in 16, 6, 9, 16 and 13 of them; the gain is least in the guest's fast
+// phases), DiT-B/2 x 4 0.978 (11 of 16), DiT-S/2 x 8 0.994, the DiT-S/2 training step 0.978 (13 of 15); the
 // Fashion-MNIST model's forward 1.006 (17 of 40 faster: noise) and training step 1.010. With the hint on every
 // block (attention's small products too) XL and the S/2 step alike, the Fashion-MNIST forward 1.018 and step
 // 1.02-1.024 slower; with it only from 13 steps (S/2's K = 384 products without it) the S/2 forward 2.5-3%
