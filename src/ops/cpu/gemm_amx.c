@@ -126,15 +126,24 @@ static inline __attribute__((always_inline)) void amx_kernel_body(const float *s
     }
 }
 
+// The body with its loads a constant too: one copy of the loop for each height and kind of loads.
+static inline __attribute__((always_inline)) void amx_kernel_loads(const float *src, int64_t lds, float *dst,
+                                                                   int64_t ldd, const uint16_t *A, const a_layout *at,
+                                                                   const uint16_t *panel, int ksteps, const float *init,
+                                                                   int accumulate, row_job *job, const int rows,
+                                                                   amx_loads loads) {
+    if (loads == AMX_LOADS_STREAM_BOTH)
+        amx_kernel_body(src, lds, dst, ldd, A, at, panel, ksteps, init, accumulate, job, rows, AMX_LOADS_STREAM_BOTH);
+    else if (loads == AMX_LOADS_STREAM_B)
+        amx_kernel_body(src, lds, dst, ldd, A, at, panel, ksteps, init, accumulate, job, rows, AMX_LOADS_STREAM_B);
+    else
+        amx_kernel_body(src, lds, dst, ldd, A, at, panel, ksteps, init, accumulate, job, rows, AMX_LOADS_CACHED);
+}
+
 void amx_kernel_32x32(const float *src, int64_t lds, float *dst, int64_t ldd, const uint16_t *A, const a_layout *at,
                       const uint16_t *panel, int ksteps, const float *init, int accumulate, row_job *job,
                       amx_loads loads) {
-    if (loads == AMX_LOADS_STREAM_BOTH)
-        amx_kernel_body(src, lds, dst, ldd, A, at, panel, ksteps, init, accumulate, job, 32, AMX_LOADS_STREAM_BOTH);
-    else if (loads == AMX_LOADS_STREAM_B)
-        amx_kernel_body(src, lds, dst, ldd, A, at, panel, ksteps, init, accumulate, job, 32, AMX_LOADS_STREAM_B);
-    else
-        amx_kernel_body(src, lds, dst, ldd, A, at, panel, ksteps, init, accumulate, job, 32, AMX_LOADS_CACHED);
+    amx_kernel_loads(src, lds, dst, ldd, A, at, panel, ksteps, init, accumulate, job, 32, loads);
 }
 
 // The first 16 rows only (dst's rows 16..31 untouched): two accumulator tiles, one A tile and the two B tiles a K
@@ -143,10 +152,5 @@ void amx_kernel_32x32(const float *src, int64_t lds, float *dst, int64_t ldd, co
 void amx_kernel_16x32(const float *src, int64_t lds, float *dst, int64_t ldd, const uint16_t *A, const a_layout *at,
                       const uint16_t *panel, int ksteps, const float *init, int accumulate, row_job *job,
                       amx_loads loads) {
-    if (loads == AMX_LOADS_STREAM_BOTH)
-        amx_kernel_body(src, lds, dst, ldd, A, at, panel, ksteps, init, accumulate, job, 16, AMX_LOADS_STREAM_BOTH);
-    else if (loads == AMX_LOADS_STREAM_B)
-        amx_kernel_body(src, lds, dst, ldd, A, at, panel, ksteps, init, accumulate, job, 16, AMX_LOADS_STREAM_B);
-    else
-        amx_kernel_body(src, lds, dst, ldd, A, at, panel, ksteps, init, accumulate, job, 16, AMX_LOADS_CACHED);
+    amx_kernel_loads(src, lds, dst, ldd, A, at, panel, ksteps, init, accumulate, job, 16, loads);
 }
