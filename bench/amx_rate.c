@@ -50,7 +50,7 @@ static void report(const char *name, double flops, double seconds) {
 
 // `rows` 32-row blocks of A (K = ksteps * 32, tile layout) against `panels` panels of B, every pair once per
 // sweep, repeated for about 1.5e10 flops; the best of five runs.
-static void kernel_case(const char *name, int ksteps, int rows, int panels, int stream) {
+static void kernel_case(const char *name, int ksteps, int rows, int panels, amx_loads loads) {
     const size_t a_elems = (size_t)rows * ksteps * 1024, b_elems = (size_t)panels * ksteps * 1024;
     uint16_t *A = aligned_alloc(64, a_elems * 2), *B = aligned_alloc(64, b_elems * 2);
     float *C = aligned_alloc(64, 32 * 32 * sizeof(float));
@@ -71,7 +71,7 @@ static void kernel_case(const char *name, int ksteps, int rows, int panels, int 
             for (int r = 0; r < rows; r++)
                 for (int p = 0; p < panels; p++)
                     amx_kernel_32x32(NULL, 0, C, 32, A + (size_t)r * ksteps * 1024, &at, B + (size_t)p * ksteps * 1024,
-                                     ksteps, NULL, 0, NULL, stream ? AMX_LOADS_STREAM_BOTH : AMX_LOADS_CACHED);
+                                     ksteps, NULL, 0, NULL, loads);
         const double t = now_seconds() - t0;
         if (t < best) best = t;
     }
@@ -94,11 +94,11 @@ int main(void) {
         if (t < best) best = t;
     }
     report("tdpbf16ps registers", 6.0 * iterations * 16 * 16 * 32 * 2, best);
-    kernel_case("kernel A L1, B L1", 8, 1, 2, 0);
-    kernel_case("kernel A L1, B L2", 8, 1, 32, 0);
-    kernel_case("kernel A L2, B L2", 36, 1, 16, 0);
-    kernel_case("kernel A L2, B L2, streamed loads", 36, 1, 16, 1);
-    kernel_case("kernel A L1, B 64 MB", 8, 1, 4096, 0);
+    kernel_case("kernel A L1, B L1", 8, 1, 2, AMX_LOADS_CACHED);
+    kernel_case("kernel A L1, B L2", 8, 1, 32, AMX_LOADS_CACHED);
+    kernel_case("kernel A L2, B L2", 36, 1, 16, AMX_LOADS_CACHED);
+    kernel_case("kernel A L2, B L2, streamed loads", 36, 1, 16, AMX_LOADS_STREAM_BOTH);
+    kernel_case("kernel A L1, B 64 MB", 8, 1, 4096, AMX_LOADS_CACHED);
     amx_release();
     return 0;
 }

@@ -103,8 +103,10 @@ static inline __attribute__((always_inline)) void amx_kernel_body(const float *s
             _tile_loadd(6, b, 64);
             _tile_loadd(7, b + 512, 64);
         }
-        if (rows == 32 && stream_a) _tile_stream_loadd(5, A1 + k_at, stride);
-        else if (rows == 32) _tile_loadd(5, A1 + k_at, stride);
+        if (rows == 32) {
+            if (stream_a) _tile_stream_loadd(5, A1 + k_at, stride);
+            else _tile_loadd(5, A1 + k_at, stride);
+        }
         _tile_dpbf16ps(0, 4, 6);
         _tile_dpbf16ps(1, 4, 7);
         if (rows == 32) {

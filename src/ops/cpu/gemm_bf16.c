@@ -641,10 +641,10 @@ static int b_from_memory(const bf16_packed *B) { return (int64_t)B->Np * B->Kp *
 
 // Panels per slab of B for K blocks of `ksteps` steps. A B from memory (b_from_memory) taken whole along K (one
 // K block) goes in slabs of BIG_B_PANELS panels: its first row block then waits for 144 KB from memory at a time
-// instead of 504 KB. Measured on the
-// AMX guest (seventeenth sitting, interleaved forwards): DiT-XL/2 x 2 2.0-2.5% faster (qkv, fc1 and adaLN; 10-12
-// of 12 in four runs), DiT-B/2 x 4 1%; one panel alike on XL; for every product, fc2 (K in three blocks: its A,
-// 4.7 MB, read again for every slab) included, 6% slower; for the S/2 products (B in cache) 1% slower.
+// instead of 504 KB. Measured on the AMX guest (seventeenth sitting, interleaved forwards): DiT-XL/2 x 2 2.0-2.5%
+// faster (qkv, fc1 and adaLN; 10-12 of 12 in four runs), DiT-B/2 x 4 1%; one panel alike on XL; for every
+// product, fc2 (K in three blocks: its A, 4.7 MB, read again for every slab) included, 6% slower; for the S/2
+// products (B in cache) 1% slower.
 enum { BIG_B_PANELS = 2 };
 
 static int slab_panels(int ksteps, const bf16_packed *B) {
