@@ -251,10 +251,12 @@ static inline __attribute__((always_inline)) void avx512_k_step(__m512 acc[8][2]
 // `ksteps` 32-deep blocks of one panel (start as amx_kernel_32x32): per K pair, two B vectors (16 columns of
 // pairs each) meet each row's pair broadcast; 16 accumulators. The last step stops after `last_pairs` pairs;
 // with halves == 1 only the first 16 columns are computed (the others of dst hold their start values).
+// With fetch, each K step also asks for the next 512 bytes from fetch on to be brought into the caches (see
+// avx512_kernel_32x32).
 static inline __attribute__((always_inline)) void avx512_kernel_8x32(
     const float *src, int64_t lds, float *dst, int64_t ldd, const uint16_t *A, int64_t row, int64_t kstep,
     const int64_t *koff, const uint16_t *panel, int ksteps, const float *init, int accumulate, int last_pairs,
-    int halves) {
+    int halves, const char *fetch) {
     __m512 acc[8][2];
     const __m512 init0 = init ? _mm512_loadu_ps(init) : _mm512_setzero_ps();
     const __m512 init1 = init ? _mm512_loadu_ps(init + 16) : _mm512_setzero_ps();
@@ -267,6 +269,8 @@ static inline __attribute__((always_inline)) void avx512_kernel_8x32(
         const int64_t kk = koff ? koff[kb] : kb * kstep;
         if (kb + 1 < ksteps || last_pairs == 16) avx512_k_step(acc, A, row, kk, blk, 16, halves);
         else avx512_k_step(acc, A, row, kk, blk, last_pairs, halves);
+        if (fetch)
+            for (int line = 0; line < 8; line++) _mm_prefetch(fetch + kb * 512 + line * 64, _MM_HINT_T1);
     }
     for (int r = 0; r < 8; r++) {
         _mm512_storeu_ps(dst + r * ldd, acc[r][0]);
@@ -276,28 +280,33 @@ static inline __attribute__((always_inline)) void avx512_kernel_8x32(
 
 static void avx512_kernel_8x32_full(const float *src, int64_t lds, float *dst, int64_t ldd, const uint16_t *A,
                                     int64_t row, int64_t kstep, const int64_t *koff, const uint16_t *panel, int ksteps,
-                                    const float *init, int accumulate, int last_pairs) {
-    avx512_kernel_8x32(src, lds, dst, ldd, A, row, kstep, koff, panel, ksteps, init, accumulate, last_pairs, 2);
+                                    const float *init, int accumulate, int last_pairs, const char *fetch) {
+    avx512_kernel_8x32(src, lds, dst, ldd, A, row, kstep, koff, panel, ksteps, init, accumulate, last_pairs, 2, fetch);
 }
 
 static void avx512_kernel_8x32_half(const float *src, int64_t lds, float *dst, int64_t ldd, const uint16_t *A,
                                     int64_t row, int64_t kstep, const int64_t *koff, const uint16_t *panel, int ksteps,
-                                    const float *init, int accumulate, int last_pairs) {
-    avx512_kernel_8x32(src, lds, dst, ldd, A, row, kstep, koff, panel, ksteps, init, accumulate, last_pairs, 1);
+                                    const float *init, int accumulate, int last_pairs, const char *fetch) {
+    avx512_kernel_8x32(src, lds, dst, ldd, A, row, kstep, koff, panel, ksteps, init, accumulate, last_pairs, 1, fetch);
 }
 
 // Only the groups of 8 rows that hold some of the block's `rows` (1..32) product rows are computed: a product
 // of a few rows (adaLN's modulation at batch 2, say) costs a quarter of a whole block, not all of it. The rows
 // past `rows` in dst are left as they were; nothing reads them. Likewise a panel's second 16 columns when
 // `cols` <= 16 (dst holds its start values there), and the K pairs past the product's K in its last step.
+// With next (the K block of B the next block will read, when it is not in L2 yet), each group of 8 rows asks
+// for a quarter of it (ksteps x 512 bytes), spread over its K steps, so that it comes from L3 or memory while
+// this block computes: on AMD Zen 4 (L2 1 MB) a slab's first row block otherwise waits for each panel in turn.
 static void avx512_kernel_32x32(const float *src, int64_t lds, float *dst, int64_t ldd, const uint16_t *A,
                                 const a_layout *at, const uint16_t *panel, int ksteps, const float *init,
-                                int accumulate, int rows, int cols, int last_pairs, row_job *job) {
+                                int accumulate, int rows, int cols, int last_pairs, row_job *job,
+                                const uint16_t *next) {
     DIT_CHECK(!job);   // run_blocks makes row jobs for the AMX kernel only
     for (int r = 0; r < rows; r += 8)
         (cols > 16 ? avx512_kernel_8x32_full : avx512_kernel_8x32_half)(
             src + r * lds, lds, dst + r * ldd, ldd, A + (r >> 4) * at->half + (r & 15) * at->row, at->row, at->kstep,
-            at->koff, panel, ksteps, init, accumulate, last_pairs);
+            at->koff, panel, ksteps, init, accumulate, last_pairs,
+            next ? (const char *)next + (int64_t)(r >> 3) * ksteps * 512 : NULL);
 }
 
 // ---- epilogue -----------------------------------------------------------------------------------------------
@@ -656,9 +665,10 @@ static int slab_panels(int ksteps, const bf16_packed *B) {
 // A micro-kernel: one 32 x 32 block of which the first `rows` rows and `cols` columns are wanted, whose last K
 // step holds `last_pairs` (1..16) K pairs that are not zero padding.
 // With job (the AMX kernel only; NULL for the other), the job's rows left are done too (amx_kernel_32x32).
+// next: the K block of B the next block reads, from beyond L2 (or NULL); the AVX512-BF16 kernel fetches it.
 typedef void (*kernel_fn)(const float *src, int64_t lds, float *dst, int64_t ldd, const uint16_t *A,
                           const a_layout *at, const uint16_t *panel, int ksteps, const float *init, int accumulate,
-                          int rows, int cols, int last_pairs, row_job *job);
+                          int rows, int cols, int last_pairs, row_job *job, const uint16_t *next);
 
 // The AMX kernel computes whole tiles of 16 rows, 16 columns and 32 K whatever the wanted part is; a block of at
 // most 16 wanted rows (an adaLN product's batch rows, the last row block of an odd M) takes the 16-row kernel,
@@ -683,8 +693,8 @@ enum { STREAM_MIN_KSTEPS = 12 };
 
 static void amx_kernel_block(const float *src, int64_t lds, float *dst, int64_t ldd, const uint16_t *A,
                              const a_layout *at, const uint16_t *panel, int ksteps, const float *init, int accumulate,
-                             int rows, int cols, int last_pairs, row_job *job) {
-    (void)cols, (void)last_pairs;
+                             int rows, int cols, int last_pairs, row_job *job, const uint16_t *next) {
+    (void)cols, (void)last_pairs, (void)next;
     const amx_loads loads = ksteps < STREAM_MIN_KSTEPS ? AMX_LOADS_CACHED
                             : at->koff                 ? AMX_LOADS_STREAM_B
                                                        : AMX_LOADS_STREAM_BOTH;
@@ -725,6 +735,18 @@ static inline void prefetch_block(const float *p, int64_t ld) {
         _mm_prefetch((const char *)(p + r * ld), _MM_HINT_T0);
         _mm_prefetch((const char *)(p + r * ld + 16), _MM_HINT_T0);
     }
+}
+
+// The K block of B that the block after (row block first/last of its slab, panel p, K block from k0) reads
+// while it is not in L2 yet, else NULL. Only a slab's first row block reads panels from L3 or memory (the
+// rest find them in L2): its next panel, and after the slab's last block the next K block or slab.
+static const uint16_t *next_from_far(const bf16_packed *B, int first_rows, int last_rows, int p, int s0, int s1,
+                                     int p1, int k0, int ksteps, int last_k) {
+    const int Kp = B->Kp;
+    if (first_rows && p + 1 < s1) return B->data + (int64_t)(p + 1) * 32 * Kp + (int64_t)k0 * 32;
+    if (!last_rows || p + 1 < s1) return NULL;
+    if (!last_k) return B->data + (int64_t)s0 * 32 * Kp + (int64_t)(k0 + ksteps * 32) * 32;
+    return s1 < p1 ? B->data + (int64_t)s1 * 32 * Kp : NULL;
 }
 
 // Output blocks [mb0, mb1) x panels [p0, p1): slabs of panels, K blocks, row blocks, panels.
@@ -783,6 +805,7 @@ static dit_status run_blocks(float *out, int64_t ldo, const uint16_t *A16, const
                     row_job *job = pending;   // done within this block's kernel, whichever call below it is
                     pending = NULL;
                     const uint16_t *panel = B->data + (int64_t)p * 32 * Kp + (int64_t)k0 * 32;
+                    const uint16_t *next = next_from_far(B, mb == mb0, mb == mb1 - 1, p, s0, s1, p1, k0, ksteps, last);
                     float *block = out ? out + out_row * ldo + n0 : NULL;   // NULL: bf16 output (out16)
                     const float *init = NULL;   // the start values of every row when the kernel adds the bias
                     if (first && bias_init) {
@@ -816,20 +839,20 @@ static dit_status run_blocks(float *out, int64_t ldo, const uint16_t *A16, const
                     if (p + 1 < s1 && last && ep && ep->gelu_grad_of)
                         prefetch_block(ep->gelu_grad_of + out_row * ldo + n0 + 32, ldo);
                     if (!last) {
-                        kernel(src, lds, wait, ldw, a, &from_k0, panel, ksteps, init, accumulate, rows, cols, last_pairs, job);
+                        kernel(src, lds, wait, ldw, a, &from_k0, panel, ksteps, init, accumulate, rows, cols, last_pairs, job, next);
                         continue;
                     }
                     if (full && in_kernel && stream) {   // through C, then past the caches into out
-                        kernel(src, lds, C, 32, a, &from_k0, panel, ksteps, init, accumulate, rows, cols, last_pairs, job);
+                        kernel(src, lds, C, 32, a, &from_k0, panel, ksteps, init, accumulate, rows, cols, last_pairs, job, next);
                         for (int r = 0; r < 32; r++) store_kept_row(block + r * ldo, _mm512_load_ps(C + r * 32),
                                                                     _mm512_load_ps(C + r * 32 + 16), 1);
                         continue;
                     }
                     if (full && in_kernel) {   // the result straight into out
-                        kernel(src, lds, block, ldo, a, &from_k0, panel, ksteps, init, accumulate, rows, cols, last_pairs, job);
+                        kernel(src, lds, block, ldo, a, &from_k0, panel, ksteps, init, accumulate, rows, cols, last_pairs, job, next);
                         continue;
                     }
-                    kernel(src, lds, C, 32, a, &from_k0, panel, ksteps, init, accumulate, rows, cols, last_pairs, job);
+                    kernel(src, lds, C, 32, a, &from_k0, panel, ksteps, init, accumulate, rows, cols, last_pairs, job, next);
                     full_block_kind kind;
                     if (in_kernel) {
                         for (int r = 0; r < rows; r++) {
