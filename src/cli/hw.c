@@ -16,6 +16,8 @@ int cli_print_hw(void) {
            f->avx2 ? "yes" : "no", f->fma ? "yes" : "no", f->avx512f ? "yes" : "no", f->avx512bw ? "yes" : "no",
            f->avx512vl ? "yes" : "no", f->avx512_bf16 ? "yes" : "no", f->amx_tile ? "yes" : "no",
            f->amx_bf16 ? "yes" : "no");
+    if (f->l2_bytes) printf("L2 cache:      %ld KB a core\n", f->l2_bytes >> 10);
+    else printf("L2 cache:      not reported by the C library\n");
     if (f->amx_tile) printf("AMX:           %s\n", f->amx_granted ? "tile data granted by the kernel" : f->amx_refusal);
     const cpu_path best = cpu_path_best(), active = cpu_path_active();
     printf("kernel path:   %s%s%s\n", cpu_path_name(active), active != best ? " (lowered by DIT_CPU_PATH; best " : "",

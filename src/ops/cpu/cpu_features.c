@@ -56,6 +56,8 @@ static void detect(void) {
         while (*s == ' ') s++;
         memmove(f->brand, s, strlen(s) + 1);
     }
+    const long l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
+    f->l2_bytes = l2 > 0 ? l2 : 0;
     if (f->amx_tile && f->amx_bf16) {
         if (!os_amx) f->amx_refusal = "the OS does not enable the AMX state (XCR0)";
         else if (syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) != 0)

@@ -16,6 +16,7 @@ typedef struct {
     int os_zmm;             // the OS saves the AVX-512 state (XCR0 bits 5-7)
     int amx_granted;        // arch_prctl(ARCH_REQ_XCOMP_PERM, XTILEDATA) succeeded
     const char *amx_refusal;  // why AMX is not used although the CPU has it (NULL if it is, or if absent)
+    long l2_bytes;          // one core's L2 cache as the C library reports it; 0 if it does not
     char brand[49];
 } cpu_features;
 
