@@ -737,15 +737,20 @@ static inline void prefetch_block(const float *p, int64_t ld) {
     }
 }
 
-// The K block of B that the block after (row block first/last of its slab, panel p, K block from k0) reads
-// while it is not in L2 yet, else NULL. Only a slab's first row block reads panels from L3 or memory (the
-// rest find them in L2): its next panel, and after the slab's last block the next K block or slab.
+// The K block of B that the block after (row block first/last of its slab, panel p, K block of `ksteps` steps
+// from k0) reads while it is not in L2 yet, else NULL. Only a slab's first row block reads panels from L3 or
+// memory (the rest find them in L2): its next panel, and after the slab's last block the next K block (when it
+// is as long as this one: the kernel fetches `ksteps` steps from the pointer, which must stay inside B) or the
+// next slab's first panel.
 static const uint16_t *next_from_far(const bf16_packed *B, int first_rows, int last_rows, int p, int s0, int s1,
                                      int p1, int k0, int ksteps, int last_k) {
     const int Kp = B->Kp;
     if (first_rows && p + 1 < s1) return B->data + (int64_t)(p + 1) * 32 * Kp + (int64_t)k0 * 32;
     if (!last_rows || p + 1 < s1) return NULL;
-    if (!last_k) return B->data + (int64_t)s0 * 32 * Kp + (int64_t)(k0 + ksteps * 32) * 32;
+    if (!last_k) {
+        const int k_next = k0 + ksteps * 32;
+        return k_next + ksteps * 32 <= Kp ? B->data + (int64_t)s0 * 32 * Kp + (int64_t)k_next * 32 : NULL;
+    }
     return s1 < p1 ? B->data + (int64_t)s1 * 32 * Kp : NULL;
 }
 
