@@ -418,13 +418,14 @@ static void test_cli(void) {
           "dit info --model FILE reads the file (exit %d)", rc);
     free(out);
 
-    // info --hw: the paths, a GEMM's rate on each, and on a bf16 path one core's rate on every CPU in turn
+    // info --hw: the paths, the L2 size the GEMM's blocking reads, a GEMM's rate on each, and on a bf16 path one core's rate on every CPU in turn
     snprintf(cmd, sizeof cmd, "%s info --hw", dit_bin());
     rc = run_command(cmd, &out);
     const int bf16_path = out && (strstr(out, "kernel path:   amx") || strstr(out, "kernel path:   avx512-bf16"));
     CHECK(rc == 0 && out && strstr(out, "kernel path:") && strstr(out, "GEMM 1024 x 1024 x 1024") &&
+              strstr(out, "L2 cache:") &&
               (!bf16_path || (strstr(out, "one core each, bf16") && strstr(out, " cpu"))),
-          "dit info --hw prints the kernel path, the GEMM rates%s (exit %d)",
+          "dit info --hw prints the kernel path, the L2 size, the GEMM rates%s (exit %d)",
           bf16_path ? " and one core's bf16 rate on each CPU" : " (no bf16 path)", rc);
     free(out);
 
