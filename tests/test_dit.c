@@ -418,7 +418,8 @@ static void test_cli(void) {
           "dit info --model FILE reads the file (exit %d)", rc);
     free(out);
 
-    // info --hw: the paths, the L2 size the GEMM's blocking reads, a GEMM's rate on each, and on a bf16 path one core's rate on every CPU in turn
+    // info --hw: the paths, the L2 size the GEMM's blocking reads, a GEMM's rate on each, and on a bf16 path one
+    // core's rate on every CPU in turn
     snprintf(cmd, sizeof cmd, "%s info --hw", dit_bin());
     rc = run_command(cmd, &out);
     const int bf16_path = out && (strstr(out, "kernel path:   amx") || strstr(out, "kernel path:   avx512-bf16"));

@@ -645,6 +645,10 @@ static int block_ksteps(int Kp) {
     return (steps + blocks - 1) / blocks;
 }
 
+// K steps per K block of a product whose A is laid out as `at`: an indirect A (a conv reading its input in place)
+// revisits the same lines tap after tap, so its whole K fits in L1 as one block; any other, block_ksteps.
+static int k_block_steps(const a_layout *at, int Kp) { return at->koff ? Kp / 32 : block_ksteps(Kp); }
+
 // A B larger than the caches keep: the weights of a large model, read from memory every forward.
 static int b_from_memory(const bf16_packed *B) { return (int64_t)B->Np * B->Kp * 2 > BIG_B_BYTES; }
 
@@ -766,9 +770,7 @@ static dit_status run_blocks(float *out, int64_t ldo, const uint16_t *A16, const
     int cur = 0;
     const int interleave = kernel == amx_kernel_block;
     float bias_block[32] __attribute__((aligned(64)));
-    // an indirect A (a conv reading its input in place) revisits the same lines tap after tap: its whole K fits
-    // in L1 as one block
-    const int Kp = B->Kp, ksteps_max = at->koff ? Kp / 32 : block_ksteps(Kp);
+    const int Kp = B->Kp, ksteps_max = k_block_steps(at, Kp);
     const int slab = slab_panels(ksteps_max, B);
     const int in_kernel = epilogue_in_kernel(ep), from_out = in_kernel && ep && ep->accumulate;
     // The bias is where the sums start (the kernel's init) when the kernel does the epilogue, and for a plain
@@ -936,9 +938,9 @@ static dit_status run_unit(float *out, int64_t ldo, const uint16_t *A16, const a
 // block, which every slab of panels reads again, is kept in L2 by the shorter chunk. Zen 4, interleaved: that
 // product 0.945 of the time (12 of 12), the XL/2 x 2 forward 0.982 (10 of 12); the same for every product from
 // memory made fc1 (K = 1152, one K block) 4.6% slower, reading its 10.6 MB of B twice.
-static int chunk_blocks_for(const bf16_packed *B) {
+static int chunk_blocks_for(const a_layout *at, const bf16_packed *B) {
     if (!b_from_memory(B)) return CHUNK_BLOCKS;
-    const int ksteps = block_ksteps(B->Kp);
+    const int ksteps = k_block_steps(at, B->Kp);
     const int64_t long_chunk_a = (int64_t)2 * CHUNK_BLOCKS * 32 * ksteps * 64;   // bytes of A in a K block
     const long l2 = cpu_features_get()->l2_bytes;
     if (ksteps * 32 < B->Kp && l2 > 0 && long_chunk_a > l2) return CHUNK_BLOCKS;
@@ -946,8 +948,8 @@ static int chunk_blocks_for(const bf16_packed *B) {
 }
 
 // Every thread's queue full: chunks x units each. Called by one thread before any takes a unit.
-static void queues_fill(work_queues *q, int threads, int M, const bf16_packed *B) {
-    const int most = chunk_blocks_for(B), MB = round_up(M, 32) / 32, chunks = (MB + most - 1) / most;
+static void queues_fill(work_queues *q, int threads, int M, const a_layout *at, const bf16_packed *B) {
+    const int most = chunk_blocks_for(at, B), MB = round_up(M, 32) / 32, chunks = (MB + most - 1) / most;
     q->threads = threads;
     q->chunk_blocks = (MB + chunks - 1) / chunks;
     q->per_chunk = threads == 1 ? 1 : UNITS_PER_THREAD;
@@ -991,7 +993,7 @@ static dit_status run_serial(float *out, int64_t ldo, const uint16_t *A16, const
                              int M, kernel_fn kernel, const gemm_epilogue *ep) {
     unsigned long long claim;
     work_queues q = {.claims = &claim};
-    queues_fill(&q, 1, M, B);
+    queues_fill(&q, 1, M, at, B);
     return run_share(out, ldo, A16, at, B, M, kernel, ep, &q, 0);
 }
 
@@ -1099,7 +1101,7 @@ static dit_status gemm_run(float *out, int64_t ldo, const float *A, int64_t stri
     #pragma omp parallel
     {
         #pragma omp single
-        queues_fill(&q, omp_get_num_threads(), M, B);
+        queues_fill(&q, omp_get_num_threads(), M, at, B);
         if (by_columns) {
             #pragma omp for schedule(guided)
             for (int k0 = 0; k0 < Kp; k0 += 16)
@@ -1144,7 +1146,7 @@ dit_status gemm_bf16_a16(float *out, int64_t ldo, const uint16_t *A16, const a_l
     #pragma omp parallel
     {
         #pragma omp single
-        queues_fill(&q, omp_get_num_threads(), M, B);
+        queues_fill(&q, omp_get_num_threads(), M, at, B);
         if (amx) amx_configure();
         if (run_share(out, ldo, A16, at, B, M, kernel, ep, &q, omp_get_thread_num()) != DIT_OK) {
             #pragma omp atomic write
